@@ -1,0 +1,337 @@
+//! What each command does, step by step: the table of contents of portlocker.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+
+use anyhow::{Context, Result, anyhow};
+use chrono::Local;
+
+use crate::cli::{Cli, Command as Subcommand};
+use crate::config::{Config, ConfigError, ServiceName};
+use crate::control::{self, ControlFile};
+use crate::fetch;
+use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
+use crate::logging::{self, Verbosity};
+use crate::plan::{self, Holdings, PortState, Step};
+use crate::source::Source;
+use crate::status::{self, Report, ServiceRow};
+
+/// The exit codes, each with one meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The firewall now matches the control file (or: the check passed).
+    Ok = 0,
+    /// The run failed; nothing from a bad control file was applied.
+    Failed = 1,
+    /// Usage or config error; nothing was done.
+    Usage = 2,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}
+
+/// Runs the command line and tells how it ended. Errors are reported here.
+pub fn main(cli: Cli) -> Exit {
+    // reqwest is built without a default crypto provider: ring, not aws-lc,
+    // keeps every run fast. Fails only if one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match dispatch(&cli) {
+        Ok(exit) => exit,
+        Err(error) => {
+            let usage = error.downcast_ref::<ConfigError>().is_some();
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{error:#}");
+            } else {
+                eprintln!("portlocker: {error:#}");
+            }
+            if usage { Exit::Usage } else { Exit::Failed }
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<Exit> {
+    let config = load_config(cli)?;
+    let verbosity = if cli.global.quiet {
+        Verbosity::Quiet
+    } else if cli.global.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    match cli.command {
+        None if cli.dry_run => {
+            logging::init(verbosity, None);
+            dry_run(&config)
+        }
+        None => {
+            logging::init(verbosity, Some(&config.log_file));
+            Ok(run(&config))
+        }
+        Some(Subcommand::Check) => {
+            logging::init(verbosity, None);
+            check(cli, &config)
+        }
+        Some(Subcommand::Status) => {
+            logging::init(verbosity, None);
+            show_status(&config)
+        }
+    }
+}
+
+/// The config, with `--source` applied over its `source`.
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = Config::load(&cli.global.config)?;
+    if let Some(text) = &cli.global.source {
+        config.source = Source::parse(text)
+            .context("--source")
+            .map_err(ConfigError)?;
+    }
+    Ok(config)
+}
+
+/// Fetches and validates the control file.
+fn fetch_control(config: &Config) -> Result<ControlFile> {
+    let bytes = fetch::fetch(&config.source, &config.fetch)?;
+    let names: BTreeSet<ServiceName> = config.services.keys().cloned().collect();
+    let control = control::parse(&bytes, &names)
+        .with_context(|| format!("control file from {}", config.source))?;
+    for warning in &control.warnings {
+        log::warn!("control file from {}: {warning}", config.source);
+    }
+    Ok(control)
+}
+
+/// One cron run: fetch, validate, reconcile, log, status page.
+fn run(config: &Config) -> Exit {
+    let control = fetch_control(config);
+    let ready = firewall::preflight(config);
+    let mut firewall = Firewall::new(config, SystemRunner);
+    let (mut holdings, mut errors) = match ready {
+        Ok(()) => firewall.observe(),
+        Err(_) => (Holdings::unknown(config), Vec::new()),
+    };
+
+    let mut changes = 0;
+    let failure = match (control, ready) {
+        (Err(error), _) => Some(format!("{error:#}; nothing was changed")),
+        (Ok(_), Err(reason)) => Some(format!("{reason}; nothing was changed")),
+        (Ok(control), Ok(())) => {
+            let steps = plan::plan(config, &control, &holdings);
+            let applied = firewall.apply(&steps, &mut holdings);
+            changes = applied.commands;
+            errors.extend(applied.errors);
+            summarise_errors(&errors)
+        }
+    };
+    for error in &errors {
+        log::error!("{error}");
+    }
+
+    let report = report(config, &holdings, failure.clone());
+    if let Some(path) = &config.status_file {
+        let page = status::render(&report, Local::now().naive_local());
+        if let Err(error) = status::write_atomic(path, page.as_bytes(), 0o644) {
+            log::warn!("status page not updated: {error:#}");
+        }
+    }
+    match failure {
+        None => {
+            let changed = match changes {
+                0 => "no change".to_owned(),
+                1 => "1 firewall change".to_owned(),
+                n => format!("{n} firewall changes"),
+            };
+            log::info!(
+                "run ok from {}: {changed}; {}",
+                config.source,
+                states_in_words(&report)
+            );
+            Exit::Ok
+        }
+        Some(reason) => {
+            log::error!("run failed: {reason}");
+            Exit::Failed
+        }
+    }
+}
+
+fn summarise_errors(errors: &[CommandError]) -> Option<String> {
+    match errors {
+        [] => None,
+        [only] => Some(format!("a firewall command failed: {only}")),
+        [first, rest @ ..] => Some(format!(
+            "{} firewall commands failed, the first: {first}",
+            rest.len() + 1
+        )),
+    }
+}
+
+/// Prints what a run would do, changing nothing.
+fn dry_run(config: &Config) -> Result<Exit> {
+    let control = fetch_control(config)?;
+    let (holdings, note) = match firewall::preflight(config) {
+        Ok(()) => {
+            let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
+            let note = errors
+                .first()
+                .map(|error| format!("could not read the firewall ({error})"));
+            (holdings, note)
+        }
+        Err(reason) => (
+            Holdings::unknown(config),
+            Some(format!("cannot read the firewall: {reason}")),
+        ),
+    };
+    let steps = plan::plan(config, &control, &holdings);
+    let mut out = std::io::stdout().lock();
+    if let Some(note) = note {
+        writeln!(out, "# {note}")?;
+        writeln!(
+            out,
+            "# so each change below runs only if its check says it is needed"
+        )?;
+    }
+    if steps.is_empty() {
+        writeln!(
+            out,
+            "# nothing to change: the firewall already matches the control file"
+        )?;
+    }
+    for step in &steps {
+        writeln!(out, "# {}", step.change)?;
+        writeln!(out, "{}", shell_line(config, step))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// A step as one line of shell: the bare command when the firewall was read,
+/// otherwise the command guarded by its check, exactly as a run decides.
+pub fn shell_line(config: &Config, step: &Step) -> String {
+    let family = step.change.family();
+    let make = Command::iptables(config, family, step.change.args());
+    if step.checked {
+        return make.to_string();
+    }
+    let check = Command::iptables(config, family, step.change.check_args());
+    match step.change {
+        Change::NewChain { .. } => format!("{check} >/dev/null 2>&1 || {make}"),
+        Change::InsertJump { .. } | Change::Append(_) => format!("{check} 2>/dev/null || {make}"),
+        Change::Delete(_) => format!("while {check} 2>/dev/null; do {make}; done"),
+    }
+}
+
+/// Validates the config and, with --source, the control file.
+fn check(cli: &Cli, config: &Config) -> Result<Exit> {
+    let names: Vec<&str> = config.services.keys().map(ServiceName::as_str).collect();
+    println!(
+        "config {}: ok ({} services: {})",
+        cli.global.config.display(),
+        names.len(),
+        names.join(", ")
+    );
+    if cli.global.source.is_some() {
+        let control = fetch_control(config)?;
+        let lines: Vec<String> = control
+            .directives
+            .values()
+            .map(|d| format!("{} {}", d.action.as_str(), d.service))
+            .collect();
+        println!(
+            "control file from {}: ok ({})",
+            config.source,
+            if lines.is_empty() {
+                "changes nothing".to_owned()
+            } else {
+                lines.join(", ")
+            }
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// Prints each service and its state per family, read from the firewall now.
+fn show_status(config: &Config) -> Result<Exit> {
+    firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
+    let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
+    let report = report(config, &holdings, None);
+    let mut out = std::io::stdout().lock();
+    let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");
+    for family in config.families() {
+        header.push_str(&format!(" {:<14}", family.to_string()));
+    }
+    writeln!(out, "{}", header.trim_end())?;
+    for row in &report.services {
+        let mut line = format!("{:<16} {:<24}", row.name, row.ports);
+        for (_, state) in &row.states {
+            line.push_str(&format!(" {:<14}", state.as_str()));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    for error in &errors {
+        log::error!("{error}");
+    }
+    Ok(if errors.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
+/// The report of a run for the status page and the summary line.
+fn report(config: &Config, holdings: &Holdings, failure: Option<String>) -> Report {
+    let services = config
+        .services
+        .iter()
+        .map(|(service, specs)| ServiceRow {
+            name: service.to_string(),
+            ports: specs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            states: config
+                .families()
+                .into_iter()
+                .map(|family| (family, holdings.state(config, service, family)))
+                .collect(),
+        })
+        .collect();
+    Report { failure, services }
+}
+
+/// `ssh closed, web open, vpn closed on IPv4 and open on IPv6`.
+fn states_in_words(report: &Report) -> String {
+    let rows: Vec<String> = report
+        .services
+        .iter()
+        .map(|row| {
+            let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
+            if states.len() == 1 {
+                format!("{} {}", row.name, row.states[0].1.as_str())
+            } else {
+                let each: Vec<String> = row
+                    .states
+                    .iter()
+                    .map(|(family, state)| format!("{} on {family}", state.as_str()))
+                    .collect();
+                format!("{} {}", row.name, each.join(" and "))
+            }
+        })
+        .collect();
+    rows.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_fixed() {
+        assert_eq!(Exit::Ok as u8, 0);
+        assert_eq!(Exit::Failed as u8, 1);
+        assert_eq!(Exit::Usage as u8, 2);
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line. The doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps this server's ports shut until its owner opens them by editing a
+/// plain text file that portlocker pulls over HTTPS (lines like `open ssh`).
+///
+/// Without a subcommand: one run — fetch the control file, validate all of
+/// it, make the firewall match, append to the log, write the status page.
+/// A successful run prints nothing.
+#[derive(Debug, Parser)]
+#[command(name = "portlocker", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// Fetch and validate, then print every iptables command the run would
+    /// execute. Changes nothing: no firewall, status page or log file.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// Options that work before or after a subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "PORTLOCKER_CONFIG",
+        default_value = "/etc/portlocker/config.toml",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// Where to read the control file instead of the config's `source`:
+    /// an https:// URL, file:///path, a plain path, or `-` for stdin.
+    #[arg(long, global = true, value_name = "SRC")]
+    pub source: Option<String>,
+
+    /// Also print what the run does (info messages) to stderr.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print errors only; no warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config, and the control file named by --source if given.
+    /// Touches no firewall and needs no root.
+    Check,
+    /// Show each managed service, its ports, and whether each address family
+    /// is closed right now (read-only checks).
+    Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_work_after_a_subcommand() {
+        let cli = Cli::try_parse_from(["portlocker", "status", "-c", "/x.toml", "-q"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Status)));
+        assert_eq!(cli.global.config, PathBuf::from("/x.toml"));
+        assert!(cli.global.quiet);
+    }
+
+    #[test]
+    fn verbose_and_quiet_conflict() {
+        assert!(Cli::try_parse_from(["portlocker", "-v", "-q"]).is_err());
+    }
+}

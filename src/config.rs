@@ -1,0 +1,536 @@
+//! The TOML config: serde types that mirror the file, checked once into a
+//! validated `Config` whose values deeper code can trust. Pure apart from
+//! `Config::load` reading the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde::Deserialize;
+
+use crate::source::Source;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the control file comes from.
+    pub source: Source,
+    /// Append-only run log.
+    pub log_file: PathBuf,
+    /// The HTML status page, if the owner wants one.
+    pub status_file: Option<PathBuf>,
+    /// Where portlocker keeps its own state.
+    pub state_dir: PathBuf,
+    pub fetch: FetchConfig,
+    pub firewall: FirewallConfig,
+    /// Every service the control file may name, with its ports.
+    pub services: BTreeMap<ServiceName, Vec<PortSpec>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Bound on the whole fetch: connect, headers and body together.
+    pub timeout: Duration,
+    /// A larger control file is rejected; reading stops at this size.
+    pub max_bytes: u64,
+    /// An extra trusted root certificate (PEM), e.g. for a private server.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FirewallConfig {
+    pub iptables: PathBuf,
+    pub ip6tables: PathBuf,
+    /// Manage ip6tables as well as iptables.
+    pub ipv6: bool,
+    /// portlocker's own chain, or `INPUT` to put rules straight into INPUT.
+    pub chain: ChainName,
+    /// Drop only new connections, so a session already open survives a close.
+    pub keep_established: bool,
+}
+
+/// A configuration mistake: the run stops before doing anything (exit 2).
+#[derive(Debug)]
+pub struct ConfigError(pub anyhow::Error);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))
+            .map_err(ConfigError)?;
+        Config::parse(&text)
+            .with_context(|| format!("config {}", path.display()))
+            .map_err(ConfigError)
+    }
+
+    /// Validates config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text)?;
+        raw.validate()
+    }
+
+    /// Every address family portlocker manages, IPv4 first.
+    pub fn families(&self) -> Vec<Family> {
+        if self.firewall.ipv6 {
+            vec![Family::Ipv4, Family::Ipv6]
+        } else {
+            vec![Family::Ipv4]
+        }
+    }
+
+    /// Path of the binary that manages `family`.
+    pub fn binary(&self, family: Family) -> &Path {
+        match family {
+            Family::Ipv4 => &self.firewall.iptables,
+            Family::Ipv6 => &self.firewall.ip6tables,
+        }
+    }
+}
+
+/// An IP address family, each with its own iptables binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
+}
+
+/// A service name: `[a-z][a-z0-9_-]{0,31}`. Safe on a command line and in HTML.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn new(name: &str) -> Result<ServiceName> {
+        let mut chars = name.chars();
+        let valid = name.len() <= 32
+            && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        ensure!(
+            valid,
+            "service name {name:?} must be a lowercase letter followed by up to 31 of a-z, 0-9, _ and -"
+        );
+        Ok(ServiceName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An iptables chain name for portlocker's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainName(String);
+
+impl ChainName {
+    pub fn new(name: &str) -> Result<ChainName> {
+        let valid = !name.is_empty()
+            && name.len() <= 28
+            && !name.starts_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        ensure!(
+            valid,
+            "chain {name:?} must be 1 to 28 of A-Z, a-z, 0-9, _ and - (not starting with -)"
+        );
+        let builtin = ["OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+        ensure!(
+            !builtin.contains(&name),
+            "chain {name:?} is a built-in chain; use portlocker's own chain or INPUT"
+        );
+        Ok(ChainName(name.to_owned()))
+    }
+
+    /// True when rules go straight into INPUT, with no chain of our own.
+    pub fn is_input(&self) -> bool {
+        self.0 == "INPUT"
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One port or an inclusive range of ports, with its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    pub protocol: Protocol,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortSpec {
+    /// Parses `PORT[/tcp|udp]` or `LO-HI[/tcp|udp]`; tcp when no protocol is given.
+    pub fn parse(text: &str) -> Result<PortSpec> {
+        let (ports, protocol) = match text.split_once('/') {
+            None => (text, Protocol::Tcp),
+            Some((ports, "tcp")) => (ports, Protocol::Tcp),
+            Some((ports, "udp")) => (ports, Protocol::Udp),
+            Some((_, other)) => bail!("unknown protocol {other:?} (use tcp or udp)"),
+        };
+        let (first, last) = match ports.split_once('-') {
+            None => (parse_port(ports)?, parse_port(ports)?),
+            Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+        };
+        ensure!(first <= last, "range {first}-{last} runs backwards");
+        Ok(PortSpec {
+            protocol,
+            first,
+            last,
+        })
+    }
+
+    /// The `--dport` argument: `22` or `60000:61000`.
+    pub fn dport(&self) -> String {
+        if self.first == self.last {
+            self.first.to_string()
+        } else {
+            format!("{}:{}", self.first, self.last)
+        }
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16> {
+    // u16::from_str accepts a leading '+'; a port is digits only.
+    let port = text
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<u16>().ok())
+        .flatten()
+        .filter(|&p| p != 0);
+    port.ok_or_else(|| anyhow!("{text:?} is not a port number from 1 to 65535"))
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}/{}", self.first, self.protocol.as_str())
+        } else {
+            write!(f, "{}-{}/{}", self.first, self.last, self.protocol.as_str())
+        }
+    }
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: String,
+    log_file: Option<PathBuf>,
+    status_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    fetch: RawFetch,
+    #[serde(default)]
+    firewall: RawFirewall,
+    services: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFetch {
+    timeout_secs: Option<u64>,
+    max_bytes: Option<u64>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFirewall {
+    iptables: Option<PathBuf>,
+    ip6tables: Option<PathBuf>,
+    ipv6: Option<bool>,
+    chain: Option<String>,
+    keep_established: Option<bool>,
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config> {
+        let source = Source::parse(&self.source).context("source")?;
+        let timeout_secs = self.fetch.timeout_secs.unwrap_or(20);
+        ensure!(
+            (1..=600).contains(&timeout_secs),
+            "fetch.timeout_secs = {timeout_secs}: must be 1 to 600"
+        );
+        let max_bytes = self.fetch.max_bytes.unwrap_or(65536);
+        ensure!(
+            (1..=16 << 20).contains(&max_bytes),
+            "fetch.max_bytes = {max_bytes}: must be 1 to 16777216"
+        );
+        let firewall = FirewallConfig {
+            iptables: absolute(
+                "firewall.iptables",
+                self.firewall.iptables,
+                "/sbin/iptables",
+            )?,
+            ip6tables: absolute(
+                "firewall.ip6tables",
+                self.firewall.ip6tables,
+                "/sbin/ip6tables",
+            )?,
+            ipv6: self.firewall.ipv6.unwrap_or(true),
+            chain: ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
+                .context("firewall.chain")?,
+            keep_established: self.firewall.keep_established.unwrap_or(true),
+        };
+        let ca_file = self
+            .fetch
+            .ca_file
+            .map(|path| absolute("fetch.ca_file", Some(path), ""))
+            .transpose()?;
+        Ok(Config {
+            source,
+            log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,
+            status_file: self
+                .status_file
+                .map(|path| absolute("status_file", Some(path), ""))
+                .transpose()?,
+            state_dir: absolute("state_dir", self.state_dir, "/var/lib/portlocker")?,
+            fetch: FetchConfig {
+                timeout: Duration::from_secs(timeout_secs),
+                max_bytes,
+                ca_file,
+            },
+            firewall,
+            services: services(self.services)?,
+        })
+    }
+}
+
+/// Cron runs with a bare environment: every path must be absolute.
+fn absolute(key: &str, path: Option<PathBuf>, default: &str) -> Result<PathBuf> {
+    let path = path.unwrap_or_else(|| PathBuf::from(default));
+    ensure!(
+        path.is_absolute(),
+        "{key} = {:?}: must be an absolute path",
+        path.display().to_string()
+    );
+    Ok(path)
+}
+
+fn services(table: toml::Table) -> Result<BTreeMap<ServiceName, Vec<PortSpec>>> {
+    let mut services = BTreeMap::new();
+    for (key, value) in table {
+        let name = ServiceName::new(&key).with_context(|| format!("services.{key}"))?;
+        let specs = match value {
+            toml::Value::Array(items) => items.into_iter().map(port_spec).collect(),
+            single => port_spec(single).map(|spec| vec![spec]),
+        }
+        .with_context(|| format!("services.{key}"))?;
+        ensure!(
+            !specs.is_empty(),
+            "services.{key}: the list of ports is empty"
+        );
+        services.insert(name, specs);
+    }
+    Ok(services)
+}
+
+fn port_spec(value: toml::Value) -> Result<PortSpec> {
+    match value {
+        toml::Value::Integer(n) => u16::try_from(n)
+            .ok()
+            .filter(|&p| p != 0)
+            .map(|port| PortSpec {
+                protocol: Protocol::Tcp,
+                first: port,
+                last: port,
+            })
+            .ok_or_else(|| anyhow!("{n} is not a port number from 1 to 65535")),
+        toml::Value::String(text) => {
+            PortSpec::parse(&text).with_context(|| format!("bad port spec {text:?}"))
+        }
+        other => bail!(
+            "{other} is not a port spec (a number, \"PORT[/tcp|udp]\", \"LO-HI[/tcp|udp]\" or a list of these)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "source = \"https://example.org/x\"\n[services]\nssh = 22\n";
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.log_file, Path::new("/var/log/portlocker.log"));
+        assert_eq!(config.state_dir, Path::new("/var/lib/portlocker"));
+        assert_eq!(config.status_file, None);
+        assert_eq!(config.fetch.timeout, Duration::from_secs(20));
+        assert_eq!(config.fetch.max_bytes, 65536);
+        assert_eq!(config.firewall.iptables, Path::new("/sbin/iptables"));
+        assert_eq!(config.firewall.ip6tables, Path::new("/sbin/ip6tables"));
+        assert!(config.firewall.ipv6 && config.firewall.keep_established);
+        assert_eq!(config.firewall.chain.as_str(), "PORTLOCKER");
+        assert_eq!(config.families(), [Family::Ipv4, Family::Ipv6]);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::parse(text).unwrap();
+        let names: Vec<&str> = config.services.keys().map(|s| s.as_str()).collect();
+        assert!(names.contains(&"ssh"), "{names:?}");
+    }
+
+    #[test]
+    fn port_specs_in_every_form() {
+        let text = "source = \"-\"\n[services]\nssh = 22\nwg = \"51820/udp\"\n\
+                    web = [80, \"443/tcp\"]\nmosh = \"60000-61000/udp\"\n";
+        let config = Config::parse(text).unwrap();
+        let shown = |name: &str| {
+            config.services[&ServiceName::new(name).unwrap()]
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(shown("ssh"), "22/tcp");
+        assert_eq!(shown("wg"), "51820/udp");
+        assert_eq!(shown("web"), "80/tcp 443/tcp");
+        assert_eq!(shown("mosh"), "60000-61000/udp");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_value() {
+        let cases = [
+            (
+                "source = \"-\"\n[services]\nssh = 0\n",
+                &["services.ssh", "0"][..],
+            ),
+            (
+                "source = \"-\"\n[services]\nssh = 70000\n",
+                &["services.ssh", "70000"],
+            ),
+            (
+                "source = \"-\"\n[services]\nweb = [80, \"443/sctp\"]\n",
+                &["services.web", "443/sctp", "sctp"],
+            ),
+            (
+                "source = \"-\"\n[services]\nm = \"61000-60000/udp\"\n",
+                &["services.m", "backwards"],
+            ),
+            (
+                "source = \"-\"\n[services]\nm = \"+22\"\n",
+                &["services.m", "+22"],
+            ),
+            (
+                "source = \"-\"\n[services]\nSSH = 22\n",
+                &["services.SSH", "lowercase"],
+            ),
+            (
+                "source = \"-\"\n[services]\nx = []\n",
+                &["services.x", "empty"],
+            ),
+            (
+                "source = \"-\"\n[services]\nx = 1.5\n",
+                &["services.x", "1.5"],
+            ),
+            (
+                "source = \"-\"\nlog_fiel = \"/x\"\n[services]\nssh = 22\n",
+                &["log_fiel"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nipv4 = true\n[services]\nssh = 22\n",
+                &["ipv4"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\niptables = \"iptables\"\n[services]\nssh = 22\n",
+                &["firewall.iptables", "absolute"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nchain = \"OUTPUT\"\n[services]\nssh = 22\n",
+                &["firewall.chain", "OUTPUT"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nchain = \"a b\"\n[services]\nssh = 22\n",
+                &["firewall.chain", "a b"],
+            ),
+            (
+                "source = \"-\"\n[fetch]\ntimeout_secs = 0\n[services]\nssh = 22\n",
+                &["fetch.timeout_secs", "0"],
+            ),
+            (
+                "source = \"http://example.org/x\"\n[services]\nssh = 22\n",
+                &["source", "http://"],
+            ),
+            ("[services]\nssh = 22\n", &["source"]),
+            ("source = \"-\"\n", &["services"]),
+        ];
+        for (text, needles) in cases {
+            let message = error_of(text);
+            for needle in needles {
+                assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn service_names() {
+        for good in ["ssh", "a", "web-2", "my_vpn", &"x".repeat(32)] {
+            assert!(ServiceName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1ssh", "-x", "Ssh", "s sh", "sš", &"x".repeat(33)] {
+            assert!(ServiceName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_chain_is_allowed_as_the_original_behaviour() {
+        assert!(ChainName::new("INPUT").unwrap().is_input());
+        assert!(!ChainName::new("PORTLOCKER").unwrap().is_input());
+    }
+}

@@ -1,0 +1,247 @@
+//! Getting the control file's bytes from its source, bounded in size and time.
+//! The only module that touches the network. Never lets the secret URL into
+//! an error message.
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::redirect;
+use url::Url;
+
+use crate::config::FetchConfig;
+use crate::control::Rejection;
+use crate::source::{Source, host_of};
+
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 10;
+
+/// Reads the whole control file from `source`, refusing more than `max_bytes`.
+pub fn fetch(source: &Source, config: &FetchConfig) -> Result<Vec<u8>> {
+    match source {
+        Source::Stdin => read_limited(std::io::stdin().lock(), config.max_bytes, None)
+            .context("reading the control file from stdin"),
+        Source::File(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open control file {}", path.display()))?;
+            read_limited(file, config.max_bytes, None)
+                .with_context(|| format!("reading control file {}", path.display()))
+        }
+        Source::Https(url) => fetch_https(url, config),
+    }
+}
+
+/// A Dropbox share link with `dl=0` serves an HTML preview; `dl=1` the file.
+pub fn dropbox_direct(url: &Url) -> Option<Url> {
+    let host = url.host_str()?;
+    if !(host == "www.dropbox.com" || host == "dropbox.com") {
+        return None;
+    }
+    if !url
+        .query_pairs()
+        .any(|(key, value)| key == "dl" && value == "0")
+    {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(key, value)| {
+            let value = if key == "dl" { "1".into() } else { value };
+            (key.into_owned(), value.into_owned())
+        })
+        .collect();
+    let mut direct = url.clone();
+    direct.query_pairs_mut().clear().extend_pairs(pairs);
+    Some(direct)
+}
+
+fn fetch_https(url: &Url, config: &FetchConfig) -> Result<Vec<u8>> {
+    let url = match dropbox_direct(url) {
+        Some(direct) => {
+            log::info!("the Dropbox link ends in dl=0 (a preview page); fetching it with dl=1");
+            direct
+        }
+        None => url.clone(),
+    };
+    let shown = format!("https://{}", host_of(&url));
+    let client = client(config)?;
+    let timeout = config.timeout;
+    let max_bytes = config.max_bytes;
+    let deadline = Instant::now() + timeout;
+
+    // reqwest's blocking timeout restarts on every read of the body, so a
+    // server that drips bytes could hold a run open for ever; this thread
+    // is abandoned at the deadline instead.
+    let (sender, receiver) = mpsc::channel();
+    let request_url = url.clone();
+    std::thread::spawn(move || {
+        let result = get(&client, request_url, max_bytes, deadline);
+        let _ = sender.send(result);
+    });
+    let result = match receiver.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(timeout)),
+    };
+    result
+        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), &url)))
+        .with_context(|| format!("fetching the control file from {shown}"))
+}
+
+fn client(config: &FetchConfig) -> Result<Client> {
+    let policy = redirect::Policy::custom(|attempt| {
+        if attempt.url().scheme() != "https" {
+            attempt.error("refused a redirect from https to plain http")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut builder = Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .redirect(policy)
+        .user_agent(concat!("portlocker/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read fetch.ca_file {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "fetch.ca_file {} holds no usable PEM certificate",
+                path.display()
+            )
+        })?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder.build().context("cannot set up the HTTPS client")
+}
+
+fn get(client: &Client, url: Url, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
+    let response = client
+        .get(url)
+        .send()
+        .map_err(|error| anyhow::Error::new(error.without_url()))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("the server answered {status}");
+    }
+    refuse_html(&response)?;
+    if let Some(length) = response
+        .content_length()
+        .filter(|&length| length > max_bytes)
+    {
+        bail!("the control file is {length} bytes, more than fetch.max_bytes ({max_bytes})");
+    }
+    read_limited(response, max_bytes, Some(deadline))
+}
+
+fn refuse_html(response: &Response) -> Result<()> {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("text/html")
+    {
+        return Err(
+            anyhow::Error::new(Rejection::Html).context("the server sent Content-Type text/html")
+        );
+    }
+    Ok(())
+}
+
+/// Reads at most `max_bytes`; more is an error, not a silent truncation.
+fn read_limited(reader: impl Read, max_bytes: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    let mut limited = reader.take(max_bytes + 1);
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = limited.read(&mut chunk).map_err(|error| {
+            // The error may carry the URL inside; keep only its kind.
+            anyhow!(
+                "the connection failed while reading the body ({})",
+                error.kind()
+            )
+        })?;
+        if read == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..read]);
+        if body.len() as u64 > max_bytes {
+            bail!("the control file is larger than fetch.max_bytes ({max_bytes} bytes)");
+        }
+        if deadline.is_some_and(|deadline| Instant::now() > deadline) {
+            bail!("the body did not arrive within fetch.timeout_secs");
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> anyhow::Error {
+    anyhow!(
+        "no complete answer within fetch.timeout_secs ({} s)",
+        timeout.as_secs()
+    )
+}
+
+/// Replaces the full URL (and its path) with its scheme and host, wherever it appears.
+fn redact(message: &str, url: &Url) -> String {
+    let shown = format!("https://{}", host_of(url));
+    let mut redacted = message.replace(url.as_str(), &shown);
+    let path = url.path();
+    if path.len() > 1 {
+        redacted = redacted.replace(path, "/…");
+    }
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropbox_preview_links_become_direct_downloads() {
+        let url =
+            Url::parse("https://www.dropbox.com/scl/fi/abc/portlocker.txt?rlkey=k&dl=0").unwrap();
+        assert_eq!(
+            dropbox_direct(&url).unwrap().as_str(),
+            "https://www.dropbox.com/scl/fi/abc/portlocker.txt?rlkey=k&dl=1"
+        );
+        for unchanged in [
+            "https://www.dropbox.com/s/abc/file?dl=1",
+            "https://www.dropbox.com/s/abc/file",
+            "https://example.org/file?dl=0",
+        ] {
+            assert_eq!(
+                dropbox_direct(&Url::parse(unchanged).unwrap()),
+                None,
+                "{unchanged}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_exact() {
+        let at_limit = read_limited(&b"open ssh\n"[..], 9, None).unwrap();
+        assert_eq!(at_limit, b"open ssh\n");
+        let over = read_limited(&b"open ssh\n"[..], 8, None).unwrap_err();
+        assert!(
+            over.to_string()
+                .contains("larger than fetch.max_bytes (8 bytes)")
+        );
+    }
+
+    #[test]
+    fn redaction_hides_the_secret_path() {
+        let url = Url::parse("https://www.dropbox.com/s/SECRET/file?dl=1").unwrap();
+        let message = format!("error for url ({url}): path /s/SECRET/file");
+        let redacted = redact(&message, &url);
+        assert!(!redacted.contains("SECRET"), "{redacted}");
+        assert!(redacted.contains("https://www.dropbox.com"));
+    }
+}

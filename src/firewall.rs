@@ -1,0 +1,675 @@
+//! The firewall: rules as argv vectors, the one seam where iptables runs, and
+//! reading and changing portlocker's part of it. The only module that spawns
+//! processes; no shell is ever involved.
+
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
+use crate::plan::{FamilyHoldings, Holdings, Presence, Step, rules_of};
+
+/// Seconds every iptables call waits for the xtables lock before giving up,
+/// so a run never hangs behind another firewall tool.
+pub const XTABLES_WAIT_SECS: u32 = 10;
+
+/// How many copies of one rule a single open removes before it gives up.
+const MAX_DUPLICATES: usize = 64;
+
+/// A DROP rule for one port spec of one service, in one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub family: Family,
+    pub chain: ChainName,
+    pub service: ServiceName,
+    pub ports: PortSpec,
+    pub keep_established: bool,
+}
+
+impl Rule {
+    /// The identity of the rule within its family.
+    pub fn key(&self) -> (ServiceName, PortSpec) {
+        (self.service.clone(), self.ports)
+    }
+
+    /// The comment that marks the rule as portlocker's.
+    pub fn tag(&self) -> String {
+        format!("portlocker:{}", self.service)
+    }
+
+    /// The rule's match and target, as given to `-C`, `-A` and `-D` after the chain.
+    pub fn spec(&self) -> Vec<String> {
+        let protocol = self.ports.protocol.as_str();
+        let mut spec: Vec<String> = ["-p", protocol, "-m", protocol, "--dport"]
+            .map(String::from)
+            .into();
+        spec.push(self.ports.dport());
+        if self.keep_established {
+            // --syn matches only a new TCP connection, whether or not conntrack
+            // saw the session start; UDP has no such flag, so ask conntrack.
+            match self.ports.protocol {
+                Protocol::Tcp => spec.push("--syn".into()),
+                Protocol::Udp => {
+                    spec.extend(["-m", "conntrack", "--ctstate", "NEW"].map(String::from))
+                }
+            }
+        }
+        spec.extend(["-m", "comment", "--comment"].map(String::from));
+        spec.push(self.tag());
+        spec.extend(["-j", "DROP"].map(String::from));
+        spec
+    }
+}
+
+/// One change to the firewall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    NewChain { family: Family, chain: ChainName },
+    InsertJump { family: Family, chain: ChainName },
+    Append(Rule),
+    Delete(Rule),
+}
+
+impl Change {
+    pub fn family(&self) -> Family {
+        match self {
+            Change::NewChain { family, .. } | Change::InsertJump { family, .. } => *family,
+            Change::Append(rule) | Change::Delete(rule) => rule.family,
+        }
+    }
+
+    /// The arguments that make the change.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Change::NewChain { chain, .. } => vec!["-N".into(), chain.to_string()],
+            Change::InsertJump { chain, .. } => jump_args("-I", chain, true),
+            Change::Append(rule) => rule_args("-A", rule),
+            Change::Delete(rule) => rule_args("-D", rule),
+        }
+    }
+
+    /// The read-only arguments whose success means the thing the change
+    /// is about is present.
+    pub fn check_args(&self) -> Vec<String> {
+        match self {
+            Change::NewChain { chain, .. } => vec!["-S".into(), chain.to_string()],
+            Change::InsertJump { chain, .. } => jump_args("-C", chain, false),
+            Change::Append(rule) | Change::Delete(rule) => rule_args("-C", rule),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::NewChain { family, chain } => write!(f, "{family}: create chain {chain}"),
+            Change::InsertJump { family, chain } => {
+                write!(f, "{family}: jump from INPUT to {chain}")
+            }
+            Change::Append(rule) => {
+                write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports)
+            }
+            Change::Delete(rule) => {
+                write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports)
+            }
+        }
+    }
+}
+
+fn jump_args(operation: &str, chain: &ChainName, at_top: bool) -> Vec<String> {
+    let mut args = vec![operation.to_owned(), "INPUT".to_owned()];
+    if at_top {
+        args.push("1".into());
+    }
+    args.extend(["-j".to_owned(), chain.to_string()]);
+    args
+}
+
+fn rule_args(operation: &str, rule: &Rule) -> Vec<String> {
+    let mut args = vec![operation.to_owned(), rule.chain.to_string()];
+    args.extend(rule.spec());
+    args
+}
+
+/// A command to run: an absolute program path and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Command {
+    /// An iptables command for `family` that waits a bounded time for the xtables lock.
+    pub fn iptables(config: &Config, family: Family, args: Vec<String>) -> Command {
+        let mut all = vec!["-w".to_owned(), XTABLES_WAIT_SECS.to_string()];
+        all.extend(args);
+        Command {
+            program: config.binary(family).to_owned(),
+            args: all,
+        }
+    }
+}
+
+/// The command as a POSIX shell would read it back.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shell_word(&self.program.to_string_lossy()))?;
+        for arg in &self.args {
+            write!(f, " {}", shell_word(arg))?;
+        }
+        Ok(())
+    }
+}
+
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@%+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How a finished command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Code(i32),
+    Signal(i32),
+}
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub termination: Termination,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The seam at the iptables command: real processes, or a recording fake in tests.
+pub trait Runner {
+    /// Runs `command` to completion. An error means it could not be started.
+    fn run(&mut self, command: &Command) -> io::Result<Completion>;
+}
+
+/// Runs commands as real processes, with a minimal fixed environment.
+#[derive(Debug, Default)]
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(&mut self, command: &Command) -> io::Result<Completion> {
+        let output = std::process::Command::new(&command.program)
+            .args(&command.args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()?;
+        let termination = match (output.status.code(), output.status.signal()) {
+            (Some(code), _) => Termination::Code(code),
+            (None, Some(signal)) => Termination::Signal(signal),
+            (None, None) => Termination::Code(-1),
+        };
+        Ok(Completion {
+            termination,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// An iptables command that could not be run or did not succeed.
+#[derive(Debug)]
+pub struct CommandError {
+    pub command: Command,
+    pub failure: Failure,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    Spawn(io::Error),
+    Exited { code: i32, stderr: String },
+    Killed { signal: i32, stderr: String },
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let command = &self.command;
+        match &self.failure {
+            Failure::Spawn(error) => write!(f, "could not run `{command}`: {error}"),
+            Failure::Exited { code, stderr } => {
+                write!(f, "`{command}` exited with {code}")?;
+                write_stderr(f, stderr)
+            }
+            Failure::Killed { signal, stderr } => {
+                write!(f, "`{command}` was killed by signal {signal}")?;
+                write_stderr(f, stderr)
+            }
+        }
+    }
+}
+
+fn write_stderr(f: &mut fmt::Formatter<'_>, stderr: &str) -> fmt::Result {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        Ok(())
+    } else {
+        write!(f, ": {}", stderr.replace('\n', " / "))
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// The firewall as portlocker sees it, through a `Runner`.
+pub struct Firewall<'a, R: Runner> {
+    pub runner: R,
+    config: &'a Config,
+}
+
+impl<'a, R: Runner> Firewall<'a, R> {
+    pub fn new(config: &'a Config, runner: R) -> Self {
+        Firewall { runner, config }
+    }
+
+    /// Runs `command`; Ok only when it exits 0.
+    fn run(&mut self, command: Command) -> Result<Completion, CommandError> {
+        let completion = self.runner.run(&command);
+        let failure = match completion {
+            Err(error) => Failure::Spawn(error),
+            Ok(done) if done.termination == Termination::Code(0) => return Ok(done),
+            Ok(Completion {
+                termination: Termination::Code(code),
+                stderr,
+                ..
+            }) => Failure::Exited { code, stderr },
+            Ok(Completion {
+                termination: Termination::Signal(signal),
+                stderr,
+                ..
+            }) => Failure::Killed { signal, stderr },
+        };
+        Err(CommandError { command, failure })
+    }
+
+    /// A read-only check: exit 0 is present, exit 1 is absent, anything else an error.
+    fn check(&mut self, family: Family, args: Vec<String>) -> Result<Presence, CommandError> {
+        match self.run(Command::iptables(self.config, family, args)) {
+            Ok(_) => Ok(Presence::Present),
+            Err(CommandError {
+                failure: Failure::Exited { code: 1, .. },
+                ..
+            }) => Ok(Presence::Absent),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads what portlocker's part of the firewall holds, with read-only
+    /// checks only. What could not be read is `Unknown`, with its error.
+    pub fn observe(&mut self) -> (Holdings, Vec<CommandError>) {
+        let config = self.config;
+        let mut errors = Vec::new();
+        let mut holdings = Holdings::unknown(config);
+        for (&family, held) in holdings.families.iter_mut() {
+            if let Err(error) = self.observe_family(family, held) {
+                errors.push(error);
+            }
+        }
+        (holdings, errors)
+    }
+
+    fn observe_family(
+        &mut self,
+        family: Family,
+        held: &mut FamilyHoldings,
+    ) -> Result<(), CommandError> {
+        let chain = &self.config.firewall.chain;
+        if !chain.is_input() {
+            let probe = Change::NewChain {
+                family,
+                chain: chain.clone(),
+            };
+            held.chain = self.check(family, probe.check_args())?;
+            if held.chain == Presence::Absent {
+                // No chain: no jump to it and no rules in it.
+                held.jump = Presence::Absent;
+                held.rules.values_mut().for_each(|p| *p = Presence::Absent);
+                return Ok(());
+            }
+            let probe = Change::InsertJump {
+                family,
+                chain: chain.clone(),
+            };
+            held.jump = self.check(family, probe.check_args())?;
+        }
+        for rule in rules_of(self.config, family) {
+            let presence = self.check(family, Change::Append(rule.clone()).check_args())?;
+            held.rules.insert(rule.key(), presence);
+        }
+        Ok(())
+    }
+
+    /// Carries out the plan. A failed step does not stop the others; every
+    /// change made is recorded in `holdings` and logged. An unchecked step
+    /// is checked first, so a plan made blind never duplicates a rule.
+    pub fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
+        let mut applied = Applied::default();
+        for step in steps {
+            let made = match step.checked {
+                true => self.make(&step.change),
+                false => self.make_if_needed(&step.change),
+            };
+            match made {
+                Ok(0) => {}
+                Ok(commands) => {
+                    holdings.record(&step.change);
+                    applied.commands += commands;
+                }
+                Err(error) => applied.errors.push(error),
+            }
+        }
+        applied
+    }
+
+    fn make_if_needed(&mut self, change: &Change) -> Result<usize, CommandError> {
+        let presence = self.check(change.family(), change.check_args())?;
+        let done = match change {
+            Change::Delete(_) => Presence::Absent,
+            _ => Presence::Present,
+        };
+        if presence == done {
+            Ok(0)
+        } else {
+            self.make(change)
+        }
+    }
+
+    /// Makes one change: `-A` once, `-D` until no copy is left. Returns how
+    /// many commands changed the firewall.
+    fn make(&mut self, change: &Change) -> Result<usize, CommandError> {
+        let family = change.family();
+        let mut commands = 0;
+        while commands < MAX_DUPLICATES {
+            let command = Command::iptables(self.config, family, change.args());
+            let shown = command.to_string();
+            self.run(command)?;
+            log::info!("{change}: {shown}");
+            commands += 1;
+            let again = matches!(change, Change::Delete(_))
+                && self.check(family, change.check_args())? == Presence::Present;
+            if !again {
+                break;
+            }
+        }
+        Ok(commands)
+    }
+}
+
+/// What carrying out a plan did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Commands that changed the firewall.
+    pub commands: usize,
+    pub errors: Vec<CommandError>,
+}
+
+/// Why this process cannot change the firewall, if it cannot.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    for family in config.families() {
+        let binary = config.binary(family);
+        if !binary.exists() {
+            let (key, hint) = match family {
+                Family::Ipv4 => ("firewall.iptables", ""),
+                Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
+            };
+            return Err(format!(
+                "{} not found (install the iptables package, or set {key} in the config{hint})",
+                binary.display()
+            ));
+        }
+    }
+    if !is_root() {
+        return Err("changing the firewall needs root: run portlocker as root (from root's crontab), or use --dry-run".into());
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root (uid 0, also inside a user namespace).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// The binary for a family, for messages.
+pub fn binary_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control;
+    use crate::plan::{PortState, plan};
+
+    /// A fake firewall that keeps rules as argument strings and records every call.
+    #[derive(Default)]
+    struct FakeIptables {
+        calls: Vec<String>,
+        rules: Vec<String>,
+        chains: Vec<String>,
+        fail_appends: bool,
+    }
+
+    impl Runner for &mut FakeIptables {
+        fn run(&mut self, command: &Command) -> io::Result<Completion> {
+            let line = command.to_string();
+            self.calls.push(line.clone());
+            let args = &command.args[2..];
+            let family = binary_name(&command.program);
+            let rule = format!("{family} {}", args[1..].join(" "));
+            let code = match args[0].as_str() {
+                "-S" => i32::from(!self.chains.contains(&format!("{family} {}", args[1]))),
+                "-N" => {
+                    self.chains.push(format!("{family} {}", args[1]));
+                    0
+                }
+                "-C" => i32::from(!self.rules.contains(&rule)),
+                "-A" if self.fail_appends => 4,
+                "-A" => {
+                    self.rules.push(rule);
+                    0
+                }
+                "-I" => {
+                    let without_position: Vec<&str> = args[1..]
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|a| *a != "1")
+                        .collect();
+                    self.rules
+                        .push(format!("{family} {}", without_position.join(" ")));
+                    0
+                }
+                "-D" => match self.rules.iter().position(|r| *r == rule) {
+                    Some(i) => {
+                        self.rules.remove(i);
+                        0
+                    }
+                    None => 1,
+                },
+                other => panic!("unexpected {other}"),
+            };
+            Ok(Completion {
+                termination: Termination::Code(code),
+                stdout: String::new(),
+                stderr: if code == 0 {
+                    String::new()
+                } else {
+                    "iptables: Bad rule.".into()
+                },
+            })
+        }
+    }
+
+    fn config() -> Config {
+        Config::parse("source = \"-\"\n[services]\nssh = 22\nmosh = \"60000-61000/udp\"\n").unwrap()
+    }
+
+    fn run_once(config: &Config, fake: &mut FakeIptables, text: &str) -> (Holdings, Vec<String>) {
+        let names = config.services.keys().cloned().collect();
+        let control = control::parse(text.as_bytes(), &names).unwrap();
+        let mut firewall = Firewall::new(config, fake);
+        let (mut holdings, errors) = firewall.observe();
+        assert!(errors.is_empty());
+        let steps = plan(config, &control, &holdings);
+        let applied = firewall.apply(&steps, &mut holdings);
+        (
+            holdings,
+            applied.errors.iter().map(ToString::to_string).collect(),
+        )
+    }
+
+    #[test]
+    fn rule_argv_with_and_without_keeping_sessions() {
+        let ssh = Rule {
+            family: Family::Ipv4,
+            chain: ChainName::new("PORTLOCKER").unwrap(),
+            service: ServiceName::new("ssh").unwrap(),
+            ports: PortSpec::parse("22").unwrap(),
+            keep_established: true,
+        };
+        assert_eq!(
+            ssh.spec().join(" "),
+            "-p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP"
+        );
+        let mosh = Rule {
+            service: ServiceName::new("mosh").unwrap(),
+            ports: PortSpec::parse("60000-61000/udp").unwrap(),
+            ..ssh.clone()
+        };
+        assert_eq!(
+            mosh.spec().join(" "),
+            "-p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP"
+        );
+        let plain = Rule {
+            keep_established: false,
+            ..ssh
+        };
+        assert_eq!(
+            Change::Append(plain).args().join(" "),
+            "-A PORTLOCKER -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j DROP"
+        );
+    }
+
+    #[test]
+    fn commands_print_as_a_shell_reads_them() {
+        let command = Command {
+            program: "/sbin/iptables".into(),
+            args: vec![
+                "-C".into(),
+                "it's".into(),
+                "".into(),
+                "a b".into(),
+                "60000:61000".into(),
+            ],
+        };
+        assert_eq!(
+            command.to_string(),
+            r"/sbin/iptables -C 'it'\''s' '' 'a b' 60000:61000"
+        );
+    }
+
+    #[test]
+    fn close_then_rerun_is_idempotent_and_open_removes_duplicates() {
+        let config = config();
+        let mut fake = FakeIptables::default();
+        let (holdings, errors) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let ssh = ServiceName::new("ssh").unwrap();
+        assert_eq!(
+            holdings.state(&config, &ssh, Family::Ipv6),
+            PortState::Closed
+        );
+        assert_eq!(fake.rules.len(), 6, "{:?}", fake.rules);
+
+        fake.calls.clear();
+        run_once(&config, &mut fake, "close ssh\nclose mosh\n");
+        assert!(
+            fake.calls
+                .iter()
+                .all(|call| call.contains(" -C ") || call.contains(" -S ")),
+            "{:?}",
+            fake.calls
+        );
+        assert_eq!(fake.rules.len(), 6);
+
+        // A duplicate someone added by hand goes too.
+        let duplicate = fake
+            .rules
+            .iter()
+            .find(|r| r.contains("--dport 22"))
+            .unwrap()
+            .clone();
+        fake.rules.push(duplicate);
+        let (holdings, _) = run_once(&config, &mut fake, "open ssh\n");
+        assert_eq!(holdings.state(&config, &ssh, Family::Ipv4), PortState::Open);
+        assert!(
+            fake.rules.iter().all(|r| !r.contains("portlocker:ssh")),
+            "{:?}",
+            fake.rules
+        );
+        assert!(fake.rules.iter().any(|r| r.contains("portlocker:mosh")));
+    }
+
+    #[test]
+    fn a_failed_rule_does_not_stop_the_others_and_is_reported() {
+        let config = config();
+        let mut fake = FakeIptables {
+            fail_appends: true,
+            ..FakeIptables::default()
+        };
+        let (holdings, errors) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        let ssh_append = "-A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP` exited with 4: iptables: Bad rule.";
+        assert!(errors.iter().any(|e| e.ends_with(ssh_append)), "{errors:?}");
+        let appends = fake.calls.iter().filter(|c| c.contains(" -A ")).count();
+        assert_eq!(appends, 4);
+        let ssh = ServiceName::new("ssh").unwrap();
+        assert_eq!(holdings.state(&config, &ssh, Family::Ipv4), PortState::Open);
+    }
+
+    #[test]
+    fn errors_tell_exit_code_signal_and_spawn_failure_apart() {
+        let command = Command {
+            program: "/sbin/iptables".into(),
+            args: vec!["-C".into(), "INPUT".into()],
+        };
+        let shown = |failure| {
+            CommandError {
+                command: command.clone(),
+                failure,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            shown(Failure::Exited {
+                code: 2,
+                stderr: "bad\nworse\n".into()
+            }),
+            "`/sbin/iptables -C INPUT` exited with 2: bad / worse"
+        );
+        assert_eq!(
+            shown(Failure::Killed {
+                signal: 9,
+                stderr: String::new()
+            }),
+            "`/sbin/iptables -C INPUT` was killed by signal 9"
+        );
+        let spawn = shown(Failure::Spawn(io::Error::from(io::ErrorKind::NotFound)));
+        assert!(
+            spawn.starts_with("could not run `/sbin/iptables -C INPUT`: "),
+            "{spawn}"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! portlocker keeps a server's ports shut until its owner opens them by
+//! editing a plain text file that portlocker pulls over HTTPS.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod fetch;
+pub mod firewall;
+pub mod logging;
+pub mod plan;
+pub mod source;
+pub mod status;
