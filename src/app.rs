@@ -106,39 +106,18 @@ fn fetch_control(config: &Config) -> Result<ControlFile> {
 
 /// One cron run: fetch, validate, reconcile, log, status page.
 fn run(config: &Config) -> Exit {
-    let control = fetch_control(config);
-    let ready = firewall::preflight(config);
-    let mut firewall = Firewall::new(config, SystemRunner);
-    let (mut holdings, mut errors) = match ready {
-        Ok(()) => firewall.observe(),
-        Err(_) => (Holdings::unknown(config), Vec::new()),
-    };
-
-    let mut changes = 0;
-    let failure = match (control, ready) {
-        (Err(error), _) => Some(format!("{error:#}; nothing was changed")),
-        (Ok(_), Err(reason)) => Some(format!("{reason}; nothing was changed")),
-        (Ok(control), Ok(())) => {
-            let steps = plan::plan(config, &control, &holdings);
-            let applied = firewall.apply(&steps, &mut holdings);
-            changes = applied.commands;
-            errors.extend(applied.errors);
-            summarise_errors(&errors)
-        }
-    };
-    for error in &errors {
-        log::error!("{error}");
-    }
-
-    let report = report(config, &holdings, failure.clone());
+    let mut holdings = Holdings::unknown(config);
+    let outcome = reconcile(config, &mut holdings);
+    let failure = outcome.as_ref().err().cloned();
+    let report = report(config, &holdings, failure);
     if let Some(path) = &config.status_file {
         let page = status::render(&report, Local::now().naive_local());
         if let Err(error) = status::write_atomic(path, page.as_bytes(), 0o644) {
             log::warn!("status page not updated: {error:#}");
         }
     }
-    match failure {
-        None => {
+    match outcome {
+        Ok(changes) => {
             let changed = match changes {
                 0 => "no change".to_owned(),
                 1 => "1 firewall change".to_owned(),
@@ -151,12 +130,39 @@ fn run(config: &Config) -> Exit {
             );
             Exit::Ok
         }
-        Some(reason) => {
+        Err(reason) => {
             log::error!("run failed: {reason}");
             Exit::Failed
         }
     }
 }
+
+/// Makes the firewall match the control file, recording what it holds in
+/// `holdings`. Returns how many commands changed it, or why the run failed.
+/// A bad control file is refused before any iptables command runs.
+fn reconcile(config: &Config, holdings: &mut Holdings) -> Result<usize, String> {
+    let control =
+        fetch_control(config).map_err(|error| format!("{error:#}; nothing was changed"))?;
+    firewall::preflight(config).map_err(|reason| format!("{reason}; nothing was changed"))?;
+    let mut firewall = Firewall::new(config, SystemRunner);
+    let (observed, mut errors) = firewall.observe();
+    *holdings = observed;
+    if errors.iter().any(CommandError::needs_root) {
+        return Err(format!("{NEEDS_ROOT}; nothing was changed"));
+    }
+    let steps = plan::plan(config, &control, holdings);
+    let applied = firewall.apply(&steps, holdings);
+    errors.extend(applied.errors);
+    for error in &errors {
+        log::error!("{error}");
+    }
+    match summarise_errors(&errors) {
+        None => Ok(applied.commands),
+        Some(failure) => Err(failure),
+    }
+}
+
+const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
 
 fn summarise_errors(errors: &[CommandError]) -> Option<String> {
     match errors {
@@ -173,13 +179,17 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 fn dry_run(config: &Config) -> Result<Exit> {
     let control = fetch_control(config)?;
     let (holdings, note) = match firewall::preflight(config) {
-        Ok(()) => {
-            let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
-            let note = errors
-                .first()
-                .map(|error| format!("could not read the firewall ({error})"));
-            (holdings, note)
-        }
+        Ok(()) => match Firewall::new(config, SystemRunner).observe() {
+            (holdings, errors) if errors.is_empty() => (holdings, None),
+            (_, errors) if errors.iter().any(CommandError::needs_root) => (
+                Holdings::unknown(config),
+                Some("cannot read the firewall without root".to_owned()),
+            ),
+            (_, errors) => (
+                Holdings::unknown(config),
+                Some(format!("could not read the firewall: {}", errors[0])),
+            ),
+        },
         Err(reason) => (
             Holdings::unknown(config),
             Some(format!("cannot read the firewall: {reason}")),
@@ -256,6 +266,11 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 fn show_status(config: &Config) -> Result<Exit> {
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
     let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
+    if errors.iter().any(CommandError::needs_root) {
+        return Err(anyhow!(
+            "reading the firewall needs root: run portlocker status as root"
+        ));
+    }
     let report = report(config, &holdings, None);
     let mut out = std::io::stdout().lock();
     let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");

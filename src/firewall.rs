@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
@@ -261,6 +261,18 @@ fn write_stderr(f: &mut fmt::Formatter<'_>, stderr: &str) -> fmt::Result {
 
 impl std::error::Error for CommandError {}
 
+impl CommandError {
+    /// Whether iptables refused because this process is not root.
+    pub fn needs_root(&self) -> bool {
+        match &self.failure {
+            Failure::Exited { stderr, .. } => {
+                stderr.contains("you must be root") || stderr.contains("Permission denied")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The firewall as portlocker sees it, through a `Runner`.
 pub struct Firewall<'a, R: Runner> {
     pub runner: R,
@@ -413,11 +425,12 @@ pub struct Applied {
     pub errors: Vec<CommandError>,
 }
 
-/// Why this process cannot change the firewall, if it cannot.
+/// Why this process cannot run iptables at all, if it cannot. (Whether it
+/// is root shows in iptables' own answer; see `CommandError::needs_root`.)
 pub fn preflight(config: &Config) -> Result<(), String> {
     for family in config.families() {
         let binary = config.binary(family);
-        if !binary.exists() {
+        if !binary.is_file() {
             let (key, hint) = match family {
                 Family::Ipv4 => ("firewall.iptables", ""),
                 Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
@@ -428,23 +441,7 @@ pub fn preflight(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    if !is_root() {
-        return Err("changing the firewall needs root: run portlocker as root (from root's crontab), or use --dry-run".into());
-    }
     Ok(())
-}
-
-/// Whether this process runs as root (uid 0, also inside a user namespace).
-pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-/// The binary for a family, for messages.
-pub fn binary_name(path: &Path) -> String {
-    path.file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 #[cfg(test)]
@@ -452,6 +449,13 @@ mod tests {
     use super::*;
     use crate::control;
     use crate::plan::{PortState, plan};
+
+    /// The binary for a family, for messages.
+    fn binary_name(path: &std::path::Path) -> String {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string())
+    }
 
     /// A fake firewall that keeps rules as argument strings and records every call.
     #[derive(Default)]
