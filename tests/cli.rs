@@ -1,0 +1,421 @@
+//! The built binary end to end, against a recording fake iptables: exit
+//! codes, what a bad file does (nothing), what a dry run does (nothing).
+
+mod common;
+
+use common::TestEnv;
+
+const SSH_V4: &str = "iptables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP";
+
+#[test]
+fn a_good_file_closes_every_port_in_both_families_quietly() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nclose mosh\nopen web\n");
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("", ""),
+        "a good cron run prints nothing"
+    );
+    let changes = env.changing_calls();
+    assert_eq!(
+        changes,
+        [
+            "iptables -w 10 -N PORTLOCKER",
+            "iptables -w 10 -I INPUT 1 -j PORTLOCKER",
+            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            SSH_V4,
+            "ip6tables -w 10 -N PORTLOCKER",
+            "ip6tables -w 10 -I INPUT 1 -j PORTLOCKER",
+            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
+        ]
+    );
+    let log = env.log();
+    assert!(
+        log.contains(&format!(
+            "IPv4: close ssh 22/tcp: {}",
+            env.iptables.display()
+        )),
+        "{log}"
+    );
+    let summaries: Vec<&str> = log.lines().filter(|l| l.contains("run ok")).collect();
+    assert_eq!(summaries.len(), 1, "{log}");
+    assert!(
+        summaries[0].contains("8 firewall changes; mosh closed, ssh closed, web open"),
+        "{log}"
+    );
+    let page = env.status_page().unwrap();
+    assert!(page.contains("OK: the firewall matches"), "{page}");
+    assert!(page.contains("<tr><td>ssh</td><td>22/tcp</td><td class=\"closed\">closed</td><td class=\"closed\">closed</td></tr>"), "{page}");
+}
+
+#[test]
+fn a_second_run_changes_nothing_and_the_log_grows() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let first_log = env.log();
+    env.forget_calls();
+    env.run(&[]).expect(0);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+    let log = env.log();
+    assert!(log.starts_with(&first_log), "the log was truncated");
+    assert!(log[first_log.len()..].contains("run ok"), "{log}");
+    assert!(log.lines().last().unwrap().contains("no change; "), "{log}");
+}
+
+#[test]
+fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nopen vnp\nclose web now\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    assert_eq!(
+        env.calls(),
+        Vec::<String>::new(),
+        "a bad file touched the firewall"
+    );
+    for needle in [
+        "line 2: unknown service `vnp` (known: mosh, ssh, web)",
+        "line 3: unexpected `now`",
+        "nothing was changed",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            run.stderr
+        );
+        assert!(env.log().contains(needle), "log lacks {needle:?}");
+    }
+    let page = env.status_page().unwrap();
+    assert!(page.contains("Failed: control file from"), "{page}");
+    assert!(page.contains("line 2: unknown service `vnp`"), "{page}");
+}
+
+#[test]
+fn whole_file_refusals_make_no_firewall_call() {
+    let env = TestEnv::with_fake_iptables();
+    let cases: [(&[u8], &str); 4] = [
+        (b"<!DOCTYPE html><html>open ssh</html>", "dl=1"),
+        (
+            b"close ssh\n\xff\xfeopen web\n",
+            "not UTF-8 text (invalid bytes on line 2)",
+        ),
+        (b"close ssh\n\0\0\0\0", "control character"),
+        (&[b'#'; 70000], "larger than fetch.max_bytes (65536 bytes)"),
+    ];
+    for (body, needle) in cases {
+        std::fs::write(env.path("control.txt"), body).unwrap();
+        let run = env.run(&[]);
+        run.expect(1);
+        assert!(
+            run.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            run.stderr
+        );
+        assert_eq!(env.calls(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn an_empty_file_is_valid_and_changes_nothing() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("# nothing to do today\n\n");
+    env.run(&[]).expect(0);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_rule_does_not_stop_the_others_and_exits_1() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.fail_changes(4);
+    let run = env.run(&[]);
+    run.expect(1);
+    // Chain creation fails in both families, and every later step is still tried.
+    let tried = env.changing_calls();
+    assert_eq!(tried.len(), 6, "{tried:?}");
+    assert!(
+        run.stderr.contains("6 firewall commands failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("exited with 4: ip6tables: Bad rule (fake failure)."),
+        "{}",
+        run.stderr
+    );
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("Failed: 6 firewall commands failed"),
+        "{page}"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let run = env.run(&["--dry-run"]);
+    run.expect(0);
+    let commands: Vec<&str> = run.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let expected_ssh = SSH_V4.replacen("iptables", &env.iptables.display().to_string(), 1);
+    assert_eq!(commands.len(), 6, "{}", run.stdout);
+    assert!(commands.contains(&expected_ssh.as_str()), "{}", run.stdout);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+    assert!(
+        !env.calls().is_empty(),
+        "a dry run with a readable firewall makes its plan exact"
+    );
+    assert!(
+        !env.path("portlocker.log").exists(),
+        "a dry run wrote the log"
+    );
+    assert!(
+        env.status_page().is_none(),
+        "a dry run wrote the status page"
+    );
+    assert!(!env.path("state").exists(), "a dry run wrote state");
+
+    // What the dry run printed is what the real run then does.
+    env.run(&[]).expect(0);
+    let done: Vec<String> = env.changing_calls();
+    let printed: Vec<String> = commands
+        .iter()
+        .map(|c| c.replace(&format!("{}/", env.dir.path().join("bin").display()), ""))
+        .collect();
+    assert_eq!(done, printed);
+    let again = env.run(&["--dry-run"]);
+    assert!(
+        again.stdout.contains("nothing to change"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn dry_run_reads_the_control_file_from_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let env = TestEnv::with_fake_iptables();
+    let mut child = env
+        .command()
+        .args(["--dry-run", "--source", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Close SSH\r\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("--comment portlocker:ssh -j DROP"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dry_run_without_a_firewall_prints_conditional_commands() {
+    let env = TestEnv::with_fake_iptables();
+    std::fs::remove_file(&env.iptables).unwrap();
+    env.control("close ssh\nopen web\n");
+    let run = env.run(&["--dry-run"]);
+    run.expect(0);
+    assert!(
+        run.stdout.starts_with("# cannot read the firewall: "),
+        "{}",
+        run.stdout
+    );
+    let iptables = env.iptables.display().to_string();
+    assert!(run.stdout.contains(&format!(
+        "{iptables} -w 10 -C PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP 2>/dev/null || {iptables} -w 10 -A PORTLOCKER"
+    )), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "while {iptables} -w 10 -C PORTLOCKER -p tcp -m tcp --dport 80 "
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_missing_iptables_is_a_clear_failure() {
+    let env = TestEnv::with_fake_iptables();
+    std::fs::remove_file(&env.ip6tables).unwrap();
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    assert!(run.stderr.contains("ip6tables not found (install the iptables package, or set firewall.ip6tables in the config, or firewall.ipv6 = false)"), "{}", run.stderr);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+}
+
+#[test]
+fn ipv6_false_leaves_ip6tables_alone() {
+    let env = TestEnv::with_fake_iptables();
+    let source = env.path("control.txt");
+    env.write_config(&env.config_text(source.to_str().unwrap(), "", "ipv6 = false"));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(
+        env.calls().iter().all(|call| call.starts_with("iptables ")),
+        "{:?}",
+        env.calls()
+    );
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_key() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let source = env.path("control.txt");
+    let source = source.to_str().unwrap();
+    let cases = [
+        (
+            env.config_text(source, "timeout = 5", ""),
+            "unknown field `timeout`",
+        ),
+        (
+            env.config_text(source, "", "chain = \"my chain\""),
+            "firewall.chain",
+        ),
+        (
+            env.config_text(source, "", "") + "vpn = \"1723/sctp\"\n",
+            "services.vpn",
+        ),
+        (
+            env.config_text("http://example.org/x", "", ""),
+            "man in the middle",
+        ),
+    ];
+    for (config, needle) in cases {
+        env.write_config(&config);
+        for args in [&[][..], &["check"], &["--dry-run"]] {
+            let run = env.run(args);
+            run.expect(2);
+            assert!(
+                run.stderr.contains(needle),
+                "{args:?}: stderr lacks {needle:?}: {}",
+                run.stderr
+            );
+        }
+    }
+    assert_eq!(env.calls(), Vec::<String>::new());
+    env.run(&["-c", "/nonexistent/portlocker.toml"]).expect(2);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = TestEnv::with_fake_iptables();
+    env.run(&["--no-such-flag"]).expect(2);
+    env.run(&["--source", "http://example.org/x", "check"])
+        .expect(2);
+    env.run(&["-v", "-q"]).expect(2);
+}
+
+#[test]
+fn config_comes_from_the_environment_and_the_flag_wins() {
+    let env = TestEnv::with_fake_iptables();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"));
+    let output = command
+        .arg("check")
+        .env("PORTLOCKER_CONFIG", env.path("config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let output = env
+        .command()
+        .env("PORTLOCKER_CONFIG", "/nonexistent.toml")
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "-c must win over PORTLOCKER_CONFIG"
+    );
+}
+
+#[test]
+fn check_validates_config_and_control_file_without_touching_the_firewall() {
+    let env = TestEnv::with_fake_iptables();
+    let run = env.run(&["check"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("ok (3 services: mosh, ssh, web)"),
+        "{}",
+        run.stdout
+    );
+    env.control("close ssh\nopen web\n");
+    let source = env.path("control.txt");
+    let run = env.run(&["check", "--source", source.to_str().unwrap()]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("ok (close ssh, open web)"),
+        "{}",
+        run.stdout
+    );
+    env.control("close shh\n");
+    let run = env.run(&["--source", source.to_str().unwrap(), "check"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("line 1: unknown service `shh`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.calls(), Vec::<String>::new());
+}
+
+#[test]
+fn status_shows_each_service_per_family() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.forget_calls();
+    let run = env.run(&["status"]);
+    run.expect(0);
+    let lines: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["SERVICE", "PORTS", "IPv4", "IPv6"]);
+    assert!(
+        lines.contains(&vec!["ssh", "22/tcp", "closed", "closed"]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&vec!["mosh", "60000-61000/udp", "open", "open"]),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+}
+
+#[test]
+fn quiet_and_verbose() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nclose ssh\n");
+    let run = env.run(&[]);
+    assert!(
+        run.stderr
+            .contains("line 2: ssh is also named on line 1; line 2 wins"),
+        "{}",
+        run.stderr
+    );
+    let run = env.run(&["-q"]);
+    assert_eq!(run.stderr, "");
+    let run = env.run(&["-v"]);
+    assert!(run.stderr.contains("run ok"), "{}", run.stderr);
+}

@@ -1,0 +1,166 @@
+//! A real HTTPS server on loopback, with a CA and a leaf certificate made
+//! for the test, answering every request the same scripted way.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// How the server answers.
+#[derive(Clone)]
+pub enum Reply {
+    /// 200 with this body and Content-Type, with a Content-Length.
+    Body {
+        body: Vec<u8>,
+        content_type: &'static str,
+    },
+    /// 200 with this body and no Content-Length: the body ends when the connection closes.
+    Unsized(Vec<u8>),
+    /// This status line and an empty body.
+    Status(&'static str),
+    /// A 302 to this location.
+    Redirect(String),
+    /// Accept the connection, then say nothing at all.
+    Hang,
+}
+
+pub struct TlsServer {
+    pub port: u16,
+    /// Requests answered so far.
+    pub requests: Arc<AtomicUsize>,
+    ca_pem: String,
+}
+
+impl TlsServer {
+    /// Starts a server on 127.0.0.1 that answers every request with `reply`.
+    pub fn start(reply: Reply) -> TlsServer {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        let (ca_pem, config) = certificates();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                if let Reply::Hang = reply {
+                    // Keep the socket open and never answer.
+                    held.push(stream);
+                    continue;
+                }
+                let config = config.clone();
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let _ = answer(stream, config, &reply);
+                });
+            }
+        });
+        TlsServer {
+            port,
+            requests,
+            ca_pem,
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Writes the CA certificate that signed the server's certificate to `path`.
+    pub fn write_ca(&self, path: &Path) {
+        std::fs::write(path, &self.ca_pem).unwrap();
+    }
+}
+
+fn certificates() -> (String, Arc<ServerConfig>) {
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portlocker test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let names = vec![
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "localhost".to_owned(),
+    ];
+    let mut leaf_params = CertificateParams::new(names).unwrap();
+    leaf_params.is_ca = IsCa::ExplicitNoCa;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let chain = vec![CertificateDer::from(leaf_cert.der().to_vec())];
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    (ca_cert.pem(), Arc::new(config))
+}
+
+fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::io::Result<()> {
+    let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = StreamOwned::new(connection, stream);
+    // Read the request head; its content does not matter.
+    let mut reader = BufReader::new(&mut tls);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut response = Vec::new();
+    match reply {
+        Reply::Body { body, content_type } => {
+            write!(
+                response,
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            response.extend_from_slice(body);
+        }
+        Reply::Unsized(body) => {
+            write!(
+                response,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+            )?;
+            response.extend_from_slice(body);
+        }
+        Reply::Status(status) => write!(
+            response,
+            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
+        Reply::Redirect(location) => write!(
+            response,
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
+        Reply::Hang => unreachable!("a hanging server never answers"),
+    }
+    tls.write_all(&response)?;
+    tls.conn.send_close_notify();
+    tls.flush()
+}

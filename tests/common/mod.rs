@@ -1,0 +1,182 @@
+//! What every end-to-end test starts from: a temporary directory with a
+//! config, a control file, and either a recording fake iptables or the
+//! real one (inside a private network namespace).
+
+#![allow(dead_code)]
+
+pub mod https;
+pub mod netns;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The services every test config declares.
+pub const SERVICES: &str = "ssh = 22\nweb = [80, \"443/tcp\"]\nmosh = \"60000-61000/udp\"\n";
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    /// The iptables binaries the config names.
+    pub iptables: PathBuf,
+    pub ip6tables: PathBuf,
+}
+
+impl TestEnv {
+    /// An environment whose config points at a recording fake iptables.
+    pub fn with_fake_iptables() -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-iptables");
+        for name in ["iptables", "ip6tables"] {
+            fs::copy(&fake, bin.join(name)).unwrap();
+            fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let env = TestEnv {
+            iptables: bin.join("iptables"),
+            ip6tables: bin.join("ip6tables"),
+            dir,
+        };
+        env.write_default_config();
+        env
+    }
+
+    /// An environment whose config points at the system's real iptables.
+    pub fn with_real_iptables() -> TestEnv {
+        let env = TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+            iptables: "/sbin/iptables".into(),
+            ip6tables: "/sbin/ip6tables".into(),
+        };
+        env.write_default_config();
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A config with the control file in the test directory as its source,
+    /// with `fetch` and `firewall` lines added to those sections.
+    pub fn config_text(&self, source: &str, fetch: &str, firewall: &str) -> String {
+        format!(
+            "source = {source:?}\nlog_file = {log:?}\nstatus_file = {status:?}\nstate_dir = {state:?}\n\
+             [fetch]\n{fetch}\n\
+             [firewall]\niptables = {iptables:?}\nip6tables = {ip6tables:?}\n{firewall}\n\
+             [services]\n{SERVICES}",
+            log = self.path("portlocker.log"),
+            status = self.path("status.html"),
+            state = self.path("state"),
+            iptables = self.iptables,
+            ip6tables = self.ip6tables,
+        )
+    }
+
+    pub fn write_default_config(&self) {
+        let source = self.path("control.txt");
+        self.write_config(&self.config_text(source.to_str().unwrap(), "", ""));
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.path("config.toml"), text).unwrap();
+    }
+
+    pub fn control(&self, text: &str) {
+        fs::write(self.path("control.txt"), text).unwrap();
+    }
+
+    /// The portlocker binary with this environment's config, and no
+    /// PORTLOCKER_* variables from the caller.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portlocker"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PORTLOCKER_") {
+                command.env_remove(key);
+            }
+        }
+        command.arg("-c").arg(self.path("config.toml"));
+        command
+    }
+
+    /// Runs portlocker with `args`, stdin closed.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
+    /// Every iptables call the fake saw, as `NAME ARGS…`.
+    pub fn calls(&self) -> Vec<String> {
+        read_lines(&self.path("calls.log"))
+    }
+
+    /// The fake's calls that change the firewall.
+    pub fn changing_calls(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|call| {
+                [" -N ", " -I ", " -A ", " -D "]
+                    .iter()
+                    .any(|op| call.contains(op))
+            })
+            .collect()
+    }
+
+    pub fn forget_calls(&self) {
+        let _ = fs::remove_file(self.path("calls.log"));
+    }
+
+    /// Makes every changing call of the fake fail with `code`.
+    pub fn fail_changes(&self, code: i32) {
+        fs::write(self.path("fail-changes"), code.to_string()).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path("portlocker.log")).unwrap_or_default()
+    }
+
+    pub fn status_page(&self) -> Option<String> {
+        fs::read_to_string(self.path("status.html")).ok()
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// How a portlocker run ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(self.code, Some(code), "unexpected exit: {self:#?}");
+        self
+    }
+}

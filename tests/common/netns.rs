@@ -1,0 +1,102 @@
+//! Running a test inside a private network namespace, where real iptables
+//! can be changed and real connections tried without touching the host.
+//!
+//! A test calls `enter("its_name")`: outside a namespace this runs the test
+//! binary again, for that one test, under `unshare -rn`, and returns false;
+//! inside it returns true and the test does its work. Where namespaces or
+//! iptables are missing the test is skipped with the reason printed, unless
+//! PORTLOCKER_REQUIRE_NETNS=1 (set by CI), which turns the skip into a failure.
+
+use std::path::Path;
+use std::process::Command;
+
+const INSIDE: &str = "PORTLOCKER_TEST_INSIDE_NETNS";
+const REQUIRE: &str = "PORTLOCKER_REQUIRE_NETNS";
+
+/// True when the caller is inside its private namespace and should run.
+pub fn enter(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        bring_up_loopback();
+        return true;
+    }
+    if let Err(reason) = can_isolate() {
+        if std::env::var(REQUIRE).as_deref() == Ok("1") {
+            panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
+        }
+        eprintln!("SKIPPED {test}: {reason} (set {REQUIRE}=1 to make this a failure)");
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let output = Command::new("unshare")
+        .args(["--net", "--map-root-user", "--"])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()
+        .expect("spawn unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{test} failed inside its network namespace:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{test} did not run inside its namespace:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stderr}");
+    false
+}
+
+fn can_isolate() -> Result<(), String> {
+    for tool in ["/sbin/iptables", "/sbin/ip6tables", "/sbin/ip"] {
+        if !Path::new(tool).exists() {
+            return Err(format!(
+                "{tool} is missing (apt-get install iptables iproute2)"
+            ));
+        }
+    }
+    let probe = Command::new("unshare")
+        .args([
+            "--net",
+            "--map-root-user",
+            "--",
+            "/sbin/iptables",
+            "-w",
+            "5",
+            "-S",
+        ])
+        .output()
+        .map_err(|error| format!("cannot run unshare: {error}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "no private network namespace with iptables here: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn bring_up_loopback() {
+    let status = Command::new("/sbin/ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip link set lo up");
+}
+
+/// `iptables -S` (or `ip6tables -S`) of the whole filter table, for snapshots.
+pub fn rules(binary: &str) -> String {
+    let output = Command::new(binary)
+        .args(["-w", "5", "-S"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{binary} -S failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a real iptables command inside the namespace, asserting success.
+pub fn iptables(binary: &str, args: &[&str]) {
+    let status = Command::new(binary).args(args).status().unwrap();
+    assert!(status.success(), "{binary} {args:?}");
+}
