@@ -25,6 +25,11 @@ pub enum Reply {
     Status(&'static str),
     /// A 302 to this location.
     Redirect(String),
+    /// A 302 to `path` on this server for any other path; `then` at `path`.
+    RedirectUnless {
+        path: &'static str,
+        then: Box<Reply>,
+    },
     /// Accept the connection, then say nothing at all.
     Hang,
 }
@@ -124,8 +129,10 @@ fn certificates() -> (String, Arc<ServerConfig>) {
 fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::io::Result<()> {
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(connection, stream);
-    // Read the request head; its content does not matter.
+    // Read the request head; only the path of its first line matters.
     let mut reader = BufReader::new(&mut tls);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
     let mut line = String::new();
     loop {
         line.clear();
@@ -133,6 +140,12 @@ fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::i
             break;
         }
     }
+    let requested = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let reply = match reply {
+        Reply::RedirectUnless { path, then } if requested == *path => then.as_ref(),
+        Reply::RedirectUnless { path, .. } => &Reply::Redirect(path.to_string()),
+        other => other,
+    };
     let mut response = Vec::new();
     match reply {
         Reply::Body { body, content_type } => {
@@ -158,7 +171,7 @@ fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::i
             response,
             "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?,
-        Reply::Hang => unreachable!("a hanging server never answers"),
+        Reply::Hang | Reply::RedirectUnless { .. } => unreachable!("handled above"),
     }
     tls.write_all(&response)?;
     tls.conn.send_close_notify();

@@ -1,0 +1,220 @@
+//! Fetching over real HTTPS: a TLS server on loopback with a certificate
+//! made for the test, trusted through `ca_file`.
+
+mod common;
+
+use std::time::Instant;
+
+use common::TestEnv;
+use common::https::{Reply, TlsServer};
+
+/// The secret part of every test URL: it must never show in any output.
+const SECRET: &str = "/s/SECRET-share-id/portlocker.txt";
+
+/// An environment fetching `SECRET` from `server`, with extra `[fetch]` lines.
+fn env_for(server: &TlsServer, fetch: &str) -> TestEnv {
+    let env = TestEnv::with_fake_iptables();
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}\n{fetch}", env.path("ca.pem"));
+    env.write_config(&env.config_text(&server.url(SECRET), &fetch, ""));
+    env
+}
+
+fn text(body: &str) -> Reply {
+    Reply::Body {
+        body: body.as_bytes().to_vec(),
+        content_type: "text/plain; charset=utf-8",
+    }
+}
+
+/// Asserts nothing the run left behind shows the secret URL.
+fn assert_secret_kept(env: &TestEnv, run: &common::Run) {
+    for (what, text) in [
+        ("stdout", run.stdout.clone()),
+        ("stderr", run.stderr.clone()),
+        ("log", env.log()),
+        ("status page", env.status_page().unwrap_or_default()),
+    ] {
+        assert!(
+            !text.contains("SECRET"),
+            "{what} shows the secret URL: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_file_over_https_is_applied_and_the_url_stays_secret() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let env = env_for(&server, "");
+    let run = env.run(&["-v"]);
+    run.expect(0);
+    assert!(
+        env.changing_calls()
+            .iter()
+            .any(|c| c.contains("portlocker:ssh")),
+        "{:?}",
+        env.calls()
+    );
+    assert!(
+        env.log()
+            .contains(&format!("run ok from https://127.0.0.1:{}:", server.port)),
+        "{}",
+        env.log()
+    );
+    assert_secret_kept(&env, &run);
+}
+
+#[test]
+fn a_body_without_content_length_is_read_to_the_end() {
+    let server = TlsServer::start(Reply::Unsized(b"close web\n".to_vec()));
+    let env = env_for(&server, "");
+    env.run(&[]).expect(0);
+    assert!(
+        env.changing_calls()
+            .iter()
+            .any(|c| c.contains("portlocker:web"))
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_is_refused() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&env.config_text(&server.url(SECRET), "", ""));
+    let run = env.run(&[]);
+    eprintln!("STDERR {}", run.stderr);
+    run.expect(1);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.calls(), Vec::<String>::new());
+    assert_secret_kept(&env, &run);
+}
+
+/// Each refusal: exit 1, a clear reason, no firewall call, no secret shown.
+fn assert_refused(reply: Reply, fetch: &str, needle: &str) {
+    let server = TlsServer::start(reply);
+    let env = env_for(&server, fetch);
+    let run = env.run(&[]);
+    eprintln!("STDERR {}", run.stderr);
+    run.expect(1);
+    assert!(
+        run.stderr.contains(needle),
+        "stderr lacks {needle:?}: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert_eq!(
+        env.calls(),
+        Vec::<String>::new(),
+        "a refused fetch touched the firewall"
+    );
+    assert!(env.status_page().unwrap().contains("Failed: "));
+    assert_secret_kept(&env, &run);
+}
+
+#[test]
+fn an_html_page_is_refused_with_a_hint_about_dl_1() {
+    let page = Reply::Body {
+        body: b"<!DOCTYPE html><html><body>close ssh</body></html>".to_vec(),
+        content_type: "text/html; charset=utf-8",
+    };
+    assert_refused(page, "", "Content-Type text/html");
+    let disguised = Reply::Body {
+        body: b"\n<html><body>close ssh</body></html>".to_vec(),
+        content_type: "text/plain",
+    };
+    assert_refused(disguised, "", "dl=1");
+}
+
+#[test]
+fn an_error_status_is_refused() {
+    assert_refused(
+        Reply::Status("404 Not Found"),
+        "",
+        "the server answered 404 Not Found",
+    );
+    assert_refused(
+        Reply::Status("500 Internal Server Error"),
+        "",
+        "500 Internal Server Error",
+    );
+}
+
+#[test]
+fn an_oversized_body_is_refused_with_or_without_a_length() {
+    let big = "close ssh\n".repeat(200);
+    assert_refused(
+        text(&big),
+        "max_bytes = 1000",
+        "more than fetch.max_bytes (1000)",
+    );
+    assert_refused(
+        Reply::Unsized(big.into_bytes()),
+        "max_bytes = 1000",
+        "larger than fetch.max_bytes (1000 bytes)",
+    );
+}
+
+#[test]
+fn a_redirect_to_plain_http_is_refused() {
+    let location = format!("http://127.0.0.1:1{SECRET}");
+    assert_refused(
+        Reply::Redirect(location),
+        "",
+        "refused a redirect from https to plain http",
+    );
+}
+
+#[test]
+fn redirects_within_https_are_followed() {
+    let server = TlsServer::start(Reply::RedirectUnless {
+        path: "/final/portlocker.txt",
+        then: Box::new(text("close ssh\n")),
+    });
+    let env = env_for(&server, "");
+    env.run(&[]).expect(0);
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(
+        env.changing_calls()
+            .iter()
+            .any(|c| c.contains("portlocker:ssh"))
+    );
+}
+
+#[test]
+fn a_redirect_loop_ends() {
+    assert_refused(
+        Reply::Redirect("/again".into()),
+        "",
+        "more than 10 redirects",
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_ends_the_run_within_the_timeout() {
+    let server = TlsServer::start(Reply::Hang);
+    let env = env_for(&server, "timeout_secs = 1");
+    let started = Instant::now();
+    let run = env.run(&[]);
+    let took = started.elapsed();
+    eprintln!("STDERR {} {took:?}", run.stderr);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("fetch.timeout_secs (1 s)") || run.stderr.contains("timed out"),
+        "{}",
+        run.stderr
+    );
+    // The bound the owner relies on: timeout_secs plus start-up, not for ever.
+    assert!(
+        took.as_secs() < 10,
+        "the run took {took:?} against a 1 s timeout"
+    );
+    assert!(
+        server.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the server was never reached"
+    );
+    assert_eq!(env.calls(), Vec::<String>::new());
+}

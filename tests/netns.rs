@@ -1,0 +1,274 @@
+//! The real firewall: real iptables and ip6tables in a private network
+//! namespace, and real TCP connections to a listener on port 22.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::TestEnv;
+use common::netns::{self, rules};
+
+/// How long a connection attempt may take before a dropped SYN counts as
+/// unreachable. A loopback connect that is not dropped completes at once.
+const CONNECT_WAIT: Duration = Duration::from_millis(700);
+
+/// Listens on 127.0.0.1:22 and [::1]:22 and echoes what each client sends.
+fn ssh_listeners() -> [SocketAddr; 2] {
+    let addresses: [SocketAddr; 2] = ["127.0.0.1:22".parse().unwrap(), "[::1]:22".parse().unwrap()];
+    for address in addresses {
+        let listener = TcpListener::bind(address).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || echo(stream));
+            }
+        });
+    }
+    addresses
+}
+
+fn echo(mut stream: TcpStream) {
+    let mut buffer = [0u8; 64];
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        if stream.write_all(&buffer[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether a new connection to `address` gets through.
+fn reachable(address: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&address, CONNECT_WAIT) {
+        Ok(_) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(error) => panic!("connect to {address}: unexpected {error}"),
+    }
+}
+
+/// Whether an open session still carries data both ways.
+fn still_talks(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = [0u8; 5];
+    stream.write_all(b"hello").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"hello"
+}
+
+#[test]
+fn closed_ssh_is_unreachable_over_ipv4_and_ipv6_and_open_is_reachable() {
+    if !netns::enter("closed_ssh_is_unreachable_over_ipv4_and_ipv6_and_open_is_reachable") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    assert!(
+        reachable(v4) && reachable(v6),
+        "the listener must be reachable before any rule"
+    );
+
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4), "IPv4 :22 reachable after close");
+    assert!(!reachable(v6), "IPv6 :22 reachable after close");
+    let status = env.run(&["status"]);
+    assert!(
+        status.stdout.lines().any(|l| l
+            .split_whitespace()
+            .eq(["ssh", "22/tcp", "closed", "closed"])),
+        "{}",
+        status.stdout
+    );
+
+    env.control("open ssh\n");
+    env.run(&[]).expect(0);
+    assert!(reachable(v4) && reachable(v6), "not reachable after open");
+    assert!(!rules("/sbin/iptables").contains("portlocker:ssh"));
+    assert!(!rules("/sbin/ip6tables").contains("portlocker:ssh"));
+}
+
+#[test]
+fn a_close_wins_over_an_accept_already_in_input() {
+    if !netns::enter("a_close_wins_over_an_accept_already_in_input") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, _] = ssh_listeners();
+    netns::iptables(
+        "/sbin/iptables",
+        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    );
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(
+        !reachable(v4),
+        "the owner's ACCEPT in INPUT let a new connection through"
+    );
+}
+
+#[test]
+fn three_runs_leave_exactly_one_copy_of_each_rule() {
+    if !netns::enter("three_runs_leave_exactly_one_copy_of_each_rule") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.control("close ssh\nclose web\nclose mosh\n");
+    env.run(&[]).expect(0);
+    let after_first = (rules("/sbin/iptables"), rules("/sbin/ip6tables"));
+    env.run(&[]).expect(0);
+    env.run(&[]).expect(0);
+    assert_eq!(
+        (rules("/sbin/iptables"), rules("/sbin/ip6tables")),
+        after_first
+    );
+    for table in [&after_first.0, &after_first.1] {
+        assert_eq!(
+            table.matches("-A INPUT -j PORTLOCKER").count(),
+            1,
+            "{table}"
+        );
+        for tag in ["portlocker:ssh", "portlocker:mosh"] {
+            assert_eq!(table.matches(tag).count(), 1, "{tag} in {table}");
+        }
+        assert_eq!(table.matches("portlocker:web").count(), 2, "{table}");
+    }
+    assert!(
+        env.log().lines().last().unwrap().contains("no change"),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn a_rejected_file_leaves_the_firewall_exactly_as_it_was() {
+    if !netns::enter("a_rejected_file_leaves_the_firewall_exactly_as_it_was") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let before = (rules("/sbin/iptables"), rules("/sbin/ip6tables"));
+    for bad in [
+        "open ssh\nclose web\nopen vnp\n",
+        "<html><body>open ssh</body></html>",
+        "open ssh please\n",
+    ] {
+        env.control(bad);
+        env.run(&[]).expect(1);
+        assert_eq!(
+            (rules("/sbin/iptables"), rules("/sbin/ip6tables")),
+            before,
+            "{bad:?} changed the firewall"
+        );
+    }
+}
+
+#[test]
+fn an_established_session_survives_a_close() {
+    if !netns::enter("an_established_session_survives_a_close") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    let mut sessions = [
+        TcpStream::connect(v4).unwrap(),
+        TcpStream::connect(v6).unwrap(),
+    ];
+    for session in &mut sessions {
+        assert!(still_talks(session));
+    }
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "new connections must be dropped"
+    );
+    for session in &mut sessions {
+        assert!(
+            still_talks(session),
+            "the open session was cut by the close"
+        );
+    }
+}
+
+#[test]
+fn without_keep_established_a_close_cuts_open_sessions_too() {
+    if !netns::enter("without_keep_established_a_close_cuts_open_sessions_too") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let source = env.path("control.txt");
+    env.write_config(&env.config_text(
+        source.to_str().unwrap(),
+        "",
+        "keep_established = false\nipv6 = false",
+    ));
+    let [v4, _] = ssh_listeners();
+    let mut session = TcpStream::connect(v4).unwrap();
+    assert!(still_talks(&mut session));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    session.set_write_timeout(Some(CONNECT_WAIT)).unwrap();
+    session.set_read_timeout(Some(CONNECT_WAIT)).unwrap();
+    let _ = session.write_all(b"hello");
+    let mut reply = [0u8; 5];
+    assert!(
+        session.read_exact(&mut reply).is_err(),
+        "the rule without --syn let an open session through"
+    );
+}
+
+#[test]
+fn input_chain_mode_puts_the_rules_straight_into_input() {
+    if !netns::enter("input_chain_mode_puts_the_rules_straight_into_input") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let source = env.path("control.txt");
+    env.write_config(&env.config_text(source.to_str().unwrap(), "", "chain = \"INPUT\""));
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4) && !reachable(v6));
+    let table = rules("/sbin/iptables");
+    assert!(table.contains("-A INPUT -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"portlocker:ssh\" -j DROP"), "{table}");
+    assert!(!table.contains("PORTLOCKER"), "{table}");
+    env.control("open ssh\n");
+    env.run(&[]).expect(0);
+    assert!(reachable(v4) && reachable(v6));
+}
+
+#[test]
+fn dry_run_as_root_prints_exactly_what_the_run_then_does() {
+    if !netns::enter("dry_run_as_root_prints_exactly_what_the_run_then_does") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.control("close ssh\nclose mosh\n");
+    let before = rules("/sbin/iptables");
+    let dry = env.run(&["--dry-run"]);
+    dry.expect(0);
+    assert_eq!(
+        rules("/sbin/iptables"),
+        before,
+        "the dry run changed the firewall"
+    );
+    assert!(
+        !dry.stdout.contains("||"),
+        "a dry run as root should be exact: {}",
+        dry.stdout
+    );
+    env.run(&["-v"]).expect(0);
+    let printed: Vec<&str> = dry.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let done: Vec<String> = env
+        .log()
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": /sbin/")
+                .map(|(_, cmd)| format!("/sbin/{cmd}"))
+        })
+        .collect();
+    assert_eq!(printed, done);
+}
