@@ -228,8 +228,9 @@ pub fn shell_line(config: &Config, step: &Step) -> String {
     let check = Command::iptables(config, family, step.change.check_args());
     match step.change {
         Change::NewChain { .. } => format!("{check} >/dev/null 2>&1 || {make}"),
-        Change::InsertJump { .. } | Change::Append(_) => format!("{check} 2>/dev/null || {make}"),
-        Change::Delete(_) => format!("while {check} 2>/dev/null; do {make}; done"),
+        Change::DeleteChain { .. } => format!("if {check} >/dev/null 2>&1; then {make}; fi"),
+        _ if step.change.removes() => format!("while {check} 2>/dev/null; do {make}; done"),
+        _ => format!("{check} 2>/dev/null || {make}"),
     }
 }
 

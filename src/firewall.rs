@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
-use crate::plan::{FamilyHoldings, Holdings, Presence, Step, rules_of};
+use crate::plan::{FamilyHoldings, Holdings, Step};
 
 /// Seconds every iptables call waits for the xtables lock before giving up,
 /// so a run never hangs behind another firewall tool.
 pub const XTABLES_WAIT_SECS: u32 = 10;
 
-/// How many copies of one rule a single open removes before it gives up.
+/// How many copies of one rule a blind removal takes away before it gives up.
 const MAX_DUPLICATES: usize = 64;
 
 /// A DROP rule for one port spec of one service, in one family.
@@ -29,11 +29,6 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The identity of the rule within its family.
-    pub fn key(&self) -> (ServiceName, PortSpec) {
-        (self.service.clone(), self.ports)
-    }
-
     /// The comment that marks the rule as portlocker's.
     pub fn tag(&self) -> String {
         format!("portlocker:{}", self.service)
@@ -61,23 +56,73 @@ impl Rule {
         spec.extend(["-j", "DROP"].map(String::from));
         spec
     }
+
+    /// The spec as `iptables -S` lists it back, to find the rule in a listing.
+    pub fn listed_spec(&self) -> Vec<String> {
+        self.spec()
+            .into_iter()
+            .flat_map(|arg| match arg.as_str() {
+                "--syn" => ["--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]
+                    .map(String::from)
+                    .to_vec(),
+                _ => vec![arg],
+            })
+            .collect()
+    }
 }
 
 /// One change to the firewall.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    NewChain { family: Family, chain: ChainName },
-    InsertJump { family: Family, chain: ChainName },
+    NewChain {
+        family: Family,
+        chain: ChainName,
+    },
+    /// A jump from the top of INPUT to the chain.
+    InsertJump {
+        family: Family,
+        chain: ChainName,
+    },
+    /// Removes the first jump from INPUT to the chain.
+    DeleteJump {
+        family: Family,
+        chain: ChainName,
+    },
+    /// Deletes the (empty, unreferenced) chain.
+    DeleteChain {
+        family: Family,
+        chain: ChainName,
+    },
     Append(Rule),
+    /// Removes one copy of the rule.
     Delete(Rule),
+    /// Removes one copy of a tagged rule as listed, which the config no longer produces.
+    DeleteListed {
+        family: Family,
+        chain: ChainName,
+        spec: Vec<String>,
+    },
 }
 
 impl Change {
     pub fn family(&self) -> Family {
         match self {
-            Change::NewChain { family, .. } | Change::InsertJump { family, .. } => *family,
+            Change::NewChain { family, .. }
+            | Change::InsertJump { family, .. }
+            | Change::DeleteJump { family, .. }
+            | Change::DeleteChain { family, .. }
+            | Change::DeleteListed { family, .. } => *family,
             Change::Append(rule) | Change::Delete(rule) => rule.family,
         }
+    }
+
+    /// Whether the change takes something away (and so may need repeating
+    /// while copies remain).
+    pub fn removes(&self) -> bool {
+        !matches!(
+            self,
+            Change::NewChain { .. } | Change::InsertJump { .. } | Change::Append(_)
+        )
     }
 
     /// The arguments that make the change.
@@ -85,8 +130,11 @@ impl Change {
         match self {
             Change::NewChain { chain, .. } => vec!["-N".into(), chain.to_string()],
             Change::InsertJump { chain, .. } => jump_args("-I", chain, true),
+            Change::DeleteJump { chain, .. } => jump_args("-D", chain, false),
+            Change::DeleteChain { chain, .. } => vec!["-X".into(), chain.to_string()],
             Change::Append(rule) => rule_args("-A", rule),
             Change::Delete(rule) => rule_args("-D", rule),
+            Change::DeleteListed { chain, spec, .. } => listed_args("-D", chain, spec),
         }
     }
 
@@ -94,9 +142,14 @@ impl Change {
     /// is about is present.
     pub fn check_args(&self) -> Vec<String> {
         match self {
-            Change::NewChain { chain, .. } => vec!["-S".into(), chain.to_string()],
-            Change::InsertJump { chain, .. } => jump_args("-C", chain, false),
+            Change::NewChain { chain, .. } | Change::DeleteChain { chain, .. } => {
+                vec!["-S".into(), chain.to_string()]
+            }
+            Change::InsertJump { chain, .. } | Change::DeleteJump { chain, .. } => {
+                jump_args("-C", chain, false)
+            }
             Change::Append(rule) | Change::Delete(rule) => rule_args("-C", rule),
+            Change::DeleteListed { chain, spec, .. } => listed_args("-C", chain, spec),
         }
     }
 }
@@ -108,11 +161,18 @@ impl fmt::Display for Change {
             Change::InsertJump { family, chain } => {
                 write!(f, "{family}: jump from INPUT to {chain}")
             }
+            Change::DeleteJump { family, chain } => {
+                write!(f, "{family}: remove jump from INPUT to {chain}")
+            }
+            Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
             Change::Append(rule) => {
                 write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports)
             }
             Change::Delete(rule) => {
                 write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports)
+            }
+            Change::DeleteListed { family, spec, .. } => {
+                write!(f, "{family}: remove rule {}", tag_of(spec).unwrap_or("?"))
             }
         }
     }
@@ -128,9 +188,53 @@ fn jump_args(operation: &str, chain: &ChainName, at_top: bool) -> Vec<String> {
 }
 
 fn rule_args(operation: &str, rule: &Rule) -> Vec<String> {
-    let mut args = vec![operation.to_owned(), rule.chain.to_string()];
-    args.extend(rule.spec());
+    listed_args(operation, &rule.chain, &rule.spec())
+}
+
+fn listed_args(operation: &str, chain: &ChainName, spec: &[String]) -> Vec<String> {
+    let mut args = vec![operation.to_owned(), chain.to_string()];
+    args.extend_from_slice(spec);
     args
+}
+
+/// The `portlocker:NAME` tag of a listed rule, if it has one.
+pub fn tag_of(spec: &[String]) -> Option<&str> {
+    spec.windows(2)
+        .find(|pair| pair[0] == "--comment" && pair[1].starts_with("portlocker:"))
+        .map(|pair| pair[1].as_str())
+}
+
+/// The rules of `chain` in an `iptables -S` listing, each as its original
+/// line and its arguments after `-A CHAIN`, quotes undone.
+pub fn listed_rules<'t>(listing: &'t str, chain: &str) -> Vec<(&'t str, Vec<String>)> {
+    let prefix = format!("-A {chain} ");
+    listing
+        .lines()
+        .filter_map(|line| Some((line, line.strip_prefix(&prefix)?)))
+        .map(|(line, rest)| (line, split_listed(rest)))
+        .collect()
+}
+
+/// Splits a listed rule into words the way iptables-save quotes them:
+/// `"…"` groups words and `\"` inside it is a quote.
+fn split_listed(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            '\\' if quoted => word.get_or_insert_with(String::new).extend(chars.next()),
+            c if c.is_whitespace() && !quoted => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
 }
 
 /// A command to run: an absolute program path and its arguments.
@@ -305,60 +409,74 @@ impl<'a, R: Runner> Firewall<'a, R> {
     }
 
     /// A read-only check: exit 0 is present, exit 1 is absent, anything else an error.
-    fn check(&mut self, family: Family, args: Vec<String>) -> Result<Presence, CommandError> {
+    fn check(&mut self, family: Family, args: Vec<String>) -> Result<bool, CommandError> {
         match self.run(Command::iptables(self.config, family, args)) {
-            Ok(_) => Ok(Presence::Present),
+            Ok(_) => Ok(true),
             Err(CommandError {
                 failure: Failure::Exited { code: 1, .. },
                 ..
-            }) => Ok(Presence::Absent),
+            }) => Ok(false),
             Err(error) => Err(error),
         }
     }
 
-    /// Reads what portlocker's part of the firewall holds, with read-only
-    /// checks only. What could not be read is `Unknown`, with its error.
+    /// Reads what portlocker's part of the firewall holds: one `-S` listing
+    /// of INPUT and one of the chain per family, nothing else. A family
+    /// that could not be read is `None`, with its error.
     pub fn observe(&mut self) -> (Holdings, Vec<CommandError>) {
-        let config = self.config;
         let mut errors = Vec::new();
-        let mut holdings = Holdings::unknown(config);
+        let mut holdings = Holdings::unknown(self.config);
         for (&family, held) in holdings.families.iter_mut() {
-            if let Err(error) = self.observe_family(family, held) {
-                errors.push(error);
+            match self.observe_family(family) {
+                Ok(found) => *held = Some(found),
+                Err(error) => errors.push(error),
             }
         }
         (holdings, errors)
     }
 
-    fn observe_family(
-        &mut self,
-        family: Family,
-        held: &mut FamilyHoldings,
-    ) -> Result<(), CommandError> {
-        let chain = &self.config.firewall.chain;
-        if !chain.is_input() {
-            let probe = Change::NewChain {
-                family,
-                chain: chain.clone(),
-            };
-            held.chain = self.check(family, probe.check_args())?;
-            if held.chain == Presence::Absent {
-                // No chain: no jump to it and no rules in it.
-                held.jump = Presence::Absent;
-                held.rules.values_mut().for_each(|p| *p = Presence::Absent);
-                return Ok(());
+    fn observe_family(&mut self, family: Family) -> Result<FamilyHoldings, CommandError> {
+        let chain = self.config.firewall.chain.as_str();
+        let input = self.list(family, "INPUT")?.unwrap_or_default();
+        let mut held = FamilyHoldings {
+            chain_exists: true,
+            ..FamilyHoldings::default()
+        };
+        for (position, (_, spec)) in listed_rules(&input, "INPUT").into_iter().enumerate() {
+            if spec == ["-j", chain] {
+                held.jumps.push(position + 1);
             }
-            let probe = Change::InsertJump {
-                family,
-                chain: chain.clone(),
-            };
-            held.jump = self.check(family, probe.check_args())?;
         }
-        for rule in rules_of(self.config, family) {
-            let presence = self.check(family, Change::Append(rule.clone()).check_args())?;
-            held.rules.insert(rule.key(), presence);
+        let listing = if chain == "INPUT" {
+            Some(input)
+        } else {
+            self.list(family, chain)?
+        };
+        let Some(listing) = listing else {
+            held.chain_exists = false;
+            return Ok(held);
+        };
+        for (line, spec) in listed_rules(&listing, chain) {
+            if tag_of(&spec).is_some() {
+                held.tagged.push(spec);
+            } else if chain != "INPUT" {
+                held.foreign.push(line.to_owned());
+            }
         }
-        Ok(())
+        Ok(held)
+    }
+
+    /// `-S CHAIN`: the chain's listing, or None when it does not exist.
+    fn list(&mut self, family: Family, chain: &str) -> Result<Option<String>, CommandError> {
+        let args = vec!["-S".to_owned(), chain.to_owned()];
+        match self.run(Command::iptables(self.config, family, args)) {
+            Ok(done) => Ok(Some(done.stdout)),
+            Err(CommandError {
+                failure: Failure::Exited { code: 1, .. },
+                ..
+            }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Carries out the plan. A failed step does not stop the others; every
@@ -383,37 +501,28 @@ impl<'a, R: Runner> Firewall<'a, R> {
         applied
     }
 
+    /// Checks before each command, as a plan made blind requires: `-A`
+    /// when absent; a removal while present.
     fn make_if_needed(&mut self, change: &Change) -> Result<usize, CommandError> {
-        let presence = self.check(change.family(), change.check_args())?;
-        let done = match change {
-            Change::Delete(_) => Presence::Absent,
-            _ => Presence::Present,
-        };
-        if presence == done {
-            Ok(0)
-        } else {
-            self.make(change)
-        }
-    }
-
-    /// Makes one change: `-A` once, `-D` until no copy is left. Returns how
-    /// many commands changed the firewall.
-    fn make(&mut self, change: &Change) -> Result<usize, CommandError> {
         let family = change.family();
         let mut commands = 0;
         while commands < MAX_DUPLICATES {
-            let command = Command::iptables(self.config, family, change.args());
-            let shown = command.to_string();
-            self.run(command)?;
-            log::info!("{change}: {shown}");
-            commands += 1;
-            let again = matches!(change, Change::Delete(_))
-                && self.check(family, change.check_args())? == Presence::Present;
-            if !again {
+            let present = self.check(family, change.check_args())?;
+            if present != change.removes() {
                 break;
             }
+            commands += self.make(change)?;
         }
         Ok(commands)
+    }
+
+    /// Makes one change with one command.
+    fn make(&mut self, change: &Change) -> Result<usize, CommandError> {
+        let command = Command::iptables(self.config, change.family(), change.args());
+        let shown = command.to_string();
+        self.run(command)?;
+        log::info!("{change}: {shown}");
+        Ok(1)
     }
 }
 
@@ -450,54 +559,84 @@ mod tests {
     use crate::control;
     use crate::plan::{PortState, plan};
 
-    /// The binary for a family, for messages.
-    fn binary_name(path: &std::path::Path) -> String {
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string())
-    }
-
-    /// A fake firewall that keeps rules as argument strings and records every call.
+    /// A fake firewall that keeps its table as `iptables -S` lines and
+    /// records every call.
     #[derive(Default)]
     struct FakeIptables {
         calls: Vec<String>,
-        rules: Vec<String>,
-        chains: Vec<String>,
+        /// Per binary, the lines `-S` would print (INPUT always exists).
+        tables: std::collections::BTreeMap<String, Vec<String>>,
         fail_appends: bool,
+    }
+
+    impl FakeIptables {
+        fn rules(&self) -> Vec<&String> {
+            self.tables
+                .values()
+                .flatten()
+                .filter(|l| l.starts_with("-A "))
+                .collect()
+        }
     }
 
     impl Runner for &mut FakeIptables {
         fn run(&mut self, command: &Command) -> io::Result<Completion> {
-            let line = command.to_string();
-            self.calls.push(line.clone());
-            let args = &command.args[2..];
-            let family = binary_name(&command.program);
-            let rule = format!("{family} {}", args[1..].join(" "));
-            let code = match args[0].as_str() {
-                "-S" => i32::from(!self.chains.contains(&format!("{family} {}", args[1]))),
-                "-N" => {
-                    self.chains.push(format!("{family} {}", args[1]));
+            self.calls.push(command.to_string());
+            let binary = command
+                .program
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let table = self.tables.entry(binary).or_default();
+            let (op, chain) = (command.args[2].as_str(), command.args[3].as_str());
+            let mut spec: Vec<String> = command.args[4..].to_vec();
+            if op == "-I" {
+                spec.remove(0);
+            }
+            let listed: Vec<String> = spec
+                .iter()
+                .map(|arg| match arg.as_str() {
+                    "--syn" => "--tcp-flags FIN,SYN,RST,ACK SYN".to_owned(),
+                    tag if tag.starts_with("portlocker:") => format!("\"{tag}\""),
+                    other => other.to_owned(),
+                })
+                .collect();
+            let line = format!("-A {chain} {}", listed.join(" "));
+            let exists = chain == "INPUT" || table.contains(&format!("-N {chain}"));
+            let mut stdout = String::new();
+            let code = match op {
+                "-S" if !exists => 1,
+                "-S" => {
+                    let prefix = format!("-A {chain} ");
+                    stdout = table
+                        .iter()
+                        .filter(|l| l.starts_with(&prefix))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
                     0
                 }
-                "-C" => i32::from(!self.rules.contains(&rule)),
+                "-N" => {
+                    table.push(format!("-N {chain}"));
+                    0
+                }
+                "-X" => {
+                    table.retain(|l| *l != format!("-N {chain}"));
+                    0
+                }
+                "-C" => i32::from(!table.contains(&line)),
                 "-A" if self.fail_appends => 4,
                 "-A" => {
-                    self.rules.push(rule);
+                    table.push(line);
                     0
                 }
                 "-I" => {
-                    let without_position: Vec<&str> = args[1..]
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|a| *a != "1")
-                        .collect();
-                    self.rules
-                        .push(format!("{family} {}", without_position.join(" ")));
+                    table.insert(0, line);
                     0
                 }
-                "-D" => match self.rules.iter().position(|r| *r == rule) {
+                "-D" => match table.iter().position(|l| *l == line) {
                     Some(i) => {
-                        self.rules.remove(i);
+                        table.remove(i);
                         0
                     }
                     None => 1,
@@ -506,7 +645,7 @@ mod tests {
             };
             Ok(Completion {
                 termination: Termination::Code(code),
-                stdout: String::new(),
+                stdout,
                 stderr: if code == 0 {
                     String::new()
                 } else {
@@ -567,6 +706,38 @@ mod tests {
     }
 
     #[test]
+    fn listings_are_split_as_iptables_save_quotes_them() {
+        let listing = "-P INPUT ACCEPT\n-A INPUT -j PORTLOCKER\n\
+                       -A INPUT -m comment --comment \"a \\\"quoted\\\" thing\" -j ACCEPT\n\
+                       -A INPUTX -j DROP\n";
+        let rules = listed_rules(listing, "INPUT");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].1, ["-j", "PORTLOCKER"]);
+        assert_eq!(
+            rules[1].1,
+            [
+                "-m",
+                "comment",
+                "--comment",
+                "a \"quoted\" thing",
+                "-j",
+                "ACCEPT"
+            ]
+        );
+        assert_eq!(
+            rules[1].0,
+            "-A INPUT -m comment --comment \"a \\\"quoted\\\" thing\" -j ACCEPT"
+        );
+        assert_eq!(tag_of(&rules[1].1), None);
+        let ours = split_listed("-p tcp -m comment --comment \"portlocker:ssh\" -j DROP");
+        assert_eq!(tag_of(&ours), Some("portlocker:ssh"));
+        assert_eq!(
+            split_listed("--comment \"\" -j X"),
+            ["--comment", "", "-j", "X"]
+        );
+    }
+
+    #[test]
     fn commands_print_as_a_shell_reads_them() {
         let command = Command {
             program: "/sbin/iptables".into(),
@@ -595,35 +766,40 @@ mod tests {
             holdings.state(&config, &ssh, Family::Ipv6),
             PortState::Closed
         );
-        assert_eq!(fake.rules.len(), 6, "{:?}", fake.rules);
+        // Two jumps and four rules.
+        assert_eq!(fake.rules().len(), 6, "{:?}", fake.rules());
 
         fake.calls.clear();
-        run_once(&config, &mut fake, "close ssh\nclose mosh\n");
+        let (again, _) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
+        assert_eq!(again, holdings);
         assert!(
-            fake.calls
-                .iter()
-                .all(|call| call.contains(" -C ") || call.contains(" -S ")),
+            fake.calls.iter().all(|call| call.contains(" -S ")),
             "{:?}",
             fake.calls
         );
-        assert_eq!(fake.rules.len(), 6);
+        assert_eq!(
+            fake.calls.len(),
+            4,
+            "two listings per family: {:?}",
+            fake.calls
+        );
 
         // A duplicate someone added by hand goes too.
-        let duplicate = fake
-            .rules
+        let table = fake.tables.get_mut("iptables").unwrap();
+        let duplicate = table
             .iter()
             .find(|r| r.contains("--dport 22"))
             .unwrap()
             .clone();
-        fake.rules.push(duplicate);
+        table.push(duplicate);
         let (holdings, _) = run_once(&config, &mut fake, "open ssh\n");
         assert_eq!(holdings.state(&config, &ssh, Family::Ipv4), PortState::Open);
+        let rules = fake.rules();
         assert!(
-            fake.rules.iter().all(|r| !r.contains("portlocker:ssh")),
-            "{:?}",
-            fake.rules
+            rules.iter().all(|r| !r.contains("portlocker:ssh")),
+            "{rules:?}"
         );
-        assert!(fake.rules.iter().any(|r| r.contains("portlocker:mosh")));
+        assert!(rules.iter().any(|r| r.contains("portlocker:mosh")));
     }
 
     #[test]

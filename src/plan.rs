@@ -3,101 +3,98 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, Family, PortSpec, ServiceName};
+use crate::config::{Config, Family, ServiceName};
 use crate::control::{Action, ControlFile};
 use crate::firewall::{Change, Rule};
 
-/// Whether one thing (a chain, the jump, a rule) is in the firewall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    Present,
-    Absent,
-    /// Not checked: no root, no iptables, or the check failed.
-    Unknown,
-}
-
-/// What portlocker's part of the firewall holds, per family.
+/// What portlocker's part of the firewall holds, per family; `None` where
+/// it could not be read (no root, no iptables, a failed listing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holdings {
-    pub families: BTreeMap<Family, FamilyHoldings>,
+    pub families: BTreeMap<Family, Option<FamilyHoldings>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One family's listing, as `iptables -S` printed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FamilyHoldings {
-    /// portlocker's chain (always present when the chain is INPUT).
-    pub chain: Presence,
-    /// The jump from INPUT to the chain (always present when the chain is INPUT).
-    pub jump: Presence,
-    pub rules: BTreeMap<(ServiceName, PortSpec), Presence>,
+    /// Whether portlocker's chain exists (always true when the chain is INPUT).
+    pub chain_exists: bool,
+    /// Positions in INPUT (1 = first) of each jump to the chain.
+    pub jumps: Vec<usize>,
+    /// Rules in the chain tagged `portlocker:*`, as listed, in chain order.
+    pub tagged: Vec<Vec<String>>,
+    /// Rules in portlocker's own chain that are not portlocker's, as listed.
+    pub foreign: Vec<String>,
+}
+
+impl FamilyHoldings {
+    /// How many copies of `rule` the chain holds.
+    pub fn count(&self, rule: &Rule) -> usize {
+        let listed = rule.listed_spec();
+        self.tagged.iter().filter(|spec| **spec == listed).count()
+    }
+
+    /// Whether the chain's rules are reached first, before any other INPUT rule.
+    fn jump_at_top(&self, config: &Config) -> bool {
+        config.firewall.chain.is_input() || self.jumps == [1]
+    }
+
+    /// Records a change that was carried out.
+    fn record(&mut self, change: &Change) {
+        match change {
+            Change::NewChain { .. } => self.chain_exists = true,
+            Change::InsertJump { .. } => {
+                self.jumps.iter_mut().for_each(|position| *position += 1);
+                self.jumps.insert(0, 1);
+            }
+            Change::DeleteJump { .. } => {
+                if !self.jumps.is_empty() {
+                    let removed = self.jumps.remove(0);
+                    for position in self.jumps.iter_mut().filter(|p| **p > removed) {
+                        *position -= 1;
+                    }
+                }
+            }
+            Change::DeleteChain { .. } => *self = FamilyHoldings::default(),
+            Change::Append(rule) => self.tagged.push(rule.listed_spec()),
+            Change::Delete(rule) => remove_first(&mut self.tagged, &rule.listed_spec()),
+            Change::DeleteListed { spec, .. } => remove_first(&mut self.tagged, spec),
+        }
+    }
+}
+
+fn remove_first(specs: &mut Vec<Vec<String>>, spec: &[String]) {
+    if let Some(index) = specs.iter().position(|s| s == spec) {
+        specs.remove(index);
+    }
 }
 
 impl Holdings {
-    /// Holdings with nothing checked, for a dry run that cannot look.
+    /// Holdings with nothing read, for a dry run that cannot look.
     pub fn unknown(config: &Config) -> Holdings {
-        let families = config
-            .families()
-            .into_iter()
-            .map(|family| {
-                let rules = rules_of(config, family)
-                    .map(|rule| (rule.key(), Presence::Unknown))
-                    .collect();
-                let fixed = if config.firewall.chain.is_input() {
-                    Presence::Present
-                } else {
-                    Presence::Unknown
-                };
-                let holdings = FamilyHoldings {
-                    chain: fixed,
-                    jump: fixed,
-                    rules,
-                };
-                (family, holdings)
-            })
-            .collect();
+        let families = config.families().into_iter().map(|f| (f, None)).collect();
         Holdings { families }
     }
 
     /// Records a change that was carried out.
     pub fn record(&mut self, change: &Change) {
-        let Some(holdings) = self.families.get_mut(&change.family()) else {
-            return;
-        };
-        match change {
-            Change::NewChain { .. } => holdings.chain = Presence::Present,
-            Change::InsertJump { .. } => holdings.jump = Presence::Present,
-            Change::Append(rule) => {
-                holdings.rules.insert(rule.key(), Presence::Present);
-            }
-            Change::Delete(rule) => {
-                holdings.rules.insert(rule.key(), Presence::Absent);
-            }
+        if let Some(Some(held)) = self.families.get_mut(&change.family()) {
+            held.record(change);
         }
     }
 
     /// The state of one service in one family.
     pub fn state(&self, config: &Config, service: &ServiceName, family: Family) -> PortState {
-        let Some(holdings) = self.families.get(&family) else {
+        let Some(Some(held)) = self.families.get(&family) else {
             return PortState::Unknown;
         };
-        let rules: Vec<Presence> = config.services[service]
-            .iter()
-            .map(|ports| {
-                let key = (service.clone(), *ports);
-                holdings
-                    .rules
-                    .get(&key)
-                    .copied()
-                    .unwrap_or(Presence::Unknown)
-            })
+        let counts: Vec<usize> = rules_of(config, family)
+            .filter(|rule| rule.service == *service)
+            .map(|rule| held.count(&rule))
             .collect();
-        let enforced = [holdings.chain, holdings.jump];
-        if rules.iter().all(|&p| p == Presence::Absent) || holdings.chain == Presence::Absent {
+        if !held.chain_exists || counts.iter().all(|&n| n == 0) {
             PortState::Open
-        } else if rules.contains(&Presence::Unknown) || enforced.contains(&Presence::Unknown) {
-            PortState::Unknown
-        } else if rules.iter().all(|&p| p == Presence::Present)
-            && holdings.jump == Presence::Present
-        {
+        } else if counts.iter().all(|&n| n > 0) && held.jump_at_top(config) {
             PortState::Closed
         } else {
             PortState::Partial
@@ -110,7 +107,7 @@ impl Holdings {
 pub enum PortState {
     Open,
     Closed,
-    /// Some of its ports are closed, or the rules are there but the jump to them is not.
+    /// Some of its ports are closed, or its rules are not reached first.
     Partial,
     Unknown,
 }
@@ -127,7 +124,7 @@ impl PortState {
 }
 
 /// One change of the plan. `checked` is false when the firewall could not be
-/// read, so the change is needed only if its check says so.
+/// read, so the change is to be made only if its check says it is needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub change: Change,
@@ -147,68 +144,162 @@ pub fn rules_of(config: &Config, family: Family) -> impl Iterator<Item = Rule> +
     })
 }
 
-/// The changes that make the firewall match `control`, in the order to make them.
-/// Services the control file does not name are left alone.
+/// The changes that make the firewall match `control`, in the order to make
+/// them. Services the control file does not name keep their state; along the
+/// way the jump goes back to the top of INPUT, and duplicates and rules the
+/// config no longer produces are removed.
 pub fn plan(config: &Config, control: &ControlFile, holdings: &Holdings) -> Vec<Step> {
     let mut steps = Vec::new();
     for (&family, held) in &holdings.families {
-        let wanted = |rule: &Rule| {
-            control
-                .directives
-                .get(&rule.service)
-                .map(|directive| directive.action)
-        };
-        let rules: Vec<(Rule, Action, Presence)> = rules_of(config, family)
-            .filter_map(|rule| {
-                let action = wanted(&rule)?;
-                let presence = held
-                    .rules
-                    .get(&rule.key())
-                    .copied()
-                    .unwrap_or(Presence::Unknown);
-                Some((rule, action, presence))
-            })
-            .collect();
-
-        let closes_any = rules.iter().any(|(_, action, _)| *action == Action::Close);
-        let chain = &config.firewall.chain;
-        if closes_any && !chain.is_input() {
-            let change = Change::NewChain {
-                family,
-                chain: chain.clone(),
-            };
-            push_unless(&mut steps, change, held.chain, Presence::Present);
-            let change = Change::InsertJump {
-                family,
-                chain: chain.clone(),
-            };
-            push_unless(&mut steps, change, held.jump, Presence::Present);
-        }
-        for (rule, action, presence) in rules {
-            match action {
-                Action::Close => push_unless(
-                    &mut steps,
-                    Change::Append(rule),
-                    presence,
-                    Presence::Present,
-                ),
-                Action::Open => {
-                    push_unless(&mut steps, Change::Delete(rule), presence, Presence::Absent)
-                }
-            }
+        match held {
+            Some(held) => plan_family(config, control, family, held, &mut steps),
+            None => plan_blind(config, control, family, &mut steps),
         }
     }
     steps
 }
 
-/// Adds `change` unless the firewall is already known to be `done`.
-fn push_unless(steps: &mut Vec<Step>, change: Change, presence: Presence, done: Presence) {
-    if presence != done {
+fn wanted(control: &ControlFile, rule: &Rule) -> Option<Action> {
+    control.directives.get(&rule.service).map(|d| d.action)
+}
+
+fn plan_family(
+    config: &Config,
+    control: &ControlFile,
+    family: Family,
+    held: &FamilyHoldings,
+    steps: &mut Vec<Step>,
+) {
+    let mut push = |change| {
         steps.push(Step {
             change,
-            checked: presence != Presence::Unknown,
+            checked: true,
+        })
+    };
+    let chain = &config.firewall.chain;
+    let rules: Vec<Rule> = rules_of(config, family).collect();
+    let closes_any = rules
+        .iter()
+        .any(|rule| wanted(control, rule) == Some(Action::Close));
+
+    if !chain.is_input() && (held.chain_exists || closes_any) {
+        if !held.chain_exists {
+            push(Change::NewChain {
+                family,
+                chain: chain.clone(),
+            });
+        }
+        if !held.jump_at_top(config) {
+            // Out of place or doubled: remove every jump, then put one first.
+            for _ in &held.jumps {
+                push(Change::DeleteJump {
+                    family,
+                    chain: chain.clone(),
+                });
+            }
+            push(Change::InsertJump {
+                family,
+                chain: chain.clone(),
+            });
+        }
+    }
+    for rule in rules.iter().cloned() {
+        let held_copies = held.count(&rule);
+        let keep = match wanted(control, &rule) {
+            Some(Action::Close) => 1,
+            Some(Action::Open) => 0,
+            None => held_copies.min(1),
+        };
+        if held_copies < keep {
+            push(Change::Append(rule));
+        } else {
+            for _ in keep..held_copies {
+                push(Change::Delete(rule.clone()));
+            }
+        }
+    }
+    let producible: Vec<Vec<String>> = rules.iter().map(Rule::listed_spec).collect();
+    for spec in held.tagged.iter().filter(|spec| !producible.contains(spec)) {
+        push(Change::DeleteListed {
+            family,
+            chain: chain.clone(),
+            spec: spec.clone(),
         });
     }
+}
+
+/// Without a listing: every change the control file could need, each to be
+/// made only if its check says so.
+fn plan_blind(config: &Config, control: &ControlFile, family: Family, steps: &mut Vec<Step>) {
+    let mut push = |change| {
+        steps.push(Step {
+            change,
+            checked: false,
+        })
+    };
+    let chain = &config.firewall.chain;
+    let named: Vec<(Rule, Action)> = rules_of(config, family)
+        .filter_map(|rule| wanted(control, &rule).map(|action| (rule, action)))
+        .collect();
+    if !chain.is_input() && named.iter().any(|(_, action)| *action == Action::Close) {
+        push(Change::NewChain {
+            family,
+            chain: chain.clone(),
+        });
+        push(Change::InsertJump {
+            family,
+            chain: chain.clone(),
+        });
+    }
+    for (rule, action) in named {
+        push(match action {
+            Action::Close => Change::Append(rule),
+            Action::Open => Change::Delete(rule),
+        });
+    }
+}
+
+/// The changes that remove everything portlocker made: its tagged rules,
+/// then the jump and the chain — unless the chain holds rules of the owner's,
+/// which stay, and so do the chain and its jump. Returns those rules too.
+pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, Vec<String>)>) {
+    let chain = &config.firewall.chain;
+    let mut steps = Vec::new();
+    let mut kept = Vec::new();
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        let mut push = |change| {
+            steps.push(Step {
+                change,
+                checked: true,
+            })
+        };
+        for spec in &held.tagged {
+            push(Change::DeleteListed {
+                family,
+                chain: chain.clone(),
+                spec: spec.clone(),
+            });
+        }
+        if chain.is_input() || !held.chain_exists {
+            continue;
+        }
+        if !held.foreign.is_empty() {
+            kept.push((family, held.foreign.clone()));
+            continue;
+        }
+        for _ in &held.jumps {
+            push(Change::DeleteJump {
+                family,
+                chain: chain.clone(),
+            });
+        }
+        push(Change::DeleteChain {
+            family,
+            chain: chain.clone(),
+        });
+    }
+    (steps, kept)
 }
 
 #[cfg(test)]
@@ -228,22 +319,40 @@ mod tests {
         control::parse(text.as_bytes(), &names).unwrap()
     }
 
-    /// Holdings where the chain and jump exist and `present` lists the rules held.
+    fn rule(config: &Config, family: Family, service: &str, port: &str) -> Rule {
+        rules_of(config, family)
+            .find(|r| r.service.as_str() == service && r.ports.to_string() == port)
+            .unwrap()
+    }
+
+    /// Holdings where the chain exists, the jump is first, and `present`
+    /// (`service port family`) lists the rules held.
     fn holdings(config: &Config, present: &[&str]) -> Holdings {
         let mut holdings = Holdings::unknown(config);
-        for (family, held) in holdings.families.iter_mut() {
-            held.chain = Presence::Present;
-            held.jump = Presence::Present;
-            for ((service, ports), presence) in held.rules.iter_mut() {
-                let name = format!("{service} {ports} {family}");
-                *presence = if present.contains(&name.as_str()) {
-                    Presence::Present
-                } else {
-                    Presence::Absent
-                };
-            }
+        for (&family, held) in holdings.families.iter_mut() {
+            let tagged = rules_of(config, family)
+                .filter(|r| {
+                    present.contains(&format!("{} {} {family}", r.service, r.ports).as_str())
+                })
+                .map(|r| r.listed_spec())
+                .collect();
+            *held = Some(FamilyHoldings {
+                chain_exists: true,
+                jumps: vec![1],
+                tagged,
+                foreign: Vec::new(),
+            });
         }
         holdings
+    }
+
+    fn held(holdings: &mut Holdings, family: Family) -> &mut FamilyHoldings {
+        holdings
+            .families
+            .get_mut(&family)
+            .unwrap()
+            .as_mut()
+            .unwrap()
     }
 
     fn shown(steps: &[Step]) -> Vec<String> {
@@ -260,9 +369,8 @@ mod tests {
     fn close_on_a_bare_firewall_creates_chain_jump_and_rules_per_family() {
         let config = config("");
         let mut bare = holdings(&config, &[]);
-        for held in bare.families.values_mut() {
-            held.chain = Presence::Absent;
-            held.jump = Presence::Absent;
+        for family in config.families() {
+            *held(&mut bare, family) = FamilyHoldings::default();
         }
         let steps = plan(&config, &control(&config, "close web\n"), &bare);
         assert_eq!(
@@ -293,19 +401,81 @@ mod tests {
     }
 
     #[test]
-    fn open_removes_only_what_is_there_and_leaves_unnamed_services() {
-        let config = config("[firewall]\nipv6 = false");
-        let held = holdings(&config, &["web 443/tcp IPv4", "vpn 1194/udp IPv4"]);
-        let steps = plan(&config, &control(&config, "open web\n"), &held);
-        assert_eq!(shown(&steps), ["IPv4: open web 443/tcp"]);
+    fn an_empty_file_on_a_bare_firewall_plans_nothing() {
+        let config = config("");
+        let mut bare = holdings(&config, &[]);
+        for family in config.families() {
+            *held(&mut bare, family) = FamilyHoldings::default();
+        }
+        assert!(plan(&config, &control(&config, "# nothing\n"), &bare).is_empty());
     }
 
     #[test]
-    fn a_missing_jump_is_restored_even_when_the_rules_are_there() {
+    fn open_removes_every_copy_and_leaves_unnamed_services() {
         let config = config("[firewall]\nipv6 = false");
-        let mut held = holdings(&config, &["ssh 22/tcp IPv4"]);
-        held.families.get_mut(&Family::Ipv4).unwrap().jump = Presence::Absent;
-        let steps = plan(&config, &control(&config, "close ssh\n"), &held);
+        let mut held_now = holdings(&config, &["web 443/tcp IPv4", "vpn 1194/udp IPv4"]);
+        let copy = rule(&config, Family::Ipv4, "web", "443/tcp").listed_spec();
+        held(&mut held_now, Family::Ipv4).tagged.push(copy);
+        let steps = plan(&config, &control(&config, "open web\n"), &held_now);
+        assert_eq!(
+            shown(&steps),
+            ["IPv4: open web 443/tcp", "IPv4: open web 443/tcp"]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_removed_down_to_one_even_for_unnamed_services() {
+        let config = config("[firewall]\nipv6 = false");
+        let mut held_now = holdings(&config, &["ssh 22/tcp IPv4", "vpn 1194/udp IPv4"]);
+        for service in [("ssh", "22/tcp"), ("vpn", "1194/udp"), ("vpn", "1194/udp")] {
+            let copy = rule(&config, Family::Ipv4, service.0, service.1).listed_spec();
+            held(&mut held_now, Family::Ipv4).tagged.push(copy);
+        }
+        let steps = plan(&config, &control(&config, "close ssh\n"), &held_now);
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: open ssh 22/tcp",
+                "IPv4: open vpn 1194/udp",
+                "IPv4: open vpn 1194/udp"
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_the_config_no_longer_produces_are_removed() {
+        let config = config("[firewall]\nipv6 = false");
+        let mut held_now = holdings(&config, &["ssh 22/tcp IPv4"]);
+        let stale: Vec<String> = "-p tcp -m tcp --dport 2222 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        held(&mut held_now, Family::Ipv4).tagged.push(stale);
+        let steps = plan(&config, &control(&config, ""), &held_now);
+        assert_eq!(shown(&steps), ["IPv4: remove rule portlocker:ssh"]);
+    }
+
+    #[test]
+    fn a_jump_that_is_not_first_is_moved_back_to_the_top() {
+        let config = config("[firewall]\nipv6 = false");
+        let mut held_now = holdings(&config, &["ssh 22/tcp IPv4"]);
+        held(&mut held_now, Family::Ipv4).jumps = vec![2, 5];
+        let steps = plan(&config, &control(&config, ""), &held_now);
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: remove jump from INPUT to PORTLOCKER",
+                "IPv4: remove jump from INPUT to PORTLOCKER",
+                "IPv4: jump from INPUT to PORTLOCKER"
+            ]
+        );
+        let mut after = held_now.clone();
+        for step in &steps {
+            after.record(&step.change);
+        }
+        assert_eq!(held(&mut after, Family::Ipv4).jumps, [1]);
+        held(&mut held_now, Family::Ipv4).jumps = vec![];
+        let steps = plan(&config, &control(&config, ""), &held_now);
         assert_eq!(shown(&steps), ["IPv4: jump from INPUT to PORTLOCKER"]);
     }
 
@@ -318,6 +488,10 @@ mod tests {
             &Holdings::unknown(&config),
         );
         assert_eq!(shown(&steps), ["? IPv4: close ssh 22/tcp"]);
+        let mut bare = holdings(&config, &[]);
+        held(&mut bare, Family::Ipv4).jumps.clear();
+        let steps = plan(&config, &control(&config, "close ssh\n"), &bare);
+        assert_eq!(shown(&steps), ["IPv4: close ssh 22/tcp"]);
     }
 
     #[test]
@@ -340,37 +514,53 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_control_file_plans_nothing() {
-        let config = config("");
-        assert!(
-            plan(
-                &config,
-                &control(&config, "# nothing\n"),
-                &Holdings::unknown(&config)
-            )
-            .is_empty()
-        );
-    }
-
-    #[test]
     fn service_state_follows_the_holdings_and_recorded_changes() {
         let config = config("[firewall]\nipv6 = false");
         let web = ServiceName::new("web").unwrap();
-        let mut held = holdings(&config, &["web 80/tcp IPv4"]);
-        assert_eq!(held.state(&config, &web, Family::Ipv4), PortState::Partial);
-        for step in plan(&config, &control(&config, "close web\n"), &held) {
-            held.record(&step.change);
+        let mut now = holdings(&config, &["web 80/tcp IPv4"]);
+        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Partial);
+        for step in plan(&config, &control(&config, "close web\n"), &now) {
+            now.record(&step.change);
         }
-        assert_eq!(held.state(&config, &web, Family::Ipv4), PortState::Closed);
-        held.families.get_mut(&Family::Ipv4).unwrap().jump = Presence::Absent;
-        assert_eq!(held.state(&config, &web, Family::Ipv4), PortState::Partial);
-        held.families.get_mut(&Family::Ipv4).unwrap().chain = Presence::Absent;
-        assert_eq!(held.state(&config, &web, Family::Ipv4), PortState::Open);
-        assert_eq!(held.state(&config, &web, Family::Ipv6), PortState::Unknown);
+        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Closed);
+        held(&mut now, Family::Ipv4).jumps = vec![2];
+        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Partial);
+        held(&mut now, Family::Ipv4).chain_exists = false;
+        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Open);
+        assert_eq!(now.state(&config, &web, Family::Ipv6), PortState::Unknown);
         let unknown = Holdings::unknown(&config);
         assert_eq!(
             unknown.state(&config, &web, Family::Ipv4),
             PortState::Unknown
         );
+    }
+
+    #[test]
+    fn reset_removes_everything_portlocker_made_and_keeps_the_owners_rules() {
+        let config = config("");
+        let mut now = holdings(&config, &["ssh 22/tcp IPv4", "ssh 22/tcp IPv6"]);
+        held(&mut now, Family::Ipv6).foreign = vec!["-A PORTLOCKER -s ::1/128 -j ACCEPT".into()];
+        let (steps, kept) = reset(&config, &now);
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: remove rule portlocker:ssh",
+                "IPv4: remove jump from INPUT to PORTLOCKER",
+                "IPv4: delete chain PORTLOCKER",
+                "IPv6: remove rule portlocker:ssh",
+            ]
+        );
+        assert_eq!(
+            kept,
+            [(
+                Family::Ipv6,
+                vec!["-A PORTLOCKER -s ::1/128 -j ACCEPT".to_owned()]
+            )]
+        );
+        for step in &steps {
+            now.record(&step.change);
+        }
+        let (again, _) = reset(&config, &now);
+        assert_eq!(shown(&again), Vec::<String>::new());
     }
 }
