@@ -9,11 +9,12 @@ use chrono::Local;
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName};
 use crate::control::{self, ControlFile};
-use crate::fetch;
+use crate::fetch::{self, Fetched};
 use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
 use crate::logging::{self, Verbosity};
 use crate::plan::{self, Holdings, PortState, Step};
 use crate::source::Source;
+use crate::state::{self, LastGood, RunLock, State};
 use crate::status::{self, Report, ServiceRow};
 
 /// The exit codes, each with one meaning.
@@ -25,6 +26,8 @@ pub enum Exit {
     Failed = 1,
     /// Usage or config error; nothing was done.
     Usage = 2,
+    /// Another run holds the lock; this one changed nothing (EX_TEMPFAIL).
+    Busy = 75,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -64,11 +67,15 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
     match cli.command {
         None if cli.dry_run => {
             logging::init(verbosity, None);
-            dry_run(&config)
+            dry_run(&config, cli.offline)
         }
         None => {
             logging::init(verbosity, Some(&config.log_file));
-            Ok(run(&config))
+            run(&config, cli.offline)
+        }
+        Some(Subcommand::Reset) => {
+            logging::init(verbosity, Some(&config.log_file));
+            reset(&config)
         }
         Some(Subcommand::Check) => {
             logging::init(verbosity, None);
@@ -92,22 +99,74 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config)
 }
 
-/// Fetches and validates the control file.
-fn fetch_control(config: &Config) -> Result<ControlFile> {
-    let bytes = fetch::fetch(&config.source, &config.fetch)?;
-    let names: BTreeSet<ServiceName> = config.services.keys().cloned().collect();
-    let control = control::parse(&bytes, &names)
-        .with_context(|| format!("control file from {}", config.source))?;
+/// The names of the configured services, which a control file may use.
+fn service_names(config: &Config) -> BTreeSet<ServiceName> {
+    config.services.keys().cloned().collect()
+}
+
+/// Validates control file bytes from `origin` against the config.
+fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> {
+    let control = control::parse(bytes, &service_names(config))
+        .with_context(|| format!("control file from {origin}"))?;
     for warning in &control.warnings {
-        log::warn!("control file from {}: {warning}", config.source);
+        log::warn!("control file from {origin}: {warning}");
     }
     Ok(control)
 }
 
+/// Fetches and validates the control file, unconditionally.
+fn fetch_control(config: &Config) -> Result<ControlFile> {
+    match fetch::fetch(&config.source, &config.fetch, None)? {
+        Fetched::Body(bytes, _) => validate(config, &bytes, &config.source.to_string()),
+        Fetched::NotModified => unreachable!("no validators were sent"),
+    }
+}
+
+/// Takes the run lock, or says why this run must stop without changing anything.
+fn lock(config: &Config) -> Result<Option<RunLock>> {
+    let lock = state::lock(&config.state_dir)?;
+    if lock.is_none() {
+        log::warn!(
+            "another portlocker run holds the lock in {}; this run changed nothing",
+            config.state_dir.display()
+        );
+    }
+    Ok(lock)
+}
+
 /// One cron run: fetch, validate, reconcile, log, status page.
-fn run(config: &Config) -> Exit {
+fn run(config: &Config, offline: bool) -> Result<Exit> {
+    let Some(_lock) = lock(config)? else {
+        return Ok(Exit::Busy);
+    };
+    let mut state = State::load(&config.state_dir).unwrap_or_else(|error| {
+        log::error!("{error:#}; going on without a last good control file");
+        State::default()
+    });
+    let before = state.clone();
+    let chosen = choose_control(config, &mut state, offline);
+    if state != before
+        && let Err(error) = state.save(&config.state_dir)
+    {
+        log::error!("the last good control file was not saved: {error:#}");
+    }
+
     let mut holdings = Holdings::unknown(config);
-    let outcome = reconcile(config, &mut holdings);
+    let outcome = match (&chosen.control, chosen.problem) {
+        (None, problem) => Err(format!(
+            "{}; nothing was changed",
+            problem.unwrap_or_default()
+        )),
+        (Some(control), None) => reconcile(config, control, &mut holdings),
+        (Some(control), Some(problem)) => {
+            let enforced = reconcile(config, control, &mut holdings);
+            let reason = format!("{problem}; enforced the last good control file instead");
+            Err(match enforced {
+                Ok(_) => reason,
+                Err(failure) => format!("{reason}, and {failure}"),
+            })
+        }
+    };
     let failure = outcome.as_ref().err().cloned();
     let report = report(config, &holdings, failure);
     if let Some(path) = &config.status_file {
@@ -116,7 +175,7 @@ fn run(config: &Config) -> Exit {
             log::warn!("status page not updated: {error:#}");
         }
     }
-    match outcome {
+    Ok(match outcome {
         Ok(changes) => {
             let changed = match changes {
                 0 => "no change".to_owned(),
@@ -125,7 +184,11 @@ fn run(config: &Config) -> Exit {
             };
             log::info!(
                 "run ok from {}: {changed}; {}",
-                config.source,
+                if offline {
+                    "the last good control file".to_owned()
+                } else {
+                    config.source.to_string()
+                },
                 states_in_words(&report)
             );
             Exit::Ok
@@ -134,15 +197,112 @@ fn run(config: &Config) -> Exit {
             log::error!("run failed: {reason}");
             Exit::Failed
         }
+    })
+}
+
+/// The control file a run enforces, and why it is not a fresh one, if not.
+struct Chosen {
+    control: Option<ControlFile>,
+    /// Why the fetched file could not be used; the run fails even when the
+    /// last good file is enforced in its place.
+    problem: Option<String>,
+}
+
+/// Fetches and validates the control file, falling back to the last good
+/// one (and remembering a new good one in `state`).
+fn choose_control(config: &Config, state: &mut State, offline: bool) -> Chosen {
+    if offline {
+        return match last_good(config, state) {
+            Ok(control) => Chosen {
+                control: Some(control),
+                problem: None,
+            },
+            Err(why) => Chosen {
+                control: None,
+                problem: Some(why),
+            },
+        };
+    }
+    match fetch_fresh(config, state) {
+        Ok(control) => Chosen {
+            control: Some(control),
+            problem: None,
+        },
+        Err(error) => {
+            let problem = format!("{error:#}");
+            match last_good(config, state) {
+                Ok(control) => Chosen {
+                    control: Some(control),
+                    problem: Some(problem),
+                },
+                Err(why) => Chosen {
+                    control: None,
+                    problem: Some(format!("{problem}; {why}")),
+                },
+            }
+        }
     }
 }
 
-/// Makes the firewall match the control file, recording what it holds in
-/// `holdings`. Returns how many commands changed it, or why the run failed.
-/// A bad control file is refused before any iptables command runs.
-fn reconcile(config: &Config, holdings: &mut Holdings) -> Result<usize, String> {
+/// Fetches the control file, conditionally when its validators are known.
+fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
+    let key = config.source.key();
+    let validators = state
+        .last_good
+        .as_ref()
+        .and_then(|good| good.validators_for(&key));
+    let now = Local::now().fixed_offset();
+    match fetch::fetch(&config.source, &config.fetch, validators.as_ref())? {
+        Fetched::NotModified => {
+            let good = state
+                .last_good
+                .as_mut()
+                .context("a 304 without a last good control file")?;
+            let control = validate(
+                config,
+                good.body.as_bytes(),
+                "the last good copy (unchanged at the source)",
+            )?;
+            good.fetched_at = now;
+            log::info!("the control file has not changed (304)");
+            Ok(control)
+        }
+        Fetched::Body(bytes, validators) => {
+            let control = validate(config, &bytes, &config.source.to_string())?;
+            let body = String::from_utf8(bytes).context("validated text is UTF-8")?;
+            state.last_good = Some(LastGood {
+                source: key,
+                fetched_at: now,
+                etag: validators.etag,
+                last_modified: validators.last_modified,
+                body,
+            });
+            Ok(control)
+        }
+    }
+}
+
+/// The last good control file, checked again against today's config.
+fn last_good(config: &Config, state: &State) -> Result<ControlFile, String> {
+    let Some(good) = &state.last_good else {
+        return Err("there is no last good control file yet".into());
+    };
+    let when = good.fetched_at.format("%Y-%m-%d %H:%M:%S");
     let control =
-        fetch_control(config).map_err(|error| format!("{error:#}; nothing was changed"))?;
+        validate(config, good.body.as_bytes(), "the last good copy").map_err(|error| {
+            format!("the last good control file from {when} no longer fits the config: {error:#}")
+        })?;
+    log::warn!("using last good control file from {when}");
+    Ok(control)
+}
+
+/// Makes the firewall match `control`, recording what it holds in
+/// `holdings`. Returns how many commands changed it, or why the run failed.
+fn reconcile(
+    config: &Config,
+    control: &ControlFile,
+    holdings: &mut Holdings,
+) -> Result<usize, String> {
     firewall::preflight(config).map_err(|reason| format!("{reason}; nothing was changed"))?;
     let mut firewall = Firewall::new(config, SystemRunner);
     let (observed, mut errors) = firewall.observe();
@@ -150,19 +310,61 @@ fn reconcile(config: &Config, holdings: &mut Holdings) -> Result<usize, String> 
     if errors.iter().any(CommandError::needs_root) {
         return Err(format!("{NEEDS_ROOT}; nothing was changed"));
     }
-    let steps = plan::plan(config, &control, holdings);
+    let steps = plan::plan(config, control, holdings);
     let applied = firewall.apply(&steps, holdings);
     errors.extend(applied.errors);
     for error in &errors {
         log::error!("{error}");
     }
     match summarise_errors(&errors) {
-        None => Ok(applied.commands),
+        None => Ok(applied.made.len()),
         Some(failure) => Err(failure),
     }
 }
 
 const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
+
+/// Removes everything portlocker put into the firewall.
+fn reset(config: &Config) -> Result<Exit> {
+    let Some(_lock) = lock(config)? else {
+        return Ok(Exit::Busy);
+    };
+    firewall::preflight(config).map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
+    let mut firewall = Firewall::new(config, SystemRunner);
+    let (mut holdings, mut errors) = firewall.observe();
+    if errors.iter().any(CommandError::needs_root) {
+        return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
+    }
+    let (steps, kept) = plan::reset(config, &holdings);
+    let applied = firewall.apply(&steps, &mut holdings);
+    errors.extend(applied.errors);
+    let mut out = std::io::stdout().lock();
+    for change in &applied.made {
+        writeln!(out, "{change}")?;
+    }
+    for (family, rules) in &kept {
+        log::warn!(
+            "{family}: chain {} holds rules that are not portlocker's, so it stays, and so does its jump: {}",
+            config.firewall.chain,
+            rules.join(" | ")
+        );
+    }
+    for error in &errors {
+        log::error!("{error}");
+    }
+    if let Some(failure) = summarise_errors(&errors) {
+        log::error!("reset failed: {failure}");
+        return Ok(Exit::Failed);
+    }
+    if applied.made.is_empty() {
+        writeln!(
+            out,
+            "nothing to remove: the firewall holds nothing of portlocker's"
+        )?;
+    }
+    log::info!("reset: {} firewall changes", applied.made.len());
+    Ok(Exit::Ok)
+}
 
 fn summarise_errors(errors: &[CommandError]) -> Option<String> {
     match errors {
@@ -176,8 +378,13 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 }
 
 /// Prints what a run would do, changing nothing.
-fn dry_run(config: &Config) -> Result<Exit> {
-    let control = fetch_control(config)?;
+fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
+    let control = if offline {
+        let state = State::load(&config.state_dir)?;
+        last_good(config, &state).map_err(|why| anyhow!(why))?
+    } else {
+        fetch_control(config)?
+    };
     let (holdings, note) = match firewall::preflight(config) {
         Ok(()) => match Firewall::new(config, SystemRunner).observe() {
             (holdings, errors) if errors.is_empty() => (holdings, None),

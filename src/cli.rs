@@ -23,6 +23,11 @@ pub struct Cli {
     /// execute. Changes nothing: no firewall, status page or log file.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+
+    /// Enforce the last good control file without fetching: for boot,
+    /// before the network is up.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Options that work before or after a subcommand.
@@ -59,8 +64,12 @@ pub enum Command {
     /// Touches no firewall and needs no root.
     Check,
     /// Show each managed service, its ports, and whether each address family
-    /// is closed right now (read-only checks).
+    /// is closed right now (read-only).
     Status,
+    /// Remove every rule portlocker made, in both families, then its jump and
+    /// chain (kept, with a warning, if they hold rules of your own). The
+    /// uninstall, and the emergency "open everything I closed".
+    Reset,
 }
 
 #[cfg(test)]

@@ -64,14 +64,27 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`. Run as root, it
+    /// refuses a config or CA file that anyone but root could change.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))
-            .map_err(ConfigError)?;
-        Config::parse(&text)
-            .with_context(|| format!("config {}", path.display()))
-            .map_err(ConfigError)
+        let load = || -> Result<Config> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            if is_root() {
+                check_trusted(path, "config")?;
+            }
+            let config =
+                Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+            if let Some(ca_file) = &config.fetch.ca_file {
+                std::fs::metadata(ca_file)
+                    .with_context(|| format!("fetch.ca_file {}", ca_file.display()))?;
+                if is_root() {
+                    check_trusted(ca_file, "fetch.ca_file")?;
+                }
+            }
+            Ok(config)
+        };
+        load().map_err(ConfigError)
     }
 
     /// Validates config text.
@@ -96,6 +109,31 @@ impl Config {
             Family::Ipv6 => &self.firewall.ip6tables,
         }
     }
+}
+
+/// Whether this process runs as root (uid 0, also inside a user namespace).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// Refuses a file that someone other than root could change, as sshd and
+/// cron do: whoever can edit the config can open every port.
+pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
+    let shown = path.display();
+    ensure!(
+        meta.uid() == 0,
+        "{what} {shown} is owned by uid {}, not root: fix with `chown root {shown}`",
+        meta.uid()
+    );
+    ensure!(
+        meta.mode() & 0o022 == 0,
+        "{what} {shown} is writable by group or others (mode {:o}): fix with `chmod go-w {shown}`",
+        meta.mode() & 0o777
+    );
+    Ok(())
 }
 
 /// An IP address family, each with its own iptables binary.

@@ -7,8 +7,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::redirect;
 use url::Url;
 
@@ -19,18 +20,48 @@ use crate::source::{Source, host_of};
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
 
-/// Reads the whole control file from `source`, refusing more than `max_bytes`.
-pub fn fetch(source: &Source, config: &FetchConfig) -> Result<Vec<u8>> {
+/// HTTP validators of a fetched file, sent back to ask "has it changed?".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// What a fetch brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The file, with the validators to send next time.
+    Body(Vec<u8>, Validators),
+    /// 304: the file has not changed since the validators were given.
+    NotModified,
+}
+
+/// Reads the whole control file from `source`, refusing more than
+/// `max_bytes`. With `validators`, an unchanged HTTPS file is `NotModified`.
+pub fn fetch(
+    source: &Source,
+    config: &FetchConfig,
+    validators: Option<&Validators>,
+) -> Result<Fetched> {
+    let plain = |bytes| Fetched::Body(bytes, Validators::default());
     match source {
         Source::Stdin => read_limited(std::io::stdin().lock(), config.max_bytes, None)
+            .map(plain)
             .context("reading the control file from stdin"),
         Source::File(path) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open control file {}", path.display()))?;
             read_limited(file, config.max_bytes, None)
+                .map(plain)
                 .with_context(|| format!("reading control file {}", path.display()))
         }
-        Source::Https(url) => fetch_https(url, config),
+        Source::Https(url) => fetch_https(url, config, validators.cloned()),
     }
 }
 
@@ -58,7 +89,7 @@ pub fn dropbox_direct(url: &Url) -> Option<Url> {
     Some(direct)
 }
 
-fn fetch_https(url: &Url, config: &FetchConfig) -> Result<Vec<u8>> {
+fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) -> Result<Fetched> {
     let url = match dropbox_direct(url) {
         Some(direct) => {
             log::info!("the Dropbox link ends in dl=0 (a preview page); fetching it with dl=1");
@@ -78,7 +109,7 @@ fn fetch_https(url: &Url, config: &FetchConfig) -> Result<Vec<u8>> {
     let (sender, receiver) = mpsc::channel();
     let request_url = url.clone();
     std::thread::spawn(move || {
-        let result = get(&client, request_url, max_bytes, deadline);
+        let result = get(&client, request_url, validators, max_bytes, deadline);
         let _ = sender.send(result);
     });
     let result = match receiver.recv_timeout(timeout) {
@@ -119,12 +150,29 @@ fn client(config: &FetchConfig) -> Result<Client> {
     builder.build().context("cannot set up the HTTPS client")
 }
 
-fn get(client: &Client, url: Url, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
-    let response = client
-        .get(url)
+fn get(
+    client: &Client,
+    url: Url,
+    validators: Option<Validators>,
+    max_bytes: u64,
+    deadline: Instant,
+) -> Result<Fetched> {
+    let mut request = client.get(url);
+    if let Some(validators) = &validators {
+        if let Some(etag) = &validators.etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(date) = &validators.last_modified {
+            request = request.header(IF_MODIFIED_SINCE, date);
+        }
+    }
+    let response = request
         .send()
         .map_err(|error| anyhow::Error::new(error.without_url()))?;
     let status = response.status();
+    if status == StatusCode::NOT_MODIFIED && validators.is_some() {
+        return Ok(Fetched::NotModified);
+    }
     if !status.is_success() {
         bail!("the server answered {status}");
     }
@@ -135,7 +183,19 @@ fn get(client: &Client, url: Url, max_bytes: u64, deadline: Instant) -> Result<V
     {
         bail!("the control file is {length} bytes, more than fetch.max_bytes ({max_bytes})");
     }
-    read_limited(response, max_bytes, Some(deadline))
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(String::from)
+    };
+    let validators = Validators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+    };
+    let body = read_limited(response, max_bytes, Some(deadline))?;
+    Ok(Fetched::Body(body, validators))
 }
 
 fn refuse_html(response: &Response) -> Result<()> {

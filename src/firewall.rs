@@ -490,10 +490,11 @@ impl<'a, R: Runner> Firewall<'a, R> {
                 false => self.make_if_needed(&step.change),
             };
             match made {
-                Ok(0) => {}
                 Ok(commands) => {
-                    holdings.record(&step.change);
-                    applied.commands += commands;
+                    for _ in 0..commands {
+                        holdings.record(&step.change);
+                        applied.made.push(step.change.clone());
+                    }
                 }
                 Err(error) => applied.errors.push(error),
             }
@@ -529,8 +530,8 @@ impl<'a, R: Runner> Firewall<'a, R> {
 /// What carrying out a plan did.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Commands that changed the firewall.
-    pub commands: usize,
+    /// Every change made, one per command that changed the firewall.
+    pub made: Vec<Change>,
     pub errors: Vec<CommandError>,
 }
 

@@ -10,4 +10,5 @@ pub mod firewall;
 pub mod logging;
 pub mod plan;
 pub mod source;
+pub mod state;
 pub mod status;

@@ -50,6 +50,18 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The full source, to tell whether a remembered file came from it.
+    /// Secret for a URL: never log it.
+    pub fn key(&self) -> String {
+        match self {
+            Source::Https(url) => url.to_string(),
+            Source::File(path) => path.display().to_string(),
+            Source::Stdin => "-".to_owned(),
+        }
+    }
+}
+
 /// Shows only what may be logged: scheme and host for a URL.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

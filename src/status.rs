@@ -103,6 +103,8 @@ pub fn escape(text: &str) -> String {
 
 /// Replaces `path` with `contents` in one step: a reader sees the old file
 /// or the new one, never a mix, even if this process is killed midway.
+/// Callers hold the run lock, so one fixed temporary name is enough, and a
+/// temporary left by a killed run is simply overwritten by the next.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let directory = path
         .parent()
@@ -111,11 +113,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
-    let temporary = directory.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let temporary = directory.join(format!(".{}.tmp", name.to_string_lossy()));
     let written = (|| -> Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;

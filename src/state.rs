@@ -1,0 +1,184 @@
+//! portlocker's own state in `state_dir`: the run lock, and the last good
+//! control file with the validators for a conditional fetch. Every write
+//! replaces a whole file atomically, so a run killed at any moment leaves
+//! the state as it was before or as it is after.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::Validators;
+use crate::status::write_atomic;
+
+const STATE_FILE: &str = "state.toml";
+const LOCK_FILE: &str = "lock";
+
+/// Held for the whole of a run: an exclusive `flock` on `state_dir/lock`,
+/// released by the kernel when the process ends, however it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the run lock without waiting; `None` when another run holds it.
+pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
+    ensure_dir(state_dir)?;
+    let path = state_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Creates `state_dir` (mode 700: the last good file holds the secret URL).
+fn ensure_dir(state_dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+    {
+        Ok(()) => Ok(()),
+        Err(error) => Err(error)
+            .with_context(|| format!("cannot create the state directory {}", state_dir.display())),
+    }
+}
+
+/// Everything portlocker remembers between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The last control file that passed validation.
+    pub last_good: Option<LastGood>,
+}
+
+/// A control file that passed validation, as fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastGood {
+    /// Where it came from, in full (the state file is readable by root only).
+    pub source: String,
+    /// When it was last fetched, or confirmed unchanged by a 304.
+    pub fetched_at: DateTime<FixedOffset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// The file itself, exactly as it passed validation.
+    pub body: String,
+}
+
+impl LastGood {
+    /// The validators to send when fetching `source` again.
+    pub fn validators_for(&self, source: &str) -> Option<Validators> {
+        let validators = Validators {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
+        };
+        (self.source == source && !validators.is_empty()).then_some(validators)
+    }
+}
+
+impl State {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(STATE_FILE)
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(state_dir: &Path) -> Result<State> {
+        let path = State::path(state_dir);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    }
+
+    /// Replaces the state file as a whole.
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        ensure_dir(state_dir)?;
+        let text = toml::to_string(self).context("cannot encode the state")?;
+        write_atomic(&State::path(state_dir), text.as_bytes(), 0o600)
+    }
+}
+
+/// Mode bits of `path`, for tests and messages.
+pub fn mode_of(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_good() -> LastGood {
+        LastGood {
+            source: "https://example.org/c.txt".into(),
+            fetched_at: DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap(),
+            etag: Some("\"abc\"".into()),
+            last_modified: None,
+            body: "close ssh\n# \"quoted\" \\ and 'single'\n".into(),
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        assert_eq!(State::load(&state_dir).unwrap(), State::default());
+        let state = State {
+            last_good: Some(last_good()),
+        };
+        state.save(&state_dir).unwrap();
+        assert_eq!(State::load(&state_dir).unwrap(), state);
+        assert_eq!(mode_of(&state_dir).unwrap(), 0o700);
+        assert_eq!(mode_of(&State::path(&state_dir)).unwrap(), 0o600);
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), "last_good = 3").unwrap();
+        let error = format!("{:#}", State::load(dir.path()).unwrap_err());
+        assert!(error.contains("state.toml is damaged"), "{error}");
+    }
+
+    #[test]
+    fn validators_only_for_the_same_source() {
+        let good = last_good();
+        let validators = good.validators_for("https://example.org/c.txt").unwrap();
+        assert_eq!(validators.etag.as_deref(), Some("\"abc\""));
+        assert_eq!(good.validators_for("https://example.org/other.txt"), None);
+        let bare = LastGood {
+            etag: None,
+            ..last_good()
+        };
+        assert_eq!(bare.validators_for("https://example.org/c.txt"), None);
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap().expect("first lock");
+        assert!(
+            lock(dir.path()).unwrap().is_none(),
+            "a second lock was granted"
+        );
+        drop(held);
+        assert!(lock(dir.path()).unwrap().is_some());
+    }
+}
