@@ -419,3 +419,224 @@ fn quiet_and_verbose() {
     let run = env.run(&["-v"]);
     assert!(run.stderr.contains("run ok"), "{}", run.stderr);
 }
+
+#[test]
+fn a_held_lock_makes_a_run_exit_75_and_change_nothing() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    std::fs::create_dir_all(env.path("state")).unwrap();
+    let lock = std::fs::File::create(env.path("state/lock")).unwrap();
+    lock.try_lock().unwrap();
+    for args in [&[][..], &["reset"], &["--offline"]] {
+        let run = env.run(args);
+        run.expect(75);
+        assert!(
+            run.stderr.contains("another portlocker run holds the lock"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(env.calls(), Vec::<String>::new());
+    drop(lock);
+    env.run(&[]).expect(0);
+}
+
+#[test]
+fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let good = env.fake_table("iptables");
+    // A reboot: the firewall is empty again, and the source is gone.
+    for binary in ["iptables", "ip6tables"] {
+        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+    }
+    std::fs::remove_file(env.path("control.txt")).unwrap();
+    let run = env.run(&[]);
+    run.expect(1);
+    assert_eq!(
+        env.fake_table("iptables"),
+        good,
+        "the closed port was not restored"
+    );
+    assert!(
+        run.stderr.contains("using last good control file from 20"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("cannot open control file"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("enforced the last good control file instead"),
+        "{}",
+        run.stderr
+    );
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("Failed: ") && page.contains("<td class=\"closed\">closed</td>"),
+        "{page}"
+    );
+
+    // A bad file is no better than a missing one: the last good copy still rules.
+    env.control("open ssh\nopen vnp\n");
+    env.run(&[]).expect(1);
+    assert_eq!(env.fake_table("iptables"), good);
+}
+
+#[test]
+fn offline_enforces_the_last_good_copy_without_fetching() {
+    let env = TestEnv::with_fake_iptables();
+    let run = env.run(&["--offline"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("there is no last good control file yet; nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.calls(), Vec::<String>::new());
+
+    env.control("close web\n");
+    env.run(&[]).expect(0);
+    for binary in ["iptables", "ip6tables"] {
+        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+    }
+    env.control("open web\n"); // not fetched by --offline
+    let run = env.run(&["--offline"]);
+    run.expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:web"));
+    assert!(
+        env.log()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("run ok from the last good control file"),
+        "{}",
+        env.log()
+    );
+    let dry = env.run(&["--offline", "--dry-run"]);
+    dry.expect(0);
+    assert!(dry.stdout.contains("nothing to change"), "{}", dry.stdout);
+}
+
+#[test]
+fn a_damaged_state_file_is_reported_and_the_run_goes_on() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    std::fs::create_dir_all(env.path("state")).unwrap();
+    std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
+    let run = env.run(&[]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains("state.toml is damaged"),
+        "{}",
+        run.stderr
+    );
+    let state = std::fs::read_to_string(env.path("state/state.toml")).unwrap();
+    assert!(state.contains("close ssh"), "{state}");
+}
+
+#[test]
+fn config_and_ca_file_must_be_owned_by_root() {
+    if !common::require_root("config_and_ca_file_must_be_owned_by_root") {
+        return;
+    }
+    use std::os::unix::fs::chown;
+    let env = TestEnv::with_fake_iptables();
+    let config = env.path("config.toml");
+    chown(&config, Some(65534), None).unwrap();
+    for args in [&[][..], &["check"]] {
+        let run = env.run(args);
+        run.expect(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "is owned by uid 65534, not root: fix with `chown root {}`",
+                config.display()
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    chown(&config, Some(0), None).unwrap();
+    std::fs::write(env.path("ca.pem"), "").unwrap();
+    chown(env.path("ca.pem"), Some(65534), None).unwrap();
+    let source = env.path("control.txt");
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    env.write_config(&env.config_text(source.to_str().unwrap(), &fetch, ""));
+    let run = env.run(&["check"]);
+    run.expect(2);
+    assert!(run.stderr.contains("fetch.ca_file"), "{}", run.stderr);
+}
+
+#[test]
+fn a_run_killed_at_any_moment_leaves_whole_files_and_the_next_run_converges() {
+    use std::time::Duration;
+    let env = TestEnv::with_fake_iptables();
+    env.slow_down();
+    let controls = [
+        "close ssh\nclose web\n",
+        "open ssh\nclose mosh\n",
+        "close ssh\nopen web\nopen mosh\n",
+    ];
+    for round in 0..36u64 {
+        env.control(controls[round as usize % controls.len()]);
+        let mut child = env
+            .command()
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the whole run: before, during and after the firewall work.
+        std::thread::sleep(Duration::from_millis(round * 7 % 160));
+        let _ = child.kill();
+        child.wait().unwrap();
+
+        if let Some(page) = env.status_page() {
+            assert!(
+                page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"),
+                "round {round}: half a page:\n{page}"
+            );
+        }
+        if let Ok(state) = std::fs::read_to_string(env.path("state/state.toml")) {
+            state
+                .parse::<toml::Table>()
+                .unwrap_or_else(|e| panic!("round {round}: damaged state: {e}\n{state}"));
+        }
+        let log = env.log();
+        assert!(
+            log.is_empty() || log.ends_with('\n'),
+            "round {round}: half a log line"
+        );
+        for line in log.lines() {
+            let stamp = line.get(..19).unwrap_or("");
+            assert!(
+                chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").is_ok()
+                    && line[19..].starts_with(" ["),
+                "round {round}: torn log line {line:?}"
+            );
+        }
+    }
+    env.control("close ssh\nclose web\nopen mosh\n");
+    env.run(&[]).expect(0);
+    env.run(&[]).expect(0);
+    assert!(
+        env.log().lines().last().unwrap().contains("no change"),
+        "{}",
+        env.log()
+    );
+    for binary in ["iptables", "ip6tables"] {
+        let table = env.fake_table(binary);
+        assert_eq!(
+            table.matches("-A INPUT -j PORTLOCKER").count(),
+            1,
+            "{table}"
+        );
+        assert_eq!(table.matches("portlocker:ssh").count(), 1, "{table}");
+        assert_eq!(table.matches("portlocker:web").count(), 2, "{table}");
+        assert_eq!(table.matches("portlocker:mosh").count(), 0, "{table}");
+    }
+}

@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -21,6 +21,8 @@ pub enum Reply {
     },
     /// 200 with this body and no Content-Length: the body ends when the connection closes.
     Unsized(Vec<u8>),
+    /// 200 with this body and an ETag, or 304 to a request that sends that ETag back.
+    Etagged { body: Vec<u8>, etag: &'static str },
     /// This status line and an empty body.
     Status(&'static str),
     /// A 302 to this location.
@@ -38,6 +40,9 @@ pub struct TlsServer {
     pub port: u16,
     /// Requests answered so far.
     pub requests: Arc<AtomicUsize>,
+    /// The head of every request, oldest first.
+    pub heads: Arc<Mutex<Vec<String>>>,
+    reply: Arc<Mutex<Reply>>,
     ca_pem: String,
 }
 
@@ -51,29 +56,48 @@ impl TlsServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(Mutex::new(reply));
+        let (counter, seen, script) = (requests.clone(), heads.clone(), reply.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 counter.fetch_add(1, Ordering::SeqCst);
+                let reply = script.lock().unwrap().clone();
                 if let Reply::Hang = reply {
                     // Keep the socket open and never answer.
                     held.push(stream);
                     continue;
                 }
-                let config = config.clone();
-                let reply = reply.clone();
+                let (config, seen) = (config.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let _ = answer(stream, config, &reply);
+                    let _ = answer(stream, config, &reply, &seen);
                 });
             }
         });
         TlsServer {
             port,
             requests,
+            heads,
+            reply,
             ca_pem,
         }
+    }
+
+    /// Changes how the server answers from the next request on.
+    pub fn set_reply(&self, reply: Reply) {
+        *self.reply.lock().unwrap() = reply;
+    }
+
+    /// The head of the latest request, lowercased.
+    pub fn last_head(&self) -> String {
+        self.heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The URL of `path` on this server.
@@ -126,20 +150,28 @@ fn certificates() -> (String, Arc<ServerConfig>) {
     (ca_cert.pem(), Arc::new(config))
 }
 
-fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::io::Result<()> {
+fn answer(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    reply: &Reply,
+    heads: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(connection, stream);
     // Read the request head; only the path of its first line matters.
     let mut reader = BufReader::new(&mut tls);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let mut line = String::new();
+    let mut head = request_line.clone();
     loop {
-        line.clear();
+        let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
+        head.push_str(&line);
     }
+    let head = head.to_lowercase();
+    heads.lock().unwrap().push(head.clone());
     let requested = request_line.split_whitespace().nth(1).unwrap_or("/");
     let reply = match reply {
         Reply::RedirectUnless { path, then } if requested == *path => then.as_ref(),
@@ -152,6 +184,20 @@ fn answer(stream: TcpStream, config: Arc<ServerConfig>, reply: &Reply) -> std::i
             write!(
                 response,
                 "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            response.extend_from_slice(body);
+        }
+        Reply::Etagged { etag, .. } if head.contains(&format!("if-none-match: {etag}\r\n")) => {
+            write!(
+                response,
+                "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
+            )?;
+        }
+        Reply::Etagged { body, etag } => {
+            write!(
+                response,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             )?;
             response.extend_from_slice(body);

@@ -138,6 +138,16 @@ impl TestEnv {
         fs::write(self.path("fail-changes"), code.to_string()).unwrap();
     }
 
+    /// Makes every call of the fake take a little while.
+    pub fn slow_down(&self) {
+        fs::write(self.path("slow"), "").unwrap();
+    }
+
+    /// The fake's table for `binary`, as `iptables -S` would print it.
+    pub fn fake_table(&self, binary: &str) -> String {
+        fs::read_to_string(self.path(&format!("state-{binary}"))).unwrap_or_default()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.path("portlocker.log")).unwrap_or_default()
     }
@@ -153,6 +163,20 @@ fn read_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(String::from)
         .collect()
+}
+
+/// True when this process is really root, so ownership checks can be tried;
+/// otherwise says why the test skips (a failure when CI requires it).
+pub fn require_root(test: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0) {
+        return true;
+    }
+    if std::env::var("PORTLOCKER_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{test} needs root and PORTLOCKER_REQUIRE_NETNS=1 forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: not root");
+    false
 }
 
 /// How a portlocker run ended.
