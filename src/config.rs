@@ -571,4 +571,53 @@ mod tests {
         assert!(ChainName::new("INPUT").unwrap().is_input());
         assert!(!ChainName::new("PORTLOCKER").unwrap().is_input());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn near_valid_line() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "source",
+                "log_file",
+                "state_dir",
+                "timeout_secs",
+                "max_bytes",
+                "ipv6",
+                "chain",
+                "ssh",
+                "web",
+                "[services]",
+                "[fetch]",
+                "[firewall]",
+            ]);
+            let value = prop_oneof![
+                Just("22".to_owned()),
+                Just("\"443/udp\"".to_owned()),
+                Just("[80, \"1-2/tcp\"]".to_owned()),
+                Just("true".to_owned()),
+                "-?[0-9]{1,7}",
+                "\"[ -~]{0,12}\"",
+            ];
+            prop_oneof![
+                (key.clone(), value).prop_map(|(k, v)| format!("{k} = {v}")),
+                key.prop_map(String::from),
+                ".{0,20}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_text(text in ".{0,300}") {
+                let _ = Config::parse(&text);
+            }
+
+            #[test]
+            fn never_panics_on_near_valid_configs(
+                lines in prop::collection::vec(near_valid_line(), 0..20),
+            ) {
+                let _ = Config::parse(&lines.join("\n"));
+            }
+        }
+    }
 }

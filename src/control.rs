@@ -40,6 +40,16 @@ pub struct ControlFile {
     pub warnings: Vec<String>,
 }
 
+impl ControlFile {
+    /// The file in its plainest form: one `ACTION SERVICE` line per service.
+    pub fn render(&self) -> String {
+        self.directives
+            .values()
+            .map(|d| format!("{} {}\n", d.action.as_str(), d.service))
+            .collect()
+    }
+}
+
 /// Why a whole control file was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -363,5 +373,105 @@ mod tests {
             "{message}"
         );
         assert!(message.ends_with("and 15 more"), "{message}");
+    }
+
+    /// Properties over generated files: the parser never panics, what it
+    /// accepts survives a round trip, and one bad line sinks the whole file.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn blank() -> impl Strategy<Value = String> {
+            "[ \t]{0,3}(#[^\r\n\x00-\x1f\x7f-\u{9f}]{0,20})?"
+        }
+
+        fn valid_line() -> impl Strategy<Value = String> {
+            let action = prop::sample::select(vec!["open", "close", "Open", "CLOSE", "oPeN"]);
+            let service = prop::sample::select(vec!["ssh", "SSH", "vpn", "Httpd", "httpd"]);
+            let order = (
+                "[ \t]{0,2}",
+                action,
+                "[ \t\u{a0}]{1,3}",
+                service,
+                "[ \t]{0,2}",
+                prop::option::of("#[^\r\n\x00-\x1f\x7f-\u{9f}]{0,20}"),
+            )
+                .prop_map(|(a, b, c, d, e, f)| format!("{a}{b}{c}{d}{e}{}", f.unwrap_or_default()));
+            prop_oneof![3 => order, 1 => blank()]
+        }
+
+        fn bad_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z]{1,8}"
+                    .prop_filter("not an action", |w| w != "open" && w != "close")
+                    .prop_map(|w| format!("{w} ssh")),
+                "[a-z]{1,8}"
+                    .prop_filter("not a service", |w| !["ssh", "vpn", "httpd"]
+                        .contains(&w.as_str()))
+                    .prop_map(|w| format!("open {w}")),
+                "[a-z]{1,8}".prop_map(|w| format!("close ssh {w}")),
+                Just("close".to_owned()),
+                "[\x00-\x08\x0b\x0c\x0e-\x1f]".prop_map(|c| format!("open ssh{c}")),
+            ]
+        }
+
+        fn file(lines: &[String], crlf: bool) -> String {
+            let newline = if crlf { "\r\n" } else { "\n" };
+            lines
+                .iter()
+                .map(|line| format!("{line}{newline}"))
+                .collect()
+        }
+
+        fn actions(control: &ControlFile) -> Vec<(ServiceName, Action)> {
+            control
+                .directives
+                .iter()
+                .map(|(s, d)| (s.clone(), d.action))
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                let _ = parse(&bytes, &services());
+            }
+
+            #[test]
+            fn never_panics_on_near_valid_text(
+                lines in prop::collection::vec(prop_oneof![valid_line(), bad_line(), ".{0,30}"], 0..30),
+            ) {
+                let _ = parse(file(&lines, false).as_bytes(), &services());
+            }
+
+            #[test]
+            fn an_accepted_file_reparses_to_the_same_directives(
+                lines in prop::collection::vec(valid_line(), 0..30),
+                crlf in any::<bool>(),
+                bom in any::<bool>(),
+            ) {
+                let text = format!("{}{}", if bom { "\u{feff}" } else { "" }, file(&lines, crlf));
+                let control = parse(text.as_bytes(), &services()).unwrap();
+                let again = parse(control.render().as_bytes(), &services()).unwrap();
+                prop_assert_eq!(actions(&again), actions(&control));
+            }
+
+            #[test]
+            fn one_bad_line_rejects_the_file_and_is_named(
+                mut lines in prop::collection::vec(valid_line(), 0..30),
+                bad in bad_line(),
+                at in any::<prop::sample::Index>(),
+            ) {
+                let index = at.index(lines.len() + 1);
+                lines.insert(index, bad);
+                match parse(file(&lines, false).as_bytes(), &services()) {
+                    Err(Rejection::BadLines(errors)) => {
+                        let numbers: Vec<usize> = errors.iter().map(|e| e.line).collect();
+                        prop_assert_eq!(numbers, vec![index + 1]);
+                    }
+                    other => prop_assert!(false, "expected one bad line, got {:?}", other),
+                }
+            }
+        }
     }
 }
