@@ -1,18 +1,21 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use chrono::Local;
+use chrono::{Local, Utc};
 
 use crate::cli::{Cli, Command as Subcommand};
-use crate::config::{Config, ConfigError, ServiceName};
+use crate::config::{Config, ConfigError, FetchConfig, ServiceName};
 use crate::control::{self, ControlFile};
 use crate::fetch::{self, Fetched};
 use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
+use crate::intent::{self, Resolved, Starts, Want};
 use crate::logging::{self, Verbosity};
 use crate::plan::{self, Holdings, PortState, Step};
+use crate::signature;
 use crate::source::Source;
 use crate::state::{self, LastGood, RunLock, State};
 use crate::status::{self, Report, ServiceRow};
@@ -88,9 +91,12 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
     }
 }
 
-/// The config, with `--source` applied over its `source`.
+/// The config, with `--source` and `--jitter` applied over it.
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(&cli.global.config)?;
+    if let Some(seconds) = cli.jitter {
+        config.fetch.jitter = Duration::from_secs(seconds);
+    }
     if let Some(text) = &cli.global.source {
         config.source = Source::parse(text)
             .context("--source")
@@ -106,21 +112,70 @@ fn service_names(config: &Config) -> BTreeSet<ServiceName> {
 
 /// Validates control file bytes from `origin` against the config.
 fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> {
-    let control = control::parse(bytes, &service_names(config))
-        .with_context(|| format!("control file from {origin}"))?;
+    let services = service_names(config);
+    let context = control::Context {
+        services: &services,
+        host_name: &config.host_name,
+    };
+    let control =
+        control::parse(bytes, context).with_context(|| format!("control file from {origin}"))?;
     for warning in &control.warnings {
         log::warn!("control file from {origin}: {warning}");
     }
     Ok(control)
 }
 
-/// Fetches and validates the control file, unconditionally.
-fn fetch_control(config: &Config) -> Result<ControlFile> {
-    match fetch::fetch(&config.source, &config.fetch, None)? {
-        Fetched::Body(bytes, _) => validate(config, &bytes, &config.source.to_string()),
-        Fetched::NotModified => unreachable!("no validators were sent"),
-    }
+/// Fetches, checks the signature of, and validates the control file,
+/// unconditionally, for a look that keeps nothing (dry run, check).
+fn fetch_control(config: &Config, state: &State) -> Result<ControlFile> {
+    let Fetched::Body(bytes, _) = fetch::fetch(&config.source, &config.fetch, None)? else {
+        unreachable!("no validators were sent");
+    };
+    let last_signed = state.last_good.as_ref().and_then(|good| good.signed_at);
+    check_signature(config, &bytes, last_signed)?;
+    validate(config, &bytes, &config.source.to_string())
 }
+
+/// The state as it is, for a look that changes nothing; empty if unreadable.
+fn peek_state(config: &Config) -> State {
+    State::load(&config.state_dir).unwrap_or_default()
+}
+
+/// With a key configured: fetches the signature of `body` and checks it.
+/// Returns the signing time; None when no key is configured.
+fn check_signature(config: &Config, body: &[u8], last_signed: Option<i64>) -> Result<Option<i64>> {
+    let Some(signature) = &config.signature else {
+        return Ok(None);
+    };
+    let place = match &signature.url {
+        Some(url) => url.clone(),
+        None => config
+            .source
+            .with_suffix(".minisig")
+            .context("signature.url must be set when the control file comes from stdin")?,
+    };
+    let limits = FetchConfig {
+        max_bytes: MAX_SIGNATURE_BYTES,
+        ..config.fetch.clone()
+    };
+    let text = match fetch::fetch(&place, &limits, None).context("fetching the signature")? {
+        Fetched::Body(bytes, _) => String::from_utf8(bytes).context("the signature is not text")?,
+        Fetched::NotModified => unreachable!("no validators were sent"),
+    };
+    let signed_at = signature::verify(
+        body,
+        &text,
+        &signature.public_key,
+        last_signed,
+        signature.max_age,
+        Utc::now(),
+    )
+    .map_err(|reason| anyhow!("control file from {}: {reason}", config.source))?;
+    Ok(Some(signed_at))
+}
+
+/// A minisign signature is a few hundred bytes; anything bigger is not one.
+const MAX_SIGNATURE_BYTES: u64 = 4096;
 
 /// Takes the run lock, or says why this run must stop without changing anything.
 fn lock(config: &Config) -> Result<Option<RunLock>> {
@@ -136,6 +191,9 @@ fn lock(config: &Config) -> Result<Option<RunLock>> {
 
 /// One cron run: fetch, validate, reconcile, log, status page.
 fn run(config: &Config, offline: bool) -> Result<Exit> {
+    if !offline {
+        wait_jitter(config.fetch.jitter);
+    }
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
@@ -145,21 +203,25 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     });
     let before = state.clone();
     let chosen = choose_control(config, &mut state, offline);
+    let resolved = chosen
+        .control
+        .as_ref()
+        .map(|control| resolve(config, control, &mut state.opens));
     if state != before
         && let Err(error) = state.save(&config.state_dir)
     {
-        log::error!("the last good control file was not saved: {error:#}");
+        log::error!("the state was not saved: {error:#}");
     }
 
     let mut holdings = Holdings::unknown(config);
-    let outcome = match (&chosen.control, chosen.problem) {
+    let outcome = match (&resolved, chosen.problem) {
         (None, problem) => Err(format!(
             "{}; nothing was changed",
             problem.unwrap_or_default()
         )),
-        (Some(control), None) => reconcile(config, control, &mut holdings),
-        (Some(control), Some(problem)) => {
-            let enforced = reconcile(config, control, &mut holdings);
+        (Some(resolved), None) => reconcile(config, &resolved.wants(), &mut holdings),
+        (Some(resolved), Some(problem)) => {
+            let enforced = reconcile(config, &resolved.wants(), &mut holdings);
             let reason = format!("{problem}; enforced the last good control file instead");
             Err(match enforced {
                 Ok(_) => reason,
@@ -168,7 +230,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         }
     };
     let failure = outcome.as_ref().err().cloned();
-    let report = report(config, &holdings, failure);
+    let report = report(config, &holdings, resolved.as_ref(), failure);
     if let Some(path) = &config.status_file {
         let page = status::render(&report, Local::now().naive_local());
         if let Err(error) = status::write_atomic(path, page.as_bytes(), 0o644) {
@@ -247,10 +309,9 @@ fn choose_control(config: &Config, state: &mut State, offline: bool) -> Chosen {
 /// Fetches the control file, conditionally when its validators are known.
 fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
     let key = config.source.key();
-    let validators = state
-        .last_good
-        .as_ref()
-        .and_then(|good| good.validators_for(&key));
+    let last = state.last_good.as_ref();
+    let validators = last.and_then(|good| good.validators_for(&key));
+    let last_signed = last.and_then(|good| good.signed_at);
     let now = Local::now().fixed_offset();
     match fetch::fetch(&config.source, &config.fetch, validators.as_ref())? {
         Fetched::NotModified => {
@@ -258,6 +319,13 @@ fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
                 .last_good
                 .as_mut()
                 .context("a 304 without a last good control file")?;
+            if let Some(max_age) = config.signature.as_ref().and_then(|s| s.max_age) {
+                let signed_at = good
+                    .signed_at
+                    .context("the kept control file was never signed")?;
+                signature::check_age(signed_at, max_age, Utc::now())
+                    .map_err(|reason| anyhow!(reason))?;
+            }
             let control = validate(
                 config,
                 good.body.as_bytes(),
@@ -268,6 +336,7 @@ fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
             Ok(control)
         }
         Fetched::Body(bytes, validators) => {
+            let signed_at = check_signature(config, &bytes, last_signed)?;
             let control = validate(config, &bytes, &config.source.to_string())?;
             let body = String::from_utf8(bytes).context("validated text is UTF-8")?;
             state.last_good = Some(LastGood {
@@ -275,11 +344,43 @@ fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
                 fetched_at: now,
                 etag: validators.etag,
                 last_modified: validators.last_modified,
+                signed_at,
                 body,
             });
             Ok(control)
         }
     }
+}
+
+/// What the control file asks for now; opens that ended go to the log.
+fn resolve(config: &Config, control: &ControlFile, starts: &mut Starts) -> Resolved {
+    let resolved = intent::resolve(
+        control,
+        Local::now().fixed_offset(),
+        starts,
+        config.firewall.max_open,
+    );
+    for ended in &resolved.ended {
+        // The open ending as asked: worth a log line, not a mail from cron.
+        log::info!("{ended}; closed");
+    }
+    resolved
+}
+
+/// Sleeps a random time up to `jitter`, so many servers on the same cron
+/// minute do not all fetch at once.
+fn wait_jitter(jitter: Duration) {
+    use std::hash::{BuildHasher, Hasher};
+    if jitter.is_zero() {
+        return;
+    }
+    // A randomly keyed hash: random enough to spread requests, no extra crate.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let pause = Duration::from_millis(random % (jitter.as_millis() as u64 + 1));
+    log::info!("waiting {} ms before fetching (jitter)", pause.as_millis());
+    std::thread::sleep(pause);
 }
 
 /// The last good control file, checked again against today's config.
@@ -296,11 +397,11 @@ fn last_good(config: &Config, state: &State) -> Result<ControlFile, String> {
     Ok(control)
 }
 
-/// Makes the firewall match `control`, recording what it holds in
+/// Makes the firewall hold what `wants` asks, recording what it holds in
 /// `holdings`. Returns how many commands changed it, or why the run failed.
 fn reconcile(
     config: &Config,
-    control: &ControlFile,
+    wants: &BTreeMap<ServiceName, Want>,
     holdings: &mut Holdings,
 ) -> Result<usize, String> {
     firewall::preflight(config).map_err(|reason| format!("{reason}; nothing was changed"))?;
@@ -310,7 +411,7 @@ fn reconcile(
     if errors.iter().any(CommandError::needs_root) {
         return Err(format!("{NEEDS_ROOT}; nothing was changed"));
     }
-    let steps = plan::plan(config, control, holdings);
+    let steps = plan::plan(config, wants, holdings);
     let applied = firewall.apply(&steps, holdings);
     errors.extend(applied.errors);
     for error in &errors {
@@ -379,12 +480,13 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
+    let mut state = peek_state(config);
     let control = if offline {
-        let state = State::load(&config.state_dir)?;
         last_good(config, &state).map_err(|why| anyhow!(why))?
     } else {
-        fetch_control(config)?
+        fetch_control(config, &state)?
     };
+    let resolved = resolve(config, &control, &mut state.opens);
     let (holdings, note) = match firewall::preflight(config) {
         Ok(()) => match Firewall::new(config, SystemRunner).observe() {
             (holdings, errors) if errors.is_empty() => (holdings, None),
@@ -402,7 +504,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
             Some(format!("cannot read the firewall: {reason}")),
         ),
     };
-    let steps = plan::plan(config, &control, &holdings);
+    let steps = plan::plan(config, &resolved.wants(), &holdings);
     let mut out = std::io::stdout().lock();
     if let Some(note) = note {
         writeln!(out, "# {note}")?;
@@ -451,12 +553,16 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
         names.join(", ")
     );
     if cli.global.source.is_some() {
-        let control = fetch_control(config)?;
-        let lines: Vec<String> = control
+        let control = fetch_control(config, &peek_state(config))?;
+        let mut lines: Vec<String> = control
             .directives
             .values()
-            .map(|d| format!("{} {}", d.action.as_str(), d.service))
+            .flatten()
+            .map(|d| d.render())
             .collect();
+        if control.other_hosts > 0 {
+            lines.push(format!("{} lines for other hosts", control.other_hosts));
+        }
         println!(
             "control file from {}: ok ({})",
             config.source,
@@ -479,7 +585,7 @@ fn show_status(config: &Config) -> Result<Exit> {
             "reading the firewall needs root: run portlocker status as root"
         ));
     }
-    let report = report(config, &holdings, None);
+    let report = report(config, &holdings, None, None);
     let mut out = std::io::stdout().lock();
     let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");
     for family in config.families() {
@@ -504,12 +610,24 @@ fn show_status(config: &Config) -> Result<Exit> {
 }
 
 /// The report of a run for the status page and the summary line.
-fn report(config: &Config, holdings: &Holdings, failure: Option<String>) -> Report {
+fn report(
+    config: &Config,
+    holdings: &Holdings,
+    resolved: Option<&Resolved>,
+    failure: Option<String>,
+) -> Report {
+    let note = |service: &ServiceName| {
+        resolved
+            .and_then(|r| r.intents.get(service))
+            .map(|intent| intent.note.clone())
+            .unwrap_or_default()
+    };
     let services = config
         .services
         .iter()
         .map(|(service, specs)| ServiceRow {
             name: service.to_string(),
+            note: note(service),
             ports: specs
                 .iter()
                 .map(ToString::to_string)

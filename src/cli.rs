@@ -28,6 +28,12 @@ pub struct Cli {
     /// before the network is up.
     #[arg(long)]
     pub offline: bool,
+
+    /// Sleep a random 0..SECONDS before fetching (overrides fetch.jitter_secs),
+    /// so many servers on one cron minute do not fetch at once. Never with
+    /// --dry-run or --offline.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jitter: Option<u64>,
 }
 
 /// Options that work before or after a subcommand.

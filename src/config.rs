@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use chrono::TimeDelta;
 use serde::Deserialize;
 
 use crate::source::Source;
@@ -23,8 +24,12 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
     /// Where portlocker keeps its own state.
     pub state_dir: PathBuf,
+    /// This host's name, matched against `on` patterns in the control file.
+    pub host_name: String,
     pub fetch: FetchConfig,
     pub firewall: FirewallConfig,
+    /// With a key, only signed control files are accepted.
+    pub signature: Option<SignatureConfig>,
     /// Every service the control file may name, with its ports.
     pub services: BTreeMap<ServiceName, Vec<PortSpec>>,
 }
@@ -37,6 +42,18 @@ pub struct FetchConfig {
     pub max_bytes: u64,
     /// An extra trusted root certificate (PEM), e.g. for a private server.
     pub ca_file: Option<PathBuf>,
+    /// Sleep a random time up to this before fetching, to spread a fleet's requests.
+    pub jitter: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignatureConfig {
+    /// The minisign public key (base64, `RW…`), checked to decode.
+    pub public_key: String,
+    /// Where the signature is; by default the source with `.minisig` appended to its path.
+    pub url: Option<Source>,
+    /// Refuse a file signed longer ago than this.
+    pub max_age: Option<TimeDelta>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +66,8 @@ pub struct FirewallConfig {
     pub chain: ChainName,
     /// Drop only new connections, so a session already open survives a close.
     pub keep_established: bool,
+    /// The longest any open lasts, for owners who forget to close.
+    pub max_open: Option<TimeDelta>,
 }
 
 /// A configuration mistake: the run stops before doing anything (exit 2).
@@ -304,11 +323,21 @@ struct RawConfig {
     log_file: Option<PathBuf>,
     status_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    host_name: Option<String>,
     #[serde(default)]
     fetch: RawFetch,
     #[serde(default)]
     firewall: RawFirewall,
+    signature: Option<RawSignature>,
     services: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    public_key: String,
+    url: Option<String>,
+    max_age: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,6 +346,7 @@ struct RawFetch {
     timeout_secs: Option<u64>,
     max_bytes: Option<u64>,
     ca_file: Option<PathBuf>,
+    jitter_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,6 +357,7 @@ struct RawFirewall {
     ipv6: Option<bool>,
     chain: Option<String>,
     keep_established: Option<bool>,
+    max_open: Option<String>,
 }
 
 impl RawConfig {
@@ -357,6 +388,30 @@ impl RawConfig {
             chain: ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
                 .context("firewall.chain")?,
             keep_established: self.firewall.keep_established.unwrap_or(true),
+            max_open: self
+                .firewall
+                .max_open
+                .map(|text| duration("firewall.max_open", &text))
+                .transpose()?,
+        };
+        let jitter_secs = self.fetch.jitter_secs.unwrap_or(0);
+        ensure!(
+            jitter_secs <= 3600,
+            "fetch.jitter_secs = {jitter_secs}: must be 0 to 3600"
+        );
+        let signature = self.signature.map(RawSignature::validate).transpose()?;
+        let host_name = match self.host_name {
+            Some(name) => {
+                ensure!(
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                    "host_name = {name:?}: must be a host name (letters, digits, - _ .)"
+                );
+                name
+            }
+            None => system_host_name(),
         };
         let ca_file = self
             .fetch
@@ -371,15 +426,51 @@ impl RawConfig {
                 .map(|path| absolute("status_file", Some(path), ""))
                 .transpose()?,
             state_dir: absolute("state_dir", self.state_dir, "/var/lib/portlocker")?,
+            host_name,
             fetch: FetchConfig {
                 timeout: Duration::from_secs(timeout_secs),
                 max_bytes,
                 ca_file,
+                jitter: Duration::from_secs(jitter_secs),
             },
             firewall,
+            signature,
             services: services(self.services)?,
         })
     }
+}
+
+impl RawSignature {
+    fn validate(self) -> Result<SignatureConfig> {
+        minisign_verify::PublicKey::from_base64(&self.public_key).map_err(|error| {
+            anyhow!(
+                "signature.public_key = {:?} is not a minisign public key ({error}); copy the second line of minisign.pub",
+                self.public_key
+            )
+        })?;
+        Ok(SignatureConfig {
+            public_key: self.public_key,
+            url: self
+                .url
+                .map(|url| Source::parse(&url).context("signature.url"))
+                .transpose()?,
+            max_age: self
+                .max_age
+                .map(|text| duration("signature.max_age", &text))
+                .transpose()?,
+        })
+    }
+}
+
+fn duration(key: &str, text: &str) -> Result<TimeDelta> {
+    crate::clock::parse_duration(text).map_err(|reason| anyhow!("{key}: {reason}"))
+}
+
+/// The kernel's host name, as `hostname` prints it.
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Cron runs with a bare environment: every path must be absolute.

@@ -1,9 +1,15 @@
-//! The control file: `open ssh` / `close vpn` lines, validated all or nothing.
+//! The control file: `open ssh` / `close vpn` lines, with optional `from`,
+//! `until`, `for` and `on` clauses, validated all or nothing.
 //! Pure: never touches the network or the firewall.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 
+use chrono::{DateTime, FixedOffset, Local, TimeDelta};
+use ipnet::IpNet;
+
+use crate::clock;
 use crate::config::ServiceName;
 
 /// What the owner wants for a service.
@@ -22,32 +28,77 @@ impl Action {
     }
 }
 
-/// One valid line of the control file.
+/// When an open ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// At this moment.
+    Until(DateTime<FixedOffset>),
+    /// This long after the first run that applied the line.
+    For(TimeDelta),
+}
+
+/// One valid line of the control file, meant for this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directive {
     /// 1-based line number, for messages.
     pub line: usize,
     pub action: Action,
     pub service: ServiceName,
+    /// Open to this network only (`from`).
+    pub source: Option<IpNet>,
+    pub expiry: Option<Expiry>,
 }
 
-/// A control file that passed validation: the winning line per service.
-/// Services it does not name keep whatever state they have.
+impl Directive {
+    /// The line in canonical form; it also names the line in the state.
+    pub fn render(&self) -> String {
+        let mut line = format!("{} {}", self.action.as_str(), self.service);
+        if let Some(source) = self.source {
+            line.push_str(&format!(" from {source}"));
+        }
+        match self.expiry {
+            Some(Expiry::Until(deadline)) => {
+                line.push_str(&format!(" until {}", deadline.to_rfc3339()))
+            }
+            Some(Expiry::For(duration)) => {
+                line.push_str(&format!(" for {}", clock::show_duration(duration)))
+            }
+            None => {}
+        }
+        line
+    }
+}
+
+/// A control file that passed validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlFile {
-    pub directives: BTreeMap<ServiceName, Directive>,
+    /// Per service, the lines in force: the last plain line, or the `from`
+    /// lines that add up. Services it does not name keep their state.
+    pub directives: BTreeMap<ServiceName, Vec<Directive>>,
     /// Things worth telling the owner that do not make the file invalid.
     pub warnings: Vec<String>,
+    /// Lines meant for other hosts: checked for form, otherwise ignored.
+    pub other_hosts: usize,
 }
 
 impl ControlFile {
-    /// The file in its plainest form: one `ACTION SERVICE` line per service.
+    /// The file in its plainest form: the lines in force, one per line.
     pub fn render(&self) -> String {
         self.directives
             .values()
-            .map(|d| format!("{} {}\n", d.action.as_str(), d.service))
+            .flatten()
+            .map(|d| format!("{}\n", d.render()))
             .collect()
     }
+}
+
+/// What a control file is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The services of this host's config.
+    pub services: &'a BTreeSet<ServiceName>,
+    /// This host's name, for `on` patterns.
+    pub host_name: &'a str,
 }
 
 /// Why a whole control file was refused.
@@ -99,8 +150,8 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Parses and validates a whole control file against the configured services.
-pub fn parse(bytes: &[u8], services: &BTreeSet<ServiceName>) -> Result<ControlFile, Rejection> {
+/// Parses and validates a whole control file.
+pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|error| Rejection::NotUtf8 {
         line: 1 + bytes[..error.valid_up_to()]
             .iter()
@@ -116,19 +167,10 @@ pub fn parse(bytes: &[u8], services: &BTreeSet<ServiceName>) -> Result<ControlFi
     let mut errors = Vec::new();
     for (index, raw_line) in text.split('\n').enumerate() {
         let line = index + 1;
-        match parse_line(line, raw_line, services) {
-            Ok(None) => {}
-            Ok(Some(directive)) => {
-                if let Some(earlier) = control.directives.get(&directive.service) {
-                    control.warnings.push(format!(
-                        "line {line}: {} is also named on line {}; line {line} wins",
-                        directive.service, earlier.line
-                    ));
-                }
-                control
-                    .directives
-                    .insert(directive.service.clone(), directive);
-            }
+        match parse_line(line, raw_line, context) {
+            Ok(Parsed::Nothing) => {}
+            Ok(Parsed::OtherHost) => control.other_hosts += 1,
+            Ok(Parsed::Directive(directive)) => add(&mut control, directive),
             Err(reason) => errors.push(LineError { line, reason }),
         }
     }
@@ -139,17 +181,39 @@ pub fn parse(bytes: &[u8], services: &BTreeSet<ServiceName>) -> Result<ControlFi
     }
 }
 
+/// Adds a line: `from` lines add up; any other line replaces what came before.
+fn add(control: &mut ControlFile, directive: Directive) {
+    let line = directive.line;
+    let lines = control
+        .directives
+        .entry(directive.service.clone())
+        .or_default();
+    let adds_up = directive.source.is_some() && lines.iter().all(|d| d.source.is_some());
+    if !adds_up {
+        if let Some(earlier) = lines.last() {
+            control.warnings.push(format!(
+                "line {line}: {} is also named on line {}; line {line} wins",
+                directive.service, earlier.line
+            ));
+        }
+        lines.clear();
+    }
+    lines.push(directive);
+}
+
 /// An HTML error or preview page starts with `<` (after blank space);
 /// no valid control line can.
 fn looks_like_html(text: &str) -> bool {
     text.trim_start().starts_with('<')
 }
 
-fn parse_line(
-    line: usize,
-    raw: &str,
-    services: &BTreeSet<ServiceName>,
-) -> Result<Option<Directive>, String> {
+enum Parsed {
+    Nothing,
+    OtherHost,
+    Directive(Directive),
+}
+
+fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String> {
     let raw = raw.strip_suffix('\r').unwrap_or(raw);
     if let Some(bad) = raw.chars().find(|&c| c.is_control() && c != '\t') {
         return Err(format!(
@@ -160,7 +224,7 @@ fn parse_line(
     let content = raw.split_once('#').map_or(raw, |(before, _)| before);
     let mut words = content.split_whitespace();
     let Some(action) = words.next() else {
-        return Ok(None);
+        return Ok(Parsed::Nothing);
     };
     let action = match action.to_lowercase().as_str() {
         "open" => Action::Open,
@@ -176,25 +240,171 @@ fn parse_line(
         return Err(format!("{} needs a service name", action.as_str()));
     };
     let service = service.to_lowercase();
-    let Some(service) = services.iter().find(|known| known.as_str() == service) else {
-        let known: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+
+    let mut source = None;
+    let mut expiry = None;
+    let mut hosts = None;
+    while let Some(word) = words.next() {
+        let keyword = word.to_lowercase();
+        if hosts.is_some() {
+            return Err(format!(
+                "unexpected {} after `on` (it ends the line)",
+                quoted(word)
+            ));
+        }
+        let mut value = |what: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("`{keyword}` needs {what}"))
+        };
+        match keyword.as_str() {
+            "from" if source.is_some() => return Err("`from` is given twice".into()),
+            "from" => source = Some(parse_source(value("an address or network")?)?),
+            "until" | "for" if expiry.is_some() => {
+                return Err("give one of `until` and `for`, once".into());
+            }
+            "until" => {
+                let first = value("a time like 2026-11-25 18:00")?;
+                let deadline = if clock::is_bare_date(first) {
+                    let time = value("a time after the date, like 18:00")?;
+                    clock::parse_deadline(&[first, time], &Local)?
+                } else {
+                    clock::parse_deadline(&[first], &Local)?
+                };
+                expiry = Some(Expiry::Until(deadline));
+            }
+            "for" => {
+                expiry = Some(Expiry::For(clock::parse_duration(value(
+                    "a duration like 2h",
+                )?)?))
+            }
+            "on" => hosts = Some(parse_hosts(value("host name patterns, like web-*")?)?),
+            _ => {
+                return Err(format!(
+                    "unexpected {} after the service (a line is ACTION SERVICE, then optionally from, until or for, and on)",
+                    quoted(word)
+                ));
+            }
+        }
+    }
+    if action == Action::Close && (source.is_some() || expiry.is_some()) {
+        return Err("`from`, `until` and `for` go with open only".into());
+    }
+
+    let for_this_host = hosts.is_none_or(|patterns: Vec<String>| {
+        patterns
+            .iter()
+            .any(|pattern| glob_match(pattern, context.host_name))
+    });
+    if !for_this_host {
+        // Its service may exist only on the hosts it is meant for.
+        ServiceName::new(&service)
+            .map_err(|_| format!("{} is not a service name", quoted(&service)))?;
+        return Ok(Parsed::OtherHost);
+    }
+    let Some(service) = context
+        .services
+        .iter()
+        .find(|known| known.as_str() == service)
+    else {
+        let known: Vec<&str> = context.services.iter().map(ServiceName::as_str).collect();
         return Err(format!(
             "unknown service {} (known: {})",
             quoted(&service),
             known.join(", ")
         ));
     };
-    if let Some(extra) = words.next() {
-        return Err(format!(
-            "unexpected {} after the service (a line is ACTION SERVICE)",
-            quoted(extra)
-        ));
-    }
-    Ok(Some(Directive {
+    Ok(Parsed::Directive(Directive {
         line,
         action,
         service: service.clone(),
+        source,
+        expiry,
     }))
+}
+
+/// An address (a host) or a network in CIDR form; no host names.
+fn parse_source(word: &str) -> Result<IpNet, String> {
+    if let Ok(address) = word.parse::<IpAddr>() {
+        return Ok(IpNet::from(address));
+    }
+    word.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| {
+        format!(
+            "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
+            quoted(word)
+        )
+    })
+}
+
+fn parse_hosts(word: &str) -> Result<Vec<String>, String> {
+    let patterns: Vec<String> = word.split(',').map(str::to_lowercase).collect();
+    let valid = |p: &String| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.*?[]!".contains(c))
+    };
+    if patterns.iter().all(valid) {
+        Ok(patterns)
+    } else {
+        Err(format!(
+            "{} is not a list of host name patterns like web-*,db1",
+            quoted(word)
+        ))
+    }
+}
+
+/// Shell-style matching of a host name: `*`, `?` and `[a-z]` / `[!0-9]`,
+/// ignoring case. Linear in practice: one star is backtracked at a time,
+/// so no pattern can make it explode.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.to_lowercase().chars().collect();
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let (mut p, mut n) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if pattern.get(p) == Some(&'*') {
+            backtrack = Some((p, n));
+            p += 1;
+        } else if let Some(width) = match_one(&pattern[p..], name[n]) {
+            p += width;
+            n += 1;
+        } else if let Some((star, from)) = backtrack {
+            // Let the last star swallow one more character.
+            backtrack = Some((star, from + 1));
+            p = star + 1;
+            n = from + 1;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Whether the pattern's first token matches `c`; its width if so.
+fn match_one(pattern: &[char], c: char) -> Option<usize> {
+    match pattern.first()? {
+        '?' => Some(1),
+        '[' => {
+            let negated = pattern.get(1) == Some(&'!');
+            let start = if negated { 2 } else { 1 };
+            // A `]` right after the opening bracket is a member, as in the shell.
+            let close = start + 1 + pattern.get(start + 1..)?.iter().position(|&x| x == ']')?;
+            let set = &pattern[start..close];
+            let mut hit = false;
+            let mut i = 0;
+            while i < set.len() {
+                if i + 2 < set.len() && set[i + 1] == '-' {
+                    hit |= set[i] <= c && c <= set[i + 2];
+                    i += 3;
+                } else {
+                    hit |= set[i] == c;
+                    i += 1;
+                }
+            }
+            (hit != negated).then_some(close + 1)
+        }
+        &literal => (literal == c).then_some(1),
+    }
 }
 
 /// A word from the file as it may appear in a message: backquoted, escaped,
@@ -216,25 +426,34 @@ fn quoted(word: &str) -> String {
 mod tests {
     use super::*;
 
-    fn services() -> BTreeSet<ServiceName> {
+    static SERVICES: std::sync::LazyLock<BTreeSet<ServiceName>> = std::sync::LazyLock::new(|| {
         ["ssh", "vpn", "httpd"]
             .into_iter()
             .map(|name| ServiceName::new(name).unwrap())
             .collect()
+    });
+
+    /// The context of the tests: a host called web-1.
+    fn services() -> Context<'static> {
+        Context {
+            services: &SERVICES,
+            host_name: "web-1",
+        }
     }
 
     /// The file as `service action` pairs, in service order.
     fn accepted(text: &str) -> Vec<(String, Action)> {
-        parse(text.as_bytes(), &services())
+        parse(text.as_bytes(), services())
             .unwrap_or_else(|error| panic!("{text:?} rejected: {error}"))
             .directives
-            .into_iter()
-            .map(|(service, directive)| (service.to_string(), directive.action))
+            .into_values()
+            .flatten()
+            .map(|directive| (directive.service.to_string(), directive.action))
             .collect()
     }
 
     fn rejected(text: &[u8]) -> Rejection {
-        match parse(text, &services()) {
+        match parse(text, services()) {
             Ok(control) => panic!("{text:?} accepted as {control:?}"),
             Err(rejection) => rejection,
         }
@@ -288,9 +507,10 @@ mod tests {
 
     #[test]
     fn last_line_wins_with_a_warning() {
-        let control = parse(b"open ssh\nclose vpn\nclose ssh\n", &services()).unwrap();
+        let control = parse(b"open ssh\nclose vpn\nclose ssh\n", services()).unwrap();
         let ssh = &control.directives[&ServiceName::new("ssh").unwrap()];
-        assert_eq!((ssh.action, ssh.line), (Action::Close, 3));
+        assert_eq!(ssh.len(), 1);
+        assert_eq!((ssh[0].action, ssh[0].line), (Action::Close, 3));
         assert_eq!(
             control.warnings,
             ["line 3: ssh is also named on line 1; line 3 wins"]
@@ -423,25 +643,26 @@ mod tests {
                 .collect()
         }
 
-        fn actions(control: &ControlFile) -> Vec<(ServiceName, Action)> {
+        fn actions(control: &ControlFile) -> Vec<String> {
             control
                 .directives
-                .iter()
-                .map(|(s, d)| (s.clone(), d.action))
+                .values()
+                .flatten()
+                .map(Directive::render)
                 .collect()
         }
 
         proptest! {
             #[test]
             fn never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-                let _ = parse(&bytes, &services());
+                let _ = parse(&bytes, services());
             }
 
             #[test]
             fn never_panics_on_near_valid_text(
                 lines in prop::collection::vec(prop_oneof![valid_line(), bad_line(), ".{0,30}"], 0..30),
             ) {
-                let _ = parse(file(&lines, false).as_bytes(), &services());
+                let _ = parse(file(&lines, false).as_bytes(), services());
             }
 
             #[test]
@@ -451,8 +672,8 @@ mod tests {
                 bom in any::<bool>(),
             ) {
                 let text = format!("{}{}", if bom { "\u{feff}" } else { "" }, file(&lines, crlf));
-                let control = parse(text.as_bytes(), &services()).unwrap();
-                let again = parse(control.render().as_bytes(), &services()).unwrap();
+                let control = parse(text.as_bytes(), services()).unwrap();
+                let again = parse(control.render().as_bytes(), services()).unwrap();
                 prop_assert_eq!(actions(&again), actions(&control));
             }
 
@@ -464,7 +685,7 @@ mod tests {
             ) {
                 let index = at.index(lines.len() + 1);
                 lines.insert(index, bad);
-                match parse(file(&lines, false).as_bytes(), &services()) {
+                match parse(file(&lines, false).as_bytes(), services()) {
                     Err(Rejection::BadLines(errors)) => {
                         let numbers: Vec<usize> = errors.iter().map(|e| e.line).collect();
                         prop_assert_eq!(numbers, vec![index + 1]);

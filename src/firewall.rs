@@ -8,6 +8,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use ipnet::IpNet;
+
 use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
 use crate::plan::{FamilyHoldings, Holdings, Step};
 
@@ -18,7 +20,8 @@ pub const XTABLES_WAIT_SECS: u32 = 10;
 /// How many copies of one rule a blind removal takes away before it gives up.
 const MAX_DUPLICATES: usize = 64;
 
-/// A DROP rule for one port spec of one service, in one family.
+/// A rule for one port spec of one service, in one family: a DROP, or
+/// with a source, an ACCEPT for that source that goes before the DROP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub family: Family,
@@ -26,6 +29,8 @@ pub struct Rule {
     pub service: ServiceName,
     pub ports: PortSpec,
     pub keep_established: bool,
+    /// Accept this network (of the rule's family) instead of dropping everyone.
+    pub source: Option<IpNet>,
 }
 
 impl Rule {
@@ -34,13 +39,30 @@ impl Rule {
         format!("portlocker:{}", self.service)
     }
 
-    /// The rule's match and target, as given to `-C`, `-A` and `-D` after the chain.
+    /// The same rule, accepting `source` rather than dropping everyone.
+    pub fn accepting(&self, source: IpNet) -> Rule {
+        Rule {
+            source: Some(source),
+            ..self.clone()
+        }
+    }
+
+    /// The rule's match and target, as given to `-C`, `-A` and `-D` after
+    /// the chain, in the order `iptables -S` lists them.
     pub fn spec(&self) -> Vec<String> {
         let protocol = self.ports.protocol.as_str();
-        let mut spec: Vec<String> = ["-p", protocol, "-m", protocol, "--dport"]
-            .map(String::from)
-            .into();
+        let mut spec = Vec::new();
+        if let Some(source) = self.source {
+            spec.extend(["-s".to_owned(), source.to_string()]);
+        }
+        spec.extend(["-p", protocol, "-m", protocol, "--dport"].map(String::from));
         spec.push(self.ports.dport());
+        if self.source.is_some() {
+            spec.extend(["-m", "comment", "--comment"].map(String::from));
+            spec.push(self.tag());
+            spec.extend(["-j", "ACCEPT"].map(String::from));
+            return spec;
+        }
         if self.keep_established {
             // --syn matches only a new TCP connection, whether or not conntrack
             // saw the session start; UDP has no such flag, so ask conntrack.
@@ -132,6 +154,12 @@ impl Change {
             Change::InsertJump { chain, .. } => jump_args("-I", chain, true),
             Change::DeleteJump { chain, .. } => jump_args("-D", chain, false),
             Change::DeleteChain { chain, .. } => vec!["-X".into(), chain.to_string()],
+            // An ACCEPT must come before the DROP of its port: first in the chain.
+            Change::Append(rule) if rule.source.is_some() => {
+                let mut args = vec!["-I".to_owned(), rule.chain.to_string(), "1".to_owned()];
+                args.extend(rule.spec());
+                args
+            }
             Change::Append(rule) => rule_args("-A", rule),
             Change::Delete(rule) => rule_args("-D", rule),
             Change::DeleteListed { chain, spec, .. } => listed_args("-D", chain, spec),
@@ -165,12 +193,22 @@ impl fmt::Display for Change {
                 write!(f, "{family}: remove jump from INPUT to {chain}")
             }
             Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
-            Change::Append(rule) => {
-                write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports)
-            }
-            Change::Delete(rule) => {
-                write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports)
-            }
+            Change::Append(rule) => match rule.source {
+                Some(source) => write!(
+                    f,
+                    "{}: open {} {} to {source}",
+                    rule.family, rule.service, rule.ports
+                ),
+                None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports),
+            },
+            Change::Delete(rule) => match rule.source {
+                Some(source) => write!(
+                    f,
+                    "{}: stop opening {} {} to {source}",
+                    rule.family, rule.service, rule.ports
+                ),
+                None => write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports),
+            },
             Change::DeleteListed { family, spec, .. } => {
                 write!(f, "{family}: remove rule {}", tag_of(spec).unwrap_or("?"))
             }
@@ -557,7 +595,6 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control;
     use crate::plan::{PortState, plan};
 
     /// A fake firewall that keeps its table as `iptables -S` lines and
@@ -661,12 +698,11 @@ mod tests {
     }
 
     fn run_once(config: &Config, fake: &mut FakeIptables, text: &str) -> (Holdings, Vec<String>) {
-        let names = config.services.keys().cloned().collect();
-        let control = control::parse(text.as_bytes(), &names).unwrap();
+        let wants = crate::intent::wants_of(config, text);
         let mut firewall = Firewall::new(config, fake);
         let (mut holdings, errors) = firewall.observe();
         assert!(errors.is_empty());
-        let steps = plan(config, &control, &holdings);
+        let steps = plan(config, &wants, &holdings);
         let applied = firewall.apply(&steps, &mut holdings);
         (
             holdings,
@@ -682,6 +718,7 @@ mod tests {
             service: ServiceName::new("ssh").unwrap(),
             ports: PortSpec::parse("22").unwrap(),
             keep_established: true,
+            source: None,
         };
         assert_eq!(
             ssh.spec().join(" "),

@@ -3,12 +3,15 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fetch;
 pub mod firewall;
+pub mod intent;
 pub mod logging;
 pub mod plan;
+pub mod signature;
 pub mod source;
 pub mod state;
 pub mod status;

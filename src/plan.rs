@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, Family, ServiceName};
-use crate::control::{Action, ControlFile};
-use crate::firewall::{Change, Rule};
+use ipnet::IpNet;
+
+use crate::config::{ChainName, Config, Family, ServiceName};
+use crate::firewall::{Change, Rule, tag_of};
+use crate::intent::Want;
 
 /// What portlocker's part of the firewall holds, per family; `None` where
 /// it could not be read (no root, no iptables, a failed listing).
@@ -92,10 +94,19 @@ impl Holdings {
             .filter(|rule| rule.service == *service)
             .map(|rule| held.count(&rule))
             .collect();
+        let tag = format!("portlocker:{service}");
+        let accepts_some = held
+            .tagged
+            .iter()
+            .any(|spec| spec.first().is_some_and(|a| a == "-s") && tag_of(spec) == Some(&tag));
         if !held.chain_exists || counts.iter().all(|&n| n == 0) {
             PortState::Open
         } else if counts.iter().all(|&n| n > 0) && held.jump_at_top(config) {
-            PortState::Closed
+            if accepts_some {
+                PortState::OpenToSources
+            } else {
+                PortState::Closed
+            }
         } else {
             PortState::Partial
         }
@@ -107,6 +118,8 @@ impl Holdings {
 pub enum PortState {
     Open,
     Closed,
+    /// Closed to all but the sources of `from` lines.
+    OpenToSources,
     /// Some of its ports are closed, or its rules are not reached first.
     Partial,
     Unknown,
@@ -117,6 +130,7 @@ impl PortState {
         match self {
             PortState::Open => "open",
             PortState::Closed => "closed",
+            PortState::OpenToSources => "open to sources",
             PortState::Partial => "partly closed",
             PortState::Unknown => "unknown",
         }
@@ -140,123 +154,207 @@ pub fn rules_of(config: &Config, family: Family) -> impl Iterator<Item = Rule> +
             service: service.clone(),
             ports,
             keep_established: config.firewall.keep_established,
+            source: None,
         })
     })
 }
 
-/// The changes that make the firewall match `control`, in the order to make
-/// them. Services the control file does not name keep their state; along the
+/// The rules that make `want` true for one service in `family`, ACCEPTs first.
+fn rules_for(want: &Want, drops: &[Rule], family: Family) -> Vec<Rule> {
+    match want {
+        Want::Open => Vec::new(),
+        Want::Closed => drops.to_vec(),
+        Want::OpenTo(sources) => {
+            let ours = sources.iter().filter(|net| family_of(net) == family);
+            let accepts = ours.flat_map(|&net| drops.iter().map(move |drop| drop.accepting(net)));
+            accepts.chain(drops.iter().cloned()).collect()
+        }
+    }
+}
+
+fn family_of(net: &IpNet) -> Family {
+    match net {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
+    }
+}
+
+/// Whether `spec` (listed, tagged for `drops`' service) is a rule the config
+/// could produce for that service: one of its DROPs, or an ACCEPT of any source.
+fn producible(spec: &[String], drops: &[Rule]) -> bool {
+    let source = match spec {
+        [flag, net, ..] if flag == "-s" => match net.parse::<IpNet>() {
+            Ok(net) => Some(net),
+            Err(_) => return false,
+        },
+        _ => None,
+    };
+    drops.iter().any(|drop| {
+        let rule = match source {
+            Some(net) => drop.accepting(net),
+            None => drop.clone(),
+        };
+        rule.listed_spec() == spec
+    })
+}
+
+/// The changes that make the firewall hold what `wants` asks, in the order
+/// to make them. Services `wants` does not name keep their state; along the
 /// way the jump goes back to the top of INPUT, and duplicates and rules the
 /// config no longer produces are removed.
-pub fn plan(config: &Config, control: &ControlFile, holdings: &Holdings) -> Vec<Step> {
+pub fn plan(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    holdings: &Holdings,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     for (&family, held) in &holdings.families {
-        match held {
-            Some(held) => plan_family(config, control, family, held, &mut steps),
-            None => plan_blind(config, control, family, &mut steps),
-        }
+        let changes = match held {
+            Some(held) => plan_family(config, wants, family, held),
+            None => plan_blind(config, wants, family),
+        };
+        let checked = held.is_some();
+        steps.extend(changes.into_iter().map(|change| Step { change, checked }));
     }
     steps
 }
 
-fn wanted(control: &ControlFile, rule: &Rule) -> Option<Action> {
-    control.directives.get(&rule.service).map(|d| d.action)
+/// The chain and a jump to it at the top of INPUT, where they are missing.
+fn chain_and_jump(config: &Config, family: Family, held: Option<&FamilyHoldings>) -> Vec<Change> {
+    let chain = config.firewall.chain.clone();
+    let mut changes = Vec::new();
+    if chain.is_input() {
+        return changes;
+    }
+    if !held.is_some_and(|h| h.chain_exists) {
+        changes.push(Change::NewChain {
+            family,
+            chain: chain.clone(),
+        });
+    }
+    if !held.is_some_and(|h| h.jump_at_top(config)) {
+        // Out of place or doubled: remove every jump, then put one first.
+        for _ in held.map_or(&[][..], |h| &h.jumps[..]) {
+            changes.push(Change::DeleteJump {
+                family,
+                chain: chain.clone(),
+            });
+        }
+        changes.push(Change::InsertJump { family, chain });
+    }
+    changes
 }
 
 fn plan_family(
     config: &Config,
-    control: &ControlFile,
+    wants: &BTreeMap<ServiceName, Want>,
     family: Family,
     held: &FamilyHoldings,
-    steps: &mut Vec<Step>,
-) {
-    let mut push = |change| {
-        steps.push(Step {
-            change,
-            checked: true,
-        })
-    };
+) -> Vec<Change> {
     let chain = &config.firewall.chain;
-    let rules: Vec<Rule> = rules_of(config, family).collect();
-    let closes_any = rules
-        .iter()
-        .any(|rule| wanted(control, rule) == Some(Action::Close));
-
-    if !chain.is_input() && (held.chain_exists || closes_any) {
-        if !held.chain_exists {
-            push(Change::NewChain {
-                family,
-                chain: chain.clone(),
-            });
-        }
-        if !held.jump_at_top(config) {
-            // Out of place or doubled: remove every jump, then put one first.
-            for _ in &held.jumps {
-                push(Change::DeleteJump {
-                    family,
-                    chain: chain.clone(),
-                });
+    let mut rule_changes = Vec::new();
+    let mut enforces_any = false;
+    for service in config.services.keys() {
+        let drops: Vec<Rule> = rules_of(config, family)
+            .filter(|r| r.service == *service)
+            .collect();
+        let tag = format!("portlocker:{service}");
+        let tagged: Vec<&Vec<String>> = held
+            .tagged
+            .iter()
+            .filter(|spec| tag_of(spec) == Some(&tag))
+            .collect();
+        let Some(want) = wants.get(service) else {
+            // Not named: keep its state, minus duplicates and what the config no longer produces.
+            let mut seen = Vec::new();
+            for spec in tagged {
+                if seen.contains(&spec) || !producible(spec, &drops) {
+                    rule_changes.push(removal(spec, &drops, family, chain));
+                } else {
+                    seen.push(spec);
+                }
             }
-            push(Change::InsertJump {
-                family,
-                chain: chain.clone(),
-            });
-        }
-    }
-    for rule in rules.iter().cloned() {
-        let held_copies = held.count(&rule);
-        let keep = match wanted(control, &rule) {
-            Some(Action::Close) => 1,
-            Some(Action::Open) => 0,
-            None => held_copies.min(1),
+            continue;
         };
-        if held_copies < keep {
-            push(Change::Append(rule));
-        } else {
-            for _ in keep..held_copies {
-                push(Change::Delete(rule.clone()));
+        let wanted = rules_for(want, &drops, family);
+        enforces_any |= !wanted.is_empty();
+        for rule in &wanted {
+            let copies = held.count(rule);
+            if copies == 0 {
+                rule_changes.push(Change::Append(rule.clone()));
+            }
+            for _ in 1..copies {
+                rule_changes.push(Change::Delete(rule.clone()));
             }
         }
+        let wanted_specs: Vec<Vec<String>> = wanted.iter().map(Rule::listed_spec).collect();
+        for spec in tagged
+            .into_iter()
+            .filter(|spec| !wanted_specs.contains(spec))
+        {
+            rule_changes.push(removal(spec, &drops, family, chain));
+        }
     }
-    let producible: Vec<Vec<String>> = rules.iter().map(Rule::listed_spec).collect();
-    for spec in held.tagged.iter().filter(|spec| !producible.contains(spec)) {
-        push(Change::DeleteListed {
+    // Tagged for a service the config no longer has.
+    for spec in &held.tagged {
+        let configured = config
+            .services
+            .keys()
+            .any(|service| tag_of(spec) == Some(&format!("portlocker:{service}")));
+        if !configured {
+            rule_changes.push(Change::DeleteListed {
+                family,
+                chain: chain.clone(),
+                spec: spec.clone(),
+            });
+        }
+    }
+
+    let mut changes = Vec::new();
+    if held.chain_exists || enforces_any {
+        changes.extend(chain_and_jump(config, family, Some(held)));
+    }
+    changes.extend(rule_changes);
+    changes
+}
+
+/// The change that removes one copy of a listed rule: named after the rule
+/// when it is one of the service's DROPs, as listed otherwise.
+fn removal(spec: &[String], drops: &[Rule], family: Family, chain: &ChainName) -> Change {
+    match drops.iter().find(|drop| drop.listed_spec() == spec) {
+        Some(drop) => Change::Delete(drop.clone()),
+        None => Change::DeleteListed {
             family,
             chain: chain.clone(),
-            spec: spec.clone(),
-        });
+            spec: spec.to_vec(),
+        },
     }
 }
 
-/// Without a listing: every change the control file could need, each to be
-/// made only if its check says so.
-fn plan_blind(config: &Config, control: &ControlFile, family: Family, steps: &mut Vec<Step>) {
-    let mut push = |change| {
-        steps.push(Step {
-            change,
-            checked: false,
-        })
-    };
-    let chain = &config.firewall.chain;
-    let named: Vec<(Rule, Action)> = rules_of(config, family)
-        .filter_map(|rule| wanted(control, &rule).map(|action| (rule, action)))
-        .collect();
-    if !chain.is_input() && named.iter().any(|(_, action)| *action == Action::Close) {
-        push(Change::NewChain {
-            family,
-            chain: chain.clone(),
-        });
-        push(Change::InsertJump {
-            family,
-            chain: chain.clone(),
-        });
+/// Without a listing: every change the wants could need, each to be made
+/// only if its check says so.
+fn plan_blind(config: &Config, wants: &BTreeMap<ServiceName, Want>, family: Family) -> Vec<Change> {
+    let mut rule_changes = Vec::new();
+    for (service, want) in wants {
+        let drops: Vec<Rule> = rules_of(config, family)
+            .filter(|r| r.service == *service)
+            .collect();
+        let wanted = rules_for(want, &drops, family);
+        if wanted.is_empty() {
+            rule_changes.extend(drops.into_iter().map(Change::Delete));
+        } else {
+            rule_changes.extend(wanted.into_iter().map(Change::Append));
+        }
     }
-    for (rule, action) in named {
-        push(match action {
-            Action::Close => Change::Append(rule),
-            Action::Open => Change::Delete(rule),
-        });
+    let mut changes = Vec::new();
+    if rule_changes
+        .iter()
+        .any(|change| matches!(change, Change::Append(_)))
+    {
+        changes.extend(chain_and_jump(config, family, None));
     }
+    changes.extend(rule_changes);
+    changes
 }
 
 /// The changes that remove everything portlocker made: its tagged rules,
@@ -305,7 +403,6 @@ pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control;
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -314,9 +411,8 @@ mod tests {
         Config::parse(&text).unwrap()
     }
 
-    fn control(config: &Config, text: &str) -> ControlFile {
-        let names = config.services.keys().cloned().collect();
-        control::parse(text.as_bytes(), &names).unwrap()
+    fn control(config: &Config, text: &str) -> BTreeMap<ServiceName, Want> {
+        crate::intent::wants_of(config, text)
     }
 
     fn rule(config: &Config, family: Family, service: &str, port: &str) -> Rule {

@@ -51,6 +51,24 @@ impl Source {
 }
 
 impl Source {
+    /// The same place with `suffix` added to the file name (before any query
+    /// string): where a signature sits beside its file. None for stdin.
+    pub fn with_suffix(&self, suffix: &str) -> Option<Source> {
+        match self {
+            Source::Https(url) => {
+                let mut beside = url.clone();
+                beside.set_path(&format!("{}{suffix}", url.path()));
+                Some(Source::Https(beside))
+            }
+            Source::File(path) => {
+                let mut name = path.clone().into_os_string();
+                name.push(suffix);
+                Some(Source::File(name.into()))
+            }
+            Source::Stdin => None,
+        }
+    }
+
     /// The full source, to tell whether a remembered file came from it.
     /// Secret for a URL: never log it.
     pub fn key(&self) -> String {
@@ -115,6 +133,21 @@ mod tests {
             let message = format!("{:#}", Source::parse(text).unwrap_err());
             assert!(message.contains(needle), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn a_signature_sits_beside_its_file_before_the_query() {
+        let source = Source::parse("https://example.org/c/portlocker.txt?x=1").unwrap();
+        assert_eq!(
+            source.with_suffix(".minisig").unwrap().key(),
+            "https://example.org/c/portlocker.txt.minisig?x=1"
+        );
+        let file = Source::parse("/etc/portlocker/control.txt").unwrap();
+        assert_eq!(
+            file.with_suffix(".minisig").unwrap().key(),
+            "/etc/portlocker/control.txt.minisig"
+        );
+        assert_eq!(Source::Stdin.with_suffix(".minisig"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::Validators;
+use crate::intent::Starts;
 use crate::status::write_atomic;
 
 const STATE_FILE: &str = "state.toml";
@@ -62,6 +63,9 @@ fn ensure_dir(state_dir: &Path) -> Result<()> {
 pub struct State {
     /// The last control file that passed validation.
     pub last_good: Option<LastGood>,
+    /// When each open line in force was first applied, for `for` and `max_open`.
+    #[serde(default, skip_serializing_if = "Starts::is_empty")]
+    pub opens: Starts,
 }
 
 /// A control file that passed validation, as fetched.
@@ -75,6 +79,9 @@ pub struct LastGood {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// When it was signed (Unix seconds), if a signature was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<i64>,
     /// The file itself, exactly as it passed validation.
     pub body: String,
 }
@@ -131,6 +138,7 @@ mod tests {
             fetched_at: DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap(),
             etag: Some("\"abc\"".into()),
             last_modified: None,
+            signed_at: Some(1_795_000_000),
             body: "close ssh\n# \"quoted\" \\ and 'single'\n".into(),
         }
     }
@@ -140,8 +148,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         assert_eq!(State::load(&state_dir).unwrap(), State::default());
+        let mut opens = Starts::new();
+        opens.insert("open ssh for 2h".into(), last_good().fetched_at);
         let state = State {
             last_good: Some(last_good()),
+            opens,
         };
         state.save(&state_dir).unwrap();
         assert_eq!(State::load(&state_dir).unwrap(), state);

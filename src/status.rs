@@ -27,6 +27,8 @@ pub struct ServiceRow {
     /// Ports as configured, e.g. `80/tcp, 443/tcp`.
     pub ports: String,
     pub states: Vec<(Family, PortState)>,
+    /// The deadline or sources of an open, in plain words; may be empty.
+    pub note: String,
 }
 
 /// The complete page for `report`, stamped with the time of the run.
@@ -62,7 +64,7 @@ pub fn render(report: &Report, run_at: NaiveDateTime) -> String {
     for family in &families {
         let _ = write!(page, "<th>{family}</th>");
     }
-    page.push_str("</tr>\n");
+    page.push_str("<th>Notes</th></tr>\n");
     for row in &report.services {
         let _ = write!(
             page,
@@ -74,6 +76,7 @@ pub fn render(report: &Report, run_at: NaiveDateTime) -> String {
             let class = state.as_str().replace(' ', "-");
             let _ = write!(page, "<td class=\"{class}\">{}</td>", state.as_str());
         }
+        let _ = write!(page, "<td>{}</td>", escape(&row.note));
         page.push_str("</tr>\n");
     }
     page.push_str("</table>\n");
@@ -149,6 +152,7 @@ mod tests {
                         (Family::Ipv4, PortState::Closed),
                         (Family::Ipv6, PortState::Closed),
                     ],
+                    note: String::new(),
                 },
                 ServiceRow {
                     name: "web".into(),
@@ -157,6 +161,7 @@ mod tests {
                         (Family::Ipv4, PortState::Open),
                         (Family::Ipv6, PortState::Unknown),
                     ],
+                    note: "until 2026-11-25 18:00".into(),
                 },
             ],
         }
@@ -174,9 +179,10 @@ mod tests {
             )
         );
         assert!(page.contains("<strong>OK: the firewall matches the control file</strong>"));
-        assert!(page.contains("<th>IPv4</th><th>IPv6</th>"));
+        assert!(page.contains("<th>IPv4</th><th>IPv6</th><th>Notes</th>"));
+        assert!(page.contains("<td>until 2026-11-25 18:00</td>"));
         assert!(page.contains(
-            "<tr><td>ssh</td><td>22/tcp</td><td class=\"closed\">closed</td><td class=\"closed\">closed</td></tr>"
+            "<tr><td>ssh</td><td>22/tcp</td><td class=\"closed\">closed</td><td class=\"closed\">closed</td><td></td></tr>"
         ));
         assert!(page.contains(
             "<td>80/tcp, 443/tcp</td><td class=\"open\">open</td><td class=\"unknown\">unknown</td>"
