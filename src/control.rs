@@ -274,9 +274,9 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
                 expiry = Some(Expiry::Until(deadline));
             }
             "for" => {
-                expiry = Some(Expiry::For(clock::parse_duration(value(
-                    "a duration like 2h",
-                )?)?))
+                // A phone may capitalise the unit too.
+                let duration = value("a duration like 2h")?.to_lowercase();
+                expiry = Some(Expiry::For(clock::parse_duration(&duration)?));
             }
             "on" => hosts = Some(parse_hosts(value("host name patterns, like web-*")?)?),
             _ => {
@@ -595,6 +595,190 @@ mod tests {
         assert!(message.ends_with("and 15 more"), "{message}");
     }
 
+    /// Each line alone, as the directives it gives (canonical form).
+    fn rendered(text: &str) -> Vec<String> {
+        parse(text.as_bytes(), services())
+            .unwrap_or_else(|error| panic!("{text:?} rejected: {error}"))
+            .directives
+            .values()
+            .flatten()
+            .map(Directive::render)
+            .collect()
+    }
+
+    fn local(date: &str, time: &str) -> String {
+        clock::parse_deadline(&[date, time], &Local)
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn time_boxed_and_per_source_forms() {
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            (
+                "open ssh until 2026-11-25 18:00",
+                vec![format!("open ssh until {}", local("2026-11-25", "18:00"))],
+            ),
+            (
+                "open ssh until 2026-11-25T18:00:00+01:00",
+                vec!["open ssh until 2026-11-25T18:00:00+01:00".into()],
+            ),
+            ("open ssh for 2h", vec!["open ssh for 2h".into()]),
+            ("Open ssh For 90M # phone", vec!["open ssh for 90m".into()]),
+            ("open ssh for 7d", vec!["open ssh for 7d".into()]),
+            (
+                "open ssh from 203.0.113.7",
+                vec!["open ssh from 203.0.113.7/32".into()],
+            ),
+            (
+                "open ssh FROM 198.51.100.0/24",
+                vec!["open ssh from 198.51.100.0/24".into()],
+            ),
+            (
+                "open ssh from 198.51.100.77/24",
+                vec!["open ssh from 198.51.100.0/24".into()],
+            ),
+            (
+                "open ssh from 2001:db8::/48",
+                vec!["open ssh from 2001:db8::/48".into()],
+            ),
+            ("open ssh from ::1", vec!["open ssh from ::1/128".into()]),
+            (
+                "open ssh from 203.0.113.7 for 1h",
+                vec!["open ssh from 203.0.113.7/32 for 1h".into()],
+            ),
+            (
+                "open ssh for 1h from 203.0.113.7",
+                vec!["open ssh from 203.0.113.7/32 for 1h".into()],
+            ),
+            ("close ssh on web-*", vec!["close ssh".into()]),
+            ("close ssh on db-*,WEB-?", vec!["close ssh".into()]),
+            (
+                "open ssh from 203.0.113.7 for 1h on web-1",
+                vec!["open ssh from 203.0.113.7/32 for 1h".into()],
+            ),
+            ("close ssh on db-*", vec![]),
+            ("close nosuch on db-*", vec![]),
+            (
+                "open ssh from 203.0.113.7\nopen ssh from 198.51.100.0/24",
+                vec![
+                    "open ssh from 203.0.113.7/32".into(),
+                    "open ssh from 198.51.100.0/24".into(),
+                ],
+            ),
+            (
+                "open ssh from 203.0.113.7\nopen ssh",
+                vec!["open ssh".into()],
+            ),
+            (
+                "open ssh from 203.0.113.7\nclose ssh",
+                vec!["close ssh".into()],
+            ),
+            (
+                "close ssh\nopen ssh from 203.0.113.7",
+                vec!["open ssh from 203.0.113.7/32".into()],
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(rendered(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn from_lines_add_up_without_a_warning_and_other_hosts_are_counted() {
+        let text = "open ssh from 203.0.113.7\nopen ssh from 198.51.100.0/24\nclose vpn on db-*\n";
+        let control = parse(text.as_bytes(), services()).unwrap();
+        assert_eq!(control.warnings, Vec::<String>::new());
+        assert_eq!(control.other_hosts, 1);
+        let control = parse(b"open ssh from 203.0.113.7\nopen ssh\n", services()).unwrap();
+        assert_eq!(
+            control.warnings,
+            ["line 2: ssh is also named on line 1; line 2 wins"]
+        );
+    }
+
+    #[test]
+    fn malformed_clauses_reject_the_line() {
+        let cases = [
+            ("open ssh until tomorrow", "`tomorrow` is not a time"),
+            ("open ssh until 2026-11-25", "a time after the date"),
+            ("open ssh until 2026-11-25 8:00", "is not a time like"),
+            ("open ssh until 2026-13-01 18:00", "is not a time like"),
+            ("open ssh until", "`until` needs"),
+            ("open ssh for 2", "not a duration"),
+            ("open ssh for 0h", "more than 0"),
+            ("open ssh for two hours", "not a duration"),
+            ("open ssh for", "`for` needs"),
+            ("open ssh from", "`from` needs"),
+            ("open ssh from example.com", "no host names"),
+            ("open ssh from 203.0.113.300", "not an address"),
+            ("open ssh from 203.0.113.0/33", "not an address"),
+            (
+                "open ssh from 203.0.113.7 from 203.0.113.8",
+                "`from` is given twice",
+            ),
+            (
+                "open ssh until 2026-11-25 18:00 for 2h",
+                "one of `until` and `for`",
+            ),
+            ("open ssh for 2h for 3h", "one of `until` and `for`"),
+            ("close ssh from 203.0.113.7", "go with open only"),
+            ("close ssh for 1h", "go with open only"),
+            ("close ssh until 2026-11-25 18:00", "go with open only"),
+            ("open ssh on web-* for 1h", "after `on` (it ends the line)"),
+            ("open ssh on", "`on` needs"),
+            ("open ssh on web/1", "host name patterns"),
+            ("open ssh on web-*,", "host name patterns"),
+            ("close Bad!Name on db-*", "is not a service name"),
+            ("close ssh now", "unexpected `now`"),
+        ];
+        for (text, needle) in cases {
+            let errors = bad_lines(text);
+            assert_eq!(errors.len(), 1, "{text:?}: {errors:?}");
+            assert!(
+                errors[0].1.contains(needle),
+                "{text:?}: {:?} lacks {needle:?}",
+                errors[0].1
+            );
+        }
+        // A line for another host is still checked for form.
+        assert!(bad_lines("open ssh for 2x on db-*").len() == 1);
+        assert!(bad_lines("close ssh from 203.0.113.7 on db-*").len() == 1);
+    }
+
+    #[test]
+    fn host_patterns_match_like_a_shell() {
+        let cases = [
+            ("web-1", "web-1", true),
+            ("web-*", "web-1", true),
+            ("web-*", "WEB-12", true),
+            ("web-?", "web-12", false),
+            ("web-??", "web-12", true),
+            ("*", "anything", true),
+            ("*-1", "web-1", true),
+            ("*-1", "web-2", false),
+            ("web-[0-4]", "web-3", true),
+            ("web-[0-4]", "web-5", false),
+            ("web-[!0-4]", "web-5", true),
+            ("web-[!0-4]", "web-3", false),
+            ("web-[13]", "web-3", true),
+            ("db", "db1", false),
+            ("[", "[", false),
+            (
+                "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(
+                glob_match(pattern, name),
+                expected,
+                "{pattern:?} ~ {name:?}"
+            );
+        }
+    }
+
     /// Properties over generated files: the parser never panics, what it
     /// accepts survives a round trip, and one bad line sinks the whole file.
     mod properties {
@@ -608,15 +792,36 @@ mod tests {
         fn valid_line() -> impl Strategy<Value = String> {
             let action = prop::sample::select(vec!["open", "close", "Open", "CLOSE", "oPeN"]);
             let service = prop::sample::select(vec!["ssh", "SSH", "vpn", "Httpd", "httpd"]);
+            let clause = prop::sample::select(vec![
+                "",
+                " for 2h",
+                " for 90m",
+                " until 2026-11-25 18:00",
+                " until 2030-01-01T00:00:00Z",
+                " from 203.0.113.7",
+                " from 198.51.100.0/24 for 1d",
+                " from 2001:db8::/48",
+                " on web-*",
+                " on db-*",
+            ]);
             let order = (
                 "[ \t]{0,2}",
                 action,
                 "[ \t\u{a0}]{1,3}",
                 service,
+                clause,
                 "[ \t]{0,2}",
                 prop::option::of("#[^\r\n\x00-\x1f\x7f-\u{9f}]{0,20}"),
             )
-                .prop_map(|(a, b, c, d, e, f)| format!("{a}{b}{c}{d}{e}{}", f.unwrap_or_default()));
+                .prop_map(|(a, b, c, d, clause, e, f)| {
+                    // `from`, `for` and `until` go with open only.
+                    let clause = if b.eq_ignore_ascii_case("close") && !clause.starts_with(" on") {
+                        ""
+                    } else {
+                        clause
+                    };
+                    format!("{a}{b}{c}{d}{clause}{e}{}", f.unwrap_or_default())
+                });
             prop_oneof![3 => order, 1 => blank()]
         }
 

@@ -737,6 +737,15 @@ mod tests {
             keep_established: false,
             ..ssh
         };
+        let accept = plain.accepting("203.0.113.7/32".parse().unwrap());
+        assert_eq!(
+            Change::Append(accept.clone()).args().join(" "),
+            "-I PORTLOCKER 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
+        );
+        assert_eq!(
+            Change::Delete(accept).args().join(" "),
+            "-D PORTLOCKER -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
+        );
         assert_eq!(
             Change::Append(plain).args().join(" "),
             "-A PORTLOCKER -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j DROP"

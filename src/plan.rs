@@ -179,25 +179,21 @@ fn family_of(net: &IpNet) -> Family {
     }
 }
 
-/// Whether `spec` (listed, tagged for `drops`' service) is a rule the config
-/// could produce for that service: one of its DROPs, or an ACCEPT of any source.
-fn producible(spec: &[String], drops: &[Rule]) -> bool {
+/// The rule of `drops`' service that is listed as `spec`: one of its DROPs,
+/// or an ACCEPT of any source; None when the config cannot produce it.
+fn as_rule(spec: &[String], drops: &[Rule]) -> Option<Rule> {
     let source = match spec {
-        [flag, net, ..] if flag == "-s" => match net.parse::<IpNet>() {
-            Ok(net) => Some(net),
-            Err(_) => return false,
-        },
+        [flag, net, ..] if flag == "-s" => Some(net.parse::<IpNet>().ok()?),
         _ => None,
     };
-    drops.iter().any(|drop| {
-        let rule = match source {
+    drops
+        .iter()
+        .map(|drop| match source {
             Some(net) => drop.accepting(net),
             None => drop.clone(),
-        };
-        rule.listed_spec() == spec
-    })
+        })
+        .find(|rule| rule.listed_spec() == spec)
 }
-
 /// The changes that make the firewall hold what `wants` asks, in the order
 /// to make them. Services `wants` does not name keep their state; along the
 /// way the jump goes back to the top of INPUT, and duplicates and rules the
@@ -268,7 +264,7 @@ fn plan_family(
             // Not named: keep its state, minus duplicates and what the config no longer produces.
             let mut seen = Vec::new();
             for spec in tagged {
-                if seen.contains(&spec) || !producible(spec, &drops) {
+                if seen.contains(&spec) || as_rule(spec, &drops).is_none() {
                     rule_changes.push(removal(spec, &drops, family, chain));
                 } else {
                     seen.push(spec);
@@ -319,10 +315,10 @@ fn plan_family(
 }
 
 /// The change that removes one copy of a listed rule: named after the rule
-/// when it is one of the service's DROPs, as listed otherwise.
+/// when the config can produce it, as listed otherwise.
 fn removal(spec: &[String], drops: &[Rule], family: Family, chain: &ChainName) -> Change {
-    match drops.iter().find(|drop| drop.listed_spec() == spec) {
-        Some(drop) => Change::Delete(drop.clone()),
+    match as_rule(spec, drops) {
+        Some(rule) => Change::Delete(rule),
         None => Change::DeleteListed {
             family,
             chain: chain.clone(),
@@ -629,6 +625,65 @@ mod tests {
             unknown.state(&config, &web, Family::Ipv4),
             PortState::Unknown
         );
+    }
+
+    #[test]
+    fn sources_are_accepted_before_the_drop_and_only_in_their_family() {
+        let config = config("");
+        let held = holdings(&config, &[]);
+        let text = "open ssh from 203.0.113.7\nopen ssh from 2001:db8::/48\n";
+        let steps = plan(&config, &control(&config, text), &held);
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: open ssh 22/tcp to 203.0.113.7/32",
+                "IPv4: close ssh 22/tcp",
+                "IPv6: open ssh 22/tcp to 2001:db8::/48",
+                "IPv6: close ssh 22/tcp",
+            ]
+        );
+        let mut after = held.clone();
+        for step in &steps {
+            after.record(&step.change);
+        }
+        let ssh = ServiceName::new("ssh").unwrap();
+        assert_eq!(
+            after.state(&config, &ssh, Family::Ipv4),
+            PortState::OpenToSources
+        );
+        assert!(plan(&config, &control(&config, text), &after).is_empty());
+
+        // A source taken out of the file loses its ACCEPT; the others stay.
+        let fewer = "open ssh from 2001:db8::/48\n";
+        let steps = plan(&config, &control(&config, fewer), &after);
+        assert_eq!(
+            shown(&steps),
+            ["IPv4: stop opening ssh 22/tcp to 203.0.113.7/32"]
+        );
+        // A plain close takes every ACCEPT away.
+        let steps = plan(&config, &control(&config, "close ssh\n"), &after);
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: stop opening ssh 22/tcp to 203.0.113.7/32",
+                "IPv6: stop opening ssh 22/tcp to 2001:db8::/48"
+            ]
+        );
+        // Not named: the ACCEPTs are kept as they are.
+        assert!(plan(&config, &control(&config, ""), &after).is_empty());
+    }
+
+    #[test]
+    fn an_accept_with_a_source_the_config_cannot_produce_is_removed() {
+        let config = config("[firewall]\nipv6 = false");
+        let mut now = holdings(&config, &["ssh 22/tcp IPv4"]);
+        let odd: Vec<String> = "-s 203.0.113.7/32 -p tcp -m tcp --dport 2200 -m comment --comment portlocker:ssh -j ACCEPT"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        held(&mut now, Family::Ipv4).tagged.push(odd);
+        let steps = plan(&config, &control(&config, ""), &now);
+        assert_eq!(shown(&steps), ["IPv4: remove rule portlocker:ssh"]);
     }
 
     #[test]
