@@ -1,0 +1,327 @@
+//! Time-boxed and per-source opens, signed control files and fleet
+//! patterns, against real iptables in a private network namespace.
+
+mod common;
+
+use std::io::Cursor;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::TestEnv;
+use common::netns::{self, rules};
+use socket2::{Domain, Socket, Type};
+
+const IPT: &str = "/sbin/iptables";
+const IP6T: &str = "/sbin/ip6tables";
+
+/// Listens on port 22 of every IPv4 and IPv6 address.
+fn ssh_listeners() {
+    for address in ["0.0.0.0:22", "[::]:22"] {
+        let address: SocketAddr = address.parse().unwrap();
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).unwrap();
+        if address.is_ipv6() {
+            socket.set_only_v6(true).unwrap();
+        }
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&address.into()).unwrap();
+        socket.listen(16).unwrap();
+        let listener: TcpListener = socket.into();
+        std::thread::spawn(move || for _ in listener.incoming() {});
+    }
+}
+
+/// Whether a connection from `from` to `to` port 22 gets through.
+fn reaches(from: &str, to: &str) -> bool {
+    let from: IpAddr = from.parse().unwrap();
+    let to = SocketAddr::new(to.parse().unwrap(), 22);
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    match socket.connect_timeout(&to.into(), Duration::from_millis(700)) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(error) => panic!("{from} -> {to}: unexpected {error}"),
+    }
+}
+
+fn reachable() -> bool {
+    reaches("127.0.0.1", "127.0.0.1")
+}
+
+fn both() -> (String, String) {
+    (rules(IPT), rules(IP6T))
+}
+
+#[test]
+fn an_open_until_a_past_deadline_is_closed_quietly() {
+    if !netns::enter("an_open_until_a_past_deadline_is_closed_quietly") {
+        return;
+    }
+    ssh_listeners();
+    let env = TestEnv::with_real_iptables();
+    env.control("open ssh until 2020-01-01 00:00\n");
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(
+        run.stderr, "",
+        "an open ending as asked is no reason to mail the owner"
+    );
+    assert!(!reachable());
+    assert!(
+        env.log()
+            .contains("line 1: ssh: the open ended 2020-01-01 00:00; closed"),
+        "{}",
+        env.log()
+    );
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("<td>the open ended 2020-01-01 00:00</td>"),
+        "{page}"
+    );
+
+    env.control("open ssh until 2099-01-01T00:00:00Z\n");
+    env.run(&[]).expect(0);
+    assert!(reachable());
+    assert!(
+        env.status_page().unwrap().contains("until 2099-01-01"),
+        "the page shows no deadline"
+    );
+}
+
+#[test]
+fn an_open_for_a_while_closes_once_the_time_is_up() {
+    if !netns::enter("an_open_for_a_while_closes_once_the_time_is_up") {
+        return;
+    }
+    ssh_listeners();
+    let env = TestEnv::with_real_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable());
+    env.control("open ssh for 2h\n");
+    env.run(&[]).expect(0);
+    assert!(reachable(), "open for 2h did not open");
+    env.run(&[]).expect(0);
+    assert!(reachable(), "the second run within the two hours closed it");
+
+    // Three hours pass: move the recorded start back instead of sleeping.
+    let path = env.path("state/state.toml");
+    let mut state: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let opens = state["opens"].as_table_mut().unwrap();
+    let started = opens["open ssh for 2h"].as_str().unwrap();
+    let started = chrono::DateTime::parse_from_rfc3339(started).unwrap();
+    let earlier = (started - chrono::TimeDelta::hours(3)).to_rfc3339();
+    opens.insert("open ssh for 2h".into(), earlier.into());
+    std::fs::write(&path, toml::to_string(&state).unwrap()).unwrap();
+
+    let run = env.run(&[]);
+    run.expect(0);
+    assert!(!reachable(), "the open outlived its two hours");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn an_open_from_a_source_lets_only_that_source_in() {
+    if !netns::enter("an_open_from_a_source_lets_only_that_source_in") {
+        return;
+    }
+    for address in ["2001:db8::2/128", "2001:db8::3/128"] {
+        let status = std::process::Command::new("/sbin/ip")
+            .args(["addr", "add", address, "dev", "lo", "nodad"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    ssh_listeners();
+    let env = TestEnv::with_real_iptables();
+    env.control("open ssh from 127.0.0.2\nopen ssh from 2001:db8::2\n");
+    env.run(&[]).expect(0);
+    assert!(
+        reaches("127.0.0.2", "127.0.0.1"),
+        "the allowed IPv4 source was dropped"
+    );
+    assert!(
+        !reaches("127.0.0.1", "127.0.0.1"),
+        "another IPv4 source got in"
+    );
+    assert!(
+        reaches("2001:db8::2", "::1"),
+        "the allowed IPv6 source was dropped"
+    );
+    assert!(!reaches("2001:db8::3", "::1"), "another IPv6 source got in");
+    let status = env.run(&["status"]);
+    assert!(
+        status.stdout.contains("open to sources"),
+        "{}",
+        status.stdout
+    );
+
+    env.control("open ssh from 127.0.0.0/30\n");
+    env.run(&[]).expect(0);
+    assert!(reaches("127.0.0.1", "127.0.0.1") && reaches("127.0.0.2", "127.0.0.1"));
+    assert!(
+        !reaches("2001:db8::2", "::1"),
+        "the IPv6 source lost its line but kept its ACCEPT"
+    );
+    assert!(!rules(IP6T).contains("-j ACCEPT"), "{}", rules(IP6T));
+
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reaches("127.0.0.2", "127.0.0.1"));
+    assert!(!rules(IPT).contains("-j ACCEPT"), "{}", rules(IPT));
+}
+
+struct Signer {
+    keys: minisign::KeyPair,
+}
+
+impl Signer {
+    fn new() -> Signer {
+        Signer {
+            keys: minisign::KeyPair::generate_unencrypted_keypair().unwrap(),
+        }
+    }
+
+    fn public_key(&self) -> String {
+        self.keys.pk.to_base64()
+    }
+
+    /// A signature as `minisign -S` writes it, signed `ago` seconds ago.
+    fn sign(&self, body: &str, ago: i64) -> String {
+        let at = chrono::Utc::now().timestamp() - ago;
+        let comment = format!("timestamp:{at}\tfile:portlocker.txt\thashed");
+        minisign::sign(
+            Some(&self.keys.pk),
+            &self.keys.sk,
+            Cursor::new(body),
+            Some(&comment),
+            None,
+        )
+        .unwrap()
+        .to_string()
+    }
+}
+
+fn signed_env(signer: &Signer) -> TestEnv {
+    let env = TestEnv::with_real_iptables();
+    let source = env.path("control.txt");
+    let config = env.config_text(source.to_str().unwrap(), "", "").replace(
+        "[services]",
+        &format!(
+            "[signature]\npublic_key = {:?}\n[services]",
+            signer.public_key()
+        ),
+    );
+    env.write_config(&config);
+    env
+}
+
+fn publish(env: &TestEnv, body: &str, signature: Option<&str>) {
+    env.control(body);
+    let path = env.path("control.txt.minisig");
+    match signature {
+        Some(signature) => std::fs::write(path, signature).unwrap(),
+        None => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[test]
+fn only_a_fresh_file_signed_by_the_key_is_obeyed() {
+    if !netns::enter("only_a_fresh_file_signed_by_the_key_is_obeyed") {
+        return;
+    }
+    let signer = Signer::new();
+    let env = signed_env(&signer);
+    publish(&env, "close ssh\n", Some(&signer.sign("close ssh\n", 60)));
+    env.run(&[]).expect(0);
+    let closed = both();
+    assert!(
+        closed.0.contains("portlocker:ssh"),
+        "a signed file was not applied"
+    );
+
+    let intruder = Signer::new();
+    let older = signer.sign("open ssh\n", 3600);
+    let cases = [
+        (
+            "open ssh\n",
+            Some(signer.sign("close ssh\n", 30)),
+            "does not match",
+        ),
+        (
+            "open ssh\n",
+            Some(intruder.sign("open ssh\n", 30)),
+            "does not match",
+        ),
+        ("open ssh\n", None, "fetching the signature"),
+        (
+            "open ssh\n",
+            Some("garbage".to_owned()),
+            "not a minisign signature",
+        ),
+        ("open ssh\n", Some(older), "before the file accepted last"),
+    ];
+    for (body, signature, needle) in cases {
+        publish(&env, body, signature.as_deref());
+        let run = env.run(&[]);
+        run.expect(1);
+        assert!(
+            run.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("enforced the last good control file instead"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            both(),
+            closed,
+            "a refused file ({needle}) changed the firewall"
+        );
+    }
+    publish(&env, "open ssh\n", Some(&signer.sign("open ssh\n", 0)));
+    env.run(&[]).expect(0);
+    assert!(
+        !rules(IPT).contains("portlocker:ssh"),
+        "a newer signed file was refused"
+    );
+}
+
+#[test]
+fn lines_for_other_hosts_are_checked_but_not_applied() {
+    if !netns::enter("lines_for_other_hosts_are_checked_but_not_applied") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let source = env.path("control.txt");
+    let config = format!(
+        "host_name = \"web-1\"\n{}",
+        env.config_text(source.to_str().unwrap(), "", "")
+    );
+    env.write_config(&config);
+    env.control("close ssh on web-*\nclose web on db-*,mail\nclose mosh\nclose postgres on db-*\n");
+    env.run(&[]).expect(0);
+    let table = rules(IPT);
+    assert!(
+        table.contains("portlocker:ssh") && table.contains("portlocker:mosh"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("portlocker:web"),
+        "a line for db-* was applied on web-1: {table}"
+    );
+    env.control("close ssh on db-*\nclose ssh for 2h on db-*\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("line 2: `from`, `until` and `for` go with open only"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rules(IPT), table, "a rejected file changed the firewall");
+}
