@@ -235,6 +235,29 @@ fn listed_args(operation: &str, chain: &ChainName, spec: &[String]) -> Vec<Strin
     args
 }
 
+/// What portlocker's part of the firewall holds, from an `iptables -S` listing.
+pub fn read_listing(listing: &str, chain: &ChainName) -> FamilyHoldings {
+    let chain = chain.as_str();
+    let mut held = FamilyHoldings {
+        chain_exists: chain == "INPUT" || listing.lines().any(|line| line == format!("-N {chain}")),
+        docker_user: listing.lines().any(|line| line == "-N DOCKER-USER"),
+        ..FamilyHoldings::default()
+    };
+    for (position, (_, spec)) in listed_rules(listing, "INPUT").into_iter().enumerate() {
+        if spec == ["-j", chain] {
+            held.jumps.push(position + 1);
+        }
+    }
+    for (line, spec) in listed_rules(listing, chain) {
+        if tag_of(&spec).is_some() {
+            held.tagged.push(spec);
+        } else if chain != "INPUT" {
+            held.foreign.push(line.to_owned());
+        }
+    }
+    held
+}
+
 /// The `portlocker:NAME` tag of a listed rule, if it has one.
 pub fn tag_of(spec: &[String]) -> Option<&str> {
     spec.windows(2)
@@ -458,63 +481,20 @@ impl<'a, R: Runner> Firewall<'a, R> {
         }
     }
 
-    /// Reads what portlocker's part of the firewall holds: one `-S` listing
-    /// of INPUT and one of the chain per family, nothing else. A family
-    /// that could not be read is `None`, with its error.
+    /// Reads what portlocker's part of the firewall holds: one `iptables -S`
+    /// listing of the filter table per family, nothing else. A family that
+    /// could not be read is `None`, with its error.
     pub fn observe(&mut self) -> (Holdings, Vec<CommandError>) {
         let mut errors = Vec::new();
         let mut holdings = Holdings::unknown(self.config);
         for (&family, held) in holdings.families.iter_mut() {
-            match self.observe_family(family) {
-                Ok(found) => *held = Some(found),
+            let command = Command::iptables(self.config, family, vec!["-S".to_owned()]);
+            match self.run(command) {
+                Ok(done) => *held = Some(read_listing(&done.stdout, &self.config.firewall.chain)),
                 Err(error) => errors.push(error),
             }
         }
         (holdings, errors)
-    }
-
-    fn observe_family(&mut self, family: Family) -> Result<FamilyHoldings, CommandError> {
-        let chain = self.config.firewall.chain.as_str();
-        let input = self.list(family, "INPUT")?.unwrap_or_default();
-        let mut held = FamilyHoldings {
-            chain_exists: true,
-            ..FamilyHoldings::default()
-        };
-        for (position, (_, spec)) in listed_rules(&input, "INPUT").into_iter().enumerate() {
-            if spec == ["-j", chain] {
-                held.jumps.push(position + 1);
-            }
-        }
-        let listing = if chain == "INPUT" {
-            Some(input)
-        } else {
-            self.list(family, chain)?
-        };
-        let Some(listing) = listing else {
-            held.chain_exists = false;
-            return Ok(held);
-        };
-        for (line, spec) in listed_rules(&listing, chain) {
-            if tag_of(&spec).is_some() {
-                held.tagged.push(spec);
-            } else if chain != "INPUT" {
-                held.foreign.push(line.to_owned());
-            }
-        }
-        Ok(held)
-    }
-
-    /// `-S CHAIN`: the chain's listing, or None when it does not exist.
-    fn list(&mut self, family: Family, chain: &str) -> Result<Option<String>, CommandError> {
-        let args = vec!["-S".to_owned(), chain.to_owned()];
-        match self.run(Command::iptables(self.config, family, args)) {
-            Ok(done) => Ok(Some(done.stdout)),
-            Err(CommandError {
-                failure: Failure::Exited { code: 1, .. },
-                ..
-            }) => Ok(None),
-            Err(error) => Err(error),
-        }
     }
 
     /// Carries out the plan. A failed step does not stop the others; every
@@ -627,7 +607,19 @@ mod tests {
                 .to_string_lossy()
                 .into_owned();
             let table = self.tables.entry(binary).or_default();
-            let (op, chain) = (command.args[2].as_str(), command.args[3].as_str());
+            let op = command.args[2].as_str();
+            if op == "-S" && command.args.len() == 3 {
+                let mut stdout = "-P INPUT ACCEPT\n".to_owned();
+                table
+                    .iter()
+                    .for_each(|line| stdout.push_str(&format!("{line}\n")));
+                return Ok(Completion {
+                    termination: Termination::Code(0),
+                    stdout,
+                    stderr: String::new(),
+                });
+            }
+            let chain = command.args[3].as_str();
             let mut spec: Vec<String> = command.args[4..].to_vec();
             if op == "-I" {
                 spec.remove(0);
@@ -820,14 +812,14 @@ mod tests {
         let (again, _) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
         assert_eq!(again, holdings);
         assert!(
-            fake.calls.iter().all(|call| call.contains(" -S ")),
+            fake.calls.iter().all(|call| call.ends_with(" -S")),
             "{:?}",
             fake.calls
         );
         assert_eq!(
             fake.calls.len(),
-            4,
-            "two listings per family: {:?}",
+            2,
+            "one listing per family: {:?}",
             fake.calls
         );
 

@@ -27,6 +27,8 @@ pub struct FamilyHoldings {
     pub tagged: Vec<Vec<String>>,
     /// Rules in portlocker's own chain that are not portlocker's, as listed.
     pub foreign: Vec<String>,
+    /// Docker's chain exists: published container ports bypass INPUT.
+    pub docker_user: bool,
 }
 
 impl FamilyHoldings {
@@ -57,7 +59,12 @@ impl FamilyHoldings {
                     }
                 }
             }
-            Change::DeleteChain { .. } => *self = FamilyHoldings::default(),
+            Change::DeleteChain { .. } => {
+                *self = FamilyHoldings {
+                    docker_user: self.docker_user,
+                    ..FamilyHoldings::default()
+                }
+            }
             Change::Append(rule) => self.tagged.push(rule.listed_spec()),
             Change::Delete(rule) => remove_first(&mut self.tagged, &rule.listed_spec()),
             Change::DeleteListed { spec, .. } => remove_first(&mut self.tagged, spec),
@@ -432,7 +439,7 @@ mod tests {
                 chain_exists: true,
                 jumps: vec![1],
                 tagged,
-                foreign: Vec::new(),
+                ..FamilyHoldings::default()
             });
         }
         holdings
