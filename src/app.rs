@@ -2,10 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use chrono::{Local, Utc};
+use serde::Serialize;
 
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, FetchConfig, ServiceName};
@@ -14,11 +16,12 @@ use crate::fetch::{self, Fetched};
 use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
 use crate::intent::{self, Resolved, Starts, Want};
 use crate::logging::{self, Verbosity};
+use crate::metrics;
 use crate::plan::{self, Holdings, PortState, Step};
 use crate::signature;
 use crate::source::Source;
-use crate::state::{self, LastGood, RunLock, State};
-use crate::status::{self, Report, ServiceRow};
+use crate::state::{self, LastGood, LastRun, RunLock, State};
+use crate::status::{self, Freshness, Report, ServiceRow};
 
 /// The exit codes, each with one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +87,9 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             logging::init(verbosity, None);
             check(cli, &config)
         }
-        Some(Subcommand::Status) => {
+        Some(Subcommand::Status { json }) => {
             logging::init(verbosity, None);
-            show_status(&config)
+            show_status(&config, json)
         }
     }
 }
@@ -189,7 +192,7 @@ fn lock(config: &Config) -> Result<Option<RunLock>> {
     Ok(lock)
 }
 
-/// One cron run: fetch, validate, reconcile, log, status page.
+/// One cron run: fetch, validate, reconcile, log, status page, metrics.
 fn run(config: &Config, offline: bool) -> Result<Exit> {
     if !offline {
         wait_jitter(config.fetch.jitter);
@@ -197,69 +200,118 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
+    let started = Instant::now();
+    let run_at = Local::now().fixed_offset();
     let mut state = State::load(&config.state_dir).unwrap_or_else(|error| {
         log::error!("{error:#}; going on without a last good control file");
         State::default()
     });
-    let before = state.clone();
     let chosen = choose_control(config, &mut state, offline);
     let resolved = chosen
         .control
         .as_ref()
         .map(|control| resolve(config, control, &mut state.opens));
-    if state != before
-        && let Err(error) = state.save(&config.state_dir)
-    {
-        log::error!("the state was not saved: {error:#}");
-    }
+    save(config, &state);
 
     let mut holdings = Holdings::unknown(config);
-    let outcome = match (&resolved, chosen.problem) {
-        (None, problem) => Err(format!(
+    let mut outcome = match &resolved {
+        Some(resolved) => reconcile(config, &resolved.wants(), &mut holdings),
+        None => Reconciled::default(),
+    };
+    outcome.failure = match (&resolved, chosen.problem, outcome.failure) {
+        (None, problem, _) => Some(format!(
             "{}; nothing was changed",
             problem.unwrap_or_default()
         )),
-        (Some(resolved), None) => reconcile(config, &resolved.wants(), &mut holdings),
-        (Some(resolved), Some(problem)) => {
-            let enforced = reconcile(config, &resolved.wants(), &mut holdings);
+        (Some(_), None, failure) => failure,
+        (Some(_), Some(problem), failure) => {
             let reason = format!("{problem}; enforced the last good control file instead");
-            Err(match enforced {
-                Ok(_) => reason,
-                Err(failure) => format!("{reason}, and {failure}"),
+            Some(match failure {
+                None => reason,
+                Some(failure) => format!("{reason}, and {failure}"),
             })
         }
     };
-    let failure = outcome.as_ref().err().cloned();
-    let report = report(config, &holdings, resolved.as_ref(), failure);
+
+    let mut report = report(
+        config,
+        &holdings,
+        resolved.as_ref(),
+        outcome.failure.clone(),
+    );
+    report.run_at = run_at;
+    report.control_file = state.last_good.as_ref().map(LastGood::freshness);
+    report.notices = notices(config, &holdings, outcome.notices);
     if let Some(path) = &config.status_file {
-        let page = status::render(&report, Local::now().naive_local());
-        if let Err(error) = status::write_atomic(path, page.as_bytes(), 0o644) {
+        report.backend = firewall::backend(config);
+        if let Err(error) = status::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
             log::warn!("status page not updated: {error:#}");
         }
     }
-    Ok(match outcome {
-        Ok(changes) => {
-            let changed = match changes {
+    state.last_run = Some(LastRun {
+        at: run_at,
+        ok: outcome.failure.is_none(),
+        failure: outcome.failure.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    save(config, &state);
+    if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
+        let text = metrics::render(&report, last_run);
+        if let Err(error) = status::write_atomic(path, text.as_bytes(), 0o644) {
+            log::warn!("metrics not updated: {error:#}");
+        }
+    }
+
+    Ok(match outcome.failure {
+        None => {
+            let changed = match outcome.changes {
                 0 => "no change".to_owned(),
                 1 => "1 firewall change".to_owned(),
                 n => format!("{n} firewall changes"),
             };
+            let from = if offline {
+                "the last good control file".to_owned()
+            } else {
+                config.source.to_string()
+            };
             log::info!(
-                "run ok from {}: {changed}; {}",
-                if offline {
-                    "the last good control file".to_owned()
-                } else {
-                    config.source.to_string()
-                },
+                "run ok from {from}: {changed}; {}",
                 states_in_words(&report)
             );
             Exit::Ok
         }
-        Err(reason) => {
+        Some(reason) => {
             log::error!("run failed: {reason}");
             Exit::Failed
         }
     })
+}
+
+/// Writes the state; a failure is reported, and the run goes on.
+fn save(config: &Config, state: &State) {
+    if let Err(error) = state.save(&config.state_dir) {
+        log::error!("the state was not saved: {error:#}");
+    }
+}
+
+/// What the owner should know about this machine besides the services.
+fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Vec<String> {
+    if config.firewall.ipv6 && !Path::new("/proc/net/if_inet6").exists() {
+        notices.push("IPv6 is not available in this kernel: set firewall.ipv6 = false".into());
+    }
+    if holdings
+        .families
+        .values()
+        .flatten()
+        .any(|held| held.docker_user)
+    {
+        notices.push(
+            "Docker is here (a DOCKER-USER chain exists): ports published by containers bypass INPUT, \
+             so portlocker cannot close them; filter them in DOCKER-USER"
+                .into(),
+        );
+    }
+    notices
 }
 
 /// The control file a run enforces, and why it is not a fresh one, if not.
@@ -339,9 +391,12 @@ fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
             let signed_at = check_signature(config, &bytes, last_signed)?;
             let control = validate(config, &bytes, &config.source.to_string())?;
             let body = String::from_utf8(bytes).context("validated text is UTF-8")?;
+            let unchanged = state.last_good.as_ref().filter(|good| good.body == body);
+            let changed_at = unchanged.map_or(Some(now), |good| good.changed_at);
             state.last_good = Some(LastGood {
                 source: key,
                 fetched_at: now,
+                changed_at,
                 etag: validators.etag,
                 last_modified: validators.last_modified,
                 signed_at,
@@ -397,19 +452,35 @@ fn last_good(config: &Config, state: &State) -> Result<ControlFile, String> {
     Ok(control)
 }
 
+/// What reconciling did.
+#[derive(Debug, Default)]
+struct Reconciled {
+    /// Commands that changed the firewall.
+    changes: usize,
+    /// Repairs worth showing on the status page.
+    notices: Vec<String>,
+    failure: Option<String>,
+}
+
 /// Makes the firewall hold what `wants` asks, recording what it holds in
-/// `holdings`. Returns how many commands changed it, or why the run failed.
+/// `holdings`.
 fn reconcile(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
     holdings: &mut Holdings,
-) -> Result<usize, String> {
-    firewall::preflight(config).map_err(|reason| format!("{reason}; nothing was changed"))?;
+) -> Reconciled {
+    let failed = |reason: String| Reconciled {
+        failure: Some(format!("{reason}; nothing was changed")),
+        ..Reconciled::default()
+    };
+    if let Err(reason) = firewall::preflight(config) {
+        return failed(reason);
+    }
     let mut firewall = Firewall::new(config, SystemRunner);
     let (observed, mut errors) = firewall.observe();
     *holdings = observed;
     if errors.iter().any(CommandError::needs_root) {
-        return Err(format!("{NEEDS_ROOT}; nothing was changed"));
+        return failed(NEEDS_ROOT.to_owned());
     }
     let steps = plan::plan(config, wants, holdings);
     let applied = firewall.apply(&steps, holdings);
@@ -417,9 +488,25 @@ fn reconcile(
     for error in &errors {
         log::error!("{error}");
     }
-    match summarise_errors(&errors) {
-        None => Ok(applied.made.len()),
-        Some(failure) => Err(failure),
+    let mut notices = Vec::new();
+    for family in config.families() {
+        let moved = applied
+            .made
+            .iter()
+            .any(|change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family));
+        if moved {
+            let notice = format!(
+                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
+                config.firewall.chain
+            );
+            log::warn!("{notice}");
+            notices.push(notice);
+        }
+    }
+    Reconciled {
+        changes: applied.made.len(),
+        notices,
+        failure: summarise_errors(&errors),
     }
 }
 
@@ -577,7 +664,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 }
 
 /// Prints each service and its state per family, read from the firewall now.
-fn show_status(config: &Config) -> Result<Exit> {
+fn show_status(config: &Config, json: bool) -> Result<Exit> {
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
     let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
     if errors.iter().any(CommandError::needs_root) {
@@ -587,17 +674,42 @@ fn show_status(config: &Config) -> Result<Exit> {
     }
     let report = report(config, &holdings, None, None);
     let mut out = std::io::stdout().lock();
-    let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");
-    for family in config.families() {
-        header.push_str(&format!(" {:<14}", family.to_string()));
-    }
-    writeln!(out, "{}", header.trim_end())?;
-    for row in &report.services {
-        let mut line = format!("{:<16} {:<24}", row.name, row.ports);
-        for (_, state) in &row.states {
-            line.push_str(&format!(" {:<14}", state.as_str()));
+    if json {
+        let state = peek_state(config);
+        let document = StatusDocument {
+            services: report
+                .services
+                .iter()
+                .map(|row| ServiceDocument {
+                    name: &row.name,
+                    ports: &row.ports,
+                    state: row
+                        .states
+                        .iter()
+                        .map(|(family, state)| (family.to_string().to_lowercase(), state.as_str()))
+                        .collect(),
+                })
+                .collect(),
+            last_run: state.last_run.as_ref(),
+            control_file: state.last_good.as_ref().map(LastGood::freshness),
+            backend: firewall::backend(config),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        };
+        serde_json::to_writer_pretty(&mut out, &document)?;
+        writeln!(out)?;
+    } else {
+        let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");
+        for family in config.families() {
+            header.push_str(&format!(" {:<16}", family.to_string()));
         }
-        writeln!(out, "{}", line.trim_end())?;
+        writeln!(out, "{}", header.trim_end())?;
+        for row in &report.services {
+            let mut line = format!("{:<16} {:<24}", row.name, row.ports.join(","));
+            for (_, state) in &row.states {
+                line.push_str(&format!(" {:<16}", state.as_str().replace(' ', "-")));
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
     }
     for error in &errors {
         log::error!("{error}");
@@ -607,6 +719,25 @@ fn show_status(config: &Config) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+/// `portlocker status --json`: the firewall now, and the last run from the state.
+#[derive(Serialize)]
+struct StatusDocument<'a> {
+    services: Vec<ServiceDocument<'a>>,
+    last_run: Option<&'a LastRun>,
+    control_file: Option<Freshness>,
+    backend: Option<String>,
+    /// Families that could not be read.
+    errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ServiceDocument<'a> {
+    name: &'a str,
+    ports: &'a [String],
+    /// Per family (`ipv4`, `ipv6`): open, closed, open to sources, partly closed or unknown.
+    state: BTreeMap<String, &'static str>,
 }
 
 /// The report of a run for the status page and the summary line.
@@ -628,11 +759,7 @@ fn report(
         .map(|(service, specs)| ServiceRow {
             name: service.to_string(),
             note: note(service),
-            ports: specs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            ports: specs.iter().map(ToString::to_string).collect(),
             states: config
                 .families()
                 .into_iter()
@@ -640,7 +767,14 @@ fn report(
                 .collect(),
         })
         .collect();
-    Report { failure, services }
+    Report {
+        run_at: Local::now().fixed_offset(),
+        failure,
+        services,
+        control_file: None,
+        backend: None,
+        notices: Vec::new(),
+    }
 }
 
 /// `ssh closed, web open, vpn closed on IPv4 and open on IPv6`.

@@ -71,7 +71,12 @@ pub enum Command {
     Check,
     /// Show each managed service, its ports, and whether each address family
     /// is closed right now (read-only).
-    Status,
+    Status {
+        /// One JSON document: each service's state per family now, and the
+        /// last run's outcome and times from the state.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove every rule portlocker made, in both families, then its jump and
     /// chain (kept, with a warning, if they hold rules of your own). The
     /// uninstall, and the emergency "open everything I closed".
@@ -91,7 +96,7 @@ mod tests {
     #[test]
     fn global_options_work_after_a_subcommand() {
         let cli = Cli::try_parse_from(["portlocker", "status", "-c", "/x.toml", "-q"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Status)));
+        assert!(matches!(cli.command, Some(Command::Status { json: false })));
         assert_eq!(cli.global.config, PathBuf::from("/x.toml"));
         assert!(cli.global.quiet);
     }

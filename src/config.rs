@@ -22,6 +22,8 @@ pub struct Config {
     pub log_file: PathBuf,
     /// The HTML status page, if the owner wants one.
     pub status_file: Option<PathBuf>,
+    /// Prometheus text-format metrics for node_exporter's textfile collector, if wanted.
+    pub metrics_file: Option<PathBuf>,
     /// Where portlocker keeps its own state.
     pub state_dir: PathBuf,
     /// This host's name, matched against `on` patterns in the control file.
@@ -322,6 +324,7 @@ struct RawConfig {
     source: String,
     log_file: Option<PathBuf>,
     status_file: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     host_name: Option<String>,
     #[serde(default)]
@@ -424,6 +427,10 @@ impl RawConfig {
             status_file: self
                 .status_file
                 .map(|path| absolute("status_file", Some(path), ""))
+                .transpose()?,
+            metrics_file: self
+                .metrics_file
+                .map(|path| absolute("metrics_file", Some(path), ""))
                 .transpose()?,
             state_dir: absolute("state_dir", self.state_dir, "/var/lib/portlocker")?,
             host_name,

@@ -553,6 +553,21 @@ pub struct Applied {
     pub errors: Vec<CommandError>,
 }
 
+/// `nf_tables` or `legacy`: which iptables the configured binary is, read
+/// from where its links lead (`iptables-nft` → `xtables-nft-multi`), so
+/// telling costs no process. None when the name does not say.
+pub fn backend(config: &Config) -> Option<String> {
+    let target = std::fs::canonicalize(&config.firewall.iptables).ok()?;
+    let name = target.file_name()?.to_string_lossy().into_owned();
+    if name.contains("nft") {
+        Some("nf_tables".to_owned())
+    } else if name.contains("legacy") {
+        Some("legacy".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Why this process cannot run iptables at all, if it cannot. (Whether it
 /// is root shows in iptables' own answer; see `CommandError::needs_root`.)
 pub fn preflight(config: &Config) -> Result<(), String> {

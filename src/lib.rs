@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod firewall;
 pub mod intent;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod signature;
 pub mod source;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fetch::Validators;
 use crate::intent::Starts;
-use crate::status::write_atomic;
+use crate::status::{Freshness, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
 const LOCK_FILE: &str = "lock";
@@ -66,6 +66,18 @@ pub struct State {
     /// When each open line in force was first applied, for `for` and `max_open`.
     #[serde(default, skip_serializing_if = "Starts::is_empty")]
     pub opens: Starts,
+    /// How the last run ended.
+    pub last_run: Option<LastRun>,
+}
+
+/// How a run ended, for `status --json` and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub at: DateTime<FixedOffset>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub duration_ms: u64,
 }
 
 /// A control file that passed validation, as fetched.
@@ -75,6 +87,9 @@ pub struct LastGood {
     pub source: String,
     /// When it was last fetched, or confirmed unchanged by a 304.
     pub fetched_at: DateTime<FixedOffset>,
+    /// When its content last changed (missing in state from older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<DateTime<FixedOffset>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +102,18 @@ pub struct LastGood {
 }
 
 impl LastGood {
+    /// How fresh it is, for the status page.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            fetched_at: self.fetched_at,
+            changed_at: self.changed_at.unwrap_or(self.fetched_at),
+            signed_at: self
+                .signed_at
+                .and_then(|unix| DateTime::from_timestamp(unix, 0))
+                .map(|signed| signed.fixed_offset()),
+        }
+    }
+
     /// The validators to send when fetching `source` again.
     pub fn validators_for(&self, source: &str) -> Option<Validators> {
         let validators = Validators {
@@ -136,6 +163,7 @@ mod tests {
         LastGood {
             source: "https://example.org/c.txt".into(),
             fetched_at: DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap(),
+            changed_at: None,
             etag: Some("\"abc\"".into()),
             last_modified: None,
             signed_at: Some(1_795_000_000),
@@ -153,6 +181,12 @@ mod tests {
         let state = State {
             last_good: Some(last_good()),
             opens,
+            last_run: Some(LastRun {
+                at: last_good().fetched_at,
+                ok: false,
+                failure: Some("the server answered 404 Not Found".into()),
+                duration_ms: 12,
+            }),
         };
         state.save(&state_dir).unwrap();
         assert_eq!(State::load(&state_dir).unwrap(), state);

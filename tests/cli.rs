@@ -48,7 +48,7 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     );
     let page = env.status_page().unwrap();
     assert!(page.contains("OK: the firewall matches"), "{page}");
-    assert!(page.contains("<tr><td>ssh</td><td>22/tcp</td><td class=\"closed\">closed</td><td class=\"closed\">closed</td><td></td></tr>"), "{page}");
+    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span><span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state closed\" data-family=\"IPv4\">IPv4 closed</span><span class=\"state closed\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     );
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("Failed: ") && page.contains("<td class=\"closed\">closed</td>"),
+        page.contains("Failed: ") && page.contains("IPv4 closed</span>"),
         "{page}"
     );
 
