@@ -640,3 +640,122 @@ fn a_run_killed_at_any_moment_leaves_whole_files_and_the_next_run_converges() {
         assert_eq!(table.matches("portlocker:mosh").count(), 0, "{table}");
     }
 }
+
+/// The metrics file as a Prometheus parser reads it: (name, labels) -> value.
+fn scrape(text: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "the parser skipped a line:\n{text}"
+    );
+    scrape
+        .samples
+        .into_iter()
+        .map(|sample| {
+            assert!(
+                scrape.docs.contains_key(&sample.metric),
+                "{} has no HELP",
+                sample.metric
+            );
+            let value = match sample.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                other => panic!("{} is not a gauge: {other:?}", sample.metric),
+            };
+            let mut labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.sort();
+            ((sample.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+#[test]
+fn every_run_writes_metrics_a_prometheus_parser_reads() {
+    let env = TestEnv::with_fake_iptables();
+    let source = env.path("control.txt");
+    let metrics = env.path("portlocker.prom");
+    env.write_config(&format!(
+        "metrics_file = {metrics:?}\n{}",
+        env.config_text(source.to_str().unwrap(), "", "")
+    ));
+    env.control("close ssh\nopen web from 203.0.113.7\n");
+    let before = chrono::Utc::now().timestamp() as f64;
+    env.run(&[]).expect(0);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let values = scrape(&text);
+    let value =
+        |name: &str, labels: &str| values[&(format!("portlocker_{name}"), labels.to_owned())];
+    assert_eq!(value("last_run_success", ""), 1.0);
+    assert!(
+        value("last_run_timestamp_seconds", "") >= before.floor(),
+        "{text}"
+    );
+    assert!(
+        value("last_good_fetch_timestamp_seconds", "") >= before.floor(),
+        "{text}"
+    );
+    let duration = value("last_run_duration_seconds", "");
+    assert!((0.0..60.0).contains(&duration), "{text}");
+    assert_eq!(value("service_closed", "family=ipv4,service=ssh"), 1.0);
+    assert_eq!(value("service_closed", "family=ipv6,service=ssh"), 1.0);
+    assert_eq!(
+        value("service_closed", "family=ipv4,service=web"),
+        0.0,
+        "open to one source is not closed to all"
+    );
+    assert_eq!(value("service_closed", "family=ipv4,service=mosh"), 0.0);
+
+    env.control("close shh\n");
+    env.run(&[]).expect(1);
+    let values = scrape(&std::fs::read_to_string(&metrics).unwrap());
+    assert_eq!(
+        values[&("portlocker_last_run_success".to_owned(), String::new())],
+        0.0
+    );
+}
+
+#[test]
+fn status_json_reports_the_firewall_now_and_the_last_run() {
+    let env = TestEnv::with_fake_iptables();
+    let run = env.run(&["status", "--json"]);
+    run.expect(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(document["last_run"], serde_json::Value::Null);
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let run = env.run(&["status", "--json"]);
+    run.expect(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let ssh = document["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ssh")
+        .unwrap();
+    assert_eq!(ssh["ports"], serde_json::json!(["22/tcp"]));
+    assert_eq!(
+        ssh["state"],
+        serde_json::json!({"ipv4": "closed", "ipv6": "closed"})
+    );
+    assert_eq!(document["last_run"]["ok"], true);
+    assert!(
+        document["last_run"]["at"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+    );
+    assert!(
+        document["control_file"]["fetched_at"].is_string(),
+        "{document}"
+    );
+    assert_eq!(document["errors"], serde_json::json!([]));
+}

@@ -1,0 +1,303 @@
+//! The status page in a real browser: headless Chromium, driven over the
+//! DevTools protocol, renders pages written by real runs at a phone's
+//! 390×844 and a desktop's 1280×800, light and dark. Assertions come from
+//! the live DOM; screenshots go to target/browser/.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::TestEnv;
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const REQUIRE: &str = "PORTLOCKER_REQUIRE_BROWSER";
+
+/// A headless Chromium and one page in it, spoken to over DevTools.
+struct Browser {
+    child: Child,
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes its port and path here once it listens.
+        let active = profile.path().join("DevToolsActivePort");
+        let started = Instant::now();
+        let endpoint = loop {
+            if let Ok(text) = std::fs::read_to_string(&active)
+                && let Some((port, path)) = text.split_once('\n')
+                && !path.trim().is_empty()
+            {
+                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "chromium did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (socket, _) = tungstenite::connect(endpoint).expect("connect to chromium");
+        let mut browser = Browser {
+            child,
+            socket,
+            session: String::new(),
+            next_id: 0,
+            _profile: profile,
+        };
+        let target = browser.call("Target.createTarget", json!({"url": "about:blank"}));
+        let attached = browser.call(
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_owned();
+        browser.call("Page.enable", json!({}));
+        browser
+    }
+
+    /// Sends a command and waits for its answer, skipping events.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let mut message = json!({"id": self.next_id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            message["sessionId"] = json!(self.session);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .unwrap();
+        loop {
+            let answer = self.next_message();
+            if answer["id"] == json!(self.next_id) {
+                assert!(answer.get("error").is_none(), "{method} failed: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    fn next_message(&mut self) -> Value {
+        match self.socket.read().unwrap() {
+            Message::Text(text) => serde_json::from_str(text.as_str()).unwrap(),
+            _ => Value::Null,
+        }
+    }
+
+    /// Sets the viewport, as a phone (`mobile`) or a desktop, and the colour scheme.
+    fn emulate(&mut self, width: u32, height: u32, mobile: bool, scheme: &str) {
+        let scale = if mobile { 3 } else { 1 };
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile}),
+        );
+        self.call(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        );
+    }
+
+    fn open(&mut self, page: &Path) {
+        self.call(
+            "Page.navigate",
+            json!({"url": format!("file://{}", page.display())}),
+        );
+        while self.next_message()["method"] != json!("Page.loadEventFired") {}
+    }
+
+    fn evaluate(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        result["result"]["value"].clone()
+    }
+
+    fn screenshot(&mut self, path: &Path) {
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page looks like from inside the browser.
+const MEASURE: &str = r#"(() => {
+  const width = window.innerWidth;
+  const shown = el => {
+    const box = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    return box.width > 0 && box.height > 0 && box.left >= 0 && box.right <= width + 0.5
+      && style.display !== 'none' && style.visibility !== 'hidden' && style.color !== style.backgroundColor;
+  };
+  const outcome = document.getElementById('outcome');
+  const rows = [...document.querySelectorAll('.service')];
+  return {
+    width,
+    height: window.innerHeight,
+    scrollWidth: document.documentElement.scrollWidth,
+    outcome: outcome ? outcome.textContent : null,
+    outcomeShown: !!outcome && shown(outcome),
+    outcomeTop: outcome ? outcome.getBoundingClientRect().top : null,
+    outcomeColor: outcome ? getComputedStyle(outcome).color : null,
+    firstRowTop: rows.length ? rows[0].getBoundingClientRect().top : null,
+    rows: rows.map(row => ({ name: row.dataset.service, shown: shown(row),
+      states: [...row.querySelectorAll('.state')].filter(shown).length })),
+    background: getComputedStyle(document.body).backgroundColor,
+    scripts: document.scripts.length,
+  };
+})()"#;
+
+/// Status pages written by real runs: one after a good run with long notes,
+/// one after a failure with a long reason.
+fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, String)> {
+    let source = env.path("control.txt");
+    let services = "[services]\nssh = 22\nweb = [80, \"443/tcp\", \"8000-8999/tcp\"]\n\
+                    mosh = \"60000-61000/udp\"\nwireguard-for-the-whole-family = \"51820/udp\"\n";
+    let config = env
+        .config_text(source.to_str().unwrap(), "", "")
+        .replace(&format!("[services]\n{}", common::SERVICES), services);
+    env.write_config(&config);
+    env.control(
+        "close ssh\nopen web from 2001:db8:1234:5678:9abc::/80 until 2099-12-31 23:59\n\
+         open web from 198.51.100.0/24 for 2h\nclose mosh\nopen wireguard-for-the-whole-family for 90m\n",
+    );
+    env.run(&[]).expect(0);
+    let ok = env.path("ok.html");
+    std::fs::copy(env.path("status.html"), &ok).unwrap();
+    env.control(&format!(
+        "close ssh\nopen {}\nopen vnp\nshut web\n",
+        "averyveryveryverylongservicenamethatdoesnotexistanywhere".repeat(3)
+    ));
+    env.run(&[]).expect(1);
+    let failed = env.path("failed.html");
+    std::fs::copy(env.path("status.html"), &failed).unwrap();
+    vec![
+        ("ok", ok, "OK: ".to_owned()),
+        ("failed", failed, "Failed: ".to_owned()),
+    ]
+}
+
+#[test]
+fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
+    if !Path::new(CHROMIUM).exists() {
+        let reason = format!("{CHROMIUM} is missing (apt-get install chromium)");
+        if std::env::var(REQUIRE).as_deref() == Ok("1") {
+            panic!("the browser test cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
+        }
+        eprintln!("SKIPPED the_status_page_reads_well_on_a_phone_and_a_desktop: {reason}");
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    let pages = pages(&env);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut browser = Browser::start();
+    for (width, height, mobile) in [(390, 844, true), (1280, 800, false)] {
+        let mut backgrounds = Vec::new();
+        for scheme in ["light", "dark"] {
+            browser.emulate(width, height, mobile, scheme);
+            for (name, page, outcome) in &pages {
+                browser.open(page);
+                let seen = browser.evaluate(MEASURE);
+                let at = format!("{name} page at {width}x{height} {scheme}: {seen}");
+                assert_eq!(seen["width"], json!(width), "{at}");
+                assert!(
+                    seen["scrollWidth"].as_u64().unwrap() <= u64::from(width),
+                    "scrolls sideways: {at}"
+                );
+                assert!(
+                    seen["outcome"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(outcome.as_str()),
+                    "{at}"
+                );
+                assert_eq!(seen["outcomeShown"], json!(true), "{at}");
+                assert!(
+                    seen["outcomeTop"].as_f64().unwrap() < seen["firstRowTop"].as_f64().unwrap(),
+                    "{at}"
+                );
+                assert!(
+                    seen["outcomeTop"].as_f64().unwrap() < f64::from(height) / 3.0,
+                    "outcome not at the top: {at}"
+                );
+                let rows = seen["rows"].as_array().unwrap();
+                let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+                assert_eq!(
+                    names,
+                    ["mosh", "ssh", "web", "wireguard-for-the-whole-family"],
+                    "{at}"
+                );
+                for row in rows {
+                    assert_eq!(
+                        row["shown"],
+                        json!(true),
+                        "row {} hidden or cut: {at}",
+                        row["name"]
+                    );
+                    assert_eq!(
+                        row["states"],
+                        json!(2),
+                        "row {} lacks a family: {at}",
+                        row["name"]
+                    );
+                }
+                assert_eq!(seen["scripts"], json!(0), "{at}");
+                backgrounds.push(seen["background"].clone());
+                browser.screenshot(
+                    &shots.join(format!("status-{name}-{width}x{height}-{scheme}.png")),
+                );
+            }
+        }
+        assert_ne!(
+            backgrounds[0], backgrounds[2],
+            "dark mode looks like light mode at {width}x{height}"
+        );
+    }
+    // The failed page says why, in its colour, above the rows.
+    browser.emulate(390, 844, true, "light");
+    browser.open(&pages[1].1);
+    let seen = browser.evaluate(MEASURE);
+    assert!(
+        seen["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("unknown service `vnp`"),
+        "{seen}"
+    );
+    assert_ne!(seen["outcomeColor"], json!("rgb(0, 0, 0)"), "{seen}");
+}
