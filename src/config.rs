@@ -195,6 +195,13 @@ impl ServiceName {
     }
 }
 
+/// Lets a set of names be searched by `&str`; the order is the string's.
+impl std::borrow::Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -165,14 +165,31 @@ pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
 
     let mut control = ControlFile::default();
     let mut errors = Vec::new();
+    let mut named_again = 0;
     for (index, raw_line) in text.split('\n').enumerate() {
         let line = index + 1;
         match parse_line(line, raw_line, context) {
             Ok(Parsed::Nothing) => {}
             Ok(Parsed::OtherHost) => control.other_hosts += 1,
-            Ok(Parsed::Directive(directive)) => add(&mut control, directive),
+            Ok(Parsed::Directive(directive)) => {
+                let service = directive.service.clone();
+                if let Some(earlier) = add(&mut control, directive) {
+                    named_again += 1;
+                    if named_again <= LISTED_WARNINGS {
+                        control.warnings.push(format!(
+                            "line {line}: {service} is also named on line {earlier}; line {line} wins"
+                        ));
+                    }
+                }
+            }
             Err(reason) => errors.push(LineError { line, reason }),
         }
+    }
+    if named_again > LISTED_WARNINGS {
+        control.warnings.push(format!(
+            "and {} more lines name a service again; the last line for each wins",
+            named_again - LISTED_WARNINGS
+        ));
     }
     if errors.is_empty() {
         Ok(control)
@@ -181,25 +198,25 @@ pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
     }
 }
 
-/// Adds a line: `from` lines add up; any other line replaces what came before.
-fn add(control: &mut ControlFile, directive: Directive) {
-    let line = directive.line;
+/// Adds a line: `from` lines add up; any other line replaces what came
+/// before, and then returns the line it replaced.
+fn add(control: &mut ControlFile, directive: Directive) -> Option<usize> {
     let lines = control
         .directives
         .entry(directive.service.clone())
         .or_default();
     let adds_up = directive.source.is_some() && lines.iter().all(|d| d.source.is_some());
+    let mut replaced = None;
     if !adds_up {
-        if let Some(earlier) = lines.last() {
-            control.warnings.push(format!(
-                "line {line}: {} is also named on line {}; line {line} wins",
-                directive.service, earlier.line
-            ));
-        }
+        replaced = lines.last().map(|earlier| earlier.line);
         lines.clear();
     }
     lines.push(directive);
+    replaced
 }
+
+/// How many "named again" warnings a file gets before they are summarised.
+const LISTED_WARNINGS: usize = 10;
 
 /// An HTML error or preview page starts with `<` (after blank space);
 /// no valid control line can.
@@ -226,15 +243,15 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
     let Some(action) = words.next() else {
         return Ok(Parsed::Nothing);
     };
-    let action = match action.to_lowercase().as_str() {
-        "open" => Action::Open,
-        "close" => Action::Close,
-        _ => {
-            return Err(format!(
-                "unknown action {} (use open or close)",
-                quoted(action)
-            ));
-        }
+    let action = if action.eq_ignore_ascii_case("open") {
+        Action::Open
+    } else if action.eq_ignore_ascii_case("close") {
+        Action::Close
+    } else {
+        return Err(format!(
+            "unknown action {} (use open or close)",
+            quoted(action)
+        ));
     };
     let Some(service) = words.next() else {
         return Err(format!("{} needs a service name", action.as_str()));
@@ -302,11 +319,7 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
             .map_err(|_| format!("{} is not a service name", quoted(&service)))?;
         return Ok(Parsed::OtherHost);
     }
-    let Some(service) = context
-        .services
-        .iter()
-        .find(|known| known.as_str() == service)
-    else {
+    let Some(service) = context.services.get(service.as_str()) else {
         let known: Vec<&str> = context.services.iter().map(ServiceName::as_str).collect();
         return Err(format!(
             "unknown service {} (known: {})",
@@ -582,6 +595,20 @@ mod tests {
         assert!(errors[0].1.contains('…'));
         let rejection = rejected("open ss\u{202e}h\n".as_bytes());
         assert!(rejection.to_string().contains("\\u{202e}"), "{rejection}");
+    }
+
+    #[test]
+    fn many_repeated_lines_give_a_few_warnings_and_a_count() {
+        let control = parse("close ssh\n".repeat(100).as_bytes(), services()).unwrap();
+        assert_eq!(control.warnings.len(), 11);
+        assert_eq!(
+            control.warnings[0],
+            "line 2: ssh is also named on line 1; line 2 wins"
+        );
+        assert_eq!(
+            control.warnings[10],
+            "and 89 more lines name a service again; the last line for each wins"
+        );
     }
 
     #[test]
