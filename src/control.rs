@@ -171,17 +171,7 @@ pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
         match parse_line(line, raw_line, context) {
             Ok(Parsed::Nothing) => {}
             Ok(Parsed::OtherHost) => control.other_hosts += 1,
-            Ok(Parsed::Directive(directive)) => {
-                let service = directive.service.clone();
-                if let Some(earlier) = add(&mut control, directive) {
-                    named_again += 1;
-                    if named_again <= LISTED_WARNINGS {
-                        control.warnings.push(format!(
-                            "line {line}: {service} is also named on line {earlier}; line {line} wins"
-                        ));
-                    }
-                }
-            }
+            Ok(Parsed::Directive(directive)) => add(&mut control, directive, &mut named_again),
             Err(reason) => errors.push(LineError { line, reason }),
         }
     }
@@ -199,20 +189,29 @@ pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
 }
 
 /// Adds a line: `from` lines add up; any other line replaces what came
-/// before, and then returns the line it replaced.
-fn add(control: &mut ControlFile, directive: Directive) -> Option<usize> {
-    let lines = control
-        .directives
-        .entry(directive.service.clone())
-        .or_default();
+/// before, which is counted in `named_again` and, for the first few, told.
+fn add(control: &mut ControlFile, directive: Directive, named_again: &mut usize) {
+    let Some(lines) = control.directives.get_mut(&directive.service) else {
+        control
+            .directives
+            .insert(directive.service.clone(), vec![directive]);
+        return;
+    };
     let adds_up = directive.source.is_some() && lines.iter().all(|d| d.source.is_some());
-    let mut replaced = None;
     if !adds_up {
-        replaced = lines.last().map(|earlier| earlier.line);
+        if let Some(earlier) = lines.last() {
+            *named_again += 1;
+            if *named_again <= LISTED_WARNINGS {
+                let line = directive.line;
+                control.warnings.push(format!(
+                    "line {line}: {} is also named on line {}; line {line} wins",
+                    directive.service, earlier.line
+                ));
+            }
+        }
         lines.clear();
     }
     lines.push(directive);
-    replaced
 }
 
 /// How many "named again" warnings a file gets before they are summarised.
@@ -256,7 +255,11 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
     let Some(service) = words.next() else {
         return Err(format!("{} needs a service name", action.as_str()));
     };
-    let service = service.to_lowercase();
+    let service: std::borrow::Cow<str> = if service.bytes().any(|b| !b.is_ascii_lowercase()) {
+        service.to_lowercase().into()
+    } else {
+        service.into()
+    };
 
     let mut source = None;
     let mut expiry = None;
@@ -308,7 +311,7 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
         return Err("`from`, `until` and `for` go with open only".into());
     }
 
-    let for_this_host = hosts.is_none_or(|patterns: Vec<String>| {
+    let for_this_host = hosts.is_none_or(|patterns: Vec<&str>| {
         patterns
             .iter()
             .any(|pattern| glob_match(pattern, context.host_name))
@@ -319,7 +322,7 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
             .map_err(|_| format!("{} is not a service name", quoted(&service)))?;
         return Ok(Parsed::OtherHost);
     }
-    let Some(service) = context.services.get(service.as_str()) else {
+    let Some(service) = context.services.get(service.as_ref()) else {
         let known: Vec<&str> = context.services.iter().map(ServiceName::as_str).collect();
         return Err(format!(
             "unknown service {} (known: {})",
@@ -349,12 +352,12 @@ fn parse_source(word: &str) -> Result<IpNet, String> {
     })
 }
 
-fn parse_hosts(word: &str) -> Result<Vec<String>, String> {
-    let patterns: Vec<String> = word.split(',').map(str::to_lowercase).collect();
-    let valid = |p: &String| {
+fn parse_hosts(word: &str) -> Result<Vec<&str>, String> {
+    let patterns: Vec<&str> = word.split(',').collect();
+    let valid = |p: &&str| {
         !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.*?[]!".contains(c))
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.*?[]!".contains(&c))
     };
     if patterns.iter().all(valid) {
         Ok(patterns)
@@ -367,18 +370,17 @@ fn parse_hosts(word: &str) -> Result<Vec<String>, String> {
 }
 
 /// Shell-style matching of a host name: `*`, `?` and `[a-z]` / `[!0-9]`,
-/// ignoring case. Linear in practice: one star is backtracked at a time,
-/// so no pattern can make it explode.
+/// ignoring ASCII case (host names are ASCII). Linear in practice: one star
+/// is backtracked at a time, so no pattern can make it explode.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.to_lowercase().chars().collect();
-    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
     let (mut p, mut n) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while n < name.len() {
-        if pattern.get(p) == Some(&'*') {
+        if pattern.get(p) == Some(&b'*') {
             backtrack = Some((p, n));
             p += 1;
-        } else if let Some(width) = match_one(&pattern[p..], name[n]) {
+        } else if let Some(width) = match_one(&pattern[p..], name[n].to_ascii_lowercase()) {
             p += width;
             n += 1;
         } else if let Some((star, from)) = backtrack {
@@ -390,23 +392,26 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// Whether the pattern's first token matches `c`; its width if so.
-fn match_one(pattern: &[char], c: char) -> Option<usize> {
+/// Whether the pattern's first token matches lowercase `c`; its width if so.
+fn match_one(pattern: &[u8], c: u8) -> Option<usize> {
     match pattern.first()? {
-        '?' => Some(1),
-        '[' => {
-            let negated = pattern.get(1) == Some(&'!');
+        b'?' => Some(1),
+        b'[' => {
+            let negated = pattern.get(1) == Some(&b'!');
             let start = if negated { 2 } else { 1 };
             // A `]` right after the opening bracket is a member, as in the shell.
-            let close = start + 1 + pattern.get(start + 1..)?.iter().position(|&x| x == ']')?;
-            let set = &pattern[start..close];
+            let close = start + 1 + pattern.get(start + 1..)?.iter().position(|&x| x == b']')?;
+            let set: Vec<u8> = pattern[start..close]
+                .iter()
+                .map(u8::to_ascii_lowercase)
+                .collect();
             let mut hit = false;
             let mut i = 0;
             while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == '-' {
+                if i + 2 < set.len() && set[i + 1] == b'-' {
                     hit |= set[i] <= c && c <= set[i + 2];
                     i += 3;
                 } else {
@@ -416,7 +421,7 @@ fn match_one(pattern: &[char], c: char) -> Option<usize> {
             }
             (hit != negated).then_some(close + 1)
         }
-        &literal => (literal == c).then_some(1),
+        literal => (literal.to_ascii_lowercase() == c).then_some(1),
     }
 }
 

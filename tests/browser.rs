@@ -184,11 +184,10 @@ const MEASURE: &str = r#"(() => {
 /// Status pages written by real runs: one after a good run with long notes,
 /// one after a failure with a long reason.
 fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, String)> {
-    let source = env.path("control.txt");
     let services = "[services]\nssh = 22\nweb = [80, \"443/tcp\", \"8000-8999/tcp\"]\n\
                     mosh = \"60000-61000/udp\"\nwireguard-for-the-whole-family = \"51820/udp\"\n";
     let config = env
-        .config_text(source.to_str().unwrap(), "", "")
+        .local_config("", "")
         .replace(&format!("[services]\n{}", common::SERVICES), services);
     env.write_config(&config);
     env.control(

@@ -263,8 +263,7 @@ fn a_missing_iptables_is_a_clear_failure() {
 #[test]
 fn ipv6_false_leaves_ip6tables_alone() {
     let env = TestEnv::with_fake_iptables();
-    let source = env.path("control.txt");
-    env.write_config(&env.config_text(source.to_str().unwrap(), "", "ipv6 = false"));
+    env.write_config(&env.local_config("", "ipv6 = false"));
     env.control("close ssh\n");
     env.run(&[]).expect(0);
     assert!(
@@ -564,9 +563,8 @@ fn config_and_ca_file_must_be_owned_by_root() {
     chown(&config, Some(0), None).unwrap();
     std::fs::write(env.path("ca.pem"), "").unwrap();
     chown(env.path("ca.pem"), Some(65534), None).unwrap();
-    let source = env.path("control.txt");
     let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
-    env.write_config(&env.config_text(source.to_str().unwrap(), &fetch, ""));
+    env.write_config(&env.local_config(&fetch, ""));
     let run = env.run(&["check"]);
     run.expect(2);
     assert!(run.stderr.contains("fetch.ca_file"), "{}", run.stderr);
@@ -681,11 +679,10 @@ fn scrape(text: &str) -> std::collections::BTreeMap<(String, String), f64> {
 #[test]
 fn every_run_writes_metrics_a_prometheus_parser_reads() {
     let env = TestEnv::with_fake_iptables();
-    let source = env.path("control.txt");
     let metrics = env.path("portlocker.prom");
     env.write_config(&format!(
         "metrics_file = {metrics:?}\n{}",
-        env.config_text(source.to_str().unwrap(), "", "")
+        env.local_config("", "")
     ));
     env.control("close ssh\nopen web from 203.0.113.7\n");
     let before = chrono::Utc::now().timestamp() as f64;

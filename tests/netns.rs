@@ -199,12 +199,7 @@ fn without_keep_established_a_close_cuts_open_sessions_too() {
         return;
     }
     let env = TestEnv::with_real_iptables();
-    let source = env.path("control.txt");
-    env.write_config(&env.config_text(
-        source.to_str().unwrap(),
-        "",
-        "keep_established = false\nipv6 = false",
-    ));
+    env.write_config(&env.local_config("", "keep_established = false\nipv6 = false"));
     let [v4, _] = ssh_listeners();
     let mut session = TcpStream::connect(v4).unwrap();
     assert!(still_talks(&mut session));
@@ -226,8 +221,7 @@ fn input_chain_mode_puts_the_rules_straight_into_input() {
         return;
     }
     let env = TestEnv::with_real_iptables();
-    let source = env.path("control.txt");
-    env.write_config(&env.config_text(source.to_str().unwrap(), "", "chain = \"INPUT\""));
+    env.write_config(&env.local_config("", "chain = \"INPUT\""));
     let [v4, v6] = ssh_listeners();
     env.control("close ssh\n");
     env.run(&[]).expect(0);

@@ -203,8 +203,7 @@ impl Signer {
 
 fn signed_env(signer: &Signer) -> TestEnv {
     let env = TestEnv::with_real_iptables();
-    let source = env.path("control.txt");
-    let config = env.config_text(source.to_str().unwrap(), "", "").replace(
+    let config = env.local_config("", "").replace(
         "[services]",
         &format!(
             "[signature]\npublic_key = {:?}\n[services]",
@@ -297,11 +296,7 @@ fn lines_for_other_hosts_are_checked_but_not_applied() {
         return;
     }
     let env = TestEnv::with_real_iptables();
-    let source = env.path("control.txt");
-    let config = format!(
-        "host_name = \"web-1\"\n{}",
-        env.config_text(source.to_str().unwrap(), "", "")
-    );
+    let config = format!("host_name = \"web-1\"\n{}", env.local_config("", ""));
     env.write_config(&config);
     env.control("close ssh on web-*\nclose web on db-*,mail\nclose mosh\nclose postgres on db-*\n");
     env.run(&[]).expect(0);

@@ -185,9 +185,8 @@ fn a_service_removed_from_the_config_loses_its_rules() {
     let env = TestEnv::with_real_iptables();
     env.control("close ssh\nclose web\n");
     env.run(&[]).expect(0);
-    let source = env.path("control.txt");
     let without_web = env
-        .config_text(source.to_str().unwrap(), "", "")
+        .local_config("", "")
         .replace("web = [80, \"443/tcp\"]\n", "");
     env.write_config(&without_web);
     env.control("close ssh\n");

@@ -75,9 +75,14 @@ impl TestEnv {
         )
     }
 
-    pub fn write_default_config(&self) {
+    /// A config with the test directory's control file as its source.
+    pub fn local_config(&self, fetch: &str, firewall: &str) -> String {
         let source = self.path("control.txt");
-        self.write_config(&self.config_text(source.to_str().unwrap(), "", ""));
+        self.config_text(source.to_str().unwrap(), fetch, firewall)
+    }
+
+    pub fn write_default_config(&self) {
+        self.write_config(&self.local_config("", ""));
     }
 
     pub fn write_config(&self, text: &str) {
