@@ -326,7 +326,7 @@ struct Chosen {
 /// one (and remembering a new good one in `state`).
 fn choose_control(config: &Config, state: &mut State, offline: bool) -> Chosen {
     if offline {
-        return match last_good(config, state) {
+        return match last_good(config, state, log::Level::Info) {
             Ok(control) => Chosen {
                 control: Some(control),
                 problem: None,
@@ -344,7 +344,7 @@ fn choose_control(config: &Config, state: &mut State, offline: bool) -> Chosen {
         },
         Err(error) => {
             let problem = format!("{error:#}");
-            match last_good(config, state) {
+            match last_good(config, state, log::Level::Warn) {
                 Ok(control) => Chosen {
                     control: Some(control),
                     problem: Some(problem),
@@ -439,7 +439,9 @@ fn wait_jitter(jitter: Duration) {
 }
 
 /// The last good control file, checked again against today's config.
-fn last_good(config: &Config, state: &State) -> Result<ControlFile, String> {
+/// `level` is how loudly to say it is used: a warning when it stands in for
+/// a fetch that failed, news when `--offline` asked for it.
+fn last_good(config: &Config, state: &State, level: log::Level) -> Result<ControlFile, String> {
     let Some(good) = &state.last_good else {
         return Err("there is no last good control file yet".into());
     };
@@ -448,7 +450,7 @@ fn last_good(config: &Config, state: &State) -> Result<ControlFile, String> {
         validate(config, good.body.as_bytes(), "the last good copy").map_err(|error| {
             format!("the last good control file from {when} no longer fits the config: {error:#}")
         })?;
-    log::warn!("using last good control file from {when}");
+    log::log!(level, "using last good control file from {when}");
     Ok(control)
 }
 
@@ -569,7 +571,7 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let mut state = peek_state(config);
     let control = if offline {
-        last_good(config, &state).map_err(|why| anyhow!(why))?
+        last_good(config, &state, log::Level::Info).map_err(|why| anyhow!(why))?
     } else {
         fetch_control(config, &state)?
     };
