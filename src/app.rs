@@ -49,6 +49,10 @@ pub fn main(cli: Cli) -> Exit {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match dispatch(&cli) {
         Ok(exit) => exit,
+        Err(error) if broken_pipe(&error) => {
+            // The reader went away (`portlocker status | head`): nothing to report.
+            Exit::Ok
+        }
         Err(error) => {
             let usage = error.downcast_ref::<ConfigError>().is_some();
             if log::log_enabled!(log::Level::Error) {
@@ -59,6 +63,19 @@ pub fn main(cli: Cli) -> Exit {
             if usage { Exit::Usage } else { Exit::Failed }
         }
     }
+}
+
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    error.chain().any(|cause| {
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind);
+        let json = cause
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind);
+        io == Some(BrokenPipe) || json == Some(BrokenPipe)
+    })
 }
 
 fn dispatch(cli: &Cli) -> Result<Exit> {
