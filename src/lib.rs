@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod fetch;
 pub mod firewall;
+pub mod intake;
 pub mod intent;
 pub mod logging;
 pub mod metrics;
