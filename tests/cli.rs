@@ -82,11 +82,7 @@ fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
         "line 3: unexpected `now`",
         "nothing was changed",
     ] {
-        assert!(
-            run.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            run.stderr
-        );
+        run.says(needle);
         assert!(env.log().contains(needle), "log lacks {needle:?}");
     }
     let page = env.status_page().unwrap();
@@ -110,11 +106,7 @@ fn whole_file_refusals_make_no_firewall_call() {
         std::fs::write(env.path("control.txt"), body).unwrap();
         let run = env.run(&[]);
         run.expect(1);
-        assert!(
-            run.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            run.stderr
-        );
+        run.says(needle);
         assert_eq!(env.calls(), Vec::<String>::new());
     }
 }
@@ -137,17 +129,8 @@ fn a_failed_rule_does_not_stop_the_others_and_exits_1() {
     // Chain creation fails in both families, and every later step is still tried.
     let tried = env.changing_calls();
     assert_eq!(tried.len(), 6, "{tried:?}");
-    assert!(
-        run.stderr.contains("6 firewall commands failed"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("exited with 4: ip6tables: Bad rule (fake failure)."),
-        "{}",
-        run.stderr
-    );
+    run.says("6 firewall commands failed");
+    run.says("exited with 4: ip6tables: Bad rule (fake failure).");
     let page = env.status_page().unwrap();
     assert!(
         page.contains("Failed: 6 firewall commands failed"),
@@ -256,7 +239,7 @@ fn a_missing_iptables_is_a_clear_failure() {
     env.control("close ssh\n");
     let run = env.run(&[]);
     run.expect(1);
-    assert!(run.stderr.contains("ip6tables not found (install the iptables package, or set firewall.ip6tables in the config, or firewall.ipv6 = false)"), "{}", run.stderr);
+    run.says("ip6tables not found (install the iptables package, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
     assert_eq!(env.changing_calls(), Vec::<String>::new());
 }
 
@@ -367,11 +350,7 @@ fn check_validates_config_and_control_file_without_touching_the_firewall() {
     env.control("close shh\n");
     let run = env.run(&["--source", source.to_str().unwrap(), "check"]);
     run.expect(1);
-    assert!(
-        run.stderr.contains("line 1: unknown service `shh`"),
-        "{}",
-        run.stderr
-    );
+    run.says("line 1: unknown service `shh`");
     assert_eq!(env.calls(), Vec::<String>::new());
 }
 
@@ -407,16 +386,11 @@ fn quiet_and_verbose() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\nclose ssh\n");
     let run = env.run(&[]);
-    assert!(
-        run.stderr
-            .contains("line 2: ssh is also named on line 1; line 2 wins"),
-        "{}",
-        run.stderr
-    );
+    run.says("line 2: ssh is also named on line 1; line 2 wins");
     let run = env.run(&["-q"]);
     assert_eq!(run.stderr, "");
     let run = env.run(&["-v"]);
-    assert!(run.stderr.contains("run ok"), "{}", run.stderr);
+    run.says("run ok");
 }
 
 #[test]
@@ -429,11 +403,7 @@ fn a_held_lock_makes_a_run_exit_75_and_change_nothing() {
     for args in [&[][..], &["reset"], &["--offline"]] {
         let run = env.run(args);
         run.expect(75);
-        assert!(
-            run.stderr.contains("another portlocker run holds the lock"),
-            "{}",
-            run.stderr
-        );
+        run.says("another portlocker run holds the lock");
     }
     assert_eq!(env.calls(), Vec::<String>::new());
     drop(lock);
@@ -458,22 +428,9 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
         good,
         "the closed port was not restored"
     );
-    assert!(
-        run.stderr.contains("using last good control file from 20"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("cannot open control file"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("enforced the last good control file instead"),
-        "{}",
-        run.stderr
-    );
+    run.says("using last good control file from 20");
+    run.says("cannot open control file");
+    run.says("enforced the last good control file instead");
     let page = env.status_page().unwrap();
     assert!(
         page.contains("Failed: ") && page.contains("IPv4 closed</span>"),
@@ -491,12 +448,7 @@ fn offline_enforces_the_last_good_copy_without_fetching() {
     let env = TestEnv::with_fake_iptables();
     let run = env.run(&["--offline"]);
     run.expect(1);
-    assert!(
-        run.stderr
-            .contains("there is no last good control file yet; nothing was changed"),
-        "{}",
-        run.stderr
-    );
+    run.says("there is no last good control file yet; nothing was changed");
     assert_eq!(env.calls(), Vec::<String>::new());
 
     env.control("close web\n");
@@ -530,11 +482,7 @@ fn a_damaged_state_file_is_reported_and_the_run_goes_on() {
     std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
     let run = env.run(&[]);
     run.expect(0);
-    assert!(
-        run.stderr.contains("state.toml is damaged"),
-        "{}",
-        run.stderr
-    );
+    run.says("state.toml is damaged");
     let state = std::fs::read_to_string(env.path("state/state.toml")).unwrap();
     assert!(state.contains("close ssh"), "{state}");
 }
@@ -567,7 +515,7 @@ fn config_and_ca_file_must_be_owned_by_root() {
     env.write_config(&env.local_config(&fetch, ""));
     let run = env.run(&["check"]);
     run.expect(2);
-    assert!(run.stderr.contains("fetch.ca_file"), "{}", run.stderr);
+    run.says("fetch.ca_file");
 }
 
 #[test]

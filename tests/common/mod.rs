@@ -208,4 +208,15 @@ impl Run {
         assert_eq!(self.code, Some(code), "unexpected exit: {self:#?}");
         self
     }
+
+    /// Asserts that stderr says `needle`.
+    #[track_caller]
+    pub fn says(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
 }
