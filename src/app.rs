@@ -435,6 +435,19 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     };
     let steps = plan::plan(config, &resolved.wants(), &holdings);
     let mut out = std::io::stdout().lock();
+    for (service, intent) in &resolved.intents {
+        let want = match &intent.want {
+            Want::Closed => "closed",
+            Want::Open => "open",
+            Want::OpenTo(_) => "open to some sources",
+        };
+        let note = if intent.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", intent.note)
+        };
+        writeln!(out, "# the control file wants {service} {want}{note}")?;
+    }
     if let Some(note) = note {
         writeln!(out, "# {note}")?;
         writeln!(
