@@ -25,6 +25,8 @@ struct Browser {
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
     next_id: u64,
+    /// Events that arrived while waiting for an answer.
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -66,11 +68,18 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         };
         let (socket, _) = tungstenite::connect(endpoint).expect("connect to chromium");
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            // A browser that stops answering fails the test instead of hanging it.
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+        }
         let mut browser = Browser {
             child,
             socket,
             session: String::new(),
             next_id: 0,
+            events: Vec::new(),
             _profile: profile,
         };
         let target = browser.call("Target.createTarget", json!({"url": "about:blank"}));
@@ -83,7 +92,7 @@ impl Browser {
         browser
     }
 
-    /// Sends a command and waits for its answer, skipping events.
+    /// Sends a command and waits for its answer, keeping events for later.
     fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let mut message = json!({"id": self.next_id, "method": method, "params": params});
@@ -99,6 +108,7 @@ impl Browser {
                 assert!(answer.get("error").is_none(), "{method} failed: {answer}");
                 return answer["result"].clone();
             }
+            self.events.push(answer);
         }
     }
 
