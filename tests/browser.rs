@@ -227,7 +227,10 @@ fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
         if std::env::var(REQUIRE).as_deref() == Ok("1") {
             panic!("the browser test cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
         }
-        eprintln!("SKIPPED the_status_page_reads_well_on_a_phone_and_a_desktop: {reason}");
+        common::skipped(
+            "the_status_page_reads_well_on_a_phone_and_a_desktop",
+            &reason,
+        );
         return;
     }
     let env = TestEnv::with_fake_iptables();

@@ -180,8 +180,15 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("PORTLOCKER_REQUIRE_NETNS").as_deref() == Ok("1") {
         panic!("{test} needs root and PORTLOCKER_REQUIRE_NETNS=1 forbids skipping it");
     }
-    eprintln!("SKIPPED {test}: not root");
+    skipped(test, "not root");
     false
+}
+
+/// Says on the real stderr (libtest captures `eprintln!`, which would hide
+/// it from a passing test) that `test` did not run, and why.
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
 /// How a portlocker run ended.

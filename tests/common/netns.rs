@@ -23,7 +23,10 @@ pub fn enter(test: &str) -> bool {
         if std::env::var(REQUIRE).as_deref() == Ok("1") {
             panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
         }
-        eprintln!("SKIPPED {test}: {reason} (set {REQUIRE}=1 to make this a failure)");
+        super::skipped(
+            test,
+            &format!("{reason} (set {REQUIRE}=1 to make this a failure)"),
+        );
         return false;
     }
     let exe = std::env::current_exe().unwrap();
