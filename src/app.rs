@@ -663,5 +663,6 @@ mod tests {
         assert_eq!(Exit::Ok as u8, 0);
         assert_eq!(Exit::Failed as u8, 1);
         assert_eq!(Exit::Usage as u8, 2);
+        assert_eq!(Exit::Busy as u8, 75);
     }
 }
