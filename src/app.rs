@@ -155,12 +155,17 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         log::error!("{error:#}; going on without a last good control file");
         State::default()
     });
+    let before = state.clone();
     let chosen = choose_control(config, &mut state, offline);
     let resolved = chosen
         .control
         .as_ref()
         .map(|control| resolve(config, control, &mut state.opens));
-    save(config, &state);
+    // A new last good file or a new open start is kept before the firewall
+    // work, so a run killed during it still remembers them.
+    if state != before {
+        save(config, &state);
+    }
 
     let mut holdings = Holdings::unknown(config);
     let mut outcome = match &resolved {
@@ -470,7 +475,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
 
 /// A step as one line of shell: the bare command when the firewall was read,
 /// otherwise the command guarded by its check, exactly as a run decides.
-pub fn shell_line(config: &Config, step: &Step) -> String {
+fn shell_line(config: &Config, step: &Step) -> String {
     let family = step.change.family();
     let make = Command::iptables(config, family, step.change.args());
     if step.checked {

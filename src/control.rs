@@ -372,7 +372,7 @@ fn parse_hosts(word: &str) -> Result<Vec<&str>, String> {
 /// Shell-style matching of a host name: `*`, `?` and `[a-z]` / `[!0-9]`,
 /// ignoring ASCII case (host names are ASCII). Linear in practice: one star
 /// is backtracked at a time, so no pattern can make it explode.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+fn glob_match(pattern: &str, name: &str) -> bool {
     let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
     let (mut p, mut n) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;

@@ -267,7 +267,7 @@ pub fn tag_of(spec: &[String]) -> Option<&str> {
 
 /// The rules of `chain` in an `iptables -S` listing, each as its original
 /// line and its arguments after `-A CHAIN`, quotes undone.
-pub fn listed_rules<'t>(listing: &'t str, chain: &str) -> Vec<(&'t str, Vec<String>)> {
+fn listed_rules<'t>(listing: &'t str, chain: &str) -> Vec<(&'t str, Vec<String>)> {
     let prefix = format!("-A {chain} ");
     listing
         .lines()
