@@ -6,21 +6,22 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use chrono::Local;
+use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName};
-use crate::control::ControlFile;
-use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
-use crate::intake::{choose_control, fetch_control, last_good};
-use crate::intent::{self, Resolved, Starts, Want};
+use crate::firewall::{self, Command, CommandError, Firewall, SystemRunner};
+use crate::intake::{self, fetch_control};
+use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::logging::{self, Verbosity};
 use crate::metrics;
-use crate::plan::{self, Holdings, PortState, Step};
+use crate::model::{Change, Holdings, PortState};
+use crate::plan::{self, SourcesSeen, Step};
 use crate::source::Source;
-use crate::state::{self, LastGood, LastRun, RunLock, State};
+use crate::state::{self, LastGood, LastRun, Loaded, RunLock, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
+use crate::verdict;
 
 /// The exit codes, each with one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,33 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 /// The state as it is, for a look that changes nothing; empty if unreadable.
 fn peek_state(config: &Config) -> State {
-    State::load(&config.state_dir).unwrap_or_default()
+    match State::peek(&config.state_dir) {
+        Loaded::Kept(state) => state,
+        Loaded::Legacy(mut state) => {
+            intake::migrate(config, &mut state);
+            state
+        }
+        Loaded::Damaged(_) => State::default(),
+    }
+}
+
+/// The state for a run. A damaged one is reported in `problems` (the run
+/// fails) and the run goes on from an empty state: with `default =
+/// "close"` that closes every service.
+fn load_state(config: &Config, problems: &mut Vec<String>) -> State {
+    match State::load(&config.state_dir) {
+        Loaded::Kept(state) => state,
+        Loaded::Legacy(mut state) => {
+            intake::migrate(config, &mut state);
+            state
+        }
+        Loaded::Damaged(reason) => {
+            let problem = format!("{reason}; going on without a kept state");
+            log::error!("{problem}");
+            problems.push(problem);
+            State::default()
+        }
+    }
 }
 
 /// Takes the run lock, or says why this run must stop without changing anything.
@@ -141,6 +168,42 @@ fn lock(config: &Config) -> Result<Option<RunLock>> {
     Ok(lock)
 }
 
+/// With `default = "close"`, services no file opened are closed.
+fn close_unnamed(_config: &Config) -> bool {
+    false
+}
+
+/// What the owner wants now, at `now`; opens that ended go to the log.
+fn resolve(
+    config: &Config,
+    wanted: &Wanted,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+) -> Resolved {
+    let resolved = intent::resolve(
+        wanted,
+        config.services.keys(),
+        close_unnamed(config),
+        now,
+        starts,
+        config.firewall.max_open,
+    );
+    for ended in &resolved.ended {
+        // The open ending as asked: worth a log line, not a mail from cron.
+        log::info!("{ended}; closed");
+    }
+    resolved
+}
+
+/// Every source that may have a rule: in the state before and after this run's file.
+fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
+    let mut seen = intent::sources_of(before);
+    for (service, sources) in intent::sources_of(after) {
+        seen.entry(service).or_default().extend(sources);
+    }
+    seen
+}
+
 /// One cron run: fetch, validate, reconcile, log, status page, metrics.
 fn run(config: &Config, offline: bool) -> Result<Exit> {
     if !offline {
@@ -151,64 +214,75 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     };
     let started = Instant::now();
     let run_at = Local::now().fixed_offset();
-    let mut state = State::load(&config.state_dir).unwrap_or_else(|error| {
-        log::error!("{error:#}; going on without a last good control file");
-        State::default()
-    });
+    let mut problems = Vec::new();
+    let mut state = load_state(config, &mut problems);
     let before = state.clone();
-    let chosen = choose_control(config, &mut state, offline);
-    let resolved = chosen
-        .control
-        .as_ref()
-        .map(|control| resolve(config, control, &mut state.opens));
-    // A new last good file or a new open start is kept before the firewall
-    // work, so a run killed during it still remembers them.
+    let (kept, _) = intake::kept_wanted(config, &state);
+    let intake = intake::take(config, &mut state, offline, run_at);
+    problems.extend(intake.problem.clone());
+    let resolved = resolve(config, &intake.wanted, &state.opens, run_at);
+    // A new wanted state is kept before the firewall work, so a run killed
+    // during it still remembers what the owner asked.
     if state != before {
-        save(config, &state);
+        save(config, &state, &mut problems);
     }
 
-    let mut holdings = Holdings::unknown(config);
-    let mut outcome = match &resolved {
-        Some(resolved) => reconcile(config, &resolved.wants(), &mut holdings),
-        None => Reconciled::default(),
+    let seen = sources_seen(&kept, &intake.wanted);
+    let docker = config.status_file.is_some();
+    // With nothing to enforce and a file refused, the firewall is not even read.
+    let idle = intake.problem.is_some() && resolved.intents.is_empty();
+    let outcome = match idle {
+        true => Reconciled::idle(config),
+        false => reconcile(config, &resolved.wants(), &seen, docker),
     };
-    outcome.failure = match (&resolved, chosen.problem, outcome.failure) {
-        (None, problem, _) => Some(format!(
-            "{}; nothing was changed",
-            problem.unwrap_or_default()
-        )),
-        (Some(_), None, failure) => failure,
-        (Some(_), Some(problem), failure) => {
-            let reason = format!("{problem}; enforced the last good control file instead");
-            Some(match failure {
-                None => reason,
-                Some(failure) => format!("{reason}, and {failure}"),
-            })
+    if outcome.failure.is_none() {
+        // A count starts only once its open is in the firewall.
+        state.opens.extend(resolved.new_starts.clone());
+    }
+    let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
+    let mut failure = problems.join("; ");
+    if !failure.is_empty() && outcome.changes == 0 && nothing_kept {
+        failure.push_str("; nothing was changed");
+    }
+    if let Some(more) = &outcome.failure {
+        if failure.is_empty() {
+            failure = more.clone();
+        } else {
+            failure = format!("{failure}, and {more}");
         }
-    };
+    }
 
-    let mut report = report(
-        config,
-        &holdings,
-        resolved.as_ref(),
-        outcome.failure.clone(),
-    );
+    state.last_run = Some(LastRun {
+        at: run_at,
+        ok: failure.is_empty(),
+        failure: (!failure.is_empty()).then(|| failure.clone()),
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    let mut not_saved = Vec::new();
+    save(config, &state, &mut not_saved);
+    if let Some(reason) = not_saved.first() {
+        failure = if failure.is_empty() {
+            reason.clone()
+        } else {
+            format!("{failure}, and {reason}")
+        };
+        if let Some(last_run) = &mut state.last_run {
+            last_run.ok = false;
+            last_run.failure = Some(failure.clone());
+        }
+    }
+    let failure = (!failure.is_empty()).then_some(failure);
+
+    let mut report = report(config, &outcome.holdings, Some(&resolved), failure.clone());
     report.run_at = run_at;
     report.control_file = state.last_good.as_ref().map(LastGood::freshness);
-    report.notices = notices(config, &holdings, outcome.notices);
+    report.notices = notices(config, &outcome.holdings, outcome.notices);
     if let Some(path) = &config.status_file {
         report.backend = firewall::backend(config);
         if let Err(error) = status::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
             log::warn!("status page not updated: {error:#}");
         }
     }
-    state.last_run = Some(LastRun {
-        at: run_at,
-        ok: outcome.failure.is_none(),
-        failure: outcome.failure.clone(),
-        duration_ms: started.elapsed().as_millis() as u64,
-    });
-    save(config, &state);
     if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
         let text = metrics::render(&report, last_run);
         if let Err(error) = status::write_atomic(path, text.as_bytes(), 0o644) {
@@ -216,7 +290,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         }
     }
 
-    Ok(match outcome.failure {
+    Ok(match failure {
         None => {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
@@ -241,10 +315,12 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     })
 }
 
-/// Writes the state; a failure is reported, and the run goes on.
-fn save(config: &Config, state: &State) {
+/// Writes the state; a failure is reported in `problems`, and the run goes on.
+fn save(config: &Config, state: &State, problems: &mut Vec<String>) {
     if let Err(error) = state.save(&config.state_dir) {
-        log::error!("the state was not saved: {error:#}");
+        let problem = format!("the state was not saved: {error:#}");
+        log::error!("{problem}");
+        problems.push(problem);
     }
 }
 
@@ -268,21 +344,6 @@ fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Ve
     notices
 }
 
-/// What the control file asks for now; opens that ended go to the log.
-fn resolve(config: &Config, control: &ControlFile, starts: &mut Starts) -> Resolved {
-    let resolved = intent::resolve(
-        control,
-        Local::now().fixed_offset(),
-        starts,
-        config.firewall.max_open,
-    );
-    for ended in &resolved.ended {
-        // The open ending as asked: worth a log line, not a mail from cron.
-        log::info!("{ended}; closed");
-    }
-    resolved
-}
-
 /// Sleeps a random time up to `jitter`, so many servers on the same cron
 /// minute do not all fetch at once.
 fn wait_jitter(jitter: Duration) {
@@ -300,47 +361,66 @@ fn wait_jitter(jitter: Duration) {
 }
 
 /// What reconciling did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Reconciled {
+    /// What the firewall holds after it.
+    holdings: Holdings,
     /// Commands that changed the firewall.
     changes: usize,
-    /// Repairs worth showing on the status page.
+    /// Repairs and rules of others worth showing on the status page.
     notices: Vec<String>,
     failure: Option<String>,
 }
 
-/// Makes the firewall hold what `wants` asks, recording what it holds in
-/// `holdings`.
+impl Reconciled {
+    /// Nothing done, nothing read.
+    fn idle(config: &Config) -> Reconciled {
+        Reconciled {
+            holdings: Holdings::unknown(config),
+            changes: 0,
+            notices: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// Makes the firewall hold what `wants` asks, then reads the result back
+/// through the verdicts: a service asked closed that is not closed fails
+/// the run, naming the rule that lets it through.
 fn reconcile(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
-    holdings: &mut Holdings,
+    seen: &SourcesSeen,
+    docker: bool,
 ) -> Reconciled {
     let failed = |reason: String| Reconciled {
+        holdings: Holdings::unknown(config),
+        changes: 0,
+        notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
-        ..Reconciled::default()
     };
     if let Err(reason) = firewall::preflight(config) {
         return failed(reason);
     }
     let mut firewall = Firewall::new(config, SystemRunner);
-    let (observed, mut errors) = firewall.observe();
-    *holdings = observed;
+    let (mut holdings, mut errors) = firewall.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
-    let steps = plan::plan(config, wants, holdings);
-    let applied = firewall.apply(&steps, holdings);
+    let steps = plan::plan(config, wants, &holdings, seen);
+    let applied = firewall.apply(&steps, &mut holdings);
     errors.extend(applied.errors);
     for error in &errors {
         log::error!("{error}");
     }
     let mut notices = Vec::new();
     for family in config.families() {
-        let moved = applied
-            .made
-            .iter()
-            .any(|change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family));
+        let moved =
+            applied.made.iter().any(
+                |change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family),
+            ) && applied.made.iter().any(
+                |change| matches!(change, Change::InsertJump { family: f, .. } if *f == family),
+            );
         if moved {
             let notice = format!(
                 "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
@@ -350,11 +430,86 @@ fn reconcile(
             notices.push(notice);
         }
     }
+    let (too_open, foreign_closes) = mismatches(config, wants, &holdings);
+    for warning in &foreign_closes {
+        log::warn!("{warning}");
+    }
+    notices.extend(foreign_closes);
+    let mut failure = summarise_errors(&errors);
+    if !too_open.is_empty() {
+        let reason = too_open.join("; ");
+        failure = Some(match failure {
+            None => reason,
+            Some(failure) => format!("{failure}; {reason}"),
+        });
+    }
     Reconciled {
+        holdings,
         changes: applied.made.len(),
         notices,
-        failure: summarise_errors(&errors),
+        failure,
     }
+}
+
+/// Where the firewall, read through the verdicts, differs from what is
+/// wanted: ports more open than asked (a failure, naming the rule that
+/// lets them through), and rules of others that close a port the control
+/// file opens (a warning, with the command that removes the rule).
+fn mismatches(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    holdings: &Holdings,
+) -> (Vec<String>, Vec<String>) {
+    let mut too_open = Vec::new();
+    let mut foreign = Vec::new();
+    for (service, want) in wants {
+        for (&family, held) in &holdings.families {
+            let Some(held) = held else { continue };
+            for &ports in &config.services[service] {
+                let verdict = verdict::port_verdict(config, held, family, ports);
+                let allowed: &[PortState] = match want {
+                    Want::Closed => &[PortState::Closed],
+                    Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
+                    Want::Open => {
+                        if let (PortState::Closed, Some((chain, rule))) =
+                            (verdict.state, &verdict.decided_by)
+                            && rule.tag().is_none()
+                        {
+                            let mut args = vec!["-D".to_owned(), chain.clone()];
+                            args.extend(rule.spec.iter().cloned());
+                            let remove = Command::iptables(config, family, args);
+                            let warning = format!(
+                                "{family}: `{}` is not portlocker's and closes {service} {ports}, \
+                                 which the control file opens; remove it with `{remove}`",
+                                rule.shown(chain)
+                            );
+                            if !foreign.contains(&warning) {
+                                foreign.push(warning);
+                            }
+                        }
+                        continue;
+                    }
+                };
+                if !allowed.contains(&verdict.state) {
+                    let why = match &verdict.passed_by {
+                        Some((chain, rule)) => {
+                            format!(": `{}` lets it through first", rule.shown(chain))
+                        }
+                        None => String::new(),
+                    };
+                    let asked = match want {
+                        Want::Closed => "closed",
+                        _ => "open to its sources only",
+                    };
+                    too_open.push(format!(
+                        "{family}: {service} {ports} should be {asked} but is {}{why}",
+                        verdict.state.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    (too_open, foreign)
 }
 
 const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
@@ -366,7 +521,7 @@ fn reset(config: &Config) -> Result<Exit> {
     };
     firewall::preflight(config).map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
     let mut firewall = Firewall::new(config, SystemRunner);
-    let (mut holdings, mut errors) = firewall.observe();
+    let (mut holdings, mut errors) = firewall.observe(false);
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
@@ -414,15 +569,12 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
-    let mut state = peek_state(config);
-    let control = if offline {
-        last_good(config, &state, log::Level::Info).map_err(|why| anyhow!(why))?
-    } else {
-        fetch_control(config, &state)?
-    };
-    let resolved = resolve(config, &control, &mut state.opens);
+    let state = peek_state(config);
+    let now = Local::now().fixed_offset();
+    let wanted = intake::look(config, &state, offline, now)?;
+    let resolved = resolve(config, &wanted, &state.opens, now);
     let (holdings, note) = match firewall::preflight(config) {
-        Ok(()) => match Firewall::new(config, SystemRunner).observe() {
+        Ok(()) => match Firewall::new(config, SystemRunner).observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
             (_, errors) if errors.iter().any(CommandError::needs_root) => (
                 Holdings::unknown(config),
@@ -438,7 +590,9 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
             Some(format!("cannot read the firewall: {reason}")),
         ),
     };
-    let steps = plan::plan(config, &resolved.wants(), &holdings);
+    let (kept, _) = intake::kept_wanted(config, &state);
+    let seen = sources_seen(&kept, &wanted);
+    let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
     let mut out = std::io::stdout().lock();
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {
@@ -477,11 +631,11 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
 /// otherwise the command guarded by its check, exactly as a run decides.
 fn shell_line(config: &Config, step: &Step) -> String {
     let family = step.change.family();
-    let make = Command::iptables(config, family, step.change.args());
+    let make = Command::iptables(config, family, firewall::args(&step.change));
     if step.checked {
         return make.to_string();
     }
-    let check = Command::iptables(config, family, step.change.check_args());
+    let check = Command::iptables(config, family, firewall::check_args(&step.change));
     match step.change {
         Change::NewChain { .. } => format!("{check} >/dev/null 2>&1 || {make}"),
         Change::DeleteChain { .. } => format!("if {check} >/dev/null 2>&1; then {make}; fi"),
@@ -526,7 +680,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
+    let (holdings, errors) = Firewall::new(config, SystemRunner).observe(true);
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"
@@ -623,7 +777,13 @@ fn report(
             states: config
                 .families()
                 .into_iter()
-                .map(|family| (family, holdings.state(config, service, family)))
+                .map(|family| {
+                    let state = match holdings.family(family) {
+                        Some(held) => verdict::service_state(config, held, family, service),
+                        None => PortState::Unknown,
+                    };
+                    (family, state)
+                })
                 .collect(),
         })
         .collect();

@@ -1,6 +1,6 @@
-//! The firewall: rules as argv vectors, the one seam where iptables runs, and
-//! reading and changing portlocker's part of it. The only module that spawns
-//! processes; no shell is ever involved.
+//! The iptables layer: changes as argv vectors, the one seam where
+//! iptables runs, and reading and changing portlocker's part of the
+//! firewall. The only module that spawns processes; no shell is ever involved.
 
 use std::fmt;
 use std::io;
@@ -8,10 +8,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use ipnet::IpNet;
-
-use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
-use crate::plan::{FamilyHoldings, Holdings, Step};
+use crate::config::{ChainName, Config, Family};
+use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Rule};
+use crate::plan::Step;
 
 /// Seconds every iptables call waits for the xtables lock before giving up,
 /// so a run never hangs behind another firewall tool.
@@ -20,282 +19,51 @@ pub const XTABLES_WAIT_SECS: u32 = 10;
 /// How many copies of one rule a blind removal takes away before it gives up.
 const MAX_DUPLICATES: usize = 64;
 
-/// A rule for one port spec of one service, in one family: a DROP, or
-/// with a source, an ACCEPT for that source that goes before the DROP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub family: Family,
-    pub chain: ChainName,
-    pub service: ServiceName,
-    pub ports: PortSpec,
-    pub keep_established: bool,
-    /// Accept this network (of the rule's family) instead of dropping everyone.
-    pub source: Option<IpNet>,
-}
-
-impl Rule {
-    /// The comment that marks the rule as portlocker's.
-    pub fn tag(&self) -> String {
-        format!("portlocker:{}", self.service)
-    }
-
-    /// The same rule, accepting `source` rather than dropping everyone.
-    pub fn accepting(&self, source: IpNet) -> Rule {
-        Rule {
-            source: Some(source),
-            ..self.clone()
+/// The arguments that make `change`.
+pub fn args(change: &Change) -> Vec<String> {
+    match change {
+        Change::NewChain { chain, .. } => vec!["-N".into(), chain.to_string()],
+        Change::InsertJump { chain, tag, .. } => {
+            let mut args = vec!["-I".to_owned(), "INPUT".to_owned(), "1".to_owned()];
+            args.extend(tag.spec(chain));
+            args
         }
-    }
-
-    /// The rule's match and target, as given to `-C`, `-A` and `-D` after
-    /// the chain, in the order `iptables -S` lists them.
-    pub fn spec(&self) -> Vec<String> {
-        let protocol = self.ports.protocol.as_str();
-        let mut spec = Vec::new();
-        if let Some(source) = self.source {
-            spec.extend(["-s".to_owned(), source.to_string()]);
+        Change::DeleteJump { spec, .. } => listed_args("-D", "INPUT", spec),
+        Change::DeleteChain { chain, .. } => vec!["-X".into(), chain.to_string()],
+        // A source rule must come before the DROP of its port: first in the chain.
+        Change::Append(rule) if rule.source.is_some() => {
+            let mut args = vec!["-I".to_owned(), rule.chain.to_string(), "1".to_owned()];
+            args.extend(rule.spec());
+            args
         }
-        spec.extend(["-p", protocol, "-m", protocol, "--dport"].map(String::from));
-        spec.push(self.ports.dport());
-        if self.source.is_some() {
-            spec.extend(["-m", "comment", "--comment"].map(String::from));
-            spec.push(self.tag());
-            spec.extend(["-j", "ACCEPT"].map(String::from));
-            return spec;
-        }
-        if self.keep_established {
-            // --syn matches only a new TCP connection, whether or not conntrack
-            // saw the session start; UDP has no such flag, so ask conntrack.
-            match self.ports.protocol {
-                Protocol::Tcp => spec.push("--syn".into()),
-                Protocol::Udp => {
-                    spec.extend(["-m", "conntrack", "--ctstate", "NEW"].map(String::from))
-                }
-            }
-        }
-        spec.extend(["-m", "comment", "--comment"].map(String::from));
-        spec.push(self.tag());
-        spec.extend(["-j", "DROP"].map(String::from));
-        spec
-    }
-
-    /// The spec as `iptables -S` lists it back, to find the rule in a listing.
-    pub fn listed_spec(&self) -> Vec<String> {
-        self.spec()
-            .into_iter()
-            .flat_map(|arg| match arg.as_str() {
-                "--syn" => ["--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]
-                    .map(String::from)
-                    .to_vec(),
-                _ => vec![arg],
-            })
-            .collect()
+        Change::Append(rule) => rule_args("-A", rule),
+        Change::Delete(rule) => rule_args("-D", rule),
+        Change::DeleteListed { chain, spec, .. } => listed_args("-D", chain.as_str(), spec),
     }
 }
 
-/// One change to the firewall.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    NewChain {
-        family: Family,
-        chain: ChainName,
-    },
-    /// A jump from the top of INPUT to the chain.
-    InsertJump {
-        family: Family,
-        chain: ChainName,
-    },
-    /// Removes the first jump from INPUT to the chain.
-    DeleteJump {
-        family: Family,
-        chain: ChainName,
-    },
-    /// Deletes the (empty, unreferenced) chain.
-    DeleteChain {
-        family: Family,
-        chain: ChainName,
-    },
-    Append(Rule),
-    /// Removes one copy of the rule.
-    Delete(Rule),
-    /// Removes one copy of a tagged rule as listed, which the config no longer produces.
-    DeleteListed {
-        family: Family,
-        chain: ChainName,
-        spec: Vec<String>,
-    },
-}
-
-impl Change {
-    pub fn family(&self) -> Family {
-        match self {
-            Change::NewChain { family, .. }
-            | Change::InsertJump { family, .. }
-            | Change::DeleteJump { family, .. }
-            | Change::DeleteChain { family, .. }
-            | Change::DeleteListed { family, .. } => *family,
-            Change::Append(rule) | Change::Delete(rule) => rule.family,
+/// The read-only arguments whose success means the thing `change` is
+/// about is present.
+pub fn check_args(change: &Change) -> Vec<String> {
+    match change {
+        Change::NewChain { chain, .. } | Change::DeleteChain { chain, .. } => {
+            vec!["-S".into(), chain.to_string()]
         }
+        Change::InsertJump { chain, tag, .. } => listed_args("-C", "INPUT", &tag.spec(chain)),
+        Change::DeleteJump { spec, .. } => listed_args("-C", "INPUT", spec),
+        Change::Append(rule) | Change::Delete(rule) => rule_args("-C", rule),
+        Change::DeleteListed { chain, spec, .. } => listed_args("-C", chain.as_str(), spec),
     }
-
-    /// Whether the change takes something away (and so may need repeating
-    /// while copies remain).
-    pub fn removes(&self) -> bool {
-        !matches!(
-            self,
-            Change::NewChain { .. } | Change::InsertJump { .. } | Change::Append(_)
-        )
-    }
-
-    /// The arguments that make the change.
-    pub fn args(&self) -> Vec<String> {
-        match self {
-            Change::NewChain { chain, .. } => vec!["-N".into(), chain.to_string()],
-            Change::InsertJump { chain, .. } => jump_args("-I", chain, true),
-            Change::DeleteJump { chain, .. } => jump_args("-D", chain, false),
-            Change::DeleteChain { chain, .. } => vec!["-X".into(), chain.to_string()],
-            // An ACCEPT must come before the DROP of its port: first in the chain.
-            Change::Append(rule) if rule.source.is_some() => {
-                let mut args = vec!["-I".to_owned(), rule.chain.to_string(), "1".to_owned()];
-                args.extend(rule.spec());
-                args
-            }
-            Change::Append(rule) => rule_args("-A", rule),
-            Change::Delete(rule) => rule_args("-D", rule),
-            Change::DeleteListed { chain, spec, .. } => listed_args("-D", chain, spec),
-        }
-    }
-
-    /// The read-only arguments whose success means the thing the change
-    /// is about is present.
-    pub fn check_args(&self) -> Vec<String> {
-        match self {
-            Change::NewChain { chain, .. } | Change::DeleteChain { chain, .. } => {
-                vec!["-S".into(), chain.to_string()]
-            }
-            Change::InsertJump { chain, .. } | Change::DeleteJump { chain, .. } => {
-                jump_args("-C", chain, false)
-            }
-            Change::Append(rule) | Change::Delete(rule) => rule_args("-C", rule),
-            Change::DeleteListed { chain, spec, .. } => listed_args("-C", chain, spec),
-        }
-    }
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::NewChain { family, chain } => write!(f, "{family}: create chain {chain}"),
-            Change::InsertJump { family, chain } => {
-                write!(f, "{family}: jump from INPUT to {chain}")
-            }
-            Change::DeleteJump { family, chain } => {
-                write!(f, "{family}: remove jump from INPUT to {chain}")
-            }
-            Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
-            Change::Append(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: open {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports),
-            },
-            Change::Delete(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: stop opening {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports),
-            },
-            Change::DeleteListed { family, spec, .. } => {
-                write!(f, "{family}: remove rule {}", tag_of(spec).unwrap_or("?"))
-            }
-        }
-    }
-}
-
-fn jump_args(operation: &str, chain: &ChainName, at_top: bool) -> Vec<String> {
-    let mut args = vec![operation.to_owned(), "INPUT".to_owned()];
-    if at_top {
-        args.push("1".into());
-    }
-    args.extend(["-j".to_owned(), chain.to_string()]);
-    args
 }
 
 fn rule_args(operation: &str, rule: &Rule) -> Vec<String> {
-    listed_args(operation, &rule.chain, &rule.spec())
+    listed_args(operation, rule.chain.as_str(), &rule.spec())
 }
 
-fn listed_args(operation: &str, chain: &ChainName, spec: &[String]) -> Vec<String> {
-    let mut args = vec![operation.to_owned(), chain.to_string()];
+fn listed_args(operation: &str, chain: &str, spec: &[String]) -> Vec<String> {
+    let mut args = vec![operation.to_owned(), chain.to_owned()];
     args.extend_from_slice(spec);
     args
-}
-
-/// What portlocker's part of the firewall holds, from an `iptables -S` listing.
-pub fn read_listing(listing: &str, chain: &ChainName) -> FamilyHoldings {
-    let chain = chain.as_str();
-    let mut held = FamilyHoldings {
-        chain_exists: chain == "INPUT" || listing.lines().any(|line| line == format!("-N {chain}")),
-        docker_user: listing.lines().any(|line| line == "-N DOCKER-USER"),
-        ..FamilyHoldings::default()
-    };
-    for (position, (_, spec)) in listed_rules(listing, "INPUT").into_iter().enumerate() {
-        if spec == ["-j", chain] {
-            held.jumps.push(position + 1);
-        }
-    }
-    for (line, spec) in listed_rules(listing, chain) {
-        if tag_of(&spec).is_some() {
-            held.tagged.push(spec);
-        } else if chain != "INPUT" {
-            held.foreign.push(line.to_owned());
-        }
-    }
-    held
-}
-
-/// The `portlocker:NAME` tag of a listed rule, if it has one.
-pub fn tag_of(spec: &[String]) -> Option<&str> {
-    spec.windows(2)
-        .find(|pair| pair[0] == "--comment" && pair[1].starts_with("portlocker:"))
-        .map(|pair| pair[1].as_str())
-}
-
-/// The rules of `chain` in an `iptables -S` listing, each as its original
-/// line and its arguments after `-A CHAIN`, quotes undone.
-fn listed_rules<'t>(listing: &'t str, chain: &str) -> Vec<(&'t str, Vec<String>)> {
-    let prefix = format!("-A {chain} ");
-    listing
-        .lines()
-        .filter_map(|line| Some((line, line.strip_prefix(&prefix)?)))
-        .map(|(line, rest)| (line, split_listed(rest)))
-        .collect()
-}
-
-/// Splits a listed rule into words the way iptables-save quotes them:
-/// `"…"` groups words and `\"` inside it is a quote.
-fn split_listed(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut quoted = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                word.get_or_insert_with(String::new);
-            }
-            '\\' if quoted => word.get_or_insert_with(String::new).extend(chars.next()),
-            c if c.is_whitespace() && !quoted => words.extend(word.take()),
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    words
 }
 
 /// A command to run: an absolute program path and its arguments.
@@ -427,6 +195,18 @@ fn write_stderr(f: &mut fmt::Formatter<'_>, stderr: &str) -> fmt::Result {
 impl std::error::Error for CommandError {}
 
 impl CommandError {
+    /// Whether `iptables -S CHAIN` failed only because the chain does not
+    /// exist (iptables-nft 1.8.9 words this "incompatible").
+    fn chain_is_missing(&self) -> bool {
+        match &self.failure {
+            Failure::Exited { code: 1, stderr } => {
+                stderr.contains("No chain/target/match by that name")
+                    || stderr.contains("is incompatible, use 'nft' tool")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether iptables refused because this process is not root.
     pub fn needs_root(&self) -> bool {
         match &self.failure {
@@ -481,20 +261,62 @@ impl<'a, R: Runner> Firewall<'a, R> {
         }
     }
 
-    /// Reads what portlocker's part of the firewall holds: one `iptables -S`
-    /// listing of the filter table per family, nothing else. A family that
-    /// could not be read is `None`, with its error.
-    pub fn observe(&mut self) -> (Holdings, Vec<CommandError>) {
+    /// Lists one chain; None when it does not exist.
+    fn list(&mut self, family: Family, chain: &str) -> Result<Option<ChainRules>, CommandError> {
+        let command = Command::iptables(self.config, family, vec!["-S".into(), chain.into()]);
+        match self.run(command) {
+            Ok(done) => Ok(Some(ChainRules::from_listing(&done.stdout, chain))),
+            Err(error) if error.chain_is_missing() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads what portlocker's part of the firewall holds: INPUT and
+    /// portlocker's chain, one `iptables -S CHAIN` each per family — never
+    /// the whole table, which on a host with Docker or Kubernetes holds
+    /// thousands of rules of others. With `docker`, also whether Docker's
+    /// chain exists (for the page's notice). A family that could not be
+    /// read is `None`, with its error.
+    pub fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
         let mut errors = Vec::new();
         let mut holdings = Holdings::unknown(self.config);
+        let chain = self.config.firewall.chain.clone();
         for (&family, held) in holdings.families.iter_mut() {
-            let command = Command::iptables(self.config, family, vec!["-S".to_owned()]);
-            match self.run(command) {
-                Ok(done) => *held = Some(read_listing(&done.stdout, &self.config.firewall.chain)),
+            match self.observe_family(family, &chain, docker) {
+                Ok(observed) => *held = Some(observed),
                 Err(error) => errors.push(error),
             }
         }
         (holdings, errors)
+    }
+
+    fn observe_family(
+        &mut self,
+        family: Family,
+        chain: &ChainName,
+        docker: bool,
+    ) -> Result<FamilyHoldings, CommandError> {
+        let Some(input) = self.list(family, "INPUT")? else {
+            return Err(CommandError {
+                command: Command::iptables(self.config, family, vec!["-S".into(), "INPUT".into()]),
+                failure: Failure::Exited {
+                    code: 1,
+                    stderr: "no INPUT chain".into(),
+                },
+            });
+        };
+        let chain = match chain.is_input() {
+            true => None,
+            false => self.list(family, chain.as_str())?,
+        };
+        let docker_user = docker
+            && family == Family::Ipv4
+            && self.check(family, vec!["-S".into(), "DOCKER-USER".into()])?;
+        Ok(FamilyHoldings {
+            input,
+            chain,
+            docker_user,
+        })
     }
 
     /// Carries out the plan. A failed step does not stop the others; every
@@ -510,7 +332,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
             match made {
                 Ok(commands) => {
                     for _ in 0..commands {
-                        holdings.record(&step.change);
+                        holdings.record(self.config, &step.change);
                         applied.made.push(step.change.clone());
                     }
                 }
@@ -526,7 +348,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
         let family = change.family();
         let mut commands = 0;
         while commands < MAX_DUPLICATES {
-            let present = self.check(family, change.check_args())?;
+            let present = self.check(family, check_args(change))?;
             if present != change.removes() {
                 break;
             }
@@ -537,7 +359,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
 
     /// Makes one change with one command.
     fn make(&mut self, change: &Change) -> Result<usize, CommandError> {
-        let command = Command::iptables(self.config, change.family(), change.args());
+        let command = Command::iptables(self.config, change.family(), args(change));
         let shown = command.to_string();
         self.run(command)?;
         log::info!("{change}: {shown}");
@@ -590,7 +412,10 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{PortState, plan};
+    use crate::config::{PortSpec, ServiceName};
+    use crate::model::PortState;
+    use crate::plan::plan;
+    use crate::verdict::service_state;
 
     /// A fake firewall that keeps its table as `iptables -S` lines and
     /// records every call.
@@ -623,17 +448,6 @@ mod tests {
                 .into_owned();
             let table = self.tables.entry(binary).or_default();
             let op = command.args[2].as_str();
-            if op == "-S" && command.args.len() == 3 {
-                let mut stdout = "-P INPUT ACCEPT\n".to_owned();
-                table
-                    .iter()
-                    .for_each(|line| stdout.push_str(&format!("{line}\n")));
-                return Ok(Completion {
-                    termination: Termination::Code(0),
-                    stdout,
-                    stderr: String::new(),
-                });
-            }
             let chain = command.args[3].as_str();
             let mut spec: Vec<String> = command.args[4..].to_vec();
             if op == "-I" {
@@ -654,11 +468,16 @@ mod tests {
                 "-S" if !exists => 1,
                 "-S" => {
                     let prefix = format!("-A {chain} ");
-                    stdout = table
-                        .iter()
-                        .filter(|l| l.starts_with(&prefix))
-                        .map(|l| format!("{l}\n"))
-                        .collect();
+                    stdout = match chain {
+                        "INPUT" => "-P INPUT ACCEPT\n".to_owned(),
+                        _ => format!("-N {chain}\n"),
+                    };
+                    stdout.extend(
+                        table
+                            .iter()
+                            .filter(|l| l.starts_with(&prefix))
+                            .map(|l| format!("{l}\n")),
+                    );
                     0
                 }
                 "-N" => {
@@ -691,10 +510,10 @@ mod tests {
             Ok(Completion {
                 termination: Termination::Code(code),
                 stdout,
-                stderr: if code == 0 {
-                    String::new()
-                } else {
-                    "iptables: Bad rule.".into()
+                stderr: match (code, op) {
+                    (0, _) => String::new(),
+                    (_, "-S") => "iptables: No chain/target/match by that name.".into(),
+                    _ => "iptables: Bad rule.".into(),
                 },
             })
         }
@@ -707,9 +526,9 @@ mod tests {
     fn run_once(config: &Config, fake: &mut FakeIptables, text: &str) -> (Holdings, Vec<String>) {
         let wants = crate::intent::wants_of(config, text);
         let mut firewall = Firewall::new(config, fake);
-        let (mut holdings, errors) = firewall.observe();
-        assert!(errors.is_empty());
-        let steps = plan(config, &wants, &holdings);
+        let (mut holdings, errors) = firewall.observe(false);
+        assert!(errors.is_empty(), "{errors:?}");
+        let steps = plan(config, &wants, &holdings, &Default::default());
         let applied = firewall.apply(&steps, &mut holdings);
         (
             holdings,
@@ -744,50 +563,27 @@ mod tests {
             keep_established: false,
             ..ssh
         };
-        let accept = plain.accepting("203.0.113.7/32".parse().unwrap());
+        let letting = plain.letting("203.0.113.7/32".parse().unwrap());
+        // In portlocker's chain a source returns to INPUT, where bans still apply.
         assert_eq!(
-            Change::Append(accept.clone()).args().join(" "),
-            "-I PORTLOCKER 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
+            args(&Change::Append(letting.clone())).join(" "),
+            "-I PORTLOCKER 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j RETURN"
         );
         assert_eq!(
-            Change::Delete(accept).args().join(" "),
-            "-D PORTLOCKER -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
+            args(&Change::Delete(letting.clone())).join(" "),
+            "-D PORTLOCKER -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j RETURN"
+        );
+        let in_input = Rule {
+            chain: ChainName::new("INPUT").unwrap(),
+            ..letting
+        };
+        assert_eq!(
+            args(&Change::Append(in_input)).join(" "),
+            "-I INPUT 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
         );
         assert_eq!(
-            Change::Append(plain).args().join(" "),
+            args(&Change::Append(plain)).join(" "),
             "-A PORTLOCKER -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j DROP"
-        );
-    }
-
-    #[test]
-    fn listings_are_split_as_iptables_save_quotes_them() {
-        let listing = "-P INPUT ACCEPT\n-A INPUT -j PORTLOCKER\n\
-                       -A INPUT -m comment --comment \"a \\\"quoted\\\" thing\" -j ACCEPT\n\
-                       -A INPUTX -j DROP\n";
-        let rules = listed_rules(listing, "INPUT");
-        assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].1, ["-j", "PORTLOCKER"]);
-        assert_eq!(
-            rules[1].1,
-            [
-                "-m",
-                "comment",
-                "--comment",
-                "a \"quoted\" thing",
-                "-j",
-                "ACCEPT"
-            ]
-        );
-        assert_eq!(
-            rules[1].0,
-            "-A INPUT -m comment --comment \"a \\\"quoted\\\" thing\" -j ACCEPT"
-        );
-        assert_eq!(tag_of(&rules[1].1), None);
-        let ours = split_listed("-p tcp -m comment --comment \"portlocker:ssh\" -j DROP");
-        assert_eq!(tag_of(&ours), Some("portlocker:ssh"));
-        assert_eq!(
-            split_listed("--comment \"\" -j X"),
-            ["--comment", "", "-j", "X"]
         );
     }
 
@@ -816,10 +612,10 @@ mod tests {
         let (holdings, errors) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
         assert!(errors.is_empty(), "{errors:?}");
         let ssh = ServiceName::new("ssh").unwrap();
-        assert_eq!(
-            holdings.state(&config, &ssh, Family::Ipv6),
-            PortState::Closed
-        );
+        let state = |holdings: &Holdings, family| {
+            service_state(&config, holdings.family(family).unwrap(), family, &ssh)
+        };
+        assert_eq!(state(&holdings, Family::Ipv6), PortState::Closed);
         // Two jumps and four rules.
         assert_eq!(fake.rules().len(), 6, "{:?}", fake.rules());
 
@@ -827,14 +623,14 @@ mod tests {
         let (again, _) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
         assert_eq!(again, holdings);
         assert!(
-            fake.calls.iter().all(|call| call.ends_with(" -S")),
+            fake.calls.iter().all(|call| call.contains(" -S ")),
             "{:?}",
             fake.calls
         );
         assert_eq!(
             fake.calls.len(),
-            2,
-            "one listing per family: {:?}",
+            4,
+            "INPUT and the chain, per family: {:?}",
             fake.calls
         );
 
@@ -847,7 +643,7 @@ mod tests {
             .clone();
         table.push(duplicate);
         let (holdings, _) = run_once(&config, &mut fake, "open ssh\n");
-        assert_eq!(holdings.state(&config, &ssh, Family::Ipv4), PortState::Open);
+        assert_eq!(state(&holdings, Family::Ipv4), PortState::Open);
         let rules = fake.rules();
         assert!(
             rules.iter().all(|r| !r.contains("portlocker:ssh")),
@@ -870,7 +666,11 @@ mod tests {
         let appends = fake.calls.iter().filter(|c| c.contains(" -A ")).count();
         assert_eq!(appends, 4);
         let ssh = ServiceName::new("ssh").unwrap();
-        assert_eq!(holdings.state(&config, &ssh, Family::Ipv4), PortState::Open);
+        let held = holdings.family(Family::Ipv4).unwrap();
+        assert_eq!(
+            service_state(&config, held, Family::Ipv4, &ssh),
+            PortState::Open
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
-//! Which control file is in force: a fresh one — fetched conditionally, its
-//! signature checked, validated — or the last good one, when the fetch fails
-//! or `--offline` asks. Keeps the last good copy in the state.
+//! What the owner wants: the kept wanted state, checked again against
+//! today's config and key, and a fresh control file — fetched
+//! conditionally, its signature checked, validated whole — merged into it.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, anyhow};
-use chrono::{Local, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, FetchConfig, ServiceName};
 use crate::control::{self, ControlFile};
-use crate::fetch::{self, Fetched};
+use crate::fetch::{self, Fetched, Validators};
+use crate::intent::{self, Wanted};
 use crate::signature;
 use crate::state::{LastGood, State};
 
@@ -18,19 +19,199 @@ fn service_names(config: &Config) -> BTreeSet<ServiceName> {
     config.services.keys().cloned().collect()
 }
 
-/// Validates control file bytes from `origin` against the config.
-fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> {
+fn parse(config: &Config, bytes: &[u8]) -> Result<ControlFile, control::Rejection> {
     let services = service_names(config);
     let context = control::Context {
         services: &services,
         host_name: &config.host_name,
     };
-    let control =
-        control::parse(bytes, context).with_context(|| format!("control file from {origin}"))?;
+    control::parse(bytes, context)
+}
+
+/// Validates control file bytes from `origin` against the config.
+fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> {
+    let control = parse(config, bytes).with_context(|| format!("control file from {origin}"))?;
     for warning in &control.warnings {
         log::warn!("control file from {origin}: {warning}");
     }
     Ok(control)
+}
+
+/// The wanted state kept in `state`, as today's config reads it. A line
+/// that no longer fits (its service taken out of the config, a source it
+/// can no longer honour) is dropped and named in the second value; a
+/// service left with no line is closed, never opened.
+pub fn kept_wanted(config: &Config, state: &State) -> (Wanted, Vec<String>) {
+    let mut wanted = Wanted::new();
+    let mut dropped = Vec::new();
+    for (service, lines) in &state.wanted {
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        match parse(config, text.as_bytes()) {
+            Ok(control) => intent::merge(&mut wanted, &control),
+            Err(_) => {
+                // Line by line, to keep what still fits.
+                let mut kept = ControlFile::default();
+                for line in lines {
+                    match parse(config, line.as_bytes()) {
+                        Ok(control) => {
+                            for (name, directives) in control.directives {
+                                kept.directives.entry(name).or_default().extend(directives);
+                            }
+                        }
+                        Err(_) => dropped.push(line.clone()),
+                    }
+                }
+                let configured = config.services.keys().any(|s| s.as_str() == service);
+                if configured && kept.directives.is_empty() {
+                    kept = parse(config, format!("close {service}\n").as_bytes())
+                        .expect("a close of a configured service is valid");
+                }
+                intent::merge(&mut wanted, &kept);
+            }
+        }
+    }
+    (wanted, dropped)
+}
+
+/// The wanted state as the state file keeps it.
+pub fn keep_wanted(state: &mut State, wanted: &Wanted) {
+    state.wanted = wanted
+        .iter()
+        .map(|(service, lines)| {
+            let lines = lines.iter().map(|d| d.render()).collect();
+            (service.to_string(), lines)
+        })
+        .collect();
+    intent::retain_starts(&mut state.opens, wanted);
+}
+
+/// Whether the kept copy may stand for the owner's word: with a key
+/// configured, it must carry a signature by that key that is not too old.
+fn check_kept(config: &Config, good: Option<&LastGood>, now: DateTime<Utc>) -> Result<(), String> {
+    let Some(key) = &config.signature else {
+        return Ok(());
+    };
+    let good = good.ok_or("there is no kept control file")?;
+    let signature = good
+        .signature
+        .as_deref()
+        .ok_or("it was accepted without a signature")?;
+    signature::verify(
+        good.body.as_bytes(),
+        signature,
+        &key.public_key,
+        None,
+        key.max_age,
+        now,
+    )
+    .map(|_| ())
+}
+
+/// The kept wanted state that may be enforced now, and whether the kept
+/// copy of the file stands (so a conditional fetch may rely on it). When it
+/// does not — a key configured and the copy not signed by it — whatever it
+/// opened is closed.
+fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> (Wanted, bool) {
+    let (mut wanted, dropped) = kept_wanted(config, state);
+    for line in &dropped {
+        log::info!("`{line}` no longer fits the config and is no longer in force");
+    }
+    match check_kept(config, state.last_good.as_ref(), now.to_utc()) {
+        Ok(()) => (wanted, true),
+        Err(reason) => {
+            let closed = intent::close_opens(&mut wanted);
+            if !closed.is_empty() {
+                let names: Vec<&str> = closed.iter().map(ServiceName::as_str).collect();
+                log::warn!(
+                    "the kept control file is not in force ({reason}), so what it opened is closed: {}",
+                    names.join(", ")
+                );
+            }
+            (wanted, false)
+        }
+    }
+}
+
+/// What a run would want now, for a look that keeps nothing (dry run):
+/// the kept state, and unless `offline` a fresh file fetched
+/// unconditionally and merged in. A file that cannot be used is an error.
+pub fn look(
+    config: &Config,
+    state: &State,
+    offline: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<Wanted> {
+    let (mut wanted, _) = in_force(config, state, now);
+    if !offline {
+        intent::merge(&mut wanted, &fetch_control(config, state)?);
+    }
+    Ok(wanted)
+}
+
+/// A state from before wanted states were kept: its last good file, read
+/// again, is what the owner asked.
+pub fn migrate(config: &Config, state: &mut State) {
+    let Some(good) = &state.last_good else { return };
+    if let Ok(control) = parse(config, good.body.as_bytes()) {
+        let mut wanted = Wanted::new();
+        intent::merge(&mut wanted, &control);
+        keep_wanted(state, &wanted);
+    }
+}
+
+/// What the owner wants this run, and why a fresh file could not be used.
+pub struct Intake {
+    pub wanted: Wanted,
+    /// Why the fetched file could not be used; the run fails, and the kept
+    /// wanted state stays in force.
+    pub problem: Option<String>,
+}
+
+/// Fetches and validates the control file and merges it into the kept
+/// wanted state, which `state` then holds; offline, the kept state alone.
+pub fn take(
+    config: &Config,
+    state: &mut State,
+    offline: bool,
+    now: DateTime<FixedOffset>,
+) -> Intake {
+    let (mut wanted, kept_in_force) = in_force(config, state, now);
+    let problem = if offline {
+        match &state.last_good {
+            Some(good) => {
+                log::info!(
+                    "using last good control file from {}",
+                    good.fetched_at.format("%Y-%m-%d %H:%M:%S")
+                );
+                None
+            }
+            None if state.wanted.is_empty() => {
+                Some("there is no last good control file yet".to_owned())
+            }
+            None => None,
+        }
+    } else {
+        match fetch_fresh(config, state, kept_in_force, now) {
+            Ok(Some(fresh)) => {
+                intent::merge(&mut wanted, &fresh);
+                None
+            }
+            Ok(None) => None,
+            Err(error) => {
+                let problem = format!("{error:#}");
+                Some(match &state.last_good {
+                    Some(good) => {
+                        let when = good.fetched_at.format("%Y-%m-%d %H:%M:%S");
+                        log::warn!("using last good control file from {when}");
+                        format!("{problem}; enforced the last good control file instead")
+                    }
+                    None => format!("{problem}; there is no last good control file yet"),
+                })
+            }
+        }
+    };
+    keep_wanted(state, &wanted);
+    Intake { wanted, problem }
 }
 
 /// Fetches, checks the signature of, and validates the control file,
@@ -45,8 +226,12 @@ pub fn fetch_control(config: &Config, state: &State) -> Result<ControlFile> {
 }
 
 /// With a key configured: fetches the signature of `body` and checks it.
-/// Returns the signing time; None when no key is configured.
-fn check_signature(config: &Config, body: &[u8], last_signed: Option<i64>) -> Result<Option<i64>> {
+/// Returns the signing time and the signature; None when no key is configured.
+fn check_signature(
+    config: &Config,
+    body: &[u8],
+    last_signed: Option<i64>,
+) -> Result<Option<(i64, String)>> {
     let Some(signature) = &config.signature else {
         return Ok(None);
     };
@@ -74,91 +259,44 @@ fn check_signature(config: &Config, body: &[u8], last_signed: Option<i64>) -> Re
         Utc::now(),
     )
     .map_err(|reason| anyhow!("control file from {}: {reason}", config.source))?;
-    Ok(Some(signed_at))
+    Ok(Some((signed_at, text)))
 }
 
 /// A minisign signature is a few hundred bytes; anything bigger is not one.
 const MAX_SIGNATURE_BYTES: u64 = 4096;
 
-/// The control file a run enforces, and why it is not a fresh one, if not.
-pub struct Chosen {
-    pub control: Option<ControlFile>,
-    /// Why the fetched file could not be used; the run fails even when the
-    /// last good file is enforced in its place.
-    pub problem: Option<String>,
-}
-
-/// Fetches and validates the control file, falling back to the last good
-/// one (and remembering a new good one in `state`).
-pub fn choose_control(config: &Config, state: &mut State, offline: bool) -> Chosen {
-    if offline {
-        return match last_good(config, state, log::Level::Info) {
-            Ok(control) => Chosen {
-                control: Some(control),
-                problem: None,
-            },
-            Err(why) => Chosen {
-                control: None,
-                problem: Some(why),
-            },
-        };
-    }
-    match fetch_fresh(config, state) {
-        Ok(control) => Chosen {
-            control: Some(control),
-            problem: None,
-        },
-        Err(error) => {
-            let problem = format!("{error:#}");
-            match last_good(config, state, log::Level::Warn) {
-                Ok(control) => Chosen {
-                    control: Some(control),
-                    problem: Some(problem),
-                },
-                Err(why) => Chosen {
-                    control: None,
-                    problem: Some(format!("{problem}; {why}")),
-                },
-            }
-        }
-    }
-}
-
-/// Fetches the control file, conditionally when its validators are known.
-fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
+/// Fetches the control file, conditionally when the kept copy is in force
+/// and its validators are known. A fresh file is validated whole and kept
+/// as the last good copy; None when the source says it has not changed.
+fn fetch_fresh(
+    config: &Config,
+    state: &mut State,
+    kept_in_force: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<ControlFile>> {
     let key = config.source.key();
     let last = state.last_good.as_ref();
-    let validators = last.and_then(|good| good.validators_for(&key));
+    let validators: Option<Validators> = last
+        .filter(|_| kept_in_force)
+        .and_then(|good| good.validators_for(&key));
     let last_signed = last.and_then(|good| good.signed_at);
-    let now = Local::now().fixed_offset();
     match fetch::fetch(&config.source, &config.fetch, validators.as_ref())? {
         Fetched::NotModified => {
             let good = state
                 .last_good
                 .as_mut()
                 .context("a 304 without a last good control file")?;
-            if let Some(max_age) = config.signature.as_ref().and_then(|s| s.max_age) {
-                let signed_at = good
-                    .signed_at
-                    .context("the kept control file was never signed")?;
-                signature::check_age(signed_at, max_age, Utc::now())
-                    .map_err(|reason| anyhow!(reason))?;
-            }
-            let control = validate(
-                config,
-                good.body.as_bytes(),
-                "the last good copy (unchanged at the source)",
-            )?;
             good.fetched_at = now;
             log::info!("the control file has not changed (304)");
-            Ok(control)
+            Ok(None)
         }
         Fetched::Body(bytes, validators) => {
-            let signed_at = check_signature(config, &bytes, last_signed)?;
+            let signed = check_signature(config, &bytes, last_signed)?;
             let control = validate(config, &bytes, &config.source.to_string())?;
             let body = String::from_utf8(bytes).context("validated text is UTF-8")?;
             let unchanged = state.last_good.as_ref().filter(|good| good.body == body);
             let changed_at = unchanged.map_or(Some(now), |good| good.changed_at);
+            let (signed_at, signature) = signed.unzip();
             state.last_good = Some(LastGood {
                 source: key,
                 fetched_at: now,
@@ -166,25 +304,10 @@ fn fetch_fresh(config: &Config, state: &mut State) -> Result<ControlFile> {
                 etag: validators.etag,
                 last_modified: validators.last_modified,
                 signed_at,
+                signature,
                 body,
             });
-            Ok(control)
+            Ok(Some(control))
         }
     }
-}
-
-/// The last good control file, checked again against today's config.
-/// `level` is how loudly to say it is used: a warning when it stands in for
-/// a fetch that failed, news when `--offline` asked for it.
-pub fn last_good(config: &Config, state: &State, level: log::Level) -> Result<ControlFile, String> {
-    let Some(good) = &state.last_good else {
-        return Err("there is no last good control file yet".into());
-    };
-    let when = good.fetched_at.format("%Y-%m-%d %H:%M:%S");
-    let control =
-        validate(config, good.body.as_bytes(), "the last good copy").map_err(|error| {
-            format!("the last good control file from {when} no longer fits the config: {error:#}")
-        })?;
-    log::log!(level, "using last good control file from {when}");
-    Ok(control)
 }

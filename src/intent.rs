@@ -27,12 +27,61 @@ pub struct Intent {
     pub note: String,
 }
 
-/// Every named service's intent, and the opens that have run out.
+/// What the owner asked for each service, kept across runs: per service,
+/// the lines in force from the last accepted file that named it. A service
+/// no file named is absent.
+pub type Wanted = BTreeMap<ServiceName, Vec<Directive>>;
+
+/// Takes in a freshly accepted file: each service it names gets its lines;
+/// every other service keeps what it had. An empty file changes nothing.
+pub fn merge(wanted: &mut Wanted, fresh: &ControlFile) {
+    for (service, lines) in &fresh.directives {
+        wanted.insert(service.clone(), lines.clone());
+    }
+}
+
+/// Every source the wanted state names, per service.
+pub fn sources_of(wanted: &Wanted) -> BTreeMap<ServiceName, BTreeSet<IpNet>> {
+    wanted
+        .iter()
+        .map(|(service, lines)| {
+            (
+                service.clone(),
+                lines.iter().filter_map(|d| d.source).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Turns every open in `wanted` into a close: for a state that can no
+/// longer be trusted to open anything. Returns the services closed.
+pub fn close_opens(wanted: &mut Wanted) -> Vec<ServiceName> {
+    let mut closed = Vec::new();
+    for (service, lines) in wanted.iter_mut() {
+        if lines.iter().any(|d| d.action == Action::Open) {
+            let line = lines.first().map_or(0, |d| d.line);
+            *lines = vec![Directive {
+                line,
+                action: Action::Close,
+                service: service.clone(),
+                source: None,
+                expiry: None,
+            }];
+            closed.push(service.clone());
+        }
+    }
+    closed
+}
+
+/// Every configured service's intent, and the opens that have run out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
     pub intents: BTreeMap<ServiceName, Intent>,
     /// One line per open that has ended as asked, for the log.
     pub ended: Vec<String>,
+    /// Open lines applied for the first time, and the moment their count
+    /// would start: kept only once the firewall change succeeded.
+    pub new_starts: Starts,
 }
 
 impl Resolved {
@@ -47,28 +96,45 @@ impl Resolved {
 /// When each open line was first applied, by its canonical text.
 pub type Starts = BTreeMap<String, DateTime<FixedOffset>>;
 
-/// Resolves `control` at `now`. `starts` gains the lines applied for the
-/// first time and loses the lines no longer in the file, so a line that
-/// changes, or goes and comes back, starts a new count.
-pub fn resolve(
-    control: &ControlFile,
+/// Forgets the starts of lines no longer wanted, so a line that changes
+/// starts a new count.
+pub fn retain_starts(starts: &mut Starts, wanted: &Wanted) {
+    starts.retain(|line, _| wanted.values().flatten().any(|d| d.render() == *line));
+}
+
+/// Resolves `wanted` at `now`. A line without a start counts from `now`
+/// (and is listed in `new_starts`). With `close_unnamed`, every service of
+/// `services` that `wanted` does not name is closed.
+pub fn resolve<'a>(
+    wanted: &Wanted,
+    services: impl IntoIterator<Item = &'a ServiceName>,
+    close_unnamed: bool,
     now: DateTime<FixedOffset>,
-    starts: &mut Starts,
+    starts: &Starts,
     max_open: Option<TimeDelta>,
 ) -> Resolved {
-    let opens: Vec<&Directive> = control
-        .directives
+    let mut resolved = Resolved::default();
+    for directive in wanted
         .values()
         .flatten()
         .filter(|d| d.action == Action::Open)
-        .collect();
-    starts.retain(|line, _| opens.iter().any(|d| d.render() == *line));
-    for directive in &opens {
-        starts.entry(directive.render()).or_insert(now);
+    {
+        let line = directive.render();
+        if !starts.contains_key(&line) {
+            resolved.new_starts.insert(line, now);
+        }
     }
-
-    let mut resolved = Resolved::default();
-    for (service, lines) in &control.directives {
+    let start_of = |d: &Directive| {
+        let line = d.render();
+        starts
+            .get(&line)
+            .or_else(|| resolved.new_starts.get(&line))
+            .copied()
+            .unwrap_or(now)
+    };
+    let mut intents = BTreeMap::new();
+    let mut ended_lines = Vec::new();
+    for (service, lines) in wanted {
         let mut open_to = BTreeSet::new();
         let mut notes = Vec::new();
         let mut open_to_all = false;
@@ -78,13 +144,11 @@ pub fn resolve(
                 closed = true;
                 continue;
             }
-            let deadline = deadline(directive, starts[&directive.render()], max_open);
+            let deadline = deadline(directive, start_of(directive), max_open);
             let until = deadline.map(|t| format!("until {}", shown(t, now)));
             if deadline.is_some_and(|t| now >= t) {
                 let ended = format!("the open ended {}", shown(deadline.unwrap_or(now), now));
-                resolved
-                    .ended
-                    .push(format!("line {}: {service}: {ended}", directive.line));
+                ended_lines.push(format!("{service}: {ended}"));
                 notes.push(match directive.source {
                     Some(source) => format!("from {source}: {ended}"),
                     None => ended,
@@ -115,10 +179,18 @@ pub fn resolve(
             Want::OpenTo(open_to)
         };
         let note = notes.join("; ");
-        resolved
-            .intents
-            .insert(service.clone(), Intent { want, note });
+        intents.insert(service.clone(), Intent { want, note });
     }
+    if close_unnamed {
+        for service in services {
+            intents.entry(service.clone()).or_insert_with(|| Intent {
+                want: Want::Closed,
+                note: "closed by default: no control file has opened it".into(),
+            });
+        }
+    }
+    resolved.intents = intents;
+    resolved.ended = ended_lines;
     resolved
 }
 
@@ -159,7 +231,9 @@ pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceN
     };
     let control = crate::control::parse(text.as_bytes(), context).unwrap();
     let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00+01:00").unwrap();
-    resolve(&control, now, &mut Starts::new(), None).wants()
+    let mut wanted = Wanted::new();
+    merge(&mut wanted, &control);
+    resolve(&wanted, &services, false, now, &Starts::new(), None).wants()
 }
 
 #[cfg(test)]
@@ -171,13 +245,51 @@ mod tests {
         DateTime::parse_from_rfc3339(text).unwrap()
     }
 
+    fn services() -> BTreeSet<ServiceName> {
+        ["ssh", "vpn"].map(|s| ServiceName::new(s).unwrap()).into()
+    }
+
     fn control(text: &str) -> ControlFile {
-        let services = ["ssh", "vpn"].map(|s| ServiceName::new(s).unwrap()).into();
+        let services = services();
         let context = Context {
             services: &services,
             host_name: "web-1",
         };
         control::parse(text.as_bytes(), context).unwrap()
+    }
+
+    /// A run that accepts `text` at `now` and whose firewall work succeeds.
+    struct Runs {
+        wanted: Wanted,
+        starts: Starts,
+        max_open: Option<TimeDelta>,
+    }
+
+    impl Runs {
+        fn new(max_open: Option<TimeDelta>) -> Runs {
+            Runs {
+                wanted: Wanted::new(),
+                starts: Starts::new(),
+                max_open,
+            }
+        }
+
+        fn run(&mut self, text: Option<&str>, now: &str) -> Resolved {
+            if let Some(text) = text {
+                merge(&mut self.wanted, &control(text));
+            }
+            retain_starts(&mut self.starts, &self.wanted);
+            let resolved = resolve(
+                &self.wanted,
+                &services(),
+                false,
+                at(now),
+                &self.starts,
+                self.max_open,
+            );
+            self.starts.extend(resolved.new_starts.clone());
+            resolved
+        }
     }
 
     fn ssh(resolved: &Resolved) -> (Want, String) {
@@ -191,108 +303,145 @@ mod tests {
 
     #[test]
     fn until_closes_at_the_deadline() {
-        let file = control("open ssh until 2026-11-25T18:00:00+01:00\n");
-        let mut starts = Starts::new();
-        let before = resolve(&file, at("2026-11-25T17:59:00+01:00"), &mut starts, None);
+        let mut runs = Runs::new(None);
+        let file = "open ssh until 2026-11-25T18:00:00+01:00\n";
+        let before = runs.run(Some(file), "2026-11-25T17:59:00+01:00");
         assert_eq!(ssh(&before), (Want::Open, "until 2026-11-25 18:00".into()));
-        let after = resolve(&file, at("2026-11-25T18:00:00+01:00"), &mut starts, None);
+        let after = runs.run(None, "2026-11-25T18:00:00+01:00");
         assert_eq!(
             ssh(&after),
             (Want::Closed, "the open ended 2026-11-25 18:00".into())
         );
-        assert_eq!(
-            after.ended,
-            ["line 1: ssh: the open ended 2026-11-25 18:00"]
-        );
+        assert_eq!(after.ended, ["ssh: the open ended 2026-11-25 18:00"]);
     }
 
     #[test]
     fn for_counts_from_the_first_run_that_applied_the_line() {
-        let file = control("open ssh for 2h\n");
-        let mut starts = Starts::new();
-        let first = resolve(&file, at("2026-11-25T10:00:00Z"), &mut starts, None);
+        let mut runs = Runs::new(None);
+        let first = runs.run(Some("open ssh for 2h\n"), "2026-11-25T10:00:00Z");
         assert_eq!(ssh(&first).0, Want::Open);
-        let later = resolve(&file, at("2026-11-25T11:59:00Z"), &mut starts, None);
+        let later = runs.run(Some("open ssh for 2h\n"), "2026-11-25T11:59:00Z");
         assert_eq!(ssh(&later), (Want::Open, "until 2026-11-25 12:00".into()));
-        let ended = resolve(&file, at("2026-11-25T12:00:00Z"), &mut starts, None);
+        let ended = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&ended).0, Want::Closed);
 
         // A changed line starts a new count.
-        let changed = control("open ssh for 3h\n");
-        let again = resolve(&changed, at("2026-11-25T12:30:00Z"), &mut starts, None);
+        let again = runs.run(Some("open ssh for 3h\n"), "2026-11-25T12:30:00Z");
         assert_eq!(ssh(&again), (Want::Open, "until 2026-11-25 15:30".into()));
-        assert_eq!(starts.len(), 1, "{starts:?}");
+        assert_eq!(runs.starts.len(), 1, "{:?}", runs.starts);
     }
 
     #[test]
-    fn a_line_that_goes_and_comes_back_starts_again() {
-        let mut starts = Starts::new();
-        resolve(
-            &control("open ssh for 1h\n"),
+    fn a_count_starts_only_when_a_run_keeps_it() {
+        let wanted = {
+            let mut wanted = Wanted::new();
+            merge(&mut wanted, &control("open ssh for 1h\n"));
+            wanted
+        };
+        // The firewall work of the first run failed: its start was not kept.
+        let failed = resolve(
+            &wanted,
+            &services(),
+            false,
             at("2026-11-25T10:00:00Z"),
-            &mut starts,
+            &Starts::new(),
             None,
         );
-        resolve(
-            &control("close ssh\n"),
-            at("2026-11-25T10:30:00Z"),
-            &mut starts,
+        assert_eq!(failed.new_starts.len(), 1);
+        let retried = resolve(
+            &wanted,
+            &services(),
+            false,
+            at("2026-11-25T11:30:00Z"),
+            &Starts::new(),
             None,
         );
-        assert!(starts.is_empty());
-        let back = resolve(
-            &control("open ssh for 1h\n"),
-            at("2026-11-25T12:00:00Z"),
-            &mut starts,
+        assert_eq!(ssh(&retried), (Want::Open, "until 2026-11-25 12:30".into()));
+    }
+
+    #[test]
+    fn a_file_that_does_not_name_a_service_keeps_its_want_and_its_count() {
+        let mut runs = Runs::new(None);
+        runs.run(Some("close ssh\nopen vpn for 1h\n"), "2026-11-25T10:00:00Z");
+        // An empty file, then one naming only vpn: ssh stays closed.
+        let empty = runs.run(Some(""), "2026-11-25T10:05:00Z");
+        assert_eq!(ssh(&empty).0, Want::Closed);
+        let other = runs.run(Some("close vpn\n"), "2026-11-25T10:10:00Z");
+        assert_eq!(ssh(&other).0, Want::Closed);
+        // A for-open that a later file does not name keeps counting from its start.
+        let mut runs = Runs::new(None);
+        runs.run(Some("open ssh for 1h\n"), "2026-11-25T10:00:00Z");
+        runs.run(Some("close vpn\n"), "2026-11-25T10:30:00Z");
+        let back = runs.run(Some("open ssh for 1h\n"), "2026-11-25T11:00:00Z");
+        assert_eq!(
+            ssh(&back).0,
+            Want::Closed,
+            "the same line must not start again"
+        );
+    }
+
+    #[test]
+    fn default_close_closes_every_service_not_opened() {
+        let mut wanted = Wanted::new();
+        merge(&mut wanted, &control("open vpn\n"));
+        let resolved = resolve(
+            &wanted,
+            &services(),
+            true,
+            at("2026-11-25T10:00:00Z"),
+            &Starts::new(),
             None,
         );
-        assert_eq!(ssh(&back).0, Want::Open);
+        assert_eq!(ssh(&resolved).0, Want::Closed);
+        let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
+        assert_eq!(vpn.want, Want::Open);
+        let kept = resolve(
+            &wanted,
+            &services(),
+            false,
+            at("2026-11-25T10:00:00Z"),
+            &Starts::new(),
+            None,
+        );
+        assert!(!kept.intents.contains_key(&ServiceName::new("ssh").unwrap()));
+    }
+
+    #[test]
+    fn close_opens_leaves_only_closes() {
+        let mut wanted = Wanted::new();
+        merge(
+            &mut wanted,
+            &control("open ssh from 203.0.113.7\nclose vpn\n"),
+        );
+        assert_eq!(close_opens(&mut wanted), [ServiceName::new("ssh").unwrap()]);
+        assert!(wanted.values().flatten().all(|d| d.action == Action::Close));
     }
 
     #[test]
     fn max_open_caps_every_open_including_plain_ones() {
         let twelve_hours = Some(TimeDelta::hours(12));
-        let mut starts = Starts::new();
-        let plain = control("open ssh\n");
-        let first = resolve(
-            &plain,
-            at("2026-11-25T00:00:00Z"),
-            &mut starts,
-            twelve_hours,
-        );
+        let mut runs = Runs::new(twelve_hours);
+        let first = runs.run(Some("open ssh\n"), "2026-11-25T00:00:00Z");
         assert_eq!(ssh(&first), (Want::Open, "until 2026-11-25 12:00".into()));
-        let late = resolve(
-            &plain,
-            at("2026-11-25T12:00:00Z"),
-            &mut starts,
-            twelve_hours,
-        );
+        let late = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&late).0, Want::Closed);
-        let short = control("open ssh for 1h\n");
-        let mut starts = Starts::new();
-        let first = resolve(
-            &short,
-            at("2026-11-25T00:00:00Z"),
-            &mut starts,
-            twelve_hours,
-        );
+        let mut runs = Runs::new(twelve_hours);
+        let first = runs.run(Some("open ssh for 1h\n"), "2026-11-25T00:00:00Z");
         assert_eq!(ssh(&first).1, "until 2026-11-25 01:00");
     }
 
     #[test]
     fn from_lines_add_up_and_each_ends_on_its_own() {
-        let file = control(
-            "open ssh from 203.0.113.7 for 1h\nopen ssh from 198.51.100.0/24\nopen ssh from 2001:db8::/48\n",
-        );
-        let mut starts = Starts::new();
-        let now = resolve(&file, at("2026-11-25T10:00:00Z"), &mut starts, None);
+        let mut runs = Runs::new(None);
+        let file = "open ssh from 203.0.113.7 for 1h\nopen ssh from 198.51.100.0/24\nopen ssh from 2001:db8::/48\n";
+        let now = runs.run(Some(file), "2026-11-25T10:00:00Z");
         let all = [
             net("203.0.113.7/32"),
             net("198.51.100.0/24"),
             net("2001:db8::/48"),
         ];
         assert_eq!(ssh(&now).0, Want::OpenTo(all.into()));
-        let later = resolve(&file, at("2026-11-25T11:00:00Z"), &mut starts, None);
+        let later = runs.run(None, "2026-11-25T11:00:00Z");
         let (want, note) = ssh(&later);
         assert_eq!(
             want,
@@ -306,21 +455,23 @@ mod tests {
 
     #[test]
     fn a_plain_line_replaces_from_lines_and_close_wins() {
-        let mut starts = Starts::new();
-        let now = at("2026-11-25T10:00:00Z");
-        let file = control("open ssh from 203.0.113.7\nopen ssh\n");
-        assert_eq!(ssh(&resolve(&file, now, &mut starts, None)).0, Want::Open);
-        let file = control("open ssh from 203.0.113.7\nclose ssh\n");
-        assert_eq!(ssh(&resolve(&file, now, &mut starts, None)).0, Want::Closed);
-        let file = control("close ssh\nopen ssh from 203.0.113.7\n");
-        let want = ssh(&resolve(&file, now, &mut starts, None)).0;
-        assert_eq!(want, Want::OpenTo([net("203.0.113.7/32")].into()));
+        let now = "2026-11-25T10:00:00Z";
+        let mut runs = Runs::new(None);
+        let open = runs.run(Some("open ssh from 203.0.113.7\nopen ssh\n"), now);
+        assert_eq!(ssh(&open).0, Want::Open);
+        let closed = runs.run(Some("open ssh from 203.0.113.7\nclose ssh\n"), now);
+        assert_eq!(ssh(&closed).0, Want::Closed);
+        let from = runs.run(Some("close ssh\nopen ssh from 203.0.113.7\n"), now);
+        assert_eq!(ssh(&from).0, Want::OpenTo([net("203.0.113.7/32")].into()));
     }
 
     #[test]
     fn every_from_line_ended_means_closed() {
-        let file = control("open ssh from 203.0.113.7 until 2026-11-25T09:00:00Z\n");
-        let resolved = resolve(&file, at("2026-11-25T10:00:00Z"), &mut Starts::new(), None);
+        let mut runs = Runs::new(None);
+        let resolved = runs.run(
+            Some("open ssh from 203.0.113.7 until 2026-11-25T09:00:00Z\n"),
+            "2026-11-25T10:00:00Z",
+        );
         assert_eq!(ssh(&resolved).0, Want::Closed);
         assert_eq!(resolved.ended.len(), 1);
     }

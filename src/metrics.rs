@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::PortState;
+use crate::model::PortState;
 use crate::state::LastRun;
 use crate::status::Report;
 

@@ -1,148 +1,13 @@
-//! What the firewall holds, and the changes that make it match the control
-//! file. Pure: never touches the network or the firewall.
+//! The changes that make the firewall hold what the owner wants. Pure:
+//! never touches the network or the firewall.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
-use crate::firewall::{Change, Rule, tag_of};
 use crate::intent::Want;
-
-/// What portlocker's part of the firewall holds, per family; `None` where
-/// it could not be read (no root, no iptables, a failed listing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holdings {
-    pub families: BTreeMap<Family, Option<FamilyHoldings>>,
-}
-
-/// One family's listing, as `iptables -S` printed it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FamilyHoldings {
-    /// Whether portlocker's chain exists (always true when the chain is INPUT).
-    pub chain_exists: bool,
-    /// Positions in INPUT (1 = first) of each jump to the chain.
-    pub jumps: Vec<usize>,
-    /// Rules in the chain tagged `portlocker:*`, as listed, in chain order.
-    pub tagged: Vec<Vec<String>>,
-    /// Rules in portlocker's own chain that are not portlocker's, as listed.
-    pub foreign: Vec<String>,
-    /// Docker's chain exists: published container ports bypass INPUT.
-    pub docker_user: bool,
-}
-
-impl FamilyHoldings {
-    /// How many copies of `rule` the chain holds.
-    pub fn count(&self, rule: &Rule) -> usize {
-        let listed = rule.listed_spec();
-        self.tagged.iter().filter(|spec| **spec == listed).count()
-    }
-
-    /// Whether the chain's rules are reached first, before any other INPUT rule.
-    fn jump_at_top(&self, config: &Config) -> bool {
-        config.firewall.chain.is_input() || self.jumps == [1]
-    }
-
-    /// Records a change that was carried out.
-    fn record(&mut self, change: &Change) {
-        match change {
-            Change::NewChain { .. } => self.chain_exists = true,
-            Change::InsertJump { .. } => {
-                self.jumps.iter_mut().for_each(|position| *position += 1);
-                self.jumps.insert(0, 1);
-            }
-            Change::DeleteJump { .. } => {
-                if !self.jumps.is_empty() {
-                    let removed = self.jumps.remove(0);
-                    for position in self.jumps.iter_mut().filter(|p| **p > removed) {
-                        *position -= 1;
-                    }
-                }
-            }
-            Change::DeleteChain { .. } => {
-                *self = FamilyHoldings {
-                    docker_user: self.docker_user,
-                    ..FamilyHoldings::default()
-                }
-            }
-            Change::Append(rule) => self.tagged.push(rule.listed_spec()),
-            Change::Delete(rule) => remove_first(&mut self.tagged, &rule.listed_spec()),
-            Change::DeleteListed { spec, .. } => remove_first(&mut self.tagged, spec),
-        }
-    }
-}
-
-fn remove_first(specs: &mut Vec<Vec<String>>, spec: &[String]) {
-    if let Some(index) = specs.iter().position(|s| s == spec) {
-        specs.remove(index);
-    }
-}
-
-impl Holdings {
-    /// Holdings with nothing read, for a dry run that cannot look.
-    pub fn unknown(config: &Config) -> Holdings {
-        let families = config.families().into_iter().map(|f| (f, None)).collect();
-        Holdings { families }
-    }
-
-    /// Records a change that was carried out.
-    pub fn record(&mut self, change: &Change) {
-        if let Some(Some(held)) = self.families.get_mut(&change.family()) {
-            held.record(change);
-        }
-    }
-
-    /// The state of one service in one family.
-    pub fn state(&self, config: &Config, service: &ServiceName, family: Family) -> PortState {
-        let Some(Some(held)) = self.families.get(&family) else {
-            return PortState::Unknown;
-        };
-        let counts: Vec<usize> = rules_of(config, family)
-            .filter(|rule| rule.service == *service)
-            .map(|rule| held.count(&rule))
-            .collect();
-        let tag = format!("portlocker:{service}");
-        let accepts_some = held
-            .tagged
-            .iter()
-            .any(|spec| spec.first().is_some_and(|a| a == "-s") && tag_of(spec) == Some(&tag));
-        if !held.chain_exists || counts.iter().all(|&n| n == 0) {
-            PortState::Open
-        } else if counts.iter().all(|&n| n > 0) && held.jump_at_top(config) {
-            if accepts_some {
-                PortState::OpenToSources
-            } else {
-                PortState::Closed
-            }
-        } else {
-            PortState::Partial
-        }
-    }
-}
-
-/// A service's state in one family, as the owner sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortState {
-    Open,
-    Closed,
-    /// Closed to all but the sources of `from` lines.
-    OpenToSources,
-    /// Some of its ports are closed, or its rules are not reached first.
-    Partial,
-    Unknown,
-}
-
-impl PortState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PortState::Open => "open",
-            PortState::Closed => "closed",
-            PortState::OpenToSources => "open to sources",
-            PortState::Partial => "partly closed",
-            PortState::Unknown => "unknown",
-        }
-    }
-}
+use crate::model::{Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, rules_of, tag_of};
 
 /// One change of the plan. `checked` is false when the firewall could not be
 /// read, so the change is to be made only if its check says it is needed.
@@ -152,29 +17,19 @@ pub struct Step {
     pub checked: bool,
 }
 
-/// Every rule the config can produce for `family`: one per port spec per service.
-pub fn rules_of(config: &Config, family: Family) -> impl Iterator<Item = Rule> + '_ {
-    config.services.iter().flat_map(move |(service, specs)| {
-        specs.iter().map(move |&ports| Rule {
-            family,
-            chain: config.firewall.chain.clone(),
-            service: service.clone(),
-            ports,
-            keep_established: config.firewall.keep_established,
-            source: None,
-        })
-    })
-}
+/// Per service, every source that may have a rule in the firewall: what a
+/// plan made without a listing must look for to remove.
+pub type SourcesSeen = BTreeMap<ServiceName, BTreeSet<IpNet>>;
 
-/// The rules that make `want` true for one service in `family`, ACCEPTs first.
+/// The rules that make `want` true for one service in `family`, source rules first.
 fn rules_for(want: &Want, drops: &[Rule], family: Family) -> Vec<Rule> {
     match want {
         Want::Open => Vec::new(),
         Want::Closed => drops.to_vec(),
         Want::OpenTo(sources) => {
             let ours = sources.iter().filter(|net| family_of(net) == family);
-            let accepts = ours.flat_map(|&net| drops.iter().map(move |drop| drop.accepting(net)));
-            accepts.chain(drops.iter().cloned()).collect()
+            let letting = ours.flat_map(|&net| drops.iter().map(move |drop| drop.letting(net)));
+            letting.chain(drops.iter().cloned()).collect()
         }
     }
 }
@@ -187,7 +42,7 @@ fn family_of(net: &IpNet) -> Family {
 }
 
 /// The rule of `drops`' service that is listed as `spec`: one of its DROPs,
-/// or an ACCEPT of any source; None when the config cannot produce it.
+/// or a source rule for any source; None when the config cannot produce it.
 fn as_rule(spec: &[String], drops: &[Rule]) -> Option<Rule> {
     let source = match spec {
         [flag, net, ..] if flag == "-s" => Some(net.parse::<IpNet>().ok()?),
@@ -196,25 +51,28 @@ fn as_rule(spec: &[String], drops: &[Rule]) -> Option<Rule> {
     drops
         .iter()
         .map(|drop| match source {
-            Some(net) => drop.accepting(net),
+            Some(net) => drop.letting(net),
             None => drop.clone(),
         })
         .find(|rule| rule.listed_spec() == spec)
 }
+
 /// The changes that make the firewall hold what `wants` asks, in the order
 /// to make them. Services `wants` does not name keep their state; along the
 /// way the jump goes back to the top of INPUT, and duplicates and rules the
-/// config no longer produces are removed.
+/// config no longer produces are removed. `seen` is only used for a family
+/// that could not be read.
 pub fn plan(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
     holdings: &Holdings,
+    seen: &SourcesSeen,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     for (&family, held) in &holdings.families {
         let changes = match held {
             Some(held) => plan_family(config, wants, family, held),
-            None => plan_blind(config, wants, family),
+            None => plan_blind(config, wants, family, seen),
         };
         let checked = held.is_some();
         steps.extend(changes.into_iter().map(|change| Step { change, checked }));
@@ -222,29 +80,56 @@ pub fn plan(
     steps
 }
 
-/// The chain and a jump to it at the top of INPUT, where they are missing.
+/// The chain, and one jump to it first in INPUT, where they are missing.
+/// A jump that must move is inserted before the old ones are removed, so
+/// INPUT never lacks one; it carries the tag no old jump carries, so that
+/// deleting an old one by its spec cannot hit the new one.
 fn chain_and_jump(config: &Config, family: Family, held: Option<&FamilyHoldings>) -> Vec<Change> {
     let chain = config.firewall.chain.clone();
     let mut changes = Vec::new();
     if chain.is_input() {
         return changes;
     }
-    if !held.is_some_and(|h| h.chain_exists) {
+    if !held.is_some_and(|h| h.chain_exists(config)) {
         changes.push(Change::NewChain {
             family,
             chain: chain.clone(),
         });
     }
-    if !held.is_some_and(|h| h.jump_at_top(config)) {
-        // Out of place or doubled: remove every jump, then put one first.
-        for _ in held.map_or(&[][..], |h| &h.jumps[..]) {
-            changes.push(Change::DeleteJump {
-                family,
-                chain: chain.clone(),
-            });
-        }
-        changes.push(Change::InsertJump { family, chain });
+    let jumps = held.map(|h| h.jumps(config)).unwrap_or_default();
+    let first_is_jump = jumps.first().is_some_and(|jump| jump.index == 0);
+    let top_is_unique = first_is_jump && jumps[1..].iter().all(|jump| jump.spec != jumps[0].spec);
+    let delete = |spec: &[String]| Change::DeleteJump {
+        family,
+        chain: chain.clone(),
+        spec: spec.to_vec(),
+    };
+    if top_is_unique {
+        // Only copies lower down: removing them by spec never hits the top one.
+        changes.extend(jumps[1..].iter().map(|jump| delete(jump.spec)));
+        return changes;
     }
+    let uses = |tag: JumpTag| jumps.iter().any(|jump| jump.tag == Some(tag));
+    let (tag, mut old): (JumpTag, Vec<&[String]>) = match (uses(JumpTag::A), uses(JumpTag::B)) {
+        (false, _) => (JumpTag::A, jumps.iter().map(|jump| jump.spec).collect()),
+        (true, false) => (JumpTag::B, jumps.iter().map(|jump| jump.spec).collect()),
+        (true, true) => {
+            // Both tags in use: first drop the B jumps (an A jump remains), then use B.
+            let b = JumpTag::B.spec(&chain);
+            for _ in jumps.iter().filter(|jump| jump.tag == Some(JumpTag::B)) {
+                changes.push(delete(&b));
+            }
+            let rest = jumps.iter().filter(|jump| jump.tag != Some(JumpTag::B));
+            (JumpTag::B, rest.map(|jump| jump.spec).collect())
+        }
+    };
+    changes.push(Change::InsertJump {
+        family,
+        chain: chain.clone(),
+        tag,
+    });
+    old.retain(|spec| *spec != tag.spec(&chain).as_slice());
+    changes.extend(old.into_iter().map(delete));
     changes
 }
 
@@ -255,6 +140,7 @@ fn plan_family(
     held: &FamilyHoldings,
 ) -> Vec<Change> {
     let chain = &config.firewall.chain;
+    let tagged: Vec<&Listed> = held.tagged(config).collect();
     let mut rule_changes = Vec::new();
     let mut enforces_any = false;
     for service in config.services.keys() {
@@ -262,19 +148,19 @@ fn plan_family(
             .filter(|r| r.service == *service)
             .collect();
         let tag = format!("portlocker:{service}");
-        let tagged: Vec<&Vec<String>> = held
-            .tagged
+        let mine: Vec<&Vec<String>> = tagged
             .iter()
+            .map(|rule| &rule.spec)
             .filter(|spec| tag_of(spec) == Some(&tag))
             .collect();
         let Some(want) = wants.get(service) else {
             // Not named: keep its state, minus duplicates and what the config no longer produces.
-            let mut seen = Vec::new();
-            for spec in tagged {
-                if seen.contains(&spec) || as_rule(spec, &drops).is_none() {
+            let mut kept = Vec::new();
+            for spec in mine {
+                if kept.contains(&spec) || as_rule(spec, &drops).is_none() {
                     rule_changes.push(removal(spec, &drops, family, chain));
                 } else {
-                    seen.push(spec);
+                    kept.push(spec);
                 }
             }
             continue;
@@ -282,7 +168,7 @@ fn plan_family(
         let wanted = rules_for(want, &drops, family);
         enforces_any |= !wanted.is_empty();
         for rule in &wanted {
-            let copies = held.count(rule);
+            let copies = held.count(config, rule);
             if copies == 0 {
                 rule_changes.push(Change::Append(rule.clone()));
             }
@@ -291,30 +177,27 @@ fn plan_family(
             }
         }
         let wanted_specs: Vec<Vec<String>> = wanted.iter().map(Rule::listed_spec).collect();
-        for spec in tagged
-            .into_iter()
-            .filter(|spec| !wanted_specs.contains(spec))
-        {
+        for spec in mine.into_iter().filter(|spec| !wanted_specs.contains(spec)) {
             rule_changes.push(removal(spec, &drops, family, chain));
         }
     }
-    // Tagged for a service the config no longer has.
-    for spec in &held.tagged {
+    // Tagged for a service the config no longer has (or an old jump, in INPUT).
+    for rule in &tagged {
         let configured = config
             .services
             .keys()
-            .any(|service| tag_of(spec) == Some(&format!("portlocker:{service}")));
+            .any(|service| rule.tag() == Some(&format!("portlocker:{service}")));
         if !configured {
             rule_changes.push(Change::DeleteListed {
                 family,
                 chain: chain.clone(),
-                spec: spec.clone(),
+                spec: rule.spec.clone(),
             });
         }
     }
 
     let mut changes = Vec::new();
-    if held.chain_exists || enforces_any {
+    if held.chain_exists(config) || enforces_any {
         changes.extend(chain_and_jump(config, family, Some(held)));
     }
     changes.extend(rule_changes);
@@ -335,14 +218,25 @@ fn removal(spec: &[String], drops: &[Rule], family: Family, chain: &ChainName) -
 }
 
 /// Without a listing: every change the wants could need, each to be made
-/// only if its check says so.
-fn plan_blind(config: &Config, wants: &BTreeMap<ServiceName, Want>, family: Family) -> Vec<Change> {
+/// only if its check says so — source rules of sources seen before included.
+fn plan_blind(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    family: Family,
+    seen: &SourcesSeen,
+) -> Vec<Change> {
     let mut rule_changes = Vec::new();
     for (service, want) in wants {
         let drops: Vec<Rule> = rules_of(config, family)
             .filter(|r| r.service == *service)
             .collect();
         let wanted = rules_for(want, &drops, family);
+        let stale_sources = seen.get(service).into_iter().flatten().filter(|net| {
+            family_of(net) == family && !matches!(want, Want::OpenTo(keep) if keep.contains(net))
+        });
+        for &net in stale_sources {
+            rule_changes.extend(drops.iter().map(|drop| Change::Delete(drop.letting(net))));
+        }
         if wanted.is_empty() {
             rule_changes.extend(drops.into_iter().map(Change::Delete));
         } else {
@@ -361,8 +255,9 @@ fn plan_blind(config: &Config, wants: &BTreeMap<ServiceName, Want>, family: Fami
 }
 
 /// The changes that remove everything portlocker made: its tagged rules,
-/// then the jump and the chain — unless the chain holds rules of the owner's,
-/// which stay, and so do the chain and its jump. Returns those rules too.
+/// then the jumps and the chain — unless the chain holds rules of the
+/// owner's, which stay, and so do the chain and its jump. Returns those
+/// rules too, as listed.
 pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, Vec<String>)>) {
     let chain = &config.firewall.chain;
     let mut steps = Vec::new();
@@ -375,24 +270,30 @@ pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, V
                 checked: true,
             })
         };
-        for spec in &held.tagged {
+        for rule in held.tagged(config) {
             push(Change::DeleteListed {
                 family,
                 chain: chain.clone(),
-                spec: spec.clone(),
+                spec: rule.spec.clone(),
             });
         }
-        if chain.is_input() || !held.chain_exists {
+        if chain.is_input() || !held.chain_exists(config) {
             continue;
         }
-        if !held.foreign.is_empty() {
-            kept.push((family, held.foreign.clone()));
+        let foreign = held.foreign(config);
+        if !foreign.is_empty() {
+            let shown = foreign
+                .iter()
+                .map(|rule| rule.shown(chain.as_str()))
+                .collect();
+            kept.push((family, shown));
             continue;
         }
-        for _ in &held.jumps {
+        for jump in held.jumps(config) {
             push(Change::DeleteJump {
                 family,
                 chain: chain.clone(),
+                spec: jump.spec.to_vec(),
             });
         }
         push(Change::DeleteChain {
@@ -406,6 +307,8 @@ pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ChainRules, PortState, split_listed};
+    use crate::verdict::service_state;
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -424,23 +327,36 @@ mod tests {
             .unwrap()
     }
 
+    fn jump(config: &Config) -> Listed {
+        Listed::new(JumpTag::A.spec(&config.firewall.chain))
+    }
+
     /// Holdings where the chain exists, the jump is first, and `present`
     /// (`service port family`) lists the rules held.
     fn holdings(config: &Config, present: &[&str]) -> Holdings {
         let mut holdings = Holdings::unknown(config);
         for (&family, held) in holdings.families.iter_mut() {
-            let tagged = rules_of(config, family)
+            let rules = rules_of(config, family)
                 .filter(|r| {
                     present.contains(&format!("{} {} {family}", r.service, r.ports).as_str())
                 })
-                .map(|r| r.listed_spec())
+                .map(|r| Listed::new(r.listed_spec()))
                 .collect();
-            *held = Some(FamilyHoldings {
-                chain_exists: true,
-                jumps: vec![1],
-                tagged,
-                ..FamilyHoldings::default()
+            let mut bare = FamilyHoldings::bare();
+            bare.input.rules.push(jump(config));
+            bare.chain = Some(ChainRules {
+                policy: None,
+                rules,
             });
+            *held = Some(bare);
+        }
+        holdings
+    }
+
+    fn bare(config: &Config) -> Holdings {
+        let mut holdings = Holdings::unknown(config);
+        for held in holdings.families.values_mut() {
+            *held = Some(FamilyHoldings::bare());
         }
         holdings
     }
@@ -454,6 +370,22 @@ mod tests {
             .unwrap()
     }
 
+    fn ours(holdings: &mut Holdings, family: Family) -> &mut Vec<Listed> {
+        &mut held(holdings, family).chain.as_mut().unwrap().rules
+    }
+
+    fn listed(text: &str) -> Listed {
+        Listed::new(split_listed(text))
+    }
+
+    fn plan_of(
+        config: &Config,
+        wants: &BTreeMap<ServiceName, Want>,
+        holdings: &Holdings,
+    ) -> Vec<Step> {
+        plan(config, wants, holdings, &SourcesSeen::new())
+    }
+
     fn shown(steps: &[Step]) -> Vec<String> {
         steps
             .iter()
@@ -464,14 +396,18 @@ mod tests {
             .collect()
     }
 
+    fn after(config: &Config, holdings: &Holdings, steps: &[Step]) -> Holdings {
+        let mut after = holdings.clone();
+        for step in steps {
+            after.record(config, &step.change);
+        }
+        after
+    }
+
     #[test]
     fn close_on_a_bare_firewall_creates_chain_jump_and_rules_per_family() {
         let config = config("");
-        let mut bare = holdings(&config, &[]);
-        for family in config.families() {
-            *held(&mut bare, family) = FamilyHoldings::default();
-        }
-        let steps = plan(&config, &control(&config, "close web\n"), &bare);
+        let steps = plan_of(&config, &control(&config, "close web\n"), &bare(&config));
         assert_eq!(
             shown(&steps),
             [
@@ -485,13 +421,15 @@ mod tests {
                 "IPv6: close web 443/tcp",
             ]
         );
+        let done = after(&config, &bare(&config), &steps);
+        assert!(plan_of(&config, &control(&config, "close web\n"), &done).is_empty());
     }
 
     #[test]
     fn nothing_to_do_when_the_firewall_already_matches() {
         let config = config("");
         let held = holdings(&config, &["ssh 22/tcp IPv4", "ssh 22/tcp IPv6"]);
-        let steps = plan(
+        let steps = plan_of(
             &config,
             &control(&config, "close ssh\nopen web\nopen vpn\n"),
             &held,
@@ -502,11 +440,7 @@ mod tests {
     #[test]
     fn an_empty_file_on_a_bare_firewall_plans_nothing() {
         let config = config("");
-        let mut bare = holdings(&config, &[]);
-        for family in config.families() {
-            *held(&mut bare, family) = FamilyHoldings::default();
-        }
-        assert!(plan(&config, &control(&config, "# nothing\n"), &bare).is_empty());
+        assert!(plan_of(&config, &control(&config, "# nothing\n"), &bare(&config)).is_empty());
     }
 
     #[test]
@@ -514,8 +448,8 @@ mod tests {
         let config = config("[firewall]\nipv6 = false");
         let mut held_now = holdings(&config, &["web 443/tcp IPv4", "vpn 1194/udp IPv4"]);
         let copy = rule(&config, Family::Ipv4, "web", "443/tcp").listed_spec();
-        held(&mut held_now, Family::Ipv4).tagged.push(copy);
-        let steps = plan(&config, &control(&config, "open web\n"), &held_now);
+        ours(&mut held_now, Family::Ipv4).push(Listed::new(copy));
+        let steps = plan_of(&config, &control(&config, "open web\n"), &held_now);
         assert_eq!(
             shown(&steps),
             ["IPv4: open web 443/tcp", "IPv4: open web 443/tcp"]
@@ -528,9 +462,9 @@ mod tests {
         let mut held_now = holdings(&config, &["ssh 22/tcp IPv4", "vpn 1194/udp IPv4"]);
         for service in [("ssh", "22/tcp"), ("vpn", "1194/udp"), ("vpn", "1194/udp")] {
             let copy = rule(&config, Family::Ipv4, service.0, service.1).listed_spec();
-            held(&mut held_now, Family::Ipv4).tagged.push(copy);
+            ours(&mut held_now, Family::Ipv4).push(Listed::new(copy));
         }
-        let steps = plan(&config, &control(&config, "close ssh\n"), &held_now);
+        let steps = plan_of(&config, &control(&config, "close ssh\n"), &held_now);
         assert_eq!(
             shown(&steps),
             [
@@ -545,58 +479,124 @@ mod tests {
     fn rules_the_config_no_longer_produces_are_removed() {
         let config = config("[firewall]\nipv6 = false");
         let mut held_now = holdings(&config, &["ssh 22/tcp IPv4"]);
-        let stale: Vec<String> = "-p tcp -m tcp --dport 2222 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP"
-            .split(' ')
-            .map(String::from)
-            .collect();
-        held(&mut held_now, Family::Ipv4).tagged.push(stale);
-        let steps = plan(&config, &control(&config, ""), &held_now);
+        let stale = listed(
+            "-p tcp -m tcp --dport 2222 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP",
+        );
+        ours(&mut held_now, Family::Ipv4).push(stale);
+        let steps = plan_of(&config, &control(&config, ""), &held_now);
         assert_eq!(shown(&steps), ["IPv4: remove rule portlocker:ssh"]);
     }
 
     #[test]
-    fn a_jump_that_is_not_first_is_moved_back_to_the_top() {
+    fn a_jump_that_is_not_first_is_replaced_by_a_new_one_before_it_goes() {
         let config = config("[firewall]\nipv6 = false");
         let mut held_now = holdings(&config, &["ssh 22/tcp IPv4"]);
-        held(&mut held_now, Family::Ipv4).jumps = vec![2, 5];
-        let steps = plan(&config, &control(&config, ""), &held_now);
+        let input = &mut held(&mut held_now, Family::Ipv4).input.rules;
+        input.insert(0, listed("-p tcp -m tcp --dport 22 -j ACCEPT"));
+        input.push(listed("-j PORTLOCKER"));
+        let steps = plan_of(&config, &control(&config, ""), &held_now);
+        // The new jump goes in first, with the tag no old jump has.
         assert_eq!(
-            shown(&steps),
+            steps
+                .iter()
+                .map(|s| firewall_args(&s.change))
+                .collect::<Vec<_>>(),
             [
-                "IPv4: remove jump from INPUT to PORTLOCKER",
-                "IPv4: remove jump from INPUT to PORTLOCKER",
-                "IPv4: jump from INPUT to PORTLOCKER"
+                "-I INPUT 1 -m comment --comment portlocker:jump.b -j PORTLOCKER",
+                "-D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER",
+                "-D INPUT -j PORTLOCKER",
             ]
         );
-        let mut after = held_now.clone();
-        for step in &steps {
-            after.record(&step.change);
-        }
-        assert_eq!(held(&mut after, Family::Ipv4).jumps, [1]);
-        held(&mut held_now, Family::Ipv4).jumps = vec![];
-        let steps = plan(&config, &control(&config, ""), &held_now);
+        let done = after(&config, &held_now, &steps);
+        let jumps = held(&mut done.clone(), Family::Ipv4).jumps(&config).len();
+        assert_eq!(jumps, 1);
+        assert_eq!(
+            done.family(Family::Ipv4).unwrap().jumps(&config)[0].index,
+            0
+        );
+        assert!(plan_of(&config, &control(&config, ""), &done).is_empty());
+
+        // Both tags in use below the top: the B jumps go first, then B is reused.
+        let mut both = holdings(&config, &["ssh 22/tcp IPv4"]);
+        let input = &mut held(&mut both, Family::Ipv4).input.rules;
+        input.insert(0, listed("-j ACCEPT"));
+        input.push(Listed::new(JumpTag::B.spec(&config.firewall.chain)));
+        let steps = plan_of(&config, &control(&config, ""), &both);
+        assert_eq!(
+            steps
+                .iter()
+                .map(|s| firewall_args(&s.change))
+                .collect::<Vec<_>>(),
+            [
+                "-D INPUT -m comment --comment portlocker:jump.b -j PORTLOCKER",
+                "-I INPUT 1 -m comment --comment portlocker:jump.b -j PORTLOCKER",
+                "-D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER",
+            ]
+        );
+        let done = after(&config, &both, &steps);
+        assert_eq!(done.family(Family::Ipv4).unwrap().jumps(&config).len(), 1);
+
+        // No jump at all: one is inserted.
+        let mut none = holdings(&config, &["ssh 22/tcp IPv4"]);
+        held(&mut none, Family::Ipv4).input.rules.clear();
+        let steps = plan_of(&config, &control(&config, ""), &none);
         assert_eq!(shown(&steps), ["IPv4: jump from INPUT to PORTLOCKER"]);
+    }
+
+    /// Replays steps, checking after each that INPUT still jumps to the
+    /// chain whenever it did before: the jump is never absent.
+    #[test]
+    fn the_jump_is_never_absent_while_it_moves() {
+        let config = config("[firewall]\nipv6 = false");
+        let a = Listed::new(JumpTag::A.spec(&config.firewall.chain));
+        let b = Listed::new(JumpTag::B.spec(&config.firewall.chain));
+        let legacy = listed("-j PORTLOCKER");
+        let other = listed("-s 192.0.2.1/32 -j ACCEPT");
+        let layouts: Vec<Vec<Listed>> = vec![
+            vec![other.clone(), a.clone()],
+            vec![other.clone(), b.clone()],
+            vec![other.clone(), legacy.clone()],
+            vec![a.clone(), a.clone()],
+            vec![legacy.clone(), legacy.clone()],
+            vec![other.clone(), a.clone(), b.clone(), legacy.clone()],
+            vec![b.clone(), other.clone(), a.clone(), b.clone()],
+            vec![a.clone(), other.clone(), legacy.clone()],
+        ];
+        for layout in layouts {
+            let mut now = holdings(&config, &["ssh 22/tcp IPv4"]);
+            held(&mut now, Family::Ipv4).input.rules = layout.clone();
+            let steps = plan_of(&config, &control(&config, ""), &now);
+            for step in &steps {
+                now.record(&config, &step.change);
+                let jumps = now.family(Family::Ipv4).unwrap().jumps(&config).len();
+                assert!(jumps > 0, "{layout:?}: no jump after {}", step.change);
+            }
+            let jumps = now.family(Family::Ipv4).unwrap().jumps(&config);
+            assert_eq!((jumps.len(), jumps[0].index), (1, 0), "{layout:?}");
+        }
+    }
+
+    fn firewall_args(change: &Change) -> String {
+        crate::firewall::args(change).join(" ")
     }
 
     #[test]
     fn input_chain_needs_no_chain_or_jump() {
         let config = config("[firewall]\nipv6 = false\nchain = \"INPUT\"");
-        let steps = plan(
+        let steps = plan_of(
             &config,
             &control(&config, "close ssh\n"),
             &Holdings::unknown(&config),
         );
         assert_eq!(shown(&steps), ["? IPv4: close ssh 22/tcp"]);
-        let mut bare = holdings(&config, &[]);
-        held(&mut bare, Family::Ipv4).jumps.clear();
-        let steps = plan(&config, &control(&config, "close ssh\n"), &bare);
+        let steps = plan_of(&config, &control(&config, "close ssh\n"), &bare(&config));
         assert_eq!(shown(&steps), ["IPv4: close ssh 22/tcp"]);
     }
 
     #[test]
     fn unknown_holdings_give_unchecked_steps_for_every_named_rule() {
         let config = config("[firewall]\nipv6 = false");
-        let steps = plan(
+        let steps = plan_of(
             &config,
             &control(&config, "close ssh\nopen vpn\n"),
             &Holdings::unknown(&config),
@@ -613,33 +613,70 @@ mod tests {
     }
 
     #[test]
-    fn service_state_follows_the_holdings_and_recorded_changes() {
+    fn a_blind_plan_removes_source_rules_of_sources_seen() {
         let config = config("[firewall]\nipv6 = false");
-        let web = ServiceName::new("web").unwrap();
-        let mut now = holdings(&config, &["web 80/tcp IPv4"]);
-        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Partial);
-        for step in plan(&config, &control(&config, "close web\n"), &now) {
-            now.record(&step.change);
+        let ssh = ServiceName::new("ssh").unwrap();
+        let seen: SourcesSeen = [(ssh, ["203.0.113.7/32".parse().unwrap()].into())].into();
+        for text in ["close ssh\n", "open ssh\n"] {
+            let steps = plan(
+                &config,
+                &control(&config, text),
+                &Holdings::unknown(&config),
+                &seen,
+            );
+            assert!(
+                shown(&steps)
+                    .contains(&"? IPv4: stop opening ssh 22/tcp to 203.0.113.7/32".to_owned()),
+                "{text}: {:?}",
+                shown(&steps)
+            );
         }
-        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Closed);
-        held(&mut now, Family::Ipv4).jumps = vec![2];
-        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Partial);
-        held(&mut now, Family::Ipv4).chain_exists = false;
-        assert_eq!(now.state(&config, &web, Family::Ipv4), PortState::Open);
-        assert_eq!(now.state(&config, &web, Family::Ipv6), PortState::Unknown);
-        let unknown = Holdings::unknown(&config);
-        assert_eq!(
-            unknown.state(&config, &web, Family::Ipv4),
-            PortState::Unknown
+        let steps = plan(
+            &config,
+            &control(&config, "open ssh from 203.0.113.7\n"),
+            &Holdings::unknown(&config),
+            &seen,
+        );
+        assert!(
+            !shown(&steps).iter().any(|s| s.contains("stop opening")),
+            "{:?}",
+            shown(&steps)
         );
     }
 
     #[test]
-    fn sources_are_accepted_before_the_drop_and_only_in_their_family() {
+    fn service_state_follows_the_holdings_and_recorded_changes() {
+        let config = config("[firewall]\nipv6 = false");
+        let web = ServiceName::new("web").unwrap();
+        let state = |holdings: &Holdings| {
+            service_state(
+                &config,
+                holdings.family(Family::Ipv4).unwrap(),
+                Family::Ipv4,
+                &web,
+            )
+        };
+        let mut now = holdings(&config, &["web 80/tcp IPv4"]);
+        assert_eq!(state(&now), PortState::Partial);
+        for step in plan_of(&config, &control(&config, "close web\n"), &now) {
+            now.record(&config, &step.change);
+        }
+        assert_eq!(state(&now), PortState::Closed);
+        held(&mut now, Family::Ipv4)
+            .input
+            .rules
+            .insert(0, listed("-p tcp -m tcp --dport 80 -j ACCEPT"));
+        assert_eq!(state(&now), PortState::Partial);
+        held(&mut now, Family::Ipv4).input.rules.clear();
+        assert_eq!(state(&now), PortState::Open);
+    }
+
+    #[test]
+    fn sources_return_before_the_drop_and_only_in_their_family() {
         let config = config("");
         let held = holdings(&config, &[]);
         let text = "open ssh from 203.0.113.7\nopen ssh from 2001:db8::/48\n";
-        let steps = plan(&config, &control(&config, text), &held);
+        let steps = plan_of(&config, &control(&config, text), &held);
         assert_eq!(
             shown(&steps),
             [
@@ -649,26 +686,28 @@ mod tests {
                 "IPv6: close ssh 22/tcp",
             ]
         );
-        let mut after = held.clone();
-        for step in &steps {
-            after.record(&step.change);
-        }
+        let after = after(&config, &held, &steps);
         let ssh = ServiceName::new("ssh").unwrap();
         assert_eq!(
-            after.state(&config, &ssh, Family::Ipv4),
+            service_state(
+                &config,
+                after.family(Family::Ipv4).unwrap(),
+                Family::Ipv4,
+                &ssh
+            ),
             PortState::OpenToSources
         );
-        assert!(plan(&config, &control(&config, text), &after).is_empty());
+        assert!(plan_of(&config, &control(&config, text), &after).is_empty());
 
-        // A source taken out of the file loses its ACCEPT; the others stay.
+        // A source taken out of the file loses its rule; the others stay.
         let fewer = "open ssh from 2001:db8::/48\n";
-        let steps = plan(&config, &control(&config, fewer), &after);
+        let steps = plan_of(&config, &control(&config, fewer), &after);
         assert_eq!(
             shown(&steps),
             ["IPv4: stop opening ssh 22/tcp to 203.0.113.7/32"]
         );
-        // A plain close takes every ACCEPT away.
-        let steps = plan(&config, &control(&config, "close ssh\n"), &after);
+        // A plain close takes every source rule away.
+        let steps = plan_of(&config, &control(&config, "close ssh\n"), &after);
         assert_eq!(
             shown(&steps),
             [
@@ -676,20 +715,37 @@ mod tests {
                 "IPv6: stop opening ssh 22/tcp to 2001:db8::/48"
             ]
         );
-        // Not named: the ACCEPTs are kept as they are.
-        assert!(plan(&config, &control(&config, ""), &after).is_empty());
+        // Not named: the source rules are kept as they are.
+        assert!(plan_of(&config, &control(&config, ""), &after).is_empty());
     }
 
     #[test]
-    fn an_accept_with_a_source_the_config_cannot_produce_is_removed() {
+    fn an_accept_of_the_first_version_is_replaced_by_a_return() {
         let config = config("[firewall]\nipv6 = false");
         let mut now = holdings(&config, &["ssh 22/tcp IPv4"]);
-        let odd: Vec<String> = "-s 203.0.113.7/32 -p tcp -m tcp --dport 2200 -m comment --comment portlocker:ssh -j ACCEPT"
-            .split(' ')
-            .map(String::from)
-            .collect();
-        held(&mut now, Family::Ipv4).tagged.push(odd);
-        let steps = plan(&config, &control(&config, ""), &now);
+        let old = listed(
+            "-s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT",
+        );
+        ours(&mut now, Family::Ipv4).insert(0, old);
+        let steps = plan_of(
+            &config,
+            &control(&config, "open ssh from 203.0.113.7\n"),
+            &now,
+        );
+        assert_eq!(
+            shown(&steps),
+            [
+                "IPv4: open ssh 22/tcp to 203.0.113.7/32",
+                "IPv4: remove rule portlocker:ssh"
+            ]
+        );
+        // One the config cannot produce at all goes too.
+        let odd = listed(
+            "-s 203.0.113.7/32 -p tcp -m tcp --dport 2200 -m comment --comment portlocker:ssh -j RETURN",
+        );
+        let mut now = holdings(&config, &["ssh 22/tcp IPv4"]);
+        ours(&mut now, Family::Ipv4).push(odd);
+        let steps = plan_of(&config, &control(&config, ""), &now);
         assert_eq!(shown(&steps), ["IPv4: remove rule portlocker:ssh"]);
     }
 
@@ -697,7 +753,7 @@ mod tests {
     fn reset_removes_everything_portlocker_made_and_keeps_the_owners_rules() {
         let config = config("");
         let mut now = holdings(&config, &["ssh 22/tcp IPv4", "ssh 22/tcp IPv6"]);
-        held(&mut now, Family::Ipv6).foreign = vec!["-A PORTLOCKER -s ::1/128 -j ACCEPT".into()];
+        ours(&mut now, Family::Ipv6).push(listed("-s ::1/128 -j ACCEPT"));
         let (steps, kept) = reset(&config, &now);
         assert_eq!(
             shown(&steps),
@@ -715,9 +771,7 @@ mod tests {
                 vec!["-A PORTLOCKER -s ::1/128 -j ACCEPT".to_owned()]
             )]
         );
-        for step in &steps {
-            now.record(&step.change);
-        }
+        let now = after(&config, &now, &steps);
         let (again, _) = reset(&config, &now);
         assert_eq!(shown(&again), Vec::<String>::new());
     }

@@ -1,8 +1,10 @@
-//! portlocker's own state in `state_dir`: the run lock, and the last good
-//! control file with the validators for a conditional fetch. Every write
-//! replaces a whole file atomically, so a run killed at any moment leaves
-//! the state as it was before or as it is after.
+//! portlocker's own state in `state_dir`: the run lock, what the owner asked
+//! for each service, and the last good control file with the validators for
+//! a conditional fetch. Every write replaces a whole file atomically, so a
+//! run killed at any moment leaves the state as it was before or as it is
+//! after; a file that is damaged anyway is told apart from an empty state.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -17,6 +19,11 @@ use crate::intent::Starts;
 use crate::status::{Freshness, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
+/// Where a damaged state file is kept for the owner to look at.
+const DAMAGED_FILE: &str = "state.toml.damaged";
+/// The last line of every state file: a checksum of all before it, so a
+/// truncated or damaged file is never taken for a shorter valid one.
+const CHECK_PREFIX: &str = "# check ";
 const LOCK_FILE: &str = "lock";
 
 /// Held for the whole of a run: an exclusive `flock` on `state_dir/lock`,
@@ -63,6 +70,11 @@ fn ensure_dir(state_dir: &Path) -> Result<()> {
 pub struct State {
     /// The last control file that passed validation.
     pub last_good: Option<LastGood>,
+    /// What the owner asked for each service, as the lines in force from
+    /// the last accepted file that named it (canonical form). A service
+    /// missing here was never named.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub wanted: BTreeMap<String, Vec<String>>,
     /// When each open line in force was first applied, for `for` and `max_open`.
     #[serde(default, skip_serializing_if = "Starts::is_empty")]
     pub opens: Starts,
@@ -97,6 +109,10 @@ pub struct LastGood {
     /// When it was signed (Unix seconds), if a signature was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<i64>,
+    /// The minisign signature it was accepted with, to check it again
+    /// against the configured key whenever the kept copy is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     /// The file itself, exactly as it passed validation.
     pub body: String,
 }
@@ -129,25 +145,104 @@ impl State {
         state_dir.join(STATE_FILE)
     }
 
-    /// Reads the state; a missing file is an empty state.
-    pub fn load(state_dir: &Path) -> Result<State> {
+    /// Reads the state; a missing file is an empty state. A file that is
+    /// damaged (unparsable, empty, truncated) or unreadable is moved aside
+    /// and reported as `Loaded::Damaged`, never taken for an empty state.
+    pub fn load(state_dir: &Path) -> Loaded {
+        State::read(state_dir, true)
+    }
+
+    /// Reads the state for a look that changes nothing: a damaged file stays.
+    pub fn peek(state_dir: &Path) -> Loaded {
+        State::read(state_dir, false)
+    }
+
+    fn read(state_dir: &Path, move_damaged_aside: bool) -> Loaded {
         let path = State::path(state_dir);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Loaded::Kept(State::default());
+            }
             Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+                return Loaded::Damaged(format!("cannot read {}: {error}", path.display()));
             }
         };
-        toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+        match State::decode(&text) {
+            Ok((state, legacy)) if legacy => Loaded::Legacy(state),
+            Ok((state, _)) => Loaded::Kept(state),
+            Err(reason) if !move_damaged_aside => {
+                Loaded::Damaged(format!("{} is damaged ({reason})", path.display()))
+            }
+            Err(reason) => {
+                let aside = state_dir.join(DAMAGED_FILE);
+                let kept = match fs::rename(&path, &aside) {
+                    Ok(()) => format!("kept aside as {}", aside.display()),
+                    Err(error) => format!("could not be moved aside ({error})"),
+                };
+                Loaded::Damaged(format!("{} is damaged ({reason}); {kept}", path.display()))
+            }
+        }
+    }
+
+    /// Decodes a state file; true when it is from before the checksum line.
+    fn decode(bytes: &[u8]) -> Result<(State, bool), String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+        let body_end = text.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
+        let (body, last) = text.split_at(body_end);
+        match last.strip_prefix(CHECK_PREFIX) {
+            Some(check) => {
+                if check.trim_end() != checksum(body) {
+                    return Err("its checksum does not match: truncated or changed".into());
+                }
+                let state = toml::from_str(body).map_err(|error| error.message().to_owned())?;
+                Ok((state, false))
+            }
+            None => {
+                // Written by a version before the checksum: whole only if it
+                // parses and ends with the last run, which every run writes last.
+                let state: State =
+                    toml::from_str(text).map_err(|error| error.message().to_owned())?;
+                if state.last_run.is_none() || !state.wanted.is_empty() {
+                    return Err("it has no checksum line: truncated?".into());
+                }
+                Ok((state, true))
+            }
+        }
     }
 
     /// Replaces the state file as a whole.
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         ensure_dir(state_dir)?;
-        let text = toml::to_string(self).context("cannot encode the state")?;
+        let mut text = toml::to_string(self).context("cannot encode the state")?;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let check = checksum(&text);
+        text.push_str(&format!("{CHECK_PREFIX}{check}\n"));
         write_atomic(&State::path(state_dir), text.as_bytes(), 0o600)
     }
+}
+
+/// What reading the state found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// The state as last saved (empty when there was none).
+    Kept(State),
+    /// A whole state file from a version that kept no wanted state.
+    Legacy(State),
+    /// Why the state could not be used; the damaged file was moved aside.
+    Damaged(String),
+}
+
+/// FNV-1a, 64 bits, as hex: enough to tell a damaged file, no crate needed.
+fn checksum(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]
@@ -167,6 +262,7 @@ mod tests {
             etag: Some("\"abc\"".into()),
             last_modified: None,
             signed_at: Some(1_795_000_000),
+            signature: None,
             body: "close ssh\n# \"quoted\" \\ and 'single'\n".into(),
         }
     }
@@ -175,11 +271,12 @@ mod tests {
     fn state_round_trips_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
-        assert_eq!(State::load(&state_dir).unwrap(), State::default());
+        assert_eq!(State::load(&state_dir), Loaded::Kept(State::default()));
         let mut opens = Starts::new();
         opens.insert("open ssh for 2h".into(), last_good().fetched_at);
         let state = State {
             last_good: Some(last_good()),
+            wanted: [("ssh".to_owned(), vec!["open ssh for 2h".to_owned()])].into(),
             opens,
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
@@ -189,17 +286,63 @@ mod tests {
             }),
         };
         state.save(&state_dir).unwrap();
-        assert_eq!(State::load(&state_dir).unwrap(), state);
+        assert_eq!(State::load(&state_dir), Loaded::Kept(state));
         assert_eq!(mode_of(&state_dir).unwrap(), 0o700);
         assert_eq!(mode_of(&State::path(&state_dir)).unwrap(), 0o600);
     }
 
     #[test]
-    fn a_damaged_state_file_is_an_error_naming_it() {
+    fn a_damaged_state_file_is_never_taken_for_an_empty_one() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(STATE_FILE), "last_good = 3").unwrap();
-        let error = format!("{:#}", State::load(dir.path()).unwrap_err());
-        assert!(error.contains("state.toml is damaged"), "{error}");
+        let state = State {
+            last_good: Some(last_good()),
+            wanted: [("ssh".to_owned(), vec!["close ssh".to_owned()])].into(),
+            ..State::default()
+        };
+        state.save(dir.path()).unwrap();
+        let whole = fs::read_to_string(State::path(dir.path())).unwrap();
+        // Cut at every line boundary and in the middle of lines, and empty.
+        let mut cuts: Vec<usize> = whole.match_indices('\n').map(|(i, _)| i + 1).collect();
+        cuts.extend([0, 1, whole.len() / 2, whole.len() - 3]);
+        for cut in cuts.into_iter().filter(|&cut| cut < whole.len()) {
+            fs::write(State::path(dir.path()), &whole[..cut]).unwrap();
+            match State::load(dir.path()) {
+                Loaded::Damaged(reason) => {
+                    assert!(reason.contains("state.toml is damaged"), "{reason}");
+                    assert!(reason.contains("state.toml.damaged"), "{reason}");
+                }
+                other => panic!("a file cut at {cut} was taken as {other:?}"),
+            }
+            assert_eq!(
+                fs::read_to_string(dir.path().join(DAMAGED_FILE)).unwrap(),
+                &whole[..cut]
+            );
+        }
+        fs::write(
+            State::path(dir.path()),
+            whole.replace("close ssh", "open ssh"),
+        )
+        .unwrap();
+        assert!(matches!(State::load(dir.path()), Loaded::Damaged(_)));
+    }
+
+    #[test]
+    fn a_whole_state_file_of_the_first_version_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "[last_good]\nsource = \"-\"\nfetched_at = \"2026-11-25T14:05:00+01:00\"\nbody = \"close ssh\\n\"\n\n\
+                   [last_run]\nat = \"2026-11-25T14:05:00+01:00\"\nok = true\nduration_ms = 3\n";
+        fs::write(State::path(dir.path()), old).unwrap();
+        let Loaded::Legacy(state) = State::load(dir.path()) else {
+            panic!("not read as a legacy state");
+        };
+        assert_eq!(state.last_good.unwrap().body, "close ssh\n");
+        // The same file cut before its last run is damaged.
+        fs::write(
+            State::path(dir.path()),
+            &old[..old.find("[last_run]").unwrap()],
+        )
+        .unwrap();
+        assert!(matches!(State::load(dir.path()), Loaded::Damaged(_)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::Serialize;
 
 use crate::config::Family;
-use crate::plan::PortState;
+use crate::model::PortState;
 
 /// What one run found and did.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,11 +23,11 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
         changes,
         [
             "iptables -w 10 -N PORTLOCKER",
-            "iptables -w 10 -I INPUT 1 -j PORTLOCKER",
+            "iptables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
             "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
             SSH_V4,
             "ip6tables -w 10 -N PORTLOCKER",
-            "ip6tables -w 10 -I INPUT 1 -j PORTLOCKER",
+            "ip6tables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
             "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
             "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
         ]
@@ -474,16 +474,25 @@ fn offline_enforces_the_last_good_copy_without_fetching() {
 }
 
 #[test]
-fn a_damaged_state_file_is_reported_and_the_run_goes_on() {
+fn a_damaged_state_file_is_reported_kept_aside_and_the_run_fails() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
     std::fs::create_dir_all(env.path("state")).unwrap();
     std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
     let run = env.run(&[]);
-    run.expect(0);
+    run.expect(1);
     run.says("state.toml is damaged");
+    run.says("state.toml.damaged");
+    assert!(env.log().contains("state.toml is damaged"), "{}", env.log());
+    assert_eq!(
+        std::fs::read_to_string(env.path("state/state.toml.damaged")).unwrap(),
+        "last_good = ["
+    );
+    // The fresh file is still applied and kept.
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
     let state = std::fs::read_to_string(env.path("state/state.toml")).unwrap();
     assert!(state.contains("close ssh"), "{state}");
+    env.run(&[]).expect(0);
 }
 
 #[test]
@@ -575,11 +584,11 @@ fn a_run_killed_at_any_moment_leaves_whole_files_and_the_next_run_converges() {
     );
     for binary in ["iptables", "ip6tables"] {
         let table = env.fake_table(binary);
-        assert_eq!(
-            table.matches("-A INPUT -j PORTLOCKER").count(),
-            1,
-            "{table}"
-        );
+        let jumps = table
+            .lines()
+            .filter(|l| l.starts_with("-A INPUT ") && l.ends_with(" -j PORTLOCKER"))
+            .count();
+        assert_eq!(jumps, 1, "{table}");
         assert_eq!(table.matches("portlocker:ssh").count(), 1, "{table}");
         assert_eq!(table.matches("portlocker:web").count(), 2, "{table}");
         assert_eq!(table.matches("portlocker:mosh").count(), 0, "{table}");

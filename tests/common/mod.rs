@@ -157,6 +157,17 @@ impl TestEnv {
         fs::read_to_string(self.path("portlocker.log")).unwrap_or_default()
     }
 
+    /// Changes the kept state through portlocker's own reading and writing
+    /// of it (its checksum stays right): how tests move time without sleeping.
+    pub fn edit_state(&self, edit: impl FnOnce(&mut portlocker::state::State)) {
+        use portlocker::state::{Loaded, State};
+        let Loaded::Kept(mut state) = State::load(&self.path("state")) else {
+            panic!("no whole state to edit");
+        };
+        edit(&mut state);
+        state.save(&self.path("state")).unwrap();
+    }
+
     pub fn status_page(&self) -> Option<String> {
         fs::read_to_string(self.path("status.html")).ok()
     }
