@@ -173,8 +173,8 @@ fn get(
     if status == StatusCode::NOT_MODIFIED && validators.is_some() {
         return Ok(Fetched::NotModified);
     }
-    if !status.is_success() {
-        bail!("the server answered {status}");
+    if status != StatusCode::OK {
+        bail!("{}", refusal(status, validators.is_some()));
     }
     refuse_html(&response)?;
     if let Some(length) = response
@@ -196,6 +196,20 @@ fn get(
     };
     let body = read_limited(response, max_bytes, Some(deadline))?;
     Ok(Fetched::Body(body, validators))
+}
+
+/// Why an answer other than 200 (or a 304 to a conditional request) is
+/// not the file. A 204 or 206 (portlocker never asks for a range) is a
+/// success, but carries no whole file.
+fn refusal(status: StatusCode, conditional: bool) -> String {
+    let why = if status.is_success() {
+        ": not a file"
+    } else if status == StatusCode::NOT_MODIFIED && !conditional {
+        " to a request that was not conditional"
+    } else {
+        ""
+    };
+    format!("the server answered {status}{why}")
 }
 
 fn refuse_html(response: &Response) -> Result<()> {
@@ -294,6 +308,34 @@ mod tests {
             over.to_string()
                 .contains("larger than fetch.max_bytes (8 bytes)")
         );
+    }
+
+    #[test]
+    fn only_a_200_is_a_file() {
+        let shown =
+            |code: u16, conditional| refusal(StatusCode::from_u16(code).unwrap(), conditional);
+        for (code, conditional, message) in [
+            (204, false, "the server answered 204 No Content: not a file"),
+            (
+                206,
+                true,
+                "the server answered 206 Partial Content: not a file",
+            ),
+            (
+                299,
+                false,
+                "the server answered 299 <unknown status code>: not a file",
+            ),
+            (
+                304,
+                false,
+                "the server answered 304 Not Modified to a request that was not conditional",
+            ),
+            (404, false, "the server answered 404 Not Found"),
+            (503, true, "the server answered 503 Service Unavailable"),
+        ] {
+            assert_eq!(shown(code, conditional), message);
+        }
     }
 
     #[test]
