@@ -1,6 +1,6 @@
 //! Getting the control file's bytes from its source, bounded in size and time.
-//! The only module that touches the network. Never lets the secret URL into
-//! an error message.
+//! The only module that touches the network. Knows bytes, not the grammar;
+//! never lets the secret URL into an error message.
 
 use std::io::Read;
 use std::sync::mpsc;
@@ -14,11 +14,16 @@ use reqwest::redirect;
 use url::Url;
 
 use crate::config::FetchConfig;
-use crate::control::Rejection;
 use crate::source::{Source, host_of};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
+
+/// Why an answer labelled `text/html` is refused: a login or preview page
+/// stands where the file should be.
+const HTML_PAGE: &str = "the server sent Content-Type text/html: \
+     the control file is an HTML page, not plain text \
+     (a Dropbox share link must end in dl=1 to get the file itself)";
 
 /// HTTP validators of a fetched file, sent back to ask "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,9 +228,7 @@ fn refuse_html(response: &Response) -> Result<()> {
         .to_ascii_lowercase()
         .starts_with("text/html")
     {
-        return Err(
-            anyhow::Error::new(Rejection::Html).context("the server sent Content-Type text/html")
-        );
+        bail!(HTML_PAGE);
     }
     Ok(())
 }

@@ -117,7 +117,9 @@ fn an_html_page_is_refused_with_a_hint_about_dl_1() {
         body: b"<!DOCTYPE html><html><body>close ssh</body></html>".to_vec(),
         content_type: "text/html; charset=utf-8",
     };
-    assert_refused(page, "", "Content-Type text/html");
+    assert_refused(page.clone(), "", "Content-Type text/html");
+    // The hint comes with the header too, not only from the parser.
+    assert_refused(page, "", "must end in dl=1");
     let disguised = Reply::Body {
         body: b"\n<html><body>close ssh</body></html>".to_vec(),
         content_type: "text/plain",
