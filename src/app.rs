@@ -323,7 +323,7 @@ fn reconcile(
     if let Err(reason) = firewall::preflight(config) {
         return failed(reason);
     }
-    let mut firewall = Firewall::new(config, SystemRunner);
+    let mut firewall = Firewall::new(config, SystemRunner::new(config));
     let (observed, mut errors) = firewall.observe();
     *holdings = observed;
     if errors.iter().any(CommandError::needs_root) {
@@ -365,7 +365,7 @@ fn reset(config: &Config) -> Result<Exit> {
         return Ok(Exit::Busy);
     };
     firewall::preflight(config).map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
-    let mut firewall = Firewall::new(config, SystemRunner);
+    let mut firewall = Firewall::new(config, SystemRunner::new(config));
     let (mut holdings, mut errors) = firewall.observe();
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
@@ -422,7 +422,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     };
     let resolved = resolve(config, &control, &mut state.opens);
     let (holdings, note) = match firewall::preflight(config) {
-        Ok(()) => match Firewall::new(config, SystemRunner).observe() {
+        Ok(()) => match Firewall::new(config, SystemRunner::new(config)).observe() {
             (holdings, errors) if errors.is_empty() => (holdings, None),
             (_, errors) if errors.iter().any(CommandError::needs_root) => (
                 Holdings::unknown(config),
@@ -526,7 +526,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
+    let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe();
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"

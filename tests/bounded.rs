@@ -1,5 +1,5 @@
 //! Every run ends: a local source that would never deliver (a FIFO, stdin
-//! nobody writes to) is cut off by its limit.
+//! nobody writes to) and an iptables that hangs are cut off by their limits.
 //! No test times the run; each only fails if it has not ended after a minute.
 
 mod common;
@@ -114,4 +114,34 @@ fn stdin_that_never_ends_is_cut_off_by_the_fetch_timeout() {
         .says("reading the control file from stdin")
         .says("did not finish within fetch.timeout_secs (1 s)");
     assert_eq!(env.calls(), Vec::<String>::new());
+}
+
+/// An iptables that never answers: it notes its pid, then becomes `sleep 600`.
+const HUNG_IPTABLES: &str =
+    "#!/bin/sh\necho $$ >>\"$(dirname \"$0\")/../hung.pids\"\nexec sleep 600\n";
+
+#[test]
+fn a_hung_iptables_is_killed_after_command_timeout_secs_and_the_run_ends() {
+    let env = TestEnv::with_fake_iptables();
+    std::fs::write(&env.iptables, HUNG_IPTABLES).unwrap();
+    env.write_config(&env.local_config("", "ipv6 = false\ncommand_timeout_secs = 1"));
+    env.control("close ssh\n");
+    let run = run(&env);
+    run.expect(1).says(&format!(
+        "`{} -w 10 -S` did not finish within 1 s and was killed",
+        env.iptables.display()
+    ));
+    let pids = std::fs::read_to_string(env.path("hung.pids")).unwrap();
+    assert!(!pids.is_empty());
+    for pid in pids.lines() {
+        // Killed and reaped: no process, not even a zombie, under that pid
+        // (unless the number was reused by something that is not our sleep).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert_ne!(cmdline, b"sleep\x00600\x00", "sleep {pid} was left behind");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        assert!(
+            !status.contains("State:\tZ"),
+            "{pid} was left a zombie: {status}"
+        );
+    }
 }
