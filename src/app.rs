@@ -402,7 +402,7 @@ fn reconcile(
     if let Err(reason) = firewall::preflight(config) {
         return failed(reason);
     }
-    let mut firewall = Firewall::new(config, SystemRunner);
+    let mut firewall = Firewall::new(config, SystemRunner::new(config));
     let (mut holdings, mut errors) = firewall.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
@@ -410,7 +410,7 @@ fn reconcile(
     let steps = plan::plan(config, wants, &holdings, seen);
     let applied = firewall.apply(&steps, &mut holdings);
     errors.extend(applied.errors);
-    for error in &errors {
+    for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }
     let mut notices = Vec::new();
@@ -520,7 +520,7 @@ fn reset(config: &Config) -> Result<Exit> {
         return Ok(Exit::Busy);
     };
     firewall::preflight(config).map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
-    let mut firewall = Firewall::new(config, SystemRunner);
+    let mut firewall = Firewall::new(config, SystemRunner::new(config));
     let (mut holdings, mut errors) = firewall.observe(false);
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
@@ -574,7 +574,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let wanted = intake::look(config, &state, offline, now)?;
     let resolved = resolve(config, &wanted, &state.opens, now);
     let (holdings, note) = match firewall::preflight(config) {
-        Ok(()) => match Firewall::new(config, SystemRunner).observe(false) {
+        Ok(()) => match Firewall::new(config, SystemRunner::new(config)).observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
             (_, errors) if errors.iter().any(CommandError::needs_root) => (
                 Holdings::unknown(config),
@@ -680,7 +680,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = Firewall::new(config, SystemRunner).observe(true);
+    let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(true);
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"

@@ -70,6 +70,8 @@ pub struct FirewallConfig {
     pub keep_established: bool,
     /// The longest any open lasts, for owners who forget to close.
     pub max_open: Option<TimeDelta>,
+    /// The longest one iptables call may run; one still running then is killed.
+    pub command_timeout: Duration,
 }
 
 /// A configuration mistake: the run stops before doing anything (exit 2).
@@ -368,6 +370,7 @@ struct RawFirewall {
     chain: Option<String>,
     keep_established: Option<bool>,
     max_open: Option<String>,
+    command_timeout_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -382,6 +385,11 @@ impl RawConfig {
         ensure!(
             (1..=16 << 20).contains(&max_bytes),
             "fetch.max_bytes = {max_bytes}: must be 1 to 16777216"
+        );
+        let command_timeout_secs = self.firewall.command_timeout_secs.unwrap_or(30);
+        ensure!(
+            (1..=600).contains(&command_timeout_secs),
+            "firewall.command_timeout_secs = {command_timeout_secs}: must be 1 to 600"
         );
         let firewall = FirewallConfig {
             iptables: absolute(
@@ -403,6 +411,7 @@ impl RawConfig {
                 .max_open
                 .map(|text| duration("firewall.max_open", &text))
                 .transpose()?,
+            command_timeout: Duration::from_secs(command_timeout_secs),
         };
         let jitter_secs = self.fetch.jitter_secs.unwrap_or(0);
         ensure!(
@@ -558,6 +567,7 @@ mod tests {
         assert_eq!(config.firewall.ip6tables, Path::new("/sbin/ip6tables"));
         assert!(config.firewall.ipv6 && config.firewall.keep_established);
         assert_eq!(config.firewall.chain.as_str(), "PORTLOCKER");
+        assert_eq!(config.firewall.command_timeout, Duration::from_secs(30));
         assert_eq!(config.families(), [Family::Ipv4, Family::Ipv6]);
     }
 
@@ -645,6 +655,10 @@ mod tests {
             (
                 "source = \"-\"\n[fetch]\ntimeout_secs = 0\n[services]\nssh = 22\n",
                 &["fetch.timeout_secs", "0"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\ncommand_timeout_secs = 601\n[services]\nssh = 22\n",
+                &["firewall.command_timeout_secs", "601", "1 to 600"],
             ),
             (
                 "source = \"http://example.org/x\"\n[services]\nssh = 22\n",

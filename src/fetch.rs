@@ -1,8 +1,11 @@
 //! Getting the control file's bytes from its source, bounded in size and time.
-//! The only module that touches the network. Never lets the secret URL into
-//! an error message.
+//! The only module that touches the network. Knows bytes, not the grammar;
+//! never lets the secret URL into an error message.
 
+use std::fs::{FileType, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +17,25 @@ use reqwest::redirect;
 use url::Url;
 
 use crate::config::FetchConfig;
-use crate::control::Rejection;
 use crate::source::{Source, host_of};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
+
+/// Linux's `O_NONBLOCK` (std has no constant; a test checks it against libc):
+/// opening a FIFO with it returns at once instead of waiting for a writer,
+/// so the open descriptor can be looked at and refused.
+const O_NONBLOCK: i32 = 0o4000;
+
+/// Linux's `O_NOCTTY`: a terminal named as the source never becomes the
+/// controlling terminal of a run started without one (cron).
+const O_NOCTTY: i32 = 0o400;
+
+/// Why an answer labelled `text/html` is refused: a login or preview page
+/// stands where the file should be.
+const HTML_PAGE: &str = "the server sent Content-Type text/html: \
+     the control file is an HTML page, not plain text \
+     (a Dropbox share link must end in dl=1 to get the file itself)";
 
 /// HTTP validators of a fetched file, sent back to ask "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,17 +68,79 @@ pub fn fetch(
 ) -> Result<Fetched> {
     let plain = |bytes| Fetched::Body(bytes, Validators::default());
     match source {
-        Source::Stdin => read_limited(std::io::stdin().lock(), config.max_bytes, None)
+        Source::Stdin => read_local(None, config)
             .map(plain)
             .context("reading the control file from stdin"),
-        Source::File(path) => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open control file {}", path.display()))?;
-            read_limited(file, config.max_bytes, None)
-                .map(plain)
-                .with_context(|| format!("reading control file {}", path.display()))
-        }
+        Source::File(path) => read_local(Some(path), config).map(plain),
         Source::Https(url) => fetch_https(url, config, validators.cloned()),
+    }
+}
+
+/// Reads a local file, or stdin for `None`, within fetch.timeout_secs.
+fn read_local(path: Option<&Path>, config: &FetchConfig) -> Result<Vec<u8>> {
+    let timeout = config.timeout;
+    let max_bytes = config.max_bytes;
+    let deadline = Instant::now() + timeout;
+    // Even an O_NONBLOCK open blocks on a hung NFS mount, and stdin may be a
+    // pipe nobody writes to: this thread is abandoned at the deadline.
+    let (sender, receiver) = mpsc::channel();
+    let owned = path.map(Path::to_path_buf);
+    std::thread::spawn(move || {
+        let result = match owned {
+            Some(path) => read_file(&path, max_bytes, deadline),
+            None => read_limited(std::io::stdin().lock(), max_bytes, Some(deadline)),
+        };
+        let _ = sender.send(result);
+    });
+    receiver.recv_timeout(timeout).unwrap_or_else(|_| {
+        let error = anyhow!(
+            "the read did not finish within fetch.timeout_secs ({} s)",
+            timeout.as_secs()
+        );
+        Err(match path {
+            Some(path) => error.context(format!("reading control file {}", path.display())),
+            None => error,
+        })
+    })
+}
+
+/// Reads the regular file at `path`; anything else (a FIFO, a directory,
+/// a device) is refused before a byte is read.
+fn read_file(path: &Path, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK | O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("cannot open control file {shown}"))?;
+    let file_type = file
+        .metadata()
+        .with_context(|| format!("cannot inspect control file {shown}"))?
+        .file_type();
+    if !file_type.is_file() {
+        bail!(
+            "control file {shown} is {}, not a regular file",
+            kind_of(file_type)
+        );
+    }
+    read_limited(file, max_bytes, Some(deadline))
+        .with_context(|| format!("reading control file {shown}"))
+}
+
+/// What a file that is not a regular file is, for a message.
+fn kind_of(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "something else"
     }
 }
 
@@ -173,8 +252,8 @@ fn get(
     if status == StatusCode::NOT_MODIFIED && validators.is_some() {
         return Ok(Fetched::NotModified);
     }
-    if !status.is_success() {
-        bail!("the server answered {status}");
+    if status != StatusCode::OK {
+        bail!("{}", refusal(status, validators.is_some()));
     }
     refuse_html(&response)?;
     if let Some(length) = response
@@ -198,6 +277,20 @@ fn get(
     Ok(Fetched::Body(body, validators))
 }
 
+/// Why an answer other than 200 (or a 304 to a conditional request) is
+/// not the file. A 204 or 206 (portlocker never asks for a range) is a
+/// success, but carries no whole file.
+fn refusal(status: StatusCode, conditional: bool) -> String {
+    let why = if status.is_success() {
+        ": not a file"
+    } else if status == StatusCode::NOT_MODIFIED && !conditional {
+        " to a request that was not conditional"
+    } else {
+        ""
+    };
+    format!("the server answered {status}{why}")
+}
+
 fn refuse_html(response: &Response) -> Result<()> {
     let content_type = response
         .headers()
@@ -209,9 +302,7 @@ fn refuse_html(response: &Response) -> Result<()> {
         .to_ascii_lowercase()
         .starts_with("text/html")
     {
-        return Err(
-            anyhow::Error::new(Rejection::Html).context("the server sent Content-Type text/html")
-        );
+        bail!(HTML_PAGE);
     }
     Ok(())
 }
@@ -294,6 +385,40 @@ mod tests {
             over.to_string()
                 .contains("larger than fetch.max_bytes (8 bytes)")
         );
+    }
+
+    #[test]
+    fn only_a_200_is_a_file() {
+        let shown =
+            |code: u16, conditional| refusal(StatusCode::from_u16(code).unwrap(), conditional);
+        for (code, conditional, message) in [
+            (204, false, "the server answered 204 No Content: not a file"),
+            (
+                206,
+                true,
+                "the server answered 206 Partial Content: not a file",
+            ),
+            (
+                299,
+                false,
+                "the server answered 299 <unknown status code>: not a file",
+            ),
+            (
+                304,
+                false,
+                "the server answered 304 Not Modified to a request that was not conditional",
+            ),
+            (404, false, "the server answered 404 Not Found"),
+            (503, true, "the server answered 503 Service Unavailable"),
+        ] {
+            assert_eq!(shown(code, conditional), message);
+        }
+    }
+
+    #[test]
+    fn open_flags_are_linux_values() {
+        assert_eq!(O_NONBLOCK, libc::O_NONBLOCK);
+        assert_eq!(O_NOCTTY, libc::O_NOCTTY);
     }
 
     #[test]

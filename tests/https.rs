@@ -117,7 +117,9 @@ fn an_html_page_is_refused_with_a_hint_about_dl_1() {
         body: b"<!DOCTYPE html><html><body>close ssh</body></html>".to_vec(),
         content_type: "text/html; charset=utf-8",
     };
-    assert_refused(page, "", "Content-Type text/html");
+    assert_refused(page.clone(), "", "Content-Type text/html");
+    // The hint comes with the header too, not only from the parser.
+    assert_refused(page, "", "must end in dl=1");
     let disguised = Reply::Body {
         body: b"\n<html><body>close ssh</body></html>".to_vec(),
         content_type: "text/plain",
@@ -137,6 +139,67 @@ fn an_error_status_is_refused() {
         "",
         "500 Internal Server Error",
     );
+}
+
+#[test]
+fn only_a_200_carries_a_file() {
+    assert_refused(
+        Reply::NoContent,
+        "",
+        "the server answered 204 No Content: not a file",
+    );
+    // A valid control file inside, but never asked for in part: no Range is sent.
+    assert_refused(
+        Reply::StatusBody {
+            status: "206 Partial Content",
+            headers: "Content-Range: bytes 0-9/20\r\n",
+            body: b"close ssh\n".to_vec(),
+        },
+        "",
+        "the server answered 206 Partial Content: not a file",
+    );
+    assert_refused(
+        Reply::StatusBody {
+            status: "203 Non-Authoritative Information",
+            headers: "",
+            body: b"close ssh\n".to_vec(),
+        },
+        "",
+        "the server answered 203 Non Authoritative Information: not a file",
+    );
+    // Nothing was asked conditionally: there is no last good file yet.
+    assert_refused(
+        Reply::Status("304 Not Modified"),
+        "",
+        "the server answered 304 Not Modified to a request that was not conditional",
+    );
+}
+
+#[test]
+fn an_empty_200_is_an_empty_file() {
+    let server = TlsServer::start(text(""));
+    let env = env_for(&server, "");
+    env.run(&[]).expect(0);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+    assert!(env.status_page().unwrap().contains("OK: "));
+}
+
+#[test]
+fn a_304_to_a_conditional_request_keeps_the_last_good_file() {
+    let server = TlsServer::start(Reply::Etagged {
+        body: b"close ssh\n".to_vec(),
+        etag: "\"v1\"",
+    });
+    let env = env_for(&server, "");
+    env.run(&[]).expect(0);
+    env.forget_calls();
+    env.run(&["-v"]).expect(0).says("has not changed (304)");
+    assert!(
+        server.last_head().contains("if-none-match: \"v1\""),
+        "{}",
+        server.last_head()
+    );
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
 }
 
 #[test]

@@ -25,6 +25,15 @@ pub enum Reply {
     Etagged { body: Vec<u8>, etag: &'static str },
     /// This status line and an empty body.
     Status(&'static str),
+    /// 204 as a server sends it: no Content-Length, no body.
+    NoContent,
+    /// This status line, these extra header lines (each ending in CRLF), and
+    /// this body as text/plain with its Content-Length.
+    StatusBody {
+        status: &'static str,
+        headers: &'static str,
+        body: Vec<u8>,
+    },
     /// A 302 to this location.
     Redirect(String),
     /// A 302 to `path` on this server for any other path; `then` at `path`.
@@ -213,6 +222,22 @@ fn answer(
             response,
             "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?,
+        Reply::NoContent => write!(
+            response,
+            "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        )?,
+        Reply::StatusBody {
+            status,
+            headers,
+            body,
+        } => {
+            write!(
+                response,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            response.extend_from_slice(body);
+        }
         Reply::Redirect(location) => write!(
             response,
             "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
