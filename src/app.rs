@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName};
 use crate::control::ControlFile;
+use crate::files;
 use crate::firewall::{self, Change, Command, CommandError, Firewall, SystemRunner};
 use crate::intake::{choose_control, fetch_control, last_good};
 use crate::intent::{self, Resolved, Starts, Want};
@@ -19,7 +20,7 @@ use crate::logging::{self, Verbosity};
 use crate::metrics;
 use crate::plan::{self, Holdings, PortState, Step};
 use crate::source::Source;
-use crate::state::{self, LastGood, LastRun, RunLock, State};
+use crate::state::{self, LastRun, RunLock, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
 
 /// The exit codes, each with one meaning.
@@ -194,11 +195,11 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         outcome.failure.clone(),
     );
     report.run_at = run_at;
-    report.control_file = state.last_good.as_ref().map(LastGood::freshness);
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &holdings, outcome.notices);
     if let Some(path) = &config.status_file {
         report.backend = firewall::backend(config);
-        if let Err(error) = status::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
+        if let Err(error) = files::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
             log::warn!("status page not updated: {error:#}");
         }
     }
@@ -211,7 +212,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     save(config, &state);
     if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
         let text = metrics::render(&report, last_run);
-        if let Err(error) = status::write_atomic(path, text.as_bytes(), 0o644) {
+        if let Err(error) = files::write_atomic(path, text.as_bytes(), 0o644) {
             log::warn!("metrics not updated: {error:#}");
         }
     }
@@ -551,7 +552,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
                 })
                 .collect(),
             last_run: state.last_run.as_ref(),
-            control_file: state.last_good.as_ref().map(LastGood::freshness),
+            control_file: state.last_good.as_ref().map(Freshness::of),
             backend: firewall::backend(config),
             errors: errors.iter().map(ToString::to_string).collect(),
         };

@@ -13,8 +13,8 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::Validators;
+use crate::files::write_atomic;
 use crate::intent::Starts;
-use crate::status::{Freshness, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
 const LOCK_FILE: &str = "lock";
@@ -102,18 +102,6 @@ pub struct LastGood {
 }
 
 impl LastGood {
-    /// How fresh it is, for the status page.
-    pub fn freshness(&self) -> Freshness {
-        Freshness {
-            fetched_at: self.fetched_at,
-            changed_at: self.changed_at.unwrap_or(self.fetched_at),
-            signed_at: self
-                .signed_at
-                .and_then(|unix| DateTime::from_timestamp(unix, 0))
-                .map(|signed| signed.fixed_offset()),
-        }
-    }
-
     /// The validators to send when fetching `source` again.
     pub fn validators_for(&self, source: &str) -> Option<Validators> {
         let validators = Validators {

@@ -1,0 +1,183 @@
+//! The root-safe file operations that state, page and metrics share:
+//! whole-file replacement that never follows a link another account
+//! planted, and the owner and mode checks that decide what root may trust.
+//! Knows nothing of what the files hold.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use tempfile::NamedTempFile;
+
+/// Replaces `path` with `contents` in one step, with permissions `mode`: a
+/// reader sees the old file or the new one, never a mix, even if this
+/// process is killed midway. Safe in a directory other accounts can write
+/// (a web root, a metrics directory): no link planted there is followed.
+/// A failed write leaves no temporary file behind.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let written = (|| -> Result<()> {
+        let mut file = create_temporary(directory, &name.to_string_lossy())?;
+        // On the descriptor, not by path: the path could be swapped meanwhile.
+        file.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.as_file().sync_all()?;
+        // rename(2) replaces whatever entry `path` is, a link included,
+        // without following it. On failure the temporary is dropped, which
+        // removes it.
+        file.persist(path).map_err(|failed| failed.error)?;
+        // Make the rename itself durable.
+        File::open(directory)?.sync_all()?;
+        Ok(())
+    })();
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A new file `.NAME.XXXXXX.tmp` in `directory`, mode 600 until the caller
+/// sets its own. Created with O_CREAT|O_EXCL under a random name: a name
+/// that exists already, as a file or as a link (even one pointing nowhere),
+/// is never opened, so there is nothing for another account to plant.
+fn create_temporary(directory: &Path, name: &str) -> io::Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(directory)
+}
+
+/// Refuses a file that someone other than root could change, as sshd and
+/// cron do: whoever can edit the config can open every port. A link at
+/// `path` is followed, and its target checked.
+pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
+    let meta = fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
+    check_owner_and_mode(path, &meta, what)
+}
+
+fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, what: &str) -> Result<()> {
+    let shown = path.display();
+    ensure!(
+        meta.uid() == 0,
+        "{what} {shown} is owned by uid {}, not root: fix with `chown root {shown}`",
+        meta.uid()
+    );
+    ensure!(
+        meta.mode() & 0o022 == 0,
+        "{what} {shown} is writable by group or others (mode {:o}): fix with `chmod go-w {shown}`",
+        meta.mode() & 0o777
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A file someone else owns, that a followed link would overwrite.
+    fn victim(dir: &Path) -> std::path::PathBuf {
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        victim
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file_with_its_mode_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.html");
+        write_atomic(&path, b"old", 0o600).unwrap();
+        write_atomic(&path, b"new page", 0o644).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new page");
+        assert_eq!(names_in(dir.path()), ["status.html"]);
+        assert_eq!(mode_of(&path), 0o644);
+        write_atomic(&path, b"secret", 0o640).unwrap();
+        assert_eq!(mode_of(&path), 0o640);
+    }
+
+    #[test]
+    fn a_link_at_the_old_fixed_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = victim(dir.path());
+        let planted = dir.path().join(".status.html.tmp");
+        symlink(&victim, &planted).unwrap();
+        let path = dir.path().join("status.html");
+        write_atomic(&path, b"page", 0o644).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode_of(&victim), 0o600);
+        assert_eq!(fs::read_link(&planted).unwrap(), victim);
+        assert_eq!(fs::read(&path).unwrap(), b"page");
+        assert_eq!(
+            names_in(dir.path()),
+            [".status.html.tmp", "status.html", "victim"]
+        );
+    }
+
+    #[test]
+    fn a_link_at_the_target_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = victim(dir.path());
+        let path = dir.path().join("status.html");
+        symlink(&victim, &path).unwrap();
+        write_atomic(&path, b"page", 0o644).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(mode_of(&victim), 0o600);
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&path).unwrap(), b"page");
+    }
+
+    #[test]
+    fn temporary_names_are_new_each_time_and_never_the_fixed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = create_temporary(dir.path(), "status.html").unwrap();
+        let second = create_temporary(dir.path(), "status.html").unwrap();
+        assert_ne!(first.path(), second.path());
+        for temporary in [&first, &second] {
+            let name = temporary.path().file_name().unwrap().to_string_lossy();
+            assert!(
+                name.starts_with(".status.html.") && name.ends_with(".tmp"),
+                "{name}"
+            );
+            assert_ne!(name, ".status.html.tmp");
+            assert_eq!(mode_of(temporary.path()), 0o600);
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty directory where the file should go: the rename fails.
+        let path = dir.path().join("status.html");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), "").unwrap();
+        let error = write_atomic(&path, b"page", 0o644).unwrap_err();
+        assert!(format!("{error:#}").contains("cannot write"), "{error:#}");
+        assert_eq!(names_in(dir.path()), ["status.html"]);
+    }
+
+    #[test]
+    fn atomic_write_into_a_missing_directory_fails_and_says_where() {
+        let error = write_atomic(Path::new("/nonexistent-dir/x.html"), b"x", 0o644).unwrap_err();
+        assert!(format!("{error:#}").contains("/nonexistent-dir/x.html"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Another account's files in root's way: links planted where portlocker
+//! writes the status page and the metrics. Each must leave the victim
+//! untouched.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use common::TestEnv;
+
+/// A file only root may read, that a followed link would overwrite.
+fn victim(env: &TestEnv) -> PathBuf {
+    let victim = env.path("shadow");
+    fs::write(&victim, "root:$y$secret:20000::::::\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    victim
+}
+
+#[track_caller]
+fn assert_untouched(victim: &Path) {
+    assert_eq!(
+        fs::read_to_string(victim).unwrap(),
+        "root:$y$secret:20000::::::\n",
+        "the victim was written"
+    );
+    assert_eq!(fs::metadata(victim).unwrap().mode() & 0o7777, 0o600);
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Plants links to `victim` in `dir`: at the temporary name portlocker once
+/// used for `name`, at `name` itself, and at a few other guesses.
+fn plant_links(dir: &Path, name: &str, victim: &Path) -> Vec<String> {
+    let mut planted = vec![
+        format!(".{name}.tmp"),
+        name.to_owned(),
+        format!(".{name}.new"),
+        format!("{name}.tmp"),
+        ".tmp".to_owned(),
+    ];
+    for link in &planted {
+        symlink(victim, dir.join(link)).unwrap();
+    }
+    planted.sort();
+    planted
+}
+
+/// The written file is a plain file now, every other planted link is as
+/// it was, and no temporary is left.
+#[track_caller]
+fn assert_written_past_links(dir: &Path, name: &str, planted: &[String], victim: &Path) {
+    assert!(fs::symlink_metadata(dir.join(name)).unwrap().is_file());
+    for link in planted.iter().filter(|link| *link != name) {
+        assert_eq!(fs::read_link(dir.join(link)).unwrap(), victim, "{link}");
+    }
+    assert_eq!(names_in(dir), planted, "a temporary was left behind");
+}
+
+#[test]
+fn links_planted_in_the_status_directory_are_never_followed() {
+    let env = TestEnv::with_fake_iptables();
+    let victim = victim(&env);
+    // A web root www-data can write.
+    let www = env.path("www");
+    fs::create_dir(&www).unwrap();
+    fs::set_permissions(&www, fs::Permissions::from_mode(0o777)).unwrap();
+    let page = www.join("status.html");
+    env.write_config(&env.local_config("", "").replace(
+        &format!("status_file = {:?}", env.path("status.html")),
+        &format!("status_file = {page:?}"),
+    ));
+    let planted = plant_links(&www, "status.html", &victim);
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert_untouched(&victim);
+    assert_written_past_links(&www, "status.html", &planted, &victim);
+    let text = fs::read_to_string(&page).unwrap();
+    assert!(text.contains("OK: the firewall matches"), "{text}");
+    assert_eq!(fs::metadata(&page).unwrap().mode() & 0o777, 0o644);
+    // Again, now that the page exists as a file.
+    env.run(&[]).expect(0);
+    assert_untouched(&victim);
+    assert_written_past_links(&www, "status.html", &planted, &victim);
+}
+
+#[test]
+fn links_planted_in_the_metrics_directory_are_never_followed() {
+    let env = TestEnv::with_fake_iptables();
+    let victim = victim(&env);
+    // node_exporter's textfile directory, which prometheus can write.
+    let textfiles = env.path("node-exporter");
+    fs::create_dir(&textfiles).unwrap();
+    fs::set_permissions(&textfiles, fs::Permissions::from_mode(0o777)).unwrap();
+    let metrics = textfiles.join("portlocker.prom");
+    env.write_config(&format!(
+        "metrics_file = {metrics:?}\n{}",
+        env.local_config("", "")
+    ));
+    let planted = plant_links(&textfiles, "portlocker.prom", &victim);
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert_untouched(&victim);
+    assert_written_past_links(&textfiles, "portlocker.prom", &planted, &victim);
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("portlocker_last_run_success 1"), "{text}");
+}
