@@ -1,11 +1,11 @@
-//! The root-safe file operations that state, page and metrics share:
-//! whole-file replacement that never follows a link another account
+//! The root-safe file operations that state, page, metrics and log share:
+//! whole-file replacement and opens that never follow a link another account
 //! planted, and the owner and mode checks that decide what root may trust.
 //! Knows nothing of what the files hold.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -51,6 +51,26 @@ fn create_temporary(directory: &Path, name: &str) -> io::Result<NamedTempFile> {
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(directory)
+}
+
+/// Opens `path` with `options`, refusing a symbolic link there (O_NOFOLLOW)
+/// instead of following it, for a file another account might have linked.
+pub fn open_no_follow(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    options
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|error| {
+            let linked = error.raw_os_error() == Some(libc::ELOOP)
+                && fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+            if linked {
+                io::Error::new(
+                    error.kind(),
+                    "it is a symbolic link, which portlocker never follows: remove it",
+                )
+            } else {
+                error
+            }
+        })
 }
 
 /// Refuses a file that someone other than root could change, as sshd and
@@ -179,5 +199,21 @@ mod tests {
     fn atomic_write_into_a_missing_directory_fails_and_says_where() {
         let error = write_atomic(Path::new("/nonexistent-dir/x.html"), b"x", 0o644).unwrap_err();
         assert!(format!("{error:#}").contains("/nonexistent-dir/x.html"));
+    }
+
+    #[test]
+    fn open_no_follow_refuses_a_link_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = victim(dir.path());
+        let link = dir.path().join("portlocker.log");
+        symlink(&victim, &link).unwrap();
+        let error = open_no_follow(&link, OpenOptions::new().append(true).create(true))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        let plain = dir.path().join("plain.log");
+        open_no_follow(&plain, OpenOptions::new().append(true).create(true)).unwrap();
+        assert!(plain.is_file());
     }
 }

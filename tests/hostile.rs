@@ -1,6 +1,6 @@
 //! Another account's files in root's way: links planted where portlocker
-//! writes the status page and the metrics. Each must leave the victim
-//! untouched.
+//! writes the status page, the metrics and the log. Each must leave the
+//! victim untouched.
 
 mod common;
 
@@ -112,4 +112,35 @@ fn links_planted_in_the_metrics_directory_are_never_followed() {
     assert_written_past_links(&textfiles, "portlocker.prom", &planted, &victim);
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("portlocker_last_run_success 1"), "{text}");
+}
+
+#[test]
+fn a_log_file_that_is_a_link_is_refused_and_the_run_still_does_its_work() {
+    let env = TestEnv::with_fake_iptables();
+    let victim = victim(&env);
+    let log = env.path("portlocker.log");
+    symlink(&victim, &log).unwrap();
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0);
+    run.says(&format!(
+        "cannot open log file {}: it is a symbolic link, which portlocker never follows: remove it; logging to stderr only",
+        log.display()
+    ));
+    assert_untouched(&victim);
+    assert_eq!(fs::read_link(&log).unwrap(), victim);
+    assert!(
+        env.changing_calls()
+            .iter()
+            .any(|call| call.contains("--dport 22")),
+        "{:?}",
+        env.calls()
+    );
+
+    // A link to nowhere: followed, it would make root create a file there.
+    fs::remove_file(&log).unwrap();
+    let elsewhere = env.path("cron.d-portlocker");
+    symlink(&elsewhere, &log).unwrap();
+    env.run(&[]).expect(0).says("cannot open log file");
+    assert!(!elsewhere.exists(), "the log link was followed");
 }
