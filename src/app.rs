@@ -126,12 +126,17 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// The state as it is, for a look that changes nothing; empty if unreadable.
-fn peek_state(config: &Config) -> State {
-    State::load(&config.state_dir).unwrap_or_default()
+/// Run as root, a state directory another account could change is refused.
+fn peek_state(config: &Config) -> Result<State> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
+    Ok(State::load(&config.state_dir).unwrap_or_default())
 }
 
-/// Takes the run lock, or says why this run must stop without changing anything.
+/// Takes the run lock, or says why this run must stop without changing
+/// anything. Run as root, first refuses a state directory another account
+/// could change (a `ConfigError`: exit 2).
 fn lock(config: &Config) -> Result<Option<RunLock>> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let lock = state::lock(&config.state_dir)?;
     if lock.is_none() {
         log::warn!(
@@ -415,7 +420,7 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
-    let mut state = peek_state(config);
+    let mut state = peek_state(config)?;
     let control = if offline {
         last_good(config, &state, log::Level::Info).map_err(|why| anyhow!(why))?
     } else {
@@ -501,7 +506,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
         names.join(", ")
     );
     if cli.global.source.is_some() {
-        let control = fetch_control(config, &peek_state(config))?;
+        let control = fetch_control(config, &peek_state(config)?)?;
         let mut lines: Vec<String> = control
             .directives
             .values()
@@ -526,6 +531,11 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
+    let state = if json {
+        peek_state(config)?
+    } else {
+        State::default()
+    };
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
     let (holdings, errors) = Firewall::new(config, SystemRunner).observe();
     if errors.iter().any(CommandError::needs_root) {
@@ -536,7 +546,6 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let report = report(config, &holdings, None, None);
     let mut out = std::io::stdout().lock();
     if json {
-        let state = peek_state(config);
         let document = StatusDocument {
             services: report
                 .services

@@ -4,11 +4,11 @@
 //! Knows nothing of what the files hold.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use tempfile::NamedTempFile;
 
 /// Replaces `path` with `contents` in one step, with permissions `mode`: a
@@ -73,12 +73,47 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions) -> io::Result<File
         })
 }
 
+/// Reads the text file at `path`, refusing a symbolic link there.
+pub fn read_no_follow(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    open_no_follow(path, OpenOptions::new().read(true))?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Refuses a file that someone other than root could change, as sshd and
 /// cron do: whoever can edit the config can open every port. A link at
 /// `path` is followed, and its target checked.
 pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
     check_owner_and_mode(path, &meta, what)
+}
+
+/// Refuses a directory that someone other than root could change, or any
+/// regular file in it that someone else could, or a symbolic link in it:
+/// whoever can write portlocker's state can choose the control file it
+/// falls back on. The directory's ancestors are not checked.
+pub fn check_trusted_dir(dir: &Path, what: &str) -> Result<()> {
+    check_trusted(dir, what)?;
+    let entries =
+        fs::read_dir(dir).with_context(|| format!("cannot read {what} {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {what} {}", dir.display()))?
+            .path();
+        let meta =
+            fs::symlink_metadata(&path).with_context(|| format!("{what} {}", path.display()))?;
+        let shown = path.display();
+        if meta.file_type().is_symlink() {
+            bail!(
+                "{what} holds a symbolic link {shown}, and portlocker never follows links there: \
+                 remove it with `rm {shown}`"
+            );
+        }
+        if meta.is_file() {
+            check_owner_and_mode(&path, &meta, &format!("{what} file"))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, what: &str) -> Result<()> {
@@ -99,7 +134,7 @@ fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, what: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{chown, symlink};
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
@@ -215,5 +250,60 @@ mod tests {
         let plain = dir.path().join("plain.log");
         open_no_follow(&plain, OpenOptions::new().append(true).create(true)).unwrap();
         assert!(plain.is_file());
+    }
+
+    #[test]
+    fn a_trusted_dir_is_root_owned_and_so_are_its_files() {
+        if !crate::config::is_root() {
+            // Files a non-root test creates are never root's. Past libtest's capture:
+            let _ = writeln!(io::stderr(), "SKIPPED files::tests trusted dir: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shown = dir.path().display().to_string();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let file = dir.path().join("state.toml");
+        fs::write(&file, "").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        check_trusted_dir(dir.path(), "state_dir").unwrap();
+
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o620)).unwrap();
+        let error = check_trusted_dir(dir.path(), "state_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("state_dir file {shown}/state.toml is writable by group or others (mode 620): fix with `chmod go-w {shown}/state.toml`")),
+            "{error}"
+        );
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        chown(&file, Some(65534), None).unwrap();
+        let error = check_trusted_dir(dir.path(), "state_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("fix with `chown root {shown}/state.toml`")),
+            "{error}"
+        );
+        fs::remove_file(&file).unwrap();
+
+        symlink("/etc/passwd", &file).unwrap();
+        let error = check_trusted_dir(dir.path(), "state_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("symbolic link {shown}/state.toml")),
+            "{error}"
+        );
+        fs::remove_file(&file).unwrap();
+
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let error = check_trusted_dir(dir.path(), "state_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("fix with `chmod go-w {shown}`")),
+            "{error}"
+        );
     }
 }

@@ -5,15 +5,16 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+use crate::config::is_root;
 use crate::fetch::Validators;
-use crate::files::write_atomic;
+use crate::files::{self, write_atomic};
 use crate::intent::Starts;
 
 const STATE_FILE: &str = "state.toml";
@@ -30,12 +31,15 @@ pub struct RunLock {
 pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
     ensure_dir(state_dir)?;
     let path = state_dir.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+    let file = files::open_no_follow(
+        &path,
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+    )
+    .with_context(|| format!("cannot open the run lock {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(RunLock { _file: file })),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -43,6 +47,19 @@ pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Run as root, refuses a `state_dir` that someone other than root could
+/// change, or a file or link in it that someone else could have planted:
+/// whoever writes the state chooses the control file a 304 enforces. A
+/// missing `state_dir` is fine; root creates it, mode 700.
+pub fn check_trust(state_dir: &Path) -> Result<()> {
+    if !is_root()
+        || fs::symlink_metadata(state_dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    {
+        return Ok(());
+    }
+    files::check_trusted_dir(state_dir, "state_dir")
 }
 
 /// Creates `state_dir` (mode 700: the last good file holds the secret URL).
@@ -120,7 +137,7 @@ impl State {
     /// Reads the state; a missing file is an empty state.
     pub fn load(state_dir: &Path) -> Result<State> {
         let path = State::path(state_dir);
-        let text = match fs::read_to_string(&path) {
+        let text = match files::read_no_follow(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
             Err(error) => {
@@ -188,6 +205,52 @@ mod tests {
         fs::write(dir.path().join(STATE_FILE), "last_good = 3").unwrap();
         let error = format!("{:#}", State::load(dir.path()).unwrap_err());
         assert!(error.contains("state.toml is damaged"), "{error}");
+    }
+
+    #[test]
+    fn links_where_state_files_should_be_are_refused_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("planted");
+        State {
+            last_good: Some(last_good()),
+            ..State::default()
+        }
+        .save(&planted)
+        .unwrap();
+        let state_dir = dir.path().join("state");
+        fs::create_dir(&state_dir).unwrap();
+        symlink(State::path(&planted), State::path(&state_dir)).unwrap();
+        let error = format!("{:#}", State::load(&state_dir).unwrap_err());
+        assert!(
+            error.contains("state.toml: it is a symbolic link"),
+            "{error}"
+        );
+        // A link to nowhere: followed, it would make root create the file there.
+        let elsewhere = dir.path().join("elsewhere");
+        symlink(&elsewhere, state_dir.join(LOCK_FILE)).unwrap();
+        let error = format!("{:#}", lock(&state_dir).unwrap_err());
+        assert!(error.contains("lock: it is a symbolic link"), "{error}");
+        assert!(!elsewhere.exists());
+    }
+
+    #[test]
+    fn as_root_a_state_dir_others_can_write_is_refused() {
+        use std::io::Write as _;
+        if !is_root() {
+            let _ = writeln!(io::stderr(), "SKIPPED state::tests trust: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        check_trust(&state_dir).expect("a missing state_dir is created by root");
+        lock(&state_dir).unwrap();
+        State::default().save(&state_dir).unwrap();
+        check_trust(&state_dir).unwrap();
+        assert_eq!(mode_of(&state_dir.join(LOCK_FILE)).unwrap(), 0o600);
+        fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = check_trust(&state_dir).unwrap_err().to_string();
+        assert!(error.contains("chmod go-w"), "{error}");
     }
 
     #[test]

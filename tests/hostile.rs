@@ -1,11 +1,12 @@
 //! Another account's files in root's way: links planted where portlocker
-//! writes the status page, the metrics and the log. Each must leave the
-//! victim untouched.
+//! writes the status page, the metrics and the log, and a state directory
+//! someone else can change. Each must leave the victim untouched, or stop
+//! the run before any firewall call.
 
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
 
 use common::TestEnv;
@@ -143,4 +144,132 @@ fn a_log_file_that_is_a_link_is_refused_and_the_run_still_does_its_work() {
     symlink(&elsewhere, &log).unwrap();
     env.run(&[]).expect(0).says("cannot open log file");
     assert!(!elsewhere.exists(), "the log link was followed");
+}
+
+/// Runs every command that reads the state, each of which must stop with
+/// exit 2 saying `needle`, before any firewall call.
+#[track_caller]
+fn assert_refused(env: &TestEnv, needle: &str) {
+    let control = env.path("control.txt");
+    let commands: [&[&str]; 6] = [
+        &[],
+        &["--offline"],
+        &["--dry-run"],
+        &["reset"],
+        &["status", "--json"],
+        &["check", "--source", control.to_str().unwrap()],
+    ];
+    for args in commands {
+        env.forget_calls();
+        let run = env.run(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        run.says(needle);
+        assert_eq!(
+            env.calls(),
+            Vec::<String>::new(),
+            "{args:?} touched the firewall"
+        );
+    }
+}
+
+#[test]
+fn a_state_dir_another_account_could_change_is_refused() {
+    if !common::require_root("a_state_dir_another_account_could_change_is_refused") {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let state = env.path("state");
+    let shown = state.display();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+
+    chown(&state, Some(65534), None).unwrap();
+    assert_refused(
+        &env,
+        &format!(
+            "state_dir {shown} is owned by uid 65534, not root: fix with `chown root {shown}`"
+        ),
+    );
+    chown(&state, Some(0), None).unwrap();
+
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    assert_refused(
+        &env,
+        &format!(
+            "state_dir {shown} is writable by group or others (mode 777): fix with `chmod go-w {shown}`"
+        ),
+    );
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    env.run(&[]).expect(0);
+}
+
+#[test]
+fn a_state_file_another_account_planted_is_refused() {
+    if !common::require_root("a_state_file_another_account_planted_is_refused") {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    // Someone else's state.toml, whose last good file opens ssh: with a 304
+    // or --offline, the run would enforce it.
+    let file = env.path("state/state.toml");
+    let shown = file.display();
+    let planted = fs::read_to_string(&file)
+        .unwrap()
+        .replace("close ssh", "open ssh");
+    assert!(planted.contains("open ssh"), "{planted}");
+    fs::write(&file, &planted).unwrap();
+    chown(&file, Some(65534), None).unwrap();
+    assert_refused(
+        &env,
+        &format!(
+            "state_dir file {shown} is owned by uid 65534, not root: fix with `chown root {shown}`"
+        ),
+    );
+
+    chown(&file, Some(0), None).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+    assert_refused(&env, &format!("fix with `chmod go-w {shown}`"));
+
+    // A link where the state file should be.
+    let elsewhere = env.path("elsewhere.toml");
+    fs::write(&elsewhere, &planted).unwrap();
+    fs::remove_file(&file).unwrap();
+    symlink(&elsewhere, &file).unwrap();
+    assert_refused(&env, &format!("state_dir holds a symbolic link {shown}"));
+
+    // Any other file in it counts too: it could be renamed into place.
+    fs::remove_file(&file).unwrap();
+    let other = env.path("state/notes");
+    fs::write(&other, "").unwrap();
+    chown(&other, Some(65534), None).unwrap();
+    assert_refused(&env, &format!("fix with `chown root {}`", other.display()));
+    fs::remove_file(&other).unwrap();
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("--dport 22"));
+}
+
+#[test]
+fn a_root_owned_state_dir_right_under_tmp_works() {
+    let env = TestEnv::with_fake_iptables();
+    // /tmp itself is world-writable (sticky): only state_dir and its files are checked.
+    let state = tempfile::Builder::new()
+        .prefix("portlocker-state")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    env.write_config(&env.local_config("", "").replace(
+        &format!("state_dir = {:?}", env.path("state")),
+        &format!("state_dir = {:?}", state.path()),
+    ));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(state.path().join("state.toml").is_file());
+    env.forget_calls();
+    env.run(&[]).expect(0);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+    env.run(&["--offline"]).expect(0);
+    env.run(&["status", "--json"]).expect(0);
 }
