@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName};
+use crate::files;
 use crate::firewall::{self, Command, CommandError, Firewall, SystemRunner};
 use crate::intake::{self, fetch_control};
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
@@ -19,7 +20,7 @@ use crate::metrics;
 use crate::model::{Change, Holdings, PortState};
 use crate::plan::{self, SourcesSeen, Step};
 use crate::source::Source;
-use crate::state::{self, LastGood, LastRun, Loaded, RunLock, State};
+use crate::state::{self, LastRun, Loaded, RunLock, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
 use crate::verdict;
 
@@ -126,15 +127,17 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// The state as it is, for a look that changes nothing; empty if unreadable.
-fn peek_state(config: &Config) -> State {
-    match State::peek(&config.state_dir) {
+/// Run as root, a state directory another account could change is refused.
+fn peek_state(config: &Config) -> Result<State> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
+    Ok(match State::peek(&config.state_dir) {
         Loaded::Kept(state) => state,
         Loaded::Legacy(mut state) => {
             intake::migrate(config, &mut state);
             state
         }
         Loaded::Damaged(_) => State::default(),
-    }
+    })
 }
 
 /// The state for a run. A damaged one is reported in `problems` (the run
@@ -156,8 +159,11 @@ fn load_state(config: &Config, problems: &mut Vec<String>) -> State {
     }
 }
 
-/// Takes the run lock, or says why this run must stop without changing anything.
+/// Takes the run lock, or says why this run must stop without changing
+/// anything. Run as root, first refuses a state directory another account
+/// could change (a `ConfigError`: exit 2).
 fn lock(config: &Config) -> Result<Option<RunLock>> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let lock = state::lock(&config.state_dir)?;
     if lock.is_none() {
         log::warn!(
@@ -275,17 +281,17 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
 
     let mut report = report(config, &outcome.holdings, Some(&resolved), failure.clone());
     report.run_at = run_at;
-    report.control_file = state.last_good.as_ref().map(LastGood::freshness);
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices);
     if let Some(path) = &config.status_file {
         report.backend = firewall::backend(config);
-        if let Err(error) = status::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
+        if let Err(error) = files::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
             log::warn!("status page not updated: {error:#}");
         }
     }
     if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
         let text = metrics::render(&report, last_run);
-        if let Err(error) = status::write_atomic(path, text.as_bytes(), 0o644) {
+        if let Err(error) = files::write_atomic(path, text.as_bytes(), 0o644) {
             log::warn!("metrics not updated: {error:#}");
         }
     }
@@ -569,7 +575,7 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
-    let state = peek_state(config);
+    let state = peek_state(config)?;
     let now = Local::now().fixed_offset();
     let wanted = intake::look(config, &state, offline, now)?;
     let resolved = resolve(config, &wanted, &state.opens, now);
@@ -654,7 +660,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
         names.join(", ")
     );
     if cli.global.source.is_some() {
-        let control = fetch_control(config, &peek_state(config))?;
+        let control = fetch_control(config, &peek_state(config)?)?;
         let mut lines: Vec<String> = control
             .directives
             .values()
@@ -679,6 +685,11 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
+    let state = if json {
+        peek_state(config)?
+    } else {
+        State::default()
+    };
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
     let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(true);
     if errors.iter().any(CommandError::needs_root) {
@@ -689,7 +700,6 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let report = report(config, &holdings, None, None);
     let mut out = std::io::stdout().lock();
     if json {
-        let state = peek_state(config);
         let document = StatusDocument {
             services: report
                 .services
@@ -705,7 +715,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
                 })
                 .collect(),
             last_run: state.last_run.as_ref(),
-            control_file: state.last_good.as_ref().map(LastGood::freshness),
+            control_file: state.last_good.as_ref().map(Freshness::of),
             backend: firewall::backend(config),
             errors: errors.iter().map(ToString::to_string).collect(),
         };

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::TimeDelta;
 use serde::Deserialize;
 
+use crate::files::check_trusted;
 use crate::source::Source;
 
 /// A validated configuration.
@@ -138,25 +139,6 @@ impl Config {
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-/// Refuses a file that someone other than root could change, as sshd and
-/// cron do: whoever can edit the config can open every port.
-pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
-    let shown = path.display();
-    ensure!(
-        meta.uid() == 0,
-        "{what} {shown} is owned by uid {}, not root: fix with `chown root {shown}`",
-        meta.uid()
-    );
-    ensure!(
-        meta.mode() & 0o022 == 0,
-        "{what} {shown} is writable by group or others (mode {:o}): fix with `chmod go-w {shown}`",
-        meta.mode() & 0o777
-    );
-    Ok(())
 }
 
 /// An IP address family, each with its own iptables binary.

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fetch;
+pub mod files;
 pub mod firewall;
 pub mod intake;
 pub mod intent;

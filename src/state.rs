@@ -7,16 +7,17 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+use crate::config::is_root;
 use crate::fetch::Validators;
+use crate::files::{self, write_atomic};
 use crate::intent::Starts;
-use crate::status::{Freshness, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
 /// Where a damaged state file is kept for the owner to look at.
@@ -37,12 +38,15 @@ pub struct RunLock {
 pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
     ensure_dir(state_dir)?;
     let path = state_dir.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+    let file = files::open_no_follow(
+        &path,
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+    )
+    .with_context(|| format!("cannot open the run lock {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(RunLock { _file: file })),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -50,6 +54,19 @@ pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Run as root, refuses a `state_dir` that someone other than root could
+/// change, or a file or link in it that someone else could have planted:
+/// whoever writes the state chooses the control file a 304 enforces. A
+/// missing `state_dir` is fine; root creates it, mode 700.
+pub fn check_trust(state_dir: &Path) -> Result<()> {
+    if !is_root()
+        || fs::symlink_metadata(state_dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    {
+        return Ok(());
+    }
+    files::check_trusted_dir(state_dir, "state_dir")
 }
 
 /// Creates `state_dir` (mode 700: the last good file holds the secret URL).
@@ -118,18 +135,6 @@ pub struct LastGood {
 }
 
 impl LastGood {
-    /// How fresh it is, for the status page.
-    pub fn freshness(&self) -> Freshness {
-        Freshness {
-            fetched_at: self.fetched_at,
-            changed_at: self.changed_at.unwrap_or(self.fetched_at),
-            signed_at: self
-                .signed_at
-                .and_then(|unix| DateTime::from_timestamp(unix, 0))
-                .map(|signed| signed.fixed_offset()),
-        }
-    }
-
     /// The validators to send when fetching `source` again.
     pub fn validators_for(&self, source: &str) -> Option<Validators> {
         let validators = Validators {
@@ -159,8 +164,8 @@ impl State {
 
     fn read(state_dir: &Path, move_damaged_aside: bool) -> Loaded {
         let path = State::path(state_dir);
-        let text = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let text = match files::read_no_follow(&path) {
+            Ok(text) => text.into_bytes(),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Loaded::Kept(State::default());
             }
@@ -343,6 +348,54 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(State::load(dir.path()), Loaded::Damaged(_)));
+    }
+
+    #[test]
+    fn links_where_state_files_should_be_are_refused_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("planted");
+        State {
+            last_good: Some(last_good()),
+            ..State::default()
+        }
+        .save(&planted)
+        .unwrap();
+        let state_dir = dir.path().join("state");
+        fs::create_dir(&state_dir).unwrap();
+        symlink(State::path(&planted), State::path(&state_dir)).unwrap();
+        let Loaded::Damaged(error) = State::peek(&state_dir) else {
+            panic!("a linked state file was read");
+        };
+        assert!(
+            error.contains("state.toml: it is a symbolic link"),
+            "{error}"
+        );
+        // A link to nowhere: followed, it would make root create the file there.
+        let elsewhere = dir.path().join("elsewhere");
+        symlink(&elsewhere, state_dir.join(LOCK_FILE)).unwrap();
+        let error = format!("{:#}", lock(&state_dir).unwrap_err());
+        assert!(error.contains("lock: it is a symbolic link"), "{error}");
+        assert!(!elsewhere.exists());
+    }
+
+    #[test]
+    fn as_root_a_state_dir_others_can_write_is_refused() {
+        use std::io::Write as _;
+        if !is_root() {
+            let _ = writeln!(io::stderr(), "SKIPPED state::tests trust: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        check_trust(&state_dir).expect("a missing state_dir is created by root");
+        lock(&state_dir).unwrap();
+        State::default().save(&state_dir).unwrap();
+        check_trust(&state_dir).unwrap();
+        assert_eq!(mode_of(&state_dir.join(LOCK_FILE)).unwrap(), 0o600);
+        fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = check_trust(&state_dir).unwrap_err().to_string();
+        assert!(error.contains("chmod go-w"), "{error}");
     }
 
     #[test]

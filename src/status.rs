@@ -1,19 +1,14 @@
-//! What a run found and did, as the owner reads it: the report, the HTML
-//! status page for a phone, and the atomic write that keeps a web server from
-//! ever serving half of it. `render` is pure.
+//! What a run found and did, as the owner reads it: the report and the HTML
+//! status page for a phone. Pure: writing the page is `files::write_atomic`.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::Serialize;
 
 use crate::config::Family;
 use crate::model::PortState;
+use crate::state::LastGood;
 
 /// What one run found and did.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +45,20 @@ pub struct Freshness {
     pub changed_at: DateTime<FixedOffset>,
     /// When it was signed, if its signature was checked.
     pub signed_at: Option<DateTime<FixedOffset>>,
+}
+
+impl Freshness {
+    /// How fresh `last_good` is.
+    pub fn of(last_good: &LastGood) -> Freshness {
+        Freshness {
+            fetched_at: last_good.fetched_at,
+            changed_at: last_good.changed_at.unwrap_or(last_good.fetched_at),
+            signed_at: last_good
+                .signed_at
+                .and_then(|unix| DateTime::from_timestamp(unix, 0))
+                .map(|signed| signed.fixed_offset()),
+        }
+    }
 }
 
 const STYLE: &str = "\
@@ -196,35 +205,6 @@ pub fn escape(text: &str) -> String {
     escaped
 }
 
-/// Replaces `path` with `contents` in one step: a reader sees the old file
-/// or the new one, never a mix, even if this process is killed midway.
-/// Callers hold the run lock, so one fixed temporary name is enough, and a
-/// temporary left by a killed run is simply overwritten by the next.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let directory = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let temporary = directory.join(format!(".{}.tmp", name.to_string_lossy()));
-    let written = (|| -> Result<()> {
-        let mut file = fs::File::create(&temporary)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)?;
-        // Make the rename itself durable.
-        fs::File::open(directory)?.sync_all()?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,27 +316,5 @@ mod tests {
             moment(at("2026-11-20T14:05:00+01:00"), now),
             "2026-11-20 14:05:00 (5 days ago)"
         );
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("status.html");
-        write_atomic(&path, b"old", 0o644).unwrap();
-        write_atomic(&path, b"new page", 0o644).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new page");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["status.html"]);
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
-    }
-
-    #[test]
-    fn atomic_write_into_a_missing_directory_fails_and_says_where() {
-        let error = write_atomic(Path::new("/nonexistent-dir/x.html"), b"x", 0o644).unwrap_err();
-        assert!(format!("{error:#}").contains("/nonexistent-dir/x.html"));
     }
 }
