@@ -110,7 +110,7 @@ impl Config {
 
     /// Validates config text.
     pub fn parse(text: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, error))?;
         raw.validate()
     }
 
@@ -130,6 +130,57 @@ impl Config {
             Family::Ipv6 => &self.firewall.ip6tables,
         }
     }
+}
+
+/// toml's message quotes the lines at fault. When one of them may hold the
+/// secret source (a `source` or `url` key, or any `://`, as with a link
+/// pasted without quotes), only the place is shown, never the line.
+fn toml_error(text: &str, error: toml::de::Error) -> anyhow::Error {
+    let Some(span) = error.span() else {
+        return error.into();
+    };
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line_of = |offset: usize| {
+        text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    };
+    let (first, last) = (line_of(start), line_of(end.saturating_sub(1).max(start)));
+    let lines = || text.split('\n').skip(first).take(last - first + 1);
+    let secret = lines().any(|line| {
+        let key = line.trim_start().trim_start_matches(['"', '\'']);
+        key.starts_with("source") || key.starts_with("url") || line.contains("://")
+    });
+    if !secret {
+        return error.into();
+    }
+    let unquoted = lines().any(|line| {
+        line.split_once('=').is_some_and(|(_, value)| {
+            value
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        })
+    });
+    let hint = if unquoted {
+        "; a URL goes in double quotes"
+    } else {
+        ""
+    };
+    let line_start = text.as_bytes()[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let column = String::from_utf8_lossy(&text.as_bytes()[line_start..start])
+        .chars()
+        .count()
+        + 1;
+    anyhow!(
+        "TOML parse error at line {}, column {column}: {} (the line is not shown: it may hold the secret URL{hint})",
+        first + 1,
+        error.message().trim_end()
+    )
 }
 
 /// Whether this process runs as root (uid 0, also inside a user namespace).
@@ -659,6 +710,84 @@ mod tests {
                 assert!(message.contains(needle), "{message:?} lacks {needle:?}");
             }
         }
+    }
+
+    /// A config with `firewall` lines in its [firewall] section.
+    fn with_firewall(firewall: &str) -> String {
+        format!("source = \"-\"\n[firewall]\n{firewall}\n[services]\nssh = 22\n")
+    }
+
+    /// The source is a secret: a refused one never reaches a message with
+    /// its path or query, whichever check refuses it.
+    #[test]
+    fn a_refused_source_never_shows_its_token() {
+        let cases = [
+            (
+                "source = \"www.dropbox.com/s/TOKEN/file.txt?dl=1\"\n",
+                "did you mean https://www.dropbox.com/…?",
+            ),
+            (
+                "source = \"s/TOKEN/control.txt\"\n",
+                "source: is neither a URL nor an absolute path",
+            ),
+            (
+                "source = \"http://www.dropbox.com/s/TOKEN/f?dl=1\"\n",
+                "source: plain http://",
+            ),
+            (
+                "source = \"https://www.dropbox.com:0x/s/TOKEN\"\n",
+                "source: not a valid URL",
+            ),
+            (
+                "source = \"https://www.dropbox.com/s/TOKEN/f?dl=1\"\n[signature]\n\
+                 public_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\n\
+                 url = \"www.dropbox.com/s/TOKEN/f.minisig?dl=1\"\n",
+                "signature.url: has no https:// in front",
+            ),
+        ];
+        for (head, needle) in cases {
+            let message = error_of(&format!("{head}[services]\nssh = 22\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(!message.contains("TOKEN"), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_toml_error_on_the_source_line_shows_only_its_place() {
+        for (line, needle) in [
+            (
+                "source = https://www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "line 1, column 53: unexpected key or value",
+            ),
+            (
+                "source = www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "a URL goes in double quotes",
+            ),
+            (
+                "source = 'https://www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "line 1",
+            ),
+            (
+                "source = [\"https://www.dropbox.com/s/TOKEN\"]",
+                "expected a string",
+            ),
+            (
+                "sourc = \"https://www.dropbox.com/s/TOKEN\"",
+                "unknown field `sourc`",
+            ),
+            (
+                "source = \"-\"\nsource = \"https://www.dropbox.com/s/TOKEN\"",
+                "line 2, column 1: duplicate key",
+            ),
+        ] {
+            let message = error_of(&format!("{line}\n[services]\nssh = 22\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(message.contains("not shown"), "{message:?}");
+            assert!(!message.contains("TOKEN"), "{message:?}");
+        }
+        // Elsewhere toml's own message, which quotes the line, stays.
+        let message = error_of(&with_firewall("ipv6 = \"yes\""));
+        assert!(message.contains("ipv6 = \"yes\""), "{message:?}");
     }
 
     #[test]

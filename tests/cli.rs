@@ -295,6 +295,53 @@ fn config_errors_exit_2_and_name_the_key() {
     env.run(&["-c", "/nonexistent/portlocker.toml"]).expect(2);
 }
 
+/// A share link is a secret: a refused source says what is wrong and at
+/// most its host, on stderr, in the log and on the page alike.
+#[test]
+fn a_refused_source_never_shows_its_token() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let link = "www.dropbox.com/s/TOKEN/portlocker.txt?dl=1";
+    let quoted = env.config_text(link, "", "");
+    let unquoted = quoted.replacen(&format!("{link:?}"), &format!("https://{link}"), 1);
+    assert!(unquoted.contains("source = https://www.dropbox.com/s/TOKEN/"));
+    let cases = [
+        (quoted, &[][..], "did you mean https://www.dropbox.com/…?"),
+        (unquoted, &[], "a URL goes in double quotes"),
+        (
+            env.local_config("", ""),
+            &["--source", link],
+            "--source: has no https:// in front",
+        ),
+        (
+            env.local_config("", ""),
+            &["--source", "http://www.dropbox.com/s/TOKEN/x"],
+            "--source: plain http:// is refused",
+        ),
+    ];
+    for (config, flags, needle) in cases {
+        env.write_config(&config);
+        for command in [&[][..], &["check"], &["--dry-run"]] {
+            let args: Vec<&str> = flags.iter().chain(command).copied().collect();
+            let run = env.run(&args);
+            run.expect(2);
+            run.says(needle);
+            for (what, text) in [
+                ("stderr", run.stderr.clone()),
+                ("stdout", run.stdout.clone()),
+                ("log", env.log()),
+                ("page", env.status_page().unwrap_or_default()),
+            ] {
+                assert!(
+                    !text.contains("TOKEN"),
+                    "{args:?}: {what} shows the token: {text}"
+                );
+            }
+        }
+    }
+    assert_eq!(env.calls(), Vec::<String>::new());
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let env = TestEnv::with_fake_iptables();
