@@ -259,12 +259,83 @@ impl fmt::Display for ServiceName {
     }
 }
 
-/// An iptables chain name for portlocker's rules.
+/// An iptables chain name for portlocker's rules: its own chain, or INPUT.
+/// Never a target, another built-in chain, or a chain another manager owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainName(String);
 
+/// iptables targets: `-j NAME` at the top of INPUT jumps to the target, not
+/// to a chain of that name. Compared ignoring case: a lower-case `accept`
+/// is a chain to iptables but still a mistake.
+const TARGETS: &[&str] = &[
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "QUEUE",
+    "NFQUEUE",
+    "LOG",
+    "MASQUERADE",
+    "SNAT",
+    "DNAT",
+    "REDIRECT",
+    "MARK",
+    "CONNMARK",
+    "CT",
+    "NOTRACK",
+    "TRACE",
+    "AUDIT",
+    "TCPMSS",
+    "TEE",
+    "CLASSIFY",
+    "SET",
+    "ULOG",
+    "NFLOG",
+    "CHECKSUM",
+    "TPROXY",
+    "SECMARK",
+    "CONNSECMARK",
+    "SYNPROXY",
+    "NETMAP",
+    "DSCP",
+    "TOS",
+    "TTL",
+    "HL",
+    "HMARK",
+    "IDLETIMER",
+    "LED",
+    "RATEEST",
+    "CLUSTERIP",
+    "ECN",
+];
+
+/// Chains other tools create, flush and rewrite, by name prefix (ignoring
+/// case), with the tool: rules portlocker put there would be lost, and the
+/// tool's own rules (DOCKER-USER ends in `-j RETURN`) would decide first.
+const OWNED_PREFIXES: &[(&str, &str)] = &[
+    ("DOCKER", "Docker"),
+    ("KUBE-", "Kubernetes"),
+    ("f2b-", "fail2ban"),
+    ("fail2ban-", "fail2ban"),
+    ("ufw-", "ufw"),
+    ("ufw6-", "ufw"),
+    ("CROWDSEC", "CrowdSec"),
+    ("LIBVIRT_", "libvirt"),
+    ("CILIUM_", "Cilium"),
+    ("NETAVARK", "Podman"),
+    ("CNI-", "a CNI plugin"),
+    ("cali-", "Calico"),
+    ("ts-", "Tailscale"),
+    ("sshguard", "sshguard"),
+    ("INPUT_direct", "firewalld"),
+    ("INPUT_ZONES", "firewalld"),
+];
+
 impl ChainName {
+    /// Checks the form, and refuses a name that can never be right, saying
+    /// what it would do.
     pub fn new(name: &str) -> Result<ChainName> {
+        const USE: &str = "use the default PORTLOCKER or INPUT";
         let valid = !name.is_empty()
             && name.len() <= 28
             && !name.starts_with('-')
@@ -275,11 +346,42 @@ impl ChainName {
             valid,
             "chain {name:?} must be 1 to 28 of A-Z, a-z, 0-9, _ and - (not starting with -)"
         );
+        if let Some(target) = TARGETS.iter().find(|t| t.eq_ignore_ascii_case(name)) {
+            let effect = match *target {
+                "ACCEPT" => "open every port",
+                "DROP" | "REJECT" => "cut every connection, your SSH session too",
+                "RETURN" => "skip every later rule of INPUT, your own firewall too",
+                _ => "act on every packet, whatever the control file says",
+            };
+            bail!(
+                "chain {name:?} is the iptables target {target}, not a chain: `-j {target}` first in INPUT would {effect}; {USE}"
+            );
+        }
+        if name != "INPUT" && name.eq_ignore_ascii_case("INPUT") {
+            bail!(
+                "chain {name:?}: chain names are case-sensitive, so this would be a new chain that nothing jumps to, not INPUT; write INPUT, or leave out chain for the default PORTLOCKER"
+            );
+        }
         let builtin = ["OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
-        ensure!(
-            !builtin.contains(&name),
-            "chain {name:?} is a built-in chain; use portlocker's own chain or INPUT"
-        );
+        if let Some(chain) = builtin.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+            bail!(
+                "chain {name:?} is the built-in chain {chain}, not the one connections to this host pass; {USE}"
+            );
+        }
+        let lower = name.to_ascii_lowercase();
+        if let Some((prefix, owner)) = OWNED_PREFIXES
+            .iter()
+            .find(|(prefix, _)| lower.starts_with(&prefix.to_ascii_lowercase()))
+        {
+            let why = if *owner == "Docker" {
+                "DOCKER-USER ends in `-j RETURN`, so a close added after it is never reached, and Docker rewrites its chains when it restarts"
+            } else {
+                "it creates, flushes and rewrites its chains, so portlocker's rules there would be lost or overruled"
+            };
+            bail!(
+                "chain {name:?} belongs to {owner} (its chains start with {prefix}): {why}; {USE}"
+            );
+        }
         Ok(ChainName(name.to_owned()))
     }
 
@@ -694,6 +796,10 @@ mod tests {
                 &["firewall.chain", "a b"],
             ),
             (
+                "source = \"-\"\n[firewall]\nchain = \"ACCEPT\"\n[services]\nssh = 22\n",
+                &["firewall.chain", "ACCEPT", "open every port"],
+            ),
+            (
                 "source = \"-\"\n[fetch]\ntimeout_secs = 0\n[services]\nssh = 22\n",
                 &["fetch.timeout_secs", "0"],
             ),
@@ -715,6 +821,69 @@ mod tests {
     /// A config with `firewall` lines in its [firewall] section.
     fn with_firewall(firewall: &str) -> String {
         format!("source = \"-\"\n[firewall]\n{firewall}\n[services]\nssh = 22\n")
+    }
+
+    #[test]
+    fn chains_that_can_never_be_right_are_refused_saying_why() {
+        let cases = [
+            ("ACCEPT", "`-j ACCEPT` first in INPUT would open every port"),
+            ("accept", "the iptables target ACCEPT"),
+            ("DROP", "cut every connection, your SSH session too"),
+            ("Reject", "cut every connection"),
+            ("RETURN", "skip every later rule of INPUT"),
+            ("NFQUEUE", "`-j NFQUEUE`"),
+            ("LOG", "`-j LOG`"),
+            ("ct", "the iptables target CT"),
+            ("MASQUERADE", "target MASQUERADE"),
+            ("TPROXY", "target TPROXY"),
+            ("OUTPUT", "the built-in chain OUTPUT"),
+            ("forward", "the built-in chain FORWARD"),
+            ("PREROUTING", "built-in"),
+            ("POSTROUTING", "built-in"),
+            ("input", "case-sensitive"),
+            ("DOCKER", "belongs to Docker"),
+            ("DOCKER-USER", "DOCKER-USER ends in `-j RETURN`"),
+            ("DOCKER-ISOLATION-STAGE-1", "belongs to Docker"),
+            ("docker-user", "belongs to Docker"),
+            ("KUBE-SERVICES", "belongs to Kubernetes"),
+            ("f2b-sshd", "belongs to fail2ban"),
+            ("ufw-user-input", "belongs to ufw"),
+            ("ufw6-user-input", "belongs to ufw"),
+            ("CROWDSEC_CHAIN", "belongs to CrowdSec"),
+            ("LIBVIRT_INP", "belongs to libvirt"),
+            ("CILIUM_INPUT", "belongs to Cilium"),
+            ("ts-input", "belongs to Tailscale"),
+            ("INPUT_direct", "belongs to firewalld"),
+        ];
+        for (chain, needle) in cases {
+            let message = error_of(&with_firewall(&format!("chain = \"{chain}\"")));
+            for needle in [
+                "firewall.chain",
+                &format!("{chain:?}"),
+                needle,
+                "use the default PORTLOCKER or INPUT",
+            ] {
+                if chain == "input" && needle.starts_with("use the default") {
+                    continue;
+                }
+                assert!(
+                    message.contains(needle),
+                    "{chain}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+        for chain in [
+            "PORTLOCKER",
+            "INPUT",
+            "portlocker",
+            "PL-SSH",
+            "MY_INPUT",
+            "ACCEPTED",
+            "DROPS",
+        ] {
+            let config = Config::parse(&with_firewall(&format!("chain = \"{chain}\"")));
+            assert!(config.is_ok(), "{chain}: {config:?}");
+        }
     }
 
     /// The source is a secret: a refused one never reaches a message with

@@ -278,6 +278,14 @@ fn config_errors_exit_2_and_name_the_key() {
             env.config_text("http://example.org/x", "", ""),
             "man in the middle",
         ),
+        (
+            env.config_text(source, "", "chain = \"ACCEPT\""),
+            "`-j ACCEPT` first in INPUT would open every port",
+        ),
+        (
+            env.config_text(source, "", "chain = \"DOCKER-USER\""),
+            "use the default PORTLOCKER or INPUT",
+        ),
     ];
     for (config, needle) in cases {
         env.write_config(&config);
