@@ -123,6 +123,63 @@ impl Config {
         }
     }
 
+    /// The ports that more than one service gives, each run of ports with
+    /// the services that share it (`("80/tcp", [httpd, web])`), in port
+    /// order, tcp first. Allowed, but worth telling: opening one of those
+    /// services opens the port for the others too.
+    pub fn shared_ports(&self) -> Vec<(String, Vec<ServiceName>)> {
+        let mut shared: Vec<(PortSpec, Vec<ServiceName>)> = Vec::new();
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let specs: Vec<(&ServiceName, &PortSpec)> = self
+                .services
+                .iter()
+                .flat_map(|(name, specs)| specs.iter().map(move |spec| (name, spec)))
+                .filter(|(_, spec)| spec.protocol == protocol)
+                .collect();
+            // Every port where who covers it can change: a first, or one past a last.
+            let mut edges: Vec<u32> = specs
+                .iter()
+                .flat_map(|(_, spec)| [u32::from(spec.first), u32::from(spec.last) + 1])
+                .collect();
+            edges.sort_unstable();
+            edges.dedup();
+            for pair in edges.windows(2) {
+                let (first, last) = (pair[0] as u16, (pair[1] - 1) as u16);
+                let names: Vec<ServiceName> = specs
+                    .iter()
+                    .filter(|(_, spec)| spec.first <= first && last <= spec.last)
+                    .map(|(name, _)| (*name).clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if names.len() < 2 {
+                    continue;
+                }
+                match shared.last_mut() {
+                    Some((run, run_names))
+                        if run.protocol == protocol
+                            && u32::from(run.last) + 1 == u32::from(first)
+                            && *run_names == names =>
+                    {
+                        run.last = last;
+                    }
+                    _ => shared.push((
+                        PortSpec {
+                            protocol,
+                            first,
+                            last,
+                        },
+                        names,
+                    )),
+                }
+            }
+        }
+        shared
+            .into_iter()
+            .map(|(ports, names)| (ports.to_string(), names))
+            .collect()
+    }
+
     /// Path of the binary that manages `family`.
     pub fn binary(&self, family: Family) -> &Path {
         match family {
@@ -445,6 +502,11 @@ impl PortSpec {
         })
     }
 
+    /// Whether the two share a port of the same protocol.
+    pub fn overlaps(&self, other: &PortSpec) -> bool {
+        self.protocol == other.protocol && self.first <= other.last && other.first <= self.last
+    }
+
     /// The `--dport` argument: `22` or `60000:61000`.
     pub fn dport(&self) -> String {
         if self.first == self.last {
@@ -655,17 +717,40 @@ fn services(table: toml::Table) -> Result<BTreeMap<ServiceName, Vec<PortSpec>>> 
     let mut services = BTreeMap::new();
     for (key, value) in table {
         let name = ServiceName::new(&key).with_context(|| format!("services.{key}"))?;
-        let specs = match value {
-            toml::Value::Array(items) => items.into_iter().map(port_spec).collect(),
-            single => port_spec(single).map(|spec| vec![spec]),
+        let items = match value {
+            toml::Value::Array(items) => items,
+            single => vec![single],
+        };
+        let mut specs: Vec<(String, PortSpec)> = Vec::with_capacity(items.len());
+        for item in items {
+            let written = item.to_string();
+            let spec = port_spec(item).with_context(|| format!("services.{key}"))?;
+            // The same port twice asks for the same rule twice: the planner
+            // would add two copies, then delete both as duplicates the next
+            // run, so the port would be closed only one run in two.
+            // Overlapping ranges are only redundant, but as sure a slip.
+            if let Some((earlier, other)) = specs.iter().find(|(_, other)| other.overlaps(&spec)) {
+                let shared = PortSpec {
+                    protocol: spec.protocol,
+                    first: spec.first.max(other.first),
+                    last: spec.last.min(other.last),
+                };
+                bail!(
+                    "services.{key}: {earlier} and {written} both give {shared}; list each port once"
+                );
+            }
+            specs.push((written, spec));
         }
-        .with_context(|| format!("services.{key}"))?;
         ensure!(
             !specs.is_empty(),
             "services.{key}: the list of ports is empty"
         );
-        services.insert(name, specs);
+        services.insert(name, specs.into_iter().map(|(_, spec)| spec).collect());
     }
+    ensure!(
+        !services.is_empty(),
+        "[services] is empty: a control file could name nothing; add one, like ssh = 22"
+    );
     Ok(services)
 }
 
@@ -800,6 +885,10 @@ mod tests {
                 &["firewall.chain", "ACCEPT", "open every port"],
             ),
             (
+                "source = \"-\"\n[services]\nssh = [22, \"22/tcp\"]\n",
+                &["services.ssh", "22", "\"22/tcp\""],
+            ),
+            (
                 "source = \"-\"\n[fetch]\ntimeout_secs = 0\n[services]\nssh = 22\n",
                 &["fetch.timeout_secs", "0"],
             ),
@@ -809,6 +898,10 @@ mod tests {
             ),
             ("[services]\nssh = 22\n", &["source"]),
             ("source = \"-\"\n", &["services"]),
+            (
+                "source = \"-\"\n[services]\n",
+                &["[services] is empty", "ssh = 22"],
+            ),
         ];
         for (text, needles) in cases {
             let message = error_of(text);
@@ -884,6 +977,76 @@ mod tests {
             let config = Config::parse(&with_firewall(&format!("chain = \"{chain}\"")));
             assert!(config.is_ok(), "{chain}: {config:?}");
         }
+    }
+
+    #[test]
+    fn a_port_twice_within_a_service_is_refused_naming_both() {
+        let cases = [
+            (
+                "ssh = [22, \"22/tcp\"]",
+                "services.ssh: 22 and \"22/tcp\" both give 22/tcp",
+            ),
+            ("ssh = [22, 22]", "services.ssh: 22 and 22 both give 22/tcp"),
+            (
+                "m = [\"60000-61000/udp\", \"60500/udp\"]",
+                "services.m: \"60000-61000/udp\" and \"60500/udp\" both give 60500/udp",
+            ),
+            (
+                "m = [\"60000-61000/udp\", 1, \"60900-62000/udp\"]",
+                "\"60000-61000/udp\" and \"60900-62000/udp\" both give 60900-61000/udp",
+            ),
+            (
+                "web = [\"80-90\", \"70-80\"]",
+                "\"80-90\" and \"70-80\" both give 80/tcp",
+            ),
+        ];
+        for (service, needle) in cases {
+            let message = error_of(&format!("source = \"-\"\n[services]\n{service}\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(message.contains("list each port once"), "{message:?}");
+        }
+        let fine = "source = \"-\"\n[services]\ndns = [\"53/udp\", \"53/tcp\"]\n\
+                    m = [\"60000-60999/udp\", \"61000/udp\"]\nweb = [80, 443]\nhttpd = 80\n";
+        Config::parse(fine).unwrap();
+    }
+
+    #[test]
+    fn ports_shared_between_services_are_listed() {
+        let config = Config::parse(
+            "source = \"-\"\n[services]\nweb = [80, 443]\nhttpd = 80\nssh = 22\n\
+             dns = [\"53/udp\", \"53/tcp\"]\nresolver = \"53/udp\"\n\
+             mosh = \"60000-61000/udp\"\nother = \"60500-62000/udp\"\n\
+             a = \"1-10\"\nb = \"5-15\"\nc = [\"8-20\", 443]\n",
+        )
+        .unwrap();
+        let shared: Vec<(String, Vec<String>)> = config
+            .shared_ports()
+            .into_iter()
+            .map(|(ports, names)| (ports, names.iter().map(|n| n.to_string()).collect()))
+            .collect();
+        let expected: Vec<(String, Vec<String>)> = [
+            ("5-7/tcp", &["a", "b"][..]),
+            ("8-10/tcp", &["a", "b", "c"]),
+            ("11-15/tcp", &["b", "c"]),
+            ("80/tcp", &["httpd", "web"]),
+            ("443/tcp", &["c", "web"]),
+            ("53/udp", &["dns", "resolver"]),
+            ("60500-61000/udp", &["mosh", "other"]),
+        ]
+        .into_iter()
+        .map(|(ports, names)| {
+            (
+                ports.to_owned(),
+                names.iter().map(|n| n.to_string()).collect(),
+            )
+        })
+        .collect();
+        assert_eq!(shared, expected);
+        assert_eq!(Config::parse(MINIMAL).unwrap().shared_ports(), []);
+        let edge =
+            Config::parse("source = \"-\"\n[services]\na = \"65000-65535\"\nb = 65535\n").unwrap();
+        assert_eq!(edge.shared_ports().len(), 1);
+        assert_eq!(edge.shared_ports()[0].0, "65535/tcp");
     }
 
     /// The source is a secret: a refused one never reaches a message with

@@ -286,6 +286,10 @@ fn config_errors_exit_2_and_name_the_key() {
             env.config_text(source, "", "chain = \"DOCKER-USER\""),
             "use the default PORTLOCKER or INPUT",
         ),
+        (
+            env.config_text(source, "", "") + "dup = [22, \"22/tcp\"]\n",
+            "services.dup: 22 and \"22/tcp\" both give 22/tcp",
+        ),
     ];
     for (config, needle) in cases {
         env.write_config(&config);
