@@ -70,6 +70,37 @@ pub struct FirewallConfig {
     pub keep_established: bool,
     /// The longest any open lasts, for owners who forget to close.
     pub max_open: Option<TimeDelta>,
+    /// What a service the control file does not name gets (`default`).
+    pub default: Unnamed,
+}
+
+/// What happens to a configured service that no line in force names, and
+/// to every service when there is no control file at all yet (`[firewall]
+/// default`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unnamed {
+    /// Left as the firewall has it: the original behaviour.
+    #[default]
+    Keep,
+    /// Closed: only what the control file opens is open. Recommended with
+    /// the boot unit, so a fresh boot with no state starts closed.
+    Close,
+}
+
+impl Unnamed {
+    /// The config value: `keep` or `close`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unnamed::Keep => "keep",
+            Unnamed::Close => "close",
+        }
+    }
+}
+
+impl fmt::Display for Unnamed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A configuration mistake: the run stops before doing anything (exit 2).
@@ -583,6 +614,7 @@ struct RawFirewall {
     chain: Option<String>,
     keep_established: Option<bool>,
     max_open: Option<String>,
+    default: Option<String>,
 }
 
 impl RawConfig {
@@ -618,6 +650,14 @@ impl RawConfig {
                 .max_open
                 .map(|text| duration("firewall.max_open", &text))
                 .transpose()?,
+            default: match self.firewall.default.as_deref() {
+                None | Some("keep") => Unnamed::Keep,
+                Some("close") => Unnamed::Close,
+                Some(other) => bail!(
+                    "firewall.default = {other:?}: must be \"keep\" (a service the control file does not name keeps its state) \
+                     or \"close\" (it is closed)"
+                ),
+            },
         };
         let jitter_secs = self.fetch.jitter_secs.unwrap_or(0);
         ensure!(
@@ -796,6 +836,7 @@ mod tests {
         assert_eq!(config.firewall.ip6tables, Path::new("/sbin/ip6tables"));
         assert!(config.firewall.ipv6 && config.firewall.keep_established);
         assert_eq!(config.firewall.chain.as_str(), "PORTLOCKER");
+        assert_eq!(config.firewall.default, Unnamed::Keep);
         assert_eq!(config.families(), [Family::Ipv4, Family::Ipv6]);
     }
 
@@ -805,6 +846,7 @@ mod tests {
         let config = Config::parse(text).unwrap();
         let names: Vec<&str> = config.services.keys().map(|s| s.as_str()).collect();
         assert!(names.contains(&"ssh"), "{names:?}");
+        assert_eq!(config.firewall.default, Unnamed::Keep);
     }
 
     #[test]
@@ -883,6 +925,10 @@ mod tests {
             (
                 "source = \"-\"\n[firewall]\nchain = \"ACCEPT\"\n[services]\nssh = 22\n",
                 &["firewall.chain", "ACCEPT", "open every port"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\ndefault = \"open\"\n[services]\nssh = 22\n",
+                &["firewall.default", "open"],
             ),
             (
                 "source = \"-\"\n[services]\nssh = [22, \"22/tcp\"]\n",
@@ -1047,6 +1093,36 @@ mod tests {
             Config::parse("source = \"-\"\n[services]\na = \"65000-65535\"\nb = 65535\n").unwrap();
         assert_eq!(edge.shared_ports().len(), 1);
         assert_eq!(edge.shared_ports()[0].0, "65535/tcp");
+    }
+
+    #[test]
+    fn default_for_unnamed_services_is_keep_or_close() {
+        assert_eq!(
+            Config::parse(MINIMAL).unwrap().firewall.default,
+            Unnamed::Keep
+        );
+        for (value, expected) in [("keep", Unnamed::Keep), ("close", Unnamed::Close)] {
+            let config = Config::parse(&with_firewall(&format!("default = \"{value}\""))).unwrap();
+            assert_eq!(config.firewall.default, expected);
+            assert_eq!(expected.to_string(), value);
+        }
+        for (value, needles) in [
+            (
+                "\"open\"",
+                &["firewall.default", "\"open\"", "\"keep\"", "\"close\""][..],
+            ),
+            ("\"Close\"", &["firewall.default", "\"Close\""]),
+            ("\"\"", &["firewall.default", "\"keep\""]),
+            ("true", &["default", "string"]),
+        ] {
+            let message = error_of(&with_firewall(&format!("default = {value}")));
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{value}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
     }
 
     /// The source is a secret: a refused one never reaches a message with

@@ -287,6 +287,10 @@ fn config_errors_exit_2_and_name_the_key() {
             "use the default PORTLOCKER or INPUT",
         ),
         (
+            env.config_text(source, "", "default = \"open\""),
+            "firewall.default = \"open\"",
+        ),
+        (
             env.config_text(source, "", "") + "dup = [22, \"22/tcp\"]\n",
             "services.dup: 22 and \"22/tcp\" both give 22/tcp",
         ),
