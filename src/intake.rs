@@ -24,6 +24,7 @@ fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> 
     let context = control::Context {
         services: &services,
         host_name: &config.host_name,
+        ipv6: config.firewall.ipv6,
     };
     let control =
         control::parse(bytes, context).with_context(|| format!("control file from {origin}"))?;

@@ -358,6 +358,19 @@ fn a_refused_source_never_shows_its_token() {
     assert_eq!(env.calls(), Vec::<String>::new());
 }
 
+/// A `from` an IPv6 network on a host that manages IPv4 only could never
+/// be honoured: the line is invalid, and nothing changes.
+#[test]
+fn an_ipv6_source_with_ipv6_off_is_an_invalid_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    env.control("close web\nopen ssh from 2001:db8::/48\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    run.says("line 2: `from 2001:db8::/48` is an IPv6 network, but this host manages IPv4 only");
+    assert_eq!(env.calls(), Vec::<String>::new());
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let env = TestEnv::with_fake_iptables();
