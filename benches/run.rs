@@ -309,6 +309,7 @@ fn parse_64k() -> Duration {
     let context = Context {
         services: &services,
         host_name: "web-1",
+        ipv6: true,
     };
     let lines = [
         "open ssh # from the train",

@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
 use crate::cli::{Cli, Command as Subcommand};
-use crate::config::{Config, ConfigError, ServiceName};
+use crate::config::{Config, ConfigError, ServiceName, Unnamed};
 use crate::files;
 use crate::firewall::{self, Command, CommandError, Firewall, SystemRunner};
 use crate::intake::{self, fetch_control};
@@ -175,8 +175,8 @@ fn lock(config: &Config) -> Result<Option<RunLock>> {
 }
 
 /// With `default = "close"`, services no file opened are closed.
-fn close_unnamed(_config: &Config) -> bool {
-    false
+fn close_unnamed(config: &Config) -> bool {
+    config.firewall.default == Unnamed::Close
 }
 
 /// What the owner wants now, at `now`; opens that ended go to the log.

@@ -73,6 +73,37 @@ pub struct FirewallConfig {
     pub max_open: Option<TimeDelta>,
     /// The longest one iptables call may run; one still running then is killed.
     pub command_timeout: Duration,
+    /// What a service the control file does not name gets (`default`).
+    pub default: Unnamed,
+}
+
+/// What happens to a configured service that no line in force names, and
+/// to every service when there is no control file at all yet (`[firewall]
+/// default`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unnamed {
+    /// Left as the firewall has it: the original behaviour.
+    #[default]
+    Keep,
+    /// Closed: only what the control file opens is open. Recommended with
+    /// the boot unit, so a fresh boot with no state starts closed.
+    Close,
+}
+
+impl Unnamed {
+    /// The config value: `keep` or `close`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unnamed::Keep => "keep",
+            Unnamed::Close => "close",
+        }
+    }
+}
+
+impl fmt::Display for Unnamed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A configuration mistake: the run stops before doing anything (exit 2).
@@ -113,7 +144,7 @@ impl Config {
 
     /// Validates config text.
     pub fn parse(text: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, error))?;
         raw.validate()
     }
 
@@ -126,6 +157,63 @@ impl Config {
         }
     }
 
+    /// The ports that more than one service gives, each run of ports with
+    /// the services that share it (`("80/tcp", [httpd, web])`), in port
+    /// order, tcp first. Allowed, but worth telling: opening one of those
+    /// services opens the port for the others too.
+    pub fn shared_ports(&self) -> Vec<(String, Vec<ServiceName>)> {
+        let mut shared: Vec<(PortSpec, Vec<ServiceName>)> = Vec::new();
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let specs: Vec<(&ServiceName, &PortSpec)> = self
+                .services
+                .iter()
+                .flat_map(|(name, specs)| specs.iter().map(move |spec| (name, spec)))
+                .filter(|(_, spec)| spec.protocol == protocol)
+                .collect();
+            // Every port where who covers it can change: a first, or one past a last.
+            let mut edges: Vec<u32> = specs
+                .iter()
+                .flat_map(|(_, spec)| [u32::from(spec.first), u32::from(spec.last) + 1])
+                .collect();
+            edges.sort_unstable();
+            edges.dedup();
+            for pair in edges.windows(2) {
+                let (first, last) = (pair[0] as u16, (pair[1] - 1) as u16);
+                let names: Vec<ServiceName> = specs
+                    .iter()
+                    .filter(|(_, spec)| spec.first <= first && last <= spec.last)
+                    .map(|(name, _)| (*name).clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if names.len() < 2 {
+                    continue;
+                }
+                match shared.last_mut() {
+                    Some((run, run_names))
+                        if run.protocol == protocol
+                            && u32::from(run.last) + 1 == u32::from(first)
+                            && *run_names == names =>
+                    {
+                        run.last = last;
+                    }
+                    _ => shared.push((
+                        PortSpec {
+                            protocol,
+                            first,
+                            last,
+                        },
+                        names,
+                    )),
+                }
+            }
+        }
+        shared
+            .into_iter()
+            .map(|(ports, names)| (ports.to_string(), names))
+            .collect()
+    }
+
     /// Path of the binary that manages `family`.
     pub fn binary(&self, family: Family) -> &Path {
         match family {
@@ -133,6 +221,57 @@ impl Config {
             Family::Ipv6 => &self.firewall.ip6tables,
         }
     }
+}
+
+/// toml's message quotes the lines at fault. When one of them may hold the
+/// secret source (a `source` or `url` key, or any `://`, as with a link
+/// pasted without quotes), only the place is shown, never the line.
+fn toml_error(text: &str, error: toml::de::Error) -> anyhow::Error {
+    let Some(span) = error.span() else {
+        return error.into();
+    };
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line_of = |offset: usize| {
+        text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    };
+    let (first, last) = (line_of(start), line_of(end.saturating_sub(1).max(start)));
+    let lines = || text.split('\n').skip(first).take(last - first + 1);
+    let secret = lines().any(|line| {
+        let key = line.trim_start().trim_start_matches(['"', '\'']);
+        key.starts_with("source") || key.starts_with("url") || line.contains("://")
+    });
+    if !secret {
+        return error.into();
+    }
+    let unquoted = lines().any(|line| {
+        line.split_once('=').is_some_and(|(_, value)| {
+            value
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        })
+    });
+    let hint = if unquoted {
+        "; a URL goes in double quotes"
+    } else {
+        ""
+    };
+    let line_start = text.as_bytes()[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let column = String::from_utf8_lossy(&text.as_bytes()[line_start..start])
+        .chars()
+        .count()
+        + 1;
+    anyhow!(
+        "TOML parse error at line {}, column {column}: {} (the line is not shown: it may hold the secret URL{hint})",
+        first + 1,
+        error.message().trim_end()
+    )
 }
 
 /// Whether this process runs as root (uid 0, also inside a user namespace).
@@ -192,12 +331,83 @@ impl fmt::Display for ServiceName {
     }
 }
 
-/// An iptables chain name for portlocker's rules.
+/// An iptables chain name for portlocker's rules: its own chain, or INPUT.
+/// Never a target, another built-in chain, or a chain another manager owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainName(String);
 
+/// iptables targets: `-j NAME` at the top of INPUT jumps to the target, not
+/// to a chain of that name. Compared ignoring case: a lower-case `accept`
+/// is a chain to iptables but still a mistake.
+const TARGETS: &[&str] = &[
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "QUEUE",
+    "NFQUEUE",
+    "LOG",
+    "MASQUERADE",
+    "SNAT",
+    "DNAT",
+    "REDIRECT",
+    "MARK",
+    "CONNMARK",
+    "CT",
+    "NOTRACK",
+    "TRACE",
+    "AUDIT",
+    "TCPMSS",
+    "TEE",
+    "CLASSIFY",
+    "SET",
+    "ULOG",
+    "NFLOG",
+    "CHECKSUM",
+    "TPROXY",
+    "SECMARK",
+    "CONNSECMARK",
+    "SYNPROXY",
+    "NETMAP",
+    "DSCP",
+    "TOS",
+    "TTL",
+    "HL",
+    "HMARK",
+    "IDLETIMER",
+    "LED",
+    "RATEEST",
+    "CLUSTERIP",
+    "ECN",
+];
+
+/// Chains other tools create, flush and rewrite, by name prefix (ignoring
+/// case), with the tool: rules portlocker put there would be lost, and the
+/// tool's own rules (DOCKER-USER ends in `-j RETURN`) would decide first.
+const OWNED_PREFIXES: &[(&str, &str)] = &[
+    ("DOCKER", "Docker"),
+    ("KUBE-", "Kubernetes"),
+    ("f2b-", "fail2ban"),
+    ("fail2ban-", "fail2ban"),
+    ("ufw-", "ufw"),
+    ("ufw6-", "ufw"),
+    ("CROWDSEC", "CrowdSec"),
+    ("LIBVIRT_", "libvirt"),
+    ("CILIUM_", "Cilium"),
+    ("NETAVARK", "Podman"),
+    ("CNI-", "a CNI plugin"),
+    ("cali-", "Calico"),
+    ("ts-", "Tailscale"),
+    ("sshguard", "sshguard"),
+    ("INPUT_direct", "firewalld"),
+    ("INPUT_ZONES", "firewalld"),
+];
+
 impl ChainName {
+    /// Checks the form, and refuses a name that can never be right, saying
+    /// what it would do.
     pub fn new(name: &str) -> Result<ChainName> {
+        const USE: &str = "use the default PORTLOCKER or INPUT";
         let valid = !name.is_empty()
             && name.len() <= 28
             && !name.starts_with('-')
@@ -208,11 +418,42 @@ impl ChainName {
             valid,
             "chain {name:?} must be 1 to 28 of A-Z, a-z, 0-9, _ and - (not starting with -)"
         );
+        if let Some(target) = TARGETS.iter().find(|t| t.eq_ignore_ascii_case(name)) {
+            let effect = match *target {
+                "ACCEPT" => "open every port",
+                "DROP" | "REJECT" => "cut every connection, your SSH session too",
+                "RETURN" => "skip every later rule of INPUT, your own firewall too",
+                _ => "act on every packet, whatever the control file says",
+            };
+            bail!(
+                "chain {name:?} is the iptables target {target}, not a chain: `-j {target}` first in INPUT would {effect}; {USE}"
+            );
+        }
+        if name != "INPUT" && name.eq_ignore_ascii_case("INPUT") {
+            bail!(
+                "chain {name:?}: chain names are case-sensitive, so this would be a new chain that nothing jumps to, not INPUT; write INPUT, or leave out chain for the default PORTLOCKER"
+            );
+        }
         let builtin = ["OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
-        ensure!(
-            !builtin.contains(&name),
-            "chain {name:?} is a built-in chain; use portlocker's own chain or INPUT"
-        );
+        if let Some(chain) = builtin.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+            bail!(
+                "chain {name:?} is the built-in chain {chain}, not the one connections to this host pass; {USE}"
+            );
+        }
+        let lower = name.to_ascii_lowercase();
+        if let Some((prefix, owner)) = OWNED_PREFIXES
+            .iter()
+            .find(|(prefix, _)| lower.starts_with(&prefix.to_ascii_lowercase()))
+        {
+            let why = if *owner == "Docker" {
+                "DOCKER-USER ends in `-j RETURN`, so a close added after it is never reached, and Docker rewrites its chains when it restarts"
+            } else {
+                "it creates, flushes and rewrites its chains, so portlocker's rules there would be lost or overruled"
+            };
+            bail!(
+                "chain {name:?} belongs to {owner} (its chains start with {prefix}): {why}; {USE}"
+            );
+        }
         Ok(ChainName(name.to_owned()))
     }
 
@@ -274,6 +515,11 @@ impl PortSpec {
             first,
             last,
         })
+    }
+
+    /// Whether the two share a port of the same protocol.
+    pub fn overlaps(&self, other: &PortSpec) -> bool {
+        self.protocol == other.protocol && self.first <= other.last && other.first <= self.last
     }
 
     /// The `--dport` argument: `22` or `60000:61000`.
@@ -353,6 +599,7 @@ struct RawFirewall {
     keep_established: Option<bool>,
     max_open: Option<String>,
     command_timeout_secs: Option<u64>,
+    default: Option<String>,
 }
 
 impl RawConfig {
@@ -394,6 +641,14 @@ impl RawConfig {
                 .map(|text| duration("firewall.max_open", &text))
                 .transpose()?,
             command_timeout: Duration::from_secs(command_timeout_secs),
+            default: match self.firewall.default.as_deref() {
+                None | Some("keep") => Unnamed::Keep,
+                Some("close") => Unnamed::Close,
+                Some(other) => bail!(
+                    "firewall.default = {other:?}: must be \"keep\" (a service the control file does not name keeps its state) \
+                     or \"close\" (it is closed)"
+                ),
+            },
         };
         let jitter_secs = self.fetch.jitter_secs.unwrap_or(0);
         ensure!(
@@ -493,17 +748,40 @@ fn services(table: toml::Table) -> Result<BTreeMap<ServiceName, Vec<PortSpec>>> 
     let mut services = BTreeMap::new();
     for (key, value) in table {
         let name = ServiceName::new(&key).with_context(|| format!("services.{key}"))?;
-        let specs = match value {
-            toml::Value::Array(items) => items.into_iter().map(port_spec).collect(),
-            single => port_spec(single).map(|spec| vec![spec]),
+        let items = match value {
+            toml::Value::Array(items) => items,
+            single => vec![single],
+        };
+        let mut specs: Vec<(String, PortSpec)> = Vec::with_capacity(items.len());
+        for item in items {
+            let written = item.to_string();
+            let spec = port_spec(item).with_context(|| format!("services.{key}"))?;
+            // The same port twice asks for the same rule twice: the planner
+            // would add two copies, then delete both as duplicates the next
+            // run, so the port would be closed only one run in two.
+            // Overlapping ranges are only redundant, but as sure a slip.
+            if let Some((earlier, other)) = specs.iter().find(|(_, other)| other.overlaps(&spec)) {
+                let shared = PortSpec {
+                    protocol: spec.protocol,
+                    first: spec.first.max(other.first),
+                    last: spec.last.min(other.last),
+                };
+                bail!(
+                    "services.{key}: {earlier} and {written} both give {shared}; list each port once"
+                );
+            }
+            specs.push((written, spec));
         }
-        .with_context(|| format!("services.{key}"))?;
         ensure!(
             !specs.is_empty(),
             "services.{key}: the list of ports is empty"
         );
-        services.insert(name, specs);
+        services.insert(name, specs.into_iter().map(|(_, spec)| spec).collect());
     }
+    ensure!(
+        !services.is_empty(),
+        "[services] is empty: a control file could name nothing; add one, like ssh = 22"
+    );
     Ok(services)
 }
 
@@ -550,6 +828,7 @@ mod tests {
         assert!(config.firewall.ipv6 && config.firewall.keep_established);
         assert_eq!(config.firewall.chain.as_str(), "PORTLOCKER");
         assert_eq!(config.firewall.command_timeout, Duration::from_secs(30));
+        assert_eq!(config.firewall.default, Unnamed::Keep);
         assert_eq!(config.families(), [Family::Ipv4, Family::Ipv6]);
     }
 
@@ -559,6 +838,7 @@ mod tests {
         let config = Config::parse(text).unwrap();
         let names: Vec<&str> = config.services.keys().map(|s| s.as_str()).collect();
         assert!(names.contains(&"ssh"), "{names:?}");
+        assert_eq!(config.firewall.default, Unnamed::Keep);
     }
 
     #[test]
@@ -635,6 +915,18 @@ mod tests {
                 &["firewall.chain", "a b"],
             ),
             (
+                "source = \"-\"\n[firewall]\nchain = \"ACCEPT\"\n[services]\nssh = 22\n",
+                &["firewall.chain", "ACCEPT", "open every port"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\ndefault = \"open\"\n[services]\nssh = 22\n",
+                &["firewall.default", "open"],
+            ),
+            (
+                "source = \"-\"\n[services]\nssh = [22, \"22/tcp\"]\n",
+                &["services.ssh", "22", "\"22/tcp\""],
+            ),
+            (
                 "source = \"-\"\n[fetch]\ntimeout_secs = 0\n[services]\nssh = 22\n",
                 &["fetch.timeout_secs", "0"],
             ),
@@ -648,6 +940,10 @@ mod tests {
             ),
             ("[services]\nssh = 22\n", &["source"]),
             ("source = \"-\"\n", &["services"]),
+            (
+                "source = \"-\"\n[services]\n",
+                &["[services] is empty", "ssh = 22"],
+            ),
         ];
         for (text, needles) in cases {
             let message = error_of(text);
@@ -655,6 +951,247 @@ mod tests {
                 assert!(message.contains(needle), "{message:?} lacks {needle:?}");
             }
         }
+    }
+
+    /// A config with `firewall` lines in its [firewall] section.
+    fn with_firewall(firewall: &str) -> String {
+        format!("source = \"-\"\n[firewall]\n{firewall}\n[services]\nssh = 22\n")
+    }
+
+    #[test]
+    fn chains_that_can_never_be_right_are_refused_saying_why() {
+        let cases = [
+            ("ACCEPT", "`-j ACCEPT` first in INPUT would open every port"),
+            ("accept", "the iptables target ACCEPT"),
+            ("DROP", "cut every connection, your SSH session too"),
+            ("Reject", "cut every connection"),
+            ("RETURN", "skip every later rule of INPUT"),
+            ("NFQUEUE", "`-j NFQUEUE`"),
+            ("LOG", "`-j LOG`"),
+            ("ct", "the iptables target CT"),
+            ("MASQUERADE", "target MASQUERADE"),
+            ("TPROXY", "target TPROXY"),
+            ("OUTPUT", "the built-in chain OUTPUT"),
+            ("forward", "the built-in chain FORWARD"),
+            ("PREROUTING", "built-in"),
+            ("POSTROUTING", "built-in"),
+            ("input", "case-sensitive"),
+            ("DOCKER", "belongs to Docker"),
+            ("DOCKER-USER", "DOCKER-USER ends in `-j RETURN`"),
+            ("DOCKER-ISOLATION-STAGE-1", "belongs to Docker"),
+            ("docker-user", "belongs to Docker"),
+            ("KUBE-SERVICES", "belongs to Kubernetes"),
+            ("f2b-sshd", "belongs to fail2ban"),
+            ("ufw-user-input", "belongs to ufw"),
+            ("ufw6-user-input", "belongs to ufw"),
+            ("CROWDSEC_CHAIN", "belongs to CrowdSec"),
+            ("LIBVIRT_INP", "belongs to libvirt"),
+            ("CILIUM_INPUT", "belongs to Cilium"),
+            ("ts-input", "belongs to Tailscale"),
+            ("INPUT_direct", "belongs to firewalld"),
+        ];
+        for (chain, needle) in cases {
+            let message = error_of(&with_firewall(&format!("chain = \"{chain}\"")));
+            for needle in [
+                "firewall.chain",
+                &format!("{chain:?}"),
+                needle,
+                "use the default PORTLOCKER or INPUT",
+            ] {
+                if chain == "input" && needle.starts_with("use the default") {
+                    continue;
+                }
+                assert!(
+                    message.contains(needle),
+                    "{chain}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+        for chain in [
+            "PORTLOCKER",
+            "INPUT",
+            "portlocker",
+            "PL-SSH",
+            "MY_INPUT",
+            "ACCEPTED",
+            "DROPS",
+        ] {
+            let config = Config::parse(&with_firewall(&format!("chain = \"{chain}\"")));
+            assert!(config.is_ok(), "{chain}: {config:?}");
+        }
+    }
+
+    #[test]
+    fn a_port_twice_within_a_service_is_refused_naming_both() {
+        let cases = [
+            (
+                "ssh = [22, \"22/tcp\"]",
+                "services.ssh: 22 and \"22/tcp\" both give 22/tcp",
+            ),
+            ("ssh = [22, 22]", "services.ssh: 22 and 22 both give 22/tcp"),
+            (
+                "m = [\"60000-61000/udp\", \"60500/udp\"]",
+                "services.m: \"60000-61000/udp\" and \"60500/udp\" both give 60500/udp",
+            ),
+            (
+                "m = [\"60000-61000/udp\", 1, \"60900-62000/udp\"]",
+                "\"60000-61000/udp\" and \"60900-62000/udp\" both give 60900-61000/udp",
+            ),
+            (
+                "web = [\"80-90\", \"70-80\"]",
+                "\"80-90\" and \"70-80\" both give 80/tcp",
+            ),
+        ];
+        for (service, needle) in cases {
+            let message = error_of(&format!("source = \"-\"\n[services]\n{service}\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(message.contains("list each port once"), "{message:?}");
+        }
+        let fine = "source = \"-\"\n[services]\ndns = [\"53/udp\", \"53/tcp\"]\n\
+                    m = [\"60000-60999/udp\", \"61000/udp\"]\nweb = [80, 443]\nhttpd = 80\n";
+        Config::parse(fine).unwrap();
+    }
+
+    #[test]
+    fn ports_shared_between_services_are_listed() {
+        let config = Config::parse(
+            "source = \"-\"\n[services]\nweb = [80, 443]\nhttpd = 80\nssh = 22\n\
+             dns = [\"53/udp\", \"53/tcp\"]\nresolver = \"53/udp\"\n\
+             mosh = \"60000-61000/udp\"\nother = \"60500-62000/udp\"\n\
+             a = \"1-10\"\nb = \"5-15\"\nc = [\"8-20\", 443]\n",
+        )
+        .unwrap();
+        let shared: Vec<(String, Vec<String>)> = config
+            .shared_ports()
+            .into_iter()
+            .map(|(ports, names)| (ports, names.iter().map(|n| n.to_string()).collect()))
+            .collect();
+        let expected: Vec<(String, Vec<String>)> = [
+            ("5-7/tcp", &["a", "b"][..]),
+            ("8-10/tcp", &["a", "b", "c"]),
+            ("11-15/tcp", &["b", "c"]),
+            ("80/tcp", &["httpd", "web"]),
+            ("443/tcp", &["c", "web"]),
+            ("53/udp", &["dns", "resolver"]),
+            ("60500-61000/udp", &["mosh", "other"]),
+        ]
+        .into_iter()
+        .map(|(ports, names)| {
+            (
+                ports.to_owned(),
+                names.iter().map(|n| n.to_string()).collect(),
+            )
+        })
+        .collect();
+        assert_eq!(shared, expected);
+        assert_eq!(Config::parse(MINIMAL).unwrap().shared_ports(), []);
+        let edge =
+            Config::parse("source = \"-\"\n[services]\na = \"65000-65535\"\nb = 65535\n").unwrap();
+        assert_eq!(edge.shared_ports().len(), 1);
+        assert_eq!(edge.shared_ports()[0].0, "65535/tcp");
+    }
+
+    #[test]
+    fn default_for_unnamed_services_is_keep_or_close() {
+        assert_eq!(
+            Config::parse(MINIMAL).unwrap().firewall.default,
+            Unnamed::Keep
+        );
+        for (value, expected) in [("keep", Unnamed::Keep), ("close", Unnamed::Close)] {
+            let config = Config::parse(&with_firewall(&format!("default = \"{value}\""))).unwrap();
+            assert_eq!(config.firewall.default, expected);
+            assert_eq!(expected.to_string(), value);
+        }
+        for (value, needles) in [
+            (
+                "\"open\"",
+                &["firewall.default", "\"open\"", "\"keep\"", "\"close\""][..],
+            ),
+            ("\"Close\"", &["firewall.default", "\"Close\""]),
+            ("\"\"", &["firewall.default", "\"keep\""]),
+            ("true", &["default", "string"]),
+        ] {
+            let message = error_of(&with_firewall(&format!("default = {value}")));
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{value}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+    }
+
+    /// The source is a secret: a refused one never reaches a message with
+    /// its path or query, whichever check refuses it.
+    #[test]
+    fn a_refused_source_never_shows_its_token() {
+        let cases = [
+            (
+                "source = \"www.dropbox.com/s/TOKEN/file.txt?dl=1\"\n",
+                "did you mean https://www.dropbox.com/…?",
+            ),
+            (
+                "source = \"s/TOKEN/control.txt\"\n",
+                "source: is neither a URL nor an absolute path",
+            ),
+            (
+                "source = \"http://www.dropbox.com/s/TOKEN/f?dl=1\"\n",
+                "source: plain http://",
+            ),
+            (
+                "source = \"https://www.dropbox.com:0x/s/TOKEN\"\n",
+                "source: not a valid URL",
+            ),
+            (
+                "source = \"https://www.dropbox.com/s/TOKEN/f?dl=1\"\n[signature]\n\
+                 public_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\n\
+                 url = \"www.dropbox.com/s/TOKEN/f.minisig?dl=1\"\n",
+                "signature.url: has no https:// in front",
+            ),
+        ];
+        for (head, needle) in cases {
+            let message = error_of(&format!("{head}[services]\nssh = 22\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(!message.contains("TOKEN"), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_toml_error_on_the_source_line_shows_only_its_place() {
+        for (line, needle) in [
+            (
+                "source = https://www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "line 1, column 53: unexpected key or value",
+            ),
+            (
+                "source = www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "a URL goes in double quotes",
+            ),
+            (
+                "source = 'https://www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "line 1",
+            ),
+            (
+                "source = [\"https://www.dropbox.com/s/TOKEN\"]",
+                "expected a string",
+            ),
+            (
+                "sourc = \"https://www.dropbox.com/s/TOKEN\"",
+                "unknown field `sourc`",
+            ),
+            (
+                "source = \"-\"\nsource = \"https://www.dropbox.com/s/TOKEN\"",
+                "line 2, column 1: duplicate key",
+            ),
+        ] {
+            let message = error_of(&format!("{line}\n[services]\nssh = 22\n"));
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            assert!(message.contains("not shown"), "{message:?}");
+            assert!(!message.contains("TOKEN"), "{message:?}");
+        }
+        // Elsewhere toml's own message, which quotes the line, stays.
+        let message = error_of(&with_firewall("ipv6 = \"yes\""));
+        assert!(message.contains("ipv6 = \"yes\""), "{message:?}");
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct Context<'a> {
     pub services: &'a BTreeSet<ServiceName>,
     /// This host's name, for `on` patterns.
     pub host_name: &'a str,
+    /// Whether this host manages IPv6 (`firewall.ipv6`); without it a
+    /// `from` an IPv6 network can never be honoured.
+    pub ipv6: bool,
 }
 
 /// Why a whole control file was refused.
@@ -279,7 +282,9 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
         };
         match keyword.as_str() {
             "from" if source.is_some() => return Err("`from` is given twice".into()),
-            "from" => source = Some(parse_source(value("an address or network")?)?),
+            "from" => {
+                source = Some(parse_source(value("an address or network")?, &service)?);
+            }
             "until" | "for" if expiry.is_some() => {
                 return Err("give one of `until` and `for`, once".into());
             }
@@ -322,6 +327,21 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
             .map_err(|_| format!("{} is not a service name", quoted(&service)))?;
         return Ok(Parsed::OtherHost);
     }
+    if let Some(IpNet::V6(net)) = source
+        && !context.ipv6
+    {
+        // ip6tables is never run: the open could never happen, while the
+        // service stays closed to everyone else, locking the owner out.
+        let mapped = (net.prefix_len() == 128)
+            .then(|| net.addr().to_ipv4_mapped())
+            .flatten()
+            .map(|v4| format!(" (an IPv4 client is seen as {v4}: write `from {v4}`)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "`from {net}` is an IPv6 network, but this host manages IPv4 only (firewall.ipv6 = false){mapped}; \
+             give an IPv4 address, or set firewall.ipv6 = true"
+        ));
+    }
     let Some(service) = context.services.get(service.as_ref()) else {
         let known: Vec<&str> = context.services.iter().map(ServiceName::as_str).collect();
         return Err(format!(
@@ -339,17 +359,31 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
     }))
 }
 
-/// An address (a host) or a network in CIDR form; no host names.
-fn parse_source(word: &str) -> Result<IpNet, String> {
-    if let Ok(address) = word.parse::<IpAddr>() {
-        return Ok(IpNet::from(address));
+/// An address (a host) or a network in CIDR form, host bits cleared; no
+/// host names, and not everyone (`/0`). An IPv4-mapped `::ffff:a.b.c.d`
+/// stays IPv6, as ip6tables lists it.
+fn parse_source(word: &str, service: &str) -> Result<IpNet, String> {
+    let net = match word.parse::<IpAddr>() {
+        Ok(address) => IpNet::from(address),
+        Err(_) => word.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| {
+            format!(
+                "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
+                quoted(word)
+            )
+        })?,
+    };
+    if net.prefix_len() == 0 {
+        let family = match net {
+            IpNet::V4(_) => "IPv4",
+            IpNet::V6(_) => "IPv6",
+        };
+        return Err(format!(
+            "{} is every {family} address ({net}); to open to everyone, use {}",
+            quoted(&format!("from {word}")),
+            quoted(&format!("open {service}"))
+        ));
     }
-    word.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| {
-        format!(
-            "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
-            quoted(word)
-        )
-    })
+    Ok(net)
 }
 
 fn parse_hosts(word: &str) -> Result<Vec<&str>, String> {
@@ -359,14 +393,49 @@ fn parse_hosts(word: &str) -> Result<Vec<&str>, String> {
             && p.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"-_.*?[]!".contains(&c))
     };
-    if patterns.iter().all(valid) {
-        Ok(patterns)
-    } else {
-        Err(format!(
+    if !patterns.iter().all(valid) {
+        return Err(format!(
             "{} is not a list of host name patterns like web-*,db1",
             quoted(word)
-        ))
+        ));
     }
+    for pattern in &patterns {
+        check_classes(pattern).map_err(|problem| {
+            format!(
+                "host name pattern {} {problem}, so it matches no host",
+                quoted(pattern)
+            )
+        })?;
+    }
+    Ok(patterns)
+}
+
+/// Finds what would make a pattern match no host at all: a `[` never
+/// closed, an empty `[]`, and `]` or `!` outside a class (host names hold
+/// neither).
+fn check_classes(pattern: &str) -> Result<(), &'static str> {
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' => {
+                let start = if bytes.get(i + 1) == Some(&b'!') {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                match bytes[start..].iter().position(|&c| c == b']') {
+                    None => return Err("has a `[` that is never closed"),
+                    Some(0) => return Err("has an empty class `[]`"),
+                    Some(width) => i = start + width + 1,
+                }
+            }
+            b']' => return Err("has a `]` with no `[` before it"),
+            b'!' => return Err("has a `!` outside `[…]` (it negates a class: `[!0-4]`)"),
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 /// Shell-style matching of a host name: `*`, `?` and `[a-z]` / `[!0-9]`,
@@ -456,6 +525,7 @@ mod tests {
         Context {
             services: &SERVICES,
             host_name: "web-1",
+            ipv6: true,
         }
     }
 
@@ -776,6 +846,162 @@ mod tests {
         // A line for another host is still checked for form.
         assert!(bad_lines("open ssh for 2x on db-*").len() == 1);
         assert!(bad_lines("close ssh from 203.0.113.7 on db-*").len() == 1);
+    }
+
+    /// The tests' context on a host that manages IPv4 only.
+    fn ipv4_only() -> Context<'static> {
+        Context {
+            ipv6: false,
+            ..services()
+        }
+    }
+
+    /// Lines that can never be honoured, each after a good line or two so
+    /// the number in the error is the line's own.
+    #[test]
+    fn lines_that_can_never_be_honoured_are_invalid() {
+        let cases = [
+            (
+                services(),
+                "open ssh from 0.0.0.0/0",
+                "`from 0.0.0.0/0` is every IPv4 address (0.0.0.0/0); to open to everyone, use `open ssh`",
+            ),
+            (
+                services(),
+                "open SSH from 1.2.3.4/0",
+                "`from 1.2.3.4/0` is every IPv4 address (0.0.0.0/0); to open to everyone, use `open ssh`",
+            ),
+            (
+                services(),
+                "open ssh from ::/0",
+                "`from ::/0` is every IPv6 address (::/0); to open to everyone, use `open ssh`",
+            ),
+            (
+                services(),
+                "open vpn from 2001:db8::1/0 for 1h",
+                "is every IPv6 address (::/0); to open to everyone, use `open vpn`",
+            ),
+            (
+                services(),
+                "open ssh from 0.0.0.0/0 on db-*",
+                "is every IPv4 address",
+            ),
+            (
+                ipv4_only(),
+                "open ssh from 2001:db8::/48",
+                "`from 2001:db8::/48` is an IPv6 network, but this host manages IPv4 only (firewall.ipv6 = false); give an IPv4 address, or set firewall.ipv6 = true",
+            ),
+            (
+                ipv4_only(),
+                "open ssh from ::1 on web-*",
+                "`from ::1/128` is an IPv6 network",
+            ),
+            (
+                ipv4_only(),
+                "open ssh from ::ffff:203.0.113.7",
+                "(an IPv4 client is seen as 203.0.113.7: write `from 203.0.113.7`)",
+            ),
+            (
+                services(),
+                "open ssh on web-[12",
+                "host name pattern `web-[12` has a `[` that is never closed, so it matches no host",
+            ),
+            (
+                services(),
+                "close ssh on db-1,web-[!12",
+                "`web-[!12` has a `[` that is never closed",
+            ),
+            (
+                services(),
+                "close ssh on web-[]",
+                "`web-[]` has an empty class `[]`",
+            ),
+            (
+                services(),
+                "close ssh on web-[!]1",
+                "`web-[!]1` has an empty class",
+            ),
+            (services(), "close ssh on web-1]", "has a `]` with no `[`"),
+            (services(), "close ssh on !web-1", "has a `!` outside `[…]`"),
+        ];
+        for (at, (context, line, needle)) in cases.into_iter().enumerate() {
+            // The bad line is line 1, 2 or 3.
+            let text = format!("{}{line}\n", "close vpn\n".repeat(at % 3));
+            let errors = match parse(text.as_bytes(), context) {
+                Err(Rejection::BadLines(errors)) => errors,
+                other => panic!("{line:?}: expected a bad line, got {other:?}"),
+            };
+            assert_eq!(errors.len(), 1, "{line:?}: {errors:?}");
+            assert_eq!(errors[0].line, at % 3 + 1, "{line:?}: {errors:?}");
+            assert!(
+                errors[0].reason.contains(needle),
+                "{line:?}: {:?} lacks {needle:?}",
+                errors[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn what_ipv4_only_hosts_and_other_hosts_still_accept() {
+        for (context, text, expected) in [
+            (
+                ipv4_only(),
+                "open ssh from 203.0.113.7",
+                vec!["open ssh from 203.0.113.7/32"],
+            ),
+            // Meant for a host that may manage IPv6: checked for form only.
+            (ipv4_only(), "open ssh from 2001:db8::/48 on db-*", vec![]),
+            (
+                services(),
+                "open ssh from 1.2.3.4/1",
+                vec!["open ssh from 0.0.0.0/1"],
+            ),
+            (services(), "open ssh from ::/1", vec!["open ssh from ::/1"]),
+            (services(), "close ssh on web-[0-9]", vec!["close ssh"]),
+            (services(), "close ssh on web-[!2-9]", vec!["close ssh"]),
+        ] {
+            let control = parse(text.as_bytes(), context)
+                .unwrap_or_else(|error| panic!("{text:?} rejected: {error}"));
+            let lines: Vec<String> = control
+                .directives
+                .values()
+                .flatten()
+                .map(Directive::render)
+                .collect();
+            assert_eq!(lines, expected, "{text:?}");
+        }
+    }
+
+    /// Sources are stored the way ip6tables and iptables list them, so the
+    /// rendered line, the rule and the listing agree.
+    #[test]
+    fn sources_render_canonically() {
+        for (written, shown) in [
+            ("203.0.113.7", "203.0.113.7/32"),
+            ("203.0.113.7/32", "203.0.113.7/32"),
+            ("198.51.100.77/24", "198.51.100.0/24"),
+            ("2001:DB8:0000::7", "2001:db8::7/128"),
+            ("2001:db8::1/64", "2001:db8::/64"),
+            ("::ffff:1.2.3.4", "::ffff:1.2.3.4/128"),
+            ("::FFFF:1.2.3.4/128", "::ffff:1.2.3.4/128"),
+            ("::ffff:1.2.3.77/120", "::ffff:1.2.3.0/120"),
+            ("::1.2.3.4", "::102:304/128"),
+            ("::1", "::1/128"),
+        ] {
+            let net = parse_source(written, "ssh").unwrap();
+            assert_eq!(net.to_string(), shown, "{written}");
+            assert!(
+                matches!(
+                    (written.contains(':'), net),
+                    (true, IpNet::V6(_)) | (false, IpNet::V4(_))
+                ),
+                "{written}: {net:?}"
+            );
+            assert_eq!(
+                rendered(&format!("open ssh from {written}")),
+                [format!("open ssh from {shown}")]
+            );
+        }
     }
 
     #[test]

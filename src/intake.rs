@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::{Config, FetchConfig, ServiceName};
+use crate::config::{Config, FetchConfig, ServiceName, Unnamed};
 use crate::control::{self, ControlFile};
 use crate::fetch::{self, Fetched, Validators};
 use crate::intent::{self, Wanted};
@@ -24,6 +24,7 @@ fn parse(config: &Config, bytes: &[u8]) -> Result<ControlFile, control::Rejectio
     let context = control::Context {
         services: &services,
         host_name: &config.host_name,
+        ipv6: config.firewall.ipv6,
     };
     control::parse(bytes, context)
 }
@@ -185,7 +186,8 @@ pub fn take(
                 );
                 None
             }
-            None if state.wanted.is_empty() => {
+            // With default = "close" there is something to enforce all the same.
+            None if state.wanted.is_empty() && config.firewall.default == Unnamed::Keep => {
                 Some("there is no last good control file yet".to_owned())
             }
             None => None,

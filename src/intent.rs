@@ -228,6 +228,7 @@ pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceN
     let context = crate::control::Context {
         services: &services,
         host_name: "test-host",
+        ipv6: config.firewall.ipv6,
     };
     let control = crate::control::parse(text.as_bytes(), context).unwrap();
     let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00+01:00").unwrap();
@@ -254,6 +255,7 @@ mod tests {
         let context = Context {
             services: &services,
             host_name: "web-1",
+            ipv6: true,
         };
         control::parse(text.as_bytes(), context).unwrap()
     }

@@ -4,8 +4,15 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use url::Url;
+
+/// The forms a source may take, for refusals to end with.
+const FORMS: &str =
+    "give https://HOST/PATH, file:///ABSOLUTE/PATH, an absolute path, or - for stdin";
+
+const PLAIN_HTTP: &str =
+    "plain http:// is refused: a man in the middle could open your ports; use https://";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -15,18 +22,27 @@ pub enum Source {
 }
 
 impl Source {
-    /// Parses `https://…`, `file:///path`, a plain path, or `-` for stdin.
+    /// Parses `https://…`, `file:///ABSOLUTE`, an absolute path, or `-` for
+    /// stdin. A refusal never repeats the path or query of what was given
+    /// (a share link is a secret); at most it names a host.
     pub fn parse(text: &str) -> Result<Source> {
         if text == "-" {
             return Ok(Source::Stdin);
         }
-        let Some((scheme, _)) = text.split_once("://") else {
-            if text.is_empty() {
-                bail!("is empty");
-            }
+        if text.is_empty() {
+            bail!("is empty: {FORMS}");
+        }
+        if text.trim() != text || text.chars().any(char::is_control) {
+            bail!("starts or ends with blank space, or holds a control character: remove it");
+        }
+        if text.starts_with('/') {
             return Ok(Source::File(PathBuf::from(text)));
+        }
+        let Some(scheme) = scheme_of(text) else {
+            return Err(no_scheme(text));
         };
         match scheme.to_ascii_lowercase().as_str() {
+            // url's ParseError texts name what is wrong, never the input.
             "https" => {
                 let url = Url::parse(text).context("not a valid URL")?;
                 if url.host_str().is_none_or(str::is_empty) {
@@ -34,9 +50,7 @@ impl Source {
                 }
                 Ok(Source::Https(url))
             }
-            "http" => bail!(
-                "plain http:// is refused: a man in the middle could open your ports; use https://"
-            ),
+            "http" => bail!("{PLAIN_HTTP}"),
             "file" => {
                 let url = Url::parse(text).context("not a valid file:// URL")?;
                 let path = url
@@ -45,8 +59,47 @@ impl Source {
                     .context("a file:// URL needs an absolute local path, like file:///etc/portlocker/control.txt")?;
                 Ok(Source::File(path))
             }
-            other => bail!("unsupported scheme {other:?}: use https://, file://, a path or -"),
+            other => bail!("unsupported scheme {other:?}: {FORMS}"),
         }
+    }
+}
+
+/// The scheme of `text` when it starts with one followed by `://`
+/// (RFC 3986: a letter, then letters, digits, `+`, `-` and `.`).
+fn scheme_of(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(scheme)
+}
+
+/// Why a value with no `SCHEME://` that is not an absolute path is
+/// refused: cron runs from `/`, and a link pasted without its `https://`
+/// would otherwise be read as a relative file name.
+fn no_scheme(text: &str) -> anyhow::Error {
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("https:") {
+        return anyhow!("`https:` must be followed by `//`, as in https://HOST/PATH");
+    }
+    if lower.starts_with("file:") {
+        return anyhow!("`file:` must be followed by `//`, as in file:///ABSOLUTE/PATH");
+    }
+    if lower.starts_with("http:") {
+        return anyhow!("{PLAIN_HTTP}");
+    }
+    let first = text.split(['/', '?', '#']).next().unwrap_or_default();
+    let has_more = text.len() > first.len();
+    let host_like = first.contains('.')
+        && !first.starts_with('.')
+        && !first.ends_with('.')
+        && first
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c));
+    if host_like && has_more {
+        anyhow!("has no https:// in front; did you mean https://{first}/…?")
+    } else {
+        anyhow!("is neither a URL nor an absolute path (cron runs from /): {FORMS}")
     }
 }
 
@@ -129,9 +182,61 @@ mod tests {
             ("file://host/x", "absolute local path"),
             ("https://", "not a valid URL"),
             ("", "empty"),
+            (
+                "www.dropbox.com/s/TOKEN/file.txt?dl=1",
+                "did you mean https://www.dropbox.com/…?",
+            ),
+            (
+                "example.org:8443/c.txt",
+                "did you mean https://example.org:8443/…?",
+            ),
+            ("control.txt", "neither a URL nor an absolute path"),
+            ("./control.txt", "neither a URL nor an absolute path"),
+            (
+                "etc/portlocker/control.txt",
+                "neither a URL nor an absolute path",
+            ),
+            ("https:/example.org/x", "`https:` must be followed by `//`"),
+            ("file:etc/x", "file:///ABSOLUTE/PATH"),
+            ("http:example.org/x", "man in the middle"),
+            (" https://example.org/x", "blank space"),
+            ("/etc/portlocker/control.txt\n", "control character"),
         ] {
             let message = format!("{:#}", Source::parse(text).unwrap_err());
             assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    /// A share link is a secret: no refusal repeats its path or query, the
+    /// place a token sits.
+    #[test]
+    fn refusals_never_show_the_path_or_query() {
+        for text in [
+            "www.dropbox.com/s/TOKEN/file.txt?dl=1",
+            "dropbox.com/s/TOKEN",
+            "s/TOKEN/file.txt",
+            "TOKEN",
+            "x.org?TOKEN",
+            "user:TOKEN@example.org/x",
+            "www.dropbox.com/s/x?u=https://TOKEN",
+            "https:www.dropbox.com/s/TOKEN/file.txt",
+            "https:/www.dropbox.com/s/TOKEN/file.txt",
+            "http:www.dropbox.com/s/TOKEN",
+            "http://www.dropbox.com/s/TOKEN/file.txt?dl=1",
+            "HTTP://www.dropbox.com/s/TOKEN",
+            "ftp://www.dropbox.com/s/TOKEN",
+            "file://host/TOKEN",
+            "file:TOKEN",
+            "https://www.dropbox.com:99999/s/TOKEN",
+            "https://exa mple.org/s/TOKEN",
+            "https://[::1/s/TOKEN",
+            "https://user:TOKEN@/s/x",
+            "https://%zz/TOKEN",
+            " https://www.dropbox.com/s/TOKEN",
+            "https://www.dropbox.com/s/TOKEN?dl=1\n",
+        ] {
+            let message = format!("{:#}", Source::parse(text).unwrap_err());
+            assert!(!message.contains("TOKEN"), "{text:?}: {message}");
         }
     }
 

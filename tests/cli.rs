@@ -278,6 +278,22 @@ fn config_errors_exit_2_and_name_the_key() {
             env.config_text("http://example.org/x", "", ""),
             "man in the middle",
         ),
+        (
+            env.config_text(source, "", "chain = \"ACCEPT\""),
+            "`-j ACCEPT` first in INPUT would open every port",
+        ),
+        (
+            env.config_text(source, "", "chain = \"DOCKER-USER\""),
+            "use the default PORTLOCKER or INPUT",
+        ),
+        (
+            env.config_text(source, "", "default = \"open\""),
+            "firewall.default = \"open\"",
+        ),
+        (
+            env.config_text(source, "", "") + "dup = [22, \"22/tcp\"]\n",
+            "services.dup: 22 and \"22/tcp\" both give 22/tcp",
+        ),
     ];
     for (config, needle) in cases {
         env.write_config(&config);
@@ -293,6 +309,66 @@ fn config_errors_exit_2_and_name_the_key() {
     }
     assert_eq!(env.calls(), Vec::<String>::new());
     env.run(&["-c", "/nonexistent/portlocker.toml"]).expect(2);
+}
+
+/// A share link is a secret: a refused source says what is wrong and at
+/// most its host, on stderr, in the log and on the page alike.
+#[test]
+fn a_refused_source_never_shows_its_token() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let link = "www.dropbox.com/s/TOKEN/portlocker.txt?dl=1";
+    let quoted = env.config_text(link, "", "");
+    let unquoted = quoted.replacen(&format!("{link:?}"), &format!("https://{link}"), 1);
+    assert!(unquoted.contains("source = https://www.dropbox.com/s/TOKEN/"));
+    let cases = [
+        (quoted, &[][..], "did you mean https://www.dropbox.com/…?"),
+        (unquoted, &[], "a URL goes in double quotes"),
+        (
+            env.local_config("", ""),
+            &["--source", link],
+            "--source: has no https:// in front",
+        ),
+        (
+            env.local_config("", ""),
+            &["--source", "http://www.dropbox.com/s/TOKEN/x"],
+            "--source: plain http:// is refused",
+        ),
+    ];
+    for (config, flags, needle) in cases {
+        env.write_config(&config);
+        for command in [&[][..], &["check"], &["--dry-run"]] {
+            let args: Vec<&str> = flags.iter().chain(command).copied().collect();
+            let run = env.run(&args);
+            run.expect(2);
+            run.says(needle);
+            for (what, text) in [
+                ("stderr", run.stderr.clone()),
+                ("stdout", run.stdout.clone()),
+                ("log", env.log()),
+                ("page", env.status_page().unwrap_or_default()),
+            ] {
+                assert!(
+                    !text.contains("TOKEN"),
+                    "{args:?}: {what} shows the token: {text}"
+                );
+            }
+        }
+    }
+    assert_eq!(env.calls(), Vec::<String>::new());
+}
+
+/// A `from` an IPv6 network on a host that manages IPv4 only could never
+/// be honoured: the line is invalid, and nothing changes.
+#[test]
+fn an_ipv6_source_with_ipv6_off_is_an_invalid_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    env.control("close web\nopen ssh from 2001:db8::/48\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    run.says("line 2: `from 2001:db8::/48` is an IPv6 network, but this host manages IPv4 only");
+    assert_eq!(env.calls(), Vec::<String>::new());
 }
 
 #[test]
