@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName, Unnamed};
 use crate::files;
-use crate::firewall::{self, Command, CommandError, Firewall, SystemRunner};
+use crate::firewall::{self, Command, CommandError, Firewall, Runner, SystemRunner};
 use crate::intake::{self, fetch_control};
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::logging::{self, Verbosity};
@@ -218,8 +218,24 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
-    let started = Instant::now();
     let run_at = Local::now().fixed_offset();
+    Ok(run_locked(
+        config,
+        offline,
+        SystemRunner::new(config),
+        run_at,
+    ))
+}
+
+/// A run that holds the lock, at `run_at`, with `runner` at the iptables
+/// seam (the property tests drive it with an in-memory firewall).
+pub fn run_locked<R: Runner>(
+    config: &Config,
+    offline: bool,
+    runner: R,
+    run_at: DateTime<FixedOffset>,
+) -> Exit {
+    let started = Instant::now();
     let mut problems = Vec::new();
     let mut state = load_state(config, &mut problems);
     let before = state.clone();
@@ -239,7 +255,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     let idle = intake.problem.is_some() && resolved.intents.is_empty();
     let outcome = match idle {
         true => Reconciled::idle(config),
-        false => reconcile(config, &resolved.wants(), &seen, docker),
+        false => reconcile(config, runner, &resolved.wants(), &seen, docker),
     };
     if outcome.failure.is_none() {
         // A count starts only once its open is in the firewall.
@@ -296,7 +312,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         }
     }
 
-    Ok(match failure {
+    match failure {
         None => {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
@@ -318,7 +334,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
             log::error!("run failed: {reason}");
             Exit::Failed
         }
-    })
+    }
 }
 
 /// Writes the state; a failure is reported in `problems`, and the run goes on.
@@ -393,8 +409,9 @@ impl Reconciled {
 /// Makes the firewall hold what `wants` asks, then reads the result back
 /// through the verdicts: a service asked closed that is not closed fails
 /// the run, naming the rule that lets it through.
-fn reconcile(
+fn reconcile<R: Runner>(
     config: &Config,
+    runner: R,
     wants: &BTreeMap<ServiceName, Want>,
     seen: &SourcesSeen,
     docker: bool,
@@ -408,7 +425,7 @@ fn reconcile(
     if let Err(reason) = firewall::preflight(config) {
         return failed(reason);
     }
-    let mut firewall = Firewall::new(config, SystemRunner::new(config));
+    let mut firewall = Firewall::new(config, runner);
     let (mut holdings, mut errors) = firewall.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
