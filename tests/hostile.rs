@@ -273,3 +273,30 @@ fn a_root_owned_state_dir_right_under_tmp_works() {
     env.run(&["--offline"]).expect(0);
     env.run(&["status", "--json"]).expect(0);
 }
+
+#[test]
+fn a_chain_that_is_a_target_or_another_tools_is_refused_before_any_firewall_call() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    for chain in ["ACCEPT", "DROP", "DOCKER-USER", "KUBE-SERVICES", "f2b-sshd"] {
+        env.write_config(&env.local_config("", &format!("chain = {chain:?}")));
+        for args in [&[][..], &["check"]] {
+            env.forget_calls();
+            let run = env.run(args);
+            assert_eq!(run.code, Some(2), "{chain} {args:?}: {run:#?}");
+            run.says("firewall.chain").says(&format!("{chain:?}"));
+            assert_eq!(
+                env.calls(),
+                Vec::<String>::new(),
+                "{chain} {args:?} touched the firewall"
+            );
+        }
+    }
+    assert!(
+        !env.path("state/state.toml").exists(),
+        "a refused config ran"
+    );
+    env.write_default_config();
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("--dport 22"));
+}
