@@ -494,6 +494,20 @@ fn mismatches(
                     Want::Closed => &[PortState::Closed],
                     Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
                     Want::Open => {
+                        let mine = format!("portlocker:{service}");
+                        if let (PortState::Closed, Some((_, rule))) =
+                            (verdict.state, &verdict.decided_by)
+                            && let Some(other) = rule.tag().filter(|tag| **tag != mine)
+                        {
+                            let other = other.trim_start_matches("portlocker:");
+                            let warning = format!(
+                                "{family}: {service} {ports} stays closed: it shares the port with \
+                                 {other}, which the control file closes"
+                            );
+                            if !foreign.contains(&warning) {
+                                foreign.push(warning);
+                            }
+                        }
                         if let (PortState::Closed, Some((chain, rule))) =
                             (verdict.state, &verdict.decided_by)
                             && rule.tag().is_none()

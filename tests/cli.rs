@@ -788,3 +788,15 @@ fn status_json_reports_the_firewall_now_and_the_last_run() {
     );
     assert_eq!(document["errors"], serde_json::json!([]));
 }
+
+#[test]
+fn an_open_service_whose_port_another_closes_is_told() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!("{}httpd = 80\n", env.local_config("", "")));
+    env.control("close web\nopen httpd\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("IPv4: httpd 80/tcp stays closed: it shares the port with web, which the control file closes");
+    let page = env.status_page().unwrap();
+    assert!(page.contains("shares the port with web"), "{page}");
+}
