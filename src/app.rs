@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
+use crate::backends;
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName, Unnamed};
 use crate::files;
@@ -437,6 +438,9 @@ fn reconcile<R: Runner>(
         log::error!("{error}");
     }
     let mut notices = Vec::new();
+    // After the configured backend is right, so no port closed there is open meanwhile.
+    let swept = backends::sweep(config, firewall.runner);
+    notices.extend(swept.tell_run());
     for family in config.families() {
         let moved =
             applied.made.iter().any(
@@ -468,7 +472,7 @@ fn reconcile<R: Runner>(
     }
     Reconciled {
         holdings,
-        changes: applied.made.len(),
+        changes: applied.made.len() + swept.removed.len(),
         notices,
         failure,
     }
@@ -565,10 +569,15 @@ fn reset(config: &Config) -> Result<Exit> {
     let (steps, kept) = plan::reset(config, &holdings);
     let applied = firewall.apply(&steps, &mut holdings);
     errors.extend(applied.errors);
+    let swept = backends::sweep(config, firewall.runner);
     let mut out = std::io::stdout().lock();
     for change in &applied.made {
         writeln!(out, "{change}")?;
     }
+    for line in swept.tell_reset() {
+        writeln!(out, "{line}")?;
+    }
+    errors.extend(swept.failed);
     for (family, rules) in &kept {
         log::warn!(
             "{family}: chain {} holds rules that are not portlocker's, so it stays, and so does its jump: {}",
@@ -583,13 +592,14 @@ fn reset(config: &Config) -> Result<Exit> {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
     }
-    if applied.made.is_empty() {
+    let changes = applied.made.len() + swept.removed.len();
+    if changes == 0 {
         writeln!(
             out,
             "nothing to remove: the firewall holds nothing of portlocker's"
         )?;
     }
-    log::info!("reset: {} firewall changes", applied.made.len());
+    log::info!("reset: {changes} firewall changes");
     Ok(Exit::Ok)
 }
 
@@ -630,6 +640,14 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let (kept, _) = intake::kept_wanted(config, &state);
     let seen = sources_seen(&kept, &wanted);
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
+    // What a run would also remove from the other backend.
+    let leftovers = match &note {
+        None => backends::Other::find(config).map(|other| {
+            let found = other.look(&mut Firewall::new(&other.config, SystemRunner::new(config)));
+            (other, found.steps)
+        }),
+        Some(_) => None,
+    };
     let mut out = std::io::stdout().lock();
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {
@@ -651,7 +669,8 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
             "# so each change below runs only if its check says it is needed"
         )?;
     }
-    if steps.is_empty() {
+    let leftover_steps = leftovers.as_ref().map_or(&[][..], |(_, steps)| &steps[..]);
+    if steps.is_empty() && leftover_steps.is_empty() {
         writeln!(
             out,
             "# nothing to change: the firewall already matches the control file"
@@ -660,6 +679,18 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     for step in &steps {
         writeln!(out, "# {}", step.change)?;
         writeln!(out, "{}", shell_line(config, step))?;
+    }
+    if let Some((other, steps)) = &leftovers {
+        for step in steps {
+            let family = BTreeSet::from([step.change.family()]);
+            writeln!(
+                out,
+                "# {}, left in {}",
+                step.change,
+                other.describe(&family)
+            )?;
+            writeln!(out, "{}", shell_line(&other.config, step))?;
+        }
     }
     Ok(Exit::Ok)
 }

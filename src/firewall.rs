@@ -2,10 +2,11 @@
 //! iptables runs, and reading and changing portlocker's part of the
 //! firewall. The only module that spawns processes; no shell is ever involved.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -475,6 +476,47 @@ impl<'a, R: Runner> Firewall<'a, R> {
         })
     }
 
+    /// Reads what portlocker may have left in a backend it no longer uses,
+    /// as cheaply as that can be told: portlocker's chain first, and INPUT
+    /// only when the chain exists (a jump cannot outlive its chain); with
+    /// `chain = "INPUT"`, INPUT alone. Only `families` are read, and a
+    /// family where nothing of portlocker's can be is left out.
+    pub fn observe_leftovers(&mut self, families: &[Family]) -> (Holdings, Vec<CommandError>) {
+        let mut holdings = Holdings {
+            families: BTreeMap::new(),
+        };
+        let mut errors = Vec::new();
+        for &family in families {
+            match self.leftovers_of(family) {
+                Ok(Some(held)) => {
+                    holdings.families.insert(family, Some(held));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    holdings.families.insert(family, None);
+                    errors.push(error);
+                }
+            }
+        }
+        (holdings, errors)
+    }
+
+    fn leftovers_of(&mut self, family: Family) -> Result<Option<FamilyHoldings>, CommandError> {
+        let chain = self.config.firewall.chain.clone();
+        let Some(ours) = self.list(family, chain.as_str())? else {
+            return Ok(None);
+        };
+        let (input, chain) = match chain.is_input() {
+            true => (ours, None),
+            false => (self.list(family, "INPUT")?.unwrap_or_default(), Some(ours)),
+        };
+        Ok(Some(FamilyHoldings {
+            input,
+            chain,
+            docker_user: false,
+        }))
+    }
+
     /// Carries out the plan. A failed step does not stop the others; every
     /// change made is recorded in `holdings` and logged. An unchecked step
     /// is checked first, so a plan made blind never duplicates a rule.
@@ -531,19 +573,65 @@ pub struct Applied {
     pub errors: Vec<CommandError>,
 }
 
-/// `nf_tables` or `legacy`: which iptables the configured binary is, read
-/// from where its links lead (`iptables-nft` → `xtables-nft-multi`), so
-/// telling costs no process. None when the name does not say.
-pub fn backend(config: &Config) -> Option<String> {
-    let target = std::fs::canonicalize(&config.firewall.iptables).ok()?;
-    let name = target.file_name()?.to_string_lossy().into_owned();
-    if name.contains("nft") {
-        Some("nf_tables".to_owned())
-    } else if name.contains("legacy") {
-        Some("legacy".to_owned())
-    } else {
-        None
+/// The two kernel subsystems iptables can drive. They keep separate tables
+/// and the kernel applies both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Backend {
+    NfTables,
+    Legacy,
+}
+
+impl Backend {
+    /// Which backend the binary at `path` is, read from where its links
+    /// lead (`/sbin/iptables` → `iptables-nft` → `xtables-nft-multi`), so
+    /// telling costs no process. None when the name does not say.
+    pub fn of(path: &Path) -> Option<Backend> {
+        let target = std::fs::canonicalize(path).ok()?;
+        let name = target.file_name()?.to_string_lossy().into_owned();
+        if name.contains("nft") {
+            Some(Backend::NfTables)
+        } else if name.contains("legacy") {
+            Some(Backend::Legacy)
+        } else {
+            None
+        }
     }
+
+    pub fn other(self) -> Backend {
+        match self {
+            Backend::NfTables => Backend::Legacy,
+            Backend::Legacy => Backend::NfTables,
+        }
+    }
+
+    /// The name of its iptables binary for `family`, as Debian installs it.
+    pub fn binary_name(self, family: Family) -> &'static str {
+        match (self, family) {
+            (Backend::NfTables, Family::Ipv4) => "iptables-nft",
+            (Backend::NfTables, Family::Ipv6) => "ip6tables-nft",
+            (Backend::Legacy, Family::Ipv4) => "iptables-legacy",
+            (Backend::Legacy, Family::Ipv6) => "ip6tables-legacy",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::NfTables => "nf_tables",
+            Backend::Legacy => "legacy",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `nf_tables` or `legacy`: which iptables the configured binary is (see
+/// `Backend::of`).
+pub fn backend(config: &Config) -> Option<String> {
+    Backend::of(&config.firewall.iptables).map(|backend| backend.as_str().to_owned())
 }
 
 /// Why this process cannot run iptables at all, if it cannot. (Whether it

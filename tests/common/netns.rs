@@ -20,13 +20,7 @@ pub fn enter(test: &str) -> bool {
         return true;
     }
     if let Err(reason) = can_isolate() {
-        if std::env::var(REQUIRE).as_deref() == Ok("1") {
-            panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
-        }
-        super::skipped(
-            test,
-            &format!("{reason} (set {REQUIRE}=1 to make this a failure)"),
-        );
+        skip(test, &reason);
         return false;
     }
     let exe = std::env::current_exe().unwrap();
@@ -49,6 +43,53 @@ pub fn enter(test: &str) -> bool {
     );
     eprintln!("{stderr}");
     false
+}
+
+/// Like `enter`, for a test that needs both iptables backends, each of
+/// which must work in a namespace of its own first.
+pub fn enter_with_both_backends(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_none()
+        && let Err(reason) = both_backends()
+    {
+        skip(test, &reason);
+        return false;
+    }
+    enter(test)
+}
+
+/// The binaries of each backend, IPv4 then IPv6.
+pub const LEGACY: [&str; 2] = ["/usr/sbin/iptables-legacy", "/usr/sbin/ip6tables-legacy"];
+pub const NFT: [&str; 2] = ["/usr/sbin/iptables-nft", "/usr/sbin/ip6tables-nft"];
+
+fn both_backends() -> Result<(), String> {
+    for binary in LEGACY.into_iter().chain(NFT) {
+        if !Path::new(binary).exists() {
+            return Err(format!("{binary} is missing (apt-get install iptables)"));
+        }
+        // Each probe in a namespace of its own: listing loads a legacy table.
+        let probe = Command::new("unshare")
+            .args(["--net", "--map-root-user", "--", binary, "-w", "5", "-S"])
+            .output()
+            .map_err(|error| format!("cannot run unshare: {error}"))?;
+        if !probe.status.success() {
+            return Err(format!(
+                "{binary} does not work in a private network namespace here: {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Says why `test` skips; a failure when CI forbids skipping.
+fn skip(test: &str, reason: &str) {
+    if std::env::var(REQUIRE).as_deref() == Ok("1") {
+        panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
+    }
+    super::skipped(
+        test,
+        &format!("{reason} (set {REQUIRE}=1 to make this a failure)"),
+    );
 }
 
 fn can_isolate() -> Result<(), String> {
