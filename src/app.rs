@@ -22,7 +22,7 @@ use crate::plan::{self, SourcesSeen, Step};
 use crate::source::Source;
 use crate::state::{self, LastRun, Loaded, RunLock, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
-use crate::verdict;
+use crate::verdict::{self, Mismatch};
 
 /// The exit codes, each with one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,50 +485,55 @@ fn mismatches(
 ) -> (Vec<String>, Vec<String>) {
     let mut too_open = Vec::new();
     let mut foreign = Vec::new();
-    for (service, want) in wants {
-        for (&family, held) in &holdings.families {
-            let Some(held) = held else { continue };
-            for &ports in &config.services[service] {
-                let verdict = verdict::port_verdict(config, held, family, ports);
-                let allowed: &[PortState] = match want {
-                    Want::Closed => &[PortState::Closed],
-                    Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
-                    Want::Open => {
-                        if let (PortState::Closed, Some((chain, rule))) =
-                            (verdict.state, &verdict.decided_by)
-                            && rule.tag().is_none()
-                        {
-                            let mut args = vec!["-D".to_owned(), chain.clone()];
-                            args.extend(rule.spec.iter().cloned());
-                            let remove = Command::iptables(config, family, args);
-                            let warning = format!(
-                                "{family}: `{}` is not portlocker's and closes {service} {ports}, \
-                                 which the control file opens; remove it with `{remove}`",
-                                rule.shown(chain)
-                            );
-                            if !foreign.contains(&warning) {
-                                foreign.push(warning);
-                            }
-                        }
-                        continue;
-                    }
-                };
-                if !allowed.contains(&verdict.state) {
-                    let why = match &verdict.passed_by {
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        for mismatch in verdict::mismatches(config, wants, held, family) {
+            match mismatch {
+                Mismatch::TooOpen {
+                    service,
+                    ports,
+                    state,
+                    passed_by,
+                } => {
+                    let why = match &passed_by {
                         Some((chain, rule)) => {
                             format!(": `{}` lets it through first", rule.shown(chain))
                         }
                         None => String::new(),
                     };
-                    let asked = match want {
+                    let asked = match wants[&service] {
                         Want::Closed => "closed",
                         _ => "open to its sources only",
                     };
                     too_open.push(format!(
                         "{family}: {service} {ports} should be {asked} but is {}{why}",
-                        verdict.state.as_str()
+                        state.as_str()
                     ));
                 }
+                Mismatch::ClosedByOthers {
+                    service,
+                    ports,
+                    by: Some((chain, rule)),
+                } => {
+                    let fix = match firewall::removal(config, family, &chain, &rule) {
+                        Some(remove) => format!("remove it with `{remove}`"),
+                        // Deleting a default deny would open every other port.
+                        None => format!(
+                            "it drops every port no rule before it accepts, so accept {ports} \
+                             in a rule of your own before it"
+                        ),
+                    };
+                    let warning = format!(
+                        "{family}: `{}` is not portlocker's and closes {service} {ports}, \
+                         which the control file opens; {fix}",
+                        rule.shown(&chain)
+                    );
+                    if !foreign.contains(&warning) {
+                        foreign.push(warning);
+                    }
+                }
+                // INPUT's policy: the owner's default deny, not a leftover.
+                Mismatch::ClosedByOthers { by: None, .. } => {}
             }
         }
     }
@@ -849,6 +854,48 @@ fn states_in_words(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that opens ssh where a rule of others drops it says how to
+    /// stop that; for a default deny, never by deleting it, which would
+    /// open every other port.
+    #[test]
+    fn a_rule_of_others_closing_an_open_port_gets_safe_advice() {
+        use crate::config::Family;
+        use crate::model::{ChainRules, FamilyHoldings, Listed, split_listed};
+        let config = Config::parse(
+            "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
+        )
+        .unwrap();
+        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open)]);
+        let warning = |rule: &str| {
+            let held = FamilyHoldings {
+                input: ChainRules {
+                    policy: Some("ACCEPT".into()),
+                    rules: vec![Listed::new(split_listed(rule))],
+                },
+                ..FamilyHoldings::default()
+            };
+            let holdings = Holdings {
+                families: BTreeMap::from([(Family::Ipv4, Some(held))]),
+            };
+            let (too_open, foreign) = mismatches(&config, &wants, &holdings);
+            assert_eq!(too_open, Vec::<String>::new());
+            assert_eq!(foreign.len(), 1, "{foreign:?}");
+            foreign[0].clone()
+        };
+        assert_eq!(
+            warning("-p tcp -m tcp --dport 22 -j DROP"),
+            "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh \
+             22/tcp, which the control file opens; remove it with \
+             `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+        );
+        assert_eq!(
+            warning("-j DROP"),
+            "IPv4: `-A INPUT -j DROP` is not portlocker's and closes ssh 22/tcp, which the control \
+             file opens; it drops every port no rule before it accepts, so accept 22/tcp in a rule \
+             of your own before it"
+        );
+    }
 
     #[test]
     fn exit_codes_are_fixed() {

@@ -238,7 +238,7 @@ fn a_missing_iptables_is_a_clear_failure() {
     env.control("close ssh\n");
     let run = env.run(&[]);
     run.expect(1);
-    run.says("ip6tables not found (install the iptables package, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
+    run.says("ip6tables not found (install the iptables package with `apt-get install iptables`, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
     assert_eq!(env.changing_calls(), Vec::<String>::new());
 }
 
