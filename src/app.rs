@@ -9,11 +9,12 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
+use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName, Unnamed};
 use crate::files;
 use crate::firewall::{self, Command, CommandError, Firewall, Runner, SystemRunner};
-use crate::intake::{self, fetch_control};
+use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::logging::{self, Verbosity};
 use crate::metrics;
@@ -101,9 +102,9 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             logging::init(verbosity, Some(&config.log_file));
             reset(&config)
         }
-        Some(Subcommand::Check) => {
+        Some(Subcommand::Check { fetch }) => {
             logging::init(verbosity, None);
-            check(cli, &config)
+            check(cli, &config, fetch)
         }
         Some(Subcommand::Status { json }) => {
             logging::init(verbosity, None);
@@ -672,37 +673,15 @@ fn shell_line(config: &Config, step: &Step) -> String {
     }
 }
 
-/// Validates the config and, with --source, the control file.
-fn check(cli: &Cli, config: &Config) -> Result<Exit> {
-    let names: Vec<&str> = config.services.keys().map(ServiceName::as_str).collect();
-    println!(
-        "config {}: ok ({} services: {})",
-        cli.global.config.display(),
-        names.len(),
-        names.join(", ")
-    );
-    if cli.global.source.is_some() {
-        let control = fetch_control(config, &peek_state(config)?)?;
-        let mut lines: Vec<String> = control
-            .directives
-            .values()
-            .flatten()
-            .map(|d| d.render())
-            .collect();
-        if control.other_hosts > 0 {
-            lines.push(format!("{} lines for other hosts", control.other_hosts));
-        }
-        println!(
-            "control file from {}: ok ({})",
-            config.source,
-            if lines.is_empty() {
-                "changes nothing".to_owned()
-            } else {
-                lines.join(", ")
-            }
-        );
-    }
-    Ok(Exit::Ok)
+/// Finds what would make every run fail (see `check.rs`); `fetch`, or a
+/// --source given, also fetches and validates the control file.
+fn check(cli: &Cli, config: &Config, fetch: bool) -> Result<Exit> {
+    let fetch = fetch || cli.global.source.is_some();
+    Ok(match check::check(&cli.global.config, config, fetch)? {
+        None | Some(Severity::Note) => Exit::Ok,
+        Some(Severity::Problem) => Exit::Failed,
+        Some(Severity::Refused) => Exit::Usage,
+    })
 }
 
 /// Prints each service and its state per family, read from the firewall now.
