@@ -10,11 +10,12 @@ use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
 use crate::backends;
+use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError, ServiceName, Unnamed};
 use crate::files;
 use crate::firewall::{self, Command, CommandError, Firewall, Runner, SystemRunner};
-use crate::intake::{self, fetch_control};
+use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::logging::{self, Verbosity};
 use crate::metrics;
@@ -23,7 +24,7 @@ use crate::plan::{self, SourcesSeen, Step};
 use crate::source::Source;
 use crate::state::{self, LastRun, Loaded, RunLock, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
-use crate::verdict;
+use crate::verdict::{self, Mismatch};
 
 /// The exit codes, each with one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +103,9 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             logging::init(verbosity, Some(&config.log_file));
             reset(&config)
         }
-        Some(Subcommand::Check) => {
+        Some(Subcommand::Check { fetch }) => {
             logging::init(verbosity, None);
-            check(cli, &config)
+            check(cli, &config, fetch)
         }
         Some(Subcommand::Status { json }) => {
             logging::init(verbosity, None);
@@ -489,63 +490,67 @@ fn mismatches(
 ) -> (Vec<String>, Vec<String>) {
     let mut too_open = Vec::new();
     let mut foreign = Vec::new();
-    for (service, want) in wants {
-        for (&family, held) in &holdings.families {
-            let Some(held) = held else { continue };
-            for &ports in &config.services[service] {
-                let verdict = verdict::port_verdict(config, held, family, ports);
-                let allowed: &[PortState] = match want {
-                    Want::Closed => &[PortState::Closed],
-                    Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
-                    Want::Open => {
-                        let mine = format!("portlocker:{service}");
-                        if let (PortState::Closed, Some((_, rule))) =
-                            (verdict.state, &verdict.decided_by)
-                            && let Some(other) = rule.tag().filter(|tag| **tag != mine)
-                        {
-                            let other = other.trim_start_matches("portlocker:");
-                            let warning = format!(
-                                "{family}: {service} {ports} stays closed: it shares the port with \
-                                 {other}, which the control file closes"
-                            );
-                            if !foreign.contains(&warning) {
-                                foreign.push(warning);
-                            }
-                        }
-                        if let (PortState::Closed, Some((chain, rule))) =
-                            (verdict.state, &verdict.decided_by)
-                            && rule.tag().is_none()
-                        {
-                            let mut args = vec!["-D".to_owned(), chain.clone()];
-                            args.extend(rule.spec.iter().cloned());
-                            let remove = Command::iptables(config, family, args);
-                            let warning = format!(
-                                "{family}: `{}` is not portlocker's and closes {service} {ports}, \
-                                 which the control file opens; remove it with `{remove}`",
-                                rule.shown(chain)
-                            );
-                            if !foreign.contains(&warning) {
-                                foreign.push(warning);
-                            }
-                        }
-                        continue;
-                    }
-                };
-                if !allowed.contains(&verdict.state) {
-                    let why = match &verdict.passed_by {
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        for mismatch in verdict::mismatches(config, wants, held, family) {
+            match mismatch {
+                Mismatch::TooOpen {
+                    service,
+                    ports,
+                    state,
+                    passed_by,
+                } => {
+                    let why = match &passed_by {
                         Some((chain, rule)) => {
                             format!(": `{}` lets it through first", rule.shown(chain))
                         }
                         None => String::new(),
                     };
-                    let asked = match want {
+                    let asked = match wants[&service] {
                         Want::Closed => "closed",
                         _ => "open to its sources only",
                     };
                     too_open.push(format!(
                         "{family}: {service} {ports} should be {asked} but is {}{why}",
-                        verdict.state.as_str()
+                        state.as_str()
                     ));
+                }
+                Mismatch::ClosedByOthers {
+                    service,
+                    ports,
+                    by: Some((chain, rule)),
+                } => {
+                    let fix = match firewall::removal(config, family, &chain, &rule) {
+                        Some(remove) => format!("remove it with `{remove}`"),
+                        // Deleting a default deny would open every other port.
+                        None => format!(
+                            "it drops every port no rule before it accepts, so accept {ports} \
+                             in a rule of your own before it"
+                        ),
+                    };
+                    let warning = format!(
+                        "{family}: `{}` is not portlocker's and closes {service} {ports}, \
+                         which the control file opens; {fix}",
+                        rule.shown(&chain)
+                    );
+                    if !foreign.contains(&warning) {
+                        foreign.push(warning);
+                    }
+                }
+                // INPUT's policy: the owner's default deny, not a leftover.
+                Mismatch::ClosedByOthers { by: None, .. } => {}
+                Mismatch::ClosedBySharer {
+                    service,
+                    ports,
+                    other,
+                } => {
+                    let warning = format!(
+                        "{family}: {service} {ports} stays closed: it shares the port with \
+                         {other}, which the control file closes"
+                    );
+                    if !foreign.contains(&warning) {
+                        foreign.push(warning);
+                    }
                 }
             }
         }
@@ -712,37 +717,15 @@ fn shell_line(config: &Config, step: &Step) -> String {
     }
 }
 
-/// Validates the config and, with --source, the control file.
-fn check(cli: &Cli, config: &Config) -> Result<Exit> {
-    let names: Vec<&str> = config.services.keys().map(ServiceName::as_str).collect();
-    println!(
-        "config {}: ok ({} services: {})",
-        cli.global.config.display(),
-        names.len(),
-        names.join(", ")
-    );
-    if cli.global.source.is_some() {
-        let control = fetch_control(config, &peek_state(config)?)?;
-        let mut lines: Vec<String> = control
-            .directives
-            .values()
-            .flatten()
-            .map(|d| d.render())
-            .collect();
-        if control.other_hosts > 0 {
-            lines.push(format!("{} lines for other hosts", control.other_hosts));
-        }
-        println!(
-            "control file from {}: ok ({})",
-            config.source,
-            if lines.is_empty() {
-                "changes nothing".to_owned()
-            } else {
-                lines.join(", ")
-            }
-        );
-    }
-    Ok(Exit::Ok)
+/// Finds what would make every run fail (see `check.rs`); `fetch`, or a
+/// --source given, also fetches and validates the control file.
+fn check(cli: &Cli, config: &Config, fetch: bool) -> Result<Exit> {
+    let fetch = fetch || cli.global.source.is_some();
+    Ok(match check::check(&cli.global.config, config, fetch)? {
+        None | Some(Severity::Note) => Exit::Ok,
+        Some(Severity::Problem) => Exit::Failed,
+        Some(Severity::Refused) => Exit::Usage,
+    })
 }
 
 /// Prints each service and its state per family, read from the firewall now.
@@ -894,6 +877,48 @@ fn states_in_words(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that opens ssh where a rule of others drops it says how to
+    /// stop that; for a default deny, never by deleting it, which would
+    /// open every other port.
+    #[test]
+    fn a_rule_of_others_closing_an_open_port_gets_safe_advice() {
+        use crate::config::Family;
+        use crate::model::{ChainRules, FamilyHoldings, Listed, split_listed};
+        let config = Config::parse(
+            "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
+        )
+        .unwrap();
+        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open)]);
+        let warning = |rule: &str| {
+            let held = FamilyHoldings {
+                input: ChainRules {
+                    policy: Some("ACCEPT".into()),
+                    rules: vec![Listed::new(split_listed(rule))],
+                },
+                ..FamilyHoldings::default()
+            };
+            let holdings = Holdings {
+                families: BTreeMap::from([(Family::Ipv4, Some(held))]),
+            };
+            let (too_open, foreign) = mismatches(&config, &wants, &holdings);
+            assert_eq!(too_open, Vec::<String>::new());
+            assert_eq!(foreign.len(), 1, "{foreign:?}");
+            foreign[0].clone()
+        };
+        assert_eq!(
+            warning("-p tcp -m tcp --dport 22 -j DROP"),
+            "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh \
+             22/tcp, which the control file opens; remove it with \
+             `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+        );
+        assert_eq!(
+            warning("-j DROP"),
+            "IPv4: `-A INPUT -j DROP` is not portlocker's and closes ssh 22/tcp, which the control \
+             file opens; it drops every port no rule before it accepts, so accept 22/tcp in a rule \
+             of your own before it"
+        );
+    }
 
     #[test]
     fn exit_codes_are_fixed() {

@@ -66,9 +66,18 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the config, and the control file named by --source if given.
-    /// Touches no firewall and needs no root.
-    Check,
+    /// Find what would make every run fail: the config, the iptables
+    /// programs, the directories of the log, page and metrics, the kept
+    /// state, and as root rules of others in the firewall that would undo
+    /// an open or a close. Changes nothing; needs root only for the
+    /// state and the firewall. Exit 0: all well; 1: a run would fail or
+    /// mislead; 2: runs would refuse to start.
+    Check {
+        /// Also fetch and validate the configured source (and its
+        /// signature), as a run does; --source SRC checks SRC instead.
+        #[arg(long)]
+        fetch: bool,
+    },
     /// Show each managed service, its ports, and whether each address family
     /// is closed right now (read-only).
     Status {
@@ -99,6 +108,14 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Status { json: false })));
         assert_eq!(cli.global.config, PathBuf::from("/x.toml"));
         assert!(cli.global.quiet);
+    }
+
+    #[test]
+    fn check_fetches_only_when_asked() {
+        let cli = Cli::try_parse_from(["portlocker", "check"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check { fetch: false })));
+        let cli = Cli::try_parse_from(["portlocker", "check", "--fetch"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check { fetch: true })));
     }
 
     #[test]

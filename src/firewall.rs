@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ChainName, Config, Family};
-use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Rule};
+use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
 use crate::plan::Step;
 
 /// Seconds every iptables call waits for the xtables lock before giving up,
@@ -637,20 +637,60 @@ pub fn backend(config: &Config) -> Option<String> {
 /// Why this process cannot run iptables at all, if it cannot. (Whether it
 /// is root shows in iptables' own answer; see `CommandError::needs_root`.)
 pub fn preflight(config: &Config) -> Result<(), String> {
-    for family in config.families() {
-        let binary = config.binary(family);
-        if !binary.is_file() {
-            let (key, hint) = match family {
-                Family::Ipv4 => ("firewall.iptables", ""),
-                Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
-            };
-            return Err(format!(
-                "{} not found (install the iptables package, or set {key} in the config{hint})",
-                binary.display()
+    match config
+        .families()
+        .into_iter()
+        .find_map(|family| binary_problem(config, family))
+    {
+        Some(problem) => Err(problem),
+        None => Ok(()),
+    }
+}
+
+/// Why the iptables program of `family` cannot be run, if it cannot:
+/// missing, not a regular file, or with no execute permission. Names the
+/// config key and the package that fix it.
+pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = config.binary(family);
+    let shown = binary.display();
+    let (key, hint) = match family {
+        Family::Ipv4 => ("firewall.iptables", ""),
+        Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
+    };
+    let what = match std::fs::metadata(binary) {
+        Ok(meta) if !meta.is_file() => "is not a regular file",
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            return Some(format!(
+                "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall iptables`, \
+                 or set {key} in the config{hint})"
             ));
         }
+        Ok(_) => return None,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => "not found",
+        Err(error) => {
+            return Some(format!(
+                "cannot look at {shown}: {error} (set {key} in the config{hint})"
+            ));
+        }
+    };
+    Some(format!(
+        "{shown} {what} (install the iptables package with `apt-get install iptables`, or set {key} in the config{hint})"
+    ))
+}
+
+/// The command that deletes `rule` from `chain`, as listed. None for a
+/// rule about no port in particular (`-A INPUT -j DROP`, a default deny):
+/// deleting that would open, or close, every port it decides.
+pub fn removal(config: &Config, family: Family, chain: &str, rule: &Listed) -> Option<Command> {
+    if !rule.names_ports() {
+        return None;
     }
-    Ok(())
+    Some(Command::iptables(
+        config,
+        family,
+        listed_args("-D", chain, &rule.spec),
+    ))
 }
 
 #[cfg(test)]

@@ -74,6 +74,29 @@ pub fn kept_wanted(config: &Config, state: &State) -> (Wanted, Vec<String>) {
     (wanted, dropped)
 }
 
+/// Why a kept `line` no longer fits the config (as `kept_wanted` finds
+/// it), for `check`; None when it fits.
+pub(crate) fn unfit(config: &Config, line: &str) -> Option<String> {
+    match parse(config, line.as_bytes()) {
+        Ok(_) => None,
+        Err(control::Rejection::BadLines(errors)) => errors.into_iter().next().map(|e| e.reason),
+        Err(other) => Some(other.to_string()),
+    }
+}
+
+/// Why the kept copy of the control file is not in force at `now`, when
+/// it is not and the state keeps anything it could stand for; for `check`.
+pub(crate) fn kept_not_in_force(
+    config: &Config,
+    state: &State,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if state.last_good.is_none() && state.wanted.is_empty() {
+        return None;
+    }
+    check_kept(config, state.last_good.as_ref(), now).err()
+}
+
 /// The wanted state as the state file keeps it.
 pub fn keep_wanted(state: &mut State, wanted: &Wanted) {
     state.wanted = wanted

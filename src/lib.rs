@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod backends;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

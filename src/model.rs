@@ -261,6 +261,17 @@ impl Listed {
         tag_of(&self.spec)
     }
 
+    /// Whether the rule matches some destination ports only (`--dport`,
+    /// `--dports`), rather than whatever reaches it.
+    pub fn names_ports(&self) -> bool {
+        self.spec.iter().any(|word| {
+            matches!(
+                word.as_str(),
+                "--dport" | "--dports" | "--destination-port" | "--destination-ports"
+            )
+        })
+    }
+
     /// The rule as `iptables -S` prints it, for messages.
     pub fn shown(&self, chain: &str) -> String {
         let mut line = format!("-A {chain}");

@@ -146,7 +146,8 @@ impl LastGood {
 }
 
 impl State {
-    fn path(state_dir: &Path) -> PathBuf {
+    /// The state file in `state_dir`.
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(STATE_FILE)
     }
 

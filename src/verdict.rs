@@ -4,9 +4,12 @@
 //! lets it through; where the rules do not say, the answer is unknown —
 //! never closed. Pure: reads holdings, runs nothing.
 
+use std::collections::BTreeMap;
+
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
+use crate::intent::Want;
 use crate::model::{ChainRules, FamilyHoldings, Listed, PortState};
 
 /// What happens to a new connection to one port spec from an address on
@@ -32,6 +35,85 @@ pub fn service_state(
         .map(|ports| port_verdict(config, held, family, *ports).state)
         .collect();
     combine(&states)
+}
+
+/// Where the rules of one family do something other than what is wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// `ports` of `service` are more open than wanted; `passed_by` is the
+    /// first rule that lets some new connections through, with its chain.
+    TooOpen {
+        service: ServiceName,
+        ports: PortSpec,
+        state: PortState,
+        passed_by: Option<(String, Listed)>,
+    },
+    /// `ports` of `service`, wanted open, are closed by something that is
+    /// not portlocker's: a rule, with its chain, or INPUT's policy (None).
+    ClosedByOthers {
+        service: ServiceName,
+        ports: PortSpec,
+        by: Option<(String, Listed)>,
+    },
+    /// `ports` of `service`, wanted open, are closed by portlocker's rule
+    /// for `other`, a service that shares the port and is wanted closed.
+    ClosedBySharer {
+        service: ServiceName,
+        ports: PortSpec,
+        other: String,
+    },
+}
+
+/// Compares what the rules of `family` do with `wants`, port by port:
+/// what runs check after their changes, and `check` on the firewall as a
+/// run would leave it.
+pub fn mismatches(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    held: &FamilyHoldings,
+    family: Family,
+) -> Vec<Mismatch> {
+    let mut found = Vec::new();
+    for (service, want) in wants {
+        for &ports in &config.services[service] {
+            let verdict = port_verdict(config, held, family, ports);
+            let allowed: &[PortState] = match want {
+                Want::Closed => &[PortState::Closed],
+                Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
+                Want::Open => {
+                    let tag = verdict.decided_by.as_ref().and_then(|(_, rule)| rule.tag());
+                    let sharer = tag
+                        .map(|tag| tag.trim_start_matches("portlocker:"))
+                        .filter(|other| *other != service.as_str());
+                    if let (PortState::Closed, Some(other)) = (verdict.state, sharer) {
+                        found.push(Mismatch::ClosedBySharer {
+                            service: service.clone(),
+                            ports,
+                            other: other.to_owned(),
+                        });
+                        continue;
+                    }
+                    if verdict.state == PortState::Closed && tag.is_none() {
+                        found.push(Mismatch::ClosedByOthers {
+                            service: service.clone(),
+                            ports,
+                            by: verdict.decided_by,
+                        });
+                    }
+                    continue;
+                }
+            };
+            if !allowed.contains(&verdict.state) {
+                found.push(Mismatch::TooOpen {
+                    service: service.clone(),
+                    ports,
+                    state: verdict.state,
+                    passed_by: verdict.passed_by,
+                });
+            }
+        }
+    }
+    found
 }
 
 /// One state for a service from the states of its ports.

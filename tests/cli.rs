@@ -238,7 +238,7 @@ fn a_missing_iptables_is_a_clear_failure() {
     env.control("close ssh\n");
     let run = env.run(&[]);
     run.expect(1);
-    run.says("ip6tables not found (install the iptables package, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
+    run.says("ip6tables not found (install the iptables package with `apt-get install iptables`, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
     assert_eq!(env.changing_calls(), Vec::<String>::new());
 }
 
@@ -404,7 +404,7 @@ fn config_comes_from_the_environment_and_the_flag_wins() {
 }
 
 #[test]
-fn check_validates_config_and_control_file_without_touching_the_firewall() {
+fn check_validates_config_and_control_file_without_changing_the_firewall() {
     let env = TestEnv::with_fake_iptables();
     let run = env.run(&["check"]);
     run.expect(0);
@@ -426,7 +426,244 @@ fn check_validates_config_and_control_file_without_touching_the_firewall() {
     let run = env.run(&["--source", source.to_str().unwrap(), "check"]);
     run.expect(1);
     run.says("line 1: unknown service `shh`");
-    assert_eq!(env.calls(), Vec::<String>::new());
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+}
+
+/// What `portlocker check` prints when all is well: the config's line,
+/// the control file's with --fetch, and nothing on stderr.
+#[test]
+fn check_of_a_clean_setup_exits_0_and_says_ok() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nopen web\n");
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(0);
+    let config = env.path("config.toml");
+    let control = env.path("control.txt");
+    assert!(
+        run.stdout.starts_with(&format!(
+            "config {}: ok (3 services: mosh, ssh, web)\ncontrol file from {}: ok (close ssh, open web)\n",
+            config.display(),
+            control.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stderr, "");
+    // Without root the firewall is not read, and check says so.
+    let read = !env.calls().is_empty();
+    assert_eq!(
+        read,
+        !run.stdout
+            .contains("note: not root, so the firewall was not read"),
+        "{}",
+        run.stdout
+    );
+    // Fetching the configured source is the same as naming it.
+    let named = env.run(&["check", "--source", control.to_str().unwrap()]);
+    named.expect(0);
+    assert_eq!(named.stdout, run.stdout);
+    env.control("close shh\n");
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(1);
+    run.says("line 1: unknown service `shh`");
+    assert_read_only(&env);
+}
+
+/// check never writes: no log, no page, no state, no firewall change.
+#[track_caller]
+fn assert_read_only(env: &TestEnv) {
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+    assert!(!env.path("portlocker.log").exists(), "check wrote the log");
+    assert!(env.status_page().is_none(), "check wrote the status page");
+}
+
+#[test]
+fn check_names_an_iptables_that_cannot_run_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::with_fake_iptables();
+    std::fs::remove_file(&env.ip6tables).unwrap();
+    let run = env.run(&["check"]);
+    run.expect(1);
+    run.says(&format!(
+        "{} not found (install the iptables package with `apt-get install iptables`, or set \
+         firewall.ip6tables in the config, or firewall.ipv6 = false)",
+        env.ip6tables.display()
+    ));
+    // Told once: reading the firewall does not report it again.
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    std::fs::set_permissions(&env.iptables, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    let run = env.run(&["check"]);
+    run.expect(1);
+    let shown = env.iptables.display();
+    run.says(&format!(
+        "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall iptables`, \
+         or set firewall.iptables in the config)"
+    ));
+    assert!(!run.stderr.contains("ip6tables"), "{}", run.stderr);
+    std::fs::set_permissions(&env.iptables, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.run(&["check"]).expect(0);
+    assert_read_only(&env);
+}
+
+#[test]
+fn check_names_a_missing_directory_of_the_log_page_or_metrics() {
+    let env = TestEnv::with_fake_iptables();
+    let source = env.path("control.txt");
+    let default = env.config_text(source.to_str().unwrap(), "", "");
+    let gone = env.path("gone");
+    let file = env.path("control.txt");
+    env.control("");
+    let cases = [
+        (
+            "log_file",
+            env.path("portlocker.log"),
+            gone.join("portlocker.log"),
+            format!(
+                "the directory {0} does not exist: create it with `mkdir -p {0}`, or set log_file \
+                 to a file in another directory",
+                gone.display()
+            ),
+        ),
+        (
+            "status_file",
+            env.path("status.html"),
+            file.join("status.html"),
+            format!(
+                "{} is not a directory: set status_file to a file in a directory",
+                file.display()
+            ),
+        ),
+    ];
+    for (key, good, bad, needle) in cases {
+        let config = default.replace(&format!("{good:?}"), &format!("{bad:?}"));
+        assert_ne!(config, default);
+        env.write_config(&config);
+        let run = env.run(&["check"]);
+        run.expect(1);
+        run.says(&format!("{key} {}: {needle}", bad.display()));
+    }
+    let metrics = gone.join("portlocker.prom");
+    env.write_config(&format!("metrics_file = {metrics:?}\n{default}"));
+    env.run(&["check"]).expect(1).says(&format!(
+        "metrics_file {}: the directory",
+        metrics.display()
+    ));
+    std::fs::create_dir(&gone).unwrap();
+    env.run(&["check"]).expect(0);
+    assert!(!metrics.exists(), "check wrote the metrics");
+}
+
+#[test]
+fn check_as_root_refuses_a_state_dir_others_can_write_with_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require_root("check_as_root_refuses_a_state_dir_others_can_write_with_exit_2") {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = env.run(&["check"]);
+    run.expect(2);
+    run.says(&format!("fix with `chmod go-w {}`", state.display()));
+    // A run refuses it the same way.
+    env.control("close ssh\n");
+    env.run(&[]).expect(2);
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.run(&["check"]).expect(0);
+}
+
+#[test]
+fn check_names_kept_state_that_no_longer_fits_the_config() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nclose web\n");
+    env.run(&[]).expect(0);
+    env.run(&["check"]).expect(0);
+    let without_web = env
+        .local_config("", "")
+        .replace("web = [80, \"443/tcp\"]\n", "");
+    env.write_config(&without_web);
+    let state = std::fs::read_to_string(env.path("state/state.toml")).unwrap();
+    let run = env.run(&["check"]);
+    run.expect(1);
+    run.says(
+        "state: the kept `close web` names web, which is no longer in [services]: the next run \
+         forgets it and removes any rule it made for web; add web back to [services] to keep it managed",
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("state/state.toml")).unwrap(),
+        state,
+        "check changed the state"
+    );
+    // The next run forgets it, and check is content again.
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.run(&["check"]).expect(0);
+}
+
+#[test]
+fn check_names_a_damaged_state_file_and_leaves_it_in_place() {
+    let env = TestEnv::with_fake_iptables();
+    std::fs::create_dir_all(env.path("state")).unwrap();
+    std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
+    let run = env.run(&["check"]);
+    run.expect(1);
+    let path = env.path("state/state.toml");
+    run.says(&format!("{} is damaged", path.display()));
+    run.says(&format!(
+        "the next run moves it aside, goes on without it and fails; to start afresh now, remove \
+         it with `rm {}`",
+        path.display()
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "last_good = [",
+        "check touched the damaged state"
+    );
+    assert!(!env.path("state/state.toml.damaged").exists());
+    assert_read_only(&env);
+}
+
+#[test]
+fn check_notes_ports_shared_between_services_and_still_exits_0() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!("{}httpd = 80\n", env.local_config("", "")));
+    let run = env.run(&["check"]);
+    run.expect(0);
+    assert!(
+        run.stdout
+            .contains("note: 80/tcp is in httpd and web: closing either closes it for both\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stderr, "");
+}
+
+/// The original script's DROP for :22, left in INPUT (the fake firewall
+/// lists it as the real one does): an `open ssh` could never open it.
+#[test]
+fn check_as_root_names_a_leftover_drop_with_its_removal() {
+    if !common::require_root("check_as_root_names_a_leftover_drop_with_its_removal") {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    std::fs::write(
+        env.path("state-iptables"),
+        "-P INPUT ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\n",
+    )
+    .unwrap();
+    let run = env.run(&["check"]);
+    run.expect(1);
+    run.says(&format!(
+        "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh 22/tcp \
+         for everyone, so `open ssh` would leave it unreachable: remove it with `{} -w 10 -D INPUT -p \
+         tcp -m tcp --dport 22 -j DROP`",
+        env.iptables.display()
+    ));
+    assert_read_only(&env);
 }
 
 #[test]

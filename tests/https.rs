@@ -277,3 +277,30 @@ fn a_server_that_never_answers_ends_the_run_within_the_timeout() {
     );
     assert_eq!(env.calls(), Vec::<String>::new());
 }
+
+/// `check --fetch` fetches the configured secret URL, so the owner never
+/// types it on a command line, and shows only its host, whatever happens.
+#[test]
+fn check_fetch_uses_the_configured_url_and_keeps_it_secret() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let env = env_for(&server, "");
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "control file from https://127.0.0.1:{}: ok (close ssh)\n",
+            server.port
+        )),
+        "{}",
+        run.stdout
+    );
+    let head = server.last_head();
+    assert!(head.contains(&SECRET.to_lowercase()), "{head}");
+    assert_secret_kept(&env, &run);
+    server.set_reply(Reply::Status("404 Not Found"));
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(1);
+    run.says("the server answered 404 Not Found");
+    assert_secret_kept(&env, &run);
+    assert_eq!(env.changing_calls(), Vec::<String>::new());
+}

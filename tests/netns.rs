@@ -265,3 +265,93 @@ fn dry_run_as_root_prints_exactly_what_the_run_then_does() {
         .collect();
     assert_eq!(printed, done);
 }
+
+/// The command `check` gives to remove a rule, as it printed it.
+fn removal_in(stderr: &str) -> Vec<String> {
+    let (_, rest) = stderr
+        .split_once("remove it with `")
+        .unwrap_or_else(|| panic!("no removal in: {stderr}"));
+    let (command, _) = rest.split_once('`').unwrap();
+    command.split(' ').map(String::from).collect()
+}
+
+/// The original 2014 script closed :22 with its own DROP in INPUT. Left
+/// there after switching to portlocker, `open ssh` cannot open the port:
+/// `check` names the rule, and its command makes the open work.
+#[test]
+fn check_names_a_leftover_drop_that_defeats_an_open() {
+    if !netns::enter("check_names_a_leftover_drop_that_defeats_an_open") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    netns::iptables(
+        "/sbin/iptables",
+        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP"],
+    );
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let before = (rules("/sbin/iptables"), rules("/sbin/ip6tables"));
+    let check = env.run(&["check"]);
+    check.expect(1);
+    check.says(
+        "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh 22/tcp \
+         for everyone, so `open ssh` would leave it unreachable: remove it with \
+         `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`",
+    );
+    assert_eq!(check.stderr.lines().count(), 1, "{}", check.stderr);
+    assert_eq!(
+        (rules("/sbin/iptables"), rules("/sbin/ip6tables")),
+        before,
+        "check changed the firewall"
+    );
+
+    // What check foretold: the open leaves IPv4 :22 unreachable.
+    env.control("open ssh\n");
+    env.run(&[]).expect(0);
+    assert!(reachable(v6) && !reachable(v4));
+    let command = removal_in(&check.stderr);
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    netns::iptables(&command[0], &args);
+    assert!(reachable(v4), "the command check gave did not open :22");
+    env.run(&["check"]).expect(0);
+}
+
+/// With `chain = "INPUT"` portlocker's DROPs go after what INPUT holds: an
+/// ACCEPT of the owner's there defeats a close, and `check` says so first.
+#[test]
+fn check_names_a_rule_that_lets_a_port_through_before_portlockers_drop() {
+    if !netns::enter("check_names_a_rule_that_lets_a_port_through_before_portlockers_drop") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.write_config(&env.local_config("", "chain = \"INPUT\"\nipv6 = false"));
+    let [v4, _] = ssh_listeners();
+    netns::iptables(
+        "/sbin/iptables",
+        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    );
+    let check = env.run(&["check"]);
+    check.expect(1);
+    check.says(
+        "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT` is not portlocker's and lets ssh 22/tcp \
+         through before portlocker's DROP, so `close ssh` would not close it for everyone: remove it \
+         with `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j ACCEPT`, or set \
+         firewall.chain = \"PORTLOCKER\" so portlocker's rules come first",
+    );
+    // What check foretold: the close fails, and :22 stays reachable.
+    env.control("close ssh\n");
+    env.run(&[])
+        .expect(1)
+        .says("ssh 22/tcp should be closed but is open");
+    assert!(reachable(v4));
+    let command = removal_in(&check.stderr);
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    netns::iptables(&command[0], &args);
+    env.run(&[]).expect(0);
+    assert!(
+        !reachable(v4),
+        "the close does not hold once the ACCEPT is gone"
+    );
+    env.run(&["check"]).expect(0);
+}

@@ -199,6 +199,12 @@ impl Signer {
 
 fn signed_env(signer: &Signer) -> TestEnv {
     let env = TestEnv::with_real_iptables();
+    configure_key(&env, signer);
+    env
+}
+
+/// Gives `env`'s config the public key of `signer`.
+fn configure_key(env: &TestEnv, signer: &Signer) {
     let config = env.local_config("", "").replace(
         "[services]",
         &format!(
@@ -207,7 +213,6 @@ fn signed_env(signer: &Signer) -> TestEnv {
         ),
     );
     env.write_config(&config);
-    env
 }
 
 fn publish(env: &TestEnv, body: &str, signature: Option<&str>) {
@@ -301,4 +306,44 @@ fn lines_for_other_hosts_are_checked_but_not_applied() {
     run.expect(1);
     run.says("line 2: `from`, `until` and `for` go with open only");
     assert_eq!(rules(IPT), table, "a rejected file changed the firewall");
+}
+
+/// `check --fetch` checks the configured source's signature as a run does,
+/// and `check` tells when the kept copy, accepted before the key was
+/// configured, is not in force.
+#[test]
+fn check_fetch_checks_the_signature_and_the_kept_copy() {
+    if !netns::enter("check_fetch_checks_the_signature_and_the_kept_copy") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.control("open ssh\n");
+    env.run(&[]).expect(0);
+    let signer = Signer::new();
+    configure_key(&env, &signer);
+    let run = env.run(&["check"]);
+    run.expect(1);
+    run.says("state: the kept control file is not in force (it was accepted without a signature)");
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(1);
+    run.says("fetching the signature");
+
+    publish(&env, "open ssh\n", Some(&signer.sign("open ssh\n", 60)));
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(1);
+    assert!(
+        run.stdout.contains(&format!(
+            "control file from {}: ok (open ssh)",
+            env.path("control.txt").display()
+        )),
+        "{}",
+        run.stdout
+    );
+    env.run(&[]).expect(0);
+    env.run(&["check", "--fetch"]).expect(0);
+
+    publish(&env, "close ssh\n", Some(&signer.sign("close ssh\n", 3600)));
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(1);
+    run.says("before the file accepted last");
 }

@@ -1,0 +1,800 @@
+//! `portlocker check`: what would make every run fail or mislead — the
+//! iptables programs, the directories runs write to, the kept state, the
+//! control file, rules of others in the firewall — each told in one line
+//! with what fixes it. Read-only: never changes the firewall, never writes
+//! state, page or log.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, Family, PortSpec, ServiceName, is_root};
+use crate::control::ControlFile;
+use crate::firewall::{self, Firewall, SystemRunner};
+use crate::intake;
+use crate::intent::Want;
+use crate::model::{Holdings, Listed};
+use crate::plan::{self, SourcesSeen};
+use crate::state::{self, Loaded, State};
+use crate::verdict::{self, Mismatch};
+
+/// How much a finding matters; the worst one found is check's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing; runs work as the owner would expect.
+    Note,
+    /// Runs would fail, or leave a port other than the control file says.
+    Problem,
+    /// Runs would refuse to start, as for a config error.
+    Refused,
+}
+
+/// One thing check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Finding {
+    severity: Severity,
+    /// One line: what is wrong, where, and the command or setting that fixes it.
+    text: String,
+}
+
+impl Finding {
+    fn note(text: String) -> Finding {
+        Finding {
+            severity: Severity::Note,
+            text,
+        }
+    }
+
+    fn problem(text: String) -> Finding {
+        Finding {
+            severity: Severity::Problem,
+            text,
+        }
+    }
+}
+
+/// Checks everything and prints it: the config's line, the control file's
+/// (with `fetch`) and the notes on stdout, each problem on stderr. Returns
+/// the worst severity found; None when all is well.
+pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<Severity>> {
+    let mut out = io::stdout().lock();
+    let names: Vec<&str> = config.services.keys().map(ServiceName::as_str).collect();
+    writeln!(
+        out,
+        "config {}: ok ({} services: {})",
+        config_path.display(),
+        names.len(),
+        names.join(", ")
+    )?;
+    let mut findings = binaries(config);
+    findings.extend(directories(config));
+    let trusted = state::check_trust(&config.state_dir);
+    let state = match &trusted {
+        Ok(()) => read_state(config, &mut findings),
+        Err(error) => {
+            findings.push(Finding {
+                severity: Severity::Refused,
+                text: format!("{error:#}"),
+            });
+            State::default()
+        }
+    };
+    if fetch {
+        match intake::fetch_control(config, &state) {
+            Ok(control) => writeln!(
+                out,
+                "control file from {}: ok ({})",
+                config.source,
+                asks(&control)
+            )?,
+            Err(error) => findings.push(Finding::problem(format!("{error:#}"))),
+        }
+    }
+    findings.extend(shared_ports(config));
+    if trusted.is_ok() {
+        findings.extend(read_firewall(config));
+    } else {
+        // As every command that reads the state: a refused one stops it before the firewall.
+        findings.push(Finding::note(
+            "the firewall was not read: state_dir is refused (see above)".to_owned(),
+        ));
+    }
+
+    for finding in &findings {
+        match finding.severity {
+            Severity::Note => writeln!(out, "note: {}", finding.text)?,
+            _ => log::error!("{}", finding.text),
+        }
+    }
+    Ok(findings.iter().map(|finding| finding.severity).max())
+}
+
+/// What a control file asks, in a few words.
+fn asks(control: &ControlFile) -> String {
+    let mut lines: Vec<String> = control
+        .directives
+        .values()
+        .flatten()
+        .map(|d| d.render())
+        .collect();
+    if control.other_hosts > 0 {
+        lines.push(format!("{} lines for other hosts", control.other_hosts));
+    }
+    if lines.is_empty() {
+        "changes nothing".to_owned()
+    } else {
+        lines.join(", ")
+    }
+}
+
+/// The iptables programs a run calls, each that cannot run.
+fn binaries(config: &Config) -> Vec<Finding> {
+    config
+        .families()
+        .into_iter()
+        .filter_map(|family| firewall::binary_problem(config, family))
+        .map(Finding::problem)
+        .collect()
+}
+
+/// The log, the status page and the metrics file, each whose directory is
+/// missing: every run would warn that it could not write there.
+fn directories(config: &Config) -> Vec<Finding> {
+    let files = [
+        ("log_file", Some(&config.log_file)),
+        ("status_file", config.status_file.as_ref()),
+        ("metrics_file", config.metrics_file.as_ref()),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(key, path)| directory_problem(key, path?))
+        .map(Finding::problem)
+        .collect()
+}
+
+fn directory_problem(key: &str, path: &Path) -> Option<String> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (file, shown) = (path.display(), dir.display());
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{key} {file}: {shown} is not a directory: set {key} to a file in a directory"
+        )),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Some(format!(
+            "{key} {file}: the directory {shown} does not exist: create it with `mkdir -p {shown}`, \
+             or set {key} to a file in another directory"
+        )),
+        Err(error) => Some(format!("{key} {file}: cannot look at {shown}: {error}")),
+    }
+}
+
+/// The kept state as a run would read it, with what is wrong with it in
+/// `findings`; empty when there is none or it cannot be used.
+fn read_state(config: &Config, findings: &mut Vec<Finding>) -> State {
+    let path = State::path(&config.state_dir);
+    if !is_root()
+        && fs::File::open(&path).is_err_and(|error| error.kind() == io::ErrorKind::PermissionDenied)
+    {
+        findings.push(Finding::note(format!(
+            "not root, so the kept state {} was not read: run `portlocker check` as root to check it too",
+            path.display()
+        )));
+        return State::default();
+    }
+    let loaded = State::peek(&config.state_dir);
+    findings.extend(kept_state(config, &loaded, &path, Utc::now()));
+    match loaded {
+        Loaded::Kept(state) => state,
+        Loaded::Legacy(mut state) => {
+            intake::migrate(config, &mut state);
+            state
+        }
+        Loaded::Damaged(_) => State::default(),
+    }
+}
+
+/// What in the kept state (at `path`) no longer fits the config at `now`:
+/// a damaged file, lines the next run drops, a kept copy not in force.
+fn kept_state(config: &Config, loaded: &Loaded, path: &Path, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut state = match loaded {
+        Loaded::Kept(state) | Loaded::Legacy(state) => state.clone(),
+        Loaded::Damaged(reason) => {
+            return vec![Finding::problem(format!(
+                "{reason}: the next run moves it aside, goes on without it and fails; \
+                 to start afresh now, remove it with `rm {}`",
+                path.display()
+            ))];
+        }
+    };
+    if matches!(loaded, Loaded::Legacy(_)) {
+        intake::migrate(config, &mut state);
+    }
+    let mut findings = Vec::new();
+    let (_, dropped) = intake::kept_wanted(config, &state);
+    for line in dropped {
+        let service = line.split_whitespace().nth(1).unwrap_or_default();
+        let text = if config.services.keys().any(|name| name.as_str() == service) {
+            let why = intake::unfit(config, &line).unwrap_or_default();
+            format!(
+                "state: the kept `{line}` no longer fits the config, so runs no longer enforce it: {why}"
+            )
+        } else {
+            format!(
+                "state: the kept `{line}` names {service}, which is no longer in [services]: the next \
+                 run forgets it and removes any rule it made for {service}; add {service} back to \
+                 [services] to keep it managed"
+            )
+        };
+        findings.push(Finding::problem(text));
+    }
+    if let Some(reason) = intake::kept_not_in_force(config, &state, now) {
+        findings.push(Finding::problem(format!(
+            "state: the kept control file is not in force ({reason}), so runs close what it \
+             opened until they fetch a file signed by signature.public_key: sign it with \
+             `minisign -S -m FILE`"
+        )));
+    }
+    findings
+}
+
+/// Ports that more than one service gives: a note each.
+fn shared_ports(config: &Config) -> Vec<Finding> {
+    config
+        .shared_ports()
+        .into_iter()
+        .map(|(ports, names)| {
+            let (either, both) = match names.len() {
+                2 => ("either", "both"),
+                _ => ("any of them", "all"),
+            };
+            let names: Vec<&str> = names.iter().map(ServiceName::as_str).collect();
+            Finding::note(format!(
+                "{ports} is in {}: closing {either} closes it for {both}",
+                and_list(&names)
+            ))
+        })
+        .collect()
+}
+
+/// As root, reads the firewall as a run does and tells what rules of
+/// others do to the managed ports.
+fn read_firewall(config: &Config) -> Vec<Finding> {
+    if !is_root() {
+        return vec![Finding::note(
+            "not root, so the firewall was not read: run `portlocker check` as root to have \
+             its rules checked too"
+                .to_owned(),
+        )];
+    }
+    let families = config.families();
+    let broken: Vec<&Path> = families
+        .iter()
+        .filter(|&&family| firewall::binary_problem(config, family).is_some())
+        .map(|&family| config.binary(family))
+        .collect();
+    if broken.len() == families.len() {
+        return vec![Finding::note(
+            "the firewall was not read: iptables cannot run (see above)".to_owned(),
+        )];
+    }
+    let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(false);
+    // A family whose iptables cannot run is told above, once.
+    let mut findings: Vec<Finding> = errors
+        .iter()
+        .filter(|error| !broken.contains(&error.command.program.as_path()))
+        .map(|error| Finding::problem(format!("cannot read the firewall: {error}")))
+        .collect();
+    findings.extend(firewall_findings(config, &holdings));
+    findings
+}
+
+/// What rules of others do to the managed ports, in the firewall as runs
+/// would leave it: after a run that closes every service, a rule that lets
+/// a port through before portlocker's DROP; after one that opens every
+/// service, a rule (or INPUT's policy) that still closes it. Each once.
+fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
+    let mut culprits: Vec<Culprit> = Vec::new();
+    for want in [Want::Closed, Want::Open] {
+        let wants = config
+            .services
+            .keys()
+            .map(|service| (service.clone(), want.clone()))
+            .collect();
+        let mut after = holdings.clone();
+        for step in plan::plan(config, &wants, holdings, &SourcesSeen::new()) {
+            after.record(config, &step.change);
+        }
+        for (&family, held) in &after.families {
+            let Some(held) = held else { continue };
+            for mismatch in verdict::mismatches(config, &wants, held, family) {
+                let (by, lets_through, service, ports) = match mismatch {
+                    Mismatch::TooOpen {
+                        service,
+                        ports,
+                        passed_by: Some(by),
+                        ..
+                    } if by.1.tag().is_none() => (Some(by), true, service, ports),
+                    Mismatch::ClosedByOthers { service, ports, by } => (by, false, service, ports),
+                    // Shared ports are noted apart (shared_ports).
+                    Mismatch::TooOpen { .. } | Mismatch::ClosedBySharer { .. } => continue,
+                };
+                let culprit = match culprits.iter_mut().find(|culprit| {
+                    (culprit.family, &culprit.by, culprit.lets_through)
+                        == (family, &by, lets_through)
+                }) {
+                    Some(culprit) => culprit,
+                    None => {
+                        culprits.push(Culprit {
+                            family,
+                            by,
+                            lets_through,
+                            ports: Vec::new(),
+                        });
+                        culprits.last_mut().expect("just pushed")
+                    }
+                };
+                if !culprit.ports.contains(&(service.clone(), ports)) {
+                    culprit.ports.push((service, ports));
+                }
+            }
+        }
+    }
+    culprits
+        .iter()
+        .map(|culprit| culprit.finding(config))
+        .collect()
+}
+
+/// A rule of others (or INPUT's policy: None), and the managed ports it
+/// lets through before portlocker's DROP, or closes for everyone.
+struct Culprit {
+    family: Family,
+    by: Option<(String, Listed)>,
+    lets_through: bool,
+    ports: Vec<(ServiceName, PortSpec)>,
+}
+
+impl Culprit {
+    fn finding(&self, config: &Config) -> Finding {
+        let family = self.family;
+        let listed: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(service, ports)| format!("{service} {ports}"))
+            .collect();
+        let listed = and_list(&listed);
+        let mut names: Vec<&str> = self.ports.iter().map(|(s, _)| s.as_str()).collect();
+        names.dedup();
+        let asking = |action: &str| {
+            let each: Vec<String> = names.iter().map(|n| format!("`{action} {n}`")).collect();
+            each.join(" or ")
+        };
+        let it = if self.ports.len() == 1 { "it" } else { "them" };
+        let Some((chain, rule)) = &self.by else {
+            return Finding::note(format!(
+                "{family}: INPUT's policy is DROP, so {} would leave {listed} closed unless a rule \
+                 of yours accepts {it}",
+                asking("open")
+            ));
+        };
+        let shown = rule.shown(chain);
+        let removal = firewall::removal(config, family, chain, rule);
+        if self.lets_through {
+            let input_mode = config.firewall.chain.is_input();
+            let mut fix = match (&removal, input_mode) {
+                (Some(command), _) => format!("remove it with `{command}`"),
+                (None, false) => format!("take it out of portlocker's chain {chain}"),
+                (None, true) => String::new(),
+            };
+            if input_mode {
+                if !fix.is_empty() {
+                    fix.push_str(", or ");
+                }
+                fix.push_str(
+                    "set firewall.chain = \"PORTLOCKER\" so portlocker's rules come first",
+                );
+            }
+            return Finding::problem(format!(
+                "{family}: `{shown}` is not portlocker's and lets {listed} through before \
+                 portlocker's DROP, so {} would not close {it} for everyone: {fix}",
+                asking("close")
+            ));
+        }
+        match removal {
+            Some(command) => Finding::problem(format!(
+                "{family}: `{shown}` is not portlocker's and closes {listed} for everyone, so {} \
+                 would leave {it} unreachable: remove it with `{command}`",
+                asking("open")
+            )),
+            // A default deny: deleting it would open every other port.
+            None => Finding::note(format!(
+                "{family}: `{shown}` is not portlocker's and drops every port no rule before it \
+                 accepts, so {} would leave {listed} closed unless a rule of yours accepts {it} \
+                 before it",
+                asking("open")
+            )),
+        }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list<S: AsRef<str>>(items: &[S]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => only.as_ref().to_owned(),
+        [rest @ .., last] => {
+            let rest: Vec<&str> = rest.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", rest.join(", "), last.as_ref())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChainRules, FamilyHoldings, split_listed};
+    use std::collections::BTreeMap;
+
+    fn config(firewall: &str, services: &str) -> Config {
+        Config::parse(&format!(
+            "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n{firewall}\n\
+             [services]\n{services}"
+        ))
+        .unwrap()
+    }
+
+    const SERVICES: &str = "ssh = 22\nweb = [80, 443]\n";
+
+    fn chain(policy: Option<&str>, lines: &[&str]) -> ChainRules {
+        ChainRules {
+            policy: policy.map(String::from),
+            rules: lines
+                .iter()
+                .map(|line| Listed::new(split_listed(line)))
+                .collect(),
+        }
+    }
+
+    /// IPv4 holdings: INPUT's policy and rules, and portlocker's chain's.
+    fn holdings(policy: &str, input: &[&str], ours: Option<&[&str]>) -> Holdings {
+        let held = FamilyHoldings {
+            input: chain(Some(policy), input),
+            chain: ours.map(|rules| chain(None, rules)),
+            docker_user: false,
+        };
+        Holdings {
+            families: BTreeMap::from([(Family::Ipv4, Some(held))]),
+        }
+    }
+
+    fn texts(findings: &[Finding]) -> Vec<(Severity, &str)> {
+        findings
+            .iter()
+            .map(|finding| (finding.severity, finding.text.as_str()))
+            .collect()
+    }
+
+    const JUMP: &str = "-m comment --comment portlocker:jump.a -j PORTLOCKER";
+    const SSH_DROP: &str = "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP";
+
+    #[test]
+    fn a_leftover_drop_is_named_once_with_the_command_that_removes_it() {
+        let c = config("", SERVICES);
+        let leftover = "-p tcp -m tcp --dport 22 -j DROP";
+        // Whether portlocker closes ssh now or not: an open would leave it closed.
+        for (input, ours) in [
+            (vec![leftover], None),
+            (vec![JUMP, leftover], Some(&[SSH_DROP][..])),
+        ] {
+            let found = firewall_findings(&c, &holdings("ACCEPT", &input, ours));
+            assert_eq!(
+                texts(&found),
+                [(
+                    Severity::Problem,
+                    "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and \
+                     closes ssh 22/tcp for everyone, so `open ssh` would leave it unreachable: \
+                     remove it with `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn one_rule_over_several_ports_is_one_finding() {
+        let c = config("", SERVICES);
+        let rule = "-p tcp -m multiport --dports 22,80,443 -j DROP";
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[rule], None));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].text.contains(
+                "closes ssh 22/tcp, web 80/tcp and web 443/tcp for everyone, so `open ssh` or \
+                 `open web` would leave them unreachable"
+            ),
+            "{}",
+            found[0].text
+        );
+    }
+
+    #[test]
+    fn a_default_deny_is_a_note_never_a_removal() {
+        let c = config("", SERVICES);
+        let accept = "-p tcp -m tcp --dport 22 -j ACCEPT";
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept, "-j DROP"], None));
+        assert_eq!(
+            texts(&found),
+            [(
+                Severity::Note,
+                "IPv4: `-A INPUT -j DROP` is not portlocker's and drops every port no rule before \
+                 it accepts, so `open web` would leave web 80/tcp and web 443/tcp closed unless a \
+                 rule of yours accepts them before it"
+            )]
+        );
+        let found = firewall_findings(&c, &holdings("DROP", &[accept], None));
+        assert_eq!(
+            texts(&found),
+            [(
+                Severity::Note,
+                "IPv4: INPUT's policy is DROP, so `open web` would leave web 80/tcp and web \
+                 443/tcp closed unless a rule of yours accepts them"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rule_that_lets_a_port_through_before_portlockers_drop_is_named() {
+        let accept = "-p tcp -m tcp --dport 22 -j ACCEPT";
+        // In INPUT mode portlocker's DROPs go after what INPUT holds.
+        let c = config("chain = \"INPUT\"", SERVICES);
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept], None));
+        assert_eq!(
+            texts(&found),
+            [(
+                Severity::Problem,
+                "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT` is not portlocker's and lets \
+                 ssh 22/tcp through before portlocker's DROP, so `close ssh` would not close it \
+                 for everyone: remove it with `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j ACCEPT`, \
+                 or set firewall.chain = \"PORTLOCKER\" so portlocker's rules come first"
+            )]
+        );
+        // The owner's rule inside portlocker's chain.
+        let c = config("", SERVICES);
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[JUMP], Some(&["-j ACCEPT"])));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].text.starts_with(
+                "IPv4: `-A PORTLOCKER -j ACCEPT` is not portlocker's and lets ssh 22/tcp, \
+                 web 80/tcp and web 443/tcp through before portlocker's DROP, so `close ssh` or \
+                 `close web` would not close them for everyone: take it out of portlocker's chain"
+            ),
+            "{}",
+            found[0].text
+        );
+        // The same ACCEPT in INPUT, below the jump, changes nothing a run does.
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[JUMP, accept], Some(&[])));
+        assert_eq!(found, []);
+        // Above the jump too: every run moves the jump back to the top.
+        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept, JUMP], Some(&[])));
+        assert_eq!(found, []);
+    }
+
+    #[test]
+    fn portlockers_own_rules_and_other_ports_are_no_finding() {
+        let c = config("", SERVICES);
+        let input = [JUMP, "-p tcp -m tcp --dport 25 -j DROP", "-p udp -j DROP"];
+        let ours = [
+            "-s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j RETURN",
+            SSH_DROP,
+        ];
+        let found = firewall_findings(&c, &holdings("ACCEPT", &input, Some(&ours)));
+        assert_eq!(found, []);
+    }
+
+    #[test]
+    fn shared_ports_are_a_note() {
+        let c = config("", "web = [80, 443]\nhttpd = 80\nalt = \"79-81\"\n");
+        assert_eq!(
+            texts(&shared_ports(&c)),
+            [(
+                Severity::Note,
+                "80/tcp is in alt, httpd and web: closing any of them closes it for all"
+            )]
+        );
+        let c = config("", "web = [80, 443]\nhttpd = 80\n");
+        assert_eq!(
+            texts(&shared_ports(&c)),
+            [(
+                Severity::Note,
+                "80/tcp is in httpd and web: closing either closes it for both"
+            )]
+        );
+        assert_eq!(shared_ports(&config("", SERVICES)), []);
+    }
+
+    fn state_with(wanted: &[(&str, &str)]) -> State {
+        State {
+            wanted: wanted
+                .iter()
+                .map(|(service, line)| (service.to_string(), vec![line.to_string()]))
+                .collect(),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn kept_lines_that_no_longer_fit_are_named() {
+        let c = config("", SERVICES);
+        let path = Path::new("/var/lib/portlocker/state.toml");
+        let now = Utc::now();
+        let fits = state_with(&[("ssh", "close ssh"), ("web", "open web")]);
+        assert_eq!(kept_state(&c, &Loaded::Kept(fits), path, now), []);
+        let kept = state_with(&[("ssh", "close ssh"), ("vpn", "close vpn")]);
+        assert_eq!(
+            texts(&kept_state(&c, &Loaded::Kept(kept), path, now)),
+            [(
+                Severity::Problem,
+                "state: the kept `close vpn` names vpn, which is no longer in [services]: the next \
+                 run forgets it and removes any rule it made for vpn; add vpn back to [services] \
+                 to keep it managed"
+            )]
+        );
+        let c = config("", "ssh = 22\n");
+        let kept = state_with(&[("ssh", "open ssh from 2001:db8::/48")]);
+        let found = kept_state(&c, &Loaded::Kept(kept), path, now);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].text.starts_with(
+                "state: the kept `open ssh from 2001:db8::/48` no longer fits the config, so runs \
+                 no longer enforce it: `from 2001:db8::/48` is an IPv6 network, but this host \
+                 manages IPv4 only"
+            ),
+            "{}",
+            found[0].text
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_says_what_the_next_run_does_and_the_fix() {
+        let c = config("", SERVICES);
+        let path = Path::new("/var/lib/portlocker/state.toml");
+        let damaged = Loaded::Damaged(format!("{} is damaged (truncated)", path.display()));
+        assert_eq!(
+            texts(&kept_state(&c, &damaged, path, Utc::now())),
+            [(
+                Severity::Problem,
+                "/var/lib/portlocker/state.toml is damaged (truncated): the next run moves it \
+                 aside, goes on without it and fails; to start afresh now, remove it with \
+                 `rm /var/lib/portlocker/state.toml`"
+            )]
+        );
+    }
+
+    #[test]
+    fn with_a_key_an_unsigned_kept_copy_is_not_in_force() {
+        use crate::state::LastGood;
+        let key = "[signature]\npublic_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\n";
+        let text = format!("source = \"-\"\n[firewall]\nipv6 = false\n{key}[services]\nssh = 22\n");
+        let c = Config::parse(&text).unwrap();
+        let path = Path::new("/state.toml");
+        let now = Utc::now();
+        assert_eq!(
+            kept_state(&c, &Loaded::Kept(State::default()), path, now),
+            []
+        );
+        let mut state = state_with(&[("ssh", "open ssh")]);
+        state.last_good = Some(LastGood {
+            source: "-".into(),
+            fetched_at: now.fixed_offset(),
+            changed_at: None,
+            etag: None,
+            last_modified: None,
+            signed_at: None,
+            signature: None,
+            body: "open ssh\n".into(),
+        });
+        let found = kept_state(&c, &Loaded::Kept(state.clone()), path, now);
+        assert_eq!(
+            texts(&found),
+            [(
+                Severity::Problem,
+                "state: the kept control file is not in force (it was accepted without a \
+                 signature), so runs close what it opened until they fetch a file signed by \
+                 signature.public_key: sign it with `minisign -S -m FILE`"
+            )]
+        );
+        // Without a key the same copy stands.
+        let c = config("", "ssh = 22\n");
+        assert_eq!(kept_state(&c, &Loaded::Kept(state), path, now), []);
+    }
+
+    #[test]
+    fn missing_directories_and_binaries_are_named_with_their_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        let page = file.join("status.html");
+        let log = dir.path().join("gone/portlocker.log");
+        let text = format!(
+            "source = \"-\"\nlog_file = {log:?}\nstatus_file = {page:?}\nmetrics_file = {metrics:?}\n\
+             [firewall]\niptables = {file:?}\nipv6 = false\n[services]\nssh = 22\n",
+            metrics = dir.path().join("portlocker.prom"),
+        );
+        let c = Config::parse(&text).unwrap();
+        let (log, page, shown_dir) = (log.display(), page.display(), file.display());
+        assert_eq!(
+            texts(&directories(&c)),
+            [
+                (
+                    Severity::Problem,
+                    format!(
+                        "log_file {log}: the directory {}/gone does not exist: create it with \
+                         `mkdir -p {}/gone`, or set log_file to a file in another directory",
+                        dir.path().display(),
+                        dir.path().display()
+                    )
+                    .as_str()
+                ),
+                (
+                    Severity::Problem,
+                    format!(
+                        "status_file {page}: {shown_dir} is not a directory: set status_file to a \
+                         file in a directory"
+                    )
+                    .as_str()
+                ),
+            ]
+        );
+        let problems = || -> Vec<(Severity, String)> {
+            binaries(&c)
+                .into_iter()
+                .map(|finding| (finding.severity, finding.text))
+                .collect()
+        };
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            problems(),
+            [(
+                Severity::Problem,
+                format!(
+                    "{shown_dir} is not executable (`chmod 755 {shown_dir}`, or `apt-get install \
+                     --reinstall iptables`, or set firewall.iptables in the config)"
+                )
+            )]
+        );
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(problems(), []);
+        fs::remove_file(&file).unwrap();
+        assert_eq!(
+            problems(),
+            [(
+                Severity::Problem,
+                format!(
+                    "{shown_dir} not found (install the iptables package with `apt-get install \
+                     iptables`, or set firewall.iptables in the config)"
+                )
+            )]
+        );
+        fs::create_dir(&file).unwrap();
+        assert_eq!(
+            problems()[0].1,
+            format!(
+                "{shown_dir} is not a regular file (install the iptables package with `apt-get \
+                 install iptables`, or set firewall.iptables in the config)"
+            )
+        );
+    }
+
+    #[test]
+    fn lists_read_as_english() {
+        assert_eq!(and_list::<&str>(&[]), "");
+        assert_eq!(and_list(&["a"]), "a");
+        assert_eq!(and_list(&["a", "b"]), "a and b");
+        assert_eq!(and_list(&["a", "b", "c"]), "a, b and c");
+    }
+}
