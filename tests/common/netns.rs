@@ -15,11 +15,21 @@ const REQUIRE: &str = "PORTLOCKER_REQUIRE_NETNS";
 
 /// True when the caller is inside its private namespace and should run.
 pub fn enter(test: &str) -> bool {
+    enter_unshared(test, &["--net"])
+}
+
+/// Like `enter`, with a private mount namespace as well, so the test may
+/// mount (a small tmpfs, say) without the host seeing it.
+pub fn enter_with_mounts(test: &str) -> bool {
+    enter_unshared(test, &["--net", "--mount"])
+}
+
+fn enter_unshared(test: &str, namespaces: &[&str]) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         bring_up_loopback();
         return true;
     }
-    if let Err(reason) = can_isolate() {
+    if let Err(reason) = can_isolate(namespaces) {
         if std::env::var(REQUIRE).as_deref() == Ok("1") {
             panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
         }
@@ -31,7 +41,8 @@ pub fn enter(test: &str) -> bool {
     }
     let exe = std::env::current_exe().unwrap();
     let output = Command::new("unshare")
-        .args(["--net", "--map-root-user", "--"])
+        .args(namespaces)
+        .args(["--map-root-user", "--"])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
@@ -51,7 +62,7 @@ pub fn enter(test: &str) -> bool {
     false
 }
 
-fn can_isolate() -> Result<(), String> {
+fn can_isolate(namespaces: &[&str]) -> Result<(), String> {
     for tool in ["/sbin/iptables", "/sbin/ip6tables", "/sbin/ip"] {
         if !Path::new(tool).exists() {
             return Err(format!(
@@ -60,15 +71,8 @@ fn can_isolate() -> Result<(), String> {
         }
     }
     let probe = Command::new("unshare")
-        .args([
-            "--net",
-            "--map-root-user",
-            "--",
-            "/sbin/iptables",
-            "-w",
-            "5",
-            "-S",
-        ])
+        .args(namespaces)
+        .args(["--map-root-user", "--", "/sbin/iptables", "-w", "5", "-S"])
         .output()
         .map_err(|error| format!("cannot run unshare: {error}"))?;
     if !probe.status.success() {
