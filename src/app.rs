@@ -126,35 +126,36 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config)
 }
 
-/// The state as it is, for a look that changes nothing; empty if unreadable.
-/// Run as root, a state directory another account could change is refused.
-fn peek_state(config: &Config) -> Result<State> {
+/// The state as it is, for a look that changes nothing (empty if
+/// unreadable), and whether it was lost. Run as root, a state directory
+/// another account could change is refused.
+fn peek_state(config: &Config) -> Result<(State, bool)> {
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     Ok(match State::peek(&config.state_dir) {
-        Loaded::Kept(state) => state,
+        Loaded::Kept(state) => (state, false),
         Loaded::Legacy(mut state) => {
             intake::migrate(config, &mut state);
-            state
+            (state, false)
         }
-        Loaded::Damaged(_) => State::default(),
+        Loaded::Damaged(_) => (State::default(), true),
     })
 }
 
-/// The state for a run. A damaged one is reported in `problems` (the run
-/// fails) and the run goes on from an empty state: with `default =
-/// "close"` that closes every service.
-fn load_state(config: &Config, problems: &mut Vec<String>) -> State {
+/// The state for a run, and whether it was lost. A damaged one is reported
+/// in `problems` (the run fails) and the run goes on from an empty state:
+/// with `default = "close"` that closes every service.
+fn load_state(config: &Config, problems: &mut Vec<String>) -> (State, bool) {
     match State::load(&config.state_dir) {
-        Loaded::Kept(state) => state,
+        Loaded::Kept(state) => (state, false),
         Loaded::Legacy(mut state) => {
             intake::migrate(config, &mut state);
-            state
+            (state, false)
         }
         Loaded::Damaged(reason) => {
             let problem = format!("{reason}; going on without a kept state");
             log::error!("{problem}");
             problems.push(problem);
-            State::default()
+            (State::default(), true)
         }
     }
 }
@@ -237,11 +238,24 @@ pub fn run_locked<R: Runner>(
 ) -> Exit {
     let started = Instant::now();
     let mut problems = Vec::new();
-    let mut state = load_state(config, &mut problems);
+    let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
     let (kept, _) = intake::kept_wanted(config, &state);
     let intake = intake::take(config, &mut state, offline, run_at);
     problems.extend(intake.problem.clone());
+    let max_open = config.firewall.max_open;
+    if lost {
+        // When each count began went with the state: an open that counts
+        // is taken as ended, never begun again.
+        let ended = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        for line in ended.keys() {
+            log::warn!(
+                "`{line}`: when its count began was lost with the state, so it is taken as ended; \
+                 change the line to open again"
+            );
+        }
+        state.opens.extend(ended);
+    }
     let resolved = resolve(config, &intake.wanted, &state.opens, run_at);
     // A new wanted state is kept before the firewall work, so a run killed
     // during it still remembers what the owner asked.
@@ -592,10 +606,20 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
-    let state = peek_state(config)?;
+    let (state, lost) = peek_state(config)?;
     let now = Local::now().fixed_offset();
     let wanted = intake::look(config, &state, offline, now)?;
-    let resolved = resolve(config, &wanted, &state.opens, now);
+    let mut starts = state.opens.clone();
+    if lost {
+        // As a run does: a count whose start was lost is taken as ended.
+        starts.extend(intent::uncounted(
+            &wanted,
+            &starts,
+            now,
+            config.firewall.max_open,
+        ));
+    }
+    let resolved = resolve(config, &wanted, &starts, now);
     let (holdings, note) = match firewall::preflight(config) {
         Ok(()) => match Firewall::new(config, SystemRunner::new(config)).observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
@@ -677,7 +701,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
         names.join(", ")
     );
     if cli.global.source.is_some() {
-        let control = fetch_control(config, &peek_state(config)?)?;
+        let control = fetch_control(config, &peek_state(config)?.0)?;
         let mut lines: Vec<String> = control
             .directives
             .values()
@@ -703,7 +727,7 @@ fn check(cli: &Cli, config: &Config) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let state = if json {
-        peek_state(config)?
+        peek_state(config)?.0
     } else {
         State::default()
     };

@@ -299,6 +299,43 @@ fn a_damaged_state_is_kept_aside_fails_the_run_and_default_close_closes_all() {
     }
 }
 
+#[test]
+fn an_ended_open_in_a_truncated_state_does_not_open_again() {
+    if !netns::enter("an_ended_open_in_a_truncated_state_does_not_open_again") {
+        return;
+    }
+    listen(SSH);
+    let env = TestEnv::with_real_iptables();
+    env.control("open ssh for 1h\n");
+    env.run(&[]).expect(0);
+    assert_open(SSH, "after open ssh for 1h");
+    env.edit_state(|state| {
+        *state.opens.get_mut("open ssh for 1h").unwrap() -= chrono::TimeDelta::hours(2);
+    });
+    env.run(&[]).expect(0);
+    assert_closed(SSH, "two hours after open ssh for 1h");
+
+    // Cut where the TOML still parses: the starts are gone, the lines are not.
+    let whole = std::fs::read_to_string(state_file(&env)).unwrap();
+    std::fs::write(state_file(&env), truncated(&whole, "[opens]")).unwrap();
+    let run = env.run(&[]);
+    run.expect(1);
+    run.says("state.toml is damaged");
+    run.says(
+        "`open ssh for 1h`: when its count began was lost with the state, so it is taken as ended",
+    );
+    assert_closed(SSH, "after the state lost the start of the open");
+    env.run(&[]).expect(0);
+    assert_closed(SSH, "on the run after the damaged one");
+    boot(&env).expect(0);
+    assert_closed(SSH, "after a reboot and --offline");
+
+    // A new line is a new count.
+    env.control("open ssh for 2h\n");
+    env.run(&[]).expect(0);
+    assert_open(SSH, "after a new line");
+}
+
 // 5. A state that cannot be saved.
 
 /// A tmpfs of a few pages mounted on `dir` in this test's private mount
