@@ -271,9 +271,13 @@ pub fn run_locked<R: Runner>(
         true => Reconciled::idle(config),
         false => reconcile(config, runner, &resolved.wants(), &seen, docker),
     };
-    if outcome.failure.is_none() {
-        // A count starts only once its open is in the firewall.
-        state.opens.extend(resolved.new_starts.clone());
+    // A count starts only once its open is in the firewall: all of the
+    // work done, or the service let in somewhere all the same, so that an
+    // open made ends in time even while other work keeps failing.
+    for (line, start) in &resolved.new_starts {
+        if outcome.failure.is_none() || lets_in(config, &outcome.holdings, &intake.wanted, line) {
+            state.opens.insert(line.clone(), *start);
+        }
     }
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
     let mut failure = problems.join("; ");
@@ -358,6 +362,25 @@ fn save(config: &Config, state: &State, problems: &mut Vec<String>) {
         log::error!("{problem}");
         problems.push(problem);
     }
+}
+
+/// Whether the service of the open `line` lets anyone in, in a family that was read.
+fn lets_in(config: &Config, holdings: &Holdings, wanted: &Wanted, line: &str) -> bool {
+    let Some(service) = wanted
+        .iter()
+        .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
+        .map(|(service, _)| service)
+    else {
+        return false;
+    };
+    config.families().into_iter().any(|family| {
+        holdings.family(family).is_some_and(|held| {
+            !matches!(
+                verdict::service_state(config, held, family, service),
+                PortState::Closed | PortState::Unknown
+            )
+        })
+    })
 }
 
 /// What the owner should know about this machine besides the services.

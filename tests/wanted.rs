@@ -664,3 +664,50 @@ fn after_a_204_or_a_206_the_kept_wanted_state_is_enforced_after_a_reboot() {
         assert_closed(SSH, &format!("after a {status}"));
     }
 }
+
+// Found by hand: paths that left open what the owner closed.
+
+#[test]
+fn a_count_starts_once_its_open_is_in_the_firewall_though_other_work_fails() {
+    if !netns::enter("a_count_starts_once_its_open_is_in_the_firewall_though_other_work_fails") {
+        return;
+    }
+    listen(SSH);
+    listen(WEB);
+    let env = TestEnv::with_real_iptables();
+    env.control("close ssh\nclose web\n");
+    env.run(&[]).expect(0);
+    // A rule of the owner's that keeps web open: every run fails from now on.
+    iptables(
+        IPT,
+        &[
+            "-I",
+            "PORTLOCKER",
+            "1",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    env.control("close web\nopen ssh for 1h\n");
+    let run = env.run(&[]);
+    run.expect(1);
+    run.says("web 80/tcp should be closed but is open");
+    assert_open(SSH, "after open ssh for 1h");
+    let opens = state_of(&env).opens;
+    assert!(
+        opens.contains_key("open ssh for 1h"),
+        "ssh is open but its count did not start, so it would never end: {opens:?}"
+    );
+    env.edit_state(|state| {
+        *state.opens.get_mut("open ssh for 1h").unwrap() -= chrono::TimeDelta::hours(2);
+    });
+    env.run(&[]).expect(1);
+    assert_closed(
+        SSH,
+        "two hours after open ssh for 1h, with web still failing",
+    );
+}
