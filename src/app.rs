@@ -256,11 +256,18 @@ pub fn run_locked<R: Runner>(
         }
         state.opens.extend(ended);
     }
-    let resolved = resolve(config, &intake.wanted, &state.opens, run_at);
-    // A new wanted state is kept before the firewall work, so a run killed
-    // during it still remembers what the owner asked.
-    if state != before {
-        save(config, &state, &mut problems);
+    let mut resolved = resolve(config, &intake.wanted, &state.opens, run_at);
+    // A new wanted state, and the start of every count, are kept before the
+    // firewall work, so a run killed during it still remembers what the
+    // owner asked. An open whose count cannot be kept is not made: every
+    // run would begin it again, and it would never end.
+    let mut counting = state.clone();
+    counting.opens.extend(resolved.new_starts.clone());
+    if counting != before && !save(config, &counting, &mut problems) {
+        let withheld = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        if !withheld.is_empty() {
+            resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
+        }
     }
 
     let seen = sources_seen(&kept, &intake.wanted);
@@ -355,13 +362,46 @@ pub fn run_locked<R: Runner>(
     }
 }
 
-/// Writes the state; a failure is reported in `problems`, and the run goes on.
-fn save(config: &Config, state: &State, problems: &mut Vec<String>) {
-    if let Err(error) = state.save(&config.state_dir) {
-        let problem = format!("the state was not saved: {error:#}");
-        log::error!("{problem}");
-        problems.push(problem);
+/// Writes the state; a failure is reported in `problems`, and the run goes
+/// on. True when it was saved.
+fn save(config: &Config, state: &State, problems: &mut Vec<String>) -> bool {
+    match state.save(&config.state_dir) {
+        Ok(()) => true,
+        Err(error) => {
+            let problem = format!("the state was not saved: {error:#}");
+            log::error!("{problem}");
+            problems.push(problem);
+            false
+        }
     }
+}
+
+/// What the owner wants now without the open lines of `withheld`, whose
+/// counts could not be kept: their services closed, unless other lines open them.
+fn withhold(
+    config: &Config,
+    wanted: &Wanted,
+    withheld: &Starts,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+) -> Resolved {
+    let mut rest = wanted.clone();
+    for lines in rest.values_mut() {
+        lines.retain(|d| !withheld.contains_key(&d.render()));
+    }
+    let mut resolved = resolve(config, &rest, starts, now);
+    for line in withheld.keys() {
+        log::warn!("`{line}` was not opened: its count could not be saved");
+    }
+    for (service, lines) in wanted {
+        if lines.iter().any(|d| withheld.contains_key(&d.render()))
+            && let Some(intent) = resolved.intents.get_mut(service)
+        {
+            intent.note =
+                "not opened: the state cannot be saved, so its count could not be kept".into();
+        }
+    }
+    resolved
 }
 
 /// Whether the service of the open `line` lets anyone in, in a family that was read.

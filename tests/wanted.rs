@@ -711,3 +711,38 @@ fn a_count_starts_once_its_open_is_in_the_firewall_though_other_work_fails() {
         "two hours after open ssh for 1h, with web still failing",
     );
 }
+
+#[test]
+fn an_open_whose_count_cannot_be_saved_is_not_made() {
+    if !netns::enter_with_mounts("an_open_whose_count_cannot_be_saved_is_not_made") {
+        return;
+    }
+    listen(SSH);
+    let env = metrics_env();
+    let disk = SmallDisk::mount(&env.path("state"));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    disk.fill();
+    env.control("open ssh for 1h\n");
+    for round in ["first", "second"] {
+        let run = env.run(&[]);
+        run.expect(1);
+        run.says("the state was not saved");
+        run.says("`open ssh for 1h` was not opened: its count could not be saved");
+        // Opened now, it would begin its hour again on every run: never end.
+        assert_closed(
+            SSH,
+            &format!("on the {round} run that cannot keep the count"),
+        );
+    }
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("not opened: the state cannot be saved, so its count could not be kept"),
+        "{page}"
+    );
+    disk.free();
+    let before = chrono::Local::now() - chrono::TimeDelta::seconds(1);
+    env.run(&[]).expect(0);
+    assert_open(SSH, "once the count can be kept");
+    assert!(state_of(&env).opens["open ssh for 1h"] >= before);
+}
