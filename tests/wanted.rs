@@ -746,3 +746,32 @@ fn an_open_whose_count_cannot_be_saved_is_not_made() {
     assert_open(SSH, "once the count can be kept");
     assert!(state_of(&env).opens["open ssh for 1h"] >= before);
 }
+
+#[test]
+fn a_service_put_back_into_the_config_is_closed_again_through_a_304() {
+    if !netns::enter("a_service_put_back_into_the_config_is_closed_again_through_a_304") {
+        return;
+    }
+    listen(SSH);
+    let server = TlsServer::start(Reply::Etagged {
+        body: b"close ssh\nclose web\n".to_vec(),
+        etag: "\"v1\"",
+    });
+    let env = TestEnv::with_real_iptables();
+    let config = https_config(&env, &server, "");
+    env.write_config(&config);
+    env.run(&[]).expect(0);
+    assert_closed(SSH, "after close ssh");
+    // A slip in the config, a run, and the slip mended.
+    env.write_config(&config.replace("ssh = 22\n", ""));
+    env.run(&[]).expect(0);
+    assert_open(SSH, "while ssh is no service of portlocker's");
+    env.write_config(&config);
+    env.run(&["-v"]).expect(0).says("has not changed (304)");
+    assert_closed(SSH, "with ssh back in the config and the file unchanged");
+    boot(&env).expect(0);
+    assert_closed(
+        SSH,
+        "with ssh back in the config, after a reboot and --offline",
+    );
+}
