@@ -396,6 +396,7 @@ fn withhold(
     for (service, lines) in wanted {
         if lines.iter().any(|d| withheld.contains_key(&d.render()))
             && let Some(intent) = resolved.intents.get_mut(service)
+            && intent.want == Want::Closed
         {
             intent.note =
                 "not opened: the state cannot be saved, so its count could not be kept".into();
