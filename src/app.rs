@@ -128,35 +128,36 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config)
 }
 
-/// The state as it is, for a look that changes nothing; empty if unreadable.
-/// Run as root, a state directory another account could change is refused.
-fn peek_state(config: &Config) -> Result<State> {
+/// The state as it is, for a look that changes nothing (empty if
+/// unreadable), and whether it was lost. Run as root, a state directory
+/// another account could change is refused.
+fn peek_state(config: &Config) -> Result<(State, bool)> {
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     Ok(match State::peek(&config.state_dir) {
-        Loaded::Kept(state) => state,
+        Loaded::Kept(state) => (state, false),
         Loaded::Legacy(mut state) => {
             intake::migrate(config, &mut state);
-            state
+            (state, false)
         }
-        Loaded::Damaged(_) => State::default(),
+        Loaded::Damaged(_) => (State::default(), true),
     })
 }
 
-/// The state for a run. A damaged one is reported in `problems` (the run
-/// fails) and the run goes on from an empty state: with `default =
-/// "close"` that closes every service.
-fn load_state(config: &Config, problems: &mut Vec<String>) -> State {
+/// The state for a run, and whether it was lost. A damaged one is reported
+/// in `problems` (the run fails) and the run goes on from an empty state:
+/// with `default = "close"` that closes every service.
+fn load_state(config: &Config, problems: &mut Vec<String>) -> (State, bool) {
     match State::load(&config.state_dir) {
-        Loaded::Kept(state) => state,
+        Loaded::Kept(state) => (state, false),
         Loaded::Legacy(mut state) => {
             intake::migrate(config, &mut state);
-            state
+            (state, false)
         }
         Loaded::Damaged(reason) => {
             let problem = format!("{reason}; going on without a kept state");
             log::error!("{problem}");
             problems.push(problem);
-            State::default()
+            (State::default(), true)
         }
     }
 }
@@ -239,16 +240,36 @@ pub fn run_locked<R: Runner>(
 ) -> Exit {
     let started = Instant::now();
     let mut problems = Vec::new();
-    let mut state = load_state(config, &mut problems);
+    let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
     let (kept, _) = intake::kept_wanted(config, &state);
     let intake = intake::take(config, &mut state, offline, run_at);
     problems.extend(intake.problem.clone());
-    let resolved = resolve(config, &intake.wanted, &state.opens, run_at);
-    // A new wanted state is kept before the firewall work, so a run killed
-    // during it still remembers what the owner asked.
-    if state != before {
-        save(config, &state, &mut problems);
+    let max_open = config.firewall.max_open;
+    if lost {
+        // When each count began went with the state: an open that counts
+        // is taken as ended, never begun again.
+        let ended = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        for line in ended.keys() {
+            log::warn!(
+                "`{line}`: when its count began was lost with the state, so it is taken as ended; \
+                 change the line to open again"
+            );
+        }
+        state.opens.extend(ended);
+    }
+    let mut resolved = resolve(config, &intake.wanted, &state.opens, run_at);
+    // A new wanted state, and the start of every count, are kept before the
+    // firewall work, so a run killed during it still remembers what the
+    // owner asked. An open whose count cannot be kept is not made: every
+    // run would begin it again, and it would never end.
+    let mut counting = state.clone();
+    counting.opens.extend(resolved.new_starts.clone());
+    if counting != before && !save(config, &counting, &mut problems) {
+        let withheld = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        if !withheld.is_empty() {
+            resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
+        }
     }
 
     let seen = sources_seen(&kept, &intake.wanted);
@@ -259,9 +280,13 @@ pub fn run_locked<R: Runner>(
         true => Reconciled::idle(config),
         false => reconcile(config, runner, &resolved.wants(), &seen, docker),
     };
-    if outcome.failure.is_none() {
-        // A count starts only once its open is in the firewall.
-        state.opens.extend(resolved.new_starts.clone());
+    // A count starts only once its open is in the firewall: all of the
+    // work done, or the service let in somewhere all the same, so that an
+    // open made ends in time even while other work keeps failing.
+    for (line, start) in &resolved.new_starts {
+        if outcome.failure.is_none() || lets_in(config, &outcome.holdings, &intake.wanted, line) {
+            state.opens.insert(line.clone(), *start);
+        }
     }
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
     let mut failure = problems.join("; ");
@@ -339,13 +364,66 @@ pub fn run_locked<R: Runner>(
     }
 }
 
-/// Writes the state; a failure is reported in `problems`, and the run goes on.
-fn save(config: &Config, state: &State, problems: &mut Vec<String>) {
-    if let Err(error) = state.save(&config.state_dir) {
-        let problem = format!("the state was not saved: {error:#}");
-        log::error!("{problem}");
-        problems.push(problem);
+/// Writes the state; a failure is reported in `problems`, and the run goes
+/// on. True when it was saved.
+fn save(config: &Config, state: &State, problems: &mut Vec<String>) -> bool {
+    match state.save(&config.state_dir) {
+        Ok(()) => true,
+        Err(error) => {
+            let problem = format!("the state was not saved: {error:#}");
+            log::error!("{problem}");
+            problems.push(problem);
+            false
+        }
     }
+}
+
+/// What the owner wants now without the open lines of `withheld`, whose
+/// counts could not be kept: their services closed, unless other lines open them.
+fn withhold(
+    config: &Config,
+    wanted: &Wanted,
+    withheld: &Starts,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+) -> Resolved {
+    let mut rest = wanted.clone();
+    for lines in rest.values_mut() {
+        lines.retain(|d| !withheld.contains_key(&d.render()));
+    }
+    let mut resolved = resolve(config, &rest, starts, now);
+    for line in withheld.keys() {
+        log::warn!("`{line}` was not opened: its count could not be saved");
+    }
+    for (service, lines) in wanted {
+        if lines.iter().any(|d| withheld.contains_key(&d.render()))
+            && let Some(intent) = resolved.intents.get_mut(service)
+            && intent.want == Want::Closed
+        {
+            intent.note =
+                "not opened: the state cannot be saved, so its count could not be kept".into();
+        }
+    }
+    resolved
+}
+
+/// Whether the service of the open `line` lets anyone in, in a family that was read.
+fn lets_in(config: &Config, holdings: &Holdings, wanted: &Wanted, line: &str) -> bool {
+    let Some(service) = wanted
+        .iter()
+        .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
+        .map(|(service, _)| service)
+    else {
+        return false;
+    };
+    config.families().into_iter().any(|family| {
+        holdings.family(family).is_some_and(|held| {
+            !matches!(
+                verdict::service_state(config, held, family, service),
+                PortState::Closed | PortState::Unknown
+            )
+        })
+    })
 }
 
 /// What the owner should know about this machine besides the services.
@@ -621,10 +699,20 @@ fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
-    let state = peek_state(config)?;
+    let (state, lost) = peek_state(config)?;
     let now = Local::now().fixed_offset();
     let wanted = intake::look(config, &state, offline, now)?;
-    let resolved = resolve(config, &wanted, &state.opens, now);
+    let mut starts = state.opens.clone();
+    if lost {
+        // As a run does: a count whose start was lost is taken as ended.
+        starts.extend(intent::uncounted(
+            &wanted,
+            &starts,
+            now,
+            config.firewall.max_open,
+        ));
+    }
+    let resolved = resolve(config, &wanted, &starts, now);
     let (holdings, note) = match firewall::preflight(config) {
         Ok(()) => match Firewall::new(config, SystemRunner::new(config)).observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
@@ -731,7 +819,7 @@ fn check(cli: &Cli, config: &Config, fetch: bool) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall now.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let state = if json {
-        peek_state(config)?
+        peek_state(config)?.0
     } else {
         State::default()
     };

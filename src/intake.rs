@@ -140,6 +140,7 @@ fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> (Want
     for line in &dropped {
         log::info!("`{line}` no longer fits the config and is no longer in force");
     }
+    put_back(config, state.last_good.as_ref(), &mut wanted);
     match check_kept(config, state.last_good.as_ref(), now.to_utc()) {
         Ok(()) => (wanted, true),
         Err(reason) => {
@@ -154,6 +155,31 @@ fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> (Want
             (wanted, false)
         }
     }
+}
+
+/// A service the kept copy names but the kept wanted state lacks (taken out
+/// of the config, then put back) gets what the copy says of it again, which
+/// a 304 confirms; what it opened stays closed, since when its count began
+/// went with it.
+fn put_back(config: &Config, good: Option<&LastGood>, wanted: &mut Wanted) {
+    let Some(Ok(control)) = good.map(|good| parse(config, good.body.as_bytes())) else {
+        return;
+    };
+    let mut back: Wanted = control
+        .directives
+        .into_iter()
+        .filter(|(service, _)| !wanted.contains_key(service))
+        .collect();
+    let closed = intent::close_opens(&mut back);
+    if !closed.is_empty() {
+        let names: Vec<&str> = closed.iter().map(ServiceName::as_str).collect();
+        log::warn!(
+            "back in the config, {} stays closed, though the kept control file opened it, \
+             until a new control file names it",
+            names.join(", ")
+        );
+    }
+    wanted.extend(back);
 }
 
 /// What a run would want now, for a look that keeps nothing (dry run):

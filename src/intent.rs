@@ -73,6 +73,40 @@ pub fn close_opens(wanted: &mut Wanted) -> Vec<ServiceName> {
     closed
 }
 
+/// The open lines of `wanted` whose end counts from their start (`for`, or
+/// any open under `max_open`) and that have no start in `starts`, each with
+/// the start that makes it end at `now`: for a run that cannot know, or
+/// cannot keep, when their count began, so that it never begins it again.
+pub fn uncounted(
+    wanted: &Wanted,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+    max_open: Option<TimeDelta>,
+) -> Starts {
+    let mut ended = Starts::new();
+    for directive in wanted
+        .values()
+        .flatten()
+        .filter(|d| d.action == Action::Open)
+    {
+        let own = match directive.expiry {
+            Some(Expiry::For(duration)) => Some(duration),
+            _ => None,
+        };
+        let span = match (own, max_open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let line = directive.render();
+        if let Some(span) = span
+            && !starts.contains_key(&line)
+        {
+            ended.insert(line, now - span);
+        }
+    }
+    ended
+}
+
 /// Every configured service's intent, and the opens that have run out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
@@ -406,6 +440,46 @@ mod tests {
             None,
         );
         assert!(!kept.intents.contains_key(&ServiceName::new("ssh").unwrap()));
+    }
+
+    #[test]
+    fn an_uncounted_open_ends_now_and_an_open_without_a_count_stays() {
+        let now = at("2026-11-25T10:00:00Z");
+        let mut wanted = Wanted::new();
+        merge(
+            &mut wanted,
+            &control("open ssh for 2h\nopen vpn until 2026-11-25T18:00:00Z\n"),
+        );
+        let mut starts = Starts::new();
+        let ended = uncounted(&wanted, &starts, now, None);
+        assert_eq!(ended.keys().collect::<Vec<_>>(), ["open ssh for 2h"]);
+        starts.extend(ended);
+        let resolved = resolve(&wanted, &services(), false, now, &starts, None);
+        assert_eq!(
+            ssh(&resolved),
+            (Want::Closed, "the open ended 2026-11-25 10:00".into())
+        );
+        let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
+        assert_eq!(vpn.want, Want::Open, "an until has no count to lose");
+        assert!(
+            resolved
+                .new_starts
+                .keys()
+                .all(|line| line.starts_with("open vpn"))
+        );
+
+        // Under max_open every open counts, and the shorter span ends it now.
+        let one_hour = Some(TimeDelta::hours(1));
+        assert_eq!(uncounted(&wanted, &Starts::new(), now, one_hour).len(), 2);
+        let mut starts = Starts::new();
+        starts.insert("open ssh for 2h".into(), now - TimeDelta::minutes(5));
+        let ended = uncounted(&wanted, &starts, now, one_hour);
+        assert_eq!(ended.len(), 1, "a kept start is not lost: {ended:?}");
+        starts.extend(ended);
+        let resolved = resolve(&wanted, &services(), false, now, &starts, one_hour);
+        let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
+        assert_eq!(vpn.want, Want::Closed);
+        assert_eq!(ssh(&resolved).0, Want::Open, "a kept start is kept");
     }
 
     #[test]

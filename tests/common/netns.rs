@@ -15,17 +15,28 @@ const REQUIRE: &str = "PORTLOCKER_REQUIRE_NETNS";
 
 /// True when the caller is inside its private namespace and should run.
 pub fn enter(test: &str) -> bool {
+    enter_unshared(test, &["--net"])
+}
+
+/// Like `enter`, with a private mount namespace as well, so the test may
+/// mount (a small tmpfs, say) without the host seeing it.
+pub fn enter_with_mounts(test: &str) -> bool {
+    enter_unshared(test, &["--net", "--mount"])
+}
+
+fn enter_unshared(test: &str, namespaces: &[&str]) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         bring_up_loopback();
         return true;
     }
-    if let Err(reason) = can_isolate() {
+    if let Err(reason) = can_isolate(namespaces) {
         skip(test, &reason);
         return false;
     }
     let exe = std::env::current_exe().unwrap();
     let output = Command::new("unshare")
-        .args(["--net", "--map-root-user", "--"])
+        .args(namespaces)
+        .args(["--map-root-user", "--"])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
@@ -92,7 +103,7 @@ fn skip(test: &str, reason: &str) {
     );
 }
 
-fn can_isolate() -> Result<(), String> {
+fn can_isolate(namespaces: &[&str]) -> Result<(), String> {
     for tool in ["/sbin/iptables", "/sbin/ip6tables", "/sbin/ip"] {
         if !Path::new(tool).exists() {
             return Err(format!(
@@ -101,15 +112,8 @@ fn can_isolate() -> Result<(), String> {
         }
     }
     let probe = Command::new("unshare")
-        .args([
-            "--net",
-            "--map-root-user",
-            "--",
-            "/sbin/iptables",
-            "-w",
-            "5",
-            "-S",
-        ])
+        .args(namespaces)
+        .args(["--map-root-user", "--", "/sbin/iptables", "-w", "5", "-S"])
         .output()
         .map_err(|error| format!("cannot run unshare: {error}"))?;
     if !probe.status.success() {
