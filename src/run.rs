@@ -1,0 +1,609 @@
+//! One cron run, step by step: the wanted state in, the firewall made to
+//! match and read back through the verdicts, the state, log, page and
+//! metrics out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset, Local};
+
+use crate::backends;
+use crate::config::{Config, ServiceName, Unnamed};
+use crate::exit::Exit;
+use crate::files;
+use crate::firewall::{self, CommandError, Firewall, Runner};
+use crate::intake;
+use crate::intent::{self, Resolved, Starts, Want, Wanted};
+use crate::metrics;
+use crate::model::{Change, Holdings, PortState};
+use crate::plan::{self, SourcesSeen};
+use crate::state::{LastRun, Loaded, State};
+use crate::status::{self, Freshness, Report, ServiceRow};
+use crate::verdict::{self, Mismatch};
+
+/// The state for a run, and whether it was lost. A damaged one is reported
+/// in `problems` (the run fails) and the run goes on from an empty state:
+/// with `default = "close"` that closes every service.
+pub(crate) fn load_state(config: &Config, problems: &mut Vec<String>) -> (State, bool) {
+    match State::load(&config.state_dir) {
+        Loaded::Kept(state) => (state, false),
+        Loaded::Legacy(mut state) => {
+            intake::migrate(config, &mut state);
+            (state, false)
+        }
+        Loaded::Damaged(reason) => {
+            let problem = format!("{reason}; going on without a kept state");
+            log::error!("{problem}");
+            problems.push(problem);
+            (State::default(), true)
+        }
+    }
+}
+
+/// With `default = "close"`, services no file opened are closed.
+fn close_unnamed(config: &Config) -> bool {
+    config.firewall.default == Unnamed::Close
+}
+
+/// What the owner wants now, at `now`; opens that ended go to the log.
+pub(crate) fn resolve(
+    config: &Config,
+    wanted: &Wanted,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+) -> Resolved {
+    let resolved = intent::resolve(
+        wanted,
+        config.services.keys(),
+        close_unnamed(config),
+        now,
+        starts,
+        config.firewall.max_open,
+    );
+    for ended in &resolved.ended {
+        // The open ending as asked: worth a log line, not a mail from cron.
+        log::info!("{ended}; closed");
+    }
+    resolved
+}
+
+/// Every source that may have a rule: in the state before and after this run's file.
+pub(crate) fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
+    let mut seen = intent::sources_of(before);
+    for (service, sources) in intent::sources_of(after) {
+        seen.entry(service).or_default().extend(sources);
+    }
+    seen
+}
+
+/// A run that holds the lock, at `run_at`, with `runner` at the iptables
+/// seam (the property tests drive it with an in-memory firewall).
+pub fn run_locked<R: Runner>(
+    config: &Config,
+    offline: bool,
+    runner: R,
+    run_at: DateTime<FixedOffset>,
+) -> Exit {
+    let started = Instant::now();
+    let mut problems = Vec::new();
+    let (mut state, lost) = load_state(config, &mut problems);
+    let before = state.clone();
+    let (kept, _) = intake::kept_wanted(config, &state);
+    let intake = intake::take(config, &mut state, offline, run_at);
+    problems.extend(intake.problem.clone());
+    let max_open = config.firewall.max_open;
+    if lost {
+        // When each count began went with the state: an open that counts
+        // is taken as ended, never begun again.
+        let ended = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        for line in ended.keys() {
+            log::warn!(
+                "`{line}`: when its count began was lost with the state, so it is taken as ended; \
+                 change the line to open again"
+            );
+        }
+        state.opens.extend(ended);
+    }
+    let mut resolved = resolve(config, &intake.wanted, &state.opens, run_at);
+    // A new wanted state, and the start of every count, are kept before the
+    // firewall work, so a run killed during it still remembers what the
+    // owner asked. An open whose count cannot be kept is not made: every
+    // run would begin it again, and it would never end.
+    let mut counting = state.clone();
+    counting.opens.extend(resolved.new_starts.clone());
+    if counting != before && !save(config, &counting, &mut problems) {
+        let withheld = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
+        if !withheld.is_empty() {
+            resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
+        }
+    }
+
+    let seen = sources_seen(&kept, &intake.wanted);
+    let docker = config.status_file.is_some();
+    // With nothing to enforce and a file refused, the firewall is not even read.
+    let idle = intake.problem.is_some() && resolved.intents.is_empty();
+    let outcome = match idle {
+        true => Reconciled::idle(config),
+        false => reconcile(config, runner, &resolved.wants(), &seen, docker),
+    };
+    // A count starts only once its open is in the firewall: all of the
+    // work done, or the service let in somewhere all the same, so that an
+    // open made ends in time even while other work keeps failing.
+    for (line, start) in &resolved.new_starts {
+        if outcome.failure.is_none() || lets_in(config, &outcome.holdings, &intake.wanted, line) {
+            state.opens.insert(line.clone(), *start);
+        }
+    }
+    let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
+    let mut failure = problems.join("; ");
+    if !failure.is_empty() && outcome.changes == 0 && nothing_kept {
+        failure.push_str("; nothing was changed");
+    }
+    if let Some(more) = &outcome.failure {
+        if failure.is_empty() {
+            failure = more.clone();
+        } else {
+            failure = format!("{failure}, and {more}");
+        }
+    }
+
+    state.last_run = Some(LastRun {
+        at: run_at,
+        ok: failure.is_empty(),
+        failure: (!failure.is_empty()).then(|| failure.clone()),
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    let mut not_saved = Vec::new();
+    save(config, &state, &mut not_saved);
+    if let Some(reason) = not_saved.first() {
+        failure = if failure.is_empty() {
+            reason.clone()
+        } else {
+            format!("{failure}, and {reason}")
+        };
+        if let Some(last_run) = &mut state.last_run {
+            last_run.ok = false;
+            last_run.failure = Some(failure.clone());
+        }
+    }
+    let failure = (!failure.is_empty()).then_some(failure);
+
+    let mut report = report(config, &outcome.holdings, Some(&resolved), failure.clone());
+    report.run_at = run_at;
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
+    report.notices = notices(config, &outcome.holdings, outcome.notices);
+    if let Some(path) = &config.status_file {
+        report.backend = firewall::backend(config);
+        if let Err(error) = files::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
+            log::warn!("status page not updated: {error:#}");
+        }
+    }
+    if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
+        let text = metrics::render(&report, last_run);
+        if let Err(error) = files::write_atomic(path, text.as_bytes(), 0o644) {
+            log::warn!("metrics not updated: {error:#}");
+        }
+    }
+
+    match failure {
+        None => {
+            let changed = match outcome.changes {
+                0 => "no change".to_owned(),
+                1 => "1 firewall change".to_owned(),
+                n => format!("{n} firewall changes"),
+            };
+            let from = if offline {
+                "the last good control file".to_owned()
+            } else {
+                config.source.to_string()
+            };
+            log::info!(
+                "run ok from {from}: {changed}; {}",
+                states_in_words(&report)
+            );
+            Exit::Ok
+        }
+        Some(reason) => {
+            log::error!("run failed: {reason}");
+            Exit::Failed
+        }
+    }
+}
+
+/// Writes the state; a failure is reported in `problems`, and the run goes
+/// on. True when it was saved.
+fn save(config: &Config, state: &State, problems: &mut Vec<String>) -> bool {
+    match state.save(&config.state_dir) {
+        Ok(()) => true,
+        Err(error) => {
+            let problem = format!("the state was not saved: {error:#}");
+            log::error!("{problem}");
+            problems.push(problem);
+            false
+        }
+    }
+}
+
+/// What the owner wants now without the open lines of `withheld`, whose
+/// counts could not be kept: their services closed, unless other lines open them.
+fn withhold(
+    config: &Config,
+    wanted: &Wanted,
+    withheld: &Starts,
+    starts: &Starts,
+    now: DateTime<FixedOffset>,
+) -> Resolved {
+    let mut rest = wanted.clone();
+    for lines in rest.values_mut() {
+        lines.retain(|d| !withheld.contains_key(&d.render()));
+    }
+    let mut resolved = resolve(config, &rest, starts, now);
+    for line in withheld.keys() {
+        log::warn!("`{line}` was not opened: its count could not be saved");
+    }
+    for (service, lines) in wanted {
+        if lines.iter().any(|d| withheld.contains_key(&d.render()))
+            && let Some(intent) = resolved.intents.get_mut(service)
+            && intent.want == Want::Closed
+        {
+            intent.note =
+                "not opened: the state cannot be saved, so its count could not be kept".into();
+        }
+    }
+    resolved
+}
+
+/// Whether the service of the open `line` lets anyone in, in a family that was read.
+fn lets_in(config: &Config, holdings: &Holdings, wanted: &Wanted, line: &str) -> bool {
+    let Some(service) = wanted
+        .iter()
+        .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
+        .map(|(service, _)| service)
+    else {
+        return false;
+    };
+    config.families().into_iter().any(|family| {
+        holdings.family(family).is_some_and(|held| {
+            !matches!(
+                verdict::service_state(config, held, family, service),
+                PortState::Closed | PortState::Unknown
+            )
+        })
+    })
+}
+
+/// What the owner should know about this machine besides the services.
+fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Vec<String> {
+    if config.firewall.ipv6 && !Path::new("/proc/net/if_inet6").exists() {
+        notices.push("IPv6 is not available in this kernel: set firewall.ipv6 = false".into());
+    }
+    if holdings
+        .families
+        .values()
+        .flatten()
+        .any(|held| held.docker_user)
+    {
+        notices.push(
+            "Docker is here (a DOCKER-USER chain exists): ports published by containers bypass INPUT, \
+             so portlocker cannot close them; filter them in DOCKER-USER"
+                .into(),
+        );
+    }
+    notices
+}
+
+/// Sleeps a random time up to `jitter`, so many servers on the same cron
+/// minute do not all fetch at once.
+pub(crate) fn wait_jitter(jitter: Duration) {
+    use std::hash::{BuildHasher, Hasher};
+    if jitter.is_zero() {
+        return;
+    }
+    // A randomly keyed hash: random enough to spread requests, no extra crate.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let pause = Duration::from_millis(random % (jitter.as_millis() as u64 + 1));
+    log::info!("waiting {} ms before fetching (jitter)", pause.as_millis());
+    std::thread::sleep(pause);
+}
+
+/// What reconciling did.
+#[derive(Debug)]
+struct Reconciled {
+    /// What the firewall holds after it.
+    holdings: Holdings,
+    /// Commands that changed the firewall.
+    changes: usize,
+    /// Repairs and rules of others worth showing on the status page.
+    notices: Vec<String>,
+    failure: Option<String>,
+}
+
+impl Reconciled {
+    /// Nothing done, nothing read.
+    fn idle(config: &Config) -> Reconciled {
+        Reconciled {
+            holdings: Holdings::unknown(config),
+            changes: 0,
+            notices: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// Makes the firewall hold what `wants` asks, then reads the result back
+/// through the verdicts: a service asked closed that is not closed fails
+/// the run, naming the rule that lets it through.
+fn reconcile<R: Runner>(
+    config: &Config,
+    runner: R,
+    wants: &BTreeMap<ServiceName, Want>,
+    seen: &SourcesSeen,
+    docker: bool,
+) -> Reconciled {
+    let failed = |reason: String| Reconciled {
+        holdings: Holdings::unknown(config),
+        changes: 0,
+        notices: Vec::new(),
+        failure: Some(format!("{reason}; nothing was changed")),
+    };
+    if let Err(reason) = firewall::preflight(config) {
+        return failed(reason);
+    }
+    let mut firewall = Firewall::new(config, runner);
+    let (mut holdings, mut errors) = firewall.observe(docker);
+    if errors.iter().any(CommandError::needs_root) {
+        return failed(NEEDS_ROOT.to_owned());
+    }
+    let steps = plan::plan(config, wants, &holdings, seen);
+    let applied = firewall.apply(&steps, &mut holdings);
+    errors.extend(applied.errors);
+    for error in errors.iter().filter(|error| !error.after_hang()) {
+        log::error!("{error}");
+    }
+    let mut notices = Vec::new();
+    // After the configured backend is right, so no port closed there is open meanwhile.
+    let swept = backends::sweep(config, firewall.runner);
+    notices.extend(swept.tell_run());
+    for family in config.families() {
+        let moved =
+            applied.made.iter().any(
+                |change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family),
+            ) && applied.made.iter().any(
+                |change| matches!(change, Change::InsertJump { family: f, .. } if *f == family),
+            );
+        if moved {
+            let notice = format!(
+                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
+                config.firewall.chain
+            );
+            log::warn!("{notice}");
+            notices.push(notice);
+        }
+    }
+    let (too_open, foreign_closes) = mismatches(config, wants, &holdings);
+    for warning in &foreign_closes {
+        log::warn!("{warning}");
+    }
+    notices.extend(foreign_closes);
+    let mut failure = summarise_errors(&errors);
+    if !too_open.is_empty() {
+        let reason = too_open.join("; ");
+        failure = Some(match failure {
+            None => reason,
+            Some(failure) => format!("{failure}; {reason}"),
+        });
+    }
+    Reconciled {
+        holdings,
+        changes: applied.made.len() + swept.removed.len(),
+        notices,
+        failure,
+    }
+}
+
+/// Where the firewall, read through the verdicts, differs from what is
+/// wanted: ports more open than asked (a failure, naming the rule that
+/// lets them through), and rules of others that close a port the control
+/// file opens (a warning, with the command that removes the rule).
+fn mismatches(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    holdings: &Holdings,
+) -> (Vec<String>, Vec<String>) {
+    let mut too_open = Vec::new();
+    let mut foreign = Vec::new();
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        for mismatch in verdict::mismatches(config, wants, held, family) {
+            match mismatch {
+                Mismatch::TooOpen {
+                    service,
+                    ports,
+                    state,
+                    passed_by,
+                } => {
+                    let why = match &passed_by {
+                        Some((chain, rule)) => {
+                            format!(": `{}` lets it through first", rule.shown(chain))
+                        }
+                        None => String::new(),
+                    };
+                    let asked = match wants[&service] {
+                        Want::Closed => "closed",
+                        _ => "open to its sources only",
+                    };
+                    too_open.push(format!(
+                        "{family}: {service} {ports} should be {asked} but is {}{why}",
+                        state.as_str()
+                    ));
+                }
+                Mismatch::ClosedByOthers {
+                    service,
+                    ports,
+                    by: Some((chain, rule)),
+                } => {
+                    let fix = match firewall::removal(config, family, &chain, &rule) {
+                        Some(remove) => format!("remove it with `{remove}`"),
+                        // Deleting a default deny would open every other port.
+                        None => format!(
+                            "it drops every port no rule before it accepts, so accept {ports} \
+                             in a rule of your own before it"
+                        ),
+                    };
+                    let warning = format!(
+                        "{family}: `{}` is not portlocker's and closes {service} {ports}, \
+                         which the control file opens; {fix}",
+                        rule.shown(&chain)
+                    );
+                    if !foreign.contains(&warning) {
+                        foreign.push(warning);
+                    }
+                }
+                // INPUT's policy: the owner's default deny, not a leftover.
+                Mismatch::ClosedByOthers { by: None, .. } => {}
+                Mismatch::ClosedBySharer {
+                    service,
+                    ports,
+                    other,
+                } => {
+                    let warning = format!(
+                        "{family}: {service} {ports} stays closed: it shares the port with \
+                         {other}, which the control file closes"
+                    );
+                    if !foreign.contains(&warning) {
+                        foreign.push(warning);
+                    }
+                }
+            }
+        }
+    }
+    (too_open, foreign)
+}
+
+pub(crate) const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
+
+pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
+    match errors {
+        [] => None,
+        [only] => Some(format!("a firewall command failed: {only}")),
+        [first, rest @ ..] => Some(format!(
+            "{} firewall commands failed, the first: {first}",
+            rest.len() + 1
+        )),
+    }
+}
+
+/// The report of a run for the status page and the summary line.
+pub(crate) fn report(
+    config: &Config,
+    holdings: &Holdings,
+    resolved: Option<&Resolved>,
+    failure: Option<String>,
+) -> Report {
+    let note = |service: &ServiceName| {
+        resolved
+            .and_then(|r| r.intents.get(service))
+            .map(|intent| intent.note.clone())
+            .unwrap_or_default()
+    };
+    let services = config
+        .services
+        .iter()
+        .map(|(service, specs)| ServiceRow {
+            name: service.to_string(),
+            note: note(service),
+            ports: specs.iter().map(ToString::to_string).collect(),
+            states: config
+                .families()
+                .into_iter()
+                .map(|family| {
+                    let state = match holdings.family(family) {
+                        Some(held) => verdict::service_state(config, held, family, service),
+                        None => PortState::Unknown,
+                    };
+                    (family, state)
+                })
+                .collect(),
+        })
+        .collect();
+    Report {
+        run_at: Local::now().fixed_offset(),
+        failure,
+        services,
+        control_file: None,
+        backend: None,
+        notices: Vec::new(),
+    }
+}
+
+/// `ssh closed, web open, vpn closed on IPv4 and open on IPv6`.
+fn states_in_words(report: &Report) -> String {
+    let rows: Vec<String> = report
+        .services
+        .iter()
+        .map(|row| {
+            let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
+            if states.len() == 1 {
+                format!("{} {}", row.name, row.states[0].1.as_str())
+            } else {
+                let each: Vec<String> = row
+                    .states
+                    .iter()
+                    .map(|(family, state)| format!("{} on {family}", state.as_str()))
+                    .collect();
+                format!("{} {}", row.name, each.join(" and "))
+            }
+        })
+        .collect();
+    rows.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that opens ssh where a rule of others drops it says how to
+    /// stop that; for a default deny, never by deleting it, which would
+    /// open every other port.
+    #[test]
+    fn a_rule_of_others_closing_an_open_port_gets_safe_advice() {
+        use crate::config::Family;
+        use crate::model::{ChainRules, FamilyHoldings, Listed, split_listed};
+        let config = Config::parse(
+            "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
+        )
+        .unwrap();
+        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open)]);
+        let warning = |rule: &str| {
+            let held = FamilyHoldings {
+                input: ChainRules {
+                    policy: Some("ACCEPT".into()),
+                    rules: vec![Listed::new(split_listed(rule))],
+                },
+                ..FamilyHoldings::default()
+            };
+            let holdings = Holdings {
+                families: BTreeMap::from([(Family::Ipv4, Some(held))]),
+            };
+            let (too_open, foreign) = mismatches(&config, &wants, &holdings);
+            assert_eq!(too_open, Vec::<String>::new());
+            assert_eq!(foreign.len(), 1, "{foreign:?}");
+            foreign[0].clone()
+        };
+        assert_eq!(
+            warning("-p tcp -m tcp --dport 22 -j DROP"),
+            "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh \
+             22/tcp, which the control file opens; remove it with \
+             `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+        );
+        assert_eq!(
+            warning("-j DROP"),
+            "IPv4: `-A INPUT -j DROP` is not portlocker's and closes ssh 22/tcp, which the control \
+             file opens; it drops every port no rule before it accepts, so accept 22/tcp in a rule \
+             of your own before it"
+        );
+    }
+}
