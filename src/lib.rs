@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod run;
+pub mod runner;
 pub mod signature;
 pub mod source;
 pub mod state;
