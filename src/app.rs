@@ -280,6 +280,17 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
         writeln!(out, "# {}", step.change)?;
         writeln!(out, "{}", shell_line(config, step))?;
     }
+    for transaction in firewall::transactions(config, &steps, &holdings) {
+        let restore = config.restore_binary(transaction.family).display();
+        writeln!(
+            out,
+            "# {}: all of it in one transaction, as `{restore} --noflush` reads it:",
+            transaction.family
+        )?;
+        for line in transaction.text.lines() {
+            writeln!(out, "#   {line}")?;
+        }
+    }
     if let Some((other, steps)) = &leftovers {
         for step in steps {
             let family = BTreeSet::from([step.change.family()]);

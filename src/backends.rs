@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Family};
+use crate::config::{Config, Family, restore_beside};
 use crate::firewall::{Backend, CommandError, Failure, Firewall, Runner};
 use crate::model::{Change, Holdings};
 use crate::plan::{self, Step};
@@ -70,9 +70,15 @@ impl Other {
             let Some(binary) = sibling(configured, backend, family, places) else {
                 continue;
             };
+            // Its own restore tool, so a transaction lands in that backend.
+            let restore = restore_beside(&binary);
             match family {
-                Family::Ipv4 => other.firewall.iptables = binary,
-                Family::Ipv6 => other.firewall.ip6tables = binary,
+                Family::Ipv4 => {
+                    (other.firewall.iptables, other.firewall.iptables_restore) = (binary, restore)
+                }
+                Family::Ipv6 => {
+                    (other.firewall.ip6tables, other.firewall.ip6tables_restore) = (binary, restore)
+                }
             }
             families.push((family, backend));
         }

@@ -63,6 +63,10 @@ pub struct SignatureConfig {
 pub struct FirewallConfig {
     pub iptables: PathBuf,
     pub ip6tables: PathBuf,
+    /// The restore tools that apply a family's changes as one transaction;
+    /// by default beside the configured iptables (`iptables` → `iptables-restore`).
+    pub iptables_restore: PathBuf,
+    pub ip6tables_restore: PathBuf,
     /// Manage ip6tables as well as iptables.
     pub ipv6: bool,
     /// portlocker's own chain, or `INPUT` to put rules straight into INPUT.
@@ -219,6 +223,14 @@ impl Config {
         match family {
             Family::Ipv4 => &self.firewall.iptables,
             Family::Ipv6 => &self.firewall.ip6tables,
+        }
+    }
+
+    /// Path of the restore tool that applies `family`'s transactions.
+    pub fn restore_binary(&self, family: Family) -> &Path {
+        match family {
+            Family::Ipv4 => &self.firewall.iptables_restore,
+            Family::Ipv6 => &self.firewall.ip6tables_restore,
         }
     }
 }
@@ -594,6 +606,8 @@ struct RawFetch {
 struct RawFirewall {
     iptables: Option<PathBuf>,
     ip6tables: Option<PathBuf>,
+    iptables_restore: Option<PathBuf>,
+    ip6tables_restore: Option<PathBuf>,
     ipv6: Option<bool>,
     chain: Option<String>,
     keep_established: Option<bool>,
@@ -620,17 +634,33 @@ impl RawConfig {
             (1..=600).contains(&command_timeout_secs),
             "firewall.command_timeout_secs = {command_timeout_secs}: must be 1 to 600"
         );
+        let iptables = absolute(
+            "firewall.iptables",
+            self.firewall.iptables,
+            "/sbin/iptables",
+        )?;
+        let ip6tables = absolute(
+            "firewall.ip6tables",
+            self.firewall.ip6tables,
+            "/sbin/ip6tables",
+        )?;
+        let restore_beside = |key: &str, given: Option<PathBuf>, binary: &Path| match given {
+            Some(path) => absolute(key, Some(path), ""),
+            None => Ok(restore_beside(binary)),
+        };
         let firewall = FirewallConfig {
-            iptables: absolute(
-                "firewall.iptables",
-                self.firewall.iptables,
-                "/sbin/iptables",
+            iptables_restore: restore_beside(
+                "firewall.iptables_restore",
+                self.firewall.iptables_restore,
+                &iptables,
             )?,
-            ip6tables: absolute(
-                "firewall.ip6tables",
-                self.firewall.ip6tables,
-                "/sbin/ip6tables",
+            ip6tables_restore: restore_beside(
+                "firewall.ip6tables_restore",
+                self.firewall.ip6tables_restore,
+                &ip6tables,
             )?,
+            iptables,
+            ip6tables,
             ipv6: self.firewall.ipv6.unwrap_or(true),
             chain: ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
                 .context("firewall.chain")?,
@@ -731,6 +761,14 @@ fn system_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The restore tool beside an iptables binary, as the iptables package
+/// installs them: `iptables` → `iptables-restore`, `iptables-legacy` →
+/// `iptables-legacy-restore`.
+pub fn restore_beside(binary: &Path) -> PathBuf {
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    binary.with_file_name(format!("{name}-restore"))
 }
 
 /// Cron runs with a bare environment: every path must be absolute.

@@ -11,7 +11,7 @@ use crate::config::{ChainName, Config, Family};
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
 use crate::plan::Step;
 pub use crate::runner::{
-    Command, CommandError, Completion, Failure, Runner, SystemRunner, Termination,
+    Command, CommandError, Completion, Failure, Refusal, Runner, SystemRunner, Termination,
 };
 
 /// Seconds every iptables call waits for the xtables lock before giving up,
@@ -68,6 +68,175 @@ fn listed_args(operation: &str, chain: &str, spec: &[String]) -> Vec<String> {
     args
 }
 
+/// One family's changes as one `iptables-restore --noflush` input: the
+/// kernel takes all of it or none, so no moment shows half a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub family: Family,
+    /// The input, as iptables-restore reads it.
+    pub text: String,
+    /// What each line is about, by line number - 1, to name what a refusal came from.
+    about: Vec<String>,
+    /// What the family holds once it is committed.
+    pub after: FamilyHoldings,
+}
+
+impl Transaction {
+    /// What line `line` (1-based) of the input is about.
+    pub fn about(&self, line: usize) -> String {
+        line.checked_sub(1)
+            .and_then(|index| self.about.get(index))
+            .cloned()
+            .unwrap_or_else(|| format!("line {line}"))
+    }
+}
+
+/// The transaction that makes `changes` to a family holding `held`.
+/// portlocker's own chain is declared, which empties it, and written whole
+/// — its rules in order, the owner's untagged ones re-emitted unchanged —
+/// and misplaced jumps are deleted before the jump is inserted first in
+/// INPUT, in the same commit. With `chain = "INPUT"`, INPUT is never
+/// declared: the changes are its additions and deletions.
+pub fn transaction(
+    config: &Config,
+    family: Family,
+    held: &FamilyHoldings,
+    changes: &[&Change],
+) -> Transaction {
+    let mut after = held.clone();
+    for change in changes {
+        after.record(config, change);
+    }
+    let mut lines: Vec<(String, String)> = vec![("*filter".into(), "the table".into())];
+    let chain = &config.firewall.chain;
+    if chain.is_input() {
+        for change in changes {
+            lines.push((restore_line(&args(change)), change.to_string()));
+        }
+    } else {
+        if let Some(rules) = &after.chain {
+            lines.push((
+                format!(":{chain} - [0:0]"),
+                format!("{family}: chain {chain}"),
+            ));
+            for rule in &rules.rules {
+                let about = match (rule.tag(), appended_by(changes, rule)) {
+                    (_, Some(change)) => change.to_string(),
+                    (Some(tag), None) => format!("{family}: a rule of portlocker's kept: {tag}"),
+                    (None, None) => format!("{family}: your rule `{}`", rule.shown(chain.as_str())),
+                };
+                lines.push((
+                    restore_line(&listed_args("-A", chain.as_str(), &rule.spec)),
+                    about,
+                ));
+            }
+        }
+        let deleted = held.chain.is_some() && after.chain.is_none();
+        if deleted {
+            // Declared to be emptied, then deleted once no jump refers to it.
+            lines.push((
+                format!(":{chain} - [0:0]"),
+                format!("{family}: chain {chain}"),
+            ));
+        }
+        // By spec, -D removes the first match: delete the old jumps first.
+        let deletes = changes
+            .iter()
+            .filter(|change| matches!(change, Change::DeleteJump { .. }));
+        let inserts = changes
+            .iter()
+            .filter(|change| matches!(change, Change::InsertJump { .. }));
+        for change in deletes.chain(inserts) {
+            lines.push((restore_line(&args(change)), change.to_string()));
+        }
+        if deleted {
+            lines.push((
+                format!("-X {chain}"),
+                format!("{family}: delete chain {chain}"),
+            ));
+        }
+    }
+    lines.push(("COMMIT".into(), "the commit".into()));
+    let text = lines.iter().map(|(line, _)| format!("{line}\n")).collect();
+    Transaction {
+        family,
+        text,
+        about: lines.into_iter().map(|(_, about)| about).collect(),
+        after,
+    }
+}
+
+/// The transaction for `family`'s `steps`, when there can be one: the
+/// family was read (a blind plan must check each change first) and its
+/// restore tool is there.
+fn family_transaction(
+    config: &Config,
+    family: Family,
+    steps: &[&Step],
+    holdings: &Holdings,
+) -> Option<Transaction> {
+    let held = holdings.family(family)?;
+    if steps.is_empty()
+        || !steps.iter().all(|step| step.checked)
+        || !config.restore_binary(family).is_file()
+    {
+        return None;
+    }
+    let changes: Vec<&Change> = steps.iter().map(|step| &step.change).collect();
+    Some(transaction(config, family, held, &changes))
+}
+
+/// Every transaction `steps` make, per family, as a run would feed them.
+pub fn transactions(config: &Config, steps: &[Step], holdings: &Holdings) -> Vec<Transaction> {
+    config
+        .families()
+        .into_iter()
+        .filter_map(|family| {
+            let mine: Vec<&Step> = steps
+                .iter()
+                .filter(|step| step.change.family() == family)
+                .collect();
+            family_transaction(config, family, &mine, holdings)
+        })
+        .collect()
+}
+
+/// The change of `changes` that appends `rule`, if one does.
+fn appended_by<'a>(changes: &[&'a Change], rule: &Listed) -> Option<&'a Change> {
+    changes.iter().copied().find(
+        |change| matches!(change, Change::Append(appended) if appended.listed_spec() == rule.spec),
+    )
+}
+
+/// One line of restore input: words quoted the way iptables-save does.
+fn restore_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| {
+            if !word.is_empty()
+                && !word
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+            {
+                word.clone()
+            } else {
+                format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The line number in an iptables-restore refusal: `line 4 failed`, or
+/// `Error occurred at line: 3`.
+fn refused_line(stderr: &str) -> Option<usize> {
+    stderr.match_indices("line").find_map(|(at, word)| {
+        let rest = stderr[at + word.len()..].trim_start_matches([':', ' ']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
 /// The firewall as portlocker sees it, through a `Runner`.
 pub struct Firewall<'a, R: Runner> {
     pub runner: R,
@@ -75,6 +244,8 @@ pub struct Firewall<'a, R: Runner> {
     /// Programs that hung this run: each further call would only wait out
     /// its own time limit, so none is made.
     hung: Vec<PathBuf>,
+    /// Whether this run said it has no restore tool.
+    warned_no_restore: bool,
 }
 
 impl<'a, R: Runner> Firewall<'a, R> {
@@ -83,6 +254,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
             runner,
             config,
             hung: Vec::new(),
+            warned_no_restore: false,
         }
     }
 
@@ -230,11 +402,108 @@ impl<'a, R: Runner> Firewall<'a, R> {
         }))
     }
 
-    /// Carries out the plan. A failed step does not stop the others; every
-    /// change made is recorded in `holdings` and logged. An unchecked step
-    /// is checked first, so a plan made blind never duplicates a rule.
+    /// Carries out the plan: per family, one `iptables-restore --noflush`
+    /// transaction — all of it or none — when the family was read and its
+    /// restore tool is there; otherwise rule by rule, where a failed step
+    /// does not stop the others. Every change made is recorded in
+    /// `holdings` and logged.
     pub fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
         let mut applied = Applied::default();
+        for family in self.config.families() {
+            let mine: Vec<&Step> = steps
+                .iter()
+                .filter(|step| step.change.family() == family)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            match family_transaction(self.config, family, &mine, holdings) {
+                Some(transaction) => {
+                    let changes: Vec<&Change> = mine.iter().map(|step| &step.change).collect();
+                    match self.commit(&transaction, &changes) {
+                        Ok(()) => {
+                            holdings.families.insert(family, Some(transaction.after));
+                            applied.made.extend(changes.into_iter().cloned());
+                        }
+                        Err(error) => applied.errors.push(error),
+                    }
+                }
+                None => {
+                    if holdings.family(family).is_some() {
+                        self.warn_no_restore(family);
+                    }
+                    self.apply_one_by_one(&mine, holdings, &mut applied);
+                }
+            }
+        }
+        applied
+    }
+
+    /// Feeds one transaction to the family's restore tool.
+    fn commit(
+        &mut self,
+        transaction: &Transaction,
+        changes: &[&Change],
+    ) -> Result<(), CommandError> {
+        let family = transaction.family;
+        let command = Command {
+            program: self.config.restore_binary(family).to_owned(),
+            args: ["--noflush", "-w", &XTABLES_WAIT_SECS.to_string()]
+                .map(String::from)
+                .to_vec(),
+            stdin: Some(transaction.text.clone()),
+        };
+        let shown = command.to_string();
+        match self.run(command) {
+            Ok(_) => {
+                for change in changes {
+                    let each = Command::iptables(self.config, family, args(change));
+                    log::info!("{change}: {each}");
+                }
+                log::info!(
+                    "{family}: {} changes in one transaction: {shown}",
+                    changes.len()
+                );
+                Ok(())
+            }
+            Err(CommandError {
+                command,
+                failure: Failure::Exited { code, stderr },
+            }) => {
+                let failure = match refused_line(&stderr) {
+                    Some(line) => Failure::Refused(Box::new(Refusal {
+                        line,
+                        about: transaction.about(line),
+                        stderr,
+                    })),
+                    None => Failure::Exited { code, stderr },
+                };
+                Err(CommandError { command, failure })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Says once per run that `family` is changed rule by rule.
+    fn warn_no_restore(&mut self, family: Family) {
+        if !self.warned_no_restore {
+            self.warned_no_restore = true;
+            log::warn!(
+                "{family}: {} not found: changing the firewall rule by rule, which a crash can \
+                 leave half done (install the iptables package, or set firewall.iptables_restore)",
+                self.config.restore_binary(family).display()
+            );
+        }
+    }
+
+    /// The rule-by-rule way: one command per change. An unchecked step is
+    /// checked first, so a plan made blind never duplicates a rule.
+    fn apply_one_by_one(
+        &mut self,
+        steps: &[&Step],
+        holdings: &mut Holdings,
+        applied: &mut Applied,
+    ) {
         for step in steps {
             let made = match step.checked {
                 true => self.make(&step.change),
@@ -250,7 +519,6 @@ impl<'a, R: Runner> Firewall<'a, R> {
                 Err(error) => applied.errors.push(error),
             }
         }
-        applied
     }
 
     /// Checks before each command, as a plan made blind requires: `-A`
@@ -516,8 +784,14 @@ mod tests {
         }
     }
 
+    /// A config with no restore tool: changes go rule by rule.
     fn config() -> Config {
-        Config::parse("source = \"-\"\n[services]\nssh = 22\nmosh = \"60000-61000/udp\"\n").unwrap()
+        Config::parse(
+            "source = \"-\"\n[firewall]\niptables_restore = \"/nonexistent/iptables-restore\"\n\
+             ip6tables_restore = \"/nonexistent/ip6tables-restore\"\n\
+             [services]\nssh = 22\nmosh = \"60000-61000/udp\"\n",
+        )
+        .unwrap()
     }
 
     fn run_once(config: &Config, fake: &mut FakeIptables, text: &str) -> (Holdings, Vec<String>) {
@@ -650,5 +924,133 @@ mod tests {
             service_state(&config, held, Family::Ipv4, &ssh),
             PortState::Open
         );
+    }
+
+    #[test]
+    fn a_transaction_rewrites_the_chain_whole_and_moves_the_jump_in_one_commit() {
+        use crate::model::{ChainRules, JumpTag, split_listed};
+        let config = config();
+        let chain = &config.firewall.chain;
+        let mut held = FamilyHoldings::bare();
+        held.input.rules = vec![
+            Listed::new(split_listed("-s 192.0.2.1/32 -j ACCEPT")),
+            Listed::new(JumpTag::A.spec(chain)),
+        ];
+        let ssh = crate::model::rules_of(&config, Family::Ipv4)
+            .find(|rule| rule.service.as_str() == "ssh")
+            .unwrap();
+        held.chain = Some(ChainRules {
+            policy: None,
+            rules: vec![Listed::new(split_listed(
+                "-s 198.51.100.0/24 -m comment --comment \"the owner's \\\"own\\\"\" -j ACCEPT",
+            ))],
+        });
+        let changes = [
+            Change::InsertJump {
+                family: Family::Ipv4,
+                chain: chain.clone(),
+                tag: JumpTag::B,
+            },
+            Change::DeleteJump {
+                family: Family::Ipv4,
+                chain: chain.clone(),
+                spec: JumpTag::A.spec(chain),
+            },
+            Change::Append(ssh),
+        ];
+        let refs: Vec<&Change> = changes.iter().collect();
+        let transaction = transaction(&config, Family::Ipv4, &held, &refs);
+        assert_eq!(
+            transaction.text,
+            "*filter\n\
+             :PORTLOCKER - [0:0]\n\
+             -A PORTLOCKER -s 198.51.100.0/24 -m comment --comment \"the owner's \\\"own\\\"\" -j ACCEPT\n\
+             -A PORTLOCKER -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP\n\
+             -D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER\n\
+             -I INPUT 1 -m comment --comment portlocker:jump.b -j PORTLOCKER\n\
+             COMMIT\n"
+        );
+        assert_eq!(transaction.about(4), "IPv4: close ssh 22/tcp");
+        assert!(
+            transaction.about(3).contains("your rule"),
+            "{}",
+            transaction.about(3)
+        );
+        assert_eq!(transaction.after.jumps(&config).len(), 1);
+        assert_eq!(transaction.after.jumps(&config)[0].index, 0);
+    }
+
+    #[test]
+    fn with_chain_input_a_transaction_holds_only_the_additions_and_deletions() {
+        let config = Config::parse(
+            "source = \"-\"\n[firewall]\nchain = \"INPUT\"\n[services]\nssh = 22\nweb = 80\n",
+        )
+        .unwrap();
+        let rule = |name: &str| {
+            crate::model::rules_of(&config, Family::Ipv4)
+                .find(|rule| rule.service.as_str() == name)
+                .unwrap()
+        };
+        let mut held = FamilyHoldings::bare();
+        held.record(&config, &Change::Append(rule("web")));
+        let changes = [Change::Append(rule("ssh")), Change::Delete(rule("web"))];
+        let refs: Vec<&Change> = changes.iter().collect();
+        let text = transaction(&config, Family::Ipv4, &held, &refs).text;
+        assert_eq!(
+            text,
+            "*filter\n\
+             -A INPUT -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP\n\
+             -D INPUT -p tcp -m tcp --dport 80 --syn -m comment --comment portlocker:web -j DROP\n\
+             COMMIT\n"
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_line() {
+        assert_eq!(
+            refused_line("iptables-restore: line 4 failed: Bad rule."),
+            Some(4)
+        );
+        assert_eq!(
+            refused_line("Couldn't load match `time'\n\nError occurred at line: 3\nTry …"),
+            Some(3)
+        );
+        assert_eq!(
+            refused_line("iptables-restore: unable to initialize table"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_reset_transaction_empties_the_chain_unhooks_it_and_deletes_it() {
+        use crate::model::JumpTag;
+        let config = config();
+        let mut held = FamilyHoldings::bare();
+        for change in [
+            Change::NewChain {
+                family: Family::Ipv4,
+                chain: config.firewall.chain.clone(),
+            },
+            Change::InsertJump {
+                family: Family::Ipv4,
+                chain: config.firewall.chain.clone(),
+                tag: JumpTag::A,
+            },
+        ] {
+            held.record(&config, &change);
+        }
+        let holdings = Holdings {
+            families: [(Family::Ipv4, Some(held.clone()))].into(),
+        };
+        let (steps, _) = crate::plan::reset(&config, &holdings);
+        let changes: Vec<&Change> = steps.iter().map(|step| &step.change).collect();
+        let transaction = transaction(&config, Family::Ipv4, &held, &changes);
+        assert_eq!(
+            transaction.text,
+            "*filter\n:PORTLOCKER - [0:0]\n\
+             -D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER\n\
+             -X PORTLOCKER\nCOMMIT\n"
+        );
+        assert_eq!(transaction.after, FamilyHoldings::bare());
     }
 }

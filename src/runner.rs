@@ -234,8 +234,19 @@ pub enum Failure {
     TimedOut {
         after: Duration,
     },
+    /// A restore tool refused its input; it applied none of it.
+    Refused(Box<Refusal>),
     /// Not started: an earlier call of the same program hung this run.
     AfterHang,
+}
+
+/// Where a restore tool refused its input: the line, what that line is
+/// about, and what the tool said.
+#[derive(Debug)]
+pub struct Refusal {
+    pub line: usize,
+    pub about: String,
+    pub stderr: String,
 }
 
 impl fmt::Display for CommandError {
@@ -245,6 +256,18 @@ impl fmt::Display for CommandError {
             Failure::Spawn(error) => write!(f, "could not run `{command}`: {error}"),
             Failure::Exited { code, stderr } => {
                 write!(f, "`{command}` exited with {code}")?;
+                write_stderr(f, stderr)
+            }
+            Failure::Refused(refusal) => {
+                let Refusal {
+                    line,
+                    about,
+                    stderr,
+                } = refusal.as_ref();
+                write!(
+                    f,
+                    "`{command}` refused line {line} of its input ({about}), so it changed nothing"
+                )?;
                 write_stderr(f, stderr)
             }
             Failure::Killed { signal, stderr } => {

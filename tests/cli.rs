@@ -18,20 +18,21 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
         ("", ""),
         "a good cron run prints nothing"
     );
-    let changes = env.changing_calls();
+    // One transaction per family, whatever the number of rules.
     assert_eq!(
-        changes,
+        env.changing_calls(),
         [
-            "iptables -w 10 -N PORTLOCKER",
-            "iptables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
-            SSH_V4,
-            "ip6tables -w 10 -N PORTLOCKER",
-            "ip6tables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
-            "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
+            "iptables-restore --noflush -w 10",
+            "ip6tables-restore --noflush -w 10"
         ]
     );
+    let chain = "*filter\n\
+                 :PORTLOCKER - [0:0]\n\
+                 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP\n\
+                 -A PORTLOCKER -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP\n\
+                 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER\n\
+                 COMMIT\n";
+    assert_eq!(env.restore_inputs(), format!("{chain}{chain}"));
     let log = env.log();
     assert!(
         log.contains(&format!(
@@ -120,8 +121,57 @@ fn an_empty_file_is_valid_and_changes_nothing() {
 }
 
 #[test]
+fn without_a_restore_tool_changes_go_rule_by_rule_with_one_warning() {
+    let env = TestEnv::with_fake_iptables();
+    env.without_restore();
+    env.control("close ssh\nclose mosh\nopen web\n");
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(
+        run.stderr
+            .matches("not found: changing the firewall rule by rule")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        env.changing_calls(),
+        [
+            "iptables -w 10 -N PORTLOCKER",
+            "iptables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
+            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            SSH_V4,
+            "ip6tables -w 10 -N PORTLOCKER",
+            "ip6tables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
+            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
+        ]
+    );
+}
+
+#[test]
+fn a_refused_transaction_changes_nothing_and_names_its_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.fail_changes(1);
+    let run = env.run(&[]);
+    run.expect(1);
+    run.says("refused line 2 of its input (IPv4: chain PORTLOCKER), so it changed nothing");
+    assert!(
+        !env.fake_table("iptables").contains("portlocker"),
+        "{}",
+        env.fake_table("iptables")
+    );
+    std::fs::remove_file(env.path("fail-changes")).unwrap();
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+}
+
+#[test]
 fn a_failed_rule_does_not_stop_the_others_and_exits_1() {
     let env = TestEnv::with_fake_iptables();
+    env.without_restore();
     env.control("close ssh\n");
     env.fail_changes(4);
     let run = env.run(&[]);
@@ -163,14 +213,38 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     );
     assert!(!env.path("state").exists(), "a dry run wrote state");
 
-    // What the dry run printed is what the real run then does.
-    env.run(&[]).expect(0);
-    let done: Vec<String> = env.changing_calls();
-    let printed: Vec<String> = commands
-        .iter()
-        .map(|c| c.replace(&format!("{}/", env.dir.path().join("bin").display()), ""))
+    // What the dry run printed is what the real run then does: the same
+    // transactions, and the commands replay to the same firewall.
+    let printed: String = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("#   "))
+        .map(|line| format!("{line}\n"))
         .collect();
-    assert_eq!(done, printed);
+    env.run(&[]).expect(0);
+    assert_eq!(env.restore_inputs(), printed);
+    let by_run = (env.fake_table("iptables"), env.fake_table("ip6tables"));
+    let replay = TestEnv::with_fake_iptables();
+    for command in &commands {
+        let mut words = command.split(' ');
+        let program = words.next().unwrap();
+        let program = program.replace(
+            &env.dir.path().display().to_string(),
+            &replay.dir.path().display().to_string(),
+        );
+        let status = std::process::Command::new(program)
+            .args(words)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{command}");
+    }
+    assert_eq!(
+        (
+            replay.fake_table("iptables"),
+            replay.fake_table("ip6tables")
+        ),
+        by_run
+    );
     let again = env.run(&["--dry-run"]);
     assert!(
         again.stdout.contains("nothing to change"),
@@ -249,7 +323,9 @@ fn ipv6_false_leaves_ip6tables_alone() {
     env.control("close ssh\n");
     env.run(&[]).expect(0);
     assert!(
-        env.calls().iter().all(|call| call.starts_with("iptables ")),
+        env.calls()
+            .iter()
+            .all(|call| call.starts_with("iptables ") || call.starts_with("iptables-restore ")),
         "{:?}",
         env.calls()
     );

@@ -255,15 +255,26 @@ fn dry_run_as_root_prints_exactly_what_the_run_then_does() {
     );
     env.run(&["-v"]).expect(0);
     let printed: Vec<&str> = dry.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    // The log names each change as its command, then the transaction.
     let done: Vec<String> = env
         .log()
         .lines()
+        .filter(|l| !l.contains("in one transaction"))
         .filter_map(|l| {
             l.split_once(": /sbin/")
                 .map(|(_, cmd)| format!("/sbin/{cmd}"))
         })
         .collect();
     assert_eq!(printed, done);
+    let transactions = env
+        .log()
+        .matches("in one transaction: /sbin/iptables-restore --noflush -w 10")
+        .count()
+        + env
+            .log()
+            .matches("in one transaction: /sbin/ip6tables-restore --noflush -w 10")
+            .count();
+    assert_eq!(transactions, 2, "{}", env.log());
 }
 
 /// The command `check` gives to remove a rule, as it printed it.

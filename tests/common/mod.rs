@@ -31,7 +31,12 @@ impl TestEnv {
         let bin = dir.path().join("bin");
         fs::create_dir(&bin).unwrap();
         let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-iptables");
-        for name in ["iptables", "ip6tables"] {
+        for name in [
+            "iptables",
+            "ip6tables",
+            "iptables-restore",
+            "ip6tables-restore",
+        ] {
             fs::copy(&fake, bin.join(name)).unwrap();
             fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -122,16 +127,32 @@ impl TestEnv {
         read_lines(&self.path("calls.log"))
     }
 
-    /// The fake's calls that change the firewall.
+    /// The fake's calls that change the firewall: single changes, and
+    /// transactions (a restore tool's call).
     pub fn changing_calls(&self) -> Vec<String> {
         self.calls()
             .into_iter()
             .filter(|call| {
-                [" -N ", " -I ", " -A ", " -D "]
-                    .iter()
-                    .any(|op| call.contains(op))
+                call.split(' ')
+                    .next()
+                    .is_some_and(|name| name.ends_with("-restore"))
+                    || [" -N ", " -I ", " -A ", " -D "]
+                        .iter()
+                        .any(|op| call.contains(op))
             })
             .collect()
+    }
+
+    /// Every input the fake restore tools were fed, in order.
+    pub fn restore_inputs(&self) -> String {
+        fs::read_to_string(self.path("restore.log")).unwrap_or_default()
+    }
+
+    /// Takes the restore tools away, so changes go rule by rule.
+    pub fn without_restore(&self) {
+        for name in ["iptables-restore", "ip6tables-restore"] {
+            fs::remove_file(self.dir.path().join("bin").join(name)).unwrap();
+        }
     }
 
     pub fn forget_calls(&self) {
