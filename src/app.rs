@@ -252,7 +252,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {
             Want::Closed => "closed",
-            Want::Open => "open",
+            Want::Open(_) => "open",
             Want::OpenTo(_) => "open to some sources",
         };
         let note = if intent.note.is_empty() {
@@ -348,7 +348,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
             "reading the firewall needs root: run portlocker status as root"
         ));
     }
-    let report = report(config, &holdings, None, None);
+    let report = report(config, &holdings, None, None, Local::now().fixed_offset());
     let mut out = std::io::stdout().lock();
     if json {
         let document = StatusDocument {

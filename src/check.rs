@@ -299,8 +299,9 @@ fn read_firewall(config: &Config) -> Vec<Finding> {
 /// a port through before portlocker's DROP; after one that opens every
 /// service, a rule (or INPUT's policy) that still closes it. Each once.
 fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
+    let now = chrono::Utc::now();
     let mut culprits: Vec<Culprit> = Vec::new();
-    for want in [Want::Closed, Want::Open] {
+    for want in [Want::Closed, Want::Open(None)] {
         let wants = config
             .services
             .keys()
@@ -312,7 +313,7 @@ fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
         }
         for (&family, held) in &after.families {
             let Some(held) = held else { continue };
-            for mismatch in verdict::mismatches(config, &wants, held, family) {
+            for mismatch in verdict::mismatches(config, &wants, held, family, now) {
                 let (by, lets_through, service, ports) = match mismatch {
                     Mismatch::TooOpen {
                         service,

@@ -677,6 +677,13 @@ pub fn removal(config: &Config, family: Family, chain: &str, rule: &Listed) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The moment verdicts are read at in tests.
+    fn test_now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
     use crate::config::{PortSpec, ServiceName};
     use crate::model::PortState;
     use crate::plan::plan;
@@ -816,6 +823,7 @@ mod tests {
             ports: PortSpec::parse("22").unwrap(),
             keep_established: true,
             source: None,
+            deadline: None,
         };
         assert_eq!(
             ssh.spec().join(" "),
@@ -866,7 +874,13 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let ssh = ServiceName::new("ssh").unwrap();
         let state = |holdings: &Holdings, family| {
-            service_state(&config, holdings.family(family).unwrap(), family, &ssh)
+            service_state(
+                &config,
+                holdings.family(family).unwrap(),
+                family,
+                &ssh,
+                test_now(),
+            )
         };
         assert_eq!(state(&holdings, Family::Ipv6), PortState::Closed);
         // Two jumps and four rules.
@@ -921,7 +935,7 @@ mod tests {
         let ssh = ServiceName::new("ssh").unwrap();
         let held = holdings.family(Family::Ipv4).unwrap();
         assert_eq!(
-            service_state(&config, held, Family::Ipv4, &ssh),
+            service_state(&config, held, Family::Ipv4, &ssh, test_now()),
             PortState::Open
         );
     }

@@ -4,19 +4,46 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, FixedOffset, TimeDelta};
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
 use crate::control::{Action, ControlFile, Directive, Expiry};
 
+/// When an open ends, in UTC as the kernel keeps time; None: it does not.
+pub type Deadline = Option<DateTime<Utc>>;
+
 /// The state a service should be in now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
     Closed,
-    Open,
-    /// Closed to everyone but these networks.
-    OpenTo(BTreeSet<IpNet>),
+    /// Open to everyone, until the deadline.
+    Open(Deadline),
+    /// Closed to everyone but these networks, each until its deadline.
+    OpenTo(BTreeMap<IpNet, Deadline>),
+}
+
+/// `wants` with no deadline for the kernel to enforce: for a kernel
+/// without xt_time, where each run ends what has ended.
+pub fn without_deadlines(wants: &BTreeMap<ServiceName, Want>) -> BTreeMap<ServiceName, Want> {
+    wants
+        .iter()
+        .map(|(service, want)| {
+            let want = match want {
+                Want::Open(_) => Want::Open(None),
+                Want::OpenTo(sources) => {
+                    Want::OpenTo(sources.keys().map(|&net| (net, None)).collect())
+                }
+                Want::Closed => Want::Closed,
+            };
+            (service.clone(), want)
+        })
+        .collect()
+}
+
+/// The later of two deadlines; no deadline is the latest.
+fn later(a: Deadline, b: Deadline) -> Deadline {
+    a.zip(b).map(|(a, b)| a.max(b))
 }
 
 /// What one service should be now, and what to tell the owner about it.
@@ -169,9 +196,9 @@ pub fn resolve<'a>(
     let mut intents = BTreeMap::new();
     let mut ended_lines = Vec::new();
     for (service, lines) in wanted {
-        let mut open_to = BTreeSet::new();
+        let mut open_to: BTreeMap<IpNet, Deadline> = BTreeMap::new();
         let mut notes = Vec::new();
-        let mut open_to_all = false;
+        let mut open_to_all: Option<Deadline> = None;
         let mut closed = false;
         for directive in lines {
             if directive.action == Action::Close {
@@ -189,24 +216,29 @@ pub fn resolve<'a>(
                 });
                 continue;
             }
+            let deadline = deadline.map(|t| t.to_utc());
             match directive.source {
                 Some(source) => {
-                    open_to.insert(source);
+                    let kept = open_to
+                        .get(&source)
+                        .copied()
+                        .map_or(deadline, |d| later(d, deadline));
+                    open_to.insert(source, kept);
                     notes.push(match until {
                         Some(until) => format!("from {source} {until}"),
                         None => format!("from {source}"),
                     });
                 }
                 None => {
-                    open_to_all = true;
+                    open_to_all = Some(open_to_all.map_or(deadline, |d| later(d, deadline)));
                     notes.extend(until);
                 }
             }
         }
         let want = if closed {
             Want::Closed
-        } else if open_to_all {
-            Want::Open
+        } else if let Some(deadline) = open_to_all {
+            Want::Open(deadline)
         } else if open_to.is_empty() {
             Want::Closed
         } else {
@@ -328,9 +360,23 @@ mod tests {
         }
     }
 
+    /// ssh's want without its deadlines (tests of deadlines look at them
+    /// apart), and its note.
     fn ssh(resolved: &Resolved) -> (Want, String) {
         let intent = &resolved.intents[&ServiceName::new("ssh").unwrap()];
-        (intent.want.clone(), intent.note.clone())
+        (bare(&intent.want), intent.note.clone())
+    }
+
+    fn bare(want: &Want) -> Want {
+        match want {
+            Want::Closed => Want::Closed,
+            Want::Open(_) => Want::Open(None),
+            Want::OpenTo(sources) => Want::OpenTo(sources.keys().map(|&net| (net, None)).collect()),
+        }
+    }
+
+    fn open_to(nets: &[&str]) -> Want {
+        Want::OpenTo(nets.iter().map(|text| (net(text), None)).collect())
     }
 
     fn net(text: &str) -> IpNet {
@@ -338,11 +384,30 @@ mod tests {
     }
 
     #[test]
+    fn an_open_that_ends_carries_its_deadline() {
+        let mut runs = Runs::new(Some(TimeDelta::hours(12)));
+        let until = runs.run(
+            Some("open ssh until 2026-11-25T18:00:00+01:00\n"),
+            "2026-11-25T10:00:00Z",
+        );
+        let want = &until.intents[&ServiceName::new("ssh").unwrap()].want;
+        assert_eq!(*want, Want::Open(Some(at("2026-11-25T17:00:00Z").to_utc())));
+        // max_open caps a plain open from its start.
+        let mut runs = Runs::new(Some(TimeDelta::hours(12)));
+        let plain = runs.run(Some("open ssh\n"), "2026-11-25T10:00:00Z");
+        let want = &plain.intents[&ServiceName::new("ssh").unwrap()].want;
+        assert_eq!(*want, Want::Open(Some(at("2026-11-25T22:00:00Z").to_utc())));
+    }
+
+    #[test]
     fn until_closes_at_the_deadline() {
         let mut runs = Runs::new(None);
         let file = "open ssh until 2026-11-25T18:00:00+01:00\n";
         let before = runs.run(Some(file), "2026-11-25T17:59:00+01:00");
-        assert_eq!(ssh(&before), (Want::Open, "until 2026-11-25 18:00".into()));
+        assert_eq!(
+            ssh(&before),
+            (Want::Open(None), "until 2026-11-25 18:00".into())
+        );
         let after = runs.run(None, "2026-11-25T18:00:00+01:00");
         assert_eq!(
             ssh(&after),
@@ -355,15 +420,21 @@ mod tests {
     fn for_counts_from_the_first_run_that_applied_the_line() {
         let mut runs = Runs::new(None);
         let first = runs.run(Some("open ssh for 2h\n"), "2026-11-25T10:00:00Z");
-        assert_eq!(ssh(&first).0, Want::Open);
+        assert_eq!(ssh(&first).0, Want::Open(None));
         let later = runs.run(Some("open ssh for 2h\n"), "2026-11-25T11:59:00Z");
-        assert_eq!(ssh(&later), (Want::Open, "until 2026-11-25 12:00".into()));
+        assert_eq!(
+            ssh(&later),
+            (Want::Open(None), "until 2026-11-25 12:00".into())
+        );
         let ended = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&ended).0, Want::Closed);
 
         // A changed line starts a new count.
         let again = runs.run(Some("open ssh for 3h\n"), "2026-11-25T12:30:00Z");
-        assert_eq!(ssh(&again), (Want::Open, "until 2026-11-25 15:30".into()));
+        assert_eq!(
+            ssh(&again),
+            (Want::Open(None), "until 2026-11-25 15:30".into())
+        );
         assert_eq!(runs.starts.len(), 1, "{:?}", runs.starts);
     }
 
@@ -392,7 +463,10 @@ mod tests {
             &Starts::new(),
             None,
         );
-        assert_eq!(ssh(&retried), (Want::Open, "until 2026-11-25 12:30".into()));
+        assert_eq!(
+            ssh(&retried),
+            (Want::Open(None), "until 2026-11-25 12:30".into())
+        );
     }
 
     #[test]
@@ -430,7 +504,7 @@ mod tests {
         );
         assert_eq!(ssh(&resolved).0, Want::Closed);
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
-        assert_eq!(vpn.want, Want::Open);
+        assert_eq!(bare(&vpn.want), Want::Open(None));
         let kept = resolve(
             &wanted,
             &services(),
@@ -460,7 +534,11 @@ mod tests {
             (Want::Closed, "the open ended 2026-11-25 10:00".into())
         );
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
-        assert_eq!(vpn.want, Want::Open, "an until has no count to lose");
+        assert_eq!(
+            bare(&vpn.want),
+            Want::Open(None),
+            "an until has no count to lose"
+        );
         assert!(
             resolved
                 .new_starts
@@ -478,8 +556,8 @@ mod tests {
         starts.extend(ended);
         let resolved = resolve(&wanted, &services(), false, now, &starts, one_hour);
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
-        assert_eq!(vpn.want, Want::Closed);
-        assert_eq!(ssh(&resolved).0, Want::Open, "a kept start is kept");
+        assert_eq!(bare(&vpn.want), Want::Closed);
+        assert_eq!(ssh(&resolved).0, Want::Open(None), "a kept start is kept");
     }
 
     #[test]
@@ -498,7 +576,10 @@ mod tests {
         let twelve_hours = Some(TimeDelta::hours(12));
         let mut runs = Runs::new(twelve_hours);
         let first = runs.run(Some("open ssh\n"), "2026-11-25T00:00:00Z");
-        assert_eq!(ssh(&first), (Want::Open, "until 2026-11-25 12:00".into()));
+        assert_eq!(
+            ssh(&first),
+            (Want::Open(None), "until 2026-11-25 12:00".into())
+        );
         let late = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&late).0, Want::Closed);
         let mut runs = Runs::new(twelve_hours);
@@ -511,18 +592,21 @@ mod tests {
         let mut runs = Runs::new(None);
         let file = "open ssh from 203.0.113.7 for 1h\nopen ssh from 198.51.100.0/24\nopen ssh from 2001:db8::/48\n";
         let now = runs.run(Some(file), "2026-11-25T10:00:00Z");
-        let all = [
-            net("203.0.113.7/32"),
-            net("198.51.100.0/24"),
-            net("2001:db8::/48"),
-        ];
-        assert_eq!(ssh(&now).0, Want::OpenTo(all.into()));
+        let all = open_to(&["203.0.113.7/32", "198.51.100.0/24", "2001:db8::/48"]);
+        assert_eq!(ssh(&now).0, all);
+        // Each source carries its own deadline, for the kernel to enforce.
+        let intent = &now.intents[&ServiceName::new("ssh").unwrap()];
+        let Want::OpenTo(sources) = &intent.want else {
+            panic!("{:?}", intent.want)
+        };
+        assert_eq!(
+            sources[&net("203.0.113.7/32")],
+            Some(at("2026-11-25T11:00:00Z").to_utc())
+        );
+        assert_eq!(sources[&net("198.51.100.0/24")], None);
         let later = runs.run(None, "2026-11-25T11:00:00Z");
         let (want, note) = ssh(&later);
-        assert_eq!(
-            want,
-            Want::OpenTo([net("198.51.100.0/24"), net("2001:db8::/48")].into())
-        );
+        assert_eq!(want, open_to(&["198.51.100.0/24", "2001:db8::/48"]));
         assert!(
             note.starts_with("from 203.0.113.7/32: the open ended 2026-11-25 11:00"),
             "{note}"
@@ -534,11 +618,11 @@ mod tests {
         let now = "2026-11-25T10:00:00Z";
         let mut runs = Runs::new(None);
         let open = runs.run(Some("open ssh from 203.0.113.7\nopen ssh\n"), now);
-        assert_eq!(ssh(&open).0, Want::Open);
+        assert_eq!(ssh(&open).0, Want::Open(None));
         let closed = runs.run(Some("open ssh from 203.0.113.7\nclose ssh\n"), now);
         assert_eq!(ssh(&closed).0, Want::Closed);
         let from = runs.run(Some("close ssh\nopen ssh from 203.0.113.7\n"), now);
-        assert_eq!(ssh(&from).0, Want::OpenTo([net("203.0.113.7/32")].into()));
+        assert_eq!(ssh(&from).0, open_to(&["203.0.113.7/32"]));
     }
 
     #[test]

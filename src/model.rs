@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
@@ -23,6 +24,19 @@ pub struct Rule {
     pub keep_established: bool,
     /// Let this network (of the rule's family) past the DROP.
     pub source: Option<IpNet>,
+    /// When the open this rule serves ends, enforced by the kernel
+    /// (`-m time`, UTC): a DROP drops only from then on, a source rule lets
+    /// through only until then. None: always.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// The last moment xt_time can name (its times are 32-bit): a deadline
+/// later than this needs no time match.
+pub const LAST_KERNEL_TIME: &str = "2038-01-19T03:14:07";
+
+/// A moment as xt_time takes and lists it: UTC, to the second.
+pub fn kernel_time(moment: DateTime<Utc>) -> String {
+    moment.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
 impl Rule {
@@ -36,6 +50,36 @@ impl Rule {
         Rule {
             source: Some(source),
             ..self.clone()
+        }
+    }
+
+    /// The same rule, with the kernel enforcing `deadline`.
+    pub fn until(&self, deadline: Option<DateTime<Utc>>) -> Rule {
+        Rule {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The time match for the deadline, as given and as listed.
+    fn time_match(&self) -> Vec<String> {
+        let Some(deadline) = self.deadline else {
+            return Vec::new();
+        };
+        let moment = kernel_time(deadline);
+        match self.source {
+            Some(_) => vec!["-m".into(), "time".into(), "--datestop".into(), moment],
+            // iptables lists the stop it fills in.
+            None => [
+                "-m",
+                "time",
+                "--datestart",
+                &moment,
+                "--datestop",
+                LAST_KERNEL_TIME,
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
@@ -61,6 +105,7 @@ impl Rule {
         spec.extend(["-p", protocol, "-m", protocol, "--dport"].map(String::from));
         spec.push(self.ports.dport());
         if self.source.is_some() {
+            spec.extend(self.time_match());
             spec.extend(["-m", "comment", "--comment"].map(String::from));
             spec.push(self.tag());
             spec.extend(["-j".to_owned(), self.source_target().to_owned()]);
@@ -76,6 +121,7 @@ impl Rule {
                 }
             }
         }
+        spec.extend(self.time_match());
         spec.extend(["-m", "comment", "--comment"].map(String::from));
         spec.push(self.tag());
         spec.extend(["-j", "DROP"].map(String::from));
@@ -538,6 +584,7 @@ pub fn rules_of(config: &Config, family: Family) -> impl Iterator<Item = Rule> +
             ports,
             keep_established: config.firewall.keep_established,
             source: None,
+            deadline: None,
         })
     })
 }

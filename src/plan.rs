@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
-use crate::intent::Want;
-use crate::model::{Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, rules_of, tag_of};
+use chrono::{DateTime, NaiveDateTime};
+
+use crate::intent::{Deadline, Want};
+use crate::model::{
+    Change, FamilyHoldings, Holdings, JumpTag, LAST_KERNEL_TIME, Listed, Rule, rules_of, tag_of,
+};
 
 /// One change of the plan. `checked` is false when the firewall could not be
 /// read, so the change is to be made only if its check says it is needed.
@@ -21,17 +25,33 @@ pub struct Step {
 /// plan made without a listing must look for to remove.
 pub type SourcesSeen = BTreeMap<ServiceName, BTreeSet<IpNet>>;
 
-/// The rules that make `want` true for one service in `family`, source rules first.
+/// The rules that make `want` true for one service in `family`, source
+/// rules first. An open that ends keeps its DROPs, which the kernel starts
+/// enforcing at the deadline; a source that ends is let through until then.
 fn rules_for(want: &Want, drops: &[Rule], family: Family) -> Vec<Rule> {
     match want {
-        Want::Open => Vec::new(),
+        Want::Open(deadline) => match in_kernel(*deadline) {
+            None => Vec::new(),
+            deadline => drops.iter().map(|drop| drop.until(deadline)).collect(),
+        },
         Want::Closed => drops.to_vec(),
         Want::OpenTo(sources) => {
-            let ours = sources.iter().filter(|net| family_of(net) == family);
-            let letting = ours.flat_map(|&net| drops.iter().map(move |drop| drop.letting(net)));
+            let ours = sources.iter().filter(|(net, _)| family_of(net) == family);
+            let letting = ours.flat_map(|(&net, &deadline)| {
+                drops
+                    .iter()
+                    .map(move |drop| drop.letting(net).until(in_kernel(deadline)))
+            });
             letting.chain(drops.iter().cloned()).collect()
         }
     }
+}
+
+/// A deadline as the kernel can enforce it: xt_time cannot name a moment
+/// after 2038-01-19T03:14:07, and an open that ends later needs no time match.
+fn in_kernel(deadline: Deadline) -> Deadline {
+    let last = DateTime::parse_from_rfc3339(&format!("{LAST_KERNEL_TIME}Z")).ok()?;
+    deadline.filter(|deadline| *deadline <= last)
 }
 
 fn family_of(net: &IpNet) -> Family {
@@ -42,17 +62,23 @@ fn family_of(net: &IpNet) -> Family {
 }
 
 /// The rule of `drops`' service that is listed as `spec`: one of its DROPs,
-/// or a source rule for any source; None when the config cannot produce it.
+/// or a source rule for any source, with or without a deadline; None when
+/// the config cannot produce it.
 fn as_rule(spec: &[String], drops: &[Rule]) -> Option<Rule> {
     let source = match spec {
         [flag, net, ..] if flag == "-s" => Some(net.parse::<IpNet>().ok()?),
         _ => None,
     };
+    let deadline = spec
+        .windows(2)
+        .find(|pair| pair[0] == "--datestart" || pair[0] == "--datestop")
+        .and_then(|pair| NaiveDateTime::parse_from_str(&pair[1], "%Y-%m-%dT%H:%M:%S").ok())
+        .map(|naive| naive.and_utc());
     drops
         .iter()
         .map(|drop| match source {
-            Some(net) => drop.letting(net),
-            None => drop.clone(),
+            Some(net) => drop.letting(net).until(deadline),
+            None => drop.until(deadline),
         })
         .find(|rule| rule.listed_spec() == spec)
 }
@@ -232,7 +258,8 @@ fn plan_blind(
             .collect();
         let wanted = rules_for(want, &drops, family);
         let stale_sources = seen.get(service).into_iter().flatten().filter(|net| {
-            family_of(net) == family && !matches!(want, Want::OpenTo(keep) if keep.contains(net))
+            family_of(net) == family
+                && !matches!(want, Want::OpenTo(keep) if keep.contains_key(net))
         });
         for &net in stale_sources {
             rule_changes.extend(drops.iter().map(|drop| Change::Delete(drop.letting(net))));
@@ -307,6 +334,13 @@ pub fn reset(config: &Config, holdings: &Holdings) -> (Vec<Step>, Vec<(Family, V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The moment verdicts are read at in tests.
+    fn test_now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
     use crate::model::{ChainRules, PortState, split_listed};
     use crate::verdict::service_state;
 
@@ -654,6 +688,7 @@ mod tests {
                 holdings.family(Family::Ipv4).unwrap(),
                 Family::Ipv4,
                 &web,
+                test_now(),
             )
         };
         let mut now = holdings(&config, &["web 80/tcp IPv4"]);
@@ -693,7 +728,8 @@ mod tests {
                 &config,
                 after.family(Family::Ipv4).unwrap(),
                 Family::Ipv4,
-                &ssh
+                &ssh,
+                test_now()
             ),
             PortState::OpenToSources
         );
@@ -774,5 +810,58 @@ mod tests {
         let now = after(&config, &now, &steps);
         let (again, _) = reset(&config, &now);
         assert_eq!(shown(&again), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_open_that_ends_keeps_its_drops_for_the_kernel_to_start() {
+        let config = config("[firewall]\nipv6 = false");
+        let ssh = ServiceName::new("ssh").unwrap();
+        let at = |text: &str| Some(DateTime::parse_from_rfc3339(text).unwrap().to_utc());
+        let wants = BTreeMap::from([(ssh.clone(), Want::Open(at("2026-12-01T18:00:00Z")))]);
+        let steps = plan_of(&config, &wants, &bare(&config));
+        let args: Vec<String> = steps.iter().map(|s| firewall_args(&s.change)).collect();
+        assert!(
+            args.contains(&"-A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m time --datestart 2026-12-01T18:00:00 --datestop 2038-01-19T03:14:07 -m comment --comment portlocker:ssh -j DROP".to_owned()),
+            "{args:?}"
+        );
+        let done = after(&config, &bare(&config), &steps);
+        assert!(plan_of(&config, &wants, &done).is_empty(), "it converges");
+        let state = |now: &str| {
+            service_state(
+                &config,
+                done.family(Family::Ipv4).unwrap(),
+                Family::Ipv4,
+                &ssh,
+                at(now).unwrap(),
+            )
+        };
+        assert_eq!(state("2026-12-01T17:59:59Z"), PortState::Open);
+        assert_eq!(state("2026-12-01T18:00:00Z"), PortState::Closed);
+        // Once ended, a plain DROP replaces the timed one, and that converges too.
+        let closed = BTreeMap::from([(ssh.clone(), Want::Closed)]);
+        let steps = plan_of(&config, &closed, &done);
+        assert_eq!(
+            shown(&steps),
+            ["IPv4: close ssh 22/tcp", "IPv4: open ssh 22/tcp"]
+        );
+        let done = after(&config, &done, &steps);
+        assert!(plan_of(&config, &closed, &done).is_empty());
+
+        // A source that ends is let through until then, the DROP always there.
+        let source: IpNet = "203.0.113.7/32".parse().unwrap();
+        let wants = BTreeMap::from([(
+            ssh.clone(),
+            Want::OpenTo([(source, at("2026-12-01T18:00:00Z"))].into()),
+        )]);
+        let steps = plan_of(&config, &wants, &bare(&config));
+        let args: Vec<String> = steps.iter().map(|s| firewall_args(&s.change)).collect();
+        assert!(
+            args.contains(&"-I PORTLOCKER 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m time --datestop 2026-12-01T18:00:00 -m comment --comment portlocker:ssh -j RETURN".to_owned()),
+            "{args:?}"
+        );
+
+        // Past what xt_time can name: no time match, a plain open.
+        let far = BTreeMap::from([(ssh, Want::Open(at("2040-01-01T00:00:00Z")))]);
+        assert!(plan_of(&config, &far, &bare(&config)).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset, Local};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::backends;
 use crate::config::{Config, ServiceName, Unnamed};
@@ -125,13 +125,28 @@ pub fn run_locked<R: Runner>(
     let idle = intake.problem.is_some() && resolved.intents.is_empty();
     let outcome = match idle {
         true => Reconciled::idle(config),
-        false => reconcile(config, runner, &resolved.wants(), &seen, docker),
+        false => reconcile(
+            config,
+            runner,
+            &resolved.wants(),
+            &seen,
+            docker,
+            run_at.to_utc(),
+        ),
     };
     // A count starts only once its open is in the firewall: all of the
     // work done, or the service let in somewhere all the same, so that an
     // open made ends in time even while other work keeps failing.
     for (line, start) in &resolved.new_starts {
-        if outcome.failure.is_none() || lets_in(config, &outcome.holdings, &intake.wanted, line) {
+        if outcome.failure.is_none()
+            || lets_in(
+                config,
+                &outcome.holdings,
+                &intake.wanted,
+                line,
+                run_at.to_utc(),
+            )
+        {
             state.opens.insert(line.clone(), *start);
         }
     }
@@ -169,7 +184,13 @@ pub fn run_locked<R: Runner>(
     }
     let failure = (!failure.is_empty()).then_some(failure);
 
-    let mut report = report(config, &outcome.holdings, Some(&resolved), failure.clone());
+    let mut report = report(
+        config,
+        &outcome.holdings,
+        Some(&resolved),
+        failure.clone(),
+        run_at,
+    );
     report.run_at = run_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices);
@@ -255,7 +276,13 @@ fn withhold(
 }
 
 /// Whether the service of the open `line` lets anyone in, in a family that was read.
-fn lets_in(config: &Config, holdings: &Holdings, wanted: &Wanted, line: &str) -> bool {
+fn lets_in(
+    config: &Config,
+    holdings: &Holdings,
+    wanted: &Wanted,
+    line: &str,
+    now: DateTime<Utc>,
+) -> bool {
     let Some(service) = wanted
         .iter()
         .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
@@ -266,7 +293,7 @@ fn lets_in(config: &Config, holdings: &Holdings, wanted: &Wanted, line: &str) ->
     config.families().into_iter().any(|family| {
         holdings.family(family).is_some_and(|held| {
             !matches!(
-                verdict::service_state(config, held, family, service),
+                verdict::service_state(config, held, family, service, now),
                 PortState::Closed | PortState::Unknown
             )
         })
@@ -342,6 +369,7 @@ fn reconcile<R: Runner>(
     wants: &BTreeMap<ServiceName, Want>,
     seen: &SourcesSeen,
     docker: bool,
+    now: DateTime<Utc>,
 ) -> Reconciled {
     let failed = |reason: String| Reconciled {
         holdings: Holdings::unknown(config),
@@ -358,7 +386,17 @@ fn reconcile<R: Runner>(
         return failed(NEEDS_ROOT.to_owned());
     }
     let steps = plan::plan(config, wants, &holdings, seen);
-    let applied = firewall.apply(&steps, &mut holdings);
+    let mut applied = firewall.apply(&steps, &mut holdings);
+    if applied.errors.iter().any(CommandError::lacks_time_match) {
+        // Deadlines then end only when a run comes after them, as before.
+        log::warn!(
+            "this kernel has no xt_time match: an open that ends is closed by the first run after \
+             its deadline, not by the kernel at the deadline"
+        );
+        let wants = intent::without_deadlines(wants);
+        let steps = plan::plan(config, &wants, &holdings, seen);
+        applied = firewall.apply(&steps, &mut holdings);
+    }
     errors.extend(applied.errors);
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
@@ -383,7 +421,7 @@ fn reconcile<R: Runner>(
             notices.push(notice);
         }
     }
-    let (too_open, foreign_closes) = mismatches(config, wants, &holdings);
+    let (too_open, foreign_closes) = mismatches(config, wants, &holdings, now);
     for warning in &foreign_closes {
         log::warn!("{warning}");
     }
@@ -412,12 +450,13 @@ fn mismatches(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
     holdings: &Holdings,
+    now: DateTime<Utc>,
 ) -> (Vec<String>, Vec<String>) {
     let mut too_open = Vec::new();
     let mut foreign = Vec::new();
     for (&family, held) in &holdings.families {
         let Some(held) = held else { continue };
-        for mismatch in verdict::mismatches(config, wants, held, family) {
+        for mismatch in verdict::mismatches(config, wants, held, family, now) {
             match mismatch {
                 Mismatch::TooOpen {
                     service,
@@ -502,6 +541,7 @@ pub(crate) fn report(
     holdings: &Holdings,
     resolved: Option<&Resolved>,
     failure: Option<String>,
+    now: DateTime<FixedOffset>,
 ) -> Report {
     let note = |service: &ServiceName| {
         resolved
@@ -521,7 +561,9 @@ pub(crate) fn report(
                 .into_iter()
                 .map(|family| {
                     let state = match holdings.family(family) {
-                        Some(held) => verdict::service_state(config, held, family, service),
+                        Some(held) => {
+                            verdict::service_state(config, held, family, service, now.to_utc())
+                        }
                         None => PortState::Unknown,
                     };
                     (family, state)
@@ -530,7 +572,7 @@ pub(crate) fn report(
         })
         .collect();
     Report {
-        run_at: Local::now().fixed_offset(),
+        run_at: now,
         failure,
         services,
         control_file: None,
@@ -565,6 +607,13 @@ fn states_in_words(report: &Report) -> String {
 mod tests {
     use super::*;
 
+    /// The moment verdicts are read at in tests.
+    fn test_now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
     /// A run that opens ssh where a rule of others drops it says how to
     /// stop that; for a default deny, never by deleting it, which would
     /// open every other port.
@@ -576,7 +625,7 @@ mod tests {
             "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
         )
         .unwrap();
-        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open)]);
+        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open(None))]);
         let warning = |rule: &str| {
             let held = FamilyHoldings {
                 input: ChainRules {
@@ -588,7 +637,7 @@ mod tests {
             let holdings = Holdings {
                 families: BTreeMap::from([(Family::Ipv4, Some(held))]),
             };
-            let (too_open, foreign) = mismatches(&config, &wants, &holdings);
+            let (too_open, foreign) = mismatches(&config, &wants, &holdings, test_now());
             assert_eq!(too_open, Vec::<String>::new());
             assert_eq!(foreign.len(), 1, "{foreign:?}");
             foreign[0].clone()

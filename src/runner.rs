@@ -327,6 +327,16 @@ impl CommandError {
         matches!(self.failure, Failure::AfterHang)
     }
 
+    /// Whether iptables refused a rule for want of the kernel's xt_time.
+    pub fn lacks_time_match(&self) -> bool {
+        let stderr = match &self.failure {
+            Failure::Exited { stderr, .. } | Failure::Killed { stderr, .. } => stderr,
+            Failure::Refused(refusal) => &refusal.stderr,
+            _ => return false,
+        };
+        stderr.contains("match `time'")
+    }
+
     /// Whether iptables refused because this process is not root.
     pub fn needs_root(&self) -> bool {
         match &self.failure {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
@@ -29,10 +30,11 @@ pub fn service_state(
     held: &FamilyHoldings,
     family: Family,
     service: &ServiceName,
+    now: DateTime<Utc>,
 ) -> PortState {
     let states: Vec<PortState> = config.services[service]
         .iter()
-        .map(|ports| port_verdict(config, held, family, *ports).state)
+        .map(|ports| port_verdict(config, held, family, *ports, now).state)
         .collect();
     combine(&states)
 }
@@ -72,15 +74,16 @@ pub fn mismatches(
     wants: &BTreeMap<ServiceName, Want>,
     held: &FamilyHoldings,
     family: Family,
+    now: DateTime<Utc>,
 ) -> Vec<Mismatch> {
     let mut found = Vec::new();
     for (service, want) in wants {
         for &ports in &config.services[service] {
-            let verdict = port_verdict(config, held, family, ports);
+            let verdict = port_verdict(config, held, family, ports, now);
             let allowed: &[PortState] = match want {
                 Want::Closed => &[PortState::Closed],
                 Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
-                Want::Open => {
+                Want::Open(_) => {
                     let tag = verdict.decided_by.as_ref().and_then(|(_, rule)| rule.tag());
                     let sharer = tag
                         .map(|tag| tag.trim_start_matches("portlocker:"))
@@ -142,11 +145,12 @@ pub fn port_verdict(
     held: &FamilyHoldings,
     family: Family,
     ports: PortSpec,
+    now: DateTime<Utc>,
 ) -> Verdict {
     let ours = config.firewall.chain.as_str();
     let mut walk = Walk::default();
     for rule in &held.input.rules {
-        let Some(effect) = effect(rule, family, ports) else {
+        let Some(effect) = effect(rule, family, ports, now) else {
             continue;
         };
         if effect.target == Target::Return && effect.reach == Reach::All {
@@ -158,7 +162,7 @@ pub fn port_verdict(
                 if name == ours && !config.firewall.chain.is_input() =>
             {
                 match &held.chain {
-                    Some(chain) => walk.chain(chain, ours, family, ports),
+                    Some(chain) => walk.chain(chain, ours, family, ports, now),
                     // A jump to a chain that could not be read.
                     None => Some(Decision::Unknown),
                 }
@@ -203,9 +207,10 @@ impl Walk {
         name: &str,
         family: Family,
         ports: PortSpec,
+        now: DateTime<Utc>,
     ) -> Option<Decision> {
         for rule in &chain.rules {
-            let Some(effect) = effect(rule, family, ports) else {
+            let Some(effect) = effect(rule, family, ports, now) else {
                 continue;
             };
             if effect.target == Target::Return && effect.reach == Reach::All {
@@ -316,7 +321,7 @@ const NON_TERMINAL: &[&str] = &[
 /// The effect of `rule` on a new connection to `ports` in `family`, or None
 /// when it cannot match one (another protocol or port, loopback only,
 /// established connections only).
-fn effect(rule: &Listed, family: Family, ports: PortSpec) -> Option<Effect> {
+fn effect(rule: &Listed, family: Family, ports: PortSpec, now: DateTime<Utc>) -> Option<Effect> {
     let words = &rule.spec;
     let mut unknown = false;
     let mut source = false;
@@ -345,8 +350,15 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec) -> Option<Effect> {
                 _ => return None,
             },
             "-m" => match value(i) {
-                "tcp" | "udp" | "comment" | "conntrack" | "state" | "multiport" => {}
+                "tcp" | "udp" | "comment" | "conntrack" | "state" | "multiport" | "time" => {}
                 _ => unknown = true,
+            },
+            // xt_time, in UTC: the rule matches from its start to its stop.
+            "--datestart" | "--datestop" => match kernel_moment(value(i)) {
+                Some(moment) if word == "--datestart" && now < moment => return None,
+                Some(moment) if word == "--datestop" && now > moment => return None,
+                Some(_) => {}
+                None => unknown = true,
             },
             "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
                 match covers(value(i), ports) {
@@ -401,6 +413,13 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec) -> Option<Effect> {
     Some(Effect { target, reach })
 }
 
+/// A moment as xt_time lists it (`2026-12-01T18:00:00`, UTC).
+fn kernel_moment(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
 fn same_family(net: &IpNet, family: Family) -> bool {
     matches!(
         (net, family),
@@ -438,6 +457,13 @@ fn covers(value: &str, ports: PortSpec) -> Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The moment verdicts are read at in tests.
+    fn test_now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
     use crate::model::split_listed;
 
     fn config(extra: &str) -> Config {
@@ -467,7 +493,7 @@ mod tests {
             docker_user: false,
         };
         let ssh = ServiceName::new("ssh").unwrap();
-        service_state(config, &held, Family::Ipv4, &ssh)
+        service_state(config, &held, Family::Ipv4, &ssh, test_now())
     }
 
     #[test]
@@ -576,11 +602,11 @@ mod tests {
         let web = ServiceName::new("web").unwrap();
         let ssh = ServiceName::new("ssh").unwrap();
         assert_eq!(
-            service_state(&c, &held, Family::Ipv4, &ssh),
+            service_state(&c, &held, Family::Ipv4, &ssh, test_now()),
             PortState::Open
         );
         assert_eq!(
-            service_state(&c, &held, Family::Ipv4, &web),
+            service_state(&c, &held, Family::Ipv4, &web, test_now()),
             PortState::Closed
         );
     }
@@ -594,7 +620,8 @@ mod tests {
             chain: None,
             docker_user: false,
         };
-        let state = |lines: &[&str]| port_verdict(&c, &held(lines), Family::Ipv4, ports).state;
+        let state =
+            |lines: &[&str]| port_verdict(&c, &held(lines), Family::Ipv4, ports, test_now()).state;
         assert_eq!(
             state(&["-p udp -m udp --dport 60000:61000 -j DROP"]),
             PortState::Closed

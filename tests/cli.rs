@@ -1113,3 +1113,33 @@ fn an_open_service_whose_port_another_closes_is_told() {
     let page = env.status_page().unwrap();
     assert!(page.contains("shares the port with web"), "{page}");
 }
+
+#[test]
+fn an_open_that_ends_is_left_to_the_kernel_and_without_xt_time_to_the_next_run() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.control("open ssh for 1h\n");
+    env.run(&[]).expect(0);
+    let table = env.fake_table("iptables");
+    assert!(
+        table.contains("-m time --datestart") && table.contains("portlocker:ssh"),
+        "the DROP stays, for the kernel to start at the deadline: {table}"
+    );
+    env.run(&[]).expect(0);
+    assert!(
+        env.log().lines().last().unwrap().contains("no change"),
+        "{}",
+        env.log()
+    );
+
+    let env = TestEnv::with_fake_iptables();
+    std::fs::write(env.path("no-xt-time"), "").unwrap();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.control("open ssh for 1h\n");
+    let run = env.run(&[]);
+    run.expect(0).says("this kernel has no xt_time match");
+    let table = env.fake_table("iptables");
+    assert!(!table.contains("portlocker:ssh"), "{table}");
+}
