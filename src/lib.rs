@@ -6,6 +6,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+#[cfg(test)]
+mod fake;
 pub mod fetch;
 pub mod files;
 pub mod firewall;
