@@ -257,10 +257,9 @@ pub fn run_locked<R: Runner>(
         true => Reconciled::idle(config),
         false => reconcile(config, runner, &resolved.wants(), &seen, docker),
     };
-    if outcome.failure.is_none() {
-        // A count starts only once its open is in the firewall.
-        state.opens.extend(resolved.new_starts.clone());
-    }
+    state
+        .opens
+        .extend(kept_starts(config, &intake.wanted, &resolved, &outcome));
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
     let mut failure = problems.join("; ");
     if !failure.is_empty() && outcome.changes == 0 && nothing_kept {
@@ -335,6 +334,41 @@ pub fn run_locked<R: Runner>(
             Exit::Failed
         }
     }
+}
+
+/// The counts a run starts. A count starts once its open is in the
+/// firewall: every new one when the firewall work succeeded, otherwise
+/// those of services that let something through in a family read back —
+/// so a failure elsewhere (a rule of others, an ip6tables that fails every
+/// call) never keeps an open from ending.
+fn kept_starts(
+    config: &Config,
+    wanted: &Wanted,
+    resolved: &Resolved,
+    outcome: &Reconciled,
+) -> Starts {
+    if outcome.failure.is_none() {
+        return resolved.new_starts.clone();
+    }
+    let in_firewall = |service: &ServiceName| {
+        outcome.holdings.families.iter().any(|(&family, held)| {
+            held.as_ref().is_some_and(|held| {
+                verdict::service_state(config, held, family, service) != PortState::Closed
+            })
+        })
+    };
+    let service_of = |line: &str| {
+        wanted
+            .iter()
+            .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
+            .map(|(service, _)| service)
+    };
+    resolved
+        .new_starts
+        .iter()
+        .filter(|(line, _)| service_of(line).is_some_and(in_firewall))
+        .map(|(line, start)| (line.clone(), *start))
+        .collect()
 }
 
 /// Writes the state; a failure is reported in `problems`, and the run goes on.
@@ -849,6 +883,89 @@ fn states_in_words(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Protocol;
+    use crate::fake::{FakeIptables, Fate, Probe};
+    use chrono::TimeDelta;
+
+    /// A config in `dir`, with `firewall` lines, whose iptables binaries
+    /// exist for the preflight; runs are driven in-process with the fake.
+    fn config_in(dir: &Path, firewall: &str) -> Config {
+        let bin = dir.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for name in ["iptables", "ip6tables"] {
+            std::fs::write(bin.join(name), "").unwrap();
+        }
+        let text = format!(
+            "source = {:?}\nstate_dir = {:?}\nhost_name = \"test-host\"\n[firewall]\n\
+             iptables = {:?}\nip6tables = {:?}\n{firewall}\n[services]\nssh = 22\nvpn = 1723\n",
+            dir.join("control.txt"),
+            dir.join("state"),
+            bin.join("iptables"),
+            bin.join("ip6tables"),
+        );
+        Config::parse(&text).unwrap()
+    }
+
+    fn ssh_from_anywhere(fake: &FakeIptables, binary: &str) -> Fate {
+        let probe = Probe {
+            protocol: Protocol::Tcp,
+            port: 22,
+            from: "192.0.2.10".parse().unwrap(),
+        };
+        fake.fate(binary, probe)
+    }
+
+    fn at(minutes: i64) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2026-11-25T10:00:00+01:00").unwrap()
+            + TimeDelta::minutes(minutes)
+    }
+
+    #[test]
+    fn an_open_for_a_while_ends_while_a_rule_of_others_fails_every_run() {
+        // Another tool accepts vpn ahead of portlocker's rules in INPUT, so
+        // every run fails; ssh's hour must end all the same.
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "chain = \"INPUT\"");
+        std::fs::write(
+            dir.path().join("control.txt"),
+            "open ssh for 1h\nclose vpn\n",
+        )
+        .unwrap();
+        let mut fake = FakeIptables::default();
+        for binary in ["iptables", "ip6tables"] {
+            fake.admin(binary, "-I INPUT 1 -p tcp -m tcp --dport 1723 -j ACCEPT");
+        }
+        assert_eq!(run_locked(&config, false, &mut fake, at(0)), Exit::Failed);
+        assert_eq!(ssh_from_anywhere(&fake, "iptables"), Fate::Accepted);
+        assert_eq!(run_locked(&config, false, &mut fake, at(61)), Exit::Failed);
+        assert_eq!(
+            ssh_from_anywhere(&fake, "iptables"),
+            Fate::Dropped,
+            "ssh was opened for 1h, 61 minutes ago"
+        );
+    }
+
+    #[test]
+    fn an_open_for_a_while_ends_while_ip6tables_fails_every_call() {
+        // A kernel without IPv6, and ipv6 = true: every run fails.
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "");
+        let mut fake = FakeIptables::default();
+        fake.broken = Some("ip6tables");
+        let source = dir.path().join("control.txt");
+        std::fs::write(&source, "close ssh\n").unwrap();
+        assert_eq!(run_locked(&config, false, &mut fake, at(-5)), Exit::Failed);
+        assert_eq!(ssh_from_anywhere(&fake, "iptables"), Fate::Dropped);
+        std::fs::write(&source, "open ssh for 1h\n").unwrap();
+        assert_eq!(run_locked(&config, false, &mut fake, at(0)), Exit::Failed);
+        assert_eq!(ssh_from_anywhere(&fake, "iptables"), Fate::Accepted);
+        assert_eq!(run_locked(&config, false, &mut fake, at(61)), Exit::Failed);
+        assert_eq!(
+            ssh_from_anywhere(&fake, "iptables"),
+            Fate::Dropped,
+            "ssh was opened for 1h, 61 minutes ago"
+        );
+    }
 
     #[test]
     fn exit_codes_are_fixed() {
