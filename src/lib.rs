@@ -17,6 +17,8 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod signature;
 pub mod source;
 pub mod state;
