@@ -685,113 +685,11 @@ mod tests {
             .to_utc()
     }
     use crate::config::{PortSpec, ServiceName};
+    use crate::fake::FakeIptables;
     use crate::model::PortState;
     use crate::plan::plan;
     use crate::verdict::service_state;
 
-    /// A fake firewall that keeps its table as `iptables -S` lines and
-    /// records every call.
-    #[derive(Default)]
-    struct FakeIptables {
-        calls: Vec<String>,
-        /// Per binary, the lines `-S` would print (INPUT always exists).
-        tables: std::collections::BTreeMap<String, Vec<String>>,
-        fail_appends: bool,
-    }
-
-    impl FakeIptables {
-        fn rules(&self) -> Vec<&String> {
-            self.tables
-                .values()
-                .flatten()
-                .filter(|l| l.starts_with("-A "))
-                .collect()
-        }
-    }
-
-    impl Runner for &mut FakeIptables {
-        fn run(&mut self, command: &Command) -> io::Result<Completion> {
-            self.calls.push(command.to_string());
-            let binary = command
-                .program
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let table = self.tables.entry(binary).or_default();
-            let op = command.args[2].as_str();
-            let chain = command.args[3].as_str();
-            let mut spec: Vec<String> = command.args[4..].to_vec();
-            if op == "-I" {
-                spec.remove(0);
-            }
-            let listed: Vec<String> = spec
-                .iter()
-                .map(|arg| match arg.as_str() {
-                    "--syn" => "--tcp-flags FIN,SYN,RST,ACK SYN".to_owned(),
-                    tag if tag.starts_with("portlocker:") => format!("\"{tag}\""),
-                    other => other.to_owned(),
-                })
-                .collect();
-            let line = format!("-A {chain} {}", listed.join(" "));
-            let exists = chain == "INPUT" || table.contains(&format!("-N {chain}"));
-            let mut stdout = String::new();
-            let code = match op {
-                "-S" if !exists => 1,
-                "-S" => {
-                    let prefix = format!("-A {chain} ");
-                    stdout = match chain {
-                        "INPUT" => "-P INPUT ACCEPT\n".to_owned(),
-                        _ => format!("-N {chain}\n"),
-                    };
-                    stdout.extend(
-                        table
-                            .iter()
-                            .filter(|l| l.starts_with(&prefix))
-                            .map(|l| format!("{l}\n")),
-                    );
-                    0
-                }
-                "-N" => {
-                    table.push(format!("-N {chain}"));
-                    0
-                }
-                "-X" => {
-                    table.retain(|l| *l != format!("-N {chain}"));
-                    0
-                }
-                "-C" => i32::from(!table.contains(&line)),
-                "-A" if self.fail_appends => 4,
-                "-A" => {
-                    table.push(line);
-                    0
-                }
-                "-I" => {
-                    table.insert(0, line);
-                    0
-                }
-                "-D" => match table.iter().position(|l| *l == line) {
-                    Some(i) => {
-                        table.remove(i);
-                        0
-                    }
-                    None => 1,
-                },
-                other => panic!("unexpected {other}"),
-            };
-            Ok(Completion {
-                termination: Termination::Code(code),
-                stdout,
-                stderr: match (code, op) {
-                    (0, _) => String::new(),
-                    (_, "-S") => "iptables: No chain/target/match by that name.".into(),
-                    _ => "iptables: Bad rule.".into(),
-                },
-            })
-        }
-    }
-
-    /// A config with no restore tool: changes go rule by rule.
     fn config() -> Config {
         Config::parse(
             "source = \"-\"\n[firewall]\niptables_restore = \"/nonexistent/iptables-restore\"\n\
@@ -902,13 +800,10 @@ mod tests {
         );
 
         // A duplicate someone added by hand goes too.
-        let table = fake.tables.get_mut("iptables").unwrap();
-        let duplicate = table
-            .iter()
-            .find(|r| r.contains("--dport 22"))
-            .unwrap()
-            .clone();
-        table.push(duplicate);
+        let listing = fake.listing("iptables", "PORTLOCKER").unwrap();
+        let duplicate = listing.lines().find(|r| r.contains("--dport 22")).unwrap();
+        let added = fake.admin("iptables", duplicate);
+        assert_eq!(added.termination, Termination::Code(0), "{}", added.stderr);
         let (holdings, _) = run_once(&config, &mut fake, "open ssh\n");
         assert_eq!(state(&holdings, Family::Ipv4), PortState::Open);
         let rules = fake.rules();
@@ -922,10 +817,8 @@ mod tests {
     #[test]
     fn a_failed_rule_does_not_stop_the_others_and_is_reported() {
         let config = config();
-        let mut fake = FakeIptables {
-            fail_appends: true,
-            ..FakeIptables::default()
-        };
+        let mut fake = FakeIptables::default();
+        fake.fail_appends = true;
         let (holdings, errors) = run_once(&config, &mut fake, "close ssh\nclose mosh\n");
         assert_eq!(errors.len(), 4, "{errors:?}");
         let ssh_append = "-A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP` exited with 4: iptables: Bad rule.";

@@ -141,7 +141,7 @@ pub struct Resolved {
     /// One line per open that has ended as asked, for the log.
     pub ended: Vec<String>,
     /// Open lines applied for the first time, and the moment their count
-    /// would start: kept only once the firewall change succeeded.
+    /// would start: kept only once the open is in the firewall.
     pub new_starts: Starts,
 }
 

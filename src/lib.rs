@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod exit;
+#[cfg(test)]
+mod fake;
 pub mod fetch;
 pub mod files;
 pub mod firewall;
@@ -18,6 +20,8 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod run;
 pub mod runner;
 pub mod signature;

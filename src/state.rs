@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -165,15 +165,19 @@ impl State {
 
     fn read(state_dir: &Path, move_damaged_aside: bool) -> Loaded {
         let path = State::path(state_dir);
-        let text = match files::read_no_follow(&path) {
-            Ok(text) => text.into_bytes(),
+        // Bytes, not text: a file that is not UTF-8 is damaged, and moved aside.
+        let mut text = Vec::new();
+        let read = files::open_no_follow(&path, File::options().read(true))
+            .and_then(|mut file| file.read_to_end(&mut text));
+        match read {
+            Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Loaded::Kept(State::default());
             }
             Err(error) => {
                 return Loaded::Damaged(format!("cannot read {}: {error}", path.display()));
             }
-        };
+        }
         match State::decode(&text) {
             Ok((state, legacy)) if legacy => Loaded::Legacy(state),
             Ok((state, _)) => Loaded::Kept(state),
@@ -330,6 +334,29 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(State::load(dir.path()), Loaded::Damaged(_)));
+    }
+
+    #[test]
+    fn a_state_file_that_is_not_text_is_damaged_and_moved_aside_too() {
+        let dir = tempfile::tempdir().unwrap();
+        State {
+            last_good: Some(last_good()),
+            ..State::default()
+        }
+        .save(dir.path())
+        .unwrap();
+        let mut bytes = fs::read(State::path(dir.path())).unwrap();
+        bytes[3] = 0xff;
+        fs::write(State::path(dir.path()), &bytes).unwrap();
+        match State::load(dir.path()) {
+            Loaded::Damaged(reason) => {
+                assert!(reason.contains("is damaged (not UTF-8 text)"), "{reason}");
+                assert!(reason.contains("state.toml.damaged"), "{reason}");
+            }
+            other => panic!("a file that is not text was taken as {other:?}"),
+        }
+        assert_eq!(fs::read(dir.path().join(DAMAGED_FILE)).unwrap(), bytes);
+        assert!(!State::path(dir.path()).exists());
     }
 
     #[test]
