@@ -38,7 +38,7 @@ const LAUNCHER: &str = "PORTLOCKER_BENCH_LAUNCHER";
 const ROUNDS: usize = 11;
 /// Rounds of the empty-host against loaded-host comparison: more, since
 /// its target is a ratio of two small times.
-const FOREIGN_ROUNDS: usize = 31;
+const FOREIGN_ROUNDS: usize = 61;
 /// The host full of other tools' rules: chains × rules per chain, per family,
 /// and every how many chains one is jumped to from FORWARD.
 const FOREIGN_CHAINS: usize = 200;
