@@ -28,7 +28,7 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     );
     let chain = "*filter\n\
                  :PORTLOCKER - [0:0]\n\
-                 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP\n\
+                 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP\n\
                  -A PORTLOCKER -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP\n\
                  -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER\n\
                  COMMIT\n";
@@ -140,11 +140,11 @@ fn without_a_restore_tool_changes_go_rule_by_rule_with_one_warning() {
         [
             "iptables -w 10 -N PORTLOCKER",
             "iptables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP",
             SSH_V4,
             "ip6tables -w 10 -N PORTLOCKER",
             "ip6tables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP",
             "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
         ]
     );
