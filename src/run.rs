@@ -398,6 +398,14 @@ fn reconcile<R: Runner>(
         applied = firewall.apply(&steps, &mut holdings);
     }
     errors.extend(applied.errors);
+    if !applied.made.is_empty() {
+        // What the firewall holds now, read back — not what the changes
+        // should have made: the verdicts below, the page and the metrics
+        // must tell what is there.
+        let (read_back, read_errors) = firewall.observe(docker);
+        holdings = read_back;
+        errors.extend(read_errors);
+    }
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }

@@ -1143,3 +1143,33 @@ fn an_open_that_ends_is_left_to_the_kernel_and_without_xt_time_to_the_next_run()
     let table = env.fake_table("iptables");
     assert!(!table.contains("portlocker:ssh"), "{table}");
 }
+
+/// The page, the metrics and the exit code tell what the firewall holds,
+/// read back after the changes — not what the changes should have made.
+#[test]
+fn a_change_that_claims_success_but_does_nothing_is_caught_by_reading_back() {
+    for by_rule in [false, true] {
+        let env = TestEnv::with_fake_iptables();
+        if by_rule {
+            env.without_restore();
+        }
+        let config = env.local_config("", "").replace(
+            "[fetch]",
+            &format!("metrics_file = {:?}\n[fetch]", env.path("metrics.prom")),
+        );
+        env.write_config(&config);
+        std::fs::write(env.path("lie"), "").unwrap();
+        env.control("close ssh\n");
+        let run = env.run(&[]);
+        run.expect(1)
+            .says("ssh 22/tcp should be closed but is open");
+        let page = env.status_page().unwrap();
+        assert!(page.contains("Failed:"), "{page}");
+        assert!(!page.contains("IPv4 closed"), "{page}");
+        let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+        assert!(
+            metrics.contains("portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 0"),
+            "{metrics}"
+        );
+    }
+}
