@@ -276,7 +276,15 @@ fn a_root_owned_state_dir_right_under_tmp_works() {
 fn a_chain_that_is_a_target_or_another_tools_is_refused_before_any_firewall_call() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
-    for chain in ["ACCEPT", "DROP", "DOCKER-USER", "KUBE-SERVICES", "f2b-sshd"] {
+    for chain in [
+        "ACCEPT",
+        "DROP",
+        "DOCKER-USER",
+        "KUBE-SERVICES",
+        "f2b-sshd",
+        "DNPT",
+        "SNPT",
+    ] {
         env.write_config(&env.local_config("", &format!("chain = {chain:?}")));
         for args in [&[][..], &["check"]] {
             env.forget_calls();
@@ -385,4 +393,37 @@ fn a_link_another_account_planted_on_the_way_to_a_written_file_is_refused() {
         "the log was created through the link"
     );
     assert!(env.fake_table("iptables").contains("--dport 22"));
+}
+
+/// Root runs the configured iptables: one another account can change is
+/// that account's root shell. And one binary for both families leaves one
+/// family unmanaged while status reads the other twice.
+#[test]
+fn an_iptables_another_account_can_change_or_one_binary_for_both_families_is_refused() {
+    if !common::require_root(
+        "an_iptables_another_account_can_change_or_one_binary_for_both_families_is_refused",
+    ) {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    chown(&env.iptables, Some(65534), None).unwrap();
+    let run = env.run(&[]);
+    run.expect(2).says("firewall.iptables").says("chown root");
+    assert_eq!(env.calls(), Vec::<String>::new());
+    chown(&env.iptables, Some(0), None).unwrap();
+    fs::set_permissions(&env.iptables, fs::Permissions::from_mode(0o777)).unwrap();
+    env.run(&[]).expect(2).says("chmod go-w");
+    fs::set_permissions(&env.iptables, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let same = env.local_config("", "").replace(
+        &format!("ip6tables = {:?}", env.ip6tables),
+        &format!("ip6tables = {:?}", env.iptables),
+    );
+    env.write_config(&same);
+    env.run(&[])
+        .expect(2)
+        .says("firewall.iptables and firewall.ip6tables are both");
+    env.run(&["check"]).expect(2);
+    assert_eq!(env.calls(), Vec::<String>::new());
 }
