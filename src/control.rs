@@ -366,13 +366,12 @@ fn parse_source(word: &str, service: &str) -> Result<IpNet, String> {
     let net = match word.parse::<IpAddr>() {
         Ok(address) => IpNet::from(address),
         Err(_) => {
-            let net = word.parse::<IpNet>().map_err(|_| {
+            word.parse::<IpNet>().map_err(|_| {
                 format!(
                     "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
                     quoted(word)
                 )
-            })?;
-            net
+            })?
         }
     };
     if net.prefix_len() == 0 {
