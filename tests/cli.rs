@@ -322,6 +322,11 @@ fn ipv6_false_leaves_ip6tables_alone() {
     env.write_config(&env.local_config("", "ipv6 = false"));
     env.control("close ssh\n");
     env.run(&[]).expect(0);
+    // The page says what that leaves open on a host with IPv6.
+    if std::path::Path::new("/proc/net/if_inet6").exists() {
+        let page = env.status_page().unwrap();
+        assert!(page.contains("IPv6 is not managed"), "{page}");
+    }
     assert!(
         env.calls()
             .iter()
