@@ -514,3 +514,66 @@ fn an_inline_signature_needs_no_second_file() {
     assert_no_detached_fetch(&server);
     assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// The README's laptop recipe, with Debian's minisign: a file signed and
+/// signed again in place is obeyed.
+#[test]
+fn the_laptop_recipe_of_the_readme_makes_files_portlocker_obeys() {
+    let minisign = "/usr/bin/minisign";
+    if !std::path::Path::new(minisign).exists() {
+        let reason = format!("{minisign} is missing (apt-get install minisign)");
+        if std::env::var("PORTLOCKER_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("this test cannot run and CI forbids skipping it: {reason}");
+        }
+        common::skipped(
+            "the_laptop_recipe_of_the_readme_makes_files_portlocker_obeys",
+            &reason,
+        );
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    let shell = |script: &str| {
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-ec", script])
+            .current_dir(env.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    shell("minisign -G -W -p minisign.pub -s minisign.key >/dev/null");
+    // As the README has them, with the key's path.
+    let sign = "sed -i '/^#minisig /d' portlocker.txt\n\
+                minisign -S -s minisign.key -m portlocker.txt >/dev/null && \
+                sed 's/^/#minisig /' portlocker.txt.minisig >> portlocker.txt";
+    let file = env.path("portlocker.txt");
+    std::fs::write(&file, "close ssh\n").unwrap();
+    shell(sign);
+    let public_key = std::fs::read_to_string(env.path("minisign.pub")).unwrap();
+    let public_key = public_key.lines().nth(1).unwrap();
+    let server = TlsServer::start(text(&std::fs::read_to_string(&file).unwrap()));
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let config = env.config_text(&server.url(SECRET), &fetch, "").replace(
+        "[services]",
+        &format!("[signature]\npublic_key = {public_key:?}\n[services]"),
+    );
+    env.write_config(&config);
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+
+    // Edited where it lies, old signature and all, and signed again.
+    let signed = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("close web\n{signed}")).unwrap();
+    shell(sign);
+    let again = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(again.matches("#minisig ").count(), 4, "{again}");
+    server.set_reply(text(&again));
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:web"));
+    assert_no_detached_fetch(&server);
+}
