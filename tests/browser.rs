@@ -1,7 +1,9 @@
-//! The status page in a real browser: headless Chromium, driven over the
-//! DevTools protocol, renders pages written by real runs at a phone's
-//! 390×844 and a desktop's 1280×800, light and dark. Assertions come from
-//! the live DOM; screenshots go to target/browser/.
+//! The status page and the signer page in a real browser: headless
+//! Chromium, driven over the DevTools protocol, renders pages written by
+//! real runs at a phone's 390×844 and a desktop's 1280×800, light and dark,
+//! and makes a key and signs with dist/sign.html, whose output portlocker
+//! and minisign check. Assertions come from the live DOM; screenshots go to
+//! target/browser/.
 
 mod common;
 
@@ -810,6 +812,24 @@ fn the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept() {
         })
         .collect();
     assert_eq!(errors, Vec::<Value>::new(), "the page logged errors");
+
+    // "Save as file" saves exactly the signed text, under the policy.
+    let downloads = tempfile::tempdir().unwrap();
+    browser.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.path()}),
+    );
+    browser.evaluate("document.getElementById('save-signed').click()");
+    let saved = downloads.path().join("portlocker.txt");
+    let started = Instant::now();
+    while !saved.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Save as file saved nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), restored);
 }
 
 /// The page's check of a line agrees with portlocker's parser on what is
