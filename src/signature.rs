@@ -52,7 +52,7 @@ pub fn verify(
     Ok(signed_at)
 }
 
-/// Why a signature by the configured key's ID did not verify.
+/// Why a signature did not verify against the configured key.
 fn mismatch(error: Error) -> String {
     match error {
         Error::UnexpectedAlgorithm => "the signature is in minisign's legacy format (algorithm \

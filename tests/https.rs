@@ -577,3 +577,42 @@ fn the_laptop_recipe_of_the_readme_makes_files_portlocker_obeys() {
     assert!(env.fake_table("iptables").contains("portlocker:web"));
     assert_no_detached_fetch(&server);
 }
+
+/// From stdin there is nowhere to fetch a signature from: a file that
+/// carries its own needs no `signature.url`, and one that does not is told so.
+#[test]
+fn a_file_on_stdin_that_carries_its_signature_needs_no_url() {
+    use std::io::Write;
+    let signer = Signer::new();
+    let env = TestEnv::with_fake_iptables();
+    let config = env.config_text("-", "", "").replace(
+        "[services]",
+        &format!(
+            "[signature]\npublic_key = {:?}\n[services]",
+            signer.public_key()
+        ),
+    );
+    env.write_config(&config);
+    let run_with = |input: &str| {
+        let mut child = env
+            .command()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        common::Run::from(child.wait_with_output().unwrap())
+    };
+    run_with(&signer.inline("close ssh\n", 60)).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    run_with("close web\n")
+        .expect(1)
+        .says("signature.url must be set when the control file comes from stdin (or the file must carry its signature as #minisig lines)");
+    assert!(!env.fake_table("iptables").contains("portlocker:web"));
+}
