@@ -78,6 +78,14 @@ pub trait Runner {
     fn run(&mut self, command: &Command) -> io::Result<Completion>;
 }
 
+/// A runner lent for a while: a backend that must hand its runner on (to
+/// the sweep of another iptables backend) runs through `&mut`.
+impl<R: Runner + ?Sized> Runner for &mut R {
+    fn run(&mut self, command: &Command) -> io::Result<Completion> {
+        (**self).run(command)
+    }
+}
+
 /// Runs commands as real processes, with a minimal fixed environment, and
 /// kills any that outlives its time limit.
 #[derive(Debug, Clone)]
