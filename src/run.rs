@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::backends;
 use crate::config::{Config, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::files;
-use crate::firewall::{self, CommandError, Firewall, Runner};
+use crate::firewall::{self, CommandError, Runner};
 use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::metrics;
@@ -79,8 +78,8 @@ pub(crate) fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
 
 /// A run that holds the lock, at `run_at`, with `runner` at the iptables
 /// seam (the property tests drive it with an in-memory firewall).
-pub fn run_locked<R: Runner>(
-    config: &Config,
+pub fn run_locked<'a, R: Runner + 'a>(
+    config: &'a Config,
     offline: bool,
     runner: R,
     run_at: DateTime<FixedOffset>,
@@ -363,8 +362,8 @@ impl Reconciled {
 /// Makes the firewall hold what `wants` asks, then reads the result back
 /// through the verdicts: a service asked closed that is not closed fails
 /// the run, naming the rule that lets it through.
-fn reconcile<R: Runner>(
-    config: &Config,
+fn reconcile<'a, R: Runner + 'a>(
+    config: &'a Config,
     runner: R,
     wants: &BTreeMap<ServiceName, Want>,
     seen: &SourcesSeen,
@@ -377,16 +376,16 @@ fn reconcile<R: Runner>(
         notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
     };
-    if let Err(reason) = firewall::preflight(config) {
+    let mut backend = firewall::backend_for(config, runner);
+    if let Err(reason) = backend.preflight() {
         return failed(reason);
     }
-    let mut firewall = Firewall::new(config, runner);
-    let (mut holdings, mut errors) = firewall.observe(docker);
+    let (mut holdings, mut errors) = backend.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
     let steps = plan::plan(config, wants, &holdings, seen);
-    let mut applied = firewall.apply(&steps, &mut holdings);
+    let mut applied = backend.apply(&steps, &mut holdings);
     if applied.errors.iter().any(CommandError::lacks_time_match) {
         // Deadlines then end only when a run comes after them, as before.
         log::warn!(
@@ -395,7 +394,7 @@ fn reconcile<R: Runner>(
         );
         let wants = intent::without_deadlines(wants);
         let steps = plan::plan(config, &wants, &holdings, seen);
-        applied = firewall.apply(&steps, &mut holdings);
+        applied = backend.apply(&steps, &mut holdings);
     }
     errors.extend(applied.errors);
     for error in errors.iter().filter(|error| !error.after_hang()) {
@@ -403,8 +402,8 @@ fn reconcile<R: Runner>(
     }
     let mut notices = Vec::new();
     // After the configured backend is right, so no port closed there is open meanwhile.
-    let swept = backends::sweep(config, firewall.runner);
-    notices.extend(swept.tell_run());
+    let tidied = backend.tidy();
+    notices.extend(tidied.notices);
     for family in config.families() {
         let moved =
             applied.made.iter().any(
@@ -436,7 +435,7 @@ fn reconcile<R: Runner>(
     }
     Reconciled {
         holdings,
-        changes: applied.made.len() + swept.removed.len(),
+        changes: applied.made.len() + tidied.changes,
         notices,
         failure,
     }

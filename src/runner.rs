@@ -244,6 +244,8 @@ pub enum Failure {
     },
     /// A restore tool refused its input; it applied none of it.
     Refused(Box<Refusal>),
+    /// It succeeded, but printed what portlocker cannot read: why.
+    Unreadable(String),
     /// Not started: an earlier call of the same program hung this run.
     AfterHang,
 }
@@ -277,6 +279,9 @@ impl fmt::Display for CommandError {
                     "`{command}` refused line {line} of its input ({about}), so it changed nothing"
                 )?;
                 write_stderr(f, stderr)
+            }
+            Failure::Unreadable(why) => {
+                write!(f, "`{command}` printed what portlocker cannot read: {why}")
             }
             Failure::Killed { signal, stderr } => {
                 write!(f, "`{command}` was killed by signal {signal}")?;
