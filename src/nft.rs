@@ -131,7 +131,13 @@ impl<'a, R: Runner> Nft<'a, R> {
     }
 
     /// Feeds `script` to `nft -f -`, which applies all of it or none.
-    fn commit(&mut self, script: &Script, said: &[String]) -> Result<(), CommandError> {
+    /// `said` goes to the log once it is done, with how many `changes` it made.
+    fn commit(
+        &mut self,
+        script: &Script,
+        said: &[String],
+        changes: usize,
+    ) -> Result<(), CommandError> {
         let command = self.command(&["-f", "-"], Some(script.text.clone()));
         let shown = command.to_string();
         match self.run(command) {
@@ -139,7 +145,7 @@ impl<'a, R: Runner> Nft<'a, R> {
                 for line in said {
                     log::info!("{line}");
                 }
-                log::info!("{} changes in one transaction: {shown}", said.len());
+                log::info!("{changes} changes in one transaction: {shown}");
                 Ok(())
             }
             Err(CommandError {
@@ -209,7 +215,8 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
                  opens and sources wait for a run that can read it"
             );
         }
-        match self.commit(&prepared.script, &describe(&prepared.made)) {
+        let said = describe(&prepared.made);
+        match self.commit(&prepared.script, &said, prepared.made.len()) {
             Ok(()) => {
                 if let Some(after) = prepared.after {
                     *holdings = normalized(self.config, after);
@@ -283,7 +290,7 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             .collect();
         said.push(format!("delete table {TABLE}"));
         let script = Script::deleting();
-        match self.commit(&script, &said) {
+        match self.commit(&script, &said, said.len()) {
             Ok(()) => Reset {
                 changes: said.len(),
                 said,
