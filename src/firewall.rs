@@ -1,6 +1,9 @@
-//! The iptables layer: changes as argv vectors, the one seam where
-//! iptables runs, and reading and changing portlocker's part of the
-//! firewall. The only module that spawns processes; no shell is ever involved.
+//! The firewall layer: `FirewallBackend`, what the commands need of a
+//! firewall, and `backend_for`, which picks the configured one; and the
+//! iptables backend: changes as argv vectors, reading and changing
+//! portlocker's part of iptables and ip6tables. Every process runs through
+//! the `Runner` seam (`runner.rs`); no shell is ever involved. The nftables
+//! backend is `nft.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;

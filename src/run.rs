@@ -76,8 +76,8 @@ pub(crate) fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
     seen
 }
 
-/// A run that holds the lock, at `run_at`, with `runner` at the iptables
-/// seam (the property tests drive it with an in-memory firewall).
+/// A run that holds the lock, at `run_at`, with `runner` at the firewall
+/// seam (the property tests drive it with an in-memory iptables).
 pub fn run_locked<'a, R: Runner + 'a>(
     config: &'a Config,
     offline: bool,

@@ -140,6 +140,12 @@ on_both_backends! {
             "{}",
             env.log()
         );
+        // Only the first run wrote: one transaction per family, or one for both.
+        let transactions = match backend {
+            Backend::Iptables => 2,
+            Backend::Nftables => 1,
+        };
+        assert_eq!(env.log().matches("in one transaction").count(), transactions, "{}", env.log());
     }
 }
 
