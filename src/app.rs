@@ -1,6 +1,6 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -8,17 +8,16 @@ use anyhow::{Context, Result, anyhow};
 use chrono::Local;
 use serde::Serialize;
 
-use crate::backends;
 use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError};
 pub use crate::exit::Exit;
-use crate::firewall::{self, Command, CommandError, Firewall, SystemRunner};
+use crate::firewall::{self, CommandError, SystemRunner};
 use crate::intake;
 use crate::intent::{self, Want};
 use crate::logging::{self, Verbosity};
-use crate::model::{Change, Holdings};
-use crate::plan::{self, Step};
+use crate::model::Holdings;
+use crate::plan;
 use crate::run::{
     NEEDS_ROOT, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
 };
@@ -161,46 +160,32 @@ fn reset(config: &Config) -> Result<Exit> {
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
-    firewall::preflight(config).map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
-    let mut firewall = Firewall::new(config, SystemRunner::new(config));
-    let (mut holdings, mut errors) = firewall.observe(false);
-    if errors.iter().any(CommandError::needs_root) {
+    let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    backend
+        .preflight()
+        .map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
+    let reset = backend.reset();
+    if reset.errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
-    let (steps, kept) = plan::reset(config, &holdings);
-    let applied = firewall.apply(&steps, &mut holdings);
-    errors.extend(applied.errors);
-    let swept = backends::sweep(config, firewall.runner);
     let mut out = std::io::stdout().lock();
-    for change in &applied.made {
-        writeln!(out, "{change}")?;
-    }
-    for line in swept.tell_reset() {
+    for line in &reset.said {
         writeln!(out, "{line}")?;
     }
-    errors.extend(swept.failed);
-    for (family, rules) in &kept {
-        log::warn!(
-            "{family}: chain {} holds rules that are not portlocker's, so it stays, and so does its jump: {}",
-            config.firewall.chain,
-            rules.join(" | ")
-        );
-    }
-    for error in &errors {
+    for error in &reset.errors {
         log::error!("{error}");
     }
-    if let Some(failure) = summarise_errors(&errors) {
+    if let Some(failure) = summarise_errors(&reset.errors) {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
     }
-    let changes = applied.made.len() + swept.removed.len();
-    if changes == 0 {
+    if reset.changes == 0 {
         writeln!(
             out,
             "nothing to remove: the firewall holds nothing of portlocker's"
         )?;
     }
-    log::info!("reset: {changes} firewall changes");
+    log::info!("reset: {} firewall changes", reset.changes);
     Ok(Exit::Ok)
 }
 
@@ -220,8 +205,9 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
         ));
     }
     let resolved = resolve(config, &wanted, &starts, now);
-    let (holdings, note) = match firewall::preflight(config) {
-        Ok(()) => match Firewall::new(config, SystemRunner::new(config)).observe(false) {
+    let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    let (holdings, note) = match backend.preflight() {
+        Ok(()) => match backend.observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
             (_, errors) if errors.iter().any(CommandError::needs_root) => (
                 Holdings::unknown(config),
@@ -240,14 +226,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let (kept, _) = intake::kept_wanted(config, &state);
     let seen = sources_seen(&kept, &wanted);
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
-    // What a run would also remove from the other backend.
-    let leftovers = match &note {
-        None => backends::Other::find(config).map(|other| {
-            let found = other.look(&mut Firewall::new(&other.config, SystemRunner::new(config)));
-            (other, found.steps)
-        }),
-        Some(_) => None,
-    };
+    let lines = backend.dry_run(&steps, &holdings);
     let mut out = std::io::stdout().lock();
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {
@@ -264,63 +243,17 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     }
     if let Some(note) = note {
         writeln!(out, "# {note}")?;
-        writeln!(
-            out,
-            "# so each change below runs only if its check says it is needed"
-        )?;
     }
-    let leftover_steps = leftovers.as_ref().map_or(&[][..], |(_, steps)| &steps[..]);
-    if steps.is_empty() && leftover_steps.is_empty() {
+    if lines.is_empty() {
         writeln!(
             out,
             "# nothing to change: the firewall already matches the control file"
         )?;
     }
-    for step in &steps {
-        writeln!(out, "# {}", step.change)?;
-        writeln!(out, "{}", shell_line(config, step))?;
-    }
-    for transaction in firewall::transactions(config, &steps, &holdings) {
-        let restore = config.restore_binary(transaction.family).display();
-        writeln!(
-            out,
-            "# {}: all of it in one transaction, as `{restore} --noflush` reads it:",
-            transaction.family
-        )?;
-        for line in transaction.text.lines() {
-            writeln!(out, "#   {line}")?;
-        }
-    }
-    if let Some((other, steps)) = &leftovers {
-        for step in steps {
-            let family = BTreeSet::from([step.change.family()]);
-            writeln!(
-                out,
-                "# {}, left in {}",
-                step.change,
-                other.describe(&family)
-            )?;
-            writeln!(out, "{}", shell_line(&other.config, step))?;
-        }
+    for line in &lines {
+        writeln!(out, "{line}")?;
     }
     Ok(Exit::Ok)
-}
-
-/// A step as one line of shell: the bare command when the firewall was read,
-/// otherwise the command guarded by its check, exactly as a run decides.
-fn shell_line(config: &Config, step: &Step) -> String {
-    let family = step.change.family();
-    let make = Command::iptables(config, family, firewall::args(&step.change));
-    if step.checked {
-        return make.to_string();
-    }
-    let check = Command::iptables(config, family, firewall::check_args(&step.change));
-    match step.change {
-        Change::NewChain { .. } => format!("{check} >/dev/null 2>&1 || {make}"),
-        Change::DeleteChain { .. } => format!("if {check} >/dev/null 2>&1; then {make}; fi"),
-        _ if step.change.removes() => format!("while {check} 2>/dev/null; do {make}; done"),
-        _ => format!("{check} 2>/dev/null || {make}"),
-    }
 }
 
 /// Finds what would make every run fail (see `check.rs`); `fetch`, or a
@@ -341,8 +274,11 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     } else {
         State::default()
     };
-    firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(true);
+    let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    backend
+        .preflight()
+        .map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
+    let (holdings, errors) = backend.observe(true);
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"

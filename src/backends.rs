@@ -506,7 +506,7 @@ mod tests {
         calls: Vec<String>,
     }
 
-    impl Runner for &mut Empty {
+    impl Runner for Empty {
         fn run(&mut self, command: &Command) -> std::io::Result<Completion> {
             self.calls.push(command.to_string());
             Ok(Completion {

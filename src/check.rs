@@ -6,14 +6,14 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Family, PortSpec, ServiceName, is_root};
 use crate::control::ControlFile;
-use crate::firewall::{self, Firewall, SystemRunner};
+use crate::firewall::{self, SystemRunner};
 use crate::intake;
 use crate::intent::Want;
 use crate::model::{Holdings, Listed};
@@ -130,13 +130,12 @@ fn asks(control: &ControlFile) -> String {
     }
 }
 
-/// The iptables programs a run calls, each that cannot run.
+/// The firewall programs a run calls, each that cannot run.
 fn binaries(config: &Config) -> Vec<Finding> {
-    config
-        .families()
+    firewall::backend_for(config, SystemRunner::new(config))
+        .broken()
         .into_iter()
-        .filter_map(|family| firewall::binary_problem(config, family))
-        .map(Finding::problem)
+        .map(|(_, problem)| Finding::problem(problem))
         .collect()
 }
 
@@ -272,22 +271,23 @@ fn read_firewall(config: &Config) -> Vec<Finding> {
                 .to_owned(),
         )];
     }
-    let families = config.families();
-    let broken: Vec<&Path> = families
-        .iter()
-        .filter(|&&family| firewall::binary_problem(config, family).is_some())
-        .map(|&family| config.binary(family))
+    let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    let broken: Vec<PathBuf> = backend
+        .broken()
+        .into_iter()
+        .map(|(program, _)| program)
         .collect();
-    if broken.len() == families.len() {
-        return vec![Finding::note(
-            "the firewall was not read: iptables cannot run (see above)".to_owned(),
-        )];
+    let (holdings, errors) = backend.observe(false);
+    if !broken.is_empty() && holdings.families.values().all(Option::is_none) {
+        let tool = config.firewall.backend.as_str();
+        return vec![Finding::note(format!(
+            "the firewall was not read: {tool} cannot run (see above)"
+        ))];
     }
-    let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(false);
-    // A family whose iptables cannot run is told above, once.
+    // A program that cannot run is told above, once.
     let mut findings: Vec<Finding> = errors
         .iter()
-        .filter(|error| !broken.contains(&error.command.program.as_path()))
+        .filter(|error| !broken.contains(&error.command.program))
         .map(|error| Finding::problem(format!("cannot read the firewall: {error}")))
         .collect();
     findings.extend(firewall_findings(config, &holdings));

@@ -61,6 +61,10 @@ pub struct SignatureConfig {
 
 #[derive(Debug, Clone)]
 pub struct FirewallConfig {
+    /// Which firewall portlocker drives (`backend`).
+    pub backend: BackendKind,
+    /// The nft program, for the nftables backend.
+    pub nft: PathBuf,
     pub iptables: PathBuf,
     pub ip6tables: PathBuf,
     /// The restore tools that apply a family's changes as one transaction;
@@ -79,6 +83,25 @@ pub struct FirewallConfig {
     pub command_timeout: Duration,
     /// What a service the control file does not name gets (`default`).
     pub default: Unnamed,
+}
+
+/// The firewall portlocker drives: iptables and ip6tables (its own chain,
+/// jumped to from INPUT), or nftables (its own table, `inet portlocker`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    #[default]
+    Iptables,
+    Nftables,
+}
+
+impl BackendKind {
+    /// The config value: `iptables` or `nftables`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Iptables => "iptables",
+            BackendKind::Nftables => "nftables",
+        }
+    }
 }
 
 /// What happens to a configured service that no line in force names, and
@@ -622,6 +645,8 @@ struct RawFetch {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFirewall {
+    backend: Option<String>,
+    nft: Option<PathBuf>,
     iptables: Option<PathBuf>,
     ip6tables: Option<PathBuf>,
     iptables_restore: Option<PathBuf>,
@@ -672,7 +697,24 @@ impl RawConfig {
              while status read the other twice (ip6tables is usually /sbin/ip6tables)",
             iptables.display().to_string()
         );
+        let backend = match self.firewall.backend.as_deref() {
+            None | Some("iptables") => BackendKind::Iptables,
+            Some("nftables") => BackendKind::Nftables,
+            Some(other) => bail!(
+                "firewall.backend = {other:?}: must be \"iptables\" (portlocker's own chain in \
+                 iptables and ip6tables) or \"nftables\" (portlocker's own nftables table)"
+            ),
+        };
+        let chain = ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
+            .context("firewall.chain")?;
+        ensure!(
+            !(backend == BackendKind::Nftables && chain.is_input()),
+            "firewall.chain = \"INPUT\" is for the iptables backend: with backend = \"nftables\" \
+             portlocker keeps its rules in a table of its own (inet portlocker); remove the chain line"
+        );
         let firewall = FirewallConfig {
+            backend,
+            nft: absolute("firewall.nft", self.firewall.nft, "/usr/sbin/nft")?,
             iptables_restore: restore_beside(
                 "firewall.iptables_restore",
                 self.firewall.iptables_restore,
@@ -686,8 +728,7 @@ impl RawConfig {
             iptables,
             ip6tables,
             ipv6: self.firewall.ipv6.unwrap_or(true),
-            chain: ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
-                .context("firewall.chain")?,
+            chain,
             keep_established: self.firewall.keep_established.unwrap_or(true),
             max_open: self
                 .firewall
@@ -892,6 +933,15 @@ mod tests {
         assert_eq!(config.firewall.command_timeout, Duration::from_secs(30));
         assert_eq!(config.firewall.default, Unnamed::Keep);
         assert_eq!(config.families(), [Family::Ipv4, Family::Ipv6]);
+        assert_eq!(config.firewall.backend, BackendKind::Iptables);
+        assert_eq!(config.firewall.nft, Path::new("/usr/sbin/nft"));
+        let nft = Config::parse(&MINIMAL.replace(
+            "[services]",
+            "[firewall]\nbackend = \"nftables\"\nnft = \"/sbin/nft\"\n[services]",
+        ))
+        .unwrap();
+        assert_eq!(nft.firewall.backend, BackendKind::Nftables);
+        assert_eq!(nft.firewall.nft, Path::new("/sbin/nft"));
     }
 
     #[test]
@@ -967,6 +1017,18 @@ mod tests {
             (
                 "source = \"-\"\n[firewall]\niptables = \"iptables\"\n[services]\nssh = 22\n",
                 &["firewall.iptables", "absolute"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nbackend = \"pf\"\n[services]\nssh = 22\n",
+                &["firewall.backend", "pf", "nftables"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nnft = \"nft\"\n[services]\nssh = 22\n",
+                &["firewall.nft", "absolute"],
+            ),
+            (
+                "source = \"-\"\n[firewall]\nbackend = \"nftables\"\nchain = \"INPUT\"\n[services]\nssh = 22\n",
+                &["firewall.chain", "INPUT", "inet portlocker"],
             ),
             (
                 "source = \"-\"\n[firewall]\nchain = \"OUTPUT\"\n[services]\nssh = 22\n",

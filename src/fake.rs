@@ -217,7 +217,7 @@ impl FakeIptables {
     }
 }
 
-impl Runner for &mut FakeIptables {
+impl Runner for FakeIptables {
     fn run(&mut self, command: &Command) -> io::Result<Completion> {
         let binary = command
             .program

@@ -1,15 +1,22 @@
-//! The iptables layer: changes as argv vectors, the one seam where
-//! iptables runs, and reading and changing portlocker's part of the
-//! firewall. The only module that spawns processes; no shell is ever involved.
+//! The firewall layer: `FirewallBackend`, what the commands need of a
+//! firewall, and `backend_for`, which picks the configured one; and the
+//! iptables backend: changes as argv vectors, reading and changing
+//! portlocker's part of iptables and ip6tables. Every process runs through
+//! the `Runner` seam (`runner.rs`); no shell is ever involved. The nftables
+//! backend is `nft.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{ChainName, Config, Family};
+use std::collections::BTreeSet;
+
+use crate::backends;
+use crate::config::{BackendKind, ChainName, Config, Family};
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
-use crate::plan::Step;
+use crate::nft::Nft;
+use crate::plan::{self, Step};
 pub use crate::runner::{
     Command, CommandError, Completion, Failure, Refusal, Runner, SystemRunner, Termination,
 };
@@ -237,6 +244,45 @@ fn refused_line(stderr: &str) -> Option<usize> {
     })
 }
 
+/// Runs `command` through `runner`; Ok only when it exits 0. A program in
+/// `hung` is not run again (each further call would only wait out its own
+/// time limit); one that times out is added to it.
+pub(crate) fn run_command<R: Runner>(
+    runner: &mut R,
+    hung: &mut Vec<PathBuf>,
+    command: Command,
+) -> Result<Completion, CommandError> {
+    if hung.contains(&command.program) {
+        return Err(CommandError {
+            command,
+            failure: Failure::AfterHang,
+        });
+    }
+    let completion = runner.run(&command);
+    let failure = match completion {
+        Err(error) => Failure::Spawn(error),
+        Ok(done) if done.termination == Termination::Code(0) => return Ok(done),
+        Ok(Completion {
+            termination: Termination::Code(code),
+            stderr,
+            ..
+        }) => Failure::Exited { code, stderr },
+        Ok(Completion {
+            termination: Termination::Signal(signal),
+            stderr,
+            ..
+        }) => Failure::Killed { signal, stderr },
+        Ok(Completion {
+            termination: Termination::TimedOut { after },
+            ..
+        }) => {
+            hung.push(command.program.clone());
+            Failure::TimedOut { after }
+        }
+    };
+    Err(CommandError { command, failure })
+}
+
 /// The firewall as portlocker sees it, through a `Runner`.
 pub struct Firewall<'a, R: Runner> {
     pub runner: R,
@@ -260,35 +306,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
 
     /// Runs `command`; Ok only when it exits 0.
     fn run(&mut self, command: Command) -> Result<Completion, CommandError> {
-        if self.hung.contains(&command.program) {
-            return Err(CommandError {
-                command,
-                failure: Failure::AfterHang,
-            });
-        }
-        let completion = self.runner.run(&command);
-        let failure = match completion {
-            Err(error) => Failure::Spawn(error),
-            Ok(done) if done.termination == Termination::Code(0) => return Ok(done),
-            Ok(Completion {
-                termination: Termination::Code(code),
-                stderr,
-                ..
-            }) => Failure::Exited { code, stderr },
-            Ok(Completion {
-                termination: Termination::Signal(signal),
-                stderr,
-                ..
-            }) => Failure::Killed { signal, stderr },
-            Ok(Completion {
-                termination: Termination::TimedOut { after },
-                ..
-            }) => {
-                self.hung.push(command.program.clone());
-                Failure::TimedOut { after }
-            }
-        };
-        Err(CommandError { command, failure })
+        run_command(&mut self.runner, &mut self.hung, command)
     }
 
     /// A read-only check: exit 0 is present, exit 1 is absent, anything else an error.
@@ -554,6 +572,191 @@ pub struct Applied {
     pub errors: Vec<CommandError>,
 }
 
+/// What runs, `reset`, `status`, `check` and the dry run need of the
+/// firewall, whichever tool drives it. Every backend reads portlocker's part
+/// into `Holdings` in iptables' listing form (INPUT, and portlocker's chain
+/// jumped to from it), so the planner and the verdicts serve them all; a
+/// backend only reads, applies and removes.
+pub trait FirewallBackend {
+    /// Each program the backend runs that cannot be run, with why and what
+    /// fixes it.
+    fn broken(&self) -> Vec<(PathBuf, String)>;
+
+    /// Why this process cannot drive the firewall at all, if it cannot.
+    /// (Whether it is root shows in the tool's own answer; see
+    /// `CommandError::needs_root`.)
+    fn preflight(&self) -> Result<(), String> {
+        match self.broken().into_iter().next() {
+            Some((_, problem)) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads what portlocker's part of the firewall holds; a family that
+    /// could not be read is `None`, with its error. With `docker`, also what
+    /// the page's notices need (whether Docker's chain exists).
+    fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
+
+    /// Carries out the plan; every change made is recorded in `holdings`
+    /// and logged.
+    fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied;
+
+    /// What a dry run prints for `steps`, planned on `holdings`: each change
+    /// and what makes it, exactly as a run would; empty when a run would
+    /// change nothing.
+    fn dry_run(&mut self, steps: &[Step], holdings: &Holdings) -> Vec<String>;
+
+    /// Removes everything portlocker put into the firewall.
+    fn reset(&mut self) -> Reset;
+
+    /// After a run's own changes: removes what portlocker left where it no
+    /// longer looks, and tells what the owner should know of it.
+    fn tidy(&mut self) -> Tidied;
+}
+
+/// The backend the config names, driven through `runner`.
+pub fn backend_for<'a, R: Runner + 'a>(
+    config: &'a Config,
+    runner: R,
+) -> Box<dyn FirewallBackend + 'a> {
+    match config.firewall.backend {
+        BackendKind::Iptables => Box::new(Firewall::new(config, runner)),
+        BackendKind::Nftables => Box::new(Nft::new(config, runner)),
+    }
+}
+
+/// What `reset` did.
+#[derive(Debug, Default)]
+pub struct Reset {
+    /// One line per change made, for stdout.
+    pub said: Vec<String>,
+    /// How many changes were made.
+    pub changes: usize,
+    /// What could not be read or removed. When one says root is needed,
+    /// nothing was changed.
+    pub errors: Vec<CommandError>,
+}
+
+/// What tidying up after a run did.
+#[derive(Debug, Default)]
+pub struct Tidied {
+    /// How many changes were made.
+    pub changes: usize,
+    /// For the status page (each also logged).
+    pub notices: Vec<String>,
+}
+
+/// iptables and ip6tables: portlocker's chain in each, jumped to from INPUT.
+impl<R: Runner> FirewallBackend for Firewall<'_, R> {
+    fn broken(&self) -> Vec<(PathBuf, String)> {
+        self.config
+            .families()
+            .into_iter()
+            .filter_map(|family| {
+                binary_problem(self.config, family)
+                    .map(|problem| (self.config.binary(family).to_owned(), problem))
+            })
+            .collect()
+    }
+
+    fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
+        Firewall::observe(self, docker)
+    }
+
+    fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
+        Firewall::apply(self, steps, holdings)
+    }
+
+    fn dry_run(&mut self, steps: &[Step], holdings: &Holdings) -> Vec<String> {
+        let config = self.config;
+        let mut lines = Vec::new();
+        if steps.iter().any(|step| !step.checked) {
+            lines.push("# so each change below runs only if its check says it is needed".into());
+        }
+        for step in steps {
+            lines.push(format!("# {}", step.change));
+            lines.push(shell_line(config, step));
+        }
+        for transaction in transactions(config, steps, holdings) {
+            let restore = config.restore_binary(transaction.family).display();
+            lines.push(format!(
+                "# {}: all of it in one transaction, as `{restore} --noflush` reads it:",
+                transaction.family
+            ));
+            lines.extend(transaction.text.lines().map(|line| format!("#   {line}")));
+        }
+        // What a run would also remove from the other backend, once this one was read.
+        let read = holdings.families.values().all(Option::is_some);
+        if let Some(other) = backends::Other::find(config).filter(|_| read) {
+            let found = other.look(&mut Firewall::new(&other.config, &mut self.runner));
+            for step in &found.steps {
+                let family = BTreeSet::from([step.change.family()]);
+                lines.push(format!(
+                    "# {}, left in {}",
+                    step.change,
+                    other.describe(&family)
+                ));
+                lines.push(shell_line(&other.config, step));
+            }
+        }
+        lines
+    }
+
+    fn reset(&mut self) -> Reset {
+        let (mut holdings, mut errors) = Firewall::observe(self, false);
+        if errors.iter().any(CommandError::needs_root) {
+            return Reset {
+                errors,
+                ..Reset::default()
+            };
+        }
+        let (steps, kept) = plan::reset(self.config, &holdings);
+        let applied = Firewall::apply(self, &steps, &mut holdings);
+        errors.extend(applied.errors);
+        let swept = backends::sweep(self.config, &mut self.runner);
+        let mut said: Vec<String> = applied.made.iter().map(ToString::to_string).collect();
+        said.extend(swept.tell_reset());
+        errors.extend(swept.failed);
+        for (family, rules) in &kept {
+            log::warn!(
+                "{family}: chain {} holds rules that are not portlocker's, so it stays, and so does its jump: {}",
+                self.config.firewall.chain,
+                rules.join(" | ")
+            );
+        }
+        Reset {
+            said,
+            changes: applied.made.len() + swept.removed.len(),
+            errors,
+        }
+    }
+
+    fn tidy(&mut self) -> Tidied {
+        let swept = backends::sweep(self.config, &mut self.runner);
+        Tidied {
+            changes: swept.removed.len(),
+            notices: swept.tell_run(),
+        }
+    }
+}
+
+/// A step as one line of shell: the bare command when the firewall was read,
+/// otherwise the command guarded by its check, exactly as a run decides.
+fn shell_line(config: &Config, step: &Step) -> String {
+    let family = step.change.family();
+    let make = Command::iptables(config, family, args(&step.change));
+    if step.checked {
+        return make.to_string();
+    }
+    let check = Command::iptables(config, family, check_args(&step.change));
+    match step.change {
+        Change::NewChain { .. } => format!("{check} >/dev/null 2>&1 || {make}"),
+        Change::DeleteChain { .. } => format!("if {check} >/dev/null 2>&1; then {make}; fi"),
+        _ if step.change.removes() => format!("while {check} 2>/dev/null; do {make}; done"),
+        _ => format!("{check} 2>/dev/null || {make}"),
+    }
+}
+
 /// The two kernel subsystems iptables can drive. They keep separate tables
 /// and the kernel applies both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -609,22 +812,15 @@ impl fmt::Display for Backend {
     }
 }
 
-/// `nf_tables` or `legacy`: which iptables the configured binary is (see
-/// `Backend::of`).
+/// What the status page and `status --json` name the firewall backend:
+/// `nftables`, or for iptables `nf_tables` or `legacy`, which iptables the
+/// configured binary is (see `Backend::of`).
 pub fn backend(config: &Config) -> Option<String> {
-    Backend::of(&config.firewall.iptables).map(|backend| backend.as_str().to_owned())
-}
-
-/// Why this process cannot run iptables at all, if it cannot. (Whether it
-/// is root shows in iptables' own answer; see `CommandError::needs_root`.)
-pub fn preflight(config: &Config) -> Result<(), String> {
-    match config
-        .families()
-        .into_iter()
-        .find_map(|family| binary_problem(config, family))
-    {
-        Some(problem) => Err(problem),
-        None => Ok(()),
+    match config.firewall.backend {
+        BackendKind::Nftables => Some(BackendKind::Nftables.as_str().to_owned()),
+        BackendKind::Iptables => {
+            Backend::of(&config.firewall.iptables).map(|backend| backend.as_str().to_owned())
+        }
     }
 }
 
@@ -632,18 +828,24 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 /// missing, not a regular file, or with no execute permission. Names the
 /// config key and the package that fix it.
 pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let binary = config.binary(family);
-    let shown = binary.display();
     let (key, hint) = match family {
         Family::Ipv4 => ("firewall.iptables", ""),
         Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
     };
+    program_problem(config.binary(family), "iptables", key, hint)
+}
+
+/// Why the program at `binary` cannot be run, if it cannot, naming the
+/// Debian `package` that installs it and the config `key` that names it,
+/// with `hint` after that.
+pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = binary.display();
     let what = match std::fs::metadata(binary) {
         Ok(meta) if !meta.is_file() => "is not a regular file",
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
             return Some(format!(
-                "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall iptables`, \
+                "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall {package}`, \
                  or set {key} in the config{hint})"
             ));
         }
@@ -656,7 +858,7 @@ pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
         }
     };
     Some(format!(
-        "{shown} {what} (install the iptables package with `apt-get install iptables`, or set {key} in the config{hint})"
+        "{shown} {what} (install the {package} package with `apt-get install {package}`, or set {key} in the config{hint})"
     ))
 }
 

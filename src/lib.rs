@@ -19,6 +19,7 @@ pub mod intent;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod nft;
 pub mod plan;
 #[cfg(test)]
 mod properties;

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::backends;
 use crate::config::{Config, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::files;
-use crate::firewall::{self, CommandError, Firewall, Runner};
+use crate::firewall::{self, CommandError, Runner};
 use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::metrics;
@@ -77,10 +76,10 @@ pub(crate) fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
     seen
 }
 
-/// A run that holds the lock, at `run_at`, with `runner` at the iptables
-/// seam (the property tests drive it with an in-memory firewall).
-pub fn run_locked<R: Runner>(
-    config: &Config,
+/// A run that holds the lock, at `run_at`, with `runner` at the firewall
+/// seam (the property tests drive it with an in-memory iptables).
+pub fn run_locked<'a, R: Runner + 'a>(
+    config: &'a Config,
     offline: bool,
     runner: R,
     run_at: DateTime<FixedOffset>,
@@ -371,8 +370,8 @@ impl Reconciled {
 /// Makes the firewall hold what `wants` asks, then reads the result back
 /// through the verdicts: a service asked closed that is not closed fails
 /// the run, naming the rule that lets it through.
-fn reconcile<R: Runner>(
-    config: &Config,
+fn reconcile<'a, R: Runner + 'a>(
+    config: &'a Config,
     runner: R,
     wants: &BTreeMap<ServiceName, Want>,
     seen: &SourcesSeen,
@@ -385,16 +384,16 @@ fn reconcile<R: Runner>(
         notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
     };
-    if let Err(reason) = firewall::preflight(config) {
+    let mut backend = firewall::backend_for(config, runner);
+    if let Err(reason) = backend.preflight() {
         return failed(reason);
     }
-    let mut firewall = Firewall::new(config, runner);
-    let (mut holdings, mut errors) = firewall.observe(docker);
+    let (mut holdings, mut errors) = backend.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
     let steps = plan::plan(config, wants, &holdings, seen);
-    let mut applied = firewall.apply(&steps, &mut holdings);
+    let mut applied = backend.apply(&steps, &mut holdings);
     if applied.errors.iter().any(CommandError::lacks_time_match) {
         // Deadlines then end only when a run comes after them, as before.
         log::warn!(
@@ -403,14 +402,14 @@ fn reconcile<R: Runner>(
         );
         let wants = intent::without_deadlines(wants);
         let steps = plan::plan(config, &wants, &holdings, seen);
-        applied = firewall.apply(&steps, &mut holdings);
+        applied = backend.apply(&steps, &mut holdings);
     }
     errors.extend(applied.errors);
     if !applied.made.is_empty() {
         // What the firewall holds now, read back — not what the changes
         // should have made: the verdicts below, the page and the metrics
         // must tell what is there.
-        let (read_back, read_errors) = firewall.observe(docker);
+        let (read_back, read_errors) = backend.observe(docker);
         holdings = read_back;
         errors.extend(read_errors);
     }
@@ -419,8 +418,8 @@ fn reconcile<R: Runner>(
     }
     let mut notices = Vec::new();
     // After the configured backend is right, so no port closed there is open meanwhile.
-    let swept = backends::sweep(config, firewall.runner);
-    notices.extend(swept.tell_run());
+    let tidied = backend.tidy();
+    notices.extend(tidied.notices);
     for family in config.families() {
         let moved =
             applied.made.iter().any(
@@ -452,7 +451,7 @@ fn reconcile<R: Runner>(
     }
     Reconciled {
         holdings,
-        changes: applied.made.len() + swept.removed.len(),
+        changes: applied.made.len() + tidied.changes,
         notices,
         failure,
     }

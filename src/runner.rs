@@ -78,6 +78,14 @@ pub trait Runner {
     fn run(&mut self, command: &Command) -> io::Result<Completion>;
 }
 
+/// A runner lent for a while: a backend that must hand its runner on (to
+/// the sweep of another iptables backend) runs through `&mut`.
+impl<R: Runner + ?Sized> Runner for &mut R {
+    fn run(&mut self, command: &Command) -> io::Result<Completion> {
+        (**self).run(command)
+    }
+}
+
 /// Runs commands as real processes, with a minimal fixed environment, and
 /// kills any that outlives its time limit.
 #[derive(Debug, Clone)]
@@ -247,6 +255,8 @@ pub enum Failure {
     },
     /// A restore tool refused its input; it applied none of it.
     Refused(Box<Refusal>),
+    /// It succeeded, but printed what portlocker cannot read: why.
+    Unreadable(String),
     /// Not started: an earlier call of the same program hung this run.
     AfterHang,
 }
@@ -280,6 +290,9 @@ impl fmt::Display for CommandError {
                     "`{command}` refused line {line} of its input ({about}), so it changed nothing"
                 )?;
                 write_stderr(f, stderr)
+            }
+            Failure::Unreadable(why) => {
+                write!(f, "`{command}` printed what portlocker cannot read: {why}")
             }
             Failure::Killed { signal, stderr } => {
                 write!(f, "`{command}` was killed by signal {signal}")?;

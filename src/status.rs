@@ -20,7 +20,7 @@ pub struct Report {
     pub services: Vec<ServiceRow>,
     /// The control file in force, if there is one.
     pub control_file: Option<Freshness>,
-    /// `nf_tables` or `legacy`, as `iptables -V` says.
+    /// `nftables`, or which iptables: `nf_tables` or `legacy`.
     pub backend: Option<String>,
     /// Things about this machine the owner should know.
     pub notices: Vec<String>,
@@ -152,7 +152,8 @@ pub fn render(report: &Report) -> String {
     }
     fact(
         "Firewall",
-        match &report.backend {
+        match report.backend.as_deref() {
+            Some("nftables") => "nftables (table inet portlocker)".to_owned(),
             Some(backend) => format!("iptables ({backend})"),
             None => "iptables".to_owned(),
         },

@@ -1,5 +1,6 @@
-//! The real firewall: real iptables and ip6tables in a private network
-//! namespace, and real TCP connections to a listener on port 22.
+//! The real firewall: real iptables and ip6tables, or real nftables, in a
+//! private network namespace, and real TCP connections to a listener on
+//! port 22. Scenarios written with `on_both_backends!` run on both.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::TestEnv;
+use common::backend::{self, Backend, IP6T, IPT};
 use common::netns::{self, rules};
 
 /// How long a connection attempt may take before a dropped SYN counts as
@@ -57,161 +59,211 @@ fn still_talks(stream: &mut TcpStream) -> bool {
         && &reply == b"hello"
 }
 
-#[test]
-fn closed_ssh_is_unreachable_over_ipv4_and_ipv6_and_open_is_reachable() {
-    if !netns::enter("closed_ssh_is_unreachable_over_ipv4_and_ipv6_and_open_is_reachable") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    let [v4, v6] = ssh_listeners();
-    assert!(
-        reachable(v4) && reachable(v6),
-        "the listener must be reachable before any rule"
-    );
-
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    assert!(!reachable(v4), "IPv4 :22 reachable after close");
-    assert!(!reachable(v6), "IPv6 :22 reachable after close");
-    let status = env.run(&["status"]);
-    assert!(
-        status.stdout.lines().any(|l| l
-            .split_whitespace()
-            .eq(["ssh", "22/tcp", "closed", "closed"])),
-        "{}",
-        status.stdout
-    );
-
-    env.control("open ssh\n");
-    env.run(&[]).expect(0);
-    assert!(reachable(v4) && reachable(v6), "not reachable after open");
-    assert!(!rules("/sbin/iptables").contains("portlocker:ssh"));
-    assert!(!rules("/sbin/ip6tables").contains("portlocker:ssh"));
-}
-
-#[test]
-fn a_close_wins_over_an_accept_already_in_input() {
-    if !netns::enter("a_close_wins_over_an_accept_already_in_input") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    let [v4, _] = ssh_listeners();
-    netns::iptables(
-        "/sbin/iptables",
-        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
-    );
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    assert!(
-        !reachable(v4),
-        "the owner's ACCEPT in INPUT let a new connection through"
-    );
-}
-
-#[test]
-fn three_runs_leave_exactly_one_copy_of_each_rule() {
-    if !netns::enter("three_runs_leave_exactly_one_copy_of_each_rule") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    env.control("close ssh\nclose web\nclose mosh\n");
-    env.run(&[]).expect(0);
-    let after_first = (rules("/sbin/iptables"), rules("/sbin/ip6tables"));
-    env.run(&[]).expect(0);
-    env.run(&[]).expect(0);
-    assert_eq!(
-        (rules("/sbin/iptables"), rules("/sbin/ip6tables")),
-        after_first
-    );
-    for table in [&after_first.0, &after_first.1] {
-        let jumps = table
-            .lines()
-            .filter(|l| l.starts_with("-A INPUT ") && l.ends_with(" -j PORTLOCKER"));
-        assert_eq!(jumps.count(), 1, "{table}");
-        for tag in ["portlocker:ssh", "portlocker:mosh"] {
-            assert_eq!(table.matches(tag).count(), 1, "{tag} in {table}");
-        }
-        assert_eq!(table.matches("portlocker:web").count(), 2, "{table}");
-    }
-    assert!(
-        env.log().lines().last().unwrap().contains("no change"),
-        "{}",
-        env.log()
-    );
-}
-
-#[test]
-fn a_rejected_file_leaves_the_firewall_exactly_as_it_was() {
-    if !netns::enter("a_rejected_file_leaves_the_firewall_exactly_as_it_was") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    let before = (rules("/sbin/iptables"), rules("/sbin/ip6tables"));
-    for bad in [
-        "open ssh\nclose web\nopen vnp\n",
-        "<html><body>open ssh</body></html>",
-        "open ssh please\n",
-    ] {
-        env.control(bad);
-        env.run(&[]).expect(1);
-        assert_eq!(
-            (rules("/sbin/iptables"), rules("/sbin/ip6tables")),
-            before,
-            "{bad:?} changed the firewall"
-        );
-    }
-}
-
-#[test]
-fn an_established_session_survives_a_close() {
-    if !netns::enter("an_established_session_survives_a_close") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    let [v4, v6] = ssh_listeners();
-    let mut sessions = [
-        TcpStream::connect(v4).unwrap(),
-        TcpStream::connect(v6).unwrap(),
-    ];
-    for session in &mut sessions {
-        assert!(still_talks(session));
-    }
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    assert!(
-        !reachable(v4) && !reachable(v6),
-        "new connections must be dropped"
-    );
-    for session in &mut sessions {
+on_both_backends! {
+    fn closed_ssh_is_unreachable_over_ipv4_and_ipv6_and_open_is_reachable(backend: Backend) {
+        let env = backend.env();
+        let [v4, v6] = ssh_listeners();
         assert!(
-            still_talks(session),
-            "the open session was cut by the close"
+            reachable(v4) && reachable(v6),
+            "the listener must be reachable before any rule"
+        );
+
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        assert!(!reachable(v4), "IPv4 :22 reachable after close");
+        assert!(!reachable(v6), "IPv6 :22 reachable after close");
+        let status = env.run(&["status"]);
+        assert!(
+            status.stdout.lines().any(|l| l
+                .split_whitespace()
+                .eq(["ssh", "22/tcp", "closed", "closed"])),
+            "{}",
+            status.stdout
+        );
+
+        env.control("open ssh\n");
+        env.run(&[]).expect(0);
+        assert!(reachable(v4) && reachable(v6), "not reachable after open");
+        for ipv6 in [false, true] {
+            let ours = backend.ours(ipv6);
+            assert!(ours.iter().all(|rule| !rule.contains("portlocker:ssh")), "{ours:?}");
+        }
+    }
+}
+
+on_both_backends! {
+    /// Rules of others that accept :22 — in INPUT, and with nftables in a
+    /// table of others too — cannot undo a close: a drop anywhere is final.
+    fn a_close_wins_over_an_accept_already_in_input(backend: Backend) {
+        let env = backend.env();
+        let [v4, v6] = ssh_listeners();
+        for binary in [IPT, IP6T] {
+            netns::iptables(
+                binary,
+                &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+            );
+        }
+        if backend == Backend::Nftables {
+            backend::nft_script(
+                "table inet filter {\n  chain input {\n    type filter hook input priority -100; policy accept;\n    \
+                 tcp dport 22 accept\n  }\n}\n",
+            );
+        }
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        assert!(
+            !reachable(v4) && !reachable(v6),
+            "the owner's ACCEPT let a new connection through"
         );
     }
 }
 
-#[test]
-fn without_keep_established_a_close_cuts_open_sessions_too() {
-    if !netns::enter("without_keep_established_a_close_cuts_open_sessions_too") {
-        return;
+on_both_backends! {
+    fn three_runs_leave_exactly_one_copy_of_each_rule(backend: Backend) {
+        let env = backend.env();
+        env.control("close ssh\nclose web\nclose mosh\n");
+        env.run(&[]).expect(0);
+        let after_first = backend.snapshot();
+        env.run(&[]).expect(0);
+        env.run(&[]).expect(0);
+        assert_eq!(backend.snapshot(), after_first);
+        for ipv6 in [false, true] {
+            assert_eq!(backend.ways_in(ipv6), 1, "{after_first}");
+            let ours = backend.ours(ipv6).join("\n");
+            for tag in ["portlocker:ssh", "portlocker:mosh"] {
+                assert_eq!(ours.matches(tag).count(), 1, "{tag} in {ours}");
+            }
+            assert_eq!(ours.matches("portlocker:web").count(), 2, "{ours}");
+        }
+        assert!(
+            env.log().lines().last().unwrap().contains("no change"),
+            "{}",
+            env.log()
+        );
+        // Only the first run wrote: one transaction per family, or one for both.
+        let transactions = match backend {
+            Backend::Iptables => 2,
+            Backend::Nftables => 1,
+        };
+        assert_eq!(env.log().matches("in one transaction").count(), transactions, "{}", env.log());
     }
-    let env = TestEnv::with_real_iptables();
-    env.write_config(&env.local_config("", "keep_established = false\nipv6 = false"));
-    let [v4, _] = ssh_listeners();
-    let mut session = TcpStream::connect(v4).unwrap();
-    assert!(still_talks(&mut session));
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    session.set_write_timeout(Some(CONNECT_WAIT)).unwrap();
-    session.set_read_timeout(Some(CONNECT_WAIT)).unwrap();
-    let _ = session.write_all(b"hello");
-    let mut reply = [0u8; 5];
-    assert!(
-        session.read_exact(&mut reply).is_err(),
-        "the rule without --syn let an open session through"
-    );
+}
+
+on_both_backends! {
+    fn a_rejected_file_leaves_the_firewall_exactly_as_it_was(backend: Backend) {
+        let env = backend.env();
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        let before = backend.snapshot();
+        for bad in [
+            "open ssh\nclose web\nopen vnp\n",
+            "<html><body>open ssh</body></html>",
+            "open ssh please\n",
+        ] {
+            env.control(bad);
+            env.run(&[]).expect(1);
+            assert_eq!(backend.snapshot(), before, "{bad:?} changed the firewall");
+        }
+    }
+}
+
+on_both_backends! {
+    fn an_established_session_survives_a_close(backend: Backend) {
+        let env = backend.env();
+        let [v4, v6] = ssh_listeners();
+        let mut sessions = [
+            TcpStream::connect(v4).unwrap(),
+            TcpStream::connect(v6).unwrap(),
+        ];
+        for session in &mut sessions {
+            assert!(still_talks(session));
+        }
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        assert!(
+            !reachable(v4) && !reachable(v6),
+            "new connections must be dropped"
+        );
+        for session in &mut sessions {
+            assert!(
+                still_talks(session),
+                "the open session was cut by the close"
+            );
+        }
+    }
+}
+
+on_both_backends! {
+    fn without_keep_established_a_close_cuts_open_sessions_too(backend: Backend) {
+        let env = backend.env();
+        env.write_config(&env.local_config("", "keep_established = false\nipv6 = false"));
+        let [v4, _] = ssh_listeners();
+        let mut session = TcpStream::connect(v4).unwrap();
+        assert!(still_talks(&mut session));
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        session.set_write_timeout(Some(CONNECT_WAIT)).unwrap();
+        session.set_read_timeout(Some(CONNECT_WAIT)).unwrap();
+        let _ = session.write_all(b"hello");
+        let mut reply = [0u8; 5];
+        assert!(
+            session.read_exact(&mut reply).is_err(),
+            "the rule for new connections only let an open session through"
+        );
+    }
+}
+
+on_both_backends! {
+    /// What others remove or add is put right by the next run: everything
+    /// of portlocker's gone, its chain emptied, a rule added by hand.
+    fn drift_is_repaired_by_the_next_run(backend: Backend) {
+        let env = backend.env();
+        let [v4, v6] = ssh_listeners();
+        env.control("close ssh\nclose mosh\nopen web from 127.0.0.2\n");
+        env.run(&[]).expect(0);
+        let right = backend.snapshot();
+        for (what, drift) in [
+            ("wiped", Backend::wipe as fn(Backend)),
+            ("flushed", Backend::flush),
+            ("meddled with", Backend::meddle),
+        ] {
+            drift(backend);
+            assert_ne!(backend.snapshot(), right, "{what}: nothing changed");
+            env.run(&[]).expect(0);
+            assert_eq!(backend.snapshot(), right, "{what}: not repaired");
+            assert!(!reachable(v4) && !reachable(v6), "{what}: ssh reachable after the repair");
+        }
+    }
+}
+
+on_both_backends! {
+    fn reset_twice_leaves_the_firewall_as_it_was_before_portlocker(backend: Backend) {
+        let env = backend.env();
+        netns::iptables(
+            IPT,
+            &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"],
+        );
+        let before = backend.snapshot();
+        env.control("close ssh\nclose web\nclose mosh\n");
+        env.run(&[]).expect(0);
+        assert_ne!(backend.snapshot(), before);
+        let first = env.run(&["reset"]);
+        first.expect(0);
+        assert!(
+            first.stdout.contains("IPv4: remove rule portlocker:ssh"),
+            "{}",
+            first.stdout
+        );
+        assert_eq!(first.stdout.lines().last(), Some(backend.reset_ends()), "{}", first.stdout);
+        assert_eq!(backend.snapshot(), before);
+        let second = env.run(&["reset"]);
+        second.expect(0);
+        assert_eq!(
+            second.stdout,
+            "nothing to remove: the firewall holds nothing of portlocker's\n"
+        );
+        assert_eq!(backend.snapshot(), before);
+    }
 }
 
 #[test]
@@ -233,48 +285,76 @@ fn input_chain_mode_puts_the_rules_straight_into_input() {
     assert!(reachable(v4) && reachable(v6));
 }
 
-#[test]
-fn dry_run_as_root_prints_exactly_what_the_run_then_does() {
-    if !netns::enter("dry_run_as_root_prints_exactly_what_the_run_then_does") {
-        return;
+on_both_backends! {
+    fn dry_run_as_root_prints_exactly_what_the_run_then_does(backend: Backend) {
+        let env = backend.env();
+        env.control("close ssh\nclose mosh\nopen web from 127.0.0.2\n");
+        let before = backend.snapshot();
+        let dry = env.run(&["--dry-run"]);
+        dry.expect(0);
+        assert_eq!(backend.snapshot(), before, "the dry run changed the firewall");
+        assert!(
+            !dry.stdout.contains("||"),
+            "a dry run as root should be exact: {}",
+            dry.stdout
+        );
+        env.run(&["-v"]).expect(0);
+        match backend {
+            Backend::Iptables => {
+                let printed: Vec<&str> = dry.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+                // The log names each change as its command, then the transaction.
+                let done: Vec<String> = env
+                    .log()
+                    .lines()
+                    .filter(|l| !l.contains("in one transaction"))
+                    .filter_map(|l| {
+                        l.split_once(": /sbin/")
+                            .map(|(_, cmd)| format!("/sbin/{cmd}"))
+                    })
+                    .collect();
+                assert_eq!(printed, done);
+                let transactions = env
+                    .log()
+                    .matches("in one transaction: /sbin/iptables-restore --noflush -w 10")
+                    .count()
+                    + env
+                        .log()
+                        .matches("in one transaction: /sbin/ip6tables-restore --noflush -w 10")
+                        .count();
+                assert_eq!(transactions, 2, "{}", env.log());
+            }
+            Backend::Nftables => {
+                // Every line a comment: the changes, then the script.
+                assert!(dry.stdout.lines().all(|l| l.starts_with('#')), "{}", dry.stdout);
+                let (changes, script) = dry
+                    .stdout
+                    .split_once("# all of it in one transaction, as `/usr/sbin/nft -f -` reads it:\n")
+                    .unwrap_or_else(|| panic!("no script in {}", dry.stdout));
+                let said: Vec<&str> = changes
+                    .lines()
+                    .filter(|l| !l.starts_with("# the control file wants"))
+                    .map(|l| l.trim_start_matches("# "))
+                    .collect();
+                let log = env.log();
+                let logged: Vec<&str> = log
+                    .lines()
+                    .filter_map(|l| l.split_once("[INFO] ").map(|(_, said)| said))
+                    .take_while(|l| !l.contains("in one transaction"))
+                    .collect();
+                assert_eq!(said, logged);
+                assert_eq!(log.matches("in one transaction: /usr/sbin/nft -f -").count(), 1, "{log}");
+                // The script, fed to nft by hand, makes the very table the run made.
+                let made = backend::nft_table();
+                backend.wipe();
+                let script: String = script
+                    .lines()
+                    .map(|l| format!("{}\n", l.strip_prefix("#   ").unwrap()))
+                    .collect();
+                backend::nft_script(&script);
+                assert_eq!(backend::nft_table(), made);
+            }
+        }
     }
-    let env = TestEnv::with_real_iptables();
-    env.control("close ssh\nclose mosh\n");
-    let before = rules("/sbin/iptables");
-    let dry = env.run(&["--dry-run"]);
-    dry.expect(0);
-    assert_eq!(
-        rules("/sbin/iptables"),
-        before,
-        "the dry run changed the firewall"
-    );
-    assert!(
-        !dry.stdout.contains("||"),
-        "a dry run as root should be exact: {}",
-        dry.stdout
-    );
-    env.run(&["-v"]).expect(0);
-    let printed: Vec<&str> = dry.stdout.lines().filter(|l| !l.starts_with('#')).collect();
-    // The log names each change as its command, then the transaction.
-    let done: Vec<String> = env
-        .log()
-        .lines()
-        .filter(|l| !l.contains("in one transaction"))
-        .filter_map(|l| {
-            l.split_once(": /sbin/")
-                .map(|(_, cmd)| format!("/sbin/{cmd}"))
-        })
-        .collect();
-    assert_eq!(printed, done);
-    let transactions = env
-        .log()
-        .matches("in one transaction: /sbin/iptables-restore --noflush -w 10")
-        .count()
-        + env
-            .log()
-            .matches("in one transaction: /sbin/ip6tables-restore --noflush -w 10")
-            .count();
-    assert_eq!(transactions, 2, "{}", env.log());
 }
 
 /// The command `check` gives to remove a rule, as it printed it.
@@ -365,4 +445,116 @@ fn check_names_a_rule_that_lets_a_port_through_before_portlockers_drop() {
         "the close does not hold once the ACCEPT is gone"
     );
     env.run(&["check"]).expect(0);
+}
+
+/// The nftables backend never runs iptables: what iptables and ip6tables
+/// list stays exactly as it was through runs, opens, closes and a reset.
+#[test]
+fn with_nftables_iptables_is_never_touched() {
+    let test = "with_nftables_iptables_is_never_touched";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_nftables();
+    netns::iptables(
+        IPT,
+        &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"],
+    );
+    let iptables = || (rules(IPT), rules(IP6T));
+    let before = iptables();
+    for control in [
+        "close ssh\nclose mosh\n",
+        "open ssh from 127.0.0.2\nopen mosh\nclose web\n",
+        "open ssh\n",
+    ] {
+        env.control(control);
+        env.run(&[]).expect(0);
+        assert_eq!(iptables(), before, "{control:?} touched iptables");
+        assert!(backend::nft_table().contains("comment \"portlocker:"));
+    }
+    env.run(&["status"]).expect(0);
+    env.run(&["reset"]).expect(0);
+    assert_eq!(iptables(), before, "reset touched iptables");
+    assert_eq!(backend::nft_table(), "");
+}
+
+/// nft applies a script whole or not at all: a run whose script nft
+/// refuses changes nothing, fails naming the line, and the next run that
+/// nft takes makes the change.
+#[test]
+fn a_refused_nft_script_changes_nothing() {
+    let test = "a_refused_nft_script_changes_nothing";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::with_real_nftables();
+    // A wrapper that, while `refuse` exists, adds to each script a last
+    // line the kernel refuses, after all of portlocker's.
+    let flag = env.path("refuse");
+    let wrapper = env.path("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = -f ] && [ -e '{flag}' ]; then\n\
+             \x20   {{ cat; echo 'delete chain inet portlocker nosuch'; }} | {nft} \"$@\"\n\
+             \x20   exit $?\n\
+             fi\n\
+             exec {nft} \"$@\"\n",
+            flag = flag.display(),
+            nft = backend::NFT,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.backend = format!("backend = \"nftables\"\nnft = {wrapper:?}\n");
+    env.write_default_config();
+    let [v4, v6] = ssh_listeners();
+
+    env.control("close ssh\nclose web\n");
+    env.run(&[]).expect(0);
+    let before = backend::nft_table();
+    std::fs::write(&flag, "").unwrap();
+    env.control("open ssh\nclose web\nclose mosh\n");
+    let refused = env.run(&[]);
+    refused.expect(1);
+    refused.says("refused line");
+    refused.says("so it changed nothing");
+    assert_eq!(backend::nft_table(), before);
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh opened by a refused script"
+    );
+
+    std::fs::remove_file(&flag).unwrap();
+    env.run(&[]).expect(0);
+    assert!(
+        reachable(v4) && reachable(v6),
+        "ssh not opened once nft takes the script"
+    );
+    assert!(backend::nft_table().contains("portlocker:mosh"));
+}
+
+/// Another table whose input chain drops by default closes what
+/// portlocker opens; the status page says so.
+#[test]
+fn another_tables_default_drop_is_told_on_the_page() {
+    let test = "another_tables_default_drop_is_told_on_the_page";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_nftables();
+    backend::nft_script(
+        "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
+         iif lo tcp dport 80 accept\n  }\n}\n",
+    );
+    env.control("open ssh\n");
+    env.run(&[]).expect(0);
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("chain input of table inet filter drops what it does not accept"),
+        "{page}"
+    );
+    assert!(page.contains("nftables (table inet portlocker)"), "{page}");
 }

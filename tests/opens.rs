@@ -361,94 +361,92 @@ fn reaches_port(from: &str, to: &str, port: u16) -> bool {
     }
 }
 
-/// An open with a deadline ends at the deadline even if portlocker never
-/// runs again: the kernel starts the DROP (and stops the source rule) then.
-#[test]
-fn the_kernel_closes_an_open_at_its_deadline_with_no_run_after_it() {
-    if !netns::enter("the_kernel_closes_an_open_at_its_deadline_with_no_run_after_it") {
-        return;
-    }
-    ssh_listeners();
-    for address in ["0.0.0.0:2222", "[::]:2222"] {
-        let address: SocketAddr = address.parse().unwrap();
-        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).unwrap();
-        if address.is_ipv6() {
-            socket.set_only_v6(true).unwrap();
+on_both_backends! {
+    /// An open with a deadline ends at the deadline even if portlocker never
+    /// runs again: the kernel starts the DROP (and stops the source rule) then.
+    fn the_kernel_closes_an_open_at_its_deadline_with_no_run_after_it(backend: Backend) {
+        ssh_listeners();
+        for address in ["0.0.0.0:2222", "[::]:2222"] {
+            let address: SocketAddr = address.parse().unwrap();
+            let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).unwrap();
+            if address.is_ipv6() {
+                socket.set_only_v6(true).unwrap();
+            }
+            socket.bind(&address.into()).unwrap();
+            socket.listen(16).unwrap();
+            let listener: TcpListener = socket.into();
+            std::thread::spawn(move || for _ in listener.incoming() {});
         }
-        socket.bind(&address.into()).unwrap();
-        socket.listen(16).unwrap();
-        let listener: TcpListener = socket.into();
-        std::thread::spawn(move || for _ in listener.incoming() {});
-    }
-    let env = TestEnv::with_real_iptables();
-    let config = env
-        .local_config("", "")
-        .replace("[services]\n", "[services]\nvpn = 2222\n");
-    env.write_config(&config);
-    // The deadline is a few seconds ahead, to the second, in UTC.
-    let deadline = chrono::Utc::now() + chrono::TimeDelta::seconds(6);
-    let until = deadline.format("%Y-%m-%dT%H:%M:%SZ");
-    env.control(&format!(
-        "open ssh until {until}\nopen vpn from 127.0.0.2 until {until}\n"
-    ));
-    env.run(&[]).expect(0);
-    assert!(
-        reaches_port("127.0.0.1", "127.0.0.1", 22),
-        "ssh not open before the deadline"
-    );
-    assert!(
-        reaches_port("::1", "::1", 22),
-        "ssh not open over IPv6 before the deadline"
-    );
-    assert!(
-        reaches_port("127.0.0.2", "127.0.0.1", 2222),
-        "the source not let in"
-    );
-    assert!(
-        !reaches_port("127.0.0.3", "127.0.0.1", 2222),
-        "another address let in"
-    );
-    assert!(!reaches_port("::1", "::1", 2222), "vpn open over IPv6");
+        let env = backend.env();
+        let config = env
+            .local_config("", "")
+            .replace("[services]\n", "[services]\nvpn = 2222\n");
+        env.write_config(&config);
+        // The deadline is a few seconds ahead, to the second, in UTC.
+        let deadline = chrono::Utc::now() + chrono::TimeDelta::seconds(6);
+        let until = deadline.format("%Y-%m-%dT%H:%M:%SZ");
+        env.control(&format!(
+            "open ssh until {until}\nopen vpn from 127.0.0.2 until {until}\n"
+        ));
+        env.run(&[]).expect(0);
+        assert!(
+            reaches_port("127.0.0.1", "127.0.0.1", 22),
+            "ssh not open before the deadline"
+        );
+        assert!(
+            reaches_port("::1", "::1", 22),
+            "ssh not open over IPv6 before the deadline"
+        );
+        assert!(
+            reaches_port("127.0.0.2", "127.0.0.1", 2222),
+            "the source not let in"
+        );
+        assert!(
+            !reaches_port("127.0.0.3", "127.0.0.1", 2222),
+            "another address let in"
+        );
+        assert!(!reaches_port("::1", "::1", 2222), "vpn open over IPv6");
 
-    // No run from here on: wait for the clock to pass the deadline.
-    while chrono::Utc::now() < deadline + chrono::TimeDelta::seconds(1) {
-        std::thread::sleep(Duration::from_millis(200));
+        // No run from here on: wait for the clock to pass the deadline.
+        while chrono::Utc::now() < deadline + chrono::TimeDelta::seconds(1) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            !reaches_port("127.0.0.1", "127.0.0.1", 22),
+            "ssh open past its deadline"
+        );
+        assert!(
+            !reaches_port("::1", "::1", 22),
+            "ssh open over IPv6 past its deadline"
+        );
+        assert!(
+            !reaches_port("127.0.0.2", "127.0.0.1", 2222),
+            "the source let in past its deadline"
+        );
+        let status = env.run(&["status"]);
+        assert!(
+            status.stdout.lines().any(|l| l
+                .split_whitespace()
+                .eq(["ssh", "22/tcp", "closed", "closed"])),
+            "status, with no run since, must say closed:\n{}",
+            status.stdout
+        );
+        assert!(
+            status.stdout.lines().any(|l| l
+                .split_whitespace()
+                .eq(["vpn", "2222/tcp", "closed", "closed"])),
+            "{}",
+            status.stdout
+        );
+        // Runs after the deadline converge.
+        env.run(&[]).expect(0);
+        let after = backend.snapshot();
+        env.run(&[]).expect(0);
+        assert_eq!(backend.snapshot(), after);
+        assert!(
+            env.log().lines().last().unwrap().contains("no change"),
+            "{}",
+            env.log()
+        );
     }
-    assert!(
-        !reaches_port("127.0.0.1", "127.0.0.1", 22),
-        "ssh open past its deadline"
-    );
-    assert!(
-        !reaches_port("::1", "::1", 22),
-        "ssh open over IPv6 past its deadline"
-    );
-    assert!(
-        !reaches_port("127.0.0.2", "127.0.0.1", 2222),
-        "the source let in past its deadline"
-    );
-    let status = env.run(&["status"]);
-    assert!(
-        status.stdout.lines().any(|l| l
-            .split_whitespace()
-            .eq(["ssh", "22/tcp", "closed", "closed"])),
-        "status, with no run since, must say closed:\n{}",
-        status.stdout
-    );
-    assert!(
-        status.stdout.lines().any(|l| l
-            .split_whitespace()
-            .eq(["vpn", "2222/tcp", "closed", "closed"])),
-        "{}",
-        status.stdout
-    );
-    // Runs after the deadline converge.
-    env.run(&[]).expect(0);
-    let after = both();
-    env.run(&[]).expect(0);
-    assert_eq!(both(), after);
-    assert!(
-        env.log().lines().last().unwrap().contains("no change"),
-        "{}",
-        env.log()
-    );
 }

@@ -242,42 +242,6 @@ fn a_rule_inserted_above_the_jump_is_put_back_below_it() {
 }
 
 #[test]
-fn reset_twice_leaves_the_firewall_as_it_was_before_portlocker() {
-    if !netns::enter("reset_twice_leaves_the_firewall_as_it_was_before_portlocker") {
-        return;
-    }
-    let env = TestEnv::with_real_iptables();
-    iptables(
-        IPT,
-        &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"],
-    );
-    let before = both();
-    env.control("close ssh\nclose web\nclose mosh\n");
-    env.run(&[]).expect(0);
-    assert_ne!(both(), before);
-    let first = env.run(&["reset"]);
-    first.expect(0);
-    assert!(
-        first.stdout.contains("IPv4: remove rule portlocker:ssh"),
-        "{}",
-        first.stdout
-    );
-    assert!(
-        first.stdout.contains("IPv6: delete chain PORTLOCKER"),
-        "{}",
-        first.stdout
-    );
-    assert_eq!(both(), before);
-    let second = env.run(&["reset"]);
-    second.expect(0);
-    assert_eq!(
-        second.stdout,
-        "nothing to remove: the firewall holds nothing of portlocker's\n"
-    );
-    assert_eq!(both(), before);
-}
-
-#[test]
 fn a_config_others_can_write_is_refused() {
     if !netns::enter("a_config_others_can_write_is_refused") {
         return;

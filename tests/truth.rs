@@ -129,6 +129,7 @@ fn wrapped_env() -> TestEnv {
         iptables: bin.join("iptables"),
         ip6tables: bin.join("ip6tables"),
         dir,
+        backend: String::new(),
     };
     configure(&env, "", None);
     env

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod https;
 pub mod netns;
 pub mod signer;
@@ -23,6 +24,8 @@ pub struct TestEnv {
     /// The iptables binaries the config names.
     pub iptables: PathBuf,
     pub ip6tables: PathBuf,
+    /// Lines the config's `[firewall]` section starts with (the backend).
+    pub backend: String,
 }
 
 impl TestEnv {
@@ -45,6 +48,7 @@ impl TestEnv {
             iptables: bin.join("iptables"),
             ip6tables: bin.join("ip6tables"),
             dir,
+            backend: String::new(),
         };
         env.write_default_config();
         env
@@ -56,6 +60,18 @@ impl TestEnv {
             dir: tempfile::tempdir().unwrap(),
             iptables: "/sbin/iptables".into(),
             ip6tables: "/sbin/ip6tables".into(),
+            backend: String::new(),
+        };
+        env.write_default_config();
+        env
+    }
+
+    /// An environment whose config drives the system's real nft
+    /// (`backend = "nftables"`).
+    pub fn with_real_nftables() -> TestEnv {
+        let env = TestEnv {
+            backend: format!("backend = \"nftables\"\nnft = {:?}\n", backend::NFT),
+            ..TestEnv::with_real_iptables()
         };
         env.write_default_config();
         env
@@ -71,13 +87,14 @@ impl TestEnv {
         format!(
             "source = {source:?}\nlog_file = {log:?}\nstatus_file = {status:?}\nstate_dir = {state:?}\n\
              [fetch]\n{fetch}\n\
-             [firewall]\niptables = {iptables:?}\nip6tables = {ip6tables:?}\n{firewall}\n\
+             [firewall]\n{backend}iptables = {iptables:?}\nip6tables = {ip6tables:?}\n{firewall}\n\
              [services]\n{SERVICES}",
             log = self.path("portlocker.log"),
             status = self.path("status.html"),
             state = self.path("state"),
             iptables = self.iptables,
             ip6tables = self.ip6tables,
+            backend = self.backend,
         )
     }
 

@@ -13,6 +13,11 @@ use std::process::Command;
 const INSIDE: &str = "PORTLOCKER_TEST_INSIDE_NETNS";
 const REQUIRE: &str = "PORTLOCKER_REQUIRE_NETNS";
 
+/// Whether this process is a test re-run inside its namespace.
+pub fn inside() -> bool {
+    std::env::var_os(INSIDE).is_some()
+}
+
 /// True when the caller is inside its private namespace and should run.
 pub fn enter(test: &str) -> bool {
     enter_unshared(test, &["--net"])
@@ -93,7 +98,7 @@ fn both_backends() -> Result<(), String> {
 }
 
 /// Says why `test` skips; a failure when CI forbids skipping.
-fn skip(test: &str, reason: &str) {
+pub fn skip(test: &str, reason: &str) {
     if std::env::var(REQUIRE).as_deref() == Ok("1") {
         panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
     }

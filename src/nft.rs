@@ -1,0 +1,1514 @@
+//! The nftables backend: portlocker's own table, `inet portlocker`, with
+//! one base chain `input` on the input hook before the usual filter chains
+//! (priority -10, policy accept), holding both families' rules. Never reads
+//! or touches another table (beyond noticing, for the page, which others
+//! hook input with a policy of drop).
+//!
+//! An adapter to the model the planner and the verdicts work on: the table
+//! is read (`nft -j list table inet portlocker`) into the same holdings the
+//! iptables backend reads — INPUT accepting with one jump to portlocker's
+//! chain while the base chain is there (a base chain is always reached),
+//! and each rule of it as the words `Rule::listed_spec` gives for the rule
+//! it is — and the planned steps are recorded on a copy, from which the
+//! whole table is written anew in one `nft -f -` transaction. A rule that
+//! is not one portlocker makes (untagged, added by hand, changed) is read as
+//! a rule of an unknown service, which the planner removes: in its own
+//! table, anything not portlocker's is drift.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
+use crate::firewall::{
+    Applied, Command, CommandError, Completion, Failure, FirewallBackend, Refusal, Reset, Runner,
+    Tidied, program_problem, run_command,
+};
+use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
+use crate::plan::Step;
+
+/// portlocker's table, as nft names it.
+pub const TABLE: &str = "inet portlocker";
+
+/// Its one base chain.
+const CHAIN: &str = "input";
+
+/// The base chain's declaration: before the filter chains (priority 0) of
+/// other tables, accepting what its rules leave alone.
+const BASE: &str = "type filter hook input priority -10; policy accept;";
+
+/// The priority of `BASE`.
+const PRIORITY: i64 = -10;
+
+/// The tag of a rule portlocker did not make, as it is read.
+const UNKNOWN_TAG: &str = "portlocker:?";
+
+/// nftables, through a `Runner`.
+pub struct Nft<'a, R: Runner> {
+    runner: R,
+    config: &'a Config,
+    /// Programs that hung this run.
+    hung: Vec<PathBuf>,
+    /// Found while observing, for the page.
+    notices: Vec<String>,
+}
+
+impl<'a, R: Runner> Nft<'a, R> {
+    pub fn new(config: &'a Config, runner: R) -> Self {
+        Nft {
+            runner,
+            config,
+            hung: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    fn command(&self, args: &[&str], stdin: Option<String>) -> Command {
+        Command {
+            program: self.config.firewall.nft.clone(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            stdin,
+        }
+    }
+
+    fn run(&mut self, command: Command) -> Result<Completion, CommandError> {
+        run_command(&mut self.runner, &mut self.hung, command)
+    }
+
+    /// Reads portlocker's table; a table that does not exist is an empty listing.
+    fn list(&mut self) -> Result<Listing, CommandError> {
+        let command = self.command(&["-j", "list", "table", "inet", "portlocker"], None);
+        match self.run(command.clone()) {
+            Ok(done) => Listing::parse(&done.stdout, self.config).map_err(|why| CommandError {
+                command,
+                failure: Failure::Unreadable(why),
+            }),
+            Err(CommandError {
+                failure: Failure::Exited { code: 1, stderr },
+                ..
+            }) if stderr.contains("No such file or directory") => Ok(Listing::default()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Notes what the page should tell of other tables: Docker's chain, and
+    /// base chains on the input hook that drop what they do not accept.
+    fn look_around(&mut self, holdings: &mut Holdings) {
+        let command = self.command(&["-j", "list", "chains"], None);
+        let listing = match self.run(command) {
+            Ok(done) => done.stdout,
+            Err(error) => {
+                log::warn!("could not look at the other tables' chains: {error}");
+                return;
+            }
+        };
+        let Ok(document) = serde_json::from_str::<Value>(&listing) else {
+            log::warn!("could not read the other tables' chains");
+            return;
+        };
+        for chain in items(&document, "chain") {
+            let text = |key: &str| chain.get(key).and_then(Value::as_str).unwrap_or("");
+            let (family, table, name) = (text("family"), text("table"), text("name"));
+            if (family, table) == ("inet", "portlocker") {
+                continue;
+            }
+            if name == "DOCKER-USER"
+                && family == "ip"
+                && let Some(Some(held)) = holdings.families.get_mut(&Family::Ipv4)
+            {
+                held.docker_user = true;
+            }
+            if text("hook") == "input" && text("policy") == "drop" {
+                self.notices.push(format!(
+                    "nftables: chain {name} of table {family} {table} drops what it does not accept \
+                     (policy drop), and a drop there is final: a port portlocker opens stays closed \
+                     unless that table accepts it"
+                ));
+            }
+        }
+    }
+
+    /// Feeds `script` to `nft -f -`, which applies all of it or none.
+    /// `said` goes to the log once it is done, with how many `changes` it made.
+    fn commit(
+        &mut self,
+        script: &Script,
+        said: &[String],
+        changes: usize,
+    ) -> Result<(), CommandError> {
+        let command = self.command(&["-f", "-"], Some(script.text.clone()));
+        let shown = command.to_string();
+        match self.run(command) {
+            Ok(_) => {
+                for line in said {
+                    log::info!("{line}");
+                }
+                log::info!("{changes} changes in one transaction: {shown}");
+                Ok(())
+            }
+            Err(CommandError {
+                command,
+                failure: Failure::Exited { code, stderr },
+            }) => {
+                let failure = match refused_line(&stderr) {
+                    Some(line) => Failure::Refused(Box::new(Refusal {
+                        line,
+                        about: script.about(line),
+                        stderr,
+                    })),
+                    None => Failure::Exited { code, stderr },
+                };
+                Err(CommandError { command, failure })
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl<R: Runner> FirewallBackend for Nft<'_, R> {
+    fn broken(&self) -> Vec<(PathBuf, String)> {
+        let nft = &self.config.firewall.nft;
+        program_problem(nft, "nftables", "firewall.nft", "")
+            .map(|problem| (nft.clone(), problem))
+            .into_iter()
+            .collect()
+    }
+
+    /// One listing for both families: each is read, or neither.
+    fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
+        let mut holdings = Holdings::unknown(self.config);
+        match self.list() {
+            Ok(listing) => {
+                for (&family, held) in holdings.families.iter_mut() {
+                    *held = Some(listing.family(self.config, family));
+                }
+            }
+            Err(error) => return (holdings, vec![error]),
+        }
+        if docker {
+            self.look_around(&mut holdings);
+        }
+        (holdings, Vec::new())
+    }
+
+    /// Records the steps on a copy of what was read and writes the whole
+    /// table from it, in one transaction. Where the table could not be
+    /// read, only closes are made (see `blind_script`).
+    fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
+        let mut applied = Applied::default();
+        let prepared = match prepare(self.config, steps, holdings) {
+            Ok(None) => return applied,
+            Ok(Some(prepared)) => prepared,
+            Err(error) => {
+                applied.errors.push(CommandError {
+                    command: self.command(&["-f", "-"], None),
+                    failure: Failure::Unreadable(error),
+                });
+                return applied;
+            }
+        };
+        if prepared.after.is_none() {
+            log::warn!(
+                "table {TABLE} could not be read: only closes are made, each first in the chain; \
+                 opens and sources wait for a run that can read it"
+            );
+        }
+        let said = describe(&prepared.made);
+        match self.commit(&prepared.script, &said, prepared.made.len()) {
+            Ok(()) => {
+                if let Some(after) = prepared.after {
+                    *holdings = normalized(self.config, after);
+                }
+                applied.made.extend(prepared.made.into_iter().cloned());
+            }
+            Err(error) => applied.errors.push(error),
+        }
+        applied
+    }
+
+    fn dry_run(&mut self, steps: &[Step], holdings: &Holdings) -> Vec<String> {
+        let mut lines = Vec::new();
+        let prepared = match prepare(self.config, steps, holdings) {
+            Ok(None) => return lines,
+            Ok(Some(prepared)) => prepared,
+            Err(error) => return vec![format!("# no transaction: {error}")],
+        };
+        if prepared.after.is_none() {
+            lines.push(
+                "# so only the closes below are made, each first in the chain; opens and sources \
+                 wait for a run that can read the table"
+                    .to_owned(),
+            );
+        }
+        lines.extend(
+            describe(&prepared.made)
+                .into_iter()
+                .map(|line| format!("# {line}")),
+        );
+        lines.push(format!(
+            "# all of it in one transaction, as `{} -f -` reads it:",
+            self.config.firewall.nft.display()
+        ));
+        lines.extend(
+            prepared
+                .script
+                .text
+                .lines()
+                .map(|line| format!("#   {line}")),
+        );
+        lines
+    }
+
+    fn reset(&mut self) -> Reset {
+        let listing = match self.list() {
+            Ok(listing) => listing,
+            Err(error) => {
+                return Reset {
+                    errors: vec![error],
+                    ..Reset::default()
+                };
+            }
+        };
+        if !listing.table {
+            return Reset::default();
+        }
+        let mut said: Vec<String> = self
+            .config
+            .families()
+            .into_iter()
+            .flat_map(|family| {
+                let held = listing.family(self.config, family);
+                let tags: Vec<String> = held
+                    .tagged(self.config)
+                    .filter_map(|rule| rule.tag().map(str::to_owned))
+                    .collect();
+                tags.into_iter()
+                    .map(move |tag| format!("{family}: remove rule {tag}"))
+            })
+            .collect();
+        said.push(format!("delete table {TABLE}"));
+        let script = Script::deleting();
+        match self.commit(&script, &said, said.len()) {
+            Ok(()) => Reset {
+                changes: said.len(),
+                said,
+                errors: Vec::new(),
+            },
+            Err(error) => Reset {
+                errors: vec![error],
+                ..Reset::default()
+            },
+        }
+    }
+
+    fn tidy(&mut self) -> Tidied {
+        let notices = std::mem::take(&mut self.notices);
+        for notice in &notices {
+            log::info!("{notice}");
+        }
+        Tidied {
+            changes: 0,
+            notices,
+        }
+    }
+}
+
+/// A transaction ready to commit.
+struct Prepared<'s> {
+    script: Script,
+    /// The changes it makes.
+    made: Vec<&'s Change>,
+    /// What the table holds once it is committed; None when it could not be
+    /// read, so is not known after either.
+    after: Option<Holdings>,
+}
+
+/// The transaction that makes `steps` on `holdings`; None when it would
+/// change nothing. Err when the planner left a rule portlocker does not make.
+fn prepare<'s>(
+    config: &Config,
+    steps: &'s [Step],
+    holdings: &Holdings,
+) -> Result<Option<Prepared<'s>>, String> {
+    let changes: Vec<&Change> = steps.iter().map(|step| &step.change).collect();
+    if !holdings.families.values().all(Option::is_some) {
+        let (script, made) = blind_script(&changes);
+        return Ok((!made.is_empty()).then_some(Prepared {
+            script,
+            made,
+            after: None,
+        }));
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut after = holdings.clone();
+    for change in &changes {
+        after.record(config, change);
+    }
+    Ok(Some(Prepared {
+        script: script(config, &after, &changes)?,
+        made: changes,
+        after: Some(after),
+    }))
+}
+
+/// What `changes` do, as the owner reads it, once each: the table and its
+/// base chain are one for both families, and where the model has a jump
+/// from INPUT, nftables has the base chain's hook.
+fn describe(changes: &[&Change]) -> Vec<String> {
+    let creates = changes
+        .iter()
+        .any(|change| matches!(change, Change::NewChain { .. }));
+    let mut said: Vec<String> = Vec::new();
+    for change in changes {
+        let line = match change {
+            Change::NewChain { .. } => Some(format!(
+                "create table {TABLE}, its chain {CHAIN} on the input hook before the filter chains"
+            )),
+            Change::InsertJump { .. } if !creates => Some(format!(
+                "put chain {CHAIN} of table {TABLE} back on the input hook (priority {PRIORITY}, \
+                 policy accept)"
+            )),
+            Change::InsertJump { .. } | Change::DeleteJump { .. } => None,
+            Change::DeleteChain { .. } => Some(format!("delete table {TABLE}")),
+            other => Some(other.to_string()),
+        };
+        if let Some(line) = line
+            && !said.contains(&line)
+        {
+            said.push(line);
+        }
+    }
+    said
+}
+
+/// The holdings a fresh read of the table written from `after` gives.
+fn normalized(config: &Config, after: Holdings) -> Holdings {
+    let families = after
+        .families
+        .into_iter()
+        .map(|(family, held)| {
+            let held = held.map(|held| {
+                let mut fresh = FamilyHoldings {
+                    docker_user: held.docker_user,
+                    ..FamilyHoldings::bare()
+                };
+                if let Some(chain) = held.chain {
+                    fresh.chain = Some(chain);
+                    fresh.input.rules = vec![jump(config)];
+                }
+                fresh
+            });
+            (family, held)
+        })
+        .collect();
+    Holdings { families }
+}
+
+/// The jump the model has from INPUT to portlocker's chain while the base
+/// chain is on the input hook.
+fn jump(config: &Config) -> Listed {
+    Listed::new(JumpTag::A.spec(&config.firewall.chain))
+}
+
+/// An `nft -f` input, with what each line is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub text: String,
+    about: Vec<String>,
+}
+
+impl Script {
+    fn new(lines: Vec<(String, String)>) -> Script {
+        Script {
+            text: lines.iter().map(|(line, _)| format!("{line}\n")).collect(),
+            about: lines.into_iter().map(|(_, about)| about).collect(),
+        }
+    }
+
+    /// What line `line` (1-based) is about.
+    pub fn about(&self, line: usize) -> String {
+        line.checked_sub(1)
+            .and_then(|index| self.about.get(index))
+            .cloned()
+            .unwrap_or_else(|| format!("line {line}"))
+    }
+
+    /// The first two lines of every script: the table made if it is missing
+    /// (so deleting it cannot fail), then deleted.
+    fn head() -> Vec<(String, String)> {
+        vec![
+            (format!("table {TABLE}"), format!("table {TABLE}")),
+            (
+                format!("delete table {TABLE}"),
+                format!("table {TABLE} as it was"),
+            ),
+        ]
+    }
+
+    /// Deletes portlocker's table, whether it exists or not.
+    fn deleting() -> Script {
+        Script::new(Script::head())
+    }
+}
+
+/// The script that replaces the whole table with what `after` holds: every
+/// family's rules in portlocker's chain, in order, each with its family
+/// (`meta nfproto`) so the families' rules stay apart. No table when no
+/// family has the chain. Err when a rule is not one portlocker makes — the
+/// planner removes every such rule, so that is a bug, and nothing is written.
+pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<Script, String> {
+    let mut lines = Script::head();
+    let held: Vec<(Family, &ChainRules)> = after
+        .families
+        .iter()
+        .filter_map(|(&family, held)| Some((family, held.as_ref()?.chain.as_ref()?)))
+        .collect();
+    if held.is_empty() {
+        return Ok(Script::new(lines));
+    }
+    lines.push((format!("table {TABLE} {{"), format!("table {TABLE}")));
+    lines.push((format!("  chain {CHAIN} {{"), format!("chain {CHAIN}")));
+    lines.push((
+        format!("    {BASE}"),
+        format!("chain {CHAIN} on the input hook, before the filter chains"),
+    ));
+    for (family, chain) in held {
+        for listed in &chain.rules {
+            let Some(rule) = rule_of(config, family, &listed.spec) else {
+                return Err(format!(
+                    "{family}: `{}` is not a rule portlocker makes",
+                    listed.shown(config.firewall.chain.as_str())
+                ));
+            };
+            let appended = changes.iter().find(|change| {
+                matches!(change, Change::Append(appended) if appended.listed_spec() == listed.spec)
+            });
+            let about = match appended {
+                Some(change) => change.to_string(),
+                None => format!("{family}: a rule of portlocker's kept: {}", rule.tag()),
+            };
+            lines.push((format!("    {}", nft_rule(&rule)), about));
+        }
+    }
+    lines.push(("  }".into(), format!("chain {CHAIN}")));
+    lines.push(("}".into(), format!("table {TABLE}")));
+    Ok(Script::new(lines))
+}
+
+/// Without a listing: the closes of `changes` only, each inserted first in
+/// the chain (so no source rule that cannot be seen, and so not removed,
+/// comes before it), the table and chain made if missing. Nothing is
+/// removed, and no source let in: a close that is made blind is made for
+/// everyone, and the next run that reads the table sorts it out. Returns
+/// the changes made.
+fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
+    let mut lines = vec![
+        (format!("add table {TABLE}"), format!("table {TABLE}")),
+        (
+            format!("add chain {TABLE} {CHAIN} {{ {BASE} }}"),
+            format!("chain {CHAIN}"),
+        ),
+    ];
+    let mut made = Vec::new();
+    for &change in changes {
+        if let Change::Append(rule) = change
+            && rule.source.is_none()
+        {
+            lines.push((
+                format!("insert rule {TABLE} {CHAIN} {}", nft_rule(rule)),
+                change.to_string(),
+            ));
+            made.push(change);
+        }
+    }
+    (Script::new(lines), made)
+}
+
+/// A rule in nft's syntax: its family, source, port, new connections only
+/// (`keep_established`), deadline (UTC: the runner sets TZ=UTC), verdict
+/// and tag.
+pub fn nft_rule(rule: &Rule) -> String {
+    let mut words = vec!["meta nfproto".to_owned()];
+    words.push(
+        match rule.family {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+        .to_owned(),
+    );
+    if let Some(source) = rule.source {
+        let address = match source {
+            IpNet::V4(_) => "ip",
+            IpNet::V6(_) => "ip6",
+        };
+        words.push(format!("{address} saddr {source}"));
+    }
+    let protocol = rule.ports.protocol.as_str();
+    let ports = match rule.ports.first == rule.ports.last {
+        true => rule.ports.first.to_string(),
+        false => format!("{}-{}", rule.ports.first, rule.ports.last),
+    };
+    words.push(format!("{protocol} dport {ports}"));
+    if rule.keep_established && rule.source.is_none() {
+        words.push(
+            match rule.ports.protocol {
+                Protocol::Tcp => "tcp flags & (fin|syn|rst|ack) == syn",
+                Protocol::Udp => "ct state new",
+            }
+            .to_owned(),
+        );
+    }
+    if let Some(deadline) = rule.deadline {
+        let operator = match rule.source {
+            Some(_) => "<",
+            None => ">=",
+        };
+        words.push(format!("meta time {operator} \"{}\"", nft_time(deadline)));
+    }
+    words.push(
+        match rule.source {
+            Some(_) => "return",
+            None => "drop",
+        }
+        .to_owned(),
+    );
+    words.push(format!("comment \"{}\"", rule.tag()));
+    words.join(" ")
+}
+
+/// A moment as nft reads and prints it (in UTC, as the runner has it).
+fn nft_time(moment: DateTime<Utc>) -> String {
+    moment.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The rule of portlocker's chain in `family` that is listed as `spec`,
+/// if portlocker makes it.
+fn rule_of(config: &Config, family: Family, spec: &[String]) -> Option<Rule> {
+    let service = ServiceName::new(tag_of(spec)?.strip_prefix("portlocker:")?).ok()?;
+    let after = |flag: &str| {
+        spec.windows(2)
+            .find(|pair| pair[0] == flag)
+            .map(|pair| pair[1].as_str())
+    };
+    let source = match after("-s") {
+        Some(net) => Some(net.parse::<IpNet>().ok()?),
+        None => None,
+    };
+    let ports = PortSpec::parse(&format!(
+        "{}/{}",
+        after("--dport")?.replace(':', "-"),
+        after("-p")?
+    ))
+    .ok()?;
+    let deadline = match after("--datestart").or(after("--datestop")) {
+        Some(moment) => Some(
+            NaiveDateTime::parse_from_str(moment, "%Y-%m-%dT%H:%M:%S")
+                .ok()?
+                .and_utc(),
+        ),
+        None => None,
+    };
+    let rule = Rule {
+        family,
+        chain: config.firewall.chain.clone(),
+        service,
+        ports,
+        // A source rule lets its source in however the DROPs are made.
+        keep_established: match source {
+            Some(_) => config.firewall.keep_established,
+            None => after("--tcp-flags").is_some() || after("--ctstate").is_some(),
+        },
+        source,
+        deadline,
+    };
+    (rule.listed_spec() == spec).then_some(rule)
+}
+
+/// What `nft -j list table inet portlocker` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The table exists.
+    pub table: bool,
+    /// Its chain `input`, if it exists.
+    pub base: Option<Base>,
+    /// The rules of chain `input` in order, each with its family (None: it
+    /// names none, so it applies to both) as the words it is read as.
+    pub rules: Vec<(Option<Family>, Vec<String>)>,
+    /// Whatever else the table holds (other chains, sets…), in words.
+    pub others: Vec<String>,
+}
+
+/// How chain `input` is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// A base chain on the input hook, accepting what its rules leave alone:
+    /// every new connection reaches it.
+    Hooked,
+    /// On the input hook, dropping what its rules leave alone.
+    Dropping,
+    /// Not on the input hook: nothing reaches it.
+    Unhooked,
+}
+
+impl Listing {
+    /// Reads nft's JSON; Err when it is not a listing.
+    pub fn parse(text: &str, config: &Config) -> Result<Listing, String> {
+        let document: Value =
+            serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
+        let objects = document
+            .get("nftables")
+            .and_then(Value::as_array)
+            .ok_or("no \"nftables\" list")?;
+        let ours = |object: &Value| {
+            object.get("family").and_then(Value::as_str) == Some("inet")
+                && object
+                    .get("table")
+                    .or_else(|| object.get("name"))
+                    .and_then(Value::as_str)
+                    == Some("portlocker")
+        };
+        let mut listing = Listing::default();
+        for object in objects {
+            let Some((kind, body)) = object.as_object().and_then(|map| map.iter().next()) else {
+                continue;
+            };
+            if kind == "metainfo" {
+                continue;
+            }
+            if !ours(body) {
+                // Not asked for; never there.
+                continue;
+            }
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("?");
+            match kind.as_str() {
+                "table" => listing.table = true,
+                "chain" if name == CHAIN => listing.base = Some(Base::of(body)),
+                "rule" if body.get("chain").and_then(Value::as_str) == Some(CHAIN) => {
+                    listing.rules.push(words_of(body, config));
+                }
+                // Rules of other chains go with their chain.
+                "rule" => {}
+                other => listing.others.push(format!("{other} {name}")),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// What `family` holds, in the model's terms.
+    pub fn family(&self, config: &Config, family: Family) -> FamilyHoldings {
+        let mut held = FamilyHoldings::bare();
+        if !self.table {
+            return held;
+        }
+        let mut rules: Vec<Listed> = self
+            .rules
+            .iter()
+            .filter(|(of, _)| of.is_none_or(|of| of == family))
+            .map(|(_, words)| Listed::new(words.clone()))
+            .collect();
+        // Something else in the table: to go, as a rule that decides nothing.
+        rules.extend(self.others.iter().map(|other| {
+            Listed::new(
+                ["-m", "nft", "--comment", &format!("{UNKNOWN_TAG} {other}")]
+                    .map(String::from)
+                    .to_vec(),
+            )
+        }));
+        if self.base.is_none() && rules.is_empty() {
+            return held;
+        }
+        match self.base {
+            Some(Base::Hooked) => held.input.rules.push(jump(config)),
+            Some(Base::Dropping) => held.input.policy = Some("DROP".into()),
+            Some(Base::Unhooked) | None => {}
+        }
+        held.chain = Some(ChainRules {
+            policy: None,
+            rules,
+        });
+        held
+    }
+}
+
+impl Base {
+    fn of(chain: &Value) -> Base {
+        let text = |key: &str| chain.get(key).and_then(Value::as_str);
+        if text("type") != Some("filter") || text("hook") != Some("input") {
+            return Base::Unhooked;
+        }
+        match text("policy") {
+            Some("drop") => Base::Dropping,
+            _ => Base::Hooked,
+        }
+    }
+}
+
+/// The objects of one kind in an `nft -j` listing.
+fn items<'v>(document: &'v Value, kind: &'v str) -> impl Iterator<Item = &'v Value> + 'v {
+    document
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(move |object| object.get(kind))
+}
+
+/// What one rule of an nft listing matches, as far as portlocker's rules go.
+#[derive(Debug, Default)]
+struct Matches {
+    nfproto: Option<Family>,
+    source: Option<IpNet>,
+    protocol: Option<Protocol>,
+    ports: Option<(u16, u16)>,
+    syn: bool,
+    new: bool,
+    /// `<` or `>=`, and the moment.
+    time: Option<(String, DateTime<Utc>)>,
+    verdict: Option<String>,
+}
+
+/// A listed nft rule as the words the model reads it as: those of the
+/// rule portlocker makes that it is, or else the words of a rule of an
+/// unknown service, which the planner removes and the verdicts cannot
+/// count on. Its family: None when it names none.
+fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
+    let expressions = listed
+        .get("expr")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut found = Matches::default();
+    let known = expressions
+        .iter()
+        .all(|expression| found.take(expression).is_some());
+    let family = match (found.nfproto, found.source) {
+        (Some(named), Some(source)) if family_of(&source) != named => None,
+        (Some(named), _) => Some(named),
+        (None, Some(source)) => Some(family_of(&source)),
+        (None, None) => None,
+    };
+    let comment = listed.get("comment").and_then(Value::as_str);
+    if known
+        && let Some(family) = family
+        && let Some(rule) = found.rule(config, family, comment)
+    {
+        return (Some(family), rule.listed_spec());
+    }
+    let handle = listed.get("handle").and_then(Value::as_u64).unwrap_or(0);
+    let mut words = ["-m", "nft", "--comment"].map(String::from).to_vec();
+    words.push(format!("{UNKNOWN_TAG} rule {handle}"));
+    if let Some(verdict) = expressions.last().and_then(verdict_word) {
+        words.extend(["-j".to_owned(), verdict]);
+    }
+    (family, words)
+}
+
+/// A rule's last expression as the target the verdicts read after `-j`,
+/// when it is a verdict: `ACCEPT`, `DROP`, `RETURN`, or for a jump the
+/// chain's name (which may decide either way).
+fn verdict_word(expression: &Value) -> Option<String> {
+    let (kind, body) = expression.as_object()?.iter().next()?;
+    Some(match kind.as_str() {
+        "accept" | "drop" | "reject" | "return" => kind.to_uppercase(),
+        "jump" | "goto" => format!("nft:{}", body.get("target")?.as_str()?),
+        "queue" => "NFQUEUE".to_owned(),
+        _ => return None,
+    })
+}
+
+fn family_of(net: &IpNet) -> Family {
+    match net {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
+    }
+}
+
+impl Matches {
+    /// Takes in one expression; None when it is not one of portlocker's kinds.
+    fn take(&mut self, expression: &Value) -> Option<()> {
+        let (kind, body) = expression.as_object()?.iter().next()?;
+        if self.verdict.is_some() {
+            // Nothing follows a verdict in portlocker's rules.
+            return None;
+        }
+        match kind.as_str() {
+            "drop" | "return" | "accept" => {
+                self.verdict = Some(kind.clone());
+                return Some(());
+            }
+            "match" => {}
+            _ => return None,
+        }
+        let operator = body.get("op")?.as_str()?;
+        let left = body.get("left")?;
+        let right = body.get("right")?;
+        if let Some(key) = left.get("meta").and_then(|meta| meta.get("key")?.as_str()) {
+            return match (key, operator) {
+                ("nfproto", "==") => set(
+                    &mut self.nfproto,
+                    match right.as_str()? {
+                        "ipv4" => Family::Ipv4,
+                        "ipv6" => Family::Ipv6,
+                        _ => return None,
+                    },
+                ),
+                ("l4proto", "==") => self.protocol(protocol(right.as_str()?)?),
+                ("time", "<" | ">=") => {
+                    let moment =
+                        NaiveDateTime::parse_from_str(right.as_str()?, "%Y-%m-%d %H:%M:%S")
+                            .ok()?
+                            .and_utc();
+                    set(&mut self.time, (operator.to_owned(), moment))
+                }
+                _ => None,
+            };
+        }
+        if let Some(payload) = left.get("payload") {
+            let protocol_name = payload.get("protocol")?.as_str()?;
+            let field = payload.get("field")?.as_str()?;
+            if operator != "==" {
+                return None;
+            }
+            return match (protocol_name, field) {
+                ("ip" | "ip6", "saddr") => {
+                    let net = address(right)?;
+                    let expected = match protocol_name {
+                        "ip" => Family::Ipv4,
+                        _ => Family::Ipv6,
+                    };
+                    (family_of(&net) == expected).then_some(())?;
+                    set(&mut self.source, net)
+                }
+                ("tcp" | "udp", "dport") => {
+                    self.protocol(protocol(protocol_name)?)?;
+                    let ports = match right {
+                        Value::Number(port) => {
+                            let port = u16::try_from(port.as_u64()?).ok()?;
+                            (port, port)
+                        }
+                        _ => {
+                            let range = right.get("range")?.as_array()?;
+                            let bound =
+                                |index: usize| u16::try_from(range.get(index)?.as_u64()?).ok();
+                            (bound(0)?, bound(1)?)
+                        }
+                    };
+                    set(&mut self.ports, ports)
+                }
+                _ => None,
+            };
+        }
+        if let Some(and) = left.get("&").and_then(Value::as_array) {
+            // tcp flags & (fin|syn|rst|ack) == syn
+            let flags = and.first()?.get("payload")?;
+            let mask: Vec<&str> = and
+                .get(1)?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let syn = flags.get("protocol")?.as_str()? == "tcp"
+                && flags.get("field")?.as_str()? == "flags"
+                && mask == ["fin", "syn", "rst", "ack"]
+                && operator == "=="
+                && right.as_str()? == "syn";
+            return (syn && !self.syn).then(|| self.syn = true);
+        }
+        if left.get("ct").and_then(|ct| ct.get("key")?.as_str()) == Some("state") {
+            let new = matches!(operator, "in" | "==")
+                && (right.as_str() == Some("new")
+                    || right
+                        .as_array()
+                        .is_some_and(|states| states == &[Value::from("new")]));
+            return (new && !self.new).then(|| self.new = true);
+        }
+        None
+    }
+
+    fn protocol(&mut self, protocol: Protocol) -> Option<()> {
+        match self.protocol {
+            Some(known) if known != protocol => None,
+            _ => {
+                self.protocol = Some(protocol);
+                Some(())
+            }
+        }
+    }
+
+    /// The rule portlocker makes that these matches are, if they are one.
+    fn rule(&self, config: &Config, family: Family, comment: Option<&str>) -> Option<Rule> {
+        let service = ServiceName::new(comment?.strip_prefix("portlocker:")?).ok()?;
+        let protocol = self.protocol?;
+        let (first, last) = self.ports?;
+        let ports = PortSpec::parse(&format!("{first}-{last}/{}", protocol.as_str())).ok()?;
+        let keep_established = match (protocol, self.syn, self.new) {
+            (_, false, false) => false,
+            (Protocol::Tcp, true, false) | (Protocol::Udp, false, true) => true,
+            _ => return None,
+        };
+        let wanted_time = match self.source {
+            Some(_) => "<",
+            None => ">=",
+        };
+        let deadline = match &self.time {
+            Some((operator, moment)) if operator == wanted_time => Some(*moment),
+            Some(_) => return None,
+            None => None,
+        };
+        let verdict = match self.source {
+            Some(_) => "return",
+            None => "drop",
+        };
+        if self.verdict.as_deref() != Some(verdict) || (self.source.is_some() && keep_established) {
+            return None;
+        }
+        Some(Rule {
+            family,
+            chain: config.firewall.chain.clone(),
+            service,
+            ports,
+            // A source rule lets its source in however the DROPs are made.
+            keep_established: match self.source {
+                Some(_) => config.firewall.keep_established,
+                None => keep_established,
+            },
+            source: self.source,
+            deadline,
+        })
+    }
+}
+
+/// `tcp` or `udp`.
+fn protocol(name: &str) -> Option<Protocol> {
+    match name {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// An address or network as nft lists it: `192.0.2.1`, or
+/// `{"prefix": {"addr": "198.51.100.0", "len": 24}}`.
+fn address(value: &Value) -> Option<IpNet> {
+    if let Some(text) = value.as_str() {
+        return text.parse::<std::net::IpAddr>().ok().map(IpNet::from);
+    }
+    let prefix = value.get("prefix")?;
+    let address: std::net::IpAddr = prefix.get("addr")?.as_str()?.parse().ok()?;
+    let length = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
+    let net = IpNet::new(address, length).ok()?;
+    (net.trunc() == net).then_some(net)
+}
+
+/// Sets `slot` once; None when it was set already.
+fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(_) => None,
+        None => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+/// The line number in an nft refusal: `/dev/stdin:6:42-45: Error: …`.
+fn refused_line(stderr: &str) -> Option<usize> {
+    stderr.lines().find_map(|line| {
+        let (place, _) = line.split_once(": Error:")?;
+        let parts: Vec<&str> = place.rsplitn(3, ':').collect();
+        parts.get(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{SourcesSeen, plan};
+    use std::collections::BTreeMap;
+
+    fn config() -> Config {
+        Config::parse(
+            "source = \"-\"\n[firewall]\nbackend = \"nftables\"\n\
+             [services]\nssh = 22\nmosh = \"60000-61000/udp\"\nvpn = \"1194/udp\"\n",
+        )
+        .unwrap()
+    }
+
+    fn moment(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn rule(config: &Config, family: Family, service: &str) -> Rule {
+        crate::model::rules_of(config, family)
+            .find(|rule| rule.service.as_str() == service)
+            .unwrap()
+    }
+
+    /// A table of every kind of rule: sources with and without deadlines,
+    /// DROPs with and without, TCP and UDP, a port range, both families.
+    fn every_kind(config: &Config) -> Vec<Change> {
+        let v4 = |service| rule(config, Family::Ipv4, service);
+        let v6 = |service| rule(config, Family::Ipv6, service);
+        let deadline = Some(moment("2026-12-01T18:00:00Z"));
+        let net = |text: &str| text.parse::<IpNet>().unwrap();
+        vec![
+            Change::NewChain {
+                family: Family::Ipv4,
+                chain: config.firewall.chain.clone(),
+            },
+            Change::InsertJump {
+                family: Family::Ipv4,
+                chain: config.firewall.chain.clone(),
+                tag: JumpTag::A,
+            },
+            Change::Append(v4("ssh").until(deadline)),
+            Change::Append(v4("ssh").letting(net("198.51.100.0/24"))),
+            Change::Append(v4("ssh").letting(net("127.0.0.2/32")).until(deadline)),
+            Change::Append(v4("mosh")),
+            Change::NewChain {
+                family: Family::Ipv6,
+                chain: config.firewall.chain.clone(),
+            },
+            Change::InsertJump {
+                family: Family::Ipv6,
+                chain: config.firewall.chain.clone(),
+                tag: JumpTag::A,
+            },
+            Change::Append(v6("ssh").letting(net("2001:db8::/48"))),
+            Change::Append(v6("ssh")),
+            Change::Append(Rule {
+                keep_established: false,
+                ..v6("vpn")
+            }),
+        ]
+    }
+
+    fn bare(config: &Config) -> Holdings {
+        let mut holdings = Holdings::unknown(config);
+        for held in holdings.families.values_mut() {
+            *held = Some(FamilyHoldings::bare());
+        }
+        holdings
+    }
+
+    fn record(config: &Config, holdings: &Holdings, changes: &[Change]) -> Holdings {
+        let mut after = holdings.clone();
+        for change in changes {
+            after.record(config, change);
+        }
+        after
+    }
+
+    fn wants(config: &Config, text: &str) -> BTreeMap<ServiceName, crate::intent::Want> {
+        crate::intent::wants_of(config, text)
+    }
+
+    fn plan_of(
+        config: &Config,
+        wants: &BTreeMap<ServiceName, crate::intent::Want>,
+        holdings: &Holdings,
+    ) -> Vec<Change> {
+        plan(config, wants, holdings, &SourcesSeen::new())
+            .into_iter()
+            .map(|step| step.change)
+            .collect()
+    }
+
+    /// The listing of a table that `nft -f` made from `every_kind`'s script,
+    /// as nft 1.0.6 printed it.
+    const EVERY_KIND: &str = include_str!("../tests/fixtures/nft-every-kind.json");
+
+    /// That table after hand edits: an untagged accept first, an untagged
+    /// rule with a counter, a tagged rule with a log, a rule of a service
+    /// the config lacks, another chain and a set.
+    const DRIFT: &str = include_str!("../tests/fixtures/nft-drift.json");
+
+    fn listed(config: &Config, json: &str) -> Holdings {
+        let listing = Listing::parse(json, config).unwrap();
+        let mut holdings = Holdings::unknown(config);
+        for (&family, held) in holdings.families.iter_mut() {
+            *held = Some(listing.family(config, family));
+        }
+        holdings
+    }
+
+    #[test]
+    fn the_script_for_every_kind_of_rule() {
+        let config = config();
+        let changes = every_kind(&config);
+        let refs: Vec<&Change> = changes.iter().collect();
+        let after = record(&config, &bare(&config), &changes);
+        let script = script(&config, &after, &refs).unwrap();
+        assert_eq!(
+            script.text,
+            "table inet portlocker\n\
+             delete table inet portlocker\n\
+             table inet portlocker {\n  chain input {\n    type filter hook input priority -10; policy accept;\n    \
+             meta nfproto ipv4 ip saddr 127.0.0.2/32 tcp dport 22 meta time < \"2026-12-01 18:00:00\" return comment \"portlocker:ssh\"\n    \
+             meta nfproto ipv4 ip saddr 198.51.100.0/24 tcp dport 22 return comment \"portlocker:ssh\"\n    \
+             meta nfproto ipv4 tcp dport 22 tcp flags & (fin|syn|rst|ack) == syn meta time >= \"2026-12-01 18:00:00\" drop comment \"portlocker:ssh\"\n    \
+             meta nfproto ipv4 udp dport 60000-61000 ct state new drop comment \"portlocker:mosh\"\n    \
+             meta nfproto ipv6 ip6 saddr 2001:db8::/48 tcp dport 22 return comment \"portlocker:ssh\"\n    \
+             meta nfproto ipv6 tcp dport 22 tcp flags & (fin|syn|rst|ack) == syn drop comment \"portlocker:ssh\"\n    \
+             meta nfproto ipv6 udp dport 1194 drop comment \"portlocker:vpn\"\n  }\n}\n"
+        );
+        assert_eq!(script.about(2), "table inet portlocker as it was");
+        assert_eq!(script.about(6), "IPv4: open ssh 22/tcp to 127.0.0.2/32");
+        assert_eq!(script.about(9), "IPv4: close mosh 60000-61000/udp");
+    }
+
+    #[test]
+    fn a_real_listing_of_that_script_reads_as_the_same_holdings() {
+        let config = config();
+        let changes = every_kind(&config);
+        let written = normalized(&config, record(&config, &bare(&config), &changes));
+        assert_eq!(listed(&config, EVERY_KIND), written);
+        // And each rule's words lead back to the rule.
+        for change in &changes {
+            if let Change::Append(rule) = change {
+                assert_eq!(
+                    rule_of(&config, rule.family, &rule.listed_spec()).as_ref(),
+                    Some(rule)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_plan_writes_reads_back_with_nothing_left_to_do() {
+        let config = config();
+        let texts = [
+            "close ssh\nclose mosh\nclose vpn\n",
+            "open ssh from 203.0.113.7\nopen ssh from 2001:db8::1\nclose mosh\n",
+            "open ssh until 2026-12-01T18:00:00Z\nopen vpn from 127.0.0.2 until 2026-12-01T18:00:00Z\n",
+            "open ssh\nopen mosh\nopen vpn\n",
+        ];
+        for start in [
+            bare(&config),
+            listed(&config, EVERY_KIND),
+            listed(&config, DRIFT),
+        ] {
+            for text in texts {
+                let wants = wants(&config, text);
+                let changes = plan_of(&config, &wants, &start);
+                let after = record(&config, &start, &changes);
+                let refs: Vec<&Change> = changes.iter().collect();
+                script(&config, &after, &refs).unwrap_or_else(|error| panic!("{text}: {error}"));
+                let again = normalized(&config, after);
+                assert_eq!(plan_of(&config, &wants, &again), [], "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn anything_in_the_table_not_portlockers_is_drift_and_goes() {
+        use crate::model::PortState;
+        use crate::verdict::service_state;
+        let config = config();
+        // After the deadline of the ssh DROP in the table.
+        let now = moment("2026-12-02T12:00:00Z");
+        let holdings = listed(&config, DRIFT);
+        let v4 = holdings.family(Family::Ipv4).unwrap();
+        let words: Vec<String> = v4
+            .chain
+            .as_ref()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|rule| rule.shown("PORTLOCKER"))
+            .collect();
+        for unknown in [
+            "-A PORTLOCKER -m nft --comment \"portlocker:? rule 10\" -j ACCEPT",
+            "-A PORTLOCKER -m nft --comment \"portlocker:? rule 9\" -j DROP",
+            "-A PORTLOCKER -m nft --comment \"portlocker:? rule 11\" -j DROP",
+            "-A PORTLOCKER -p tcp -m tcp --dport 80 -m comment --comment portlocker:web -j DROP",
+            "-A PORTLOCKER -m nft --comment \"portlocker:? set blocked\"",
+            "-A PORTLOCKER -m nft --comment \"portlocker:? chain foo\"",
+        ] {
+            assert!(
+                words.iter().any(|word| word == unknown),
+                "{unknown} not in {words:#?}"
+            );
+        }
+        // The untagged rule without a family is in both.
+        let v6 = holdings.family(Family::Ipv6).unwrap();
+        assert!(
+            v6.tagged(&config)
+                .any(|rule| rule.tag() == Some("portlocker:? rule 9"))
+        );
+        // An accept of unknown reach first: ssh cannot be said to be closed.
+        let ssh = ServiceName::new("ssh").unwrap();
+        assert_eq!(
+            service_state(&config, v4, Family::Ipv4, &ssh, now),
+            PortState::Unknown
+        );
+
+        let wants = wants(&config, "close ssh\n");
+        let changes = plan_of(&config, &wants, &holdings);
+        let after = record(&config, &holdings, &changes);
+        let refs: Vec<&Change> = changes.iter().collect();
+        let text = script(&config, &after, &refs).unwrap().text;
+        for gone in ["10.0.0.0/8", "counter", "log", "dport 80", "blocked", "foo"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        let after = normalized(&config, after);
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let held = after.family(family).unwrap();
+            assert_eq!(
+                service_state(&config, held, family, &ssh, now),
+                PortState::Closed
+            );
+        }
+        assert_eq!(plan_of(&config, &wants, &after), []);
+    }
+
+    #[test]
+    fn a_base_chain_that_drops_by_default_is_read_so_and_put_back() {
+        use crate::model::PortState;
+        use crate::verdict::service_state;
+        let config = config();
+        let json = EVERY_KIND.replace("\"policy\": \"accept\"", "\"policy\": \"drop\"");
+        assert_ne!(json, EVERY_KIND);
+        let holdings = listed(&config, &json);
+        let held = holdings.family(Family::Ipv6).unwrap();
+        // Everything is dropped, ssh from its source included.
+        let mosh = ServiceName::new("mosh").unwrap();
+        assert_eq!(
+            service_state(
+                &config,
+                held,
+                Family::Ipv6,
+                &mosh,
+                moment("2026-11-25T12:00:00Z")
+            ),
+            PortState::Closed
+        );
+        let wants = wants(&config, "open mosh\n");
+        let changes = plan_of(&config, &wants, &holdings);
+        assert!(
+            changes
+                .iter()
+                .any(|change| matches!(change, Change::InsertJump { .. })),
+            "{changes:?}"
+        );
+        let refs: Vec<&Change> = changes.iter().collect();
+        assert!(
+            describe(&refs)
+                .iter()
+                .any(|line| line.contains("back on the input hook"))
+        );
+        let after = record(&config, &holdings, &changes);
+        let text = script(&config, &after, &refs).unwrap().text;
+        assert!(text.contains("policy accept;"), "{text}");
+    }
+
+    #[test]
+    fn listings_that_are_not_a_listing_are_refused() {
+        let config = config();
+        assert!(Listing::parse("", &config).is_err());
+        assert!(Listing::parse("{\"rules\": []}", &config).is_err());
+        let empty = Listing::parse("{\"nftables\": [{\"metainfo\": {}}]}", &config).unwrap();
+        assert_eq!(empty, Listing::default());
+    }
+
+    #[test]
+    fn refusals_name_their_line() {
+        assert_eq!(
+            refused_line("/dev/stdin:6:42-45: Error: syntax error, unexpected drop\n    x\n"),
+            Some(6)
+        );
+        assert_eq!(
+            refused_line(
+                "/dev/stdin:9:30-35: Error: Could not process rule: No such file or directory"
+            ),
+            Some(9)
+        );
+        assert_eq!(refused_line("Error: No such file or directory"), None);
+    }
+
+    /// nft as the unit tests need it: a listing to give, scripts to take.
+    #[derive(Default)]
+    struct FakeNft {
+        /// What `list table` prints; None: there is no table.
+        table: Option<String>,
+        /// What `-f -` says on refusing; None: it takes every script.
+        refusal: Option<String>,
+        calls: Vec<String>,
+        scripts: Vec<String>,
+    }
+
+    impl Runner for FakeNft {
+        fn run(&mut self, command: &Command) -> std::io::Result<Completion> {
+            use crate::firewall::Termination;
+            self.calls.push(command.to_string());
+            let done = |code, stdout: &str, stderr: &str| Completion {
+                termination: Termination::Code(code),
+                stdout: stdout.to_owned(),
+                stderr: stderr.to_owned(),
+            };
+            Ok(
+                match command.args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                    ["-j", "list", "table", "inet", "portlocker"] => match &self.table {
+                        Some(table) => done(0, table, ""),
+                        None => done(
+                            1,
+                            "",
+                            "Error: No such file or directory\nlist table inet portlocker\n",
+                        ),
+                    },
+                    ["-j", "list", "chains"] => done(0, "{\"nftables\": []}", ""),
+                    ["-f", "-"] => match &self.refusal {
+                        Some(refusal) => done(1, "", refusal),
+                        None => {
+                            self.scripts.push(command.stdin.clone().unwrap_or_default());
+                            done(0, "", "")
+                        }
+                    },
+                    _ => done(2, "", "the fake does not know that"),
+                },
+            )
+        }
+    }
+
+    fn run_once(config: &Config, fake: &mut FakeNft, text: &str) -> (Holdings, Applied) {
+        let mut nft = Nft::new(config, fake);
+        let (mut holdings, errors) = nft.observe(false);
+        let steps = plan(config, &wants(config, text), &holdings, &SourcesSeen::new());
+        let mut applied = nft.apply(&steps, &mut holdings);
+        applied.errors.splice(0..0, errors);
+        (holdings, applied)
+    }
+
+    #[test]
+    fn a_run_writes_one_script_and_a_run_with_nothing_to_do_writes_none() {
+        let config = config();
+        let mut fake = FakeNft::default();
+        let (holdings, applied) = run_once(&config, &mut fake, "close ssh\n");
+        assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+        assert_eq!(fake.scripts.len(), 1);
+        assert!(fake.calls[1].ends_with("nft -f -"), "{:?}", fake.calls);
+        assert!(fake.scripts[0].contains("meta nfproto ipv6 tcp dport 22"));
+
+        // The table as nft would list it again: nothing to write.
+        let mut again = Nft::new(&config, &mut fake);
+        let steps = plan(
+            &config,
+            &wants(&config, "close ssh\n"),
+            &holdings,
+            &SourcesSeen::new(),
+        );
+        assert_eq!(steps, []);
+        let mut same = holdings.clone();
+        assert!(again.apply(&steps, &mut same).made.is_empty());
+        assert_eq!(fake.scripts.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_table_is_an_empty_firewall_and_reset_leaves_it_alone() {
+        let config = config();
+        let mut fake = FakeNft::default();
+        let mut nft = Nft::new(&config, &mut fake);
+        let (holdings, errors) = nft.observe(false);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(holdings, bare(&config));
+        let reset = nft.reset();
+        assert_eq!((reset.changes, reset.errors.len()), (0, 0));
+        assert!(fake.scripts.is_empty());
+
+        fake.table = Some(EVERY_KIND.to_owned());
+        let reset = Nft::new(&config, &mut fake).reset();
+        assert!(reset.errors.is_empty());
+        assert_eq!(reset.said.last().unwrap(), "delete table inet portlocker");
+        assert!(
+            reset
+                .said
+                .contains(&"IPv6: remove rule portlocker:vpn".to_owned())
+        );
+        assert_eq!(
+            fake.scripts,
+            ["table inet portlocker\ndelete table inet portlocker\n"]
+        );
+    }
+
+    #[test]
+    fn a_refused_script_names_the_change_of_its_line_and_changes_nothing() {
+        let config = config();
+        let mut fake = FakeNft {
+            refusal: Some(
+                "/dev/stdin:6:1-4: Error: Could not process rule: No such file or directory\n"
+                    .into(),
+            ),
+            ..FakeNft::default()
+        };
+        let (holdings, applied) = run_once(&config, &mut fake, "close ssh\n");
+        assert!(applied.made.is_empty());
+        assert_eq!(holdings, bare(&config));
+        let error = applied.errors[0].to_string();
+        assert!(
+            error.contains(
+                "refused line 6 of its input (IPv4: close ssh 22/tcp), so it changed nothing"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_table_that_cannot_be_read_gets_its_closes_first_and_nothing_removed() {
+        let config = config();
+        let mut fake = FakeNft {
+            table: Some("not json".into()),
+            ..FakeNft::default()
+        };
+        let text = "close ssh\nopen vpn\nopen mosh from 192.0.2.1\n";
+        let (holdings, applied) = run_once(&config, &mut fake, text);
+        let error = applied.errors[0].to_string();
+        assert!(
+            error.contains("printed what portlocker cannot read: not JSON"),
+            "{error}"
+        );
+        assert_eq!(holdings, Holdings::unknown(&config));
+        let script = &fake.scripts[0];
+        assert!(script.starts_with(
+            "add table inet portlocker\n\
+             add chain inet portlocker input { type filter hook input priority -10; policy accept; }\n"
+        ));
+        let inserts: Vec<&str> = script.lines().skip(2).collect();
+        assert!(inserts.iter().all(
+            |line| line.starts_with("insert rule inet portlocker input ")
+                && line.contains(" drop comment ")
+        ));
+        // ssh and mosh closed in both families; no source let in, vpn not opened.
+        assert_eq!(inserts.len(), 4, "{script}");
+        assert!(!script.contains("192.0.2.1") && !script.contains("portlocker:vpn"));
+    }
+
+    #[test]
+    fn the_dry_run_shows_each_change_then_the_script() {
+        let config = config();
+        let mut fake = FakeNft::default();
+        let mut nft = Nft::new(&config, &mut fake);
+        let (holdings, _) = nft.observe(false);
+        let steps = plan(
+            &config,
+            &wants(&config, "close ssh\n"),
+            &holdings,
+            &SourcesSeen::new(),
+        );
+        let lines = nft.dry_run(&steps, &holdings);
+        assert_eq!(
+            lines[..4],
+            [
+                "# create table inet portlocker, its chain input on the input hook before the filter chains",
+                "# IPv4: close ssh 22/tcp",
+                "# IPv6: close ssh 22/tcp",
+                "# all of it in one transaction, as `/usr/sbin/nft -f -` reads it:",
+            ]
+        );
+        assert_eq!(lines[4], "#   table inet portlocker");
+        assert!(lines.iter().all(|line| line.starts_with('#')));
+        assert!(fake.scripts.is_empty());
+    }
+}
