@@ -6,14 +6,25 @@
 //! first run (every port to close) and a no-change run, and the floor: the
 //! bare `iptables -C` (and `-A`) calls of the same work spawned back to back,
 //! plus one fetch (`portlocker check --source URL`). It prints medians, the
-//! ratio to the floor, the peak RSS of the binary, its size, and how long
-//! parsing a 64 KiB control file takes.
+//! ratio to the floor, the processes each run starts (counted through a
+//! recording wrapper at the configured iptables paths), the peak RSS of the
+//! binary, its size, and how long parsing a 64 KiB control file takes.
+//!
+//! Then a host full of other tools' rules: a second network namespace holds
+//! 20,000 rules in 200 chains of the filter table in both families, as
+//! Docker or Kubernetes leave them (some jumped to from FORWARD, none from
+//! INPUT), and a no-change run there is timed against the same run on an
+//! empty host, in alternating rounds, so load on the machine falls on both.
 
 #[path = "../tests/common/https.rs"]
 #[allow(dead_code)]
 mod https;
 
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +36,17 @@ const BINARY: &str = env!("CARGO_BIN_EXE_portlocker");
 const INSIDE: &str = "PORTLOCKER_BENCH_INSIDE_NETNS";
 const LAUNCHER: &str = "PORTLOCKER_BENCH_LAUNCHER";
 const ROUNDS: usize = 11;
+/// Rounds of the empty-host against loaded-host comparison: more, since
+/// its target is a ratio of two small times.
+const FOREIGN_ROUNDS: usize = 61;
+/// The host full of other tools' rules: chains × rules per chain, per family,
+/// and every how many chains one is jumped to from FORWARD.
+const FOREIGN_CHAINS: usize = 200;
+const FOREIGN_RULES_PER_CHAIN: usize = 100;
+const FOREIGN_JUMP_EVERY: usize = 10;
+/// The target: a no-change run on the loaded host within this factor of the
+/// same run on an empty host.
+const FOREIGN_TARGET: f64 = 1.2;
 
 fn main() {
     if std::env::var_os(LAUNCHER).is_some() {
@@ -44,11 +66,12 @@ fn main() {
     run(&["/sbin/ip", "link", "set", "lo", "up"]);
 
     let dir = tempfile::tempdir().unwrap();
+    let wrappers = Wrappers::new(&dir.path().join("counted"));
     let mut peak_rss_kib = 0;
     println!("portlocker benchmark: medians of {ROUNDS} rounds, in a private network namespace");
     println!();
     println!(
-        "{:>8} {:>5} | {:>9} {:>9} {:>6} | {:>9} {:>9} {:>9} {:>6} | {:>6}",
+        "{:>8} {:>5} | {:>9} {:>9} {:>6} | {:>9} {:>9} {:>9} {:>6} | {:>7} | {:>11} | {:>6}",
         "services",
         "ipv6",
         "first ms",
@@ -58,12 +81,15 @@ fn main() {
         "floor ms",
         "fetch ms",
         "ratio",
+        "RSS MiB",
+        "processes",
         "target"
     );
     let mut verdicts = Vec::new();
+    let mut counted = Vec::new();
     for services in [3, 30, 100] {
         for ipv6 in [false, true] {
-            let bench = Bench::new(dir.path(), services, ipv6);
+            let bench = Bench::new(dir.path(), services, ipv6, &wrappers);
             let fetch =
                 median((0..ROUNDS).map(|_| bench.timed(&["check", "--source", &bench.url])));
             let first = median((0..ROUNDS).map(|_| {
@@ -79,6 +105,15 @@ fn main() {
             let same = median((0..ROUNDS).map(|_| bench.timed(&[])));
             let same_floor = median((0..ROUNDS).map(|_| bench.floor(false)));
             let ratio = ms(same) / (ms(same_floor) + ms(fetch));
+            // The processes of a first run and of a no-change run.
+            reset_firewall();
+            let first_calls = bench.calls();
+            let same_calls = bench.calls();
+            let processes = format!("{} / {}", first_calls.len(), same_calls.len());
+            if services == 30 && ipv6 {
+                counted.push(("a first run", first_calls));
+                counted.push(("a no-change run", same_calls));
+            }
             // Peak RSS of a fetch, a first run and a no-change run, measured apart.
             reset_firewall();
             let rss = [
@@ -96,7 +131,7 @@ fn main() {
                 ""
             };
             println!(
-                "{services:>8} {ipv6:>5} | {:>9.1} {:>9.1} {:>6.2} | {:>9.1} {:>9.1} {:>9.1} {:>6.2} | {:>7.1} | {target:>6}",
+                "{services:>8} {ipv6:>5} | {:>9.1} {:>9.1} {:>6.2} | {:>9.1} {:>9.1} {:>9.1} {:>6.2} | {:>7.1} | {processes:>11} | {target:>6}",
                 ms(first),
                 ms(first_floor),
                 ms(first) / (ms(first_floor) + ms(fetch)),
@@ -109,6 +144,58 @@ fn main() {
         }
     }
     reset_firewall();
+    println!();
+    println!("first ratio = first run / (floor + fetch); same = a run that changes nothing");
+    println!("floor = the bare iptables -C (and -A) calls of the same work, spawned back to back");
+    println!("processes = iptables calls of a first run / of a no-change run");
+    println!(
+        "the original Python script, measured here on the same work: 60 ms at 3 services, 134 ms at 30,"
+    );
+    println!("  against floors of 8 and 69 ms; peak RSS 12.6 MiB (curl)");
+
+    println!();
+    let foreign = foreign_host(dir.path(), &wrappers);
+    peak_rss_kib = peak_rss_kib.max(foreign.rss_kib);
+    println!(
+        "a host with {} rules of others per family ({FOREIGN_CHAINS} chains of the filter table, \
+         {} of them jumped to from FORWARD, none from INPUT), loaded in {:.1} s:",
+        FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN,
+        FOREIGN_CHAINS.div_ceil(FOREIGN_JUMP_EVERY),
+        foreign.load.as_secs_f64(),
+    );
+    let ratio = ms(foreign.loaded) / ms(foreign.empty);
+    println!(
+        "  no-change run at 30 services with IPv6, medians of {FOREIGN_ROUNDS} alternating rounds: \
+         empty host {:.1} ms, loaded host {:.1} ms, {ratio:.2}×; peak RSS there {:.1} MiB",
+        ms(foreign.empty),
+        ms(foreign.loaded),
+        foreign.rss_kib as f64 / 1024.0,
+    );
+    println!(
+        "  in CPU time (the run and its iptables calls): empty host {:.1} ms, loaded host {:.1} ms, {:.2}×",
+        ms(foreign.empty_cpu),
+        ms(foreign.loaded_cpu),
+        ms(foreign.loaded_cpu) / ms(foreign.empty_cpu),
+    );
+    println!(
+        "  for scale: one `iptables -S` of the whole table there takes {:.1} ms and prints {:.1} MiB",
+        ms(foreign.listing),
+        foreign.listing_bytes as f64 / (1024.0 * 1024.0),
+    );
+    counted.push(("a no-change run on the loaded host", foreign.calls));
+    verdicts.push((
+        format!(
+            "no-change run with {} rules of others loaded: {ratio:.2}× the empty host (target ≤ {FOREIGN_TARGET}×)",
+            FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN,
+        ),
+        ratio <= FOREIGN_TARGET,
+    ));
+
+    println!();
+    println!("processes a run starts, at 30 services with IPv6:");
+    for (run, calls) in &counted {
+        println!("  {run}: {} — {}", calls.len(), summarise(calls));
+    }
 
     let parse = parse_64k();
     let size = std::fs::metadata(BINARY).unwrap().len();
@@ -130,22 +217,285 @@ fn main() {
         parse < Duration::from_millis(1),
     ));
     println!();
-    println!("first ratio = first run / (floor + fetch); same = a run that changes nothing");
-    println!("floor = the bare iptables -C (and -A) calls of the same work, spawned back to back");
-    println!(
-        "the original Python script, measured here on the same work: 60 ms at 3 services, 134 ms at 30,"
-    );
-    println!("  against floors of 8 and 69 ms; peak RSS 12.6 MiB (curl)");
-    println!();
     for (verdict, met) in &verdicts {
         println!("{} {verdict}", if *met { "met:   " } else { "MISSED:" });
     }
 }
 
+/// What the host full of other tools' rules showed.
+struct Foreign {
+    /// Time to load the rules, both families.
+    load: Duration,
+    /// Medians of a no-change run on the empty host and on the loaded one.
+    empty: Duration,
+    loaded: Duration,
+    /// The same, in CPU time.
+    empty_cpu: Duration,
+    loaded_cpu: Duration,
+    /// Peak RSS (KiB) of a no-change run on the loaded host.
+    rss_kib: i64,
+    /// The iptables calls of a no-change run on the loaded host.
+    calls: Vec<String>,
+    /// One whole-table `iptables -S` on the loaded host, and its size.
+    listing: Duration,
+    listing_bytes: usize,
+}
+
+/// Times a no-change run (30 services, IPv6) on an empty host against the
+/// same run on a host holding 20,000 rules of others per family, each in
+/// its own network namespace, in alternating rounds.
+fn foreign_host(dir: &Path, wrappers: &Wrappers) -> Foreign {
+    let home = Netns::current();
+    reset_firewall();
+    let empty = Bench::new(&subdir(dir, "empty"), 30, true, wrappers);
+    empty.timed(&[]);
+
+    let other = Netns::create();
+    let started = Instant::now();
+    load_foreign_rules();
+    let load = started.elapsed();
+    // Made while in the other namespace: its server listens there.
+    let loaded = Bench::new(&subdir(dir, "loaded"), 30, true, wrappers);
+    loaded.timed(&[]);
+
+    let mut on_empty = Vec::new();
+    let mut on_loaded = Vec::new();
+    for round in 0..FOREIGN_ROUNDS {
+        let loaded_first = round % 2 == 1;
+        for here in [loaded_first, !loaded_first] {
+            if here {
+                other.enter();
+                on_loaded.push(loaded.timed_with_cpu());
+            } else {
+                home.enter();
+                on_empty.push(empty.timed_with_cpu());
+            }
+        }
+    }
+    other.enter();
+    let rss_kib = loaded.peak_rss(&[]);
+    let calls = loaded.calls();
+    assert!(
+        calls.iter().all(|call| call.contains(" -S ")),
+        "the run on the loaded host changed something: {calls:?}"
+    );
+    let listing = median((0..5).map(|_| whole_listing().0));
+    let listing_bytes = whole_listing().1;
+    assert_eq!(
+        count_foreign_rules(),
+        [FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN; 2],
+        "the rules of others changed under portlocker"
+    );
+    reset_firewall();
+    assert_eq!(count_foreign_rules(), [0, 0], "rules of others left behind");
+    home.enter();
+    reset_firewall();
+    Foreign {
+        load,
+        empty: median(on_empty.iter().map(|sample| sample.0)),
+        loaded: median(on_loaded.iter().map(|sample| sample.0)),
+        empty_cpu: median(on_empty.iter().map(|sample| sample.1)),
+        loaded_cpu: median(on_loaded.iter().map(|sample| sample.1)),
+        rss_kib,
+        calls,
+        listing,
+        listing_bytes,
+    }
+}
+
+/// How long one `iptables -S` of the whole filter table takes, and how many
+/// bytes it prints: what each family cost a run that read it all.
+fn whole_listing() -> (Duration, usize) {
+    let started = Instant::now();
+    let output = Command::new("/sbin/iptables")
+        .args(["-w", "10", "-S"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(output.status.success(), "iptables -S failed");
+    (took, output.stdout.len())
+}
+
+fn subdir(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir(&path).unwrap();
+    path
+}
+
+/// A network namespace the main thread can step into: the processes it
+/// starts from there, and the sockets it opens, live in that namespace.
+struct Netns(File);
+
+impl Netns {
+    /// The main thread's network namespace now.
+    fn current() -> Netns {
+        Netns(File::open("/proc/thread-self/ns/net").unwrap())
+    }
+
+    /// A new network namespace with loopback up; the main thread is in it on return.
+    fn create() -> Netns {
+        // SAFETY: no pointers; only this thread's network namespace changes.
+        let done = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(done, 0, "unshare: {}", std::io::Error::last_os_error());
+        run(&["/sbin/ip", "link", "set", "lo", "up"]);
+        Netns::current()
+    }
+
+    fn enter(&self) {
+        // SAFETY: the descriptor is an open network namespace file.
+        let done = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(done, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Loads the rules of others into the current namespace, both families,
+/// with `iptables-restore --noflush`: one COMMIT per chain, since one
+/// transaction of 20,000 rules fails in a user namespace ("Message too long").
+fn load_foreign_rules() {
+    for (restore, ipv6) in [
+        ("/sbin/iptables-restore", false),
+        ("/sbin/ip6tables-restore", true),
+    ] {
+        let mut child = Command::new(restore)
+            .args(["-w", "10", "--noflush"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(foreign_rules(ipv6).as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{restore} failed");
+    }
+    assert_eq!(
+        count_foreign_rules(),
+        [FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN; 2]
+    );
+}
+
+/// The `iptables-restore` input of the rules of others: chains of rules as
+/// Docker or Kubernetes write them (addresses, interfaces, conntrack,
+/// comments), every tenth chain jumped to from FORWARD.
+fn foreign_rules(ipv6: bool) -> String {
+    let mut text = String::from("*filter\n");
+    for chain in 0..FOREIGN_CHAINS {
+        text.push_str(&format!(":OTHER-{chain:03} - [0:0]\n"));
+    }
+    for chain in (0..FOREIGN_CHAINS).step_by(FOREIGN_JUMP_EVERY) {
+        text.push_str(&format!(
+            "-A FORWARD -o br-{chain:03} -j OTHER-{chain:03}\n"
+        ));
+    }
+    text.push_str("COMMIT\n");
+    for chain in 0..FOREIGN_CHAINS {
+        text.push_str("*filter\n");
+        for rule in 0..FOREIGN_RULES_PER_CHAIN {
+            let address = match ipv6 {
+                true => format!("fd00:{chain:x}::{rule:x}/128"),
+                false => format!("10.{chain}.{rule}.2/32"),
+            };
+            let (protocol, target) = match rule % 4 {
+                0 => ("tcp", "ACCEPT"),
+                1 => ("udp", "ACCEPT"),
+                2 => ("tcp", "RETURN"),
+                _ => ("tcp", "DROP"),
+            };
+            text.push_str(&format!(
+                "-A OTHER-{chain:03} -d {address} ! -i br-{chain:03} -o br-{chain:03} \
+                 -p {protocol} -m {protocol} --dport {} -m conntrack --ctstate NEW,ESTABLISHED \
+                 -m comment --comment \"ns-{chain:03}/svc-{rule:03}:http\" -j {target}\n",
+                8000 + rule
+            ));
+        }
+        text.push_str("COMMIT\n");
+    }
+    text
+}
+
+/// How many rules of others each family holds, read with one whole-table listing.
+fn count_foreign_rules() -> [usize; 2] {
+    ["/sbin/iptables", "/sbin/ip6tables"].map(|binary| {
+        let output = Command::new(binary)
+            .args(["-w", "10", "-S"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{binary} -S failed");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter(|line| line.starts_with("-A OTHER-"))
+            .count()
+    })
+}
+
+/// Recording wrappers of iptables and ip6tables: each call appends its
+/// argv to a log, then becomes the real program.
+struct Wrappers {
+    iptables: PathBuf,
+    ip6tables: PathBuf,
+    log: PathBuf,
+}
+
+impl Wrappers {
+    fn new(dir: &Path) -> Wrappers {
+        std::fs::create_dir(dir).unwrap();
+        let log = dir.join("calls.log");
+        let wrap = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\necho \"${{0##*/}} $*\" >>{log:?}\nexec /sbin/{name} \"$@\"\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        Wrappers {
+            iptables: wrap("iptables"),
+            ip6tables: wrap("ip6tables"),
+            log,
+        }
+    }
+}
+
+/// Calls grouped by program, operation and chain, in order of first call:
+/// "iptables -S INPUT, 30 × iptables -A PORTLOCKER, …".
+fn summarise(calls: &[String]) -> String {
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for call in calls {
+        let words: Vec<&str> = call.split(' ').collect();
+        // The program, then `-w 10`, then the operation and its chain.
+        let key = words
+            .iter()
+            .take(1)
+            .chain(words.iter().skip(3).take(2))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((key, 1)),
+        }
+    }
+    let shown: Vec<String> = groups
+        .into_iter()
+        .map(|(key, n)| match n {
+            1 => key,
+            n => format!("{n} × {key}"),
+        })
+        .collect();
+    shown.join(", ")
+}
+
 /// One configuration under test: its config, its control file on a live
-/// HTTPS server, and the rules it makes.
+/// HTTPS server, and the rules it makes; and the same config with the
+/// recording wrappers as its iptables, to count the calls of a run.
 struct Bench {
     config: PathBuf,
+    counted: PathBuf,
+    wrappers_log: PathBuf,
     url: String,
     services: usize,
     ipv6: bool,
@@ -153,33 +503,57 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(dir: &Path, services: usize, ipv6: bool) -> Bench {
+    fn new(dir: &Path, services: usize, ipv6: bool, wrappers: &Wrappers) -> Bench {
         let control: String = (0..services).map(|i| format!("close s{i:03}\n")).collect();
         let server = https::TlsServer::start(https::Reply::Body {
             body: control.into_bytes(),
             content_type: "text/plain",
         });
-        let ca = dir.join("ca.pem");
+        let ca = dir.join(format!("ca-{services}-{ipv6}.pem"));
         server.write_ca(&ca);
         let state = dir.join(format!("state-{services}-{ipv6}"));
         let url = server.url("/portlocker.txt");
-        let mut text = format!(
-            "source = {url:?}\nlog_file = {:?}\nstate_dir = {state:?}\n[fetch]\nca_file = {ca:?}\n\
-             [firewall]\niptables = \"/sbin/iptables\"\nip6tables = \"/sbin/ip6tables\"\nipv6 = {ipv6}\n[services]\n",
-            dir.join("portlocker.log"),
-        );
-        for i in 0..services {
-            text.push_str(&format!("s{i:03} = {}\n", 2000 + i));
-        }
+        let config_text = |iptables: &Path, ip6tables: &Path| {
+            let mut text = format!(
+                "source = {url:?}\nlog_file = {:?}\nstate_dir = {state:?}\n[fetch]\nca_file = {ca:?}\n\
+                 [firewall]\niptables = {iptables:?}\nip6tables = {ip6tables:?}\nipv6 = {ipv6}\n[services]\n",
+                dir.join("portlocker.log"),
+            );
+            for i in 0..services {
+                text.push_str(&format!("s{i:03} = {}\n", 2000 + i));
+            }
+            text
+        };
         let config = dir.join(format!("config-{services}-{ipv6}.toml"));
+        let text = config_text(Path::new("/sbin/iptables"), Path::new("/sbin/ip6tables"));
         std::fs::write(&config, text).unwrap();
+        let counted = dir.join(format!("counted-{services}-{ipv6}.toml"));
+        let text = config_text(&wrappers.iptables, &wrappers.ip6tables);
+        std::fs::write(&counted, text).unwrap();
         Bench {
             config,
+            counted,
+            wrappers_log: wrappers.log.clone(),
             url,
             services,
             ipv6,
             _server: server,
         }
+    }
+
+    /// One run through the recording wrappers; returns its iptables calls.
+    fn calls(&self) -> Vec<String> {
+        let _ = std::fs::remove_file(&self.wrappers_log);
+        let status = Command::new(BINARY)
+            .arg("-c")
+            .arg(&self.counted)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "portlocker (counted) failed");
+        let text = std::fs::read_to_string(&self.wrappers_log).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
     }
 
     /// Runs portlocker with `args`; returns its wall time.
@@ -196,6 +570,25 @@ impl Bench {
         let took = started.elapsed();
         assert!(status.success(), "portlocker {args:?} failed");
         took
+    }
+
+    /// A run that changes nothing: its wall time, and its CPU time with
+    /// that of its iptables calls (which load on the machine barely moves).
+    // The child is reaped by wait4, which std's Child cannot do, to read its rusage.
+    #[allow(clippy::zombie_processes)]
+    fn timed_with_cpu(&self) -> (Duration, Duration) {
+        let started = Instant::now();
+        let child = Command::new(BINARY)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let usage = wait_with_rusage(child.id());
+        let took = started.elapsed();
+        assert_eq!(usage.code, 0, "portlocker failed");
+        (took, usage.cpu)
     }
 
     /// The peak RSS (KiB) of one more run with `args`, through the launcher.
@@ -235,11 +628,21 @@ impl Bench {
                     .status()
                     .unwrap()
             };
+            let jump = [
+                "-m",
+                "comment",
+                "--comment",
+                "portlocker:jump.a",
+                "-j",
+                "PORTLOCKER",
+            ];
             if first {
                 iptables(&["-N", "PORTLOCKER"]);
-                iptables(&["-I", "INPUT", "1", "-j", "PORTLOCKER"]);
+                let insert: Vec<&str> = ["-I", "INPUT", "1"].into_iter().chain(jump).collect();
+                assert!(iptables(&insert).success());
             } else {
-                iptables(&["-C", "INPUT", "-j", "PORTLOCKER"]);
+                let check: Vec<&str> = ["-C", "INPUT"].into_iter().chain(jump).collect();
+                assert!(iptables(&check).success(), "the floor's jump is missing");
             }
             for i in 0..self.services {
                 let port = (2000 + i).to_string();
@@ -261,6 +664,10 @@ impl Bench {
                 ];
                 let check: Vec<&str> = ["-C", "PORTLOCKER"].into_iter().chain(spec).collect();
                 let present = iptables(&check).success();
+                assert!(
+                    first || present,
+                    "the floor's rule for port {port} is missing"
+                );
                 if first && !present {
                     let append: Vec<&str> = ["-A", "PORTLOCKER"].into_iter().chain(spec).collect();
                     assert!(iptables(&append).success());
@@ -284,21 +691,35 @@ fn launch_and_report() -> ! {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let (code, rss) = wait_with_rusage(child.id());
-    assert_eq!(code, 0, "{args:?} failed");
-    println!("{rss}");
+    let usage = wait_with_rusage(child.id());
+    assert_eq!(usage.code, 0, "{args:?} failed");
+    println!("{}", usage.peak_rss_kib);
     std::process::exit(0);
 }
 
-/// Waits for `pid` and returns its exit code and peak resident set (KiB).
-fn wait_with_rusage(pid: u32) -> (i32, i64) {
+/// How a child ended and what it used.
+struct Usage {
+    code: i32,
+    /// Peak resident set, KiB.
+    peak_rss_kib: i64,
+    /// User and system time, with that of the children it reaped (its iptables calls).
+    cpu: Duration,
+}
+
+/// Waits for `pid` and returns how it ended and what it used.
+fn wait_with_rusage(pid: u32) -> Usage {
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our own child, not yet reaped; the pointers are valid.
     let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(reaped, pid as libc::pid_t, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+    let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Usage {
+        code: libc::WEXITSTATUS(status),
+        peak_rss_kib: usage.ru_maxrss,
+        cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    }
 }
 
 /// The median time to parse a 64 KiB control file, in process.

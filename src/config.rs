@@ -141,6 +141,22 @@ impl Config {
                     check_trusted(ca_file, "fetch.ca_file")?;
                 }
             }
+            if is_root() {
+                // Root runs them: a program another account can change is
+                // that account's root shell.
+                let firewall = &config.firewall;
+                let programs = [
+                    ("firewall.iptables", &firewall.iptables),
+                    ("firewall.ip6tables", &firewall.ip6tables),
+                    ("firewall.iptables_restore", &firewall.iptables_restore),
+                    ("firewall.ip6tables_restore", &firewall.ip6tables_restore),
+                ];
+                for (key, program) in programs {
+                    if program.exists() {
+                        check_trusted(program, key)?;
+                    }
+                }
+            }
             Ok(config)
         };
         load().map_err(ConfigError)
@@ -377,6 +393,8 @@ const TARGETS: &[&str] = &[
     "NFLOG",
     "CHECKSUM",
     "TPROXY",
+    "DNPT",
+    "SNPT",
     "SECMARK",
     "CONNSECMARK",
     "SYNPROXY",
@@ -648,6 +666,12 @@ impl RawConfig {
             Some(path) => absolute(key, Some(path), ""),
             None => Ok(restore_beside(binary)),
         };
+        ensure!(
+            iptables != ip6tables,
+            "firewall.iptables and firewall.ip6tables are both {:?}: one family would go unmanaged \
+             while status read the other twice (ip6tables is usually /sbin/ip6tables)",
+            iptables.display().to_string()
+        );
         let firewall = FirewallConfig {
             iptables_restore: restore_beside(
                 "firewall.iptables_restore",

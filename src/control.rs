@@ -365,12 +365,14 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
 fn parse_source(word: &str, service: &str) -> Result<IpNet, String> {
     let net = match word.parse::<IpAddr>() {
         Ok(address) => IpNet::from(address),
-        Err(_) => word.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| {
-            format!(
-                "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
-                quoted(word)
-            )
-        })?,
+        Err(_) => {
+            word.parse::<IpNet>().map_err(|_| {
+                format!(
+                    "{} is not an address or network (like 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48; no host names)",
+                    quoted(word)
+                )
+            })?
+        }
     };
     if net.prefix_len() == 0 {
         let family = match net {
@@ -378,11 +380,23 @@ fn parse_source(word: &str, service: &str) -> Result<IpNet, String> {
             IpNet::V6(_) => "IPv6",
         };
         return Err(format!(
-            "{} is every {family} address ({net}); to open to everyone, use {}",
+            "{} is every {family} address ({}); to open to everyone, use {}",
             quoted(&format!("from {word}")),
+            net.trunc(),
             quoted(&format!("open {service}"))
         ));
     }
+    // `203.0.113.7/2` is a typo for /32 far more often than a wish to
+    // open a quarter of the internet: never widen it silently.
+    if net.trunc() != net {
+        return Err(format!(
+            "{} has address bits past its /{}: write the network itself ({}), or the address alone",
+            quoted(word),
+            net.prefix_len(),
+            net.trunc()
+        ));
+    }
+
     Ok(net)
 }
 
@@ -737,7 +751,7 @@ mod tests {
                 vec!["open ssh from 198.51.100.0/24".into()],
             ),
             (
-                "open ssh from 198.51.100.77/24",
+                "open ssh from 198.51.100.0/24",
                 vec!["open ssh from 198.51.100.0/24".into()],
             ),
             (
@@ -953,8 +967,8 @@ mod tests {
             (ipv4_only(), "open ssh from 2001:db8::/48 on db-*", vec![]),
             (
                 services(),
-                "open ssh from 1.2.3.4/1",
-                vec!["open ssh from 0.0.0.0/1"],
+                "open ssh from 128.0.0.0/1",
+                vec!["open ssh from 128.0.0.0/1"],
             ),
             (services(), "open ssh from ::/1", vec!["open ssh from ::/1"]),
             (services(), "close ssh on web-[0-9]", vec!["close ssh"]),
@@ -979,12 +993,12 @@ mod tests {
         for (written, shown) in [
             ("203.0.113.7", "203.0.113.7/32"),
             ("203.0.113.7/32", "203.0.113.7/32"),
-            ("198.51.100.77/24", "198.51.100.0/24"),
+            ("198.51.100.0/24", "198.51.100.0/24"),
             ("2001:DB8:0000::7", "2001:db8::7/128"),
-            ("2001:db8::1/64", "2001:db8::/64"),
+            ("2001:db8::/64", "2001:db8::/64"),
             ("::ffff:1.2.3.4", "::ffff:1.2.3.4/128"),
             ("::FFFF:1.2.3.4/128", "::ffff:1.2.3.4/128"),
-            ("::ffff:1.2.3.77/120", "::ffff:1.2.3.0/120"),
+            ("::ffff:1.2.3.0/120", "::ffff:1.2.3.0/120"),
             ("::1.2.3.4", "::102:304/128"),
             ("::1", "::1/128"),
         ] {
@@ -1156,6 +1170,25 @@ mod tests {
                     other => prop_assert!(false, "expected one bad line, got {:?}", other),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_network_with_address_bits_past_its_length_is_refused_not_widened() {
+        let services = services();
+        for (text, needle) in [
+            (
+                "open ssh from 203.0.113.7/2",
+                "write the network itself (192.0.0.0/2)",
+            ),
+            ("open ssh from 198.51.100.77/24", "(198.51.100.0/24)"),
+            ("open ssh from 2001:db8::1/64", "(2001:db8::/64)"),
+        ] {
+            let error = parse(text.as_bytes(), services).unwrap_err().to_string();
+            assert!(
+                error.contains("line 1:") && error.contains(needle),
+                "{text}: {error}"
+            );
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
     let written = (|| -> Result<()> {
+        check_links_on_the_way(directory)?;
         let mut file = create_temporary(directory, &name.to_string_lossy())?;
         // On the descriptor, not by path: the path could be swapped meanwhile.
         file.as_file()
@@ -56,13 +57,28 @@ fn create_temporary(directory: &Path, name: &str) -> io::Result<NamedTempFile> {
 /// Opens `path` with `options`, refusing a symbolic link there (O_NOFOLLOW)
 /// instead of following it, for a file another account might have linked.
 pub fn open_no_follow(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    options
-        .custom_flags(libc::O_NOFOLLOW)
+    if let Some(directory) = path.parent() {
+        check_links_on_the_way(directory).map_err(|error| {
+            io::Error::new(io::ErrorKind::PermissionDenied, format!("{error:#}"))
+        })?;
+    }
+    // O_NONBLOCK: a FIFO planted where a file should be must not hold the
+    // run for ever on its open; it is refused below instead.
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|error| {
             let linked = error.raw_os_error() == Some(libc::ELOOP)
                 && fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
-            if linked {
+            // A FIFO with no reader refuses a non-blocking writer (ENXIO).
+            let odd = fs::symlink_metadata(path)
+                .is_ok_and(|meta| !meta.file_type().is_file() && !meta.file_type().is_symlink());
+            if odd {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is not a regular file (a FIFO, a socket or a device?): remove it",
+                )
+            } else if linked {
                 io::Error::new(
                     error.kind(),
                     "it is a symbolic link, which portlocker never follows: remove it",
@@ -70,7 +86,40 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions) -> io::Result<File
             } else {
                 error
             }
-        })
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, a socket or a device?): remove it",
+        ));
+    }
+    Ok(file)
+}
+
+/// Refuses a symbolic link along `directory` that another account owns:
+/// whoever could plant it could make root write where they choose. Links
+/// root made (an admin's `/var/www` → `/srv/www`) are fine.
+pub fn check_links_on_the_way(directory: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = fs::metadata("/proc/self").map_or(0, |meta| meta.uid());
+    let mut walked = std::path::PathBuf::new();
+    for component in directory.components() {
+        walked.push(component);
+        let Ok(meta) = fs::symlink_metadata(&walked) else {
+            // Missing: nothing to follow; the write will say so.
+            return Ok(());
+        };
+        if meta.file_type().is_symlink() && meta.uid() != 0 && meta.uid() != me {
+            anyhow::bail!(
+                "{} is a symbolic link owned by uid {}: portlocker, as root, never writes through \
+                 another account's link (make it a directory, or a link root owns)",
+                walked.display(),
+                meta.uid()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads the text file at `path`, refusing a symbolic link there.

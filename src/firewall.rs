@@ -734,7 +734,7 @@ mod tests {
         };
         assert_eq!(
             mosh.spec().join(" "),
-            "-p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP"
+            "-p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP"
         );
         let plain = Rule {
             keep_established: false,

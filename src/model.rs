@@ -116,8 +116,10 @@ impl Rule {
             // saw the session start; UDP has no such flag, so ask conntrack.
             match self.ports.protocol {
                 Protocol::Tcp => spec.push("--syn".into()),
+                // UNTRACKED too: a NOTRACK rule in the raw table would
+                // otherwise carry new flows past a drop for NEW alone.
                 Protocol::Udp => {
-                    spec.extend(["-m", "conntrack", "--ctstate", "NEW"].map(String::from))
+                    spec.extend(["-m", "conntrack", "--ctstate", "NEW,UNTRACKED"].map(String::from))
                 }
             }
         }

@@ -302,8 +302,16 @@ fn lets_in(
 
 /// What the owner should know about this machine besides the services.
 fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Vec<String> {
-    if config.firewall.ipv6 && !Path::new("/proc/net/if_inet6").exists() {
+    let has_ipv6 = Path::new("/proc/net/if_inet6").exists();
+    if config.firewall.ipv6 && !has_ipv6 {
         notices.push("IPv6 is not available in this kernel: set firewall.ipv6 = false".into());
+    }
+    if !config.firewall.ipv6 && has_ipv6 {
+        notices.push(
+            "IPv6 is not managed (firewall.ipv6 = false), but this host has IPv6: every port \
+             portlocker closes stays open over IPv6 unless another firewall closes it"
+                .into(),
+        );
     }
     if holdings
         .families
@@ -398,6 +406,14 @@ fn reconcile<R: Runner>(
         applied = firewall.apply(&steps, &mut holdings);
     }
     errors.extend(applied.errors);
+    if !applied.made.is_empty() {
+        // What the firewall holds now, read back — not what the changes
+        // should have made: the verdicts below, the page and the metrics
+        // must tell what is there.
+        let (read_back, read_errors) = firewall.observe(docker);
+        holdings = read_back;
+        errors.extend(read_errors);
+    }
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -109,6 +109,8 @@ impl Runner for SystemRunner {
     fn run(&mut self, command: &Command) -> io::Result<Completion> {
         let mut child = std::process::Command::new(&command.program)
             .args(&command.args)
+            // Its own process group, so a kill takes whatever it started too.
+            .process_group(0)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C")
@@ -201,6 +203,15 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
 
 /// Kills `child` with SIGKILL and reaps it, so no process or zombie is left.
 fn kill(child: &mut Child) -> io::Result<()> {
+    // The whole group the child leads: a wrapper's own children (a script
+    // that runs the real iptables) go with it. Not yet reaped, the child's
+    // pid is still its own, so the group cannot be another's.
+    if let Ok(group) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
     // Fails only when the child has already exited; reaping follows either way.
     let _ = child.kill();
     if wait_until(child, Instant::now() + REAP_GRACE)?.is_none() {
@@ -464,6 +475,29 @@ mod tests {
         // Reaped: not even a zombie is left under that number.
         let proc = std::path::Path::new("/proc").join(pid.trim());
         assert!(!proc.exists(), "process {} is still there", pid.trim());
+    }
+
+    #[test]
+    fn a_child_killed_at_its_limit_takes_what_it_started_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild");
+        let limit = Duration::from_millis(200);
+        // A wrapper that starts a child of its own and waits for it.
+        let command = script(&format!(
+            "sleep 600 & echo $! >{}; wait",
+            pid_file.display()
+        ));
+        let done = runner(limit).run(&command).unwrap();
+        assert_eq!(done.termination, Termination::TimedOut { after: limit });
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        // Gone, or at most a zombie waiting for init.
+        assert!(
+            stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+            "the grandchild {} lives on: {stat}",
+            pid.trim()
+        );
     }
 
     #[test]

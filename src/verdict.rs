@@ -230,6 +230,10 @@ impl Walk {
             // A RETURN for some gets them past this chain's drops.
             Target::Accept | Target::Return => {}
             Target::Drop => {
+                if effect.reach == Reach::All && effect.leaky {
+                    // Closed but for untracked packets, which this run cannot rule out.
+                    self.unknown_pass = true;
+                }
                 return (effect.reach == Reach::All)
                     .then(|| Decision::Drop(Some((chain.to_owned(), rule.clone()))));
             }
@@ -290,6 +294,9 @@ impl Walk {
 struct Effect {
     target: Target,
     reach: Reach,
+    /// It matches new connections only as conntrack tracks them: packets a
+    /// NOTRACK rule left untracked go past it.
+    leaky: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -325,6 +332,7 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec, now: DateTime<Utc>) ->
     let words = &rule.spec;
     let mut unknown = false;
     let mut source = false;
+    let mut untracked_pass = false;
     let mut target = None;
     let mut i = 0;
     let value = |i: usize| words.get(i + 1).map(String::as_str).unwrap_or("");
@@ -332,9 +340,14 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec, now: DateTime<Utc>) ->
         let word = words[i].as_str();
         match word {
             "!" => {
-                // A negated match: too many cases to follow honestly.
+                // A negated match: too many cases to follow honestly. Skip
+                // the option it negates and its values, never reading them
+                // as a positive match (`! --dport 23` is not `--dport 23`).
                 unknown = true;
-                i += 1;
+                i += 2;
+                while words.get(i).is_some_and(|word| !word.starts_with('-')) {
+                    i += 1;
+                }
                 continue;
             }
             "-s" => match value(i).parse::<IpNet>() {
@@ -377,8 +390,13 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec, now: DateTime<Utc>) ->
                 continue;
             }
             "--ctstate" | "--state" => {
-                if !value(i).split(',').any(|state| state == "NEW") {
-                    return None;
+                // An untracked packet (a NOTRACK rule in the raw table) is
+                // never NEW: a rule for NEW alone does not see it.
+                let states: Vec<&str> = value(i).split(',').collect();
+                match (states.contains(&"NEW"), states.contains(&"UNTRACKED")) {
+                    (false, _) => return None,
+                    (true, false) => untracked_pass = true,
+                    (true, true) => {}
                 }
             }
             "--comment" => {}
@@ -410,7 +428,11 @@ fn effect(rule: &Listed, family: Family, ports: PortSpec, now: DateTime<Utc>) ->
     } else {
         Reach::All
     };
-    Some(Effect { target, reach })
+    Some(Effect {
+        target,
+        reach,
+        leaky: untracked_pass,
+    })
 }
 
 /// A moment as xt_time lists it (`2026-12-01T18:00:00`, UTC).
@@ -652,5 +674,45 @@ mod tests {
         assert_eq!(combine(&[Closed, OpenToSources]), OpenToSources);
         assert_eq!(combine(&[Closed, Unknown]), Unknown);
         assert_eq!(combine(&[Open, Open]), Open);
+    }
+
+    #[test]
+    fn a_negated_match_is_never_read_as_a_positive_one() {
+        let c = config("chain = \"INPUT\"");
+        for rule in [
+            "-p tcp -m tcp ! --dport 23 -j ACCEPT",
+            "! -p udp -j ACCEPT",
+            "-p tcp -m multiport ! --dports 25,465 -j ACCEPT",
+            "-m conntrack ! --ctstate INVALID -j ACCEPT",
+            "-p tcp -m tcp ! --dport 1:21 -j ACCEPT",
+            "! -i lo -j ACCEPT",
+            "! -s 10.0.0.0/8 -j ACCEPT",
+        ] {
+            let state = ssh(&c, &[rule, SSH_DROP], None);
+            assert_ne!(state, PortState::Closed, "{rule}");
+            assert_eq!(state, PortState::Unknown, "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_drop_for_new_connections_alone_is_not_sure_to_close_a_udp_port() {
+        let c = config("");
+        let ports = PortSpec::parse("60000-61000/udp").unwrap();
+        let held = |rule: &str| FamilyHoldings {
+            input: chain(Some("ACCEPT"), &[rule]),
+            chain: None,
+            docker_user: false,
+        };
+        let state =
+            |rule: &str| port_verdict(&c, &held(rule), Family::Ipv4, ports, test_now()).state;
+        // A NOTRACK rule in the raw table would carry a new flow past it.
+        assert_eq!(
+            state("-p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -j DROP"),
+            PortState::Unknown
+        );
+        assert_eq!(
+            state("-p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -j DROP"),
+            PortState::Closed
+        );
     }
 }

@@ -28,7 +28,7 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     );
     let chain = "*filter\n\
                  :PORTLOCKER - [0:0]\n\
-                 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP\n\
+                 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP\n\
                  -A PORTLOCKER -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:ssh -j DROP\n\
                  -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER\n\
                  COMMIT\n";
@@ -140,11 +140,11 @@ fn without_a_restore_tool_changes_go_rule_by_rule_with_one_warning() {
         [
             "iptables -w 10 -N PORTLOCKER",
             "iptables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "iptables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP",
             SSH_V4,
             "ip6tables -w 10 -N PORTLOCKER",
             "ip6tables -w 10 -I INPUT 1 -m comment --comment portlocker:jump.a -j PORTLOCKER",
-            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW -m comment --comment portlocker:mosh -j DROP",
+            "ip6tables -w 10 -A PORTLOCKER -p udp -m udp --dport 60000:61000 -m conntrack --ctstate NEW,UNTRACKED -m comment --comment portlocker:mosh -j DROP",
             "ip6tables -w 10 -A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m comment --comment portlocker:ssh -j DROP",
         ]
     );
@@ -322,6 +322,11 @@ fn ipv6_false_leaves_ip6tables_alone() {
     env.write_config(&env.local_config("", "ipv6 = false"));
     env.control("close ssh\n");
     env.run(&[]).expect(0);
+    // The page says what that leaves open on a host with IPv6.
+    if std::path::Path::new("/proc/net/if_inet6").exists() {
+        let page = env.status_page().unwrap();
+        assert!(page.contains("IPv6 is not managed"), "{page}");
+    }
     assert!(
         env.calls()
             .iter()
@@ -1142,4 +1147,34 @@ fn an_open_that_ends_is_left_to_the_kernel_and_without_xt_time_to_the_next_run()
     run.expect(0).says("this kernel has no xt_time match");
     let table = env.fake_table("iptables");
     assert!(!table.contains("portlocker:ssh"), "{table}");
+}
+
+/// The page, the metrics and the exit code tell what the firewall holds,
+/// read back after the changes — not what the changes should have made.
+#[test]
+fn a_change_that_claims_success_but_does_nothing_is_caught_by_reading_back() {
+    for by_rule in [false, true] {
+        let env = TestEnv::with_fake_iptables();
+        if by_rule {
+            env.without_restore();
+        }
+        let config = env.local_config("", "").replace(
+            "[fetch]",
+            &format!("metrics_file = {:?}\n[fetch]", env.path("metrics.prom")),
+        );
+        env.write_config(&config);
+        std::fs::write(env.path("lie"), "").unwrap();
+        env.control("close ssh\n");
+        let run = env.run(&[]);
+        run.expect(1)
+            .says("ssh 22/tcp should be closed but is open");
+        let page = env.status_page().unwrap();
+        assert!(page.contains("Failed:"), "{page}");
+        assert!(!page.contains("IPv4 closed"), "{page}");
+        let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+        assert!(
+            metrics.contains("portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 0"),
+            "{metrics}"
+        );
+    }
 }

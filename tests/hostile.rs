@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
 
 use common::TestEnv;
@@ -276,7 +276,15 @@ fn a_root_owned_state_dir_right_under_tmp_works() {
 fn a_chain_that_is_a_target_or_another_tools_is_refused_before_any_firewall_call() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
-    for chain in ["ACCEPT", "DROP", "DOCKER-USER", "KUBE-SERVICES", "f2b-sshd"] {
+    for chain in [
+        "ACCEPT",
+        "DROP",
+        "DOCKER-USER",
+        "KUBE-SERVICES",
+        "f2b-sshd",
+        "DNPT",
+        "SNPT",
+    ] {
         env.write_config(&env.local_config("", &format!("chain = {chain:?}")));
         for args in [&[][..], &["check"]] {
             env.forget_calls();
@@ -297,4 +305,125 @@ fn a_chain_that_is_a_target_or_another_tools_is_refused_before_any_firewall_call
     env.write_default_config();
     env.run(&[]).expect(0);
     assert!(env.fake_table("iptables").contains("--dport 22"));
+}
+
+/// A FIFO planted at the log's path held every run, `--offline` and `reset`
+/// for ever on its open, before the lock and the firewall work.
+#[test]
+fn a_fifo_at_the_log_path_is_refused_and_the_run_still_does_its_work() {
+    let env = TestEnv::with_fake_iptables();
+    let log = env.path("portlocker.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&log)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    env.control("close ssh\n");
+    for args in [&[][..], &["--offline"], &["reset"]] {
+        let mut child = env
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A guard, not a timing assertion: a hung run fails the test.
+        let mut ended = None;
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                ended = Some(status);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let Some(status) = ended else {
+            let _ = child.kill();
+            panic!("{args:?} hung on the FIFO");
+        };
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("it is not a regular file"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(fs::symlink_metadata(&log).unwrap().file_type().is_fifo());
+}
+
+/// A directory on the way to the status page, the metrics or the log that
+/// another account swapped for a link: root never writes through it.
+#[test]
+fn a_link_another_account_planted_on_the_way_to_a_written_file_is_refused() {
+    if !common::require_root(
+        "a_link_another_account_planted_on_the_way_to_a_written_file_is_refused",
+    ) {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    let rootonly = env.path("rootonly");
+    fs::create_dir(&rootonly).unwrap();
+    fs::write(rootonly.join("status.html"), "precious\n").unwrap();
+    let shared = env.path("shared");
+    fs::create_dir(&shared).unwrap();
+    let www = shared.join("www");
+    symlink(&rootonly, &www).unwrap();
+    std::os::unix::fs::lchown(&www, Some(65534), Some(65534)).unwrap();
+    let config = env
+        .local_config("", "")
+        .replace(
+            &format!("status_file = {:?}", env.path("status.html")),
+            &format!("status_file = {:?}", www.join("status.html")),
+        )
+        .replace(
+            &format!("log_file = {:?}", env.path("portlocker.log")),
+            &format!("log_file = {:?}", www.join("portlocker.log")),
+        );
+    env.write_config(&config);
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0).says("is a symbolic link owned by uid 65534");
+    assert_eq!(
+        fs::read_to_string(rootonly.join("status.html")).unwrap(),
+        "precious\n"
+    );
+    assert!(
+        !rootonly.join("portlocker.log").exists(),
+        "the log was created through the link"
+    );
+    assert!(env.fake_table("iptables").contains("--dport 22"));
+}
+
+/// Root runs the configured iptables: one another account can change is
+/// that account's root shell. And one binary for both families leaves one
+/// family unmanaged while status reads the other twice.
+#[test]
+fn an_iptables_another_account_can_change_or_one_binary_for_both_families_is_refused() {
+    if !common::require_root(
+        "an_iptables_another_account_can_change_or_one_binary_for_both_families_is_refused",
+    ) {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    chown(&env.iptables, Some(65534), None).unwrap();
+    let run = env.run(&[]);
+    run.expect(2).says("firewall.iptables").says("chown root");
+    assert_eq!(env.calls(), Vec::<String>::new());
+    chown(&env.iptables, Some(0), None).unwrap();
+    fs::set_permissions(&env.iptables, fs::Permissions::from_mode(0o777)).unwrap();
+    env.run(&[]).expect(2).says("chmod go-w");
+    fs::set_permissions(&env.iptables, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let same = env.local_config("", "").replace(
+        &format!("ip6tables = {:?}", env.ip6tables),
+        &format!("ip6tables = {:?}", env.iptables),
+    );
+    env.write_config(&same);
+    env.run(&[])
+        .expect(2)
+        .says("firewall.iptables and firewall.ip6tables are both");
+    env.run(&["check"]).expect(2);
+    assert_eq!(env.calls(), Vec::<String>::new());
 }
