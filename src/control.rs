@@ -601,6 +601,13 @@ mod tests {
             ("close\u{a0}ssh\n", ssh(Close)),
             ("close ssh # back tonight\n", ssh(Close)),
             ("close ssh#no space before the comment\n", ssh(Close)),
+            // A signature carried in the file is comments to the parser;
+            // intake checks it, and hands the parser only what it signs.
+            (
+                "close ssh\n#minisig untrusted comment: x\n#minisig RUR=\n\
+                 #minisig trusted comment: timestamp:1\n#minisig AA==\n",
+                ssh(Close),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(&accepted(text), expected, "{text:?}");

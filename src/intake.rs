@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::{Config, FetchConfig, ServiceName, Unnamed};
+use crate::config::{Config, FetchConfig, ServiceName, SignatureConfig, Unnamed};
 use crate::control::{self, ControlFile};
 use crate::fetch::{self, Fetched, Validators};
 use crate::intent::{self, Wanted};
@@ -272,45 +272,80 @@ pub fn fetch_control(config: &Config, state: &State) -> Result<ControlFile> {
         unreachable!("no validators were sent");
     };
     let last_signed = state.last_good.as_ref().and_then(|good| good.signed_at);
-    check_signature(config, &bytes, last_signed)?;
-    validate(config, &bytes, &config.source.to_string())
+    let checked = check_signature(config, &bytes, last_signed)?;
+    validate(config, checked.message, &config.source.to_string())
 }
 
-/// With a key configured: fetches the signature of `body` and checks it.
-/// Returns the signing time and the signature; None when no key is configured.
-fn check_signature(
+/// A fetched file whose signature, when a key is configured, was checked.
+struct Checked<'a> {
+    /// What is obeyed: the whole file, or the part above its `#minisig`
+    /// lines when it carries its signature.
+    message: &'a [u8],
+    /// The signing time and the signature; None when no key is configured.
+    signed: Option<(i64, String)>,
+}
+
+/// With a key configured: checks the signature `file` carries, or else
+/// fetches its detached signature and checks that. Without one, a file
+/// that carries a signature is obeyed whole, with a warning that nothing
+/// checks it.
+fn check_signature<'a>(
     config: &Config,
-    body: &[u8],
+    file: &'a [u8],
     last_signed: Option<i64>,
-) -> Result<Option<(i64, String)>> {
+) -> Result<Checked<'a>> {
+    let origin = &config.source;
     let Some(signature) = &config.signature else {
-        return Ok(None);
+        if signature::carries_inline(file) {
+            log::warn!(
+                "control file from {origin}: it is signed (#minisig lines), but nothing checks \
+                 the signature: set [signature] public_key in the config to the signer's key"
+            );
+        }
+        return Ok(Checked {
+            message: file,
+            signed: None,
+        });
     };
-    let place = match &signature.url {
-        Some(url) => url.clone(),
-        None => config
-            .source
-            .with_suffix(".minisig")
-            .context("signature.url must be set when the control file comes from stdin")?,
-    };
-    let limits = FetchConfig {
-        max_bytes: MAX_SIGNATURE_BYTES,
-        ..config.fetch.clone()
-    };
-    let text = match fetch::fetch(&place, &limits, None).context("fetching the signature")? {
-        Fetched::Body(bytes, _) => String::from_utf8(bytes).context("the signature is not text")?,
-        Fetched::NotModified => unreachable!("no validators were sent"),
+    let inline = signature::split_inline(file)
+        .map_err(|reason| anyhow!("control file from {origin}: {reason}"))?;
+    let (message, text) = match inline {
+        Some(inline) => (inline.message, inline.signature),
+        None => (file, fetch_detached(config, signature)?),
     };
     let signed_at = signature::verify(
-        body,
+        message,
         &text,
         &signature.public_key,
         last_signed,
         signature.max_age,
         Utc::now(),
     )
-    .map_err(|reason| anyhow!("control file from {}: {reason}", config.source))?;
-    Ok(Some((signed_at, text)))
+    .map_err(|reason| anyhow!("control file from {origin}: {reason}"))?;
+    Ok(Checked {
+        message,
+        signed: Some((signed_at, text)),
+    })
+}
+
+/// The signature beside the control file: at `signature.url`, or at the
+/// source with `.minisig` appended.
+fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
+    let place = match &key.url {
+        Some(url) => url.clone(),
+        None => config.source.with_suffix(".minisig").context(
+            "signature.url must be set when the control file comes from stdin \
+             (or the file must carry its signature as #minisig lines)",
+        )?,
+    };
+    let limits = FetchConfig {
+        max_bytes: MAX_SIGNATURE_BYTES,
+        ..config.fetch.clone()
+    };
+    match fetch::fetch(&place, &limits, None).context("fetching the signature")? {
+        Fetched::Body(bytes, _) => String::from_utf8(bytes).context("the signature is not text"),
+        Fetched::NotModified => unreachable!("no validators were sent"),
+    }
 }
 
 /// A minisign signature is a few hundred bytes; anything bigger is not one.
@@ -342,12 +377,14 @@ fn fetch_fresh(
             Ok(None)
         }
         Fetched::Body(bytes, validators) => {
-            let signed = check_signature(config, &bytes, last_signed)?;
-            let control = validate(config, &bytes, &config.source.to_string())?;
-            let body = String::from_utf8(bytes).context("validated text is UTF-8")?;
+            let checked = check_signature(config, &bytes, last_signed)?;
+            let control = validate(config, checked.message, &config.source.to_string())?;
+            // What is kept is what was signed, so the kept copy can be checked again.
+            let body =
+                String::from_utf8(checked.message.to_vec()).context("validated text is UTF-8")?;
             let unchanged = state.last_good.as_ref().filter(|good| good.body == body);
             let changed_at = unchanged.map_or(Some(now), |good| good.changed_at);
-            let (signed_at, signature) = signed.unzip();
+            let (signed_at, signature) = checked.signed.unzip();
             state.last_good = Some(LastGood {
                 source: key,
                 fetched_at: now,

@@ -127,10 +127,12 @@ pub struct LastGood {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<i64>,
     /// The minisign signature it was accepted with, to check it again
-    /// against the configured key whenever the kept copy is used.
+    /// against the configured key whenever the kept copy is used; for a
+    /// file that carried it, its `#minisig` lines without the prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
-    /// The file itself, exactly as it passed validation.
+    /// The file itself, exactly as it passed validation; for a file that
+    /// carried its signature, what was signed (the lines above it).
     pub body: String,
 }
 

@@ -1,7 +1,9 @@
-//! The status page in a real browser: headless Chromium, driven over the
-//! DevTools protocol, renders pages written by real runs at a phone's
-//! 390×844 and a desktop's 1280×800, light and dark. Assertions come from
-//! the live DOM; screenshots go to target/browser/.
+//! The status page and the signer page in a real browser: headless
+//! Chromium, driven over the DevTools protocol, renders pages written by
+//! real runs at a phone's 390×844 and a desktop's 1280×800, light and dark,
+//! and makes a key and signs with dist/sign.html, whose output portlocker
+//! and minisign check. Assertions come from the live DOM; screenshots go to
+//! target/browser/.
 
 mod common;
 
@@ -137,7 +139,13 @@ impl Browser {
             "Page.navigate",
             json!({"url": format!("file://{}", page.display())}),
         );
-        while self.next_message()["method"] != json!("Page.loadEventFired") {}
+        loop {
+            let event = self.next_message();
+            if event["method"] == json!("Page.loadEventFired") {
+                break;
+            }
+            self.events.push(event);
+        }
     }
 
     fn evaluate(&mut self, expression: &str) -> Value {
@@ -146,6 +154,29 @@ impl Browser {
             json!({"expression": expression, "returnByValue": true}),
         );
         result["result"]["value"].clone()
+    }
+
+    /// Evaluates `expression` and waits for the promise it gives to settle;
+    /// a rejection fails the test.
+    fn evaluate_async(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{expression} threw: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// The events of `method` that arrived so far.
+    fn events_of(&self, method: &str) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|event| event["method"] == json!(method))
+            .cloned()
+            .collect()
     }
 
     fn screenshot(&mut self, path: &Path) {
@@ -220,17 +251,28 @@ fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, String)> {
     ]
 }
 
+/// Whether `test` can run: Chromium and each of `tools` (a path and its
+/// Debian package) are there; otherwise says why it skips, or fails when
+/// CI forbids skipping.
+fn can_run(test: &str, tools: &[(&str, &str)]) -> bool {
+    let missing = [(CHROMIUM, "chromium")]
+        .iter()
+        .chain(tools)
+        .find(|(path, _)| !Path::new(path).exists());
+    let Some((path, package)) = missing else {
+        return true;
+    };
+    let reason = format!("{path} is missing (apt-get install {package})");
+    if std::env::var(REQUIRE).as_deref() == Ok("1") {
+        panic!("{test} cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
+    }
+    common::skipped(test, &reason);
+    false
+}
+
 #[test]
 fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
-    if !Path::new(CHROMIUM).exists() {
-        let reason = format!("{CHROMIUM} is missing (apt-get install chromium)");
-        if std::env::var(REQUIRE).as_deref() == Ok("1") {
-            panic!("the browser test cannot run and {REQUIRE}=1 forbids skipping it: {reason}");
-        }
-        common::skipped(
-            "the_status_page_reads_well_on_a_phone_and_a_desktop",
-            &reason,
-        );
+    if !can_run("the_status_page_reads_well_on_a_phone_and_a_desktop", &[]) {
         return;
     }
     let env = TestEnv::with_fake_iptables();
@@ -312,4 +354,604 @@ fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
         "{seen}"
     );
     assert_ne!(seen["outcomeColor"], json!("rgb(0, 0, 0)"), "{seen}");
+}
+
+// The signer page, dist/sign.html.
+
+const MINISIGN: &str = "/usr/bin/minisign";
+
+fn signer_page() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/sign.html")
+}
+
+/// What the page's Content-Security-Policy allows, directive by directive.
+fn policy(page: &str) -> Vec<(String, Vec<String>)> {
+    let marker = "<meta http-equiv=\"Content-Security-Policy\" content=\"";
+    let start = page.find(marker).expect("the page has a CSP meta tag") + marker.len();
+    let content = &page[start..start + page[start..].find('"').unwrap()];
+    content
+        .split(';')
+        .map(|directive| {
+            let mut words = directive.split_whitespace().map(str::to_owned);
+            (words.next().unwrap_or_default(), words.collect())
+        })
+        .collect()
+}
+
+/// The text of every `<tag>` element of the page, in order.
+fn elements<'a>(page: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut found = Vec::new();
+    let mut rest = page;
+    while let Some(at) = rest.find(&open) {
+        let body = &rest[at + open.len()..];
+        let end = body.find(&close).unwrap();
+        found.push(&body[..end]);
+        rest = &body[end..];
+    }
+    found
+}
+
+fn csp_hash(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
+/// The page, read as a file: it loads nothing, and its policy forbids every
+/// request and allows exactly its own script and style, by hash.
+#[test]
+fn the_signer_page_loads_nothing_and_its_policy_allows_only_its_own_code() {
+    let page = std::fs::read_to_string(signer_page()).unwrap();
+    let policy = policy(&page);
+    let allowed = |name: &str| {
+        policy
+            .iter()
+            .find(|(directive, _)| directive == name)
+            .map(|(_, sources)| sources.clone())
+            .unwrap_or_else(|| panic!("the policy has no {name}: {policy:?}"))
+    };
+    assert_eq!(allowed("default-src"), ["'none'"]);
+    assert_eq!(allowed("connect-src"), ["'none'"]);
+    assert_eq!(allowed("form-action"), ["'none'"]);
+    assert_eq!(allowed("base-uri"), ["'none'"]);
+    let scripts: Vec<String> = elements(&page, "script")
+        .into_iter()
+        .map(csp_hash)
+        .collect();
+    let styles: Vec<String> = elements(&page, "style").into_iter().map(csp_hash).collect();
+    assert_eq!(scripts.len(), 2, "the vendored BLAKE2b and the page's own");
+    assert_eq!(
+        (allowed("script-src"), allowed("style-src")),
+        (scripts.clone(), styles.clone()),
+        "the policy does not allow exactly the page's code: put script-src {} and style-src {} in it",
+        scripts.join(" "),
+        styles.join(" ")
+    );
+    for source in policy.iter().flat_map(|(_, sources)| sources) {
+        assert!(
+            source == "'none'" || source.starts_with("'sha256-"),
+            "the policy allows {source}"
+        );
+    }
+    for loads in [
+        "src=", "<link", "url(", "@import", "<iframe", "<object", "<embed",
+    ] {
+        assert!(!page.contains(loads), "the page has {loads}");
+    }
+    // The vendored library comes with its licence.
+    assert!(page.contains("@noble/hashes 2.4.0"));
+    assert!(page.contains("Copyright (c) 2022 Paul Miller"));
+    assert!(page.contains("Permission is hereby granted, free of charge"));
+}
+
+/// Helpers for driving the page from inside it.
+const HELPERS: &str = r#"
+const $ = (id) => document.getElementById(id);
+const type = (id, value) => { $(id).value = value; $(id).dispatchEvent(new Event('input', { bubbles: true })); };
+const idle = () => new Promise((resolve, reject) => {
+  const start = Date.now();
+  const tick = () => {
+    if (!document.documentElement.dataset.busy) resolve();
+    else if (Date.now() - start > 30000) reject(new Error('the page stayed busy'));
+    else setTimeout(tick, 10);
+  };
+  tick();
+});
+"#;
+
+/// Runs `script` in the page (typing, clicks), waits until the page's work
+/// is done, and returns its status line.
+fn act(browser: &mut Browser, script: &str) -> String {
+    let expression = format!(
+        "(async () => {{ {HELPERS} await idle(); {script}; await idle(); return $('status').textContent; }})()"
+    );
+    browser
+        .evaluate_async(&expression)
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// What the signer page shows at this size: nothing scrolls sideways, and
+/// every control shown fits the width.
+const MEASURE_SIGNER: &str = r#"(() => {
+  const width = window.innerWidth;
+  const controls = [...document.querySelectorAll('button, input, textarea, a.button, pre')]
+    .filter(el => el.getClientRects().length > 0);
+  return {
+    width,
+    scrollWidth: document.documentElement.scrollWidth,
+    cut: controls.filter(el => { const b = el.getBoundingClientRect(); return b.left < 0 || b.right > width + 0.5; })
+      .map(el => el.id || el.tagName),
+    small: controls.filter(el => el.matches('button') && el.getBoundingClientRect().height < 44).map(el => el.id),
+    shown: controls.length,
+    background: getComputedStyle(document.body).backgroundColor,
+    color: getComputedStyle(document.body).color,
+  };
+})()"#;
+
+fn check_layout(browser: &mut Browser, shots: &Path, name: &str) {
+    let mut backgrounds = Vec::new();
+    for (width, height, mobile) in [(390, 844, true), (1280, 800, false)] {
+        for scheme in ["light", "dark"] {
+            browser.emulate(width, height, mobile, scheme);
+            let seen = browser.evaluate(MEASURE_SIGNER);
+            let at = format!("signer page ({name}) at {width}x{height} {scheme}: {seen}");
+            assert_eq!(seen["width"], json!(width), "{at}");
+            assert!(
+                seen["scrollWidth"].as_u64().unwrap() <= u64::from(width),
+                "scrolls sideways: {at}"
+            );
+            assert_eq!(seen["cut"], json!([]), "{at}");
+            assert_eq!(seen["small"], json!([]), "buttons too small to tap: {at}");
+            assert!(seen["shown"].as_u64().unwrap() >= 3, "{at}");
+            assert_ne!(seen["background"], seen["color"], "{at}");
+            backgrounds.push(seen["background"].clone());
+            browser.screenshot(&shots.join(format!("sign-{name}-{width}x{height}-{scheme}.png")));
+        }
+    }
+    assert_ne!(
+        backgrounds[0], backgrounds[1],
+        "dark mode looks like light mode"
+    );
+}
+
+/// The signed file's lines and signature, as the Rust verifier reads them.
+fn verify_signed(signed: &str, public_key: &str) -> Result<i64, String> {
+    let inline = portlocker::signature::split_inline(signed.as_bytes())?
+        .ok_or("the page's output carries no signature")?;
+    let now = chrono::Utc::now();
+    portlocker::signature::verify(
+        inline.message,
+        &inline.signature,
+        public_key,
+        None,
+        None,
+        now,
+    )
+}
+
+/// `minisign -V` on the detached form: the lines, and the `#minisig` lines
+/// without their prefix beside them.
+fn minisign_verifies(dir: &Path, message: &[u8], signature: &str, public_key: &str) -> bool {
+    let file = dir.join("portlocker.txt");
+    std::fs::write(&file, message).unwrap();
+    std::fs::write(dir.join("portlocker.txt.minisig"), signature).unwrap();
+    let output = Command::new(MINISIGN)
+        .args(["-V", "-H", "-P", public_key, "-m"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        assert!(
+            stdout.contains("Signature and comment signature verified"),
+            "{stdout}"
+        );
+    }
+    output.status.success()
+}
+
+#[test]
+fn the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept() {
+    let test = "the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept";
+    if !can_run(test, &[(MINISIGN, "minisign")]) {
+        return;
+    }
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let page = signer_page();
+    let mut browser = Browser::start();
+    browser.call("Network.enable", json!({}));
+    browser.call("Log.enable", json!({}));
+    browser.emulate(390, 844, true, "light");
+    browser.open(&page);
+    let status = act(&mut browser, "");
+    assert!(status.starts_with("No key in this browser yet"), "{status}");
+    check_layout(&mut browser, &shots, "new");
+    browser.emulate(390, 844, true, "light");
+
+    // A key, made here; the private key cannot leave the browser.
+    let status = act(
+        &mut browser,
+        "type('new-password', 'short'); type('new-password-again', 'short'); $('create').click()",
+    );
+    assert!(status.contains("at least 10 characters"), "{status}");
+    let password = "correct horse battery";
+    let status = act(
+        &mut browser,
+        &format!(
+            "type('new-password', '{password}'); type('new-password-again', '{password}'); $('create').click()"
+        ),
+    );
+    assert!(status.starts_with("Key created."), "{status}");
+    let public_key = browser
+        .evaluate("document.getElementById('public-key').textContent")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        public_key.starts_with("RW") && public_key.len() == 56,
+        "{public_key}"
+    );
+    let config_lines = browser.evaluate("document.getElementById('config-lines').textContent");
+    assert_eq!(
+        config_lines,
+        json!(format!("[signature]\npublic_key = \"{public_key}\""))
+    );
+    let stored = browser.evaluate_async(
+        r#"(async () => {
+  const db = await new Promise((ok, fail) => { const r = indexedDB.open('portlocker-signer'); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+  const record = await new Promise((ok, fail) => { const r = db.transaction('keys').objectStore('keys').get('signing'); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+  db.close();
+  let exported = 'exported';
+  try { await crypto.subtle.exportKey('pkcs8', record.privateKey); } catch (e) { exported = e.name; }
+  return { fields: Object.keys(record).sort(), extractable: record.privateKey.extractable,
+    algorithm: record.privateKey.algorithm.name, usages: record.privateKey.usages, exported,
+    publicKey: record.publicKey };
+})()"#,
+    );
+    assert_eq!(
+        stored,
+        json!({"fields": ["backup", "created", "privateKey", "publicKey"], "extractable": false,
+            "algorithm": "Ed25519", "usages": ["sign"], "exported": "InvalidAccessError",
+            "publicKey": public_key})
+    );
+
+    // Lines checked as they are typed; signing waits until they are right.
+    act(
+        &mut browser,
+        "type('lines', 'open ssh for 2h\\nshut vpn\\nclose web')",
+    );
+    let problems = browser.evaluate(
+        "[[...document.querySelectorAll('#problems li')].map(li => li.textContent), document.getElementById('do-sign').disabled]",
+    );
+    assert_eq!(
+        problems,
+        json!([["line 2: unknown action `shut` (use open or close)"], true])
+    );
+    let lines = "# from my phone\nopen ssh for 2h\nclose web\n";
+    act(
+        &mut browser,
+        &format!("type('lines', {}); $('do-sign').click()", json!(lines)),
+    );
+    let signed = browser
+        .evaluate("document.getElementById('signed').value")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(signed.starts_with(lines), "{signed}");
+    assert_eq!(
+        signed
+            .lines()
+            .filter(|l| l.starts_with("#minisig "))
+            .count(),
+        4
+    );
+    let signed_at =
+        verify_signed(&signed, &public_key).expect("portlocker refuses the page's signature");
+    assert!((chrono::Utc::now().timestamp() - signed_at).abs() < 120);
+    check_layout(&mut browser, &shots, "signed");
+
+    // minisign agrees, on the detached form; one changed byte is refused by both.
+    let inline = portlocker::signature::split_inline(signed.as_bytes())
+        .unwrap()
+        .unwrap();
+    let algorithm = base64::engine::general_purpose::STANDARD
+        .decode(inline.signature.lines().nth(1).unwrap())
+        .unwrap();
+    assert_eq!(
+        &algorithm[..2],
+        b"ED",
+        "not prehashed: {}",
+        inline.signature
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        minisign_verifies(dir.path(), inline.message, &inline.signature, &public_key),
+        "minisign -V refuses the page's signature"
+    );
+    let changed = signed.replacen("for 2h", "for 3h", 1);
+    let tampered = portlocker::signature::split_inline(changed.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert!(!minisign_verifies(
+        dir.path(),
+        tampered.message,
+        &tampered.signature,
+        &public_key
+    ));
+    let refused = verify_signed(&changed, &public_key).unwrap_err();
+    assert!(refused.contains("changed after signing"), "{refused}");
+
+    // Signing again (a file already signed, pasted back) replaces the old block.
+    act(
+        &mut browser,
+        &format!(
+            "type('lines', {}); $('do-sign').click()",
+            json!(signed.replace("close web", "close web\nclose mosh"))
+        ),
+    );
+    let again = browser
+        .evaluate("document.getElementById('signed').value")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        again.starts_with(&format!("{lines}close mosh\n#minisig ")),
+        "{again}"
+    );
+    verify_signed(&again, &public_key).expect("a file signed again verifies");
+
+    // The key survives a reload; its backup restores it after it is forgotten.
+    browser.open(&page);
+    assert_eq!(act(&mut browser, ""), "Ready to sign.");
+    let backup = browser
+        .evaluate("document.getElementById('backup').value")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        backup.contains("\"format\": \"portlocker-signer-backup-1\""),
+        "{backup}"
+    );
+    assert!(backup.contains(&public_key), "{backup}");
+    let status = act(&mut browser, "$('forget').click(); $('forget-yes').click()");
+    assert_eq!(status, "The key is gone from this browser.");
+    let status = act(
+        &mut browser,
+        &format!(
+            "type('restore-text', {}); type('restore-password', 'wrong password!'); $('restore').click()",
+            json!(backup)
+        ),
+    );
+    assert_eq!(status, "Failed: wrong password, or the backup was changed");
+    let status = act(
+        &mut browser,
+        &format!(
+            "type('restore-text', {}); type('restore-password', '{password}'); $('restore').click()",
+            json!(backup)
+        ),
+    );
+    assert_eq!(status, "Key restored from its backup.");
+    act(
+        &mut browser,
+        &format!(
+            "type('lines', {}); $('do-sign').click()",
+            json!("close ssh\n")
+        ),
+    );
+    let restored = browser
+        .evaluate("document.getElementById('signed').value")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    verify_signed(&restored, &public_key).expect("the restored key signs as before");
+    let restored_inline = portlocker::signature::split_inline(restored.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert!(minisign_verifies(
+        dir.path(),
+        restored_inline.message,
+        &restored_inline.signature,
+        &public_key
+    ));
+
+    // Nothing was requested but the page itself, and the policy refuses a fetch.
+    let requests: Vec<String> = browser
+        .events_of("Network.requestWillBeSent")
+        .iter()
+        .map(|event| {
+            event["params"]["request"]["url"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let own = format!("file://{}", page.display());
+    assert!(!requests.is_empty(), "the network log saw nothing at all");
+    assert!(
+        requests.iter().all(|url| *url == own),
+        "the page made requests: {requests:?}"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = browser.evaluate_async(&format!(
+        r#"(async () => {{
+  const violations = [];
+  document.addEventListener('securitypolicyviolation', (e) => violations.push(e.violatedDirective));
+  const fetched = await Promise.race([
+    fetch('http://127.0.0.1:{port}/').then(() => 'fetched', (e) => 'refused'),
+    new Promise((done) => setTimeout(() => done('still waiting'), 5000)),
+  ]);
+  await new Promise((done) => setTimeout(done, 0));
+  return {{ fetched, violations }};
+}})()"#
+    ));
+    assert_eq!(
+        probe,
+        json!({"fetched": "refused", "violations": ["connect-src"]})
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the fetch reached the listener"
+    );
+    let errors: Vec<Value> = browser
+        .events_of("Log.entryAdded")
+        .into_iter()
+        .filter(|event| event["params"]["entry"]["level"] == json!("error"))
+        .filter(|event| {
+            !event["params"]["entry"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    assert_eq!(errors, Vec::<Value>::new(), "the page logged errors");
+
+    // "Save as file" saves exactly the signed text, under the policy.
+    let downloads = tempfile::tempdir().unwrap();
+    browser.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.path()}),
+    );
+    browser.evaluate("document.getElementById('save-signed').click()");
+    let saved = downloads.path().join("portlocker.txt");
+    let started = Instant::now();
+    while !saved.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Save as file saved nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), restored);
+}
+
+/// The page's check of a line agrees with portlocker's parser on what is
+/// valid (for a server whose services the owner typed in).
+#[test]
+fn the_signer_page_checks_lines_as_portlocker_does() {
+    if !can_run("the_signer_page_checks_lines_as_portlocker_does", &[]) {
+        return;
+    }
+    let valid = [
+        "open ssh",
+        "close ssh",
+        "Open SSH",
+        "CLOSE web",
+        "open ssh for 2h",
+        "open ssh For 90M",
+        "open ssh for 3650d",
+        "open ssh for 5256000m",
+        "open ssh until 2099-12-31 23:59",
+        "open ssh until 2024-02-29 12:00",
+        "open ssh until 2099-12-31T23:59:00Z",
+        "open ssh until 2099-12-31T23:59:00.5+01:00",
+        "open ssh from 203.0.113.7",
+        "open ssh FROM 198.51.100.0/24",
+        "open ssh from 198.51.100.0/24 for 2h",
+        "open ssh from 2001:db8::/48",
+        "open ssh from ::1",
+        "open ssh from ::ffff:192.0.2.1",
+        "open web from 2001:db8:1:2:3:4:5:6 until 2099-01-01 00:00",
+        "close ssh on web-*",
+        "close mosh on web-[12],db1",
+        "open nosuch on db-*",
+        "open ssh for 2h on web-1",
+        "close ssh on [!w]*",
+        "# a comment",
+        "   \t",
+        "",
+        "close ssh # back tonight",
+        "close\tssh\r",
+        "close\u{a0}ssh",
+    ];
+    let invalid = [
+        "shut ssh",
+        "open",
+        "open nosuch",
+        "open ssh now",
+        "open ssh for",
+        "open ssh for 0h",
+        "open ssh for 3651d",
+        "open ssh for 2",
+        "open ssh for 2.5h",
+        "open ssh for -2h",
+        "open ssh for 5256001m",
+        "open ssh for 10000000m",
+        "open ssh until 2099-12-31",
+        "open ssh until 2099-12-31 24:00",
+        "open ssh until 2099-02-30 12:00",
+        "open ssh until 2023-02-29 12:00",
+        "open ssh until 2099-1-5 12:00",
+        "open ssh until 2099-12-31 8:00",
+        "open ssh until tomorrow",
+        "open ssh until 2099-12-31T23:59:00",
+        "open ssh until 2099-12-31T23:59Z",
+        "open ssh from 0.0.0.0/0",
+        "open ssh from ::/0",
+        "open ssh from 198.51.100.7/24 for 2h",
+        "open ssh from 203.0.113.7/2",
+        "open ssh from 2001:db8::1/64",
+        "open ssh from 256.1.1.1",
+        "open ssh from 01.2.3.4",
+        "open ssh from example.com",
+        "open ssh from 1.2.3.4/33",
+        "open ssh from 1:2:3",
+        "open ssh from 1.2.3.4 from 5.6.7.8",
+        "open ssh for 2h until 2099-12-31 23:59",
+        "close ssh for 2h",
+        "close ssh from 1.2.3.4",
+        "close ssh on web-[12",
+        "close ssh on web-[]",
+        "close ssh on web!",
+        "close ssh on",
+        "close ssh on web-1 for 2h",
+        "close ssh on db-* web",
+        "open 1ssh on db-*",
+        "close ssh\u{1}",
+        "<html>",
+    ];
+    let services: std::collections::BTreeSet<portlocker::config::ServiceName> =
+        ["ssh", "web", "mosh"]
+            .into_iter()
+            .map(|name| portlocker::config::ServiceName::new(name).unwrap())
+            .collect();
+    let context = portlocker::control::Context {
+        services: &services,
+        host_name: "web-1",
+        ipv6: true,
+    };
+    let mut browser = Browser::start();
+    browser.open(&signer_page());
+    act(&mut browser, "");
+    let mut disagreements = Vec::new();
+    for (lines, expected) in [(&valid[..], true), (&invalid[..], false)] {
+        for line in lines {
+            let rust = portlocker::control::parse(line.as_bytes(), context);
+            assert_eq!(
+                rust.is_ok(),
+                expected,
+                "the table is wrong about {line:?}: {rust:?}"
+            );
+            let page = browser.evaluate(&format!(
+                "window.portlocker.checkFile({}, ['ssh', 'web', 'mosh']).errors",
+                json!(line)
+            ));
+            let page_ok = page.as_array().unwrap().is_empty();
+            if page_ok != expected {
+                disagreements.push(format!("{line:?}: portlocker {rust:?}, the page {page}"));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "the page and portlocker disagree:\n{}",
+        disagreements.join("\n")
+    );
 }

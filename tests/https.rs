@@ -1,12 +1,15 @@
 //! Fetching over real HTTPS: a TLS server on loopback with a certificate
-//! made for the test, trusted through `ca_file`.
+//! made for the test, trusted through `ca_file`; files that carry their
+//! signature, against real iptables in a private network namespace.
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::TestEnv;
 use common::https::{Reply, TlsServer};
+use common::netns;
+use common::signer::Signer;
 
 /// The secret part of every test URL: it must never show in any output.
 const SECRET: &str = "/s/SECRET-share-id/portlocker.txt";
@@ -293,4 +296,323 @@ fn check_fetch_uses_the_configured_url_and_keeps_it_secret() {
     run.says("the server answered 404 Not Found");
     assert_secret_kept(&env, &run);
     assert_eq!(env.changing_calls(), Vec::<String>::new());
+}
+
+// Signatures carried inside the control file (`#minisig` lines).
+
+/// Whether a new connection to port 22 gets through, over IPv4 and IPv6.
+fn ssh_reachable() -> (bool, bool) {
+    let reaches = |address: &str| {
+        let address: std::net::SocketAddr = address.parse().unwrap();
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(700)) {
+            Ok(_) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => false,
+            Err(error) => panic!("{address}: unexpected {error}"),
+        }
+    };
+    (reaches("127.0.0.1:22"), reaches("[::1]:22"))
+}
+
+fn listen_ssh() {
+    for address in ["127.0.0.1:22", "[::1]:22"] {
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        std::thread::spawn(move || for _ in listener.incoming() {});
+    }
+}
+
+#[track_caller]
+fn assert_ssh(open: bool, when: &str) {
+    assert_eq!(
+        ssh_reachable(),
+        (open, open),
+        "ssh is not {} over IPv4 and IPv6 {when}",
+        if open { "open" } else { "closed" }
+    );
+}
+
+/// Real iptables (inside a namespace), the file from `server`, and the
+/// signer's key in `[signature]` with `extra` lines, and no `url`.
+fn inline_env(server: &TlsServer, signer: &Signer, extra: &str) -> TestEnv {
+    let env = TestEnv::with_real_iptables();
+    write_inline_config(&env, server, signer, extra);
+    env
+}
+
+fn write_inline_config(env: &TestEnv, server: &TlsServer, signer: &Signer, extra: &str) {
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let section = format!(
+        "[signature]\npublic_key = {:?}\n{extra}[services]",
+        signer.public_key()
+    );
+    let config = env
+        .config_text(&server.url(SECRET), &fetch, "")
+        .replace("[services]", &section);
+    env.write_config(&config);
+}
+
+fn iptables_both() -> (String, String) {
+    (
+        netns::rules("/sbin/iptables"),
+        netns::rules("/sbin/ip6tables"),
+    )
+}
+
+/// Wipes the filter table of both families, as a reboot does, then runs
+/// `--offline` as the boot unit does.
+fn boot(env: &TestEnv) -> common::Run {
+    for binary in ["/sbin/iptables", "/sbin/ip6tables"] {
+        netns::iptables(binary, &["-F"]);
+        netns::iptables(binary, &["-X"]);
+    }
+    env.run(&["--offline"])
+}
+
+/// Every request went to the control file: no detached signature was fetched.
+#[track_caller]
+fn assert_no_detached_fetch(server: &TlsServer) {
+    let heads = server.heads.lock().unwrap();
+    assert!(!heads.is_empty());
+    for head in heads.iter() {
+        assert!(
+            head.starts_with(&format!("get {} ", SECRET.to_lowercase())),
+            "a request for something else than the control file: {head}"
+        );
+    }
+}
+
+#[test]
+fn an_inline_signed_file_is_obeyed_and_every_bad_one_refused_with_the_firewall_kept() {
+    if !netns::enter(
+        "an_inline_signed_file_is_obeyed_and_every_bad_one_refused_with_the_firewall_kept",
+    ) {
+        return;
+    }
+    listen_ssh();
+    assert_ssh(true, "before any run");
+    let signer = Signer::new();
+    let hour = 3600;
+    let server = TlsServer::start(Reply::Etagged {
+        body: signer.inline("close ssh\n", 3 * hour).into_bytes(),
+        etag: "\"v1\"",
+    });
+    let env = inline_env(&server, &signer, "");
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(run.stderr, "", "a good run printed something");
+    assert_ssh(false, "after a signed close ssh");
+    // The kept copy, checked again, stands for the file through a 304.
+    env.run(&["-v"]).expect(0).says("has not changed (304)");
+    assert_ssh(false, "through a 304");
+
+    let opened = signer.inline("open ssh\n", 2 * hour);
+    server.set_reply(text(&opened));
+    env.run(&[]).expect(0);
+    assert_ssh(true, "after a signed open ssh");
+    server.set_reply(text(&signer.inline("close ssh\n", hour)));
+    env.run(&[]).expect(0);
+    assert_ssh(false, "after a newer signed close ssh");
+    assert_no_detached_fetch(&server);
+
+    let closed = iptables_both();
+    let open_now = |signer: &Signer| signer.inline("open ssh\n", 0);
+    let block = |file: String| file.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let legacy = common::signer::inline("open ssh\n", &signer.sign_legacy("open ssh\n", 0));
+    let cases = [
+        (
+            signer.inline("close ssh\n", 0).replacen("close", "open", 1),
+            "the file was changed after signing",
+        ),
+        (
+            open_now(&Signer::new()),
+            "it was made with another key than signature.public_key",
+        ),
+        (opened.clone(), "before the file accepted last"),
+        (
+            legacy,
+            "legacy format (algorithm Ed, made with `minisign -S -l`), which is not accepted: \
+             sign again without -l",
+        ),
+        (signer.inline("open ssh\n", -2 * hour), "in the future"),
+        (
+            format!("{}open ssh\n", signer.inline("close ssh\n", 0)),
+            "line 6 comes after the signature, so it is not signed",
+        ),
+        (
+            format!(
+                "open ssh\n{}\n",
+                block(open_now(&signer)).replacen("#minisig ", "", 1)
+            ),
+            "is 3 #minisig lines, not four",
+        ),
+        (
+            open_now(&signer).replace("#minisig RU", "#minisig RX"),
+            "not a minisign signature",
+        ),
+    ];
+    for (file, needle) in cases {
+        server.set_reply(text(&file));
+        let run = env.run(&[]);
+        run.expect(1);
+        run.says(needle);
+        run.says("enforced the last good control file instead");
+        assert_secret_kept(&env, &run);
+        assert_eq!(
+            iptables_both(),
+            closed,
+            "a refused file ({needle}) changed the firewall"
+        );
+        assert_ssh(false, &format!("after a refused file ({needle})"));
+    }
+    assert_no_detached_fetch(&server);
+    boot(&env).expect(0);
+    assert_ssh(false, "after the refusals, a reboot and --offline");
+
+    // A newer signed file is obeyed, and its kept copy stands in at boot
+    // until it is older than max_age.
+    server.set_reply(text(&signer.inline("open ssh\n", 30 * 60)));
+    env.run(&[]).expect(0);
+    assert_ssh(true, "after a newer signed open ssh");
+    boot(&env).expect(0);
+    assert_ssh(true, "through a reboot and --offline");
+    write_inline_config(&env, &server, &signer, "max_age = \"10m\"\n");
+    boot(&env).says(
+        "the kept control file is not in force (the file was signed 30 minutes ago, \
+         longer than signature.max_age (10 minutes)",
+    );
+    assert_ssh(false, "once the kept copy is older than max_age");
+}
+
+/// Without a key, `#minisig` lines are comments: the file is obeyed whole,
+/// with one warning that nothing checks its signature.
+#[test]
+fn an_inline_signature_without_a_key_is_a_comment_and_one_warning() {
+    let signer = Signer::new();
+    let server = TlsServer::start(text(&signer.inline("close ssh\n", 60)));
+    let env = env_for(&server, "");
+    let run = env.run(&[]);
+    run.expect(0);
+    let warning = "it is signed (#minisig lines), but nothing checks the signature: \
+                   set [signature] public_key in the config to the signer's key";
+    assert_eq!(run.stderr.matches(warning).count(), 1, "{}", run.stderr);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+}
+
+/// With a key, a file that carries its signature needs no second file, in
+/// a run and in `check --fetch` alike; only the file is requested.
+#[test]
+fn an_inline_signature_needs_no_second_file() {
+    let signer = Signer::new();
+    let server = TlsServer::start(text(&signer.inline("close ssh\n", 60)));
+    let env = TestEnv::with_fake_iptables();
+    write_inline_config(&env, &server, &signer, "");
+    let run = env.run(&["check", "--fetch"]);
+    run.expect(0);
+    assert!(run.stdout.contains(": ok (close ssh)\n"), "{}", run.stdout);
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    assert_no_detached_fetch(&server);
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// The README's laptop recipe, with Debian's minisign: a file signed and
+/// signed again in place is obeyed.
+#[test]
+fn the_laptop_recipe_of_the_readme_makes_files_portlocker_obeys() {
+    let minisign = "/usr/bin/minisign";
+    if !std::path::Path::new(minisign).exists() {
+        let reason = format!("{minisign} is missing (apt-get install minisign)");
+        if std::env::var("PORTLOCKER_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("this test cannot run and CI forbids skipping it: {reason}");
+        }
+        common::skipped(
+            "the_laptop_recipe_of_the_readme_makes_files_portlocker_obeys",
+            &reason,
+        );
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    let shell = |script: &str| {
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-ec", script])
+            .current_dir(env.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    shell("minisign -G -W -p minisign.pub -s minisign.key >/dev/null");
+    // As the README has them, with the key's path.
+    let sign = "sed -i '/^#minisig /d' portlocker.txt\n\
+                minisign -S -s minisign.key -m portlocker.txt >/dev/null && \
+                sed 's/^/#minisig /' portlocker.txt.minisig >> portlocker.txt";
+    let file = env.path("portlocker.txt");
+    std::fs::write(&file, "close ssh\n").unwrap();
+    shell(sign);
+    let public_key = std::fs::read_to_string(env.path("minisign.pub")).unwrap();
+    let public_key = public_key.lines().nth(1).unwrap();
+    let server = TlsServer::start(text(&std::fs::read_to_string(&file).unwrap()));
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let config = env.config_text(&server.url(SECRET), &fetch, "").replace(
+        "[services]",
+        &format!("[signature]\npublic_key = {public_key:?}\n[services]"),
+    );
+    env.write_config(&config);
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+
+    // Edited where it lies, old signature and all, and signed again.
+    let signed = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("close web\n{signed}")).unwrap();
+    shell(sign);
+    let again = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(again.matches("#minisig ").count(), 4, "{again}");
+    server.set_reply(text(&again));
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:web"));
+    assert_no_detached_fetch(&server);
+}
+
+/// From stdin there is nowhere to fetch a signature from: a file that
+/// carries its own needs no `signature.url`, and one that does not is told so.
+#[test]
+fn a_file_on_stdin_that_carries_its_signature_needs_no_url() {
+    use std::io::Write;
+    let signer = Signer::new();
+    let env = TestEnv::with_fake_iptables();
+    let config = env.config_text("-", "", "").replace(
+        "[services]",
+        &format!(
+            "[signature]\npublic_key = {:?}\n[services]",
+            signer.public_key()
+        ),
+    );
+    env.write_config(&config);
+    let run_with = |input: &str| {
+        let mut child = env
+            .command()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        common::Run::from(child.wait_with_output().unwrap())
+    };
+    run_with(&signer.inline("close ssh\n", 60)).expect(0);
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    run_with("close web\n")
+        .expect(1)
+        .says("signature.url must be set when the control file comes from stdin (or the file must carry its signature as #minisig lines)");
+    assert!(!env.fake_table("iptables").contains("portlocker:web"));
 }

@@ -6,6 +6,7 @@
 
 pub mod https;
 pub mod netns;
+pub mod signer;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
