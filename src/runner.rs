@@ -494,7 +494,8 @@ mod tests {
     fn a_child_killed_at_its_limit_takes_what_it_started_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("grandchild");
-        let limit = Duration::from_millis(200);
+        // Long enough for the shell to start its child on a loaded machine.
+        let limit = Duration::from_secs(2);
         // A wrapper that starts a child of its own and waits for it.
         let command = script(&format!(
             "sleep 600 & echo $! >{}; wait",
