@@ -22,6 +22,7 @@ pub mod model;
 pub mod plan;
 #[cfg(test)]
 mod properties;
+pub mod quiet;
 pub mod run;
 pub mod runner;
 pub mod signature;

@@ -15,9 +15,11 @@ use crate::files;
 use crate::firewall::{self, CommandError, Firewall, Runner};
 use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
+use crate::logging;
 use crate::metrics;
 use crate::model::{Change, Holdings, PortState};
 use crate::plan::{self, SourcesSeen};
+use crate::quiet::{self, Seen};
 use crate::state::{LastRun, Loaded, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
 use crate::verdict::{self, Mismatch};
@@ -86,6 +88,8 @@ pub fn run_locked<R: Runner>(
     run_at: DateTime<FixedOffset>,
 ) -> Exit {
     let started = Instant::now();
+    // What the run says is told at its end, as `quiet::decide` finds.
+    logging::hold();
     let mut problems = Vec::new();
     let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
@@ -163,26 +167,13 @@ pub fn run_locked<R: Runner>(
         }
     }
 
+    let mut failure = (!failure.is_empty()).then_some(failure);
     state.last_run = Some(LastRun {
         at: run_at,
-        ok: failure.is_empty(),
-        failure: (!failure.is_empty()).then(|| failure.clone()),
+        ok: failure.is_none(),
+        failure: failure.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let mut not_saved = Vec::new();
-    save(config, &state, &mut not_saved);
-    if let Some(reason) = not_saved.first() {
-        failure = if failure.is_empty() {
-            reason.clone()
-        } else {
-            format!("{failure}, and {reason}")
-        };
-        if let Some(last_run) = &mut state.last_run {
-            last_run.ok = false;
-            last_run.failure = Some(failure.clone());
-        }
-    }
-    let failure = (!failure.is_empty()).then_some(failure);
 
     let mut report = report(
         config,
@@ -194,20 +185,50 @@ pub fn run_locked<R: Runner>(
     report.run_at = run_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices);
-    if let Some(path) = &config.status_file {
+    if config.status_file.is_some() {
         report.backend = firewall::backend(config);
-        if let Err(error) = files::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
-            log::warn!("status page not updated: {error:#}");
-        }
     }
-    if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
-        let text = metrics::render(&report, last_run);
-        if let Err(error) = files::write_atomic(path, text.as_bytes(), 0o644) {
-            log::warn!("metrics not updated: {error:#}");
+    publish(config, &report, state.last_run.as_ref());
+
+    // What this run tells, against what runs before it told; kept in the
+    // same save as the rest of the state.
+    let content = state
+        .last_good
+        .as_ref()
+        .map_or("", |good| good.body.as_str());
+    let seen = Seen {
+        notes: quiet::fingerprint(content, &logging::held_notes()),
+        changed: outcome.changes > 0,
+        failure: failure.as_deref(),
+        at: run_at,
+    };
+    let (mut telling, told) = quiet::decide(&before.told, &seen, config.notify.repeat_after);
+    state.told = told;
+    let mut not_saved = Vec::new();
+    save(config, &state, &mut not_saved);
+    if let Some(reason) = not_saved.first() {
+        let more = match &failure {
+            None => reason.clone(),
+            Some(failure) => format!("{failure}, and {reason}"),
+        };
+        if let Some(last_run) = &mut state.last_run {
+            last_run.ok = false;
+            last_run.failure = Some(more.clone());
         }
+        // What was told cannot be kept, so the next run would not know it: tell it all.
+        let seen = Seen {
+            failure: Some(&more),
+            ..seen
+        };
+        telling = quiet::decide(&before.told, &seen, config.notify.repeat_after)
+            .0
+            .everything();
+        report.failure = Some(more.clone());
+        publish(config, &report, state.last_run.as_ref());
+        failure = Some(more);
     }
 
-    match failure {
+    let exit = match &failure {
         None => {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
@@ -220,15 +241,33 @@ pub fn run_locked<R: Runner>(
                 config.source.to_string()
             };
             log::info!(
+                target: logging::SUMMARY,
                 "run ok from {from}: {changed}; {}",
                 states_in_words(&report)
             );
             Exit::Ok
         }
         Some(reason) => {
-            log::error!("run failed: {reason}");
+            log::error!(target: logging::SUMMARY, "run failed: {reason}");
             Exit::Failed
         }
+    };
+    logging::release(&telling);
+    exit
+}
+
+/// Writes the status page and the metrics for `report`; a write that fails is a warning.
+fn publish(config: &Config, report: &Report, last_run: Option<&LastRun>) {
+    if let Some(path) = &config.status_file
+        && let Err(error) = files::write_atomic(path, status::render(report).as_bytes(), 0o644)
+    {
+        log::warn!("status page not updated: {error:#}");
+    }
+    if let (Some(path), Some(last_run)) = (&config.metrics_file, last_run)
+        && let Err(error) =
+            files::write_atomic(path, metrics::render(report, last_run).as_bytes(), 0o644)
+    {
+        log::warn!("metrics not updated: {error:#}");
     }
 }
 
@@ -332,7 +371,8 @@ pub(crate) fn wait_jitter(jitter: Duration) {
         .build_hasher()
         .finish();
     let pause = Duration::from_millis(random % (jitter.as_millis() as u64 + 1));
-    log::info!("waiting {} ms before fetching (jitter)", pause.as_millis());
+    // Differs every run: for -v only, never the log (a quiet run logs one line).
+    log::debug!("waiting {} ms before fetching (jitter)", pause.as_millis());
     std::thread::sleep(pause);
 }
 

@@ -1143,3 +1143,140 @@ fn an_open_that_ends_is_left_to_the_kernel_and_without_xt_time_to_the_next_run()
     let table = env.fake_table("iptables");
     assert!(!table.contains("portlocker:ssh"), "{table}");
 }
+
+/// The lines the log gained since `before`.
+fn new_lines(env: &TestEnv, before: &str) -> Vec<String> {
+    let log = env.log();
+    assert!(log.starts_with(before), "the log was truncated");
+    log[before.len()..].lines().map(String::from).collect()
+}
+
+#[test]
+fn a_warning_about_the_file_is_told_once_and_later_runs_log_one_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nclose ssh\n");
+    let warning = "line 2: ssh is also named on line 1; line 2 wins";
+    env.run(&[]).expect(0).says(warning);
+    assert!(env.log().contains(warning), "{}", env.log());
+    for _ in 0..3 {
+        let before = env.log();
+        let run = env.run(&[]);
+        run.expect(0);
+        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains("run ok from") && lines[0].contains("no change"));
+    }
+    // -v tells what a quiet run keeps to itself, and the log stays one line.
+    let before = env.log();
+    env.run(&["-v"]).expect(0).says(warning);
+    assert_eq!(new_lines(&env, &before).len(), 1);
+    // New content is told again, though the warning is the same.
+    env.control("close ssh\nclose ssh\n# edited\n");
+    env.run(&[]).expect(0).says(warning);
+    assert_eq!(env.run(&[]).expect(0).stderr, "");
+}
+
+#[test]
+fn an_open_that_ended_is_logged_by_the_first_run_that_finds_it_only() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("open ssh for 1h\n");
+    env.run(&[]).expect(0);
+    env.run(&[]).expect(0);
+    // Two hours on.
+    env.edit_state(|state| {
+        for start in state.opens.values_mut() {
+            *start -= chrono::TimeDelta::hours(2);
+        }
+    });
+    let before = env.log();
+    env.run(&[]).expect(0);
+    let lines = new_lines(&env, &before);
+    assert!(
+        lines.iter().any(|l| l.contains("ssh: the open ended")),
+        "{lines:#?}"
+    );
+    for _ in 0..2 {
+        let before = env.log();
+        let run = env.run(&[]);
+        assert_eq!(run.expect(0).stderr, "");
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("no change; ") && lines[0].contains("ssh closed"),
+            "{lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_failure_that_repeats_is_logged_every_run_and_printed_first_hourly_on_change_and_clear() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    std::fs::remove_file(env.path("control.txt")).unwrap();
+    let run = env.run(&[]);
+    run.expect(1)
+        .says("run failed: ")
+        .says("cannot open control file")
+        .says("using last good control file from");
+    for _ in 0..3 {
+        let before = env.log();
+        let run = env.run(&[]);
+        assert_eq!(run.expect(1).stderr, "", "a repeat is printed");
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("[ERROR] run failed: ")
+                && lines[0].contains("cannot open control file"),
+            "{lines:#?}"
+        );
+    }
+    // An hour after it was printed, it is printed again, saying for how long.
+    env.edit_state(|state| {
+        let failing = state.told.failure.as_mut().expect("the failure is kept");
+        assert_eq!(failing.runs, 4);
+        failing.printed_at -= chrono::TimeDelta::minutes(61);
+        failing.since -= chrono::TimeDelta::minutes(61);
+    });
+    let run = env.run(&[]);
+    run.expect(1)
+        .says("run failed: ")
+        .says("every run has failed like this since 20")
+        .says("(5 runs); the same failure is printed at most once every 1h");
+    assert!(!run.stderr.contains("using last good"), "{}", run.stderr);
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    // A different failure is printed at once.
+    std::fs::create_dir(env.path("control.txt")).unwrap();
+    env.run(&[])
+        .expect(1)
+        .says("is a directory, not a regular file");
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    // The first good run says it cleared; the next says nothing.
+    std::fs::remove_dir(env.path("control.txt")).unwrap();
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("runs work again: the failure since 20")
+        .says("has cleared after 8 failed runs");
+    assert!(env.log().contains("runs work again"), "{}", env.log());
+    assert_eq!(env.run(&[]).expect(0).stderr, "");
+}
+
+#[test]
+fn a_shorter_repeat_after_prints_a_failure_sooner() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!(
+        "{}[notify]\nrepeat_after = \"10m\"\n",
+        env.local_config("", "")
+    ));
+    // No control file at all: every run fails the same way.
+    env.run(&[]).expect(1).says("run failed");
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    env.edit_state(|state| {
+        state.told.failure.as_mut().unwrap().printed_at -= chrono::TimeDelta::minutes(10);
+    });
+    env.run(&[])
+        .expect(1)
+        .says("printed at most once every 10m");
+}
