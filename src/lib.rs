@@ -19,6 +19,7 @@ pub mod intent;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod plan;
 #[cfg(test)]
 mod properties;

@@ -17,7 +17,8 @@ use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::logging;
 use crate::metrics;
-use crate::model::{Change, Holdings, PortState};
+use crate::model::{self, Change, Holdings, PortState};
+use crate::notify;
 use crate::plan::{self, SourcesSeen};
 use crate::quiet::{self, Seen};
 use crate::state::{LastRun, Loaded, State};
@@ -253,7 +254,57 @@ pub fn run_locked<R: Runner>(
         }
     };
     logging::release(&telling);
+
+    // Last, when the firewall work is done and kept: a notice cannot delay or undo it.
+    let changes = match outcome.changes {
+        0 => Vec::new(),
+        n => changed_in_words(&report, &outcome.touched, n),
+    };
+    let run = notify::Run {
+        host: &config.host_name,
+        at: run_at,
+        series: telling.series.as_ref(),
+        changes: &changes,
+        failure: failure.as_deref(),
+    };
+    if let Some(notice) = notify::notice(&run) {
+        notify::send(config, &notice, offline);
+    }
     exit
+}
+
+/// What a run that made `count` changes changed, one line per service
+/// whose rules changed, in its state now (`vpn open until …`).
+fn changed_in_words(report: &Report, touched: &BTreeSet<String>, count: usize) -> Vec<String> {
+    let mut lines: Vec<String> = report
+        .services
+        .iter()
+        .filter(|row| touched.contains(&row.name))
+        .map(|row| {
+            let state = row_in_words(row);
+            match row.note.as_str() {
+                "" => state,
+                note if note.starts_with("until ") || note.starts_with("from ") => {
+                    format!("{state} {note}")
+                }
+                note => format!("{state} ({note})"),
+            }
+        })
+        .collect();
+    for gone in touched {
+        if !report.services.iter().any(|row| &row.name == gone) {
+            lines.push(format!(
+                "{gone}: its rules were removed (it is no longer in the config)"
+            ));
+        }
+    }
+    if lines.is_empty() {
+        let changes = if count == 1 { "change" } else { "changes" };
+        lines.push(format!(
+            "portlocker's own rules were put right ({count} {changes}); no service changed"
+        ));
+    }
+    lines
 }
 
 /// Writes the status page and the metrics for `report`; a write that fails is a warning.
@@ -383,6 +434,9 @@ struct Reconciled {
     holdings: Holdings,
     /// Commands that changed the firewall.
     changes: usize,
+    /// The services whose rules those changes were (by name: a service
+    /// taken out of the config too).
+    touched: BTreeSet<String>,
     /// Repairs and rules of others worth showing on the status page.
     notices: Vec<String>,
     failure: Option<String>,
@@ -394,6 +448,7 @@ impl Reconciled {
         Reconciled {
             holdings: Holdings::unknown(config),
             changes: 0,
+            touched: BTreeSet::new(),
             notices: Vec::new(),
             failure: None,
         }
@@ -414,6 +469,7 @@ fn reconcile<R: Runner>(
     let failed = |reason: String| Reconciled {
         holdings: Holdings::unknown(config),
         changes: 0,
+        touched: BTreeSet::new(),
         notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
     };
@@ -477,8 +533,26 @@ fn reconcile<R: Runner>(
     Reconciled {
         holdings,
         changes: applied.made.len() + swept.removed.len(),
+        touched: applied
+            .made
+            .iter()
+            .chain(&swept.removed)
+            .filter_map(service_of)
+            .collect(),
         notices,
         failure,
+    }
+}
+
+/// The service a change is about, if it is about one.
+fn service_of(change: &Change) -> Option<String> {
+    match change {
+        Change::Append(rule) | Change::Delete(rule) => Some(rule.service.to_string()),
+        Change::DeleteListed { spec, .. } => model::tag_of(spec)
+            .and_then(|tag| tag.strip_prefix("portlocker:"))
+            .filter(|name| ServiceName::new(name).is_ok())
+            .map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -623,24 +697,23 @@ pub(crate) fn report(
 
 /// `ssh closed, web open, vpn closed on IPv4 and open on IPv6`.
 fn states_in_words(report: &Report) -> String {
-    let rows: Vec<String> = report
-        .services
-        .iter()
-        .map(|row| {
-            let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
-            if states.len() == 1 {
-                format!("{} {}", row.name, row.states[0].1.as_str())
-            } else {
-                let each: Vec<String> = row
-                    .states
-                    .iter()
-                    .map(|(family, state)| format!("{} on {family}", state.as_str()))
-                    .collect();
-                format!("{} {}", row.name, each.join(" and "))
-            }
-        })
-        .collect();
+    let rows: Vec<String> = report.services.iter().map(row_in_words).collect();
     rows.join(", ")
+}
+
+/// `ssh closed`, or `vpn closed on IPv4 and open on IPv6`.
+fn row_in_words(row: &ServiceRow) -> String {
+    let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
+    if states.len() == 1 {
+        format!("{} {}", row.name, row.states[0].1.as_str())
+    } else {
+        let each: Vec<String> = row
+            .states
+            .iter()
+            .map(|(family, state)| format!("{} on {family}", state.as_str()))
+            .collect();
+        format!("{} {}", row.name, each.join(" and "))
+    }
 }
 
 #[cfg(test)]

@@ -1280,3 +1280,130 @@ fn a_shorter_repeat_after_prints_a_failure_sooner() {
         .expect(1)
         .says("printed at most once every 10m");
 }
+
+#[test]
+fn notices_come_once_per_change_once_per_failure_series_and_once_on_recovery() {
+    let env = TestEnv::with_fake_iptables();
+    let notify = env.recording_command(0);
+    env.write_config(&format!(
+        "host_name = \"web-1\"\n{}{notify}",
+        env.local_config("", "")
+    ));
+    let run = |expect: i32| {
+        let run = env
+            .command()
+            .env("CANARY_FROM_CRON", "must not pass")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let run = common::Run::from(run);
+        run.expect(expect);
+        run
+    };
+    env.control("close ssh\n");
+    assert_eq!(run(0).stderr, "");
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 1, "{told:#?}");
+    let (vars, text) = &told[0];
+    let mut sorted = vars.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "LC_ALL=C",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "PORTLOCKER_EVENT=changed",
+            "PORTLOCKER_HOST=web-1",
+            "TZ=UTC",
+        ]
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "web-1: the firewall changed", "{text}");
+    assert_eq!(lines[1], "ssh closed", "{text}");
+    assert!(lines[2].starts_with("at 20") && lines.len() == 3, "{text}");
+    assert!(
+        env.log().contains("notice (changed) told to `"),
+        "{}",
+        env.log()
+    );
+
+    env.control("close ssh\nopen web for 1h\n");
+    run(0);
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 2, "{told:#?}");
+    assert!(
+        told[1].1.contains("\nweb open until 20") && !told[1].1.contains("ssh"),
+        "{}",
+        told[1].1
+    );
+
+    std::fs::remove_file(env.path("control.txt")).unwrap();
+    run(1);
+    run(1);
+    run(1);
+    let told = env.notices();
+    assert_eq!(told.len(), 3, "{told:#?}");
+    assert!(told[2].0.contains(&"PORTLOCKER_EVENT=failed".to_owned()));
+    assert!(
+        told[2]
+            .1
+            .starts_with("web-1: portlocker failed\ncannot open control file"),
+        "{}",
+        told[2].1
+    );
+
+    env.control("close ssh\nopen web for 1h\n");
+    run(0);
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 4, "{told:#?}");
+    assert!(told[3].0.contains(&"PORTLOCKER_EVENT=recovered".to_owned()));
+    assert!(
+        told[3]
+            .1
+            .starts_with("web-1: portlocker works again\nafter 3 failed runs since 20"),
+        "{}",
+        told[3].1
+    );
+    for (vars, _) in &told {
+        assert!(!vars.iter().any(|v| v.contains("CANARY")), "{vars:?}");
+    }
+}
+
+#[test]
+fn a_notice_that_cannot_be_told_is_a_warning_and_the_run_stands() {
+    let env = TestEnv::with_fake_iptables();
+    let notify = env.recording_command(3);
+    env.write_config(&format!("{}{notify}", env.local_config("", "")));
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("the notice (changed) was not told: `")
+        .says("exited with 3");
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    assert_eq!(env.notices().len(), 1);
+
+    // One that hangs is killed, and the run goes on.
+    std::fs::write(env.path("tell-owner"), "#!/bin/sh\nexec sleep 600\n").unwrap();
+    env.control("close web\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("did not finish within 5 s and was killed");
+    assert!(env.fake_table("iptables").contains("portlocker:web"));
+
+    // One that is missing.
+    std::fs::remove_file(env.path("tell-owner")).unwrap();
+    env.control("close mosh\n");
+    env.run(&[]).expect(0).says("could not run `");
+    let check = env.run(&["check"]);
+    assert!(
+        check.expect(0).stdout.contains(&format!(
+            "note: notify.command {} does not exist; until it can run, every notice is only a warning",
+            env.path("tell-owner").display()
+        )),
+        "{}",
+        check.stdout
+    );
+}
