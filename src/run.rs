@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::backends;
-use crate::config::{Config, ServiceName, Unnamed};
+use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::files;
 use crate::firewall::{self, CommandError, Firewall, Runner};
@@ -649,7 +649,8 @@ pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
     }
 }
 
-/// The report of a run for the status page and the summary line.
+/// The report of a run for the status page and the summary line, the
+/// services in the config's order.
 pub(crate) fn report(
     config: &Config,
     holdings: &Holdings,
@@ -663,12 +664,34 @@ pub(crate) fn report(
             .map(|intent| intent.note.clone())
             .unwrap_or_default()
     };
+    // Per family: a source opens nothing in the other.
+    let asked = |service: &ServiceName| {
+        let Some(intent) = resolved.and_then(|r| r.intents.get(service)) else {
+            return BTreeMap::new();
+        };
+        config
+            .families()
+            .into_iter()
+            .map(|family| {
+                let state = match &intent.want {
+                    Want::Closed => PortState::Closed,
+                    Want::Open(_) => PortState::Open,
+                    Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
+                        PortState::OpenToSources
+                    }
+                    Want::OpenTo(_) => PortState::Closed,
+                };
+                (family, state)
+            })
+            .collect()
+    };
     let services = config
-        .services
-        .iter()
+        .services_in_order()
+        .into_iter()
         .map(|(service, specs)| ServiceRow {
             name: service.to_string(),
             note: note(service),
+            asked: asked(service),
             ports: specs.iter().map(ToString::to_string).collect(),
             states: config
                 .families()
@@ -686,12 +709,21 @@ pub(crate) fn report(
         })
         .collect();
     Report {
+        host: config.host_name.clone(),
         run_at: now,
+        every: config.every,
         failure,
         services,
         control_file: None,
         backend: None,
         notices: Vec::new(),
+    }
+}
+
+fn in_family(net: &ipnet::IpNet, family: Family) -> bool {
+    match family {
+        Family::Ipv4 => matches!(net, ipnet::IpNet::V4(_)),
+        Family::Ipv6 => matches!(net, ipnet::IpNet::V6(_)),
     }
 }
 

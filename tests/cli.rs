@@ -44,12 +44,12 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     let summaries: Vec<&str> = log.lines().filter(|l| l.contains("run ok")).collect();
     assert_eq!(summaries.len(), 1, "{log}");
     assert!(
-        summaries[0].contains("8 firewall changes; mosh closed, ssh closed, web open"),
+        summaries[0].contains("8 firewall changes; ssh closed, web open, mosh closed"),
         "{log}"
     );
     let page = env.status_page().unwrap();
     assert!(page.contains("OK: the firewall matches"), "{page}");
-    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span><span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state closed\" data-family=\"IPv4\">IPv4 closed</span><span class=\"state closed\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
+    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state calm\" data-family=\"IPv4\">IPv4 closed</span>, <span class=\"state calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
 }
 
 #[test]
@@ -743,30 +743,61 @@ fn check_as_root_names_a_leftover_drop_with_its_removal() {
 }
 
 #[test]
-fn status_shows_each_service_per_family() {
+fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order() {
     let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!(
+        "host_name = \"web-1\"\n{}",
+        env.local_config("", "")
+    ));
+    let run = env.run(&["status"]);
+    assert!(
+        run.expect(0).stdout.starts_with("web-1: no run yet\n"),
+        "{}",
+        run.stdout
+    );
     env.control("close ssh\n");
     env.run(&[]).expect(0);
     env.forget_calls();
     let run = env.run(&["status"]);
     run.expect(0);
-    let lines: Vec<Vec<&str>> = run
-        .stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(lines[0], ["SERVICE", "PORTS", "IPv4", "IPv6"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(
-        lines.contains(&vec!["ssh", "22/tcp", "closed", "closed"]),
+        lines[0].starts_with("web-1: last run 20") && lines[0].ends_with(": ok"),
         "{}",
         run.stdout
     );
-    assert!(
-        lines.contains(&vec!["mosh", "60000-61000/udp", "open", "open"]),
+    // Columns as wide as their widest entry, two spaces apart.
+    assert_eq!(
+        &lines[1..],
+        [
+            "SERVICE  PORTS            IPv4    IPv6",
+            "ssh      22/tcp           closed  closed",
+            "web      80/tcp,443/tcp   open    open",
+            "mosh     60000-61000/udp  open    open",
+        ],
         "{}",
         run.stdout
     );
     assert_eq!(env.changing_calls(), Vec::<String>::new());
+    env.control("close ssh\nopen web for 2h\nopen mosh from 198.51.100.0/24\n");
+    env.run(&[]).expect(0);
+    let run = env.run(&["status"]);
+    let lines: Vec<&str> = run.expect(0).stdout.lines().collect();
+    assert!(
+        lines[1].ends_with("IPv4             IPv6    UNTIL / FROM"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[3].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines[4], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -1089,15 +1120,24 @@ fn status_json_reports_the_firewall_now_and_the_last_run() {
         serde_json::json!({"ipv4": "closed", "ipv6": "closed"})
     );
     assert_eq!(document["last_run"]["ok"], true);
-    assert!(
-        document["last_run"]["at"]
-            .as_str()
-            .unwrap()
-            .starts_with("20")
-    );
-    assert!(
-        document["control_file"]["fetched_at"].is_string(),
-        "{document}"
+    // RFC 3339 in whole seconds, with the offset spelled out.
+    let seconds_with_offset = |value: &serde_json::Value| {
+        let text = value.as_str().unwrap_or_default();
+        let moment = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+        text.len() == "2026-11-25T14:05:00+01:00".len()
+            && moment.timestamp_subsec_nanos() == 0
+            && !text.ends_with('Z')
+    };
+    for value in [
+        &document["last_run"]["at"],
+        &document["control_file"]["fetched_at"],
+        &document["control_file"]["changed_at"],
+    ] {
+        assert!(seconds_with_offset(value), "{value} in {document}");
+    }
+    assert_eq!(
+        document["control_file"]["signed_at"],
+        serde_json::Value::Null
     );
     assert_eq!(document["errors"], serde_json::json!([]));
 }
