@@ -24,7 +24,7 @@ use crate::run::{
 };
 use crate::source::Source;
 use crate::state::{self, Loaded, RunLock, State};
-use crate::status::{self, Freshness, rfc3339_text};
+use crate::status::{self, Freshness, LastRunKnown, rfc3339_text};
 
 /// Runs the command line and tells how it ended. Errors are reported here.
 pub fn main(cli: Cli) -> Exit {
@@ -337,7 +337,7 @@ fn check(cli: &Cli, config: &Config, fetch: bool) -> Result<Exit> {
 /// Prints each service and its state per family, read from the firewall
 /// now, with the last run and each open's deadline and sources from the state.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
-    let state = peek_state(config)?.0;
+    let (state, lost) = peek_state(config)?;
     firewall::preflight(config).map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
     let (holdings, errors) = Firewall::new(config, SystemRunner::new(config)).observe(true);
     if errors.iter().any(CommandError::needs_root) {
@@ -380,7 +380,12 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
         serde_json::to_writer_pretty(&mut out, &document)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", status::table(&report, state.last_run.as_ref()))?;
+        let last_run = match (&state.last_run, lost) {
+            (_, true) => LastRunKnown::Lost,
+            (Some(run), false) => LastRunKnown::Ran(run),
+            (None, false) => LastRunKnown::None,
+        };
+        write!(out, "{}", status::table(&report, last_run))?;
     }
     for error in &errors {
         log::error!("{error}");

@@ -275,10 +275,20 @@ pub fn render(report: &Report) -> String {
     page
 }
 
+/// What the state says of the last run, for `table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastRunKnown<'a> {
+    Ran(&'a LastRun),
+    /// No run has kept a state yet.
+    None,
+    /// The state file is damaged: nothing is known of the last run.
+    Lost,
+}
+
 /// `portlocker status` as text: a header line with the last run, then a
 /// column per family, each as wide as its widest entry, and each open's
 /// deadline and sources.
-pub fn table(report: &Report, last_run: Option<&LastRun>) -> String {
+pub fn table(report: &Report, last_run: LastRunKnown) -> String {
     let now = report.run_at;
     let host = if report.host.is_empty() {
         "this server"
@@ -286,8 +296,11 @@ pub fn table(report: &Report, last_run: Option<&LastRun>) -> String {
         report.host.as_str()
     };
     let mut text = match last_run {
-        None => format!("{host}: no run yet\n"),
-        Some(run) => {
+        LastRunKnown::None => format!("{host}: no run yet\n"),
+        LastRunKnown::Lost => format!(
+            "{host}: the last run is not known: the state file is damaged (see portlocker check)\n"
+        ),
+        LastRunKnown::Ran(run) => {
             let outcome = match &run.failure {
                 None if run.ok => "ok".to_owned(),
                 None => "failed".to_owned(),
@@ -593,7 +606,7 @@ mod tests {
             duration_ms: 9,
         };
         assert_eq!(
-            table(&report(None), Some(&last_run)),
+            table(&report(None), LastRunKnown::Ran(&last_run)),
             "web-1: last run 2026-11-25 14:00:00 +01:00 (5 minutes ago): ok\n\
              SERVICE  PORTS            IPv4    IPv6             UNTIL / FROM\n\
              ssh      22/tcp           closed  open-to-sources  from 2001:db8::/48 until 2026-11-25 18:00 +01:00\n\
@@ -610,13 +623,17 @@ mod tests {
         plain.services.truncate(1);
         plain.services[0].note.clear();
         assert_eq!(
-            table(&plain, Some(&failed)),
+            table(&plain, LastRunKnown::Ran(&failed)),
             "web-1: last run 2026-11-25 14:00:00 +01:00 (5 minutes ago): failed: the server \
              answered 404 Not Found\n\
              SERVICE  PORTS   IPv4    IPv6\n\
              ssh      22/tcp  closed  open-to-sources\n"
         );
-        assert!(table(&plain, None).starts_with("web-1: no run yet\n"));
+        assert!(table(&plain, LastRunKnown::None).starts_with("web-1: no run yet\n"));
+        assert!(
+            table(&plain, LastRunKnown::Lost)
+                .starts_with("web-1: the last run is not known: the state file is damaged")
+        );
     }
 
     #[test]

@@ -899,6 +899,15 @@ fn a_damaged_state_file_is_reported_kept_aside_and_the_run_fails() {
     env.control("close ssh\n");
     std::fs::create_dir_all(env.path("state")).unwrap();
     std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
+    // status, which changes nothing, does not take it for "no run yet".
+    let status = env.run(&["status"]);
+    let header = status.expect(0).stdout.lines().next().unwrap().to_owned();
+    assert!(
+        header.ends_with(
+            ": the last run is not known: the state file is damaged (see portlocker check)"
+        ),
+        "{header}"
+    );
     let run = env.run(&[]);
     run.expect(1);
     run.says("state.toml is damaged");
