@@ -759,6 +759,63 @@ mod tests {
             .to_utc()
     }
 
+    #[test]
+    fn a_change_is_told_per_service_whose_rules_changed_in_its_state_now() {
+        use crate::config::Family;
+        let row = |name: &str, states: &[PortState], note: &str| ServiceRow {
+            name: name.into(),
+            ports: vec!["22/tcp".into()],
+            states: [Family::Ipv4, Family::Ipv6]
+                .into_iter()
+                .zip(states.iter().copied())
+                .collect(),
+            asked: BTreeMap::new(),
+            note: note.into(),
+        };
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap();
+        let report = Report {
+            host: "web-1".into(),
+            run_at: at,
+            every: chrono::TimeDelta::minutes(5),
+            failure: None,
+            services: vec![
+                row(
+                    "ssh",
+                    &[PortState::Closed; 2],
+                    "the open ended 2026-11-25 14:00 +01:00",
+                ),
+                row(
+                    "vpn",
+                    &[PortState::Open; 2],
+                    "until 2026-11-25 18:00 +01:00",
+                ),
+                row(
+                    "web",
+                    &[PortState::OpenToSources, PortState::Closed],
+                    "from 198.51.100.0/24",
+                ),
+                row("mosh", &[PortState::Open; 2], ""),
+            ],
+            control_file: None,
+            backend: None,
+            notices: Vec::new(),
+        };
+        let touched = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            changed_in_words(&report, &touched(&["web", "ssh", "vpn", "old"]), 7),
+            [
+                "ssh closed (the open ended 2026-11-25 14:00 +01:00)",
+                "vpn open until 2026-11-25 18:00 +01:00",
+                "web open to sources on IPv4 and closed on IPv6 from 198.51.100.0/24",
+                "old: its rules were removed (it is no longer in the config)",
+            ]
+        );
+        assert_eq!(
+            changed_in_words(&report, &touched(&[]), 1),
+            ["portlocker's own rules were put right (1 change); no service changed"]
+        );
+    }
+
     /// A run that opens ssh where a rule of others drops it says how to
     /// stop that; for a default deny, never by deleting it, which would
     /// open every other port.
