@@ -211,13 +211,7 @@ pub fn release(telling: &Telling) {
         .into_iter()
         .partition(|record| record.target == SUMMARY);
     let tell = |record: &Held| {
-        let logged = record.level == Level::Error || record.target == SUMMARY || telling.notes;
-        let printed = !gate.verbose
-            && match record.level {
-                Level::Error => telling.failure,
-                Level::Warn => telling.notes,
-                _ => false,
-            };
+        let (logged, printed) = destinations(record.level, &record.target, telling, gate.verbose);
         if logged {
             gate.to_file(record.level, &record.target, &record.text);
         }
@@ -237,6 +231,21 @@ pub fn release(telling: &Telling) {
     }
     summary.iter().for_each(tell);
     gate.flush();
+}
+
+/// Where a held record goes: (the log file, stderr). Errors and the
+/// summary line are logged always; the notes (info and warnings) only when
+/// told. On stderr an error only with a failure told, a warning only with
+/// the notes told; with -v it is there already.
+fn destinations(level: Level, target: &str, telling: &Telling, verbose: bool) -> (bool, bool) {
+    let logged = level == Level::Error || target == SUMMARY || telling.notes;
+    let printed = !verbose
+        && match level {
+            Level::Error => telling.failure,
+            Level::Warn => telling.notes,
+            _ => false,
+        };
+    (logged, printed)
 }
 
 /// Hands the file whole lines only, each in one `write` however long (with
@@ -358,6 +367,40 @@ mod tests {
 
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn held_records_go_where_the_telling_says() {
+        let telling = |notes, failure| Telling {
+            notes,
+            failure,
+            extra: Vec::new(),
+            series: None,
+        };
+        let note = "portlocker::intake";
+        // (level, target, notes told, failure told, verbose) -> (logged, printed)
+        let cases = [
+            (Level::Warn, note, false, false, false, (false, false)),
+            (Level::Info, note, false, false, false, (false, false)),
+            (Level::Warn, note, true, false, false, (true, true)),
+            (Level::Info, note, true, false, false, (true, false)),
+            (Level::Error, note, false, false, false, (true, false)),
+            (Level::Error, note, false, true, false, (true, true)),
+            (Level::Error, SUMMARY, false, false, false, (true, false)),
+            (Level::Error, SUMMARY, false, true, false, (true, true)),
+            (Level::Info, SUMMARY, false, false, false, (true, false)),
+            (Level::Info, SUMMARY, true, true, false, (true, false)),
+            // With -v stderr had it as it came.
+            (Level::Warn, note, true, true, true, (true, false)),
+            (Level::Error, SUMMARY, false, true, true, (true, false)),
+        ];
+        for (level, target, notes, failure, verbose, expected) in cases {
+            assert_eq!(
+                destinations(level, target, &telling(notes, failure), verbose),
+                expected,
+                "{level} {target} notes={notes} failure={failure} verbose={verbose}"
+            );
         }
     }
 
