@@ -22,8 +22,8 @@ use crate::run::{
     NEEDS_ROOT, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
 };
 use crate::source::Source;
-use crate::state::{self, LastRun, Loaded, RunLock, State};
-use crate::status::Freshness;
+use crate::state::{self, Loaded, RunLock, State};
+use crate::status::{self, Freshness, LastRunKnown, rfc3339_text};
 
 /// Runs the command line and tells how it ended. Errors are reported here.
 pub fn main(cli: Cli) -> Exit {
@@ -267,13 +267,10 @@ fn check(cli: &Cli, config: &Config, fetch: bool) -> Result<Exit> {
     })
 }
 
-/// Prints each service and its state per family, read from the firewall now.
+/// Prints each service and its state per family, read from the firewall
+/// now, with the last run and each open's deadline and sources from the state.
 fn show_status(config: &Config, json: bool) -> Result<Exit> {
-    let state = if json {
-        peek_state(config)?.0
-    } else {
-        State::default()
-    };
+    let (state, lost) = peek_state(config)?;
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
     backend
         .preflight()
@@ -284,10 +281,15 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
             "reading the firewall needs root: run portlocker status as root"
         ));
     }
-    let report = report(config, &holdings, None, None, Local::now().fixed_offset());
+    let now = Local::now().fixed_offset();
+    // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
+    let wanted = intake::asked(config, &state, now);
+    let resolved = resolve(config, &wanted, &state.opens, now);
+    let report = report(config, &holdings, Some(&resolved), None, now);
     let mut out = std::io::stdout().lock();
     if json {
         let document = StatusDocument {
+            host: &config.host_name,
             services: report
                 .services
                 .iter()
@@ -301,7 +303,12 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
                         .collect(),
                 })
                 .collect(),
-            last_run: state.last_run.as_ref(),
+            last_run: state.last_run.as_ref().map(|run| LastRunDocument {
+                at: rfc3339_text(run.at),
+                ok: run.ok,
+                failure: run.failure.as_deref(),
+                duration_ms: run.duration_ms,
+            }),
             control_file: state.last_good.as_ref().map(Freshness::of),
             backend: firewall::backend(config),
             errors: errors.iter().map(ToString::to_string).collect(),
@@ -309,18 +316,12 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
         serde_json::to_writer_pretty(&mut out, &document)?;
         writeln!(out)?;
     } else {
-        let mut header = format!("{:<16} {:<24}", "SERVICE", "PORTS");
-        for family in config.families() {
-            header.push_str(&format!(" {:<16}", family.to_string()));
-        }
-        writeln!(out, "{}", header.trim_end())?;
-        for row in &report.services {
-            let mut line = format!("{:<16} {:<24}", row.name, row.ports.join(","));
-            for (_, state) in &row.states {
-                line.push_str(&format!(" {:<16}", state.as_str().replace(' ', "-")));
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
+        let last_run = match (&state.last_run, lost) {
+            (_, true) => LastRunKnown::Lost,
+            (Some(run), false) => LastRunKnown::Ran(run),
+            (None, false) => LastRunKnown::None,
+        };
+        write!(out, "{}", status::table(&report, last_run))?;
     }
     for error in &errors {
         log::error!("{error}");
@@ -332,15 +333,26 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     })
 }
 
-/// `portlocker status --json`: the firewall now, and the last run from the state.
+/// `portlocker status --json`: the firewall now, and the last run from the
+/// state. Times are RFC 3339 in whole seconds, with their offset.
 #[derive(Serialize)]
 struct StatusDocument<'a> {
+    host: &'a str,
     services: Vec<ServiceDocument<'a>>,
-    last_run: Option<&'a LastRun>,
+    last_run: Option<LastRunDocument<'a>>,
     control_file: Option<Freshness>,
     backend: Option<String>,
     /// Families that could not be read.
     errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LastRunDocument<'a> {
+    at: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a str>,
+    duration_ms: u64,
 }
 
 #[derive(Serialize)]

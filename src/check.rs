@@ -71,6 +71,7 @@ pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<
     )?;
     let mut findings = binaries(config);
     findings.extend(directories(config));
+    findings.extend(notify_command(config));
     let trusted = state::check_trust(&config.state_dir);
     let state = match &trusted {
         Ok(()) => read_state(config, &mut findings),
@@ -137,6 +138,25 @@ fn binaries(config: &Config) -> Vec<Finding> {
         .into_iter()
         .map(|(_, problem)| Finding::problem(problem))
         .collect()
+}
+
+/// The notify command, when it cannot be run: each notice would be a warning instead.
+fn notify_command(config: &Config) -> Option<Finding> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = &config.notify.command.as_ref()?.program;
+    let why = match fs::metadata(program) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => return None,
+        Ok(meta) if meta.is_file() => {
+            format!("is not executable: `chmod +x {}`", program.display())
+        }
+        Ok(_) => "is not a file".to_owned(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => "does not exist".to_owned(),
+        Err(error) => format!("cannot be looked at: {error}"),
+    };
+    Some(Finding::note(format!(
+        "notify.command {} {why}; until it can run, every notice is only a warning",
+        program.display()
+    )))
 }
 
 /// The log, the status page and the metrics file, each whose directory is

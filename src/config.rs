@@ -35,6 +35,32 @@ pub struct Config {
     pub signature: Option<SignatureConfig>,
     /// Every service the control file may name, with its ports.
     pub services: BTreeMap<ServiceName, Vec<PortSpec>>,
+    /// The services in the order the config lists them, for the page and
+    /// `status` (the owner puts ssh first). See `services_in_order`.
+    pub service_order: Vec<ServiceName>,
+    /// Who to tell when the firewall changes or runs fail (`[notify]`).
+    pub notify: NotifyConfig,
+    /// How often runs come, so the page can say when the next is due (`[status] every`).
+    pub every: TimeDelta,
+}
+
+/// Who to tell, and how often a failure repeats on stderr (`[notify]`).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// A program (absolute path) and its arguments, run with the notice on stdin.
+    pub command: Option<NotifyCommand>,
+    /// An https:// URL the notice is POSTed to (ntfy, Gotify, a webhook).
+    /// Secret like the source: only its scheme and host are ever shown.
+    pub url: Option<url::Url>,
+    /// A failure that repeats unchanged is printed again at most this often.
+    pub repeat_after: TimeDelta,
+}
+
+/// `[notify] command`: an argv, never a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +281,22 @@ impl Config {
             .into_iter()
             .map(|(ports, names)| (ports.to_string(), names))
             .collect()
+    }
+
+    /// Every service with its ports, in the order the config lists them;
+    /// any service the order lacks (a config changed in code) after them, by name.
+    pub fn services_in_order(&self) -> Vec<(&ServiceName, &Vec<PortSpec>)> {
+        let mut ordered: Vec<(&ServiceName, &Vec<PortSpec>)> = self
+            .service_order
+            .iter()
+            .filter_map(|name| self.services.get_key_value(name))
+            .collect();
+        for (name, specs) in &self.services {
+            if !self.service_order.contains(name) {
+                ordered.push((name, specs));
+            }
+        }
+        ordered
     }
 
     /// Path of the binary that manages `family`.
@@ -622,7 +664,27 @@ struct RawConfig {
     #[serde(default)]
     firewall: RawFirewall,
     signature: Option<RawSignature>,
-    services: toml::Table,
+    #[serde(default)]
+    notify: RawNotify,
+    #[serde(default)]
+    status: RawStatus,
+    /// Keys with where they stand in the file: toml keeps a table sorted by
+    /// name, and the owner's order is the order of the page.
+    services: BTreeMap<toml::Spanned<String>, toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    command: Option<Vec<String>>,
+    url: Option<String>,
+    repeat_after: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    every: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -790,8 +852,68 @@ impl RawConfig {
             },
             firewall,
             signature,
+            notify: self.notify.validate()?,
+            every: self
+                .status
+                .every
+                .map(|text| duration("status.every", &text))
+                .transpose()?
+                .unwrap_or(TimeDelta::minutes(5)),
+            service_order: service_order(&self.services)?,
             services: services(self.services)?,
         })
+    }
+}
+
+impl RawNotify {
+    fn validate(self) -> Result<NotifyConfig> {
+        let command = match self.command {
+            None => None,
+            Some(argv) => {
+                let Some((program, args)) = argv.split_first() else {
+                    bail!(
+                        "notify.command is empty: give the program and its arguments, like [\"/usr/local/bin/tell-owner\"]"
+                    );
+                };
+                let program = absolute("notify.command", Some(PathBuf::from(program)), "")
+                    .context("it is run without a shell, with no PATH to search")?;
+                Some(NotifyCommand {
+                    program,
+                    args: args.to_vec(),
+                })
+            }
+        };
+        let url = self
+            .url
+            .map(|text| notify_url(&text).context("notify.url"))
+            .transpose()?;
+        let repeat_after = self
+            .repeat_after
+            .map(|text| duration("notify.repeat_after", &text))
+            .transpose()?
+            .unwrap_or(TimeDelta::hours(1));
+        Ok(NotifyConfig {
+            command,
+            url,
+            repeat_after,
+        })
+    }
+}
+
+/// An https:// URL with a host; anything else is refused without repeating
+/// it (a ntfy topic is as secret as the source).
+fn notify_url(text: &str) -> Result<url::Url> {
+    if text
+        .get(..7)
+        .is_some_and(|head| head.eq_ignore_ascii_case("http://"))
+    {
+        bail!(
+            "plain http:// is refused: anyone on the way could read and forge the notices; use https://"
+        );
+    }
+    match Source::parse(text)? {
+        Source::Https(url) => Ok(url),
+        _ => bail!("must be an https:// URL, like https://ntfy.sh/TOPIC"),
     }
 }
 
@@ -847,9 +969,23 @@ fn absolute(key: &str, path: Option<PathBuf>, default: &str) -> Result<PathBuf> 
     Ok(path)
 }
 
-fn services(table: toml::Table) -> Result<BTreeMap<ServiceName, Vec<PortSpec>>> {
+/// The service names in the order the file gives them.
+fn service_order(table: &BTreeMap<toml::Spanned<String>, toml::Value>) -> Result<Vec<ServiceName>> {
+    let mut keys: Vec<&toml::Spanned<String>> = table.keys().collect();
+    keys.sort_by_key(|key| key.span().start);
+    keys.into_iter()
+        .map(|key| {
+            ServiceName::new(key.get_ref()).with_context(|| format!("services.{}", key.get_ref()))
+        })
+        .collect()
+}
+
+fn services(
+    table: BTreeMap<toml::Spanned<String>, toml::Value>,
+) -> Result<BTreeMap<ServiceName, Vec<PortSpec>>> {
     let mut services = BTreeMap::new();
     for (key, value) in table {
+        let key = key.into_inner();
         let name = ServiceName::new(&key).with_context(|| format!("services.{key}"))?;
         let items = match value {
             toml::Value::Array(items) => items,
@@ -1316,6 +1452,114 @@ mod tests {
         // Elsewhere toml's own message, which quotes the line, stays.
         let message = error_of(&with_firewall("ipv6 = \"yes\""));
         assert!(message.contains("ipv6 = \"yes\""), "{message:?}");
+    }
+
+    #[test]
+    fn services_keep_the_order_of_the_file() {
+        let config = Config::parse(
+            "source = \"-\"\n[services]\nssh = 22\nweb = 80\nbackup = 873\nadmin = 8443\n",
+        )
+        .unwrap();
+        let order: Vec<&str> = config
+            .services_in_order()
+            .into_iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(order, ["ssh", "web", "backup", "admin"]);
+        // Inline and dotted tables keep it too.
+        for text in [
+            "source = \"-\"\nservices = { web = 80, ssh = 22 }\n",
+            "source = \"-\"\nservices.web = 80\nservices.ssh = 22\n",
+        ] {
+            let config = Config::parse(text).unwrap();
+            let order: Vec<&str> = config
+                .services_in_order()
+                .into_iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
+            assert_eq!(order, ["web", "ssh"], "{text}");
+        }
+        // A service added in code, not in the file, comes after, by name.
+        let mut config =
+            Config::parse("source = \"-\"\nservices = { web = 80, ssh = 22 }\n").unwrap();
+        config
+            .services
+            .insert(ServiceName::new("aaa").unwrap(), vec![]);
+        let order: Vec<&str> = config
+            .services_in_order()
+            .into_iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(order, ["web", "ssh", "aaa"]);
+    }
+
+    #[test]
+    fn notify_and_status_settings() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.notify.command, None);
+        assert_eq!(config.notify.url, None);
+        assert_eq!(config.notify.repeat_after, TimeDelta::hours(1));
+        assert_eq!(config.every, TimeDelta::minutes(5));
+        let config = Config::parse(
+            "source = \"-\"\n[notify]\ncommand = [\"/usr/local/bin/tell-owner\", \"--to\", \"me\"]\n\
+             url = \"https://ntfy.sh/SECRET-topic\"\nrepeat_after = \"3h\"\n\
+             [status]\nevery = \"10m\"\n[services]\nssh = 22\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.notify.command,
+            Some(NotifyCommand {
+                program: "/usr/local/bin/tell-owner".into(),
+                args: vec!["--to".into(), "me".into()],
+            })
+        );
+        assert_eq!(
+            config.notify.url.unwrap().as_str(),
+            "https://ntfy.sh/SECRET-topic"
+        );
+        assert_eq!(config.notify.repeat_after, TimeDelta::hours(3));
+        assert_eq!(config.every, TimeDelta::minutes(10));
+        let notify = |lines: &str| {
+            error_of(&format!(
+                "source = \"-\"\n[notify]\n{lines}\n[services]\nssh = 22\n"
+            ))
+        };
+        for (lines, needles) in [
+            ("command = []", &["notify.command is empty"][..]),
+            (
+                "command = [\"tell-owner\"]",
+                &["notify.command", "absolute", "without a shell"],
+            ),
+            (
+                "command = \"/bin/tell-owner arg\"",
+                &["command", "sequence"],
+            ),
+            (
+                "url = \"http://ntfy.sh/SECRET\"",
+                &["notify.url", "plain http:// is refused"],
+            ),
+            (
+                "url = \"/var/SECRET\"",
+                &["notify.url", "must be an https:// URL"],
+            ),
+            (
+                "url = \"ntfy.sh/SECRET\"",
+                &["notify.url", "did you mean https://ntfy.sh/…?"],
+            ),
+            ("repeat_after = \"1 hour\"", &["notify.repeat_after", "90m"]),
+            ("colour = \"red\"", &["colour"]),
+        ] {
+            let message = notify(lines);
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{lines}: {message:?} lacks {needle:?}"
+                );
+            }
+            assert!(!message.contains("SECRET"), "{message:?}");
+        }
+        let message = error_of("source = \"-\"\n[status]\nevery = \"5\"\n[services]\nssh = 22\n");
+        assert!(message.contains("status.every"), "{message}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Getting the control file's bytes from its source, bounded in size and time.
-//! The only module that touches the network. Knows bytes, not the grammar;
-//! never lets the secret URL into an error message.
+//! Getting the control file's bytes from its source, bounded in size and time,
+//! and posting a notice. The only module that touches the network. Knows
+//! bytes, not the grammar; never lets a secret URL into an error message.
 
 use std::fs::{FileType, OpenOptions};
 use std::io::Read;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::redirect;
 use url::Url;
@@ -177,7 +177,7 @@ fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) 
         None => url.clone(),
     };
     let shown = format!("https://{}", host_of(&url));
-    let client = client(config)?;
+    let client = client(config, true)?;
     let timeout = config.timeout;
     let max_bytes = config.max_bytes;
     let deadline = Instant::now() + timeout;
@@ -200,8 +200,51 @@ fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) 
         .with_context(|| format!("fetching the control file from {shown}"))
 }
 
-fn client(config: &FetchConfig) -> Result<Client> {
-    let policy = redirect::Policy::custom(|attempt| {
+/// POSTs `text` as a plain text body to `url` (a notice for ntfy, Gotify or
+/// a webhook), all of it within fetch.timeout_secs, following no redirect:
+/// any 2xx answer is success. An error shows the URL's host only (a ntfy
+/// topic is a secret like the source).
+pub fn post(url: &Url, text: &str, config: &FetchConfig) -> Result<()> {
+    let shown = format!("https://{}", host_of(url));
+    let request = client(config, false)?
+        .post(url.clone())
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(text.to_owned());
+    let timeout = config.timeout;
+    // As for a fetch: the thread is abandoned at the deadline.
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(send_post(request));
+    });
+    let result = match receiver.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(timeout)),
+    };
+    result
+        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
+        .with_context(|| format!("posting the notice to {shown}"))
+}
+
+fn send_post(request: RequestBuilder) -> Result<()> {
+    let response = request
+        .send()
+        .map_err(|error| anyhow::Error::new(error.without_url()))?;
+    let status = response.status();
+    if !status.is_success() {
+        // A redirect would turn the POST into a GET without the notice.
+        let why = if status.is_redirection() {
+            ": notify.url must be the final address, redirects are not followed"
+        } else {
+            ""
+        };
+        bail!("the server answered {status}{why}");
+    }
+    Ok(())
+}
+
+/// The HTTPS client, following redirects (to https only) when `follow`.
+fn client(config: &FetchConfig, follow: bool) -> Result<Client> {
+    let follow_https = redirect::Policy::custom(|attempt| {
         if attempt.url().scheme() != "https" {
             attempt.error("refused a redirect from https to plain http")
         } else if attempt.previous().len() > MAX_REDIRECTS {
@@ -210,6 +253,10 @@ fn client(config: &FetchConfig) -> Result<Client> {
             attempt.follow()
         }
     });
+    let policy = match follow {
+        true => follow_https,
+        false => redirect::Policy::none(),
+    };
     let mut builder = Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.timeout)

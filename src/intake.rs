@@ -131,6 +131,12 @@ fn check_kept(config: &Config, good: Option<&LastGood>, now: DateTime<Utc>) -> R
     .map(|_| ())
 }
 
+/// What the kept state asks now, as a run would enforce it before any
+/// fetch: for `status`, which changes nothing.
+pub fn asked(config: &Config, state: &State, now: DateTime<FixedOffset>) -> Wanted {
+    in_force(config, state, now).0
+}
+
 /// The kept wanted state that may be enforced now, and whether the kept
 /// copy of the file stands (so a conditional fetch may rely on it). When it
 /// does not — a key configured and the copy not signed by it — whatever it

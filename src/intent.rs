@@ -279,10 +279,11 @@ fn deadline(
 }
 
 /// A moment as the owner reads it: in the server's offset now.
+/// A deadline as the page and the log show it: to the minute, with its UTC offset.
 fn shown(moment: DateTime<FixedOffset>, now: DateTime<FixedOffset>) -> String {
     moment
         .with_timezone(&now.timezone())
-        .format("%Y-%m-%d %H:%M")
+        .format("%Y-%m-%d %H:%M %:z")
         .to_string()
 }
 
@@ -406,14 +407,17 @@ mod tests {
         let before = runs.run(Some(file), "2026-11-25T17:59:00+01:00");
         assert_eq!(
             ssh(&before),
-            (Want::Open(None), "until 2026-11-25 18:00".into())
+            (Want::Open(None), "until 2026-11-25 18:00 +01:00".into())
         );
         let after = runs.run(None, "2026-11-25T18:00:00+01:00");
         assert_eq!(
             ssh(&after),
-            (Want::Closed, "the open ended 2026-11-25 18:00".into())
+            (
+                Want::Closed,
+                "the open ended 2026-11-25 18:00 +01:00".into()
+            )
         );
-        assert_eq!(after.ended, ["ssh: the open ended 2026-11-25 18:00"]);
+        assert_eq!(after.ended, ["ssh: the open ended 2026-11-25 18:00 +01:00"]);
     }
 
     #[test]
@@ -424,7 +428,7 @@ mod tests {
         let later = runs.run(Some("open ssh for 2h\n"), "2026-11-25T11:59:00Z");
         assert_eq!(
             ssh(&later),
-            (Want::Open(None), "until 2026-11-25 12:00".into())
+            (Want::Open(None), "until 2026-11-25 12:00 +00:00".into())
         );
         let ended = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&ended).0, Want::Closed);
@@ -433,7 +437,7 @@ mod tests {
         let again = runs.run(Some("open ssh for 3h\n"), "2026-11-25T12:30:00Z");
         assert_eq!(
             ssh(&again),
-            (Want::Open(None), "until 2026-11-25 15:30".into())
+            (Want::Open(None), "until 2026-11-25 15:30 +00:00".into())
         );
         assert_eq!(runs.starts.len(), 1, "{:?}", runs.starts);
     }
@@ -465,7 +469,7 @@ mod tests {
         );
         assert_eq!(
             ssh(&retried),
-            (Want::Open(None), "until 2026-11-25 12:30".into())
+            (Want::Open(None), "until 2026-11-25 12:30 +00:00".into())
         );
     }
 
@@ -531,7 +535,10 @@ mod tests {
         let resolved = resolve(&wanted, &services(), false, now, &starts, None);
         assert_eq!(
             ssh(&resolved),
-            (Want::Closed, "the open ended 2026-11-25 10:00".into())
+            (
+                Want::Closed,
+                "the open ended 2026-11-25 10:00 +00:00".into()
+            )
         );
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
         assert_eq!(
@@ -578,13 +585,13 @@ mod tests {
         let first = runs.run(Some("open ssh\n"), "2026-11-25T00:00:00Z");
         assert_eq!(
             ssh(&first),
-            (Want::Open(None), "until 2026-11-25 12:00".into())
+            (Want::Open(None), "until 2026-11-25 12:00 +00:00".into())
         );
         let late = runs.run(None, "2026-11-25T12:00:00Z");
         assert_eq!(ssh(&late).0, Want::Closed);
         let mut runs = Runs::new(twelve_hours);
         let first = runs.run(Some("open ssh for 1h\n"), "2026-11-25T00:00:00Z");
-        assert_eq!(ssh(&first).1, "until 2026-11-25 01:00");
+        assert_eq!(ssh(&first).1, "until 2026-11-25 01:00 +00:00");
     }
 
     #[test]
@@ -608,7 +615,7 @@ mod tests {
         let (want, note) = ssh(&later);
         assert_eq!(want, open_to(&["198.51.100.0/24", "2001:db8::/48"]));
         assert!(
-            note.starts_with("from 203.0.113.7/32: the open ended 2026-11-25 11:00"),
+            note.starts_with("from 203.0.113.7/32: the open ended 2026-11-25 11:00 +00:00"),
             "{note}"
         );
     }

@@ -20,9 +20,11 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod nft;
+pub mod notify;
 pub mod plan;
 #[cfg(test)]
 mod properties;
+pub mod quiet;
 pub mod run;
 pub mod runner;
 pub mod signature;

@@ -1,17 +1,31 @@
 //! Logging: an append-only log file with local timestamps, and stderr for
 //! what cron should mail (warnings and errors unless told otherwise).
+//! During a run, what it says is held back until `release`, which tells
+//! it as `quiet::decide` says: cron mails what is new, not the same words
+//! every five minutes.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
+use log::{Level, Log, Metadata, Record};
 use simplelog::{
-    ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger,
-    TerminalMode, WriteLogger, format_description,
+    ColorChoice, ConfigBuilder, LevelFilter, SharedLogger, TermLogger, TerminalMode, WriteLogger,
+    format_description,
 };
 
 use crate::files;
+use crate::quiet::Telling;
+
+/// The target of a run's summary line: it reaches the log whatever
+/// `release` is told (on stderr, a failure's only when told).
+pub const SUMMARY: &str = "portlocker::summary";
+
+/// Targets whose info lines go to the log at once, even during a run: the
+/// firewall changes made, which a run killed before its end must not lose.
+const AT_ONCE: &[&str] = &["portlocker::firewall", "portlocker::nft"];
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +34,7 @@ pub enum Verbosity {
     Quiet,
     /// Warnings and errors: a successful run prints nothing.
     Normal,
-    /// Also what the run does.
+    /// Also what the run does, and whatever a run would keep quiet.
     Verbose,
 }
 
@@ -33,26 +47,29 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     let stderr_level = match verbosity {
         Verbosity::Quiet => LevelFilter::Error,
         Verbosity::Normal => LevelFilter::Warn,
-        Verbosity::Verbose => LevelFilter::Info,
+        Verbosity::Verbose => LevelFilter::Debug,
     };
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
+    let stderr: Box<dyn SharedLogger> = TermLogger::new(
         stderr_level,
         config(false),
         TerminalMode::Stderr,
         ColorChoice::Never,
-    )];
+    );
+    let mut file: Option<Box<dyn SharedLogger>> = None;
     let mut open_error = None;
     if let Some(path) = log_file {
-        let file = files::open_no_follow(
+        let opened = files::open_no_follow(
             path,
             OpenOptions::new().append(true).create(true).mode(0o640),
         );
-        match file {
-            Ok(file) => loggers.push(WriteLogger::new(
-                LevelFilter::Info,
-                config(true),
-                WholeLines::new(file),
-            )),
+        match opened {
+            Ok(opened) => {
+                file = Some(WriteLogger::new(
+                    LevelFilter::Info,
+                    config(true),
+                    WholeLines::new(opened),
+                ))
+            }
             Err(error) => {
                 open_error = Some(format!(
                     "cannot open log file {}: {error}; logging to stderr only",
@@ -61,11 +78,174 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
             }
         }
     }
+    let max_level = match file {
+        Some(_) => stderr_level.max(LevelFilter::Info),
+        None => stderr_level,
+    };
+    let gate: &'static Gate = Box::leak(Box::new(Gate {
+        stderr,
+        file,
+        verbose: verbosity == Verbosity::Verbose,
+    }));
     // Only fails if a logger is already set, as in tests that call init twice.
-    let _ = CombinedLogger::init(loggers);
+    if GATE.set(gate).is_ok() && log::set_logger(gate).is_ok() {
+        log::set_max_level(max_level);
+    }
     if let Some(message) = open_error {
         log::warn!("{message}");
     }
+}
+
+/// The logger: stderr and the log file, with the held records of a run.
+struct Gate {
+    stderr: Box<dyn SharedLogger>,
+    file: Option<Box<dyn SharedLogger>>,
+    /// With -v stderr gets every record as it comes, held or not.
+    verbose: bool,
+}
+
+static GATE: OnceLock<&'static Gate> = OnceLock::new();
+
+/// The records of the run being held, in order; None when none is.
+static HELD: Mutex<Option<Vec<Held>>> = Mutex::new(None);
+
+/// A record held back until the run ends.
+#[derive(Debug, Clone)]
+struct Held {
+    level: Level,
+    target: String,
+    text: String,
+}
+
+impl Gate {
+    fn to_file(&self, level: Level, target: &str, text: &str) {
+        if let Some(file) = &self.file {
+            emit(file.as_ref(), level, target, text);
+        }
+    }
+}
+
+/// Hands one record to `logger`, which applies its own level and filter.
+fn emit(logger: &dyn Log, level: Level, target: &str, text: &str) {
+    logger.log(
+        &Record::builder()
+            .level(level)
+            .target(target)
+            .args(format_args!("{text}"))
+            .build(),
+    );
+}
+
+fn held() -> std::sync::MutexGuard<'static, Option<Vec<Held>>> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Log for Gate {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.stderr.enabled(metadata) || self.file.as_ref().is_some_and(|f| f.enabled(metadata))
+    }
+
+    fn log(&self, record: &Record) {
+        let target = record.target();
+        if !target.starts_with("portlocker") {
+            return;
+        }
+        let at_once = record.level() > Level::Info
+            || (record.level() == Level::Info && AT_ONCE.contains(&target));
+        if !at_once && let Some(records) = held().as_mut() {
+            records.push(Held {
+                level: record.level(),
+                target: target.to_owned(),
+                text: record.args().to_string(),
+            });
+            if self.verbose {
+                self.stderr.log(record);
+            }
+            return;
+        }
+        self.stderr.log(record);
+        if let Some(file) = &self.file {
+            file.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.stderr.flush();
+        if let Some(file) = &self.file {
+            file.flush();
+        }
+    }
+}
+
+/// Holds back what is logged from now on, to stderr and to the log file
+/// alike (but the firewall changes, which reach the log at once), until
+/// `release`.
+pub fn hold() {
+    *held() = Some(Vec::new());
+}
+
+/// The notes held so far: the info and warning lines of the run, but its
+/// summary line; what `quiet::fingerprint` is made of.
+pub fn held_notes() -> Vec<String> {
+    held()
+        .iter()
+        .flatten()
+        .filter(|record| record.level >= Level::Warn && record.level <= Level::Info)
+        .filter(|record| record.target != SUMMARY)
+        .map(|record| record.text.clone())
+        .collect()
+}
+
+/// Ends holding and tells what was held as `telling` says: errors and the
+/// summary line reach the log always, stderr only for a failure told; the
+/// notes reach both only when told. `telling.extra` comes before the
+/// summary line.
+pub fn release(telling: &Telling) {
+    let Some(records) = held().take() else {
+        return;
+    };
+    let Some(gate) = GATE.get() else {
+        return;
+    };
+    let (summary, notes): (Vec<Held>, Vec<Held>) = records
+        .into_iter()
+        .partition(|record| record.target == SUMMARY);
+    let tell = |record: &Held| {
+        let (logged, printed) = destinations(record.level, &record.target, telling, gate.verbose);
+        if logged {
+            gate.to_file(record.level, &record.target, &record.text);
+        }
+        if printed {
+            emit(
+                gate.stderr.as_ref(),
+                record.level,
+                &record.target,
+                &record.text,
+            );
+        }
+    };
+    notes.iter().for_each(tell);
+    for line in &telling.extra {
+        gate.to_file(Level::Warn, "portlocker::quiet", line);
+        emit(gate.stderr.as_ref(), Level::Warn, "portlocker::quiet", line);
+    }
+    summary.iter().for_each(tell);
+    gate.flush();
+}
+
+/// Where a held record goes: (the log file, stderr). Errors and the
+/// summary line are logged always; the notes (info and warnings) only when
+/// told. On stderr an error only with a failure told, a warning only with
+/// the notes told; with -v it is there already.
+fn destinations(level: Level, target: &str, telling: &Telling, verbose: bool) -> (bool, bool) {
+    let logged = level == Level::Error || target == SUMMARY || telling.notes;
+    let printed = !verbose
+        && match level {
+            Level::Error => telling.failure,
+            Level::Warn => telling.notes,
+            _ => false,
+        };
+    (logged, printed)
 }
 
 /// Hands the file whole lines only, each in one `write` however long (with
@@ -187,6 +367,40 @@ mod tests {
 
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn held_records_go_where_the_telling_says() {
+        let telling = |notes, failure| Telling {
+            notes,
+            failure,
+            extra: Vec::new(),
+            series: None,
+        };
+        let note = "portlocker::intake";
+        // (level, target, notes told, failure told, verbose) -> (logged, printed)
+        let cases = [
+            (Level::Warn, note, false, false, false, (false, false)),
+            (Level::Info, note, false, false, false, (false, false)),
+            (Level::Warn, note, true, false, false, (true, true)),
+            (Level::Info, note, true, false, false, (true, false)),
+            (Level::Error, note, false, false, false, (true, false)),
+            (Level::Error, note, false, true, false, (true, true)),
+            (Level::Error, SUMMARY, false, false, false, (true, false)),
+            (Level::Error, SUMMARY, false, true, false, (true, true)),
+            (Level::Info, SUMMARY, false, false, false, (true, false)),
+            (Level::Info, SUMMARY, true, true, false, (true, false)),
+            // With -v stderr had it as it came.
+            (Level::Warn, note, true, true, true, (true, false)),
+            (Level::Error, SUMMARY, false, true, true, (true, false)),
+        ];
+        for (level, target, notes, failure, verbose, expected) in cases {
+            assert_eq!(
+                destinations(level, target, &telling(notes, failure), verbose),
+                expected,
+                "{level} {target} notes={notes} failure={failure} verbose={verbose}"
+            );
         }
     }
 

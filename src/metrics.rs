@@ -78,7 +78,9 @@ mod tests {
     fn every_metric_with_its_help_and_type() {
         let at = DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap();
         let report = Report {
+            host: "web-1".into(),
             run_at: at,
+            every: chrono::TimeDelta::minutes(5),
             failure: None,
             services: vec![ServiceRow {
                 name: "ssh".into(),
@@ -87,6 +89,7 @@ mod tests {
                     (Family::Ipv4, PortState::Closed),
                     (Family::Ipv6, PortState::Unknown),
                 ],
+                asked: Default::default(),
                 note: String::new(),
             }],
             control_file: Some(Freshness {

@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::{Config, ServiceName, Unnamed};
+use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::files;
 use crate::firewall::{self, CommandError, Runner};
 use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
+use crate::logging;
 use crate::metrics;
-use crate::model::{Change, Holdings, PortState};
+use crate::model::{self, Change, Holdings, PortState};
+use crate::notify;
 use crate::plan::{self, SourcesSeen};
+use crate::quiet::{self, Seen};
 use crate::state::{LastRun, Loaded, State};
 use crate::status::{self, Freshness, Report, ServiceRow};
 use crate::verdict::{self, Mismatch};
@@ -85,6 +88,8 @@ pub fn run_locked<'a, R: Runner + 'a>(
     run_at: DateTime<FixedOffset>,
 ) -> Exit {
     let started = Instant::now();
+    // What the run says is told at its end, as `quiet::decide` finds.
+    logging::hold();
     let mut problems = Vec::new();
     let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
@@ -162,26 +167,13 @@ pub fn run_locked<'a, R: Runner + 'a>(
         }
     }
 
+    let mut failure = (!failure.is_empty()).then_some(failure);
     state.last_run = Some(LastRun {
         at: run_at,
-        ok: failure.is_empty(),
-        failure: (!failure.is_empty()).then(|| failure.clone()),
+        ok: failure.is_none(),
+        failure: failure.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let mut not_saved = Vec::new();
-    save(config, &state, &mut not_saved);
-    if let Some(reason) = not_saved.first() {
-        failure = if failure.is_empty() {
-            reason.clone()
-        } else {
-            format!("{failure}, and {reason}")
-        };
-        if let Some(last_run) = &mut state.last_run {
-            last_run.ok = false;
-            last_run.failure = Some(failure.clone());
-        }
-    }
-    let failure = (!failure.is_empty()).then_some(failure);
 
     let mut report = report(
         config,
@@ -193,20 +185,50 @@ pub fn run_locked<'a, R: Runner + 'a>(
     report.run_at = run_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices);
-    if let Some(path) = &config.status_file {
+    if config.status_file.is_some() {
         report.backend = firewall::backend(config);
-        if let Err(error) = files::write_atomic(path, status::render(&report).as_bytes(), 0o644) {
-            log::warn!("status page not updated: {error:#}");
-        }
     }
-    if let (Some(path), Some(last_run)) = (&config.metrics_file, &state.last_run) {
-        let text = metrics::render(&report, last_run);
-        if let Err(error) = files::write_atomic(path, text.as_bytes(), 0o644) {
-            log::warn!("metrics not updated: {error:#}");
+    publish(config, &report, state.last_run.as_ref());
+
+    // What this run tells, against what runs before it told; kept in the
+    // same save as the rest of the state.
+    let content = state
+        .last_good
+        .as_ref()
+        .map_or("", |good| good.body.as_str());
+    let seen = Seen {
+        notes: quiet::fingerprint(content, &logging::held_notes()),
+        changed: outcome.changes > 0,
+        failure: failure.as_deref(),
+        at: run_at,
+    };
+    let (mut telling, told) = quiet::decide(&before.told, &seen, config.notify.repeat_after);
+    state.told = told;
+    let mut not_saved = Vec::new();
+    save(config, &state, &mut not_saved);
+    if let Some(reason) = not_saved.first() {
+        let more = match &failure {
+            None => reason.clone(),
+            Some(failure) => format!("{failure}, and {reason}"),
+        };
+        if let Some(last_run) = &mut state.last_run {
+            last_run.ok = false;
+            last_run.failure = Some(more.clone());
         }
+        // What was told cannot be kept, so the next run would not know it: tell it all.
+        let seen = Seen {
+            failure: Some(&more),
+            ..seen
+        };
+        telling = quiet::decide(&before.told, &seen, config.notify.repeat_after)
+            .0
+            .everything();
+        report.failure = Some(more.clone());
+        publish(config, &report, state.last_run.as_ref());
+        failure = Some(more);
     }
 
-    match failure {
+    let exit = match &failure {
         None => {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
@@ -219,15 +241,83 @@ pub fn run_locked<'a, R: Runner + 'a>(
                 config.source.to_string()
             };
             log::info!(
+                target: logging::SUMMARY,
                 "run ok from {from}: {changed}; {}",
                 states_in_words(&report)
             );
             Exit::Ok
         }
         Some(reason) => {
-            log::error!("run failed: {reason}");
+            log::error!(target: logging::SUMMARY, "run failed: {reason}");
             Exit::Failed
         }
+    };
+    logging::release(&telling);
+
+    // Last, when the firewall work is done and kept: a notice cannot delay or undo it.
+    let changes = match outcome.changes {
+        0 => Vec::new(),
+        n => changed_in_words(&report, &outcome.touched, n),
+    };
+    let run = notify::Run {
+        host: &config.host_name,
+        at: run_at,
+        series: telling.series.as_ref(),
+        changes: &changes,
+        failure: failure.as_deref(),
+    };
+    if let Some(notice) = notify::notice(&run) {
+        notify::send(config, &notice, offline);
+    }
+    exit
+}
+
+/// What a run that made `count` changes changed, one line per service
+/// whose rules changed, in its state now (`vpn open until …`).
+fn changed_in_words(report: &Report, touched: &BTreeSet<String>, count: usize) -> Vec<String> {
+    let mut lines: Vec<String> = report
+        .services
+        .iter()
+        .filter(|row| touched.contains(&row.name))
+        .map(|row| {
+            let state = row_in_words(row);
+            match row.note.as_str() {
+                "" => state,
+                note if note.starts_with("until ") || note.starts_with("from ") => {
+                    format!("{state} {note}")
+                }
+                note => format!("{state} ({note})"),
+            }
+        })
+        .collect();
+    for gone in touched {
+        if !report.services.iter().any(|row| &row.name == gone) {
+            lines.push(format!(
+                "{gone}: its rules were removed (it is no longer in the config)"
+            ));
+        }
+    }
+    if lines.is_empty() {
+        let changes = if count == 1 { "change" } else { "changes" };
+        lines.push(format!(
+            "portlocker's own rules were put right ({count} {changes}); no service changed"
+        ));
+    }
+    lines
+}
+
+/// Writes the status page and the metrics for `report`; a write that fails is a warning.
+fn publish(config: &Config, report: &Report, last_run: Option<&LastRun>) {
+    if let Some(path) = &config.status_file
+        && let Err(error) = files::write_atomic(path, status::render(report).as_bytes(), 0o644)
+    {
+        log::warn!("status page not updated: {error:#}");
+    }
+    if let (Some(path), Some(last_run)) = (&config.metrics_file, last_run)
+        && let Err(error) =
+            files::write_atomic(path, metrics::render(report, last_run).as_bytes(), 0o644)
+    {
+        log::warn!("metrics not updated: {error:#}");
     }
 }
 
@@ -339,7 +429,8 @@ pub(crate) fn wait_jitter(jitter: Duration) {
         .build_hasher()
         .finish();
     let pause = Duration::from_millis(random % (jitter.as_millis() as u64 + 1));
-    log::info!("waiting {} ms before fetching (jitter)", pause.as_millis());
+    // Differs every run: for -v only, never the log (a quiet run logs one line).
+    log::debug!("waiting {} ms before fetching (jitter)", pause.as_millis());
     std::thread::sleep(pause);
 }
 
@@ -350,6 +441,9 @@ struct Reconciled {
     holdings: Holdings,
     /// Commands that changed the firewall.
     changes: usize,
+    /// The services whose rules those changes were (by name: a service
+    /// taken out of the config too).
+    touched: BTreeSet<String>,
     /// Repairs and rules of others worth showing on the status page.
     notices: Vec<String>,
     failure: Option<String>,
@@ -361,6 +455,7 @@ impl Reconciled {
         Reconciled {
             holdings: Holdings::unknown(config),
             changes: 0,
+            touched: BTreeSet::new(),
             notices: Vec::new(),
             failure: None,
         }
@@ -381,6 +476,7 @@ fn reconcile<'a, R: Runner + 'a>(
     let failed = |reason: String| Reconciled {
         holdings: Holdings::unknown(config),
         changes: 0,
+        touched: BTreeSet::new(),
         notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
     };
@@ -452,8 +548,21 @@ fn reconcile<'a, R: Runner + 'a>(
     Reconciled {
         holdings,
         changes: applied.made.len() + tidied.changes,
+        touched: applied.made.iter().filter_map(service_of).collect(),
         notices,
         failure,
+    }
+}
+
+/// The service a change is about, if it is about one.
+fn service_of(change: &Change) -> Option<String> {
+    match change {
+        Change::Append(rule) | Change::Delete(rule) => Some(rule.service.to_string()),
+        Change::DeleteListed { spec, .. } => model::tag_of(spec)
+            .and_then(|tag| tag.strip_prefix("portlocker:"))
+            .filter(|name| ServiceName::new(name).is_ok())
+            .map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -550,7 +659,8 @@ pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
     }
 }
 
-/// The report of a run for the status page and the summary line.
+/// The report of a run for the status page and the summary line, the
+/// services in the config's order.
 pub(crate) fn report(
     config: &Config,
     holdings: &Holdings,
@@ -564,12 +674,34 @@ pub(crate) fn report(
             .map(|intent| intent.note.clone())
             .unwrap_or_default()
     };
+    // Per family: a source opens nothing in the other.
+    let asked = |service: &ServiceName| {
+        let Some(intent) = resolved.and_then(|r| r.intents.get(service)) else {
+            return BTreeMap::new();
+        };
+        config
+            .families()
+            .into_iter()
+            .map(|family| {
+                let state = match &intent.want {
+                    Want::Closed => PortState::Closed,
+                    Want::Open(_) => PortState::Open,
+                    Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
+                        PortState::OpenToSources
+                    }
+                    Want::OpenTo(_) => PortState::Closed,
+                };
+                (family, state)
+            })
+            .collect()
+    };
     let services = config
-        .services
-        .iter()
+        .services_in_order()
+        .into_iter()
         .map(|(service, specs)| ServiceRow {
             name: service.to_string(),
             note: note(service),
+            asked: asked(service),
             ports: specs.iter().map(ToString::to_string).collect(),
             states: config
                 .families()
@@ -587,7 +719,9 @@ pub(crate) fn report(
         })
         .collect();
     Report {
+        host: config.host_name.clone(),
         run_at: now,
+        every: config.every,
         failure,
         services,
         control_file: None,
@@ -596,26 +730,32 @@ pub(crate) fn report(
     }
 }
 
+fn in_family(net: &ipnet::IpNet, family: Family) -> bool {
+    match family {
+        Family::Ipv4 => matches!(net, ipnet::IpNet::V4(_)),
+        Family::Ipv6 => matches!(net, ipnet::IpNet::V6(_)),
+    }
+}
+
 /// `ssh closed, web open, vpn closed on IPv4 and open on IPv6`.
 fn states_in_words(report: &Report) -> String {
-    let rows: Vec<String> = report
-        .services
-        .iter()
-        .map(|row| {
-            let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
-            if states.len() == 1 {
-                format!("{} {}", row.name, row.states[0].1.as_str())
-            } else {
-                let each: Vec<String> = row
-                    .states
-                    .iter()
-                    .map(|(family, state)| format!("{} on {family}", state.as_str()))
-                    .collect();
-                format!("{} {}", row.name, each.join(" and "))
-            }
-        })
-        .collect();
+    let rows: Vec<String> = report.services.iter().map(row_in_words).collect();
     rows.join(", ")
+}
+
+/// `ssh closed`, or `vpn closed on IPv4 and open on IPv6`.
+fn row_in_words(row: &ServiceRow) -> String {
+    let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
+    if states.len() == 1 {
+        format!("{} {}", row.name, row.states[0].1.as_str())
+    } else {
+        let each: Vec<String> = row
+            .states
+            .iter()
+            .map(|(family, state)| format!("{} on {family}", state.as_str()))
+            .collect();
+        format!("{} {}", row.name, each.join(" and "))
+    }
 }
 
 #[cfg(test)]
@@ -627,6 +767,63 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
             .unwrap()
             .to_utc()
+    }
+
+    #[test]
+    fn a_change_is_told_per_service_whose_rules_changed_in_its_state_now() {
+        use crate::config::Family;
+        let row = |name: &str, states: &[PortState], note: &str| ServiceRow {
+            name: name.into(),
+            ports: vec!["22/tcp".into()],
+            states: [Family::Ipv4, Family::Ipv6]
+                .into_iter()
+                .zip(states.iter().copied())
+                .collect(),
+            asked: BTreeMap::new(),
+            note: note.into(),
+        };
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap();
+        let report = Report {
+            host: "web-1".into(),
+            run_at: at,
+            every: chrono::TimeDelta::minutes(5),
+            failure: None,
+            services: vec![
+                row(
+                    "ssh",
+                    &[PortState::Closed; 2],
+                    "the open ended 2026-11-25 14:00 +01:00",
+                ),
+                row(
+                    "vpn",
+                    &[PortState::Open; 2],
+                    "until 2026-11-25 18:00 +01:00",
+                ),
+                row(
+                    "web",
+                    &[PortState::OpenToSources, PortState::Closed],
+                    "from 198.51.100.0/24",
+                ),
+                row("mosh", &[PortState::Open; 2], ""),
+            ],
+            control_file: None,
+            backend: None,
+            notices: Vec::new(),
+        };
+        let touched = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            changed_in_words(&report, &touched(&["web", "ssh", "vpn", "old"]), 7),
+            [
+                "ssh closed (the open ended 2026-11-25 14:00 +01:00)",
+                "vpn open until 2026-11-25 18:00 +01:00",
+                "web open to sources on IPv4 and closed on IPv6 from 198.51.100.0/24",
+                "old: its rules were removed (it is no longer in the config)",
+            ]
+        );
+        assert_eq!(
+            changed_in_words(&report, &touched(&[]), 1),
+            ["portlocker's own rules were put right (1 change); no service changed"]
+        );
     }
 
     /// A run that opens ssh where a rule of others drops it says how to

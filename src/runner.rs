@@ -107,14 +107,20 @@ const REAP_GRACE: Duration = Duration::from_secs(1);
 impl SystemRunner {
     /// A runner that kills every command after firewall.command_timeout_secs.
     pub fn new(config: &Config) -> SystemRunner {
-        SystemRunner {
-            limit: config.firewall.command_timeout,
-        }
+        SystemRunner::with_limit(config.firewall.command_timeout)
     }
-}
 
-impl Runner for SystemRunner {
-    fn run(&mut self, command: &Command) -> io::Result<Completion> {
+    /// A runner that kills every command after `limit`.
+    pub fn with_limit(limit: Duration) -> SystemRunner {
+        SystemRunner { limit }
+    }
+
+    /// Runs `command` as `run` does, with `env` added to its fixed environment.
+    pub fn run_with_env(
+        &mut self,
+        command: &Command,
+        env: &[(&str, &str)],
+    ) -> io::Result<Completion> {
         let mut child = std::process::Command::new(&command.program)
             .args(&command.args)
             // Its own process group, so a kill takes whatever it started too.
@@ -124,6 +130,7 @@ impl Runner for SystemRunner {
             .env("LC_ALL", "C")
             // nft reads and prints times in the zone it runs in: always UTC.
             .env("TZ", "UTC")
+            .envs(env.iter().copied())
             .stdin(match command.stdin {
                 Some(_) => Stdio::piped(),
                 None => Stdio::null(),
@@ -174,6 +181,12 @@ impl Runner for SystemRunner {
             stdout: stdout.unwrap_or_default(),
             stderr: stderr.unwrap_or_default(),
         })
+    }
+}
+
+impl Runner for SystemRunner {
+    fn run(&mut self, command: &Command) -> io::Result<Completion> {
+        self.run_with_env(command, &[])
     }
 }
 

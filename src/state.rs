@@ -97,6 +97,42 @@ pub struct State {
     pub opens: Starts,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
+    /// What runs have told the owner already, so that it is not told again.
+    #[serde(default, skip_serializing_if = "Told::is_empty")]
+    pub told: Told,
+}
+
+/// What runs have told the owner, for `quiet::decide`: cron mails whatever
+/// a run prints, so the same words every five minutes would bury the news.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Told {
+    /// A fingerprint of the control file in force and of what the run that
+    /// first saw it told about it (its warnings, an open that ended): runs
+    /// that find the same print none of it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// The failure of the runs since the last good one, if the last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failing>,
+}
+
+impl Told {
+    pub fn is_empty(&self) -> bool {
+        self.notes.is_none() && self.failure.is_none()
+    }
+}
+
+/// A series of failed runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    /// The last run's failure, as logged.
+    pub text: String,
+    /// When the first failed run of the series started.
+    pub since: DateTime<FixedOffset>,
+    /// When the failure was last printed on stderr.
+    pub printed_at: DateTime<FixedOffset>,
+    /// How many runs in a row have failed.
+    pub runs: u64,
 }
 
 /// How a run ended, for `status --json` and the metrics.
@@ -248,7 +284,7 @@ pub enum Loaded {
 }
 
 /// FNV-1a, 64 bits, as hex: enough to tell a damaged file, no crate needed.
-fn checksum(text: &str) -> String {
+pub(crate) fn checksum(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         hash ^= u64::from(byte);
@@ -296,6 +332,15 @@ mod tests {
                 failure: Some("the server answered 404 Not Found".into()),
                 duration_ms: 12,
             }),
+            told: Told {
+                notes: Some("0123456789abcdef".into()),
+                failure: Some(Failing {
+                    text: "the server answered 404 Not Found".into(),
+                    since: last_good().fetched_at,
+                    printed_at: last_good().fetched_at,
+                    runs: 3,
+                }),
+            },
         };
         state.save(&state_dir).unwrap();
         assert_eq!(State::load(&state_dir), Loaded::Kept(state));

@@ -206,7 +206,14 @@ const MEASURE: &str = r#"(() => {
   };
   const outcome = document.getElementById('outcome');
   const rows = [...document.querySelectorAll('.service')];
+  const h1 = document.querySelector('h1');
   return {
+    title: document.title,
+    heading: h1 ? h1.innerText : null,
+    text: document.body.innerText,
+    chips: [...document.querySelectorAll('.state')].map(el => ({ text: el.innerText,
+      surprise: el.classList[1], color: getComputedStyle(el).color,
+      background: getComputedStyle(el).backgroundColor, service: el.closest('.service').dataset.service })),
     width,
     height: window.innerHeight,
     scrollWidth: document.documentElement.scrollWidth,
@@ -215,33 +222,51 @@ const MEASURE: &str = r#"(() => {
     outcomeTop: outcome ? outcome.getBoundingClientRect().top : null,
     outcomeColor: outcome ? getComputedStyle(outcome).color : null,
     firstRowTop: rows.length ? rows[0].getBoundingClientRect().top : null,
-    rows: rows.map(row => ({ name: row.dataset.service, shown: shown(row),
+    rows: rows.map(row => ({ name: row.dataset.service, shown: shown(row), text: row.innerText,
       states: [...row.querySelectorAll('.state')].filter(shown).length })),
     background: getComputedStyle(document.body).backgroundColor,
     scripts: document.scripts.length,
   };
 })()"#;
 
-/// Status pages written by real runs: one after a good run with long notes,
-/// one after a failure with a long reason.
+/// The services of the pages, in the config's order (not by name).
+const ORDER: [&str; 4] = ["ssh", "web", "mosh", "wireguard-for-the-whole-family"];
+
+/// Status pages written by real runs: one after a good run with long notes
+/// and a rule of others that closes a port the file opens (drift), one
+/// after a failure with a long reason and a family that cannot be read.
 fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, String)> {
     let services = "[services]\nssh = 22\nweb = [80, \"443/tcp\", \"8000-8999/tcp\"]\n\
                     mosh = \"60000-61000/udp\"\nwireguard-for-the-whole-family = \"51820/udp\"\n";
     let config = env
         .local_config("", "")
         .replace(&format!("[services]\n{}", common::SERVICES), services);
-    env.write_config(&config);
+    env.write_config(&format!("host_name = \"web-1\"\n{config}"));
     env.control(
         "close ssh\nopen web from 2001:db8:1234:5678:9abc::/80 until 2099-12-31 23:59\n\
          open web from 198.51.100.0/24 for 2h\nclose mosh\nopen wireguard-for-the-whole-family for 90m\n",
     );
     env.run(&[]).expect(0);
+    // Someone else's DROP after portlocker's jump closes wireguard over IPv4.
+    let table = env.path("state-iptables");
+    let mut rules = std::fs::read_to_string(&table).unwrap();
+    rules.push_str("-A INPUT -p udp -m udp --dport 51820 -j DROP\n");
+    std::fs::write(&table, rules).unwrap();
+    env.run(&[])
+        .expect(0)
+        .says("is not portlocker's and closes wireguard");
     let ok = env.path("ok.html");
     std::fs::copy(env.path("status.html"), &ok).unwrap();
     env.control(&format!(
         "close ssh\nopen {}\nopen vnp\nshut web\n",
         "averyveryveryverylongservicenamethatdoesnotexistanywhere".repeat(3)
     ));
+    // An ip6tables that cannot read its table: IPv6 is unknown.
+    std::fs::write(
+        env.path("bin/ip6tables"),
+        "#!/bin/sh\necho \"ip6tables: can't initialize ip6tables table\" >&2\nexit 3\n",
+    )
+    .unwrap();
     env.run(&[]).expect(1);
     let failed = env.path("failed.html");
     std::fs::copy(env.path("status.html"), &failed).unwrap();
@@ -268,6 +293,18 @@ fn can_run(test: &str, tools: &[(&str, &str)]) -> bool {
     }
     common::skipped(test, &reason);
     false
+}
+
+/// The chip of `service` in `family` as the browser shows it.
+fn chip<'a>(seen: &'a Value, service: &str, family: &str) -> &'a Value {
+    seen["chips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|chip| {
+            chip["service"] == json!(service) && chip["text"].as_str().unwrap().starts_with(family)
+        })
+        .unwrap_or_else(|| panic!("no {family} chip for {service}: {seen}"))
 }
 
 #[test]
@@ -311,11 +348,12 @@ fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
                 );
                 let rows = seen["rows"].as_array().unwrap();
                 let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-                assert_eq!(
-                    names,
-                    ["mosh", "ssh", "web", "wireguard-for-the-whole-family"],
+                assert_eq!(names, ORDER, "{at}");
+                assert!(
+                    seen["title"].as_str().unwrap().starts_with("web-1: "),
                     "{at}"
                 );
+                assert_eq!(seen["heading"], json!("web-1 · portlocker"), "{at}");
                 for row in rows {
                     assert_eq!(
                         row["shown"],
@@ -354,6 +392,106 @@ fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
         "{seen}"
     );
     assert_ne!(seen["outcomeColor"], json!("rgb(0, 0, 0)"), "{seen}");
+    // A family that could not be read stands out, and is never calm.
+    let unknown = chip(&seen, "ssh", "IPv6");
+    assert_eq!(unknown["text"], json!("IPv6 unknown"), "{seen}");
+    assert_eq!(unknown["surprise"], json!("unknown"), "{seen}");
+    assert_ne!(
+        unknown["color"],
+        chip(&seen, "ssh", "IPv4")["color"],
+        "{seen}"
+    );
+
+    // Colours by surprise, in light and dark: what the file asks is calm,
+    // whether it asked open or closed; what differs stands out in the
+    // colour of a failed run, and says so in words.
+    for scheme in ["light", "dark"] {
+        browser.emulate(390, 844, true, scheme);
+        browser.open(&pages[1].1);
+        let alarm_here = browser.evaluate(MEASURE)["outcomeColor"].clone();
+        browser.open(&pages[0].1);
+        let seen = browser.evaluate(MEASURE);
+        let calm = chip(&seen, "ssh", "IPv4");
+        assert_eq!(calm["text"], json!("IPv4 closed"), "{seen}");
+        assert_eq!(calm["surprise"], json!("calm"), "{seen}");
+        for (service, family, text) in [
+            ("ssh", "IPv6", "IPv6 closed"),
+            ("web", "IPv4", "IPv4 open to sources"),
+            ("web", "IPv6", "IPv6 open to sources"),
+            ("mosh", "IPv4", "IPv4 closed"),
+            ("wireguard-for-the-whole-family", "IPv6", "IPv6 open"),
+        ] {
+            let other = chip(&seen, service, family);
+            assert_eq!(other["text"], json!(text), "{seen}");
+            assert_eq!(
+                (&other["color"], &other["background"]),
+                (&calm["color"], &calm["background"]),
+                "{service} {family} is not as calm as ssh closed ({scheme}): {seen}"
+            );
+        }
+        let drift = chip(&seen, "wireguard-for-the-whole-family", "IPv4");
+        assert_eq!(drift["text"], json!("IPv4 closed (asked: open)"), "{seen}");
+        assert_ne!(drift["color"], calm["color"], "{scheme}: {seen}");
+        assert_ne!(drift["background"], calm["background"], "{scheme}: {seen}");
+        assert_eq!(drift["color"], alarm_here, "{scheme}: {seen}");
+    }
+
+    // As plain text (a copy, a screen reader): words apart, times with
+    // their offset, the next run due, the grammar at the end, no URL.
+    let seen = browser.evaluate(MEASURE);
+    let text = seen["text"].as_str().unwrap();
+    for row in seen["rows"].as_array().unwrap() {
+        let row_text = row["text"].as_str().unwrap();
+        let name = row["name"].as_str().unwrap();
+        let ports = match name {
+            "ssh" => "22/tcp",
+            "web" => "80/tcp, 443/tcp, 8000-8999/tcp",
+            "mosh" => "60000-61000/udp",
+            _ => "51820/udp",
+        };
+        assert!(
+            row_text.starts_with(&format!("{name} {ports}\n")),
+            "{row_text:?}"
+        );
+    }
+    assert!(
+        text.contains("ssh 22/tcp\nIPv4 closed, IPv6 closed\n"),
+        "{text}"
+    );
+    assert!(!text.contains("ssh22/tcp"), "{text}");
+    assert!(
+        time_with_offset_after(text, "This run"),
+        "no time with its offset after `This run`: {text}"
+    );
+    assert!(text.contains("due by about 20"), "{text}");
+    assert!(
+        text.trim_end().ends_with(
+            "Control file lines: open ssh, close ssh, open ssh for 1h, open ssh from 203.0.113.7, close ssh on web-*"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("://"), "{text}");
+}
+
+/// Whether `term` is followed, on the next line, by a time like
+/// `2026-11-25 14:05:00 +01:00`.
+fn time_with_offset_after(text: &str, term: &str) -> bool {
+    let Some(at) = text.find(&format!("{term}\n")) else {
+        return false;
+    };
+    let value = text[at + term.len() + 1..]
+        .lines()
+        .next()
+        .unwrap_or_default();
+    let words: Vec<&str> = value.split(' ').collect();
+    words.len() >= 3
+        && chrono::NaiveDateTime::parse_from_str(
+            &format!("{} {}", words[0], words[1]),
+            "%Y-%m-%d %H:%M:%S",
+        )
+        .is_ok()
+        && (words[2].starts_with('+') || words[2].starts_with('-'))
+        && words[2].len() == 6
 }
 
 // The signer page, dist/sign.html.

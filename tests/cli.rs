@@ -44,12 +44,12 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     let summaries: Vec<&str> = log.lines().filter(|l| l.contains("run ok")).collect();
     assert_eq!(summaries.len(), 1, "{log}");
     assert!(
-        summaries[0].contains("8 firewall changes; mosh closed, ssh closed, web open"),
+        summaries[0].contains("8 firewall changes; ssh closed, web open, mosh closed"),
         "{log}"
     );
     let page = env.status_page().unwrap();
     assert!(page.contains("OK: the firewall matches"), "{page}");
-    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span><span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state closed\" data-family=\"IPv4\">IPv4 closed</span><span class=\"state closed\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
+    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state calm\" data-family=\"IPv4\">IPv4 closed</span>, <span class=\"state calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
 }
 
 #[test]
@@ -748,30 +748,61 @@ fn check_as_root_names_a_leftover_drop_with_its_removal() {
 }
 
 #[test]
-fn status_shows_each_service_per_family() {
+fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order() {
     let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!(
+        "host_name = \"web-1\"\n{}",
+        env.local_config("", "")
+    ));
+    let run = env.run(&["status"]);
+    assert!(
+        run.expect(0).stdout.starts_with("web-1: no run yet\n"),
+        "{}",
+        run.stdout
+    );
     env.control("close ssh\n");
     env.run(&[]).expect(0);
     env.forget_calls();
     let run = env.run(&["status"]);
     run.expect(0);
-    let lines: Vec<Vec<&str>> = run
-        .stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(lines[0], ["SERVICE", "PORTS", "IPv4", "IPv6"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(
-        lines.contains(&vec!["ssh", "22/tcp", "closed", "closed"]),
+        lines[0].starts_with("web-1: last run 20") && lines[0].ends_with(": ok"),
         "{}",
         run.stdout
     );
-    assert!(
-        lines.contains(&vec!["mosh", "60000-61000/udp", "open", "open"]),
+    // Columns as wide as their widest entry, two spaces apart.
+    assert_eq!(
+        &lines[1..],
+        [
+            "SERVICE  PORTS            IPv4    IPv6",
+            "ssh      22/tcp           closed  closed",
+            "web      80/tcp,443/tcp   open    open",
+            "mosh     60000-61000/udp  open    open",
+        ],
         "{}",
         run.stdout
     );
     assert_eq!(env.changing_calls(), Vec::<String>::new());
+    env.control("close ssh\nopen web for 2h\nopen mosh from 198.51.100.0/24\n");
+    env.run(&[]).expect(0);
+    let run = env.run(&["status"]);
+    let lines: Vec<&str> = run.expect(0).stdout.lines().collect();
+    assert!(
+        lines[1].ends_with("IPv4             IPv6    UNTIL / FROM"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[3].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines[4], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -873,6 +904,15 @@ fn a_damaged_state_file_is_reported_kept_aside_and_the_run_fails() {
     env.control("close ssh\n");
     std::fs::create_dir_all(env.path("state")).unwrap();
     std::fs::write(env.path("state/state.toml"), "last_good = [").unwrap();
+    // status, which changes nothing, does not take it for "no run yet".
+    let status = env.run(&["status"]);
+    let header = status.expect(0).stdout.lines().next().unwrap().to_owned();
+    assert!(
+        header.ends_with(
+            ": the last run is not known: the state file is damaged (see portlocker check)"
+        ),
+        "{header}"
+    );
     let run = env.run(&[]);
     run.expect(1);
     run.says("state.toml is damaged");
@@ -1094,15 +1134,24 @@ fn status_json_reports_the_firewall_now_and_the_last_run() {
         serde_json::json!({"ipv4": "closed", "ipv6": "closed"})
     );
     assert_eq!(document["last_run"]["ok"], true);
-    assert!(
-        document["last_run"]["at"]
-            .as_str()
-            .unwrap()
-            .starts_with("20")
-    );
-    assert!(
-        document["control_file"]["fetched_at"].is_string(),
-        "{document}"
+    // RFC 3339 in whole seconds, with the offset spelled out.
+    let seconds_with_offset = |value: &serde_json::Value| {
+        let text = value.as_str().unwrap_or_default();
+        let moment = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+        text.len() == "2026-11-25T14:05:00+01:00".len()
+            && moment.timestamp_subsec_nanos() == 0
+            && !text.ends_with('Z')
+    };
+    for value in [
+        &document["last_run"]["at"],
+        &document["control_file"]["fetched_at"],
+        &document["control_file"]["changed_at"],
+    ] {
+        assert!(seconds_with_offset(value), "{value} in {document}");
+    }
+    assert_eq!(
+        document["control_file"]["signed_at"],
+        serde_json::Value::Null
     );
     assert_eq!(document["errors"], serde_json::json!([]));
 }
@@ -1177,4 +1226,267 @@ fn a_change_that_claims_success_but_does_nothing_is_caught_by_reading_back() {
             "{metrics}"
         );
     }
+}
+/// The lines the log gained since `before`.
+fn new_lines(env: &TestEnv, before: &str) -> Vec<String> {
+    let log = env.log();
+    assert!(log.starts_with(before), "the log was truncated");
+    log[before.len()..].lines().map(String::from).collect()
+}
+
+#[test]
+fn a_warning_about_the_file_is_told_once_and_later_runs_log_one_line() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\nclose ssh\n");
+    let warning = "line 2: ssh is also named on line 1; line 2 wins";
+    env.run(&[]).expect(0).says(warning);
+    assert!(env.log().contains(warning), "{}", env.log());
+    for _ in 0..3 {
+        let before = env.log();
+        let run = env.run(&[]);
+        run.expect(0);
+        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains("run ok from") && lines[0].contains("no change"));
+    }
+    // -v tells what a quiet run keeps to itself, and the log stays one line.
+    let before = env.log();
+    env.run(&["-v"]).expect(0).says(warning);
+    assert_eq!(new_lines(&env, &before).len(), 1);
+    // New content is told again, though the warning is the same.
+    env.control("close ssh\nclose ssh\n# edited\n");
+    env.run(&[]).expect(0).says(warning);
+    assert_eq!(env.run(&[]).expect(0).stderr, "");
+}
+
+#[test]
+fn an_open_that_ended_is_logged_by_the_first_run_that_finds_it_only() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("open ssh for 1h\n");
+    env.run(&[]).expect(0);
+    env.run(&[]).expect(0);
+    // Two hours on.
+    env.edit_state(|state| {
+        for start in state.opens.values_mut() {
+            *start -= chrono::TimeDelta::hours(2);
+        }
+    });
+    let before = env.log();
+    env.run(&[]).expect(0);
+    let lines = new_lines(&env, &before);
+    assert!(
+        lines.iter().any(|l| l.contains("ssh: the open ended")),
+        "{lines:#?}"
+    );
+    for _ in 0..2 {
+        let before = env.log();
+        let run = env.run(&[]);
+        assert_eq!(run.expect(0).stderr, "");
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("no change; ") && lines[0].contains("ssh closed"),
+            "{lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_failure_that_repeats_is_logged_every_run_and_printed_first_hourly_on_change_and_clear() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    std::fs::remove_file(env.path("control.txt")).unwrap();
+    let run = env.run(&[]);
+    run.expect(1)
+        .says("run failed: ")
+        .says("cannot open control file")
+        .says("using last good control file from");
+    for _ in 0..3 {
+        let before = env.log();
+        let run = env.run(&[]);
+        assert_eq!(run.expect(1).stderr, "", "a repeat is printed");
+        let lines = new_lines(&env, &before);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("[ERROR] run failed: ")
+                && lines[0].contains("cannot open control file"),
+            "{lines:#?}"
+        );
+    }
+    // An hour after it was printed, it is printed again, saying for how long.
+    env.edit_state(|state| {
+        let failing = state.told.failure.as_mut().expect("the failure is kept");
+        assert_eq!(failing.runs, 4);
+        failing.printed_at -= chrono::TimeDelta::minutes(61);
+        failing.since -= chrono::TimeDelta::minutes(61);
+    });
+    let run = env.run(&[]);
+    run.expect(1)
+        .says("run failed: ")
+        .says("every run has failed like this since 20")
+        .says("(5 runs); the same failure is printed at most once every 1h");
+    assert!(!run.stderr.contains("using last good"), "{}", run.stderr);
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    // A different failure is printed at once.
+    std::fs::create_dir(env.path("control.txt")).unwrap();
+    env.run(&[])
+        .expect(1)
+        .says("is a directory, not a regular file");
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    // The first good run says it cleared; the next says nothing.
+    std::fs::remove_dir(env.path("control.txt")).unwrap();
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("runs work again: the failure since 20")
+        .says("has cleared after 8 failed runs");
+    assert!(env.log().contains("runs work again"), "{}", env.log());
+    assert_eq!(env.run(&[]).expect(0).stderr, "");
+}
+
+#[test]
+fn a_shorter_repeat_after_prints_a_failure_sooner() {
+    let env = TestEnv::with_fake_iptables();
+    env.write_config(&format!(
+        "{}[notify]\nrepeat_after = \"10m\"\n",
+        env.local_config("", "")
+    ));
+    // No control file at all: every run fails the same way.
+    env.run(&[]).expect(1).says("run failed");
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
+    env.edit_state(|state| {
+        state.told.failure.as_mut().unwrap().printed_at -= chrono::TimeDelta::minutes(10);
+    });
+    env.run(&[])
+        .expect(1)
+        .says("printed at most once every 10m");
+}
+
+#[test]
+fn notices_come_once_per_change_once_per_failure_series_and_once_on_recovery() {
+    let env = TestEnv::with_fake_iptables();
+    let notify = env.recording_command(0);
+    env.write_config(&format!(
+        "host_name = \"web-1\"\n{}{notify}",
+        env.local_config("", "")
+    ));
+    let run = |expect: i32| {
+        let run = env
+            .command()
+            .env("CANARY_FROM_CRON", "must not pass")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let run = common::Run::from(run);
+        run.expect(expect);
+        run
+    };
+    env.control("close ssh\n");
+    assert_eq!(run(0).stderr, "");
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 1, "{told:#?}");
+    let (vars, text) = &told[0];
+    let mut sorted = vars.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "LC_ALL=C",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "PORTLOCKER_EVENT=changed",
+            "PORTLOCKER_HOST=web-1",
+            "TZ=UTC",
+        ]
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "web-1: the firewall changed", "{text}");
+    assert_eq!(lines[1], "ssh closed", "{text}");
+    assert!(lines[2].starts_with("at 20") && lines.len() == 3, "{text}");
+    assert!(
+        env.log().contains("notice (changed) told to `"),
+        "{}",
+        env.log()
+    );
+
+    env.control("close ssh\nopen web for 1h\n");
+    run(0);
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 2, "{told:#?}");
+    assert!(
+        told[1].1.contains("\nweb open until 20") && !told[1].1.contains("ssh"),
+        "{}",
+        told[1].1
+    );
+
+    std::fs::remove_file(env.path("control.txt")).unwrap();
+    run(1);
+    run(1);
+    run(1);
+    let told = env.notices();
+    assert_eq!(told.len(), 3, "{told:#?}");
+    assert!(told[2].0.contains(&"PORTLOCKER_EVENT=failed".to_owned()));
+    assert!(
+        told[2]
+            .1
+            .starts_with("web-1: portlocker failed\ncannot open control file"),
+        "{}",
+        told[2].1
+    );
+
+    env.control("close ssh\nopen web for 1h\n");
+    run(0);
+    run(0);
+    let told = env.notices();
+    assert_eq!(told.len(), 4, "{told:#?}");
+    assert!(told[3].0.contains(&"PORTLOCKER_EVENT=recovered".to_owned()));
+    assert!(
+        told[3]
+            .1
+            .starts_with("web-1: portlocker works again\nafter 3 failed runs since 20"),
+        "{}",
+        told[3].1
+    );
+    for (vars, _) in &told {
+        assert!(!vars.iter().any(|v| v.contains("CANARY")), "{vars:?}");
+    }
+}
+
+#[test]
+fn a_notice_that_cannot_be_told_is_a_warning_and_the_run_stands() {
+    let env = TestEnv::with_fake_iptables();
+    let notify = env.recording_command(3);
+    env.write_config(&format!("{}{notify}", env.local_config("", "")));
+    env.control("close ssh\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("the notice (changed) was not told: `")
+        .says("exited with 3");
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    assert_eq!(env.notices().len(), 1);
+
+    // One that hangs is killed, and the run goes on.
+    std::fs::write(env.path("tell-owner"), "#!/bin/sh\nexec sleep 600\n").unwrap();
+    env.control("close web\n");
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("did not finish within 5 s and was killed");
+    assert!(env.fake_table("iptables").contains("portlocker:web"));
+
+    // One that is missing.
+    std::fs::remove_file(env.path("tell-owner")).unwrap();
+    env.control("close mosh\n");
+    env.run(&[]).expect(0).says("could not run `");
+    let check = env.run(&["check"]);
+    assert!(
+        check.expect(0).stdout.contains(&format!(
+            "note: notify.command {} does not exist; until it can run, every notice is only a warning",
+            env.path("tell-owner").display()
+        )),
+        "{}",
+        check.stdout
+    );
 }

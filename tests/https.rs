@@ -616,3 +616,122 @@ fn a_file_on_stdin_that_carries_its_signature_needs_no_url() {
         .says("signature.url must be set when the control file comes from stdin (or the file must carry its signature as #minisig lines)");
     assert!(!env.fake_table("iptables").contains("portlocker:web"));
 }
+
+/// An environment fetching `SECRET` from `source` that tells notices to a
+/// recording command and POSTs them to `/SECRET-topic` on `ntfy`.
+fn env_with_notices(source: &TlsServer, ntfy: &TlsServer) -> TestEnv {
+    let env = TestEnv::with_fake_iptables();
+    let bundle = format!("{}{}", source.ca_pem(), ntfy.ca_pem());
+    std::fs::write(env.path("ca.pem"), bundle).unwrap();
+    let fetch = format!("ca_file = {:?}\n", env.path("ca.pem"));
+    let notify = env.recording_command(0).replace(
+        "[notify]\n",
+        &format!("[notify]\nurl = {:?}\n", ntfy.url("/SECRET-topic")),
+    );
+    let config = format!(
+        "host_name = \"web-1\"\n{}{notify}",
+        env.config_text(&source.url(SECRET), &fetch, "")
+    );
+    env.write_config(&config);
+    env
+}
+
+#[test]
+fn notices_are_posted_once_per_change_failure_series_and_recovery_and_never_show_the_url() {
+    let source = TlsServer::start(text("close ssh\n"));
+    let ntfy = TlsServer::start(Reply::Status("200 OK"));
+    let env = env_with_notices(&source, &ntfy);
+    let mut runs = Vec::new();
+    let mut run = |code| {
+        let run = env.run(&[]);
+        run.expect(code);
+        runs.push(run);
+    };
+    run(0);
+    run(0);
+    assert_eq!(ntfy.bodies().len(), 1, "{:?}", ntfy.bodies());
+    let head = ntfy.last_head();
+    assert!(
+        head.starts_with("post /secret-topic http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-type: text/plain; charset=utf-8\r\n"),
+        "{head}"
+    );
+    source.set_reply(Reply::Status("404 Not Found"));
+    run(1);
+    run(1);
+    source.set_reply(text("close ssh\nclose web\n"));
+    run(0);
+    run(0);
+    let bodies = ntfy.bodies();
+    assert_eq!(bodies.len(), 3, "{bodies:#?}");
+    assert!(
+        bodies[0].starts_with("web-1: the firewall changed\nssh closed\nat 20"),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].starts_with(
+            "web-1: portlocker failed\nfetching the control file from https://127.0.0.1:"
+        ) && bodies[1].contains("the server answered 404 Not Found"),
+        "{}",
+        bodies[1]
+    );
+    assert!(
+        bodies[2].starts_with("web-1: portlocker works again\nafter 2 failed runs since")
+            && bodies[2].contains("\nchanged:\nweb closed\n"),
+        "{}",
+        bodies[2]
+    );
+    // The command got the same text, and neither ever saw the secret URL.
+    let told = env.notices();
+    let texts: Vec<&str> = told.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts, bodies.iter().map(String::as_str).collect::<Vec<_>>());
+    for (vars, text) in &told {
+        assert!(
+            !text.contains("SECRET") && !vars.concat().contains("SECRET"),
+            "{vars:?} {text}"
+        );
+    }
+    for run in &runs {
+        assert_secret_kept(&env, run);
+    }
+    assert!(
+        env.log().contains("notice (failed) posted to notify.url"),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn a_notice_the_server_refuses_is_a_warning_that_hides_the_topic() {
+    let source = TlsServer::start(text("close ssh\n"));
+    let ntfy = TlsServer::start(Reply::Status("403 Forbidden"));
+    let env = env_with_notices(&source, &ntfy);
+    let run = env.run(&[]);
+    run.expect(0).says(&format!(
+        "the notice (changed) was not posted: posting the notice to https://127.0.0.1:{}: the \
+             server answered 403 Forbidden",
+        ntfy.port
+    ));
+    assert_secret_kept(&env, &run);
+    // A redirect would drop the body: it is not followed.
+    ntfy.set_reply(Reply::Redirect(ntfy.url("/SECRET-elsewhere")));
+    source.set_reply(text("close web\n"));
+    let run = env.run(&[]);
+    run.expect(0).says("redirects are not followed");
+    assert_eq!(ntfy.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_secret_kept(&env, &run);
+    // An --offline run (at boot: no network yet) posts nothing; the command still runs.
+    source.set_reply(text("close mosh\n"));
+    env.run(&[]).expect(0);
+    for binary in ["iptables", "ip6tables"] {
+        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+    }
+    let before = env.notices().len();
+    env.run(&["--offline"]).expect(0);
+    assert_eq!(env.notices().len(), before + 1);
+    assert_eq!(ntfy.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -206,7 +206,9 @@ fn views(env: &TestEnv, service: &str, family: &str) -> Views {
     let (_, after) = item
         .split_once(&marker)
         .unwrap_or_else(|| panic!("no {family} state for {service} on the page: {item}"));
-    let page = after.split("</span>").next().unwrap().replace(' ', "-");
+    // The words of the state, without what the page adds when it is not as asked.
+    let shown = after.split("</span>").next().unwrap();
+    let page = shown.split(" (asked: ").next().unwrap().replace(' ', "-");
 
     let metrics = fs::read_to_string(env.path("portlocker.prom")).unwrap_or_default();
     let sample = format!(

@@ -1,5 +1,6 @@
 //! A real HTTPS server on loopback, with a CA and a leaf certificate made
-//! for the test, answering every request the same scripted way.
+//! for the test, answering every request the same scripted way and keeping
+//! what each sent (a POST's body too).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -51,6 +52,8 @@ pub struct TlsServer {
     pub requests: Arc<AtomicUsize>,
     /// The head of every request, oldest first.
     pub heads: Arc<Mutex<Vec<String>>>,
+    /// The body of every request that sent one (a POST), oldest first.
+    pub bodies: Arc<Mutex<Vec<String>>>,
     reply: Arc<Mutex<Reply>>,
     ca_pem: String,
 }
@@ -66,8 +69,10 @@ impl TlsServer {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(reply));
         let (counter, seen, script) = (requests.clone(), heads.clone(), reply.clone());
+        let posted = bodies.clone();
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
@@ -79,9 +84,9 @@ impl TlsServer {
                     held.push(stream);
                     continue;
                 }
-                let (config, seen) = (config.clone(), seen.clone());
+                let (config, seen, posted) = (config.clone(), seen.clone(), posted.clone());
                 std::thread::spawn(move || {
-                    let _ = answer(stream, config, &reply, &seen);
+                    let _ = answer(stream, config, &reply, &seen, &posted);
                 });
             }
         });
@@ -89,6 +94,7 @@ impl TlsServer {
             port,
             requests,
             heads,
+            bodies,
             reply,
             ca_pem,
         }
@@ -109,6 +115,11 @@ impl TlsServer {
             .unwrap_or_default()
     }
 
+    /// The bodies of the requests so far, as text.
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+
     /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
@@ -117,6 +128,11 @@ impl TlsServer {
     /// Writes the CA certificate that signed the server's certificate to `path`.
     pub fn write_ca(&self, path: &Path) {
         std::fs::write(path, &self.ca_pem).unwrap();
+    }
+
+    /// The CA certificate that signed the server's certificate, as PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 }
 
@@ -164,6 +180,7 @@ fn answer(
     config: Arc<ServerConfig>,
     reply: &Reply,
     heads: &Mutex<Vec<String>>,
+    bodies: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(connection, stream);
@@ -181,6 +198,18 @@ fn answer(
     }
     let head = head.to_lowercase();
     heads.lock().unwrap().push(head.clone());
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok());
+    if let Some(length) = length {
+        let mut body = vec![0; length];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        bodies
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+    }
     let requested = request_line.split_whitespace().nth(1).unwrap_or("/");
     let reply = match reply {
         Reply::RedirectUnless { path, then } if requested == *path => then.as_ref(),

@@ -207,6 +207,42 @@ impl TestEnv {
         state.save(&self.path("state")).unwrap();
     }
 
+    /// The `[notify]` section of a config whose command keeps each notice it
+    /// is told — the environment it was started with (`N.env`, as the kernel
+    /// handed it over) and its stdin (`N.txt`), numbered from 0 in
+    /// `notices/` — and exits with `code`.
+    pub fn recording_command(&self, code: i32) -> String {
+        let script = self.path("tell-owner");
+        let dir = self.path("notices");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nset -eu\nn=$(ls \"$1\" | grep -c txt || true)\n\
+                 tr '\\0' '\\n' </proc/$$/environ >\"$1/$n.env\"\ncat >\"$1/$n.txt\"\nexit {code}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!(
+            "[notify]\ncommand = [{:?}, {:?}]\n",
+            script.display().to_string(),
+            dir.display().to_string()
+        )
+    }
+
+    /// The notices told so far: (environment lines, text), oldest first.
+    pub fn notices(&self) -> Vec<(Vec<String>, String)> {
+        let dir = self.path("notices");
+        (0..)
+            .map_while(|n| {
+                let text = std::fs::read_to_string(dir.join(format!("{n}.txt"))).ok()?;
+                let vars = std::fs::read_to_string(dir.join(format!("{n}.env"))).unwrap();
+                Some((vars.lines().map(String::from).collect(), text))
+            })
+            .collect()
+    }
+
     pub fn status_page(&self) -> Option<String> {
         fs::read_to_string(self.path("status.html")).ok()
     }
