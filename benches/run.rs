@@ -254,7 +254,10 @@ fn main() {
     let rss_mib = peak_rss_kib as f64 / 1024.0;
     let size_mib = size as f64 / (1024.0 * 1024.0);
     verdicts.push((
-        format!("peak RSS {rss_mib:.1} MiB, both backends (target ≤ 6 MiB)"),
+        format!(
+            "peak RSS {rss_mib:.1} MiB, both backends: the largest of a run and of the \
+             processes it starts, as wait4 reports it (target ≤ 6 MiB)"
+        ),
         rss_mib <= 6.0,
     ));
     verdicts.push((
@@ -491,8 +494,8 @@ fn load_foreign_nft() {
                     };
                     chains.push_str(&format!(
                         "    {address} iifname != \"br-{chain:03}\" oifname \"br-{chain:03}\" \
-                         {protocol} dport {} ct state new,established counter \
-                         comment \"ns-{chain:03}/svc-{rule:03}:http\" {verdict}\n",
+                         {protocol} dport {} ct state new,established counter {verdict} \
+                         comment \"ns-{chain:03}/svc-{rule:03}:http\"\n",
                         8000 + rule
                     ));
                 }
