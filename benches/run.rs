@@ -458,7 +458,8 @@ fn foreign_host(dir: &Path, wrappers: &Wrappers, backend: Backend) -> Foreign {
 /// Loads the rules of others as nftables tables of their own, `ip other`
 /// and `ip6 other`: chains of rules as Docker or Kubernetes would write
 /// them, every tenth jumped to from a base chain on the forward hook; in
-/// several `nft -f` calls of a few chains each.
+/// one `nft -f` per chain, since more fails in a user namespace
+/// ("Message too long").
 fn load_foreign_nft() {
     for ipv6 in [false, true] {
         let family = if ipv6 { "ip6" } else { "ip" };
@@ -477,7 +478,7 @@ fn load_foreign_nft() {
         }
         head.push_str("  }\n}\n");
         nft_load(&head);
-        for batch in (0..FOREIGN_CHAINS).collect::<Vec<_>>().chunks(10) {
+        for batch in (0..FOREIGN_CHAINS).collect::<Vec<_>>().chunks(1) {
             let mut chains = format!("table {family} other {{\n");
             for &chain in batch {
                 chains.push_str(&format!("  chain other-{chain:03} {{\n"));
