@@ -234,6 +234,33 @@ fn restore_line(words: &[String]) -> String {
         .join(" ")
 }
 
+/// A restore tool's refusal (iptables-restore, `nft -f`), named after the
+/// line of its input it came from: `line_of` reads the number from what the
+/// tool said, `about` describes that line.
+pub fn refusal_named(
+    error: CommandError,
+    line_of: impl Fn(&str) -> Option<usize>,
+    about: impl Fn(usize) -> String,
+) -> CommandError {
+    match error {
+        CommandError {
+            command,
+            failure: Failure::Exited { code, stderr },
+        } => {
+            let failure = match line_of(&stderr) {
+                Some(line) => Failure::Refused(Box::new(Refusal {
+                    line,
+                    about: about(line),
+                    stderr,
+                })),
+                None => Failure::Exited { code, stderr },
+            };
+            CommandError { command, failure }
+        }
+        error => error,
+    }
+}
+
 /// The line number in an iptables-restore refusal: `line 4 failed`, or
 /// `Error occurred at line: 3`.
 fn refused_line(stderr: &str) -> Option<usize> {
@@ -484,21 +511,9 @@ impl<'a, R: Runner> Firewall<'a, R> {
                 );
                 Ok(())
             }
-            Err(CommandError {
-                command,
-                failure: Failure::Exited { code, stderr },
-            }) => {
-                let failure = match refused_line(&stderr) {
-                    Some(line) => Failure::Refused(Box::new(Refusal {
-                        line,
-                        about: transaction.about(line),
-                        stderr,
-                    })),
-                    None => Failure::Exited { code, stderr },
-                };
-                Err(CommandError { command, failure })
-            }
-            Err(error) => Err(error),
+            Err(error) => Err(refusal_named(error, refused_line, |line| {
+                transaction.about(line)
+            })),
         }
     }
 

@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::{
-    Applied, Command, CommandError, Completion, Failure, FirewallBackend, Refusal, Reset, Runner,
-    Tidied, program_problem, run_command,
+    Applied, Command, CommandError, Completion, Failure, FirewallBackend, Reset, Runner, Tidied,
+    program_problem, refusal_named, run_command,
 };
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
 use crate::plan::Step;
@@ -148,21 +148,9 @@ impl<'a, R: Runner> Nft<'a, R> {
                 log::info!("{changes} changes in one transaction: {shown}");
                 Ok(())
             }
-            Err(CommandError {
-                command,
-                failure: Failure::Exited { code, stderr },
-            }) => {
-                let failure = match refused_line(&stderr) {
-                    Some(line) => Failure::Refused(Box::new(Refusal {
-                        line,
-                        about: script.about(line),
-                        stderr,
-                    })),
-                    None => Failure::Exited { code, stderr },
-                };
-                Err(CommandError { command, failure })
-            }
-            Err(error) => Err(error),
+            Err(error) => Err(refusal_named(error, refused_line, |line| {
+                script.about(line)
+            })),
         }
     }
 }
