@@ -517,11 +517,21 @@ mod tests {
         let done = runner(limit).run(&command).unwrap();
         assert_eq!(done.termination, Termination::TimedOut { after: limit });
         let pid = std::fs::read_to_string(&pid_file).unwrap();
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let read =
+            || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let dead = |stat: &str| stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z");
+        // SIGKILL goes to the group at once but lands when the kernel next
+        // runs the grandchild: wait for that, within a generous bound.
+        for _ in 0..500 {
+            if dead(&read()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stat = read();
         // Gone, or at most a zombie waiting for init.
         assert!(
-            stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+            dead(&stat),
             "the grandchild {} lives on: {stat}",
             pid.trim()
         );
