@@ -199,6 +199,7 @@ impl Config {
                     ("firewall.ip6tables", &firewall.ip6tables),
                     ("firewall.iptables_restore", &firewall.iptables_restore),
                     ("firewall.ip6tables_restore", &firewall.ip6tables_restore),
+                    ("firewall.nft", &firewall.nft),
                 ];
                 for (key, program) in programs {
                     if program.exists() {

@@ -427,3 +427,23 @@ fn an_iptables_another_account_can_change_or_one_binary_for_both_families_is_ref
     env.run(&["check"]).expect(2);
     assert_eq!(env.calls(), Vec::<String>::new());
 }
+
+/// Root runs nft too — the nftables backend, and the iptables backend's
+/// look for leftovers there: one another account can change is refused.
+#[test]
+fn an_nft_another_account_can_change_is_refused() {
+    if !common::require_root("an_nft_another_account_can_change_is_refused") {
+        return;
+    }
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let nft = env.path("bin/nft");
+    fs::write(&nft, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&nft, fs::Permissions::from_mode(0o755)).unwrap();
+    chown(&nft, Some(65534), None).unwrap();
+    env.run(&[])
+        .expect(2)
+        .says("firewall.nft")
+        .says("chown root");
+    assert_eq!(env.calls(), Vec::<String>::new());
+}
