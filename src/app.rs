@@ -15,6 +15,7 @@ pub use crate::exit::Exit;
 use crate::firewall::{self, CommandError, SystemRunner};
 use crate::intake;
 use crate::intent::{self, Want};
+use crate::leftovers;
 use crate::logging::{self, Verbosity};
 use crate::model::Holdings;
 use crate::plan;
@@ -168,18 +169,30 @@ fn reset(config: &Config) -> Result<Exit> {
     if reset.errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
+    drop(backend);
+    // And what a config naming the other backend left there.
+    let elsewhere = leftovers::sweep(config, SystemRunner::new(config));
+    let other = leftovers::describe(leftovers::other_kind(config.firewall.backend));
     let mut out = std::io::stdout().lock();
     for line in &reset.said {
         writeln!(out, "{line}")?;
     }
+    for line in &elsewhere.removed {
+        writeln!(out, "{line}, in {other}")?;
+    }
     for error in &reset.errors {
         log::error!("{error}");
     }
-    if let Some(failure) = summarise_errors(&reset.errors) {
+    for problem in &elsewhere.problems {
+        log::error!("could not remove portlocker's rules from {other}: {problem}");
+    }
+    let failure = summarise_errors(&reset.errors)
+        .or_else(|| (!elsewhere.clean()).then(|| format!("{other} could not be cleared")));
+    if let Some(failure) = failure {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
     }
-    if reset.changes == 0 {
+    if reset.changes + elsewhere.removed.len() == 0 {
         writeln!(
             out,
             "nothing to remove: the firewall holds nothing of portlocker's"
@@ -226,7 +239,11 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let (kept, _) = intake::kept_wanted(config, &state);
     let seen = sources_seen(&kept, &wanted);
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
-    let lines = backend.dry_run(&steps, &holdings);
+    let mut lines = backend.dry_run(&steps, &holdings);
+    drop(backend);
+    if state.backend.as_deref() != Some(config.firewall.backend.as_str()) {
+        lines.extend(leftovers::dry_run(config, SystemRunner::new(config)));
+    }
     let mut out = std::io::stdout().lock();
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {

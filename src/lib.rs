@@ -16,6 +16,7 @@ pub mod files;
 pub mod firewall;
 pub mod intake;
 pub mod intent;
+pub mod leftovers;
 pub mod logging;
 pub mod metrics;
 pub mod model;

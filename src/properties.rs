@@ -1269,7 +1269,7 @@ fn config(dir: &Path, setup: &Setup, services: &BTreeSet<&'static str>) -> Confi
     let mut text = format!(
         "source = {:?}\nlog_file = {:?}\nstatus_file = {:?}\nmetrics_file = {:?}\n\
          state_dir = {:?}\nhost_name = \"test-host\"\n[firewall]\niptables = {:?}\n\
-         ip6tables = {:?}\nipv6 = {}\nchain = {:?}\nkeep_established = {}\ndefault = {:?}\n",
+         ip6tables = {:?}\nnft = {:?}\nipv6 = {}\nchain = {:?}\nkeep_established = {}\ndefault = {:?}\n",
         path("control.txt"),
         path("log"),
         path("status.html"),
@@ -1277,6 +1277,7 @@ fn config(dir: &Path, setup: &Setup, services: &BTreeSet<&'static str>) -> Confi
         path("state"),
         path("bin/iptables"),
         path("bin/ip6tables"),
+        path("bin/nft"),
         setup.ipv6,
         if setup.chain_is_input {
             "INPUT"

@@ -14,6 +14,7 @@ use crate::files;
 use crate::firewall::{self, CommandError, Runner};
 use crate::intake;
 use crate::intent::{self, Resolved, Starts, Want, Wanted};
+use crate::leftovers;
 use crate::logging;
 use crate::metrics;
 use crate::model::{self, Change, Holdings, PortState};
@@ -136,8 +137,12 @@ pub fn run_locked<'a, R: Runner + 'a>(
             &seen,
             docker,
             run_at.to_utc(),
+            state.backend.as_deref() != Some(config.firewall.backend.as_str()),
         ),
     };
+    if outcome.elsewhere_clean {
+        state.backend = Some(config.firewall.backend.as_str().to_owned());
+    }
     // A count starts only once its open is in the firewall: all of the
     // work done, or the service let in somewhere all the same, so that an
     // open made ends in time even while other work keeps failing.
@@ -447,6 +452,9 @@ struct Reconciled {
     /// Repairs and rules of others worth showing on the status page.
     notices: Vec<String>,
     failure: Option<String>,
+    /// The backend the config does not name is known to hold nothing of
+    /// portlocker's: this run looked and found it so, or had no need to.
+    elsewhere_clean: bool,
 }
 
 impl Reconciled {
@@ -458,6 +466,7 @@ impl Reconciled {
             touched: BTreeSet::new(),
             notices: Vec::new(),
             failure: None,
+            elsewhere_clean: false,
         }
     }
 }
@@ -472,15 +481,14 @@ fn reconcile<'a, R: Runner + 'a>(
     seen: &SourcesSeen,
     docker: bool,
     now: DateTime<Utc>,
+    look_elsewhere: bool,
 ) -> Reconciled {
     let failed = |reason: String| Reconciled {
-        holdings: Holdings::unknown(config),
-        changes: 0,
-        touched: BTreeSet::new(),
-        notices: Vec::new(),
         failure: Some(format!("{reason}; nothing was changed")),
+        ..Reconciled::idle(config)
     };
-    let mut backend = firewall::backend_for(config, runner);
+    let mut runner = runner;
+    let mut backend = firewall::backend_for(config, &mut runner);
     if let Err(reason) = backend.preflight() {
         return failed(reason);
     }
@@ -513,9 +521,6 @@ fn reconcile<'a, R: Runner + 'a>(
         log::error!("{error}");
     }
     let mut notices = Vec::new();
-    // After the configured backend is right, so no port closed there is open meanwhile.
-    let tidied = backend.tidy();
-    notices.extend(tidied.notices);
     for family in config.families() {
         let moved =
             applied.made.iter().any(
@@ -537,6 +542,24 @@ fn reconcile<'a, R: Runner + 'a>(
         log::warn!("{warning}");
     }
     notices.extend(foreign_closes);
+    // Rules portlocker left where it no longer looks are removed only once
+    // the configured backend holds what the owner asked, read back: until
+    // then they may be all that keeps a port closed.
+    let right = errors.is_empty() && too_open.is_empty();
+    let mut tidied_changes = 0;
+    let mut elsewhere_clean = !look_elsewhere;
+    if right {
+        let tidied = backend.tidy();
+        tidied_changes = tidied.changes;
+        notices.extend(tidied.notices);
+    }
+    drop(backend);
+    if right && look_elsewhere {
+        let swept = leftovers::sweep(config, &mut runner);
+        tidied_changes += swept.removed.len();
+        notices.extend(swept.tell_run(config.firewall.backend));
+        elsewhere_clean = swept.clean();
+    }
     let mut failure = summarise_errors(&errors);
     if !too_open.is_empty() {
         let reason = too_open.join("; ");
@@ -547,10 +570,11 @@ fn reconcile<'a, R: Runner + 'a>(
     }
     Reconciled {
         holdings,
-        changes: applied.made.len() + tidied.changes,
+        changes: applied.made.len() + tidied_changes,
         touched: applied.made.iter().filter_map(service_of).collect(),
         notices,
         failure,
+        elsewhere_clean,
     }
 }
 

@@ -95,6 +95,11 @@ pub struct State {
     /// When each open line in force was first applied, for `for` and `max_open`.
     #[serde(default, skip_serializing_if = "Starts::is_empty")]
     pub opens: Starts,
+    /// The one backend (`iptables`, `nftables`) that holds portlocker's
+    /// rules, as the last run to look into the other found: the other holds
+    /// none. Unset (a state from before backends, or lost): a run looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -326,6 +331,7 @@ mod tests {
             last_good: Some(last_good()),
             wanted: [("ssh".to_owned(), vec!["open ssh for 2h".to_owned()])].into(),
             opens,
+            backend: Some("nftables".into()),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,

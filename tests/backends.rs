@@ -5,16 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::TestEnv;
+use common::connect::{reachable, ssh_listeners};
 use common::netns::{self, LEGACY, NFT, rules};
-
-/// How long a connection attempt may take before a dropped SYN counts as
-/// unreachable. A loopback connect that is not dropped completes at once.
-const CONNECT_WAIT: Duration = Duration::from_millis(700);
 
 /// An environment whose config names the binaries of one backend.
 fn env_on(backend: [&str; 2]) -> TestEnv {
@@ -28,25 +24,6 @@ fn switch(env: &mut TestEnv, backend: [&str; 2]) {
     env.iptables = backend[0].into();
     env.ip6tables = backend[1].into();
     env.write_default_config();
-}
-
-/// Listens on 127.0.0.1:22 and [::1]:22.
-fn ssh_listeners() -> [SocketAddr; 2] {
-    let addresses: [SocketAddr; 2] = ["127.0.0.1:22".parse().unwrap(), "[::1]:22".parse().unwrap()];
-    for address in addresses {
-        let listener = TcpListener::bind(address).unwrap();
-        std::thread::spawn(move || for _ in listener.incoming() {});
-    }
-    addresses
-}
-
-/// Whether a new connection to `address` gets through.
-fn reachable(address: SocketAddr) -> bool {
-    match TcpStream::connect_timeout(&address, CONNECT_WAIT) {
-        Ok(_) => true,
-        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => false,
-        Err(error) => panic!("connect to {address}: unexpected {error}"),
-    }
 }
 
 /// Whether a listing holds anything of portlocker's.
@@ -266,4 +243,49 @@ fn with_nft_configured_and_no_legacy_table_no_legacy_process_runs() {
     env.run(&["reset"]).expect(0);
     // Any legacy listing would have loaded its filter table.
     assert_eq!(legacy_tables(), none, "a legacy iptables ran");
+}
+
+/// Until the configured backend holds the closes, the old backend's are
+/// all that keep the port closed: they stay.
+#[test]
+fn the_legacy_closes_stay_while_the_nft_backend_fails() {
+    if !netns::enter_with_both_backends("the_legacy_closes_stay_while_the_nft_backend_fails") {
+        return;
+    }
+    let mut env = env_on(LEGACY);
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+
+    // iptables-nft whose restore tool refuses every input.
+    let bin = env.path("failing");
+    std::fs::create_dir(&bin).unwrap();
+    for real in NFT {
+        let name = std::path::Path::new(real).file_name().unwrap();
+        let wrapper = bin.join(name);
+        std::fs::write(&wrapper, format!("#!/bin/sh\nexec {real} \"$@\"\n")).unwrap();
+        let restore = bin.join(format!("{}-restore", name.to_str().unwrap()));
+        std::fs::write(
+            &restore,
+            "#!/bin/sh\necho 'iptables-restore: line 2 failed' >&2\nexit 1\n",
+        )
+        .unwrap();
+        for program in [wrapper, restore] {
+            std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let wrappers = [bin.join("iptables-nft"), bin.join("ip6tables-nft")];
+    switch(
+        &mut env,
+        [wrappers[0].to_str().unwrap(), wrappers[1].to_str().unwrap()],
+    );
+    env.run(&[]).expect(1);
+    assert!(
+        holds_ours(&rules(LEGACY[0])) && holds_ours(&rules(LEGACY[1])),
+        "the only closes there are were removed"
+    );
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh opened by a failed switch"
+    );
 }

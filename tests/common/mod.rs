@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod connect;
 pub mod https;
 pub mod netns;
 pub mod signer;
@@ -47,8 +48,10 @@ impl TestEnv {
         let env = TestEnv {
             iptables: bin.join("iptables"),
             ip6tables: bin.join("ip6tables"),
+            // None there: the iptables backend's look for leftovers in
+            // nftables must never reach the host's real nft.
+            backend: format!("nft = {:?}\n", bin.join("nft")),
             dir,
-            backend: String::new(),
         };
         env.write_default_config();
         env

@@ -1,0 +1,196 @@
+//! Switching `[firewall] backend` between iptables and nftables, for real,
+//! in a private network namespace: the kernel applies both, so what
+//! portlocker left in the backend the config no longer names is removed —
+//! but only once the configured one holds what the owner asked.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use common::TestEnv;
+use common::backend::{self, Backend, IP6T, IPT};
+use common::connect::{reachable, ssh_listeners};
+use common::netns::rules;
+
+/// portlocker's chains and jumps in both iptables families, as listed.
+fn iptables_ours() -> bool {
+    let listed = format!("{}{}", rules(IPT), rules(IP6T));
+    listed.contains("PORTLOCKER") || listed.contains("portlocker:")
+}
+
+/// Points the config at `backend`, through a wrapper around nft that
+/// records each call in `nft.calls` and, while `nft.fail` exists, refuses
+/// every script.
+fn switch(env: &mut TestEnv, backend: Backend) {
+    let wrapper = env.path("nft-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             echo \"$*\" >> '{calls}'\n\
+             case \" $* \" in *' -f '*) [ -e '{fail}' ] && {{ echo 'Error: refused' >&2; exit 1; }};; esac\n\
+             exec {nft} \"$@\"\n",
+            calls = env.path("nft.calls").display(),
+            fail = env.path("nft.fail").display(),
+            nft = backend::NFT,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let named = match backend {
+        Backend::Iptables => "",
+        Backend::Nftables => "backend = \"nftables\"\n",
+    };
+    env.backend = format!("{named}nft = {wrapper:?}\n");
+    env.write_default_config();
+}
+
+/// An environment on `backend` whose first run closed ssh, and the
+/// addresses of ssh's listeners.
+fn closed_on(backend: Backend) -> (TestEnv, [SocketAddr; 2]) {
+    let mut env = TestEnv::with_real_iptables();
+    switch(&mut env, backend);
+    let listeners = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(listeners[0]) && !reachable(listeners[1]));
+    (env, listeners)
+}
+
+fn nft_calls(env: &TestEnv) -> usize {
+    std::fs::read_to_string(env.path("nft.calls")).map_or(0, |calls| calls.lines().count())
+}
+
+#[test]
+fn switching_from_nftables_to_iptables_removes_the_table_and_the_port_opens() {
+    let test = "switching_from_nftables_to_iptables_removes_the_table_and_the_port_opens";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Nftables);
+    assert!(backend::nft_table().contains("portlocker:ssh"));
+    assert!(!reachable(v4) && !reachable(v6));
+
+    switch(&mut env, Backend::Iptables);
+    env.control("open ssh\n");
+    let dry = env.run(&["--dry-run"]);
+    dry.expect(0);
+    assert!(
+        dry.stdout
+            .contains("portlocker's rules are left in nftables")
+            && dry.stdout.contains("delete table inet portlocker"),
+        "the dry run does not show the removal a run makes:\n{}",
+        dry.stdout
+    );
+    assert!(
+        backend::nft_table().contains("portlocker:ssh"),
+        "the dry run changed nftables"
+    );
+    let switched = env.run(&[]);
+    switched
+        .expect(0)
+        .says("portlocker's rules were still in nftables");
+    assert_eq!(backend::nft_table(), "", "the old backend's table stayed");
+    assert!(
+        reachable(v4) && reachable(v6),
+        "ssh opened with iptables but nftables still drops it"
+    );
+    let page = env.status_page().unwrap();
+    assert!(page.contains("were still in nftables"), "{page}");
+
+    // Once known clean, later runs neither look again nor tell it again.
+    let looked = nft_calls(&env);
+    let later = env.run(&[]);
+    later.expect(0);
+    assert_eq!((later.stdout.as_str(), later.stderr.as_str()), ("", ""));
+    assert_eq!(nft_calls(&env), looked, "a later run ran nft");
+}
+
+#[test]
+fn switching_from_iptables_to_nftables_removes_the_chains_and_the_port_opens() {
+    let test = "switching_from_iptables_to_nftables_removes_the_chains_and_the_port_opens";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Iptables);
+    assert!(iptables_ours());
+
+    switch(&mut env, Backend::Nftables);
+    env.control("open ssh\n");
+    env.run(&[])
+        .expect(0)
+        .says("portlocker's rules were still in iptables");
+    assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
+    assert!(
+        reachable(v4) && reachable(v6),
+        "ssh opened with nftables but iptables still drops it"
+    );
+}
+
+/// Until the configured backend holds the closes, the old backend's are
+/// all that keep the port closed: they stay.
+#[test]
+fn the_old_backends_closes_stay_while_the_new_one_fails() {
+    if !backend::enter(
+        "the_old_backends_closes_stay_while_the_new_one_fails",
+        Backend::Nftables,
+    ) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Iptables);
+
+    switch(&mut env, Backend::Nftables);
+    std::fs::write(env.path("nft.fail"), "").unwrap();
+    env.run(&[]).expect(1);
+    assert!(iptables_ours(), "the only closes there are were removed");
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh opened by a failed switch"
+    );
+
+    std::fs::remove_file(env.path("nft.fail")).unwrap();
+    env.run(&[]).expect(0).says("were still in iptables");
+    assert!(!iptables_ours());
+    assert!(backend::nft_table().contains("portlocker:ssh"));
+    assert!(!reachable(v4) && !reachable(v6));
+}
+
+#[test]
+fn reset_removes_portlockers_rules_from_both_kinds_of_backend() {
+    if !backend::enter(
+        "reset_removes_portlockers_rules_from_both_kinds_of_backend",
+        Backend::Nftables,
+    ) {
+        return;
+    }
+    let mut env = TestEnv::with_real_iptables();
+    switch(&mut env, Backend::Iptables);
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    // A state that says nothing was left in iptables (as one written by
+    // another portlocker on this host might): runs do not look, reset does.
+    env.edit_state(|state| state.backend = Some("nftables".into()));
+    switch(&mut env, Backend::Nftables);
+    env.run(&[]).expect(0);
+    assert!(iptables_ours());
+    assert!(backend::nft_table().contains("portlocker:ssh"));
+
+    let reset = env.run(&["reset"]);
+    reset.expect(0);
+    assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
+    assert_eq!(backend::nft_table(), "");
+    assert!(
+        reset.stdout.contains("delete table inet portlocker")
+            && reset
+                .stdout
+                .contains("IPv4: remove rule portlocker:ssh, in iptables"),
+        "{}",
+        reset.stdout
+    );
+    let again = env.run(&["reset"]);
+    assert!(
+        again.expect(0).stdout.contains("nothing to remove"),
+        "{again:?}"
+    );
+}
