@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, Family, PortSpec, ServiceName, is_root};
+use crate::config::{Config, Family, PortSpec, ServiceName};
 use crate::control::ControlFile;
+use crate::files::is_root;
 use crate::firewall::{self, SystemRunner};
 use crate::intake;
 use crate::intent::Want;

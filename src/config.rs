@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::TimeDelta;
 use serde::Deserialize;
 
-use crate::files::check_trusted;
+use crate::files::{check_trusted, is_root};
 use crate::source::Source;
 
 /// A validated configuration.
@@ -366,12 +366,6 @@ fn toml_error(text: &str, error: toml::de::Error) -> anyhow::Error {
         first + 1,
         error.message().trim_end()
     )
-}
-
-/// Whether this process runs as root (uid 0, also inside a user namespace).
-pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
 /// An IP address family, each with its own iptables binary.

@@ -25,6 +25,19 @@ pub use crate::runner::{
 /// so a run never hangs behind another firewall tool.
 pub const XTABLES_WAIT_SECS: u32 = 10;
 
+impl Command {
+    /// An iptables command for `family` that waits a bounded time for the xtables lock.
+    pub fn iptables(config: &Config, family: Family, args: Vec<String>) -> Command {
+        let mut all = vec!["-w".to_owned(), XTABLES_WAIT_SECS.to_string()];
+        all.extend(args);
+        Command {
+            program: config.binary(family).to_owned(),
+            args: all,
+            stdin: None,
+        }
+    }
+}
+
 /// How many copies of one rule a blind removal takes away before it gives up.
 const MAX_DUPLICATES: usize = 64;
 

@@ -10,8 +10,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Family};
-use crate::firewall::XTABLES_WAIT_SECS;
+use crate::config::Config;
 
 /// A command to run: an absolute program path, its arguments, and what it
 /// reads on stdin (a restore tool's transaction), if anything.
@@ -20,19 +19,6 @@ pub struct Command {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub stdin: Option<String>,
-}
-
-impl Command {
-    /// An iptables command for `family` that waits a bounded time for the xtables lock.
-    pub fn iptables(config: &Config, family: Family, args: Vec<String>) -> Command {
-        let mut all = vec!["-w".to_owned(), XTABLES_WAIT_SECS.to_string()];
-        all.extend(args);
-        Command {
-            program: config.binary(family).to_owned(),
-            args: all,
-            stdin: None,
-        }
-    }
 }
 
 /// The command as a POSIX shell would read it back.

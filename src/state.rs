@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use crate::config::is_root;
 use crate::fetch::Validators;
+use crate::files::is_root;
 use crate::files::{self, write_atomic};
 use crate::intent::Starts;
 
