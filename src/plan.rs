@@ -530,15 +530,25 @@ mod tests {
         input.push(listed("-j PORTLOCKER"));
         let steps = plan_of(&config, &control(&config, ""), &held_now);
         // The new jump goes in first, with the tag no old jump has.
+        let chain = &config.firewall.chain;
+        let (family, chain_name) = (Family::Ipv4, chain.clone());
+        let delete = |spec: Vec<String>| Change::DeleteJump {
+            family,
+            chain: chain_name.clone(),
+            spec,
+        };
+        let insert = |tag| Change::InsertJump {
+            family,
+            chain: chain_name.clone(),
+            tag,
+        };
+        let changes = |steps: &[Step]| steps.iter().map(|s| s.change.clone()).collect::<Vec<_>>();
         assert_eq!(
-            steps
-                .iter()
-                .map(|s| firewall_args(&s.change))
-                .collect::<Vec<_>>(),
+            changes(&steps),
             [
-                "-I INPUT 1 -m comment --comment portlocker:jump.b -j PORTLOCKER",
-                "-D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER",
-                "-D INPUT -j PORTLOCKER",
+                insert(JumpTag::B),
+                delete(JumpTag::A.spec(chain)),
+                delete(split_listed("-j PORTLOCKER")),
             ]
         );
         let done = after(&config, &held_now, &steps);
@@ -557,14 +567,11 @@ mod tests {
         input.push(Listed::new(JumpTag::B.spec(&config.firewall.chain)));
         let steps = plan_of(&config, &control(&config, ""), &both);
         assert_eq!(
-            steps
-                .iter()
-                .map(|s| firewall_args(&s.change))
-                .collect::<Vec<_>>(),
+            changes(&steps),
             [
-                "-D INPUT -m comment --comment portlocker:jump.b -j PORTLOCKER",
-                "-I INPUT 1 -m comment --comment portlocker:jump.b -j PORTLOCKER",
-                "-D INPUT -m comment --comment portlocker:jump.a -j PORTLOCKER",
+                delete(JumpTag::B.spec(chain)),
+                insert(JumpTag::B),
+                delete(JumpTag::A.spec(chain)),
             ]
         );
         let done = after(&config, &both, &steps);
@@ -610,8 +617,15 @@ mod tests {
         }
     }
 
-    fn firewall_args(change: &Change) -> String {
-        crate::firewall::args(change).join(" ")
+    /// The rules the steps append, as given to iptables after the chain.
+    fn appended(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|step| match &step.change {
+                Change::Append(rule) => Some(rule.spec().join(" ")),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -819,9 +833,9 @@ mod tests {
         let at = |text: &str| Some(DateTime::parse_from_rfc3339(text).unwrap().to_utc());
         let wants = BTreeMap::from([(ssh.clone(), Want::Open(at("2026-12-01T18:00:00Z")))]);
         let steps = plan_of(&config, &wants, &bare(&config));
-        let args: Vec<String> = steps.iter().map(|s| firewall_args(&s.change)).collect();
+        let args = appended(&steps);
         assert!(
-            args.contains(&"-A PORTLOCKER -p tcp -m tcp --dport 22 --syn -m time --datestart 2026-12-01T18:00:00 --datestop 2038-01-19T03:14:07 -m comment --comment portlocker:ssh -j DROP".to_owned()),
+            args.contains(&"-p tcp -m tcp --dport 22 --syn -m time --datestart 2026-12-01T18:00:00 --datestop 2038-01-19T03:14:07 -m comment --comment portlocker:ssh -j DROP".to_owned()),
             "{args:?}"
         );
         let done = after(&config, &bare(&config), &steps);
@@ -854,9 +868,9 @@ mod tests {
             Want::OpenTo([(source, at("2026-12-01T18:00:00Z"))].into()),
         )]);
         let steps = plan_of(&config, &wants, &bare(&config));
-        let args: Vec<String> = steps.iter().map(|s| firewall_args(&s.change)).collect();
+        let args = appended(&steps);
         assert!(
-            args.contains(&"-I PORTLOCKER 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m time --datestop 2026-12-01T18:00:00 -m comment --comment portlocker:ssh -j RETURN".to_owned()),
+            args.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m time --datestop 2026-12-01T18:00:00 -m comment --comment portlocker:ssh -j RETURN".to_owned()),
             "{args:?}"
         );
 
