@@ -19,7 +19,6 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
-use serde_json::Value;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::{
@@ -28,6 +27,9 @@ use crate::firewall::{
 };
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
 use crate::plan::Step;
+
+mod json;
+use json::{Expr, Object, Operand, text};
 
 /// portlocker's table, as nft names it.
 pub const TABLE: &str = "inet portlocker";
@@ -104,13 +106,19 @@ impl<'a, R: Runner> Nft<'a, R> {
                 return;
             }
         };
-        let Ok(document) = serde_json::from_str::<Value>(&listing) else {
-            log::warn!("could not read the other tables' chains");
-            return;
+        let objects = match json::objects(&listing) {
+            Ok(objects) => objects,
+            Err(why) => {
+                log::warn!("could not read the other tables' chains: {why}");
+                return;
+            }
         };
-        for chain in items(&document, "chain") {
-            let text = |key: &str| chain.get(key).and_then(Value::as_str).unwrap_or("");
-            let (family, table, name) = (text("family"), text("table"), text("name"));
+        for object in &objects {
+            let Object::Chain(chain) = object else {
+                continue;
+            };
+            let (family, table, name) =
+                (text(&chain.family), text(&chain.table), text(&chain.name));
             if (family, table) == ("inet", "portlocker") {
                 continue;
             }
@@ -120,7 +128,7 @@ impl<'a, R: Runner> Nft<'a, R> {
             {
                 held.docker_user = true;
             }
-            if text("hook") == "input" && text("policy") == "drop" {
+            if text(&chain.hook) == "input" && text(&chain.policy) == "drop" {
                 self.notices.push(format!(
                     "nftables: chain {name} of table {family} {table} drops what it does not accept \
                      (policy drop), and a drop there is final: a port portlocker opens stays closed \
@@ -645,45 +653,40 @@ pub enum Base {
 impl Listing {
     /// Reads nft's JSON; Err when it is not a listing.
     pub fn parse(text: &str, config: &Config) -> Result<Listing, String> {
-        let document: Value =
-            serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
-        let objects = document
-            .get("nftables")
-            .and_then(Value::as_array)
-            .ok_or("no \"nftables\" list")?;
-        let ours = |object: &Value| {
-            object.get("family").and_then(Value::as_str) == Some("inet")
-                && object
-                    .get("table")
-                    .or_else(|| object.get("name"))
-                    .and_then(Value::as_str)
-                    == Some("portlocker")
-        };
         let mut listing = Listing::default();
-        for object in objects {
-            let Some((kind, body)) = object.as_object().and_then(|map| map.iter().next()) else {
-                continue;
-            };
-            if kind == "metainfo" {
-                continue;
-            }
-            if !ours(body) {
-                // Not asked for; never there.
-                continue;
-            }
-            let name = body.get("name").and_then(Value::as_str).unwrap_or("?");
-            match kind.as_str() {
-                "table" => listing.table = true,
-                "chain" if name == CHAIN => listing.base = Some(Base::of(body)),
-                "rule" if body.get("chain").and_then(Value::as_str) == Some(CHAIN) => {
-                    listing.rules.push(words_of(body, config));
-                }
-                // Rules of other chains go with their chain.
-                "rule" => {}
-                other => listing.others.push(format!("{other} {name}")),
-            }
+        for object in json::objects(text)? {
+            listing.take(object, config);
         }
         Ok(listing)
+    }
+
+    /// Takes in one object of a listing.
+    fn take(&mut self, object: Object<'_>, config: &Config) {
+        match object {
+            Object::Table(table) if ours(&table.family, &table.table, &table.name) => {
+                self.table = true;
+            }
+            Object::Chain(chain) if ours(&chain.family, &chain.table, &chain.name) => {
+                match chain.name.as_deref().unwrap_or("?") {
+                    CHAIN => self.base = Some(Base::of(&chain)),
+                    name => self.others.push(format!("chain {name}")),
+                }
+            }
+            // Rules of other chains go with their chain.
+            Object::Rule(rule)
+                if ours(&rule.family, &rule.table, &None) && text(&rule.chain) == CHAIN =>
+            {
+                self.rules.push(words_of(&rule, config));
+            }
+            Object::Other(kind, named)
+                if &*kind != "metainfo" && ours(&named.family, &named.table, &named.name) =>
+            {
+                let name = named.name.as_deref().unwrap_or("?");
+                self.others.push(format!("{} {name}", &*kind));
+            }
+            // Not asked for, so never there; or a rule of another chain.
+            _ => {}
+        }
     }
 
     /// What `family` holds, in the model's terms.
@@ -723,26 +726,21 @@ impl Listing {
 }
 
 impl Base {
-    fn of(chain: &Value) -> Base {
-        let text = |key: &str| chain.get(key).and_then(Value::as_str);
-        if text("type") != Some("filter") || text("hook") != Some("input") {
+    fn of(chain: &json::Chain) -> Base {
+        if text(&chain.kind) != "filter" || text(&chain.hook) != "input" {
             return Base::Unhooked;
         }
-        match text("policy") {
-            Some("drop") => Base::Dropping,
+        match text(&chain.policy) {
+            "drop" => Base::Dropping,
             _ => Base::Hooked,
         }
     }
 }
 
-/// The objects of one kind in an `nft -j` listing.
-fn items<'v>(document: &'v Value, kind: &'v str) -> impl Iterator<Item = &'v Value> + 'v {
-    document
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(move |object| object.get(kind))
+/// Whether an object is of portlocker's table: of family inet, and of table
+/// portlocker (the table itself: named so).
+fn ours(family: &Option<json::Str>, table: &Option<json::Str>, name: &Option<json::Str>) -> bool {
+    text(family) == "inet" && table.as_ref().or(name.as_ref()).map(|t| &**t) == Some("portlocker")
 }
 
 /// What one rule of an nft listing matches, as far as portlocker's rules go.
@@ -763,13 +761,10 @@ struct Matches {
 /// rule portlocker makes that it is, or else the words of a rule of an
 /// unknown service, which the planner removes and the verdicts cannot
 /// count on. Its family: None when it names none.
-fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
-    let expressions = listed
-        .get("expr")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+fn words_of(listed: &json::Rule, config: &Config) -> (Option<Family>, Vec<String>) {
     let mut found = Matches::default();
-    let known = expressions
+    let known = listed
+        .expr
         .iter()
         .all(|expression| found.take(expression).is_some());
     let family = match (found.nfproto, found.source) {
@@ -778,17 +773,16 @@ fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
         (None, Some(source)) => Some(family_of(&source)),
         (None, None) => None,
     };
-    let comment = listed.get("comment").and_then(Value::as_str);
     if known
         && let Some(family) = family
-        && let Some(rule) = found.rule(config, family, comment)
+        && let Some(rule) = found.rule(config, family, listed.comment.as_deref())
     {
         return (Some(family), rule.listed_spec());
     }
-    let handle = listed.get("handle").and_then(Value::as_u64).unwrap_or(0);
+    let handle = listed.handle.unwrap_or(0);
     let mut words = ["-m", "nft", "--comment"].map(String::from).to_vec();
     words.push(format!("{UNKNOWN_TAG} rule {handle}"));
-    if let Some(verdict) = expressions.last().and_then(verdict_word) {
+    if let Some(verdict) = listed.expr.last().and_then(verdict_word) {
         words.extend(["-j".to_owned(), verdict]);
     }
     (family, words)
@@ -797,11 +791,13 @@ fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
 /// A rule's last expression as the target the verdicts read after `-j`,
 /// when it is a verdict: `ACCEPT`, `DROP`, `RETURN`, or for a jump the
 /// chain's name (which may decide either way).
-fn verdict_word(expression: &Value) -> Option<String> {
-    let (kind, body) = expression.as_object()?.iter().next()?;
-    Some(match kind.as_str() {
+fn verdict_word(expression: &Expr) -> Option<String> {
+    let Expr::Verdict { kind, target } = expression else {
+        return None;
+    };
+    Some(match &**kind {
         "accept" | "drop" | "reject" | "return" => kind.to_uppercase(),
-        "jump" | "goto" => format!("nft:{}", body.get("target")?.as_str()?),
+        "jump" | "goto" => format!("nft:{}", target.text()?),
         "queue" => "NFQUEUE".to_owned(),
         _ => return None,
     })
@@ -816,54 +812,46 @@ fn family_of(net: &IpNet) -> Family {
 
 impl Matches {
     /// Takes in one expression; None when it is not one of portlocker's kinds.
-    fn take(&mut self, expression: &Value) -> Option<()> {
-        let (kind, body) = expression.as_object()?.iter().next()?;
+    fn take(&mut self, expression: &Expr) -> Option<()> {
         if self.verdict.is_some() {
             // Nothing follows a verdict in portlocker's rules.
             return None;
         }
-        match kind.as_str() {
-            "drop" | "return" | "accept" => {
-                self.verdict = Some(kind.clone());
+        let matched = match expression {
+            Expr::Verdict { kind, .. } if matches!(&**kind, "drop" | "return" | "accept") => {
+                self.verdict = Some(kind.to_string());
                 return Some(());
             }
-            "match" => {}
+            Expr::Match(matched) => matched,
             _ => return None,
-        }
-        let operator = body.get("op")?.as_str()?;
-        let left = body.get("left")?;
-        let right = body.get("right")?;
-        if let Some(key) = left.get("meta").and_then(|meta| meta.get("key")?.as_str()) {
-            return match (key, operator) {
+        };
+        let (operator, right) = (matched.op.text()?, &matched.right);
+        match &matched.left {
+            Operand::Meta(key) => match (&**key, operator) {
                 ("nfproto", "==") => set(
                     &mut self.nfproto,
-                    match right.as_str()? {
+                    match right.text()? {
                         "ipv4" => Family::Ipv4,
                         "ipv6" => Family::Ipv6,
                         _ => return None,
                     },
                 ),
-                ("l4proto", "==") => self.protocol(protocol(right.as_str()?)?),
+                ("l4proto", "==") => self.protocol(protocol(right.text()?)?),
                 ("time", "<" | ">=") => {
-                    let moment =
-                        NaiveDateTime::parse_from_str(right.as_str()?, "%Y-%m-%d %H:%M:%S")
-                            .ok()?
-                            .and_utc();
+                    let moment = NaiveDateTime::parse_from_str(right.text()?, "%Y-%m-%d %H:%M:%S")
+                        .ok()?
+                        .and_utc();
                     set(&mut self.time, (operator.to_owned(), moment))
                 }
                 _ => None,
-            };
-        }
-        if let Some(payload) = left.get("payload") {
-            let protocol_name = payload.get("protocol")?.as_str()?;
-            let field = payload.get("field")?.as_str()?;
-            if operator != "==" {
-                return None;
-            }
-            return match (protocol_name, field) {
+            },
+            Operand::Payload {
+                protocol: protocol_name,
+                field,
+            } if operator == "==" => match (&**protocol_name, &**field) {
                 ("ip" | "ip6", "saddr") => {
                     let net = address(right)?;
-                    let expected = match protocol_name {
+                    let expected = match &**protocol_name {
                         "ip" => Family::Ipv4,
                         _ => Family::Ipv6,
                     };
@@ -872,48 +860,49 @@ impl Matches {
                 }
                 ("tcp" | "udp", "dport") => {
                     self.protocol(protocol(protocol_name)?)?;
+                    let port = |operand: &Operand| match operand {
+                        Operand::Number(port) => u16::try_from(*port).ok(),
+                        _ => None,
+                    };
                     let ports = match right {
-                        Value::Number(port) => {
-                            let port = u16::try_from(port.as_u64()?).ok()?;
-                            (port, port)
-                        }
-                        _ => {
-                            let range = right.get("range")?.as_array()?;
-                            let bound =
-                                |index: usize| u16::try_from(range.get(index)?.as_u64()?).ok();
-                            (bound(0)?, bound(1)?)
-                        }
+                        Operand::Range(bounds) => match &bounds[..] {
+                            [first, last] => (port(first)?, port(last)?),
+                            _ => return None,
+                        },
+                        single => (port(single)?, port(single)?),
                     };
                     set(&mut self.ports, ports)
                 }
                 _ => None,
-            };
-        }
-        if let Some(and) = left.get("&").and_then(Value::as_array) {
+            },
             // tcp flags & (fin|syn|rst|ack) == syn
-            let flags = and.first()?.get("payload")?;
-            let mask: Vec<&str> = and
-                .get(1)?
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            let syn = flags.get("protocol")?.as_str()? == "tcp"
-                && flags.get("field")?.as_str()? == "flags"
-                && mask == ["fin", "syn", "rst", "ack"]
-                && operator == "=="
-                && right.as_str()? == "syn";
-            return (syn && !self.syn).then(|| self.syn = true);
+            Operand::And(and) => {
+                let [
+                    Operand::Payload {
+                        protocol: flags_of,
+                        field,
+                    },
+                    Operand::List(mask),
+                ] = &and[..]
+                else {
+                    return None;
+                };
+                let mask: Option<Vec<&str>> = mask.iter().map(Operand::text).collect();
+                let syn = (&**flags_of, &**field) == ("tcp", "flags")
+                    && mask? == ["fin", "syn", "rst", "ack"]
+                    && operator == "=="
+                    && right.text()? == "syn";
+                (syn && !self.syn).then(|| self.syn = true)
+            }
+            Operand::Ct(key) if &**key == "state" => {
+                let new = matches!(operator, "in" | "==")
+                    && (right.text() == Some("new")
+                        || matches!(right, Operand::List(states)
+                            if states.len() == 1 && states[0].text() == Some("new")));
+                (new && !self.new).then(|| self.new = true)
+            }
+            _ => None,
         }
-        if left.get("ct").and_then(|ct| ct.get("key")?.as_str()) == Some("state") {
-            let new = matches!(operator, "in" | "==")
-                && (right.as_str() == Some("new")
-                    || right
-                        .as_array()
-                        .is_some_and(|states| states == &[Value::from("new")]));
-            return (new && !self.new).then(|| self.new = true);
-        }
-        None
     }
 
     fn protocol(&mut self, protocol: Protocol) -> Option<()> {
@@ -980,14 +969,14 @@ fn protocol(name: &str) -> Option<Protocol> {
 
 /// An address or network as nft lists it: `192.0.2.1`, or
 /// `{"prefix": {"addr": "198.51.100.0", "len": 24}}`.
-fn address(value: &Value) -> Option<IpNet> {
-    if let Some(text) = value.as_str() {
-        return text.parse::<std::net::IpAddr>().ok().map(IpNet::from);
-    }
-    let prefix = value.get("prefix")?;
-    let address: std::net::IpAddr = prefix.get("addr")?.as_str()?.parse().ok()?;
-    let length = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
-    let net = IpNet::new(address, length).ok()?;
+fn address(value: &Operand) -> Option<IpNet> {
+    let (address, length) = match value {
+        Operand::Text(text) => return text.parse::<std::net::IpAddr>().ok().map(IpNet::from),
+        Operand::Prefix { addr, len } => (addr, len),
+        _ => return None,
+    };
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let net = IpNet::new(address, u8::try_from(*length).ok()?).ok()?;
     (net.trunc() == net).then_some(net)
 }
 
@@ -1291,6 +1280,42 @@ mod tests {
         let after = record(&config, &holdings, &changes);
         let text = script(&config, &after, &refs).unwrap().text;
         assert!(text.contains("policy accept;"), "{text}");
+    }
+
+    #[test]
+    fn a_rule_in_a_form_portlocker_does_not_write_is_drift() {
+        let config = config();
+        let unknown = |listing: &Listing| {
+            listing
+                .rules
+                .iter()
+                .filter(|(_, words)| words.iter().any(|word| word.starts_with(UNKNOWN_TAG)))
+                .count()
+        };
+        let whole = Listing::parse(EVERY_KIND, &config).unwrap();
+        assert_eq!(unknown(&whole), 0);
+        for (form, instead) in [
+            // A range of three bounds once read as the first two.
+            (
+                "\"range\": [60000, 61000]",
+                "\"range\": [60000, 61000, 62000]",
+            ),
+            ("\"right\": 1194}", "\"right\": {\"set\": [1194]}}"),
+            ("\"right\": 1194}", "\"right\": 1194.0}"),
+            (
+                "[\"fin\", \"syn\", \"rst\", \"ack\"]",
+                "[\"fin\", \"syn\", \"rst\", \"ack\", 1]",
+            ),
+            ("{\"drop\": null}", "{\"drop\": null, \"log\": null}"),
+            ("{\"drop\": null}", "\"drop\""),
+            ("\"op\": \"==\"", "\"op\": [\"==\"]"),
+        ] {
+            assert!(EVERY_KIND.contains(form), "{form}");
+            let json = EVERY_KIND.replacen(form, instead, 1);
+            let listing = Listing::parse(&json, &config).unwrap();
+            assert_eq!(listing.rules.len(), whole.rules.len(), "{instead}");
+            assert_eq!(unknown(&listing), 1, "{instead}: {listing:#?}");
+        }
     }
 
     #[test]
