@@ -52,9 +52,24 @@ pub enum Object<'a> {
     Table(Named<'a>),
     Chain(Chain<'a>),
     Rule(Rule<'a>),
-    /// Any other kind (`metainfo`, `set`, `map`, `counter`…): the kind, and
-    /// whose it is.
+    /// What a transaction added, as nft's echo of it tells.
+    Add(Box<Object<'a>>),
+    /// Any other kind (`metainfo`, `set`, `map`, `counter`, a command other
+    /// than `add`…): the kind, and whose it is.
     Other(Str<'a>, Named<'a>),
+}
+
+impl Object<'_> {
+    /// Its kind, as nft names it.
+    pub fn kind(&self) -> &str {
+        match self {
+            Object::Table(_) => "table",
+            Object::Chain(_) => "chain",
+            Object::Rule(_) => "rule",
+            Object::Add(_) => "add",
+            Object::Other(kind, _) => kind,
+        }
+    }
 }
 
 /// Whose an object is, and its name.
@@ -215,6 +230,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
                         "table" => Object::Table(map.next_value()?),
                         "chain" => Object::Chain(map.next_value()?),
                         "rule" => Object::Rule(map.next_value()?),
+                        "add" => Object::Add(Box::new(map.next_value()?)),
                         _ => Object::Other(key.clone(), map.next_value()?),
                     })
                 })
