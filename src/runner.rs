@@ -149,7 +149,12 @@ impl SystemRunner {
             let output = pipe.recv_timeout(deadline.saturating_duration_since(Instant::now()));
             output
                 .ok()
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                // Not copied when it is UTF-8, as a listing is.
+                .map(|bytes| {
+                    String::from_utf8(bytes).unwrap_or_else(|error| {
+                        String::from_utf8_lossy(error.as_bytes()).into_owned()
+                    })
+                })
         };
         let (stdout, stderr) = (collect(stdout), collect(stderr));
         let status = match (&stdout, &stderr) {
@@ -483,6 +488,17 @@ mod tests {
         assert_eq!(
             (done.stdout.as_str(), done.stderr.as_str()),
             ("out\n", "err\n")
+        );
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_is_read_with_replacement_characters() {
+        let done = runner(Duration::from_secs(30))
+            .run(&script("printf 'a\\377b'; printf 'c\\376' >&2"))
+            .unwrap();
+        assert_eq!(
+            (done.stdout.as_str(), done.stderr.as_str()),
+            ("a\u{FFFD}b", "c\u{FFFD}")
         );
     }
 
