@@ -10,7 +10,8 @@
 //! chain while the base chain is there (a base chain is always reached),
 //! and each rule of it as the words `Rule::listed_spec` gives for the rule
 //! it is — and the planned steps are recorded on a copy, from which the
-//! whole table is written anew in one `nft -f -` transaction. A rule that
+//! whole table is written anew in one `nft -e -j -f -` transaction, whose
+//! echo of what the kernel committed is read as a listing is. A rule that
 //! is not one portlocker makes (untagged, added by hand, changed) is read as
 //! a rule of an unknown service, which the planner removes: in its own
 //! table, anything not portlocker's is drift.
