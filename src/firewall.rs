@@ -598,6 +598,10 @@ pub struct Applied {
     /// Every change made, one per command that changed the firewall.
     pub made: Vec<Change>,
     pub errors: Vec<CommandError>,
+    /// What the firewall reported holding once the changes were committed,
+    /// as `observe` would read it, when the apply itself learns that (nft's
+    /// echo of its transaction); None: read it again.
+    pub confirmed: Option<Holdings>,
 }
 
 /// What runs, `reset`, `status`, `check` and the dry run need of the

@@ -10,7 +10,8 @@
 //! chain while the base chain is there (a base chain is always reached),
 //! and each rule of it as the words `Rule::listed_spec` gives for the rule
 //! it is — and the planned steps are recorded on a copy, from which the
-//! whole table is written anew in one `nft -f -` transaction. A rule that
+//! whole table is written anew in one `nft -e -j -f -` transaction, whose
+//! echo of what the kernel committed is read as a listing is. A rule that
 //! is not one portlocker makes (untagged, added by hand, changed) is read as
 //! a rule of an unknown service, which the planner removes: in its own
 //! table, anything not portlocker's is drift.
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
-use serde_json::Value;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::{
@@ -28,6 +28,9 @@ use crate::firewall::{
 };
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
 use crate::plan::Step;
+
+mod json;
+use json::{Expr, Object, Operand, text};
 
 /// portlocker's table, as nft names it.
 pub const TABLE: &str = "inet portlocker";
@@ -44,6 +47,12 @@ const PRIORITY: i64 = -10;
 
 /// The tag of a rule portlocker did not make, as it is read.
 const UNKNOWN_TAG: &str = "portlocker:?";
+
+/// `nft -f -`: takes a script, and applies all of it or none.
+const WRITE: [&str; 2] = ["-f", "-"];
+
+/// The same, printing back what the kernel committed, as JSON.
+const WRITE_ECHOED: [&str; 4] = ["-e", "-j", "-f", "-"];
 
 /// nftables, through a `Runner`.
 pub struct Nft<'a, R: Runner> {
@@ -104,13 +113,19 @@ impl<'a, R: Runner> Nft<'a, R> {
                 return;
             }
         };
-        let Ok(document) = serde_json::from_str::<Value>(&listing) else {
-            log::warn!("could not read the other tables' chains");
-            return;
+        let objects = match json::objects(&listing) {
+            Ok(objects) => objects,
+            Err(why) => {
+                log::warn!("could not read the other tables' chains: {why}");
+                return;
+            }
         };
-        for chain in items(&document, "chain") {
-            let text = |key: &str| chain.get(key).and_then(Value::as_str).unwrap_or("");
-            let (family, table, name) = (text("family"), text("table"), text("name"));
+        for object in &objects {
+            let Object::Chain(chain) = object else {
+                continue;
+            };
+            let (family, table, name) =
+                (text(&chain.family), text(&chain.table), text(&chain.name));
             if (family, table) == ("inet", "portlocker") {
                 continue;
             }
@@ -120,33 +135,39 @@ impl<'a, R: Runner> Nft<'a, R> {
             {
                 held.docker_user = true;
             }
-            if text("hook") == "input" && text("policy") == "drop" {
-                self.notices.push(format!(
+            if text(&chain.hook) == "input" && text(&chain.policy) == "drop" {
+                let notice = format!(
                     "nftables: chain {name} of table {family} {table} drops what it does not accept \
                      (policy drop), and a drop there is final: a port portlocker opens stays closed \
                      unless that table accepts it"
-                ));
+                );
+                // A run that reads the table again after its changes looks again.
+                if !self.notices.contains(&notice) {
+                    self.notices.push(notice);
+                }
             }
         }
     }
 
-    /// Feeds `script` to `nft -f -`, which applies all of it or none.
-    /// `said` goes to the log once it is done, with how many `changes` it made.
+    /// Feeds `script` to nft with `args` (`WRITE` or `WRITE_ECHOED`); nft
+    /// applies all of it or none. Returns what nft printed. `said` goes to
+    /// the log once it is done, with how many `changes` it made.
     fn commit(
         &mut self,
+        args: &[&str],
         script: &Script,
         said: &[String],
         changes: usize,
-    ) -> Result<(), CommandError> {
-        let command = self.command(&["-f", "-"], Some(script.text.clone()));
+    ) -> Result<String, CommandError> {
+        let command = self.command(args, Some(script.text.clone()));
         let shown = command.to_string();
         match self.run(command) {
-            Ok(_) => {
+            Ok(done) => {
                 for line in said {
                     log::info!("{line}");
                 }
                 log::info!("{changes} changes in one transaction: {shown}");
-                Ok(())
+                Ok(done.stdout)
             }
             Err(error) => Err(refusal_named(error, refused_line, |line| {
                 script.about(line)
@@ -182,8 +203,10 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
     }
 
     /// Records the steps on a copy of what was read and writes the whole
-    /// table from it, in one transaction. Where the table could not be
-    /// read, only closes are made (see `blind_script`).
+    /// table from it, in one transaction, which nft echoes back: what the
+    /// table then holds is read from that echo where it shows the whole
+    /// table written (`confirmed`). Where the table could not be read, only
+    /// closes are made (see `blind_script`), and nothing is learnt.
     fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
         let mut applied = Applied::default();
         let prepared = match prepare(self.config, steps, holdings) {
@@ -191,7 +214,7 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             Ok(Some(prepared)) => prepared,
             Err(error) => {
                 applied.errors.push(CommandError {
-                    command: self.command(&["-f", "-"], None),
+                    command: self.command(&WRITE_ECHOED, None),
                     failure: Failure::Unreadable(error),
                 });
                 return applied;
@@ -204,9 +227,14 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             );
         }
         let said = describe(&prepared.made);
-        match self.commit(&prepared.script, &said, prepared.made.len()) {
-            Ok(()) => {
+        let args = match prepared.after {
+            Some(_) => &WRITE_ECHOED[..],
+            None => &WRITE[..],
+        };
+        match self.commit(args, &prepared.script, &said, prepared.made.len()) {
+            Ok(echo) => {
                 if let Some(after) = prepared.after {
+                    applied.confirmed = confirmed(self.config, &echo, &prepared.script, holdings);
                     *holdings = normalized(self.config, after);
                 }
                 applied.made.extend(prepared.made.into_iter().cloned());
@@ -278,8 +306,9 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             .collect();
         said.push(format!("delete table {TABLE}"));
         let script = Script::deleting();
-        match self.commit(&script, &said, said.len()) {
-            Ok(()) => Reset {
+        // Not echoed: nft echoes no delete.
+        match self.commit(&WRITE, &script, &said, said.len()) {
+            Ok(_) => Reset {
                 changes: said.len(),
                 said,
                 errors: Vec::new(),
@@ -396,6 +425,49 @@ fn normalized(config: &Config, after: Holdings) -> Holdings {
     Holdings { families }
 }
 
+/// What nft's echo of committing `script` says the table holds, as
+/// `observe` reads it (with Docker's chain as `observed` saw it: the echo
+/// tells only of the table). None when the echo does not show the whole
+/// table the script wrote, or it wrote none (nft echoes no delete): the
+/// table must then be read again, and is never taken to be what the
+/// changes should have made.
+fn confirmed(
+    config: &Config,
+    echo: &str,
+    script: &Script,
+    observed: &Holdings,
+) -> Option<Holdings> {
+    let written = script.rules?;
+    let shown = match Listing::echoed(echo, config) {
+        Ok(shown) if shown.table && shown.base.is_some() && shown.rules.len() == written => shown,
+        Ok(shown) => {
+            log::info!(
+                "nft's echo of the transaction shows {} of the {written} rules it wrote{}; the \
+                 table is read again",
+                shown.rules.len(),
+                match (shown.table, &shown.base) {
+                    (true, Some(_)) => "",
+                    _ => ", and not the table and its chain",
+                }
+            );
+            return None;
+        }
+        Err(why) => {
+            log::info!(
+                "nft's echo of the transaction cannot be read ({why}); the table is read again"
+            );
+            return None;
+        }
+    };
+    let mut holdings = Holdings::unknown(config);
+    for (&family, held) in holdings.families.iter_mut() {
+        let mut read = shown.family(config, family);
+        read.docker_user = observed.family(family).is_some_and(|seen| seen.docker_user);
+        *held = Some(read);
+    }
+    Some(holdings)
+}
+
 /// The jump the model has from INPUT to portlocker's chain while the base
 /// chain is on the input hook.
 fn jump(config: &Config) -> Listed {
@@ -407,6 +479,9 @@ fn jump(config: &Config) -> Listed {
 pub struct Script {
     pub text: String,
     about: Vec<String>,
+    /// How many rules the table it writes whole holds; None when it writes
+    /// no table whole.
+    rules: Option<usize>,
 }
 
 impl Script {
@@ -414,6 +489,7 @@ impl Script {
         Script {
             text: lines.iter().map(|(line, _)| format!("{line}\n")).collect(),
             about: lines.into_iter().map(|(_, about)| about).collect(),
+            rules: None,
         }
     }
 
@@ -464,7 +540,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
         format!("    {BASE}"),
         format!("chain {CHAIN} on the input hook, before the filter chains"),
     ));
-    for (family, chain) in held {
+    for &(family, chain) in &held {
         for listed in &chain.rules {
             let Some(rule) = rule_of(config, family, &listed.spec) else {
                 return Err(format!(
@@ -484,7 +560,10 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
     }
     lines.push(("  }".into(), format!("chain {CHAIN}")));
     lines.push(("}".into(), format!("table {TABLE}")));
-    Ok(Script::new(lines))
+    Ok(Script {
+        rules: Some(held.iter().map(|(_, chain)| chain.rules.len()).sum()),
+        ..Script::new(lines)
+    })
 }
 
 /// Without a listing: the closes of `changes` only, each inserted first in
@@ -645,45 +724,63 @@ pub enum Base {
 impl Listing {
     /// Reads nft's JSON; Err when it is not a listing.
     pub fn parse(text: &str, config: &Config) -> Result<Listing, String> {
-        let document: Value =
-            serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
-        let objects = document
-            .get("nftables")
-            .and_then(Value::as_array)
-            .ok_or("no \"nftables\" list")?;
-        let ours = |object: &Value| {
-            object.get("family").and_then(Value::as_str) == Some("inet")
-                && object
-                    .get("table")
-                    .or_else(|| object.get("name"))
-                    .and_then(Value::as_str)
-                    == Some("portlocker")
-        };
         let mut listing = Listing::default();
-        for object in objects {
-            let Some((kind, body)) = object.as_object().and_then(|map| map.iter().next()) else {
-                continue;
-            };
-            if kind == "metainfo" {
-                continue;
-            }
-            if !ours(body) {
-                // Not asked for; never there.
-                continue;
-            }
-            let name = body.get("name").and_then(Value::as_str).unwrap_or("?");
-            match kind.as_str() {
-                "table" => listing.table = true,
-                "chain" if name == CHAIN => listing.base = Some(Base::of(body)),
-                "rule" if body.get("chain").and_then(Value::as_str) == Some(CHAIN) => {
-                    listing.rules.push(words_of(body, config));
-                }
-                // Rules of other chains go with their chain.
-                "rule" => {}
-                other => listing.others.push(format!("{other} {name}")),
-            }
+        for object in json::objects(text)? {
+            listing.take(object, config);
         }
         Ok(listing)
+    }
+
+    /// What nft's echo of a committed transaction (`nft -e -j -f`) says the
+    /// table holds: the objects it added, each `{"add": …}`, read as a
+    /// listing. Each table added begins it afresh: a script's first line
+    /// adds the table only where it was missing, and the delete after it is
+    /// not echoed. Err when it is not such an echo.
+    pub fn echoed(text: &str, config: &Config) -> Result<Listing, String> {
+        let mut listing = Listing::default();
+        for object in json::objects(text)? {
+            let added = match object {
+                Object::Add(added) => *added,
+                Object::Other(kind, _) if &*kind == "metainfo" => continue,
+                other => return Err(format!("`{}` echoed, not an add", other.kind())),
+            };
+            if let Object::Table(table) = &added
+                && ours(&table.family, &table.table, &table.name)
+            {
+                listing = Listing::default();
+            }
+            listing.take(added, config);
+        }
+        Ok(listing)
+    }
+
+    /// Takes in one object of a listing.
+    fn take(&mut self, object: Object<'_>, config: &Config) {
+        match object {
+            Object::Table(table) if ours(&table.family, &table.table, &table.name) => {
+                self.table = true;
+            }
+            Object::Chain(chain) if ours(&chain.family, &chain.table, &chain.name) => {
+                match chain.name.as_deref().unwrap_or("?") {
+                    CHAIN => self.base = Some(Base::of(&chain)),
+                    name => self.others.push(format!("chain {name}")),
+                }
+            }
+            // Rules of other chains go with their chain.
+            Object::Rule(rule)
+                if ours(&rule.family, &rule.table, &None) && text(&rule.chain) == CHAIN =>
+            {
+                self.rules.push(words_of(&rule, config));
+            }
+            Object::Other(kind, named)
+                if &*kind != "metainfo" && ours(&named.family, &named.table, &named.name) =>
+            {
+                let name = named.name.as_deref().unwrap_or("?");
+                self.others.push(format!("{} {name}", &*kind));
+            }
+            // Not asked for, so never there; or a rule of another chain.
+            _ => {}
+        }
     }
 
     /// What `family` holds, in the model's terms.
@@ -723,26 +820,21 @@ impl Listing {
 }
 
 impl Base {
-    fn of(chain: &Value) -> Base {
-        let text = |key: &str| chain.get(key).and_then(Value::as_str);
-        if text("type") != Some("filter") || text("hook") != Some("input") {
+    fn of(chain: &json::Chain) -> Base {
+        if text(&chain.kind) != "filter" || text(&chain.hook) != "input" {
             return Base::Unhooked;
         }
-        match text("policy") {
-            Some("drop") => Base::Dropping,
+        match text(&chain.policy) {
+            "drop" => Base::Dropping,
             _ => Base::Hooked,
         }
     }
 }
 
-/// The objects of one kind in an `nft -j` listing.
-fn items<'v>(document: &'v Value, kind: &'v str) -> impl Iterator<Item = &'v Value> + 'v {
-    document
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(move |object| object.get(kind))
+/// Whether an object is of portlocker's table: of family inet, and of table
+/// portlocker (the table itself: named so).
+fn ours(family: &Option<json::Str>, table: &Option<json::Str>, name: &Option<json::Str>) -> bool {
+    text(family) == "inet" && table.as_ref().or(name.as_ref()).map(|t| &**t) == Some("portlocker")
 }
 
 /// What one rule of an nft listing matches, as far as portlocker's rules go.
@@ -763,13 +855,10 @@ struct Matches {
 /// rule portlocker makes that it is, or else the words of a rule of an
 /// unknown service, which the planner removes and the verdicts cannot
 /// count on. Its family: None when it names none.
-fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
-    let expressions = listed
-        .get("expr")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+fn words_of(listed: &json::Rule, config: &Config) -> (Option<Family>, Vec<String>) {
     let mut found = Matches::default();
-    let known = expressions
+    let known = listed
+        .expr
         .iter()
         .all(|expression| found.take(expression).is_some());
     let family = match (found.nfproto, found.source) {
@@ -778,17 +867,16 @@ fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
         (None, Some(source)) => Some(family_of(&source)),
         (None, None) => None,
     };
-    let comment = listed.get("comment").and_then(Value::as_str);
     if known
         && let Some(family) = family
-        && let Some(rule) = found.rule(config, family, comment)
+        && let Some(rule) = found.rule(config, family, listed.comment.as_deref())
     {
         return (Some(family), rule.listed_spec());
     }
-    let handle = listed.get("handle").and_then(Value::as_u64).unwrap_or(0);
+    let handle = listed.handle.unwrap_or(0);
     let mut words = ["-m", "nft", "--comment"].map(String::from).to_vec();
     words.push(format!("{UNKNOWN_TAG} rule {handle}"));
-    if let Some(verdict) = expressions.last().and_then(verdict_word) {
+    if let Some(verdict) = listed.expr.last().and_then(verdict_word) {
         words.extend(["-j".to_owned(), verdict]);
     }
     (family, words)
@@ -797,11 +885,13 @@ fn words_of(listed: &Value, config: &Config) -> (Option<Family>, Vec<String>) {
 /// A rule's last expression as the target the verdicts read after `-j`,
 /// when it is a verdict: `ACCEPT`, `DROP`, `RETURN`, or for a jump the
 /// chain's name (which may decide either way).
-fn verdict_word(expression: &Value) -> Option<String> {
-    let (kind, body) = expression.as_object()?.iter().next()?;
-    Some(match kind.as_str() {
+fn verdict_word(expression: &Expr) -> Option<String> {
+    let Expr::Verdict { kind, target } = expression else {
+        return None;
+    };
+    Some(match &**kind {
         "accept" | "drop" | "reject" | "return" => kind.to_uppercase(),
-        "jump" | "goto" => format!("nft:{}", body.get("target")?.as_str()?),
+        "jump" | "goto" => format!("nft:{}", target.text()?),
         "queue" => "NFQUEUE".to_owned(),
         _ => return None,
     })
@@ -816,54 +906,46 @@ fn family_of(net: &IpNet) -> Family {
 
 impl Matches {
     /// Takes in one expression; None when it is not one of portlocker's kinds.
-    fn take(&mut self, expression: &Value) -> Option<()> {
-        let (kind, body) = expression.as_object()?.iter().next()?;
+    fn take(&mut self, expression: &Expr) -> Option<()> {
         if self.verdict.is_some() {
             // Nothing follows a verdict in portlocker's rules.
             return None;
         }
-        match kind.as_str() {
-            "drop" | "return" | "accept" => {
-                self.verdict = Some(kind.clone());
+        let matched = match expression {
+            Expr::Verdict { kind, .. } if matches!(&**kind, "drop" | "return" | "accept") => {
+                self.verdict = Some(kind.to_string());
                 return Some(());
             }
-            "match" => {}
+            Expr::Match(matched) => matched,
             _ => return None,
-        }
-        let operator = body.get("op")?.as_str()?;
-        let left = body.get("left")?;
-        let right = body.get("right")?;
-        if let Some(key) = left.get("meta").and_then(|meta| meta.get("key")?.as_str()) {
-            return match (key, operator) {
+        };
+        let (operator, right) = (matched.op.text()?, &matched.right);
+        match &matched.left {
+            Operand::Meta(key) => match (&**key, operator) {
                 ("nfproto", "==") => set(
                     &mut self.nfproto,
-                    match right.as_str()? {
+                    match right.text()? {
                         "ipv4" => Family::Ipv4,
                         "ipv6" => Family::Ipv6,
                         _ => return None,
                     },
                 ),
-                ("l4proto", "==") => self.protocol(protocol(right.as_str()?)?),
+                ("l4proto", "==") => self.protocol(protocol(right.text()?)?),
                 ("time", "<" | ">=") => {
-                    let moment =
-                        NaiveDateTime::parse_from_str(right.as_str()?, "%Y-%m-%d %H:%M:%S")
-                            .ok()?
-                            .and_utc();
+                    let moment = NaiveDateTime::parse_from_str(right.text()?, "%Y-%m-%d %H:%M:%S")
+                        .ok()?
+                        .and_utc();
                     set(&mut self.time, (operator.to_owned(), moment))
                 }
                 _ => None,
-            };
-        }
-        if let Some(payload) = left.get("payload") {
-            let protocol_name = payload.get("protocol")?.as_str()?;
-            let field = payload.get("field")?.as_str()?;
-            if operator != "==" {
-                return None;
-            }
-            return match (protocol_name, field) {
+            },
+            Operand::Payload {
+                protocol: protocol_name,
+                field,
+            } if operator == "==" => match (&**protocol_name, &**field) {
                 ("ip" | "ip6", "saddr") => {
                     let net = address(right)?;
-                    let expected = match protocol_name {
+                    let expected = match &**protocol_name {
                         "ip" => Family::Ipv4,
                         _ => Family::Ipv6,
                     };
@@ -872,48 +954,49 @@ impl Matches {
                 }
                 ("tcp" | "udp", "dport") => {
                     self.protocol(protocol(protocol_name)?)?;
+                    let port = |operand: &Operand| match operand {
+                        Operand::Number(port) => u16::try_from(*port).ok(),
+                        _ => None,
+                    };
                     let ports = match right {
-                        Value::Number(port) => {
-                            let port = u16::try_from(port.as_u64()?).ok()?;
-                            (port, port)
-                        }
-                        _ => {
-                            let range = right.get("range")?.as_array()?;
-                            let bound =
-                                |index: usize| u16::try_from(range.get(index)?.as_u64()?).ok();
-                            (bound(0)?, bound(1)?)
-                        }
+                        Operand::Range(bounds) => match &bounds[..] {
+                            [first, last] => (port(first)?, port(last)?),
+                            _ => return None,
+                        },
+                        single => (port(single)?, port(single)?),
                     };
                     set(&mut self.ports, ports)
                 }
                 _ => None,
-            };
-        }
-        if let Some(and) = left.get("&").and_then(Value::as_array) {
+            },
             // tcp flags & (fin|syn|rst|ack) == syn
-            let flags = and.first()?.get("payload")?;
-            let mask: Vec<&str> = and
-                .get(1)?
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            let syn = flags.get("protocol")?.as_str()? == "tcp"
-                && flags.get("field")?.as_str()? == "flags"
-                && mask == ["fin", "syn", "rst", "ack"]
-                && operator == "=="
-                && right.as_str()? == "syn";
-            return (syn && !self.syn).then(|| self.syn = true);
+            Operand::And(and) => {
+                let [
+                    Operand::Payload {
+                        protocol: flags_of,
+                        field,
+                    },
+                    Operand::List(mask),
+                ] = &and[..]
+                else {
+                    return None;
+                };
+                let mask: Option<Vec<&str>> = mask.iter().map(Operand::text).collect();
+                let syn = (&**flags_of, &**field) == ("tcp", "flags")
+                    && mask? == ["fin", "syn", "rst", "ack"]
+                    && operator == "=="
+                    && right.text()? == "syn";
+                (syn && !self.syn).then(|| self.syn = true)
+            }
+            Operand::Ct(key) if &**key == "state" => {
+                let new = matches!(operator, "in" | "==")
+                    && (right.text() == Some("new")
+                        || matches!(right, Operand::List(states)
+                            if states.len() == 1 && states[0].text() == Some("new")));
+                (new && !self.new).then(|| self.new = true)
+            }
+            _ => None,
         }
-        if left.get("ct").and_then(|ct| ct.get("key")?.as_str()) == Some("state") {
-            let new = matches!(operator, "in" | "==")
-                && (right.as_str() == Some("new")
-                    || right
-                        .as_array()
-                        .is_some_and(|states| states == &[Value::from("new")]));
-            return (new && !self.new).then(|| self.new = true);
-        }
-        None
     }
 
     fn protocol(&mut self, protocol: Protocol) -> Option<()> {
@@ -980,14 +1063,14 @@ fn protocol(name: &str) -> Option<Protocol> {
 
 /// An address or network as nft lists it: `192.0.2.1`, or
 /// `{"prefix": {"addr": "198.51.100.0", "len": 24}}`.
-fn address(value: &Value) -> Option<IpNet> {
-    if let Some(text) = value.as_str() {
-        return text.parse::<std::net::IpAddr>().ok().map(IpNet::from);
-    }
-    let prefix = value.get("prefix")?;
-    let address: std::net::IpAddr = prefix.get("addr")?.as_str()?.parse().ok()?;
-    let length = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
-    let net = IpNet::new(address, length).ok()?;
+fn address(value: &Operand) -> Option<IpNet> {
+    let (address, length) = match value {
+        Operand::Text(text) => return text.parse::<std::net::IpAddr>().ok().map(IpNet::from),
+        Operand::Prefix { addr, len } => (addr, len),
+        _ => return None,
+    };
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let net = IpNet::new(address, u8::try_from(*length).ok()?).ok()?;
     (net.trunc() == net).then_some(net)
 }
 
@@ -1014,6 +1097,7 @@ fn refused_line(stderr: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Exit;
     use crate::plan::{SourcesSeen, plan};
     use std::collections::BTreeMap;
 
@@ -1108,6 +1192,11 @@ mod tests {
     /// The listing of a table that `nft -f` made from `every_kind`'s script,
     /// as nft 1.0.6 printed it.
     const EVERY_KIND: &str = include_str!("../tests/fixtures/nft-every-kind.json");
+
+    /// What nft 1.0.6 printed on committing that script with `-e -j` where
+    /// the table did not exist: the table added by the first line, and again
+    /// after the delete (not echoed), with its chain and rules.
+    const EVERY_KIND_ECHO: &str = include_str!("../tests/fixtures/nft-every-kind-echo.json");
 
     /// That table after hand edits: an untagged accept first, an untagged
     /// rule with a counter, a tagged rule with a log, a rule of a service
@@ -1294,6 +1383,42 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_in_a_form_portlocker_does_not_write_is_drift() {
+        let config = config();
+        let unknown = |listing: &Listing| {
+            listing
+                .rules
+                .iter()
+                .filter(|(_, words)| words.iter().any(|word| word.starts_with(UNKNOWN_TAG)))
+                .count()
+        };
+        let whole = Listing::parse(EVERY_KIND, &config).unwrap();
+        assert_eq!(unknown(&whole), 0);
+        for (form, instead) in [
+            // A range of three bounds once read as the first two.
+            (
+                "\"range\": [60000, 61000]",
+                "\"range\": [60000, 61000, 62000]",
+            ),
+            ("\"right\": 1194}", "\"right\": {\"set\": [1194]}}"),
+            ("\"right\": 1194}", "\"right\": 1194.0}"),
+            (
+                "[\"fin\", \"syn\", \"rst\", \"ack\"]",
+                "[\"fin\", \"syn\", \"rst\", \"ack\", 1]",
+            ),
+            ("{\"drop\": null}", "{\"drop\": null, \"log\": null}"),
+            ("{\"drop\": null}", "\"drop\""),
+            ("\"op\": \"==\"", "\"op\": [\"==\"]"),
+        ] {
+            assert!(EVERY_KIND.contains(form), "{form}");
+            let json = EVERY_KIND.replacen(form, instead, 1);
+            let listing = Listing::parse(&json, &config).unwrap();
+            assert_eq!(listing.rules.len(), whole.rules.len(), "{instead}");
+            assert_eq!(unknown(&listing), 1, "{instead}: {listing:#?}");
+        }
+    }
+
+    #[test]
     fn listings_that_are_not_a_listing_are_refused() {
         let config = config();
         assert!(Listing::parse("", &config).is_err());
@@ -1317,15 +1442,32 @@ mod tests {
         assert_eq!(refused_line("Error: No such file or directory"), None);
     }
 
-    /// nft as the unit tests need it: a listing to give, scripts to take.
+    /// nft as the unit tests need it: a table to list, scripts to take, and
+    /// what `-e -j -f -` echoes.
     #[derive(Default)]
     struct FakeNft {
         /// What `list table` prints; None: there is no table.
         table: Option<String>,
+        /// What `list chains` prints; None: no chain of another table.
+        chains: Option<String>,
         /// What `-f -` says on refusing; None: it takes every script.
         refusal: Option<String>,
+        echo: Echo,
         calls: Vec<String>,
         scripts: Vec<String>,
+    }
+
+    /// What `nft -e -j -f -` does with a script it takes. (`nft -f -` only
+    /// takes it.)
+    #[derive(Default)]
+    enum Echo {
+        /// Makes the table as real nft does, and echoes it as nft 1.0.6 does.
+        #[default]
+        Faithful,
+        /// Makes the table, but prints this instead of its echo.
+        Prints(String),
+        /// Makes nothing, prints this, and says it succeeded: a lying nft.
+        Lies(String),
     }
 
     impl Runner for FakeNft {
@@ -1337,6 +1479,7 @@ mod tests {
                 stdout: stdout.to_owned(),
                 stderr: stderr.to_owned(),
             };
+            let script = command.stdin.clone().unwrap_or_default();
             Ok(
                 match command.args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                     ["-j", "list", "table", "inet", "portlocker"] => match &self.table {
@@ -1347,18 +1490,200 @@ mod tests {
                             "Error: No such file or directory\nlist table inet portlocker\n",
                         ),
                     },
-                    ["-j", "list", "chains"] => done(0, "{\"nftables\": []}", ""),
-                    ["-f", "-"] => match &self.refusal {
-                        Some(refusal) => done(1, "", refusal),
-                        None => {
-                            self.scripts.push(command.stdin.clone().unwrap_or_default());
-                            done(0, "", "")
-                        }
+                    ["-j", "list", "chains"] => match &self.chains {
+                        Some(chains) => done(0, chains, ""),
+                        None => done(0, "{\"nftables\": []}", ""),
                     },
+                    ["-f", "-"] | ["-e", "-j", "-f", "-"] if self.refusal.is_some() => {
+                        done(1, "", self.refusal.as_deref().unwrap())
+                    }
+                    ["-f", "-"] => {
+                        self.scripts.push(script);
+                        done(0, "", "")
+                    }
+                    ["-e", "-j", "-f", "-"] => {
+                        self.scripts.push(script.clone());
+                        let (table, echo) = committed(self.table.is_some(), &script);
+                        match &self.echo {
+                            Echo::Faithful => {
+                                self.table = table;
+                                done(0, &echo, "")
+                            }
+                            Echo::Prints(text) => {
+                                self.table = table;
+                                done(0, text, "")
+                            }
+                            Echo::Lies(text) => done(0, text, ""),
+                        }
+                    }
                     _ => done(2, "", "the fake does not know that"),
                 },
             )
         }
+    }
+
+    /// What real nft makes of a script of portlocker's (`script`'s output)
+    /// when the table exists or not: the table's listing after it (None: no
+    /// table), and the echo, both as nft 1.0.6 prints them.
+    fn committed(exists: bool, script: &str) -> (Option<String>, String) {
+        use serde_json::{Value, json};
+        let mut exists = exists;
+        let mut table: Vec<Value> = Vec::new();
+        let mut echo: Vec<Value> = Vec::new();
+        let mut handles = 0..;
+        for line in script.lines().map(str::trim) {
+            let object = match line {
+                "table inet portlocker" | "table inet portlocker {" if exists => continue,
+                "table inet portlocker" | "table inet portlocker {" => {
+                    exists = true;
+                    table.clear();
+                    json!({"table": {"family": "inet", "name": "portlocker", "handle": handles.next()}})
+                }
+                "delete table inet portlocker" => {
+                    exists = false;
+                    table.clear();
+                    continue;
+                }
+                "chain input {" | "}" => continue,
+                BASE => json!({"chain": {
+                    "family": "inet", "table": "portlocker", "name": "input",
+                    "handle": handles.next(), "type": "filter", "hook": "input",
+                    "prio": PRIORITY, "policy": "accept"
+                }}),
+                rule => json_rule(rule, handles.next().unwrap()),
+            };
+            table.push(object.clone());
+            echo.push(json!({ "add": object }));
+        }
+        let metainfo = json!({"metainfo": {"version": "1.0.6", "json_schema_version": 1}});
+        let listing = exists.then(|| {
+            json!({"nftables": std::iter::once(metainfo).chain(table).collect::<Vec<_>>()})
+                .to_string()
+        });
+        // Real nft prints nothing when it has nothing to echo.
+        let echo = match echo.is_empty() {
+            true => String::new(),
+            false => json!({ "nftables": echo }).to_string(),
+        };
+        (listing, echo)
+    }
+
+    /// One rule line of portlocker's script as nft 1.0.6 lists it: `meta
+    /// nfproto` goes where a source match implies it, and a source of one
+    /// address loses its /32 or /128.
+    fn json_rule(line: &str, handle: u64) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let mut words: Vec<String> = Vec::new();
+        let mut quoted = false;
+        for (index, part) in line.split('"').enumerate() {
+            match quoted {
+                true => words.push(part.to_owned()),
+                false => words.extend(part.split_whitespace().map(str::to_owned)),
+            }
+            quoted = index % 2 == 0;
+        }
+        let matched = |left: Value, op: &str, right: Value| json!({"match": {"op": op, "left": left, "right": right}});
+        let payload = |protocol: &str, field: &str| json!({"payload": {"protocol": protocol, "field": field}});
+        let (mut expr, mut nfproto, mut source, mut comment) = (Vec::new(), None, false, None);
+        let mut at = 0;
+        while at < words.len() {
+            let word = |offset: usize| words[at + offset].as_str();
+            at += match (word(0), words.get(at + 1).map(String::as_str)) {
+                ("meta", Some("nfproto")) => {
+                    nfproto = Some(matched(
+                        json!({"meta": {"key": "nfproto"}}),
+                        "==",
+                        json!(word(2)),
+                    ));
+                    3
+                }
+                ("meta", Some("time")) => {
+                    expr.push(matched(
+                        json!({"meta": {"key": "time"}}),
+                        word(2),
+                        json!(word(3)),
+                    ));
+                    4
+                }
+                (protocol @ ("ip" | "ip6"), Some("saddr")) => {
+                    let net: IpNet = word(2).parse().unwrap();
+                    let right = match net.prefix_len() == net.max_prefix_len() {
+                        true => json!(net.addr().to_string()),
+                        false => {
+                            json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}})
+                        }
+                    };
+                    expr.push(matched(payload(protocol, "saddr"), "==", right));
+                    source = true;
+                    3
+                }
+                (protocol @ ("tcp" | "udp"), Some("dport")) => {
+                    let port = |text: &str| text.parse::<u16>().unwrap();
+                    let right = match word(2).split_once('-') {
+                        Some((first, last)) => json!({"range": [port(first), port(last)]}),
+                        None => json!(port(word(2))),
+                    };
+                    expr.push(matched(payload(protocol, "dport"), "==", right));
+                    3
+                }
+                ("tcp", Some("flags")) => {
+                    assert_eq!(
+                        words[at + 2..at + 6],
+                        ["&", "(fin|syn|rst|ack)", "==", "syn"]
+                    );
+                    let flags =
+                        json!({"&": [payload("tcp", "flags"), ["fin", "syn", "rst", "ack"]]});
+                    expr.push(matched(flags, "==", json!("syn")));
+                    6
+                }
+                ("ct", Some("state")) => {
+                    assert_eq!(word(2), "new");
+                    expr.push(matched(json!({"ct": {"key": "state"}}), "in", json!("new")));
+                    3
+                }
+                (verdict @ ("drop" | "return" | "accept"), _) => {
+                    expr.push(json!({ verdict: null }));
+                    1
+                }
+                ("comment", Some(text)) => {
+                    comment = Some(text.to_owned());
+                    2
+                }
+                (other, _) => panic!("the fake nft does not know `{other}` in {line}"),
+            };
+        }
+        if let (Some(nfproto), false) = (nfproto, source) {
+            expr.insert(0, nfproto);
+        }
+        let mut rule = json!({
+            "family": "inet", "table": "portlocker", "chain": "input", "handle": handle, "expr": expr
+        });
+        if let Some(comment) = comment {
+            rule["comment"] = json!(comment);
+        }
+        json!({ "rule": rule })
+    }
+
+    #[test]
+    fn the_fake_nft_makes_and_echoes_what_real_nft_does() {
+        let config = config();
+        let changes = every_kind(&config);
+        let refs: Vec<&Change> = changes.iter().collect();
+        let after = record(&config, &bare(&config), &changes);
+        let text = script(&config, &after, &refs).unwrap().text;
+        let (table, echo) = committed(false, &text);
+        let real = Listing::parse(EVERY_KIND, &config).unwrap();
+        assert_eq!(Listing::parse(&table.unwrap(), &config).unwrap(), real);
+        assert_eq!(Listing::echoed(&echo, &config).unwrap(), real);
+        assert_eq!(
+            Listing::echoed(EVERY_KIND_ECHO, &config).unwrap(),
+            real,
+            "real nft's echo"
+        );
+        // Where the table exists, the script's first line adds nothing.
+        let (_, again) = committed(true, &text);
+        assert_eq!(again.matches("{\"table\":{").count(), 1);
+        assert_eq!(Listing::echoed(&again, &config).unwrap(), real);
     }
 
     fn run_once(config: &Config, fake: &mut FakeNft, text: &str) -> (Holdings, Applied) {
@@ -1377,7 +1702,11 @@ mod tests {
         let (holdings, applied) = run_once(&config, &mut fake, "close ssh\n");
         assert!(applied.errors.is_empty(), "{:?}", applied.errors);
         assert_eq!(fake.scripts.len(), 1);
-        assert!(fake.calls[1].ends_with("nft -f -"), "{:?}", fake.calls);
+        assert!(
+            fake.calls[1].ends_with("nft -e -j -f -"),
+            "{:?}",
+            fake.calls
+        );
         assert!(fake.scripts[0].contains("meta nfproto ipv6 tcp dport 22"));
 
         // The table as nft would list it again: nothing to write.
@@ -1392,6 +1721,205 @@ mod tests {
         let mut same = holdings.clone();
         assert!(again.apply(&steps, &mut same).made.is_empty());
         assert_eq!(fake.scripts.len(), 1);
+    }
+
+    /// `nft -j list chains` where Docker is and another table drops by default.
+    const OTHERS: &str = "{\"nftables\": [\
+        {\"chain\": {\"family\": \"ip\", \"table\": \"filter\", \"name\": \"DOCKER-USER\", \"handle\": 1}}, \
+        {\"chain\": {\"family\": \"inet\", \"table\": \"filter\", \"name\": \"input\", \"handle\": 2, \
+          \"type\": \"filter\", \"hook\": \"input\", \"prio\": 0, \"policy\": \"drop\"}}]}";
+
+    fn nft_processes(fake: &FakeNft) -> Vec<&str> {
+        fake.calls
+            .iter()
+            .map(|call| call.strip_prefix("/usr/sbin/nft ").unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_committed_change_is_read_from_the_echo_with_no_second_listing() {
+        let config = config();
+        for start in [None, Some(EVERY_KIND.to_owned())] {
+            let mut fake = FakeNft {
+                table: start.clone(),
+                chains: Some(OTHERS.to_owned()),
+                ..FakeNft::default()
+            };
+            let mut nft = Nft::new(&config, &mut fake);
+            let (mut holdings, errors) = nft.observe(true);
+            let wants = wants(&config, "close ssh\nopen mosh from 192.0.2.1\nopen vpn\n");
+            let steps = plan(&config, &wants, &holdings, &SourcesSeen::new());
+            let applied = nft.apply(&steps, &mut holdings);
+            assert!(errors.is_empty() && applied.errors.is_empty());
+            assert!(!applied.made.is_empty());
+            let confirmed = applied.confirmed.expect("read from the echo");
+            assert_eq!(
+                nft_processes(&fake),
+                [
+                    "-j list table inet portlocker",
+                    "-j list chains",
+                    "-e -j -f -"
+                ],
+                "{start:?}"
+            );
+            // What the table holds now, as a listing reads it; Docker's
+            // chain as the run saw it.
+            let (listed, _) = Nft::new(&config, &mut fake).observe(true);
+            assert_eq!(confirmed, listed);
+            assert!(confirmed.family(Family::Ipv4).unwrap().docker_user);
+            assert_eq!(plan_of(&config, &wants, &confirmed), []);
+        }
+    }
+
+    #[test]
+    fn an_echo_that_does_not_show_the_table_written_is_not_trusted() {
+        use serde_json::Value;
+        let config = config();
+        let text = "close ssh\nclose mosh\n";
+        // The faithful echo of that run, but for its last rule.
+        let truncated = {
+            let start = bare(&config);
+            let steps = plan(&config, &wants(&config, text), &start, &SourcesSeen::new());
+            let prepared = prepare(&config, &steps, &start).unwrap().unwrap();
+            let (_, echo) = committed(false, &prepared.script.text);
+            let mut echo: Value = serde_json::from_str(&echo).unwrap();
+            echo["nftables"].as_array_mut().unwrap().pop();
+            echo.to_string()
+        };
+        for echo in [
+            Echo::Prints(String::new()),
+            Echo::Prints("not json".into()),
+            Echo::Prints("{\"nftables\": []}".into()),
+            Echo::Prints(truncated),
+            // Another table's echo, and a listing, not an echo.
+            Echo::Prints(EVERY_KIND_ECHO.into()),
+            Echo::Prints(EVERY_KIND.into()),
+            Echo::Lies(String::new()),
+            Echo::Lies(EVERY_KIND_ECHO.into()),
+        ] {
+            let lies = matches!(echo, Echo::Lies(_));
+            let mut fake = FakeNft {
+                echo,
+                ..FakeNft::default()
+            };
+            let (_, applied) = run_once(&config, &mut fake, text);
+            assert!(applied.errors.is_empty() && !applied.made.is_empty());
+            assert_eq!(applied.confirmed, None, "{:?}", fake.scripts);
+            if lies {
+                // Read again, the table is not there: nothing was closed.
+                let (again, _) = Nft::new(&config, &mut fake).observe(false);
+                assert_eq!(again, bare(&config));
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_that_changes_nothing_starts_no_writing_process() {
+        let config = config();
+        let mut fake = FakeNft::default();
+        let text = "close ssh\nopen mosh from 192.0.2.1\n";
+        run_once(&config, &mut fake, text);
+        assert_eq!(fake.scripts.len(), 1);
+        fake.calls.clear();
+        let (_, applied) = run_once(&config, &mut fake, text);
+        assert!(applied.made.is_empty() && applied.errors.is_empty());
+        assert_eq!(nft_processes(&fake), ["-j list table inet portlocker"]);
+    }
+
+    #[test]
+    fn a_run_that_reads_the_table_again_tells_each_notice_once() {
+        let config = config();
+        let mut fake = FakeNft {
+            chains: Some(OTHERS.to_owned()),
+            echo: Echo::Prints(String::new()),
+            ..FakeNft::default()
+        };
+        let mut nft = Nft::new(&config, &mut fake);
+        let (mut holdings, _) = nft.observe(true);
+        let steps = plan(
+            &config,
+            &wants(&config, "close ssh\n"),
+            &holdings,
+            &SourcesSeen::new(),
+        );
+        assert_eq!(nft.apply(&steps, &mut holdings).confirmed, None);
+        // As the run does when the echo does not tell.
+        nft.observe(true);
+        let notices = nft.tidy().notices;
+        assert_eq!(notices.len(), 1, "{notices:#?}");
+        assert!(notices[0].contains("chain input of table inet filter drops"));
+    }
+
+    /// A whole run, in process, with `fake` as nft: its exit, page and metrics.
+    fn whole_run(fake: &mut FakeNft, control: &str) -> (Exit, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        // The backend wants nft to be there; the fake answers in its place.
+        std::fs::write(path("nft"), "").unwrap();
+        std::fs::set_permissions(path("nft"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(path("control.txt"), control).unwrap();
+        let config = Config::parse(&format!(
+            "source = {:?}\nlog_file = {:?}\nstatus_file = {:?}\nmetrics_file = {:?}\n\
+             state_dir = {:?}\n[firewall]\nbackend = \"nftables\"\nnft = {:?}\n\
+             [services]\nssh = 22\nmosh = \"60000-61000/udp\"\n",
+            path("control.txt"),
+            path("log"),
+            path("status.html"),
+            path("metrics.prom"),
+            path("state"),
+            path("nft"),
+        ))
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-25T10:00:00+01:00").unwrap();
+        fake.calls.clear();
+        let exit = crate::run::run_locked(&config, false, &mut *fake, now);
+        let read = |name: &str| std::fs::read_to_string(path(name)).unwrap();
+        (exit, read("status.html"), read("metrics.prom"))
+    }
+
+    #[test]
+    fn a_change_nft_says_it_made_but_did_not_is_caught_by_reading_back() {
+        let closed = "portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 1";
+        // As it should be: one listing, one transaction, the echo read.
+        let mut fake = FakeNft::default();
+        let (exit, page, metrics) = whole_run(&mut fake, "close ssh\n");
+        assert_eq!(exit, Exit::Ok, "{page}");
+        assert!(page.contains("IPv4 closed"), "{page}");
+        assert!(metrics.contains(closed), "{metrics}");
+        let processes: Vec<&str> = fake
+            .calls
+            .iter()
+            .map(|call| call.rsplit_once("/nft ").unwrap().1)
+            .collect();
+        assert_eq!(
+            processes,
+            [
+                "-j list table inet portlocker",
+                "-j list chains",
+                "-e -j -f -"
+            ]
+        );
+        for lie in ["", "{\"nftables\": []}"] {
+            let mut fake = FakeNft {
+                echo: Echo::Lies(lie.into()),
+                ..FakeNft::default()
+            };
+            let (exit, page, metrics) = whole_run(&mut fake, "close ssh\n");
+            assert_eq!(exit, Exit::Failed, "{page}");
+            assert!(page.contains("Failed:"), "{page}");
+            assert!(!page.contains("IPv4 closed"), "{page}");
+            assert!(
+                metrics.contains("portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 0"),
+                "{metrics}"
+            );
+            // The table was listed again after the transaction.
+            let listings = fake
+                .calls
+                .iter()
+                .filter(|call| call.ends_with("-j list table inet portlocker"));
+            assert_eq!(listings.count(), 2, "{:?}", fake.calls);
+        }
     }
 
     #[test]

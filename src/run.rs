@@ -510,10 +510,13 @@ fn reconcile<'a, R: Runner + 'a>(
     }
     errors.extend(applied.errors);
     if !applied.made.is_empty() {
-        // What the firewall holds now, read back — not what the changes
-        // should have made: the verdicts below, the page and the metrics
-        // must tell what is there.
-        let (read_back, read_errors) = backend.observe(docker);
+        // What the firewall holds now, as it said on committing the changes
+        // or read back — not what the changes should have made: the verdicts
+        // below, the page and the metrics must tell what is there.
+        let (read_back, read_errors) = match applied.confirmed {
+            Some(confirmed) => (confirmed, Vec::new()),
+            None => backend.observe(docker),
+        };
         holdings = read_back;
         errors.extend(read_errors);
     }

@@ -3,7 +3,9 @@
 //! which gives every child a time limit and kills it past that.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
@@ -117,22 +119,14 @@ impl SystemRunner {
             // nft reads and prints times in the zone it runs in: always UTC.
             .env("TZ", "UTC")
             .envs(env.iter().copied())
-            .stdin(match command.stdin {
-                Some(_) => Stdio::piped(),
+            .stdin(match &command.stdin {
+                Some(input) => Stdio::from(stdin_file(input)?),
                 None => Stdio::null(),
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
         let deadline = Instant::now() + self.limit;
-        if let (Some(input), Some(mut pipe)) = (&command.stdin, child.stdin.take()) {
-            // On a thread of its own: a child that stops reading (or dies)
-            // cannot block the run; the pipe closes when the thread is done.
-            let input = input.clone();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(input.as_bytes());
-            });
-        }
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         // The pipes close when the child exits, so waiting for them first
@@ -141,7 +135,12 @@ impl SystemRunner {
             let output = pipe.recv_timeout(deadline.saturating_duration_since(Instant::now()));
             output
                 .ok()
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                // Not copied when it is UTF-8, as a listing is.
+                .map(|bytes| {
+                    String::from_utf8(bytes).unwrap_or_else(|error| {
+                        String::from_utf8_lossy(error.as_bytes()).into_owned()
+                    })
+                })
         };
         let (stdout, stderr) = (collect(stdout), collect(stderr));
         let status = match (&stdout, &stderr) {
@@ -174,6 +173,24 @@ impl Runner for SystemRunner {
     fn run(&mut self, command: &Command) -> io::Result<Completion> {
         self.run_with_env(command, &[])
     }
+}
+
+/// What a child reads on stdin: `input` in an anonymous file in memory, from
+/// its start. A file, not a pipe: `nft -j -f -` opens /dev/stdin twice (a
+/// JSON parse first, then nft's own syntax), and from a pipe the first read
+/// takes what the second needs, so nft applies nothing, or a torn script,
+/// and says it succeeded. Writing it cannot block on a child that never reads.
+fn stdin_file(input: &str) -> io::Result<File> {
+    // SAFETY: memfd_create(2) with a NUL-terminated name and flags; no memory is shared.
+    let fd = unsafe { libc::memfd_create(c"portlocker-stdin".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor, owned by nothing else.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(input.as_bytes())?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 /// Reads a child's pipe to its end on a thread of its own, so a child that
@@ -461,6 +478,17 @@ mod tests {
     }
 
     #[test]
+    fn output_that_is_not_utf8_is_read_with_replacement_characters() {
+        let done = runner(Duration::from_secs(30))
+            .run(&script("printf 'a\\377b'; printf 'c\\376' >&2"))
+            .unwrap();
+        assert_eq!(
+            (done.stdout.as_str(), done.stderr.as_str()),
+            ("a\u{FFFD}b", "c\u{FFFD}")
+        );
+    }
+
+    #[test]
     fn a_chatty_child_cannot_block_on_a_full_pipe() {
         // Far more than a pipe holds, on both streams, stderr first.
         let done = runner(Duration::from_secs(30))
@@ -557,5 +585,23 @@ mod stdin_tests {
             stdin: Some("x".repeat(1 << 20)),
         };
         assert_eq!(runner.run(&deaf).unwrap().termination, Termination::Code(0));
+    }
+
+    /// `nft -j -f -` reads its input twice: it opens /dev/stdin for a JSON
+    /// parse, then again for nft's own syntax. Each open must start at the
+    /// beginning (from a pipe, the first read takes what the second needs,
+    /// and nft applies nothing yet says it succeeded).
+    #[test]
+    fn a_child_that_opens_its_stdin_twice_reads_it_whole_each_time() {
+        let mut runner = SystemRunner::with_limit(Duration::from_secs(20));
+        let input = "table inet portlocker\n".repeat(500);
+        let twice = Command {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "head -c 5 /dev/stdin; cat /dev/stdin".into()],
+            stdin: Some(input.clone()),
+        };
+        let done = runner.run(&twice).unwrap();
+        assert_eq!(done.termination, Termination::Code(0));
+        assert_eq!(done.stdout, format!("table{input}"));
     }
 }

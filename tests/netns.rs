@@ -342,7 +342,7 @@ on_both_backends! {
                     .take_while(|l| !l.contains("in one transaction"))
                     .collect();
                 assert_eq!(said, logged);
-                assert_eq!(log.matches("in one transaction: /usr/sbin/nft -f -").count(), 1, "{log}");
+                assert_eq!(log.matches("in one transaction: /usr/sbin/nft -e -j -f -").count(), 1, "{log}");
                 // The script, fed to nft by hand, makes the very table the run made.
                 let made = backend::nft_table();
                 backend.wipe();
@@ -490,19 +490,23 @@ fn a_refused_nft_script_changes_nothing() {
     use std::os::unix::fs::PermissionsExt;
     let mut env = TestEnv::with_real_nftables();
     // A wrapper that, while `refuse` exists, adds to each script a last
-    // line the kernel refuses, after all of portlocker's.
+    // line the kernel refuses, after all of portlocker's. (Through a file:
+    // `nft -j -f -` reads its input twice, which a pipe cannot give.)
     let flag = env.path("refuse");
     let wrapper = env.path("nft");
     std::fs::write(
         &wrapper,
         format!(
             "#!/bin/sh\n\
-             if [ \"$1\" = -f ] && [ -e '{flag}' ]; then\n\
-             \x20   {{ cat; echo 'delete chain inet portlocker nosuch'; }} | {nft} \"$@\"\n\
+             case \" $* \" in *' -f '*) writes=1 ;; esac\n\
+             if [ -n \"$writes\" ] && [ -e '{flag}' ]; then\n\
+             \x20   {{ cat; echo 'delete chain inet portlocker nosuch'; }} >'{script}'\n\
+             \x20   {nft} \"$@\" <'{script}'\n\
              \x20   exit $?\n\
              fi\n\
              exec {nft} \"$@\"\n",
             flag = flag.display(),
+            script = env.path("script.nft").display(),
             nft = backend::NFT,
         ),
     )
@@ -534,6 +538,114 @@ fn a_refused_nft_script_changes_nothing() {
         "ssh not opened once nft takes the script"
     );
     assert!(backend::nft_table().contains("portlocker:mosh"));
+}
+
+/// What a run changes is read back from nft's echo of its transaction:
+/// real nft's echo is trusted, so no second listing is made; a run that
+/// changes nothing only lists.
+#[test]
+fn a_change_is_read_back_from_nfts_echo_with_no_second_listing() {
+    let test = "a_change_is_read_back_from_nfts_echo_with_no_second_listing";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::with_real_nftables();
+    let calls = env.path("calls.log");
+    let wrapper = env.path("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{calls}'\nexec {nft} \"$@\"\n",
+            calls = calls.display(),
+            nft = backend::NFT,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.backend = format!("backend = \"nftables\"\nnft = {wrapper:?}\n");
+    env.write_default_config();
+    let [v4, v6] = ssh_listeners();
+    let run = |control: &str| {
+        env.control(control);
+        let _ = std::fs::remove_file(&calls);
+        env.run(&[]).expect(0);
+        std::fs::read_to_string(&calls).unwrap()
+    };
+    let listings = |calls: &str| calls.matches("-j list table inet portlocker").count();
+    let first = run("close ssh\nopen web\n");
+    assert_eq!(listings(&first), 1, "{first}");
+    assert_eq!(first.matches("-e -j -f -").count(), 1, "{first}");
+    assert!(!reachable(v4) && !reachable(v6));
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("IPv4 closed") && page.contains("IPv6 closed"),
+        "{page}"
+    );
+    let same = run("close ssh\nopen web\n");
+    assert_eq!(listings(&same), 1, "{same}");
+    assert!(!same.contains(" -f "), "{same}");
+    // From an existing table, the echo tells the table as replaced.
+    let table = backend::nft_table();
+    let opened = run("open ssh\nopen web\n");
+    assert_eq!(listings(&opened), 1, "{opened}");
+    assert!(reachable(v4) && reachable(v6));
+    assert_ne!(backend::nft_table(), table);
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("IPv4 open") && page.contains("IPv6 open"),
+        "{page}"
+    );
+}
+
+/// A change nft says it made but did not is caught by reading the table
+/// again: nft's echo of its transaction (missing, or empty) is not taken
+/// for what the table holds, nor are the changes.
+#[test]
+fn a_change_nft_claims_but_does_not_make_is_caught_by_reading_back() {
+    let test = "a_change_nft_claims_but_does_not_make_is_caught_by_reading_back";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let [v4, _] = ssh_listeners();
+    for echo in ["", "{\"nftables\": []}"] {
+        let mut env = TestEnv::with_real_nftables();
+        // A wrapper that takes each script, applies none of it, prints
+        // `echo` and says it succeeded; it lists as nft does.
+        let wrapper = env.path("nft");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n\
+                 case \" $* \" in *' -f '*) cat >/dev/null; printf '%s' '{echo}'; exit 0 ;; esac\n\
+                 exec {nft} \"$@\"\n",
+                nft = backend::NFT,
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        env.backend = format!("backend = \"nftables\"\nnft = {wrapper:?}\n");
+        let config = env.local_config("", "").replace(
+            "[fetch]",
+            &format!("metrics_file = {:?}\n[fetch]", env.path("metrics.prom")),
+        );
+        env.write_config(&config);
+        env.control("close ssh\n");
+        let run = env.run(&[]);
+        run.expect(1)
+            .says("ssh 22/tcp should be closed but is open");
+        assert!(reachable(v4), "the lying nft closed ssh");
+        assert_eq!(backend::nft_table(), "");
+        let page = env.status_page().unwrap();
+        assert!(page.contains("Failed:"), "{page}");
+        assert!(!page.contains("IPv4 closed"), "{page}");
+        let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+        assert!(
+            metrics.contains("portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 0"),
+            "{metrics}"
+        );
+    }
 }
 
 /// Another table whose input chain drops by default closes what
