@@ -1,18 +1,18 @@
-//! The firewall layer: `FirewallBackend`, what the commands need of a
-//! firewall, and `backend_for`, which picks the configured one; and the
-//! iptables backend: changes as argv vectors, reading and changing
-//! portlocker's part of iptables and ip6tables. Every process runs through
-//! the `Runner` seam (`runner.rs`); no shell is ever involved. The nftables
-//! backend is `nft.rs`.
+//! The iptables backend: portlocker's chain in iptables and ip6tables,
+//! jumped to from INPUT — changes as argv vectors and as one restore
+//! transaction per family, and reading portlocker's part back — and
+//! `backend_for`, which picks the backend the config names (this one, or
+//! nftables in `nft.rs`) behind the trait of `backend.rs`. Every process
+//! runs through the `Runner` seam (`runner.rs`); no shell is ever involved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeSet;
+mod flavours;
 
-use crate::backends;
+use crate::backend::run_command;
+pub use crate::backend::{Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named};
 use crate::config::{BackendKind, ChainName, Config, Family};
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
 use crate::nft::Nft;
@@ -247,33 +247,6 @@ fn restore_line(words: &[String]) -> String {
         .join(" ")
 }
 
-/// A restore tool's refusal (iptables-restore, `nft -f`), named after the
-/// line of its input it came from: `line_of` reads the number from what the
-/// tool said, `about` describes that line.
-pub fn refusal_named(
-    error: CommandError,
-    line_of: impl Fn(&str) -> Option<usize>,
-    about: impl Fn(usize) -> String,
-) -> CommandError {
-    match error {
-        CommandError {
-            command,
-            failure: Failure::Exited { code, stderr },
-        } => {
-            let failure = match line_of(&stderr) {
-                Some(line) => Failure::Refused(Box::new(Refusal {
-                    line,
-                    about: about(line),
-                    stderr,
-                })),
-                None => Failure::Exited { code, stderr },
-            };
-            CommandError { command, failure }
-        }
-        error => error,
-    }
-}
-
 /// The line number in an iptables-restore refusal: `line 4 failed`, or
 /// `Error occurred at line: 3`.
 fn refused_line(stderr: &str) -> Option<usize> {
@@ -282,45 +255,6 @@ fn refused_line(stderr: &str) -> Option<usize> {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     })
-}
-
-/// Runs `command` through `runner`; Ok only when it exits 0. A program in
-/// `hung` is not run again (each further call would only wait out its own
-/// time limit); one that times out is added to it.
-pub(crate) fn run_command<R: Runner>(
-    runner: &mut R,
-    hung: &mut Vec<PathBuf>,
-    command: Command,
-) -> Result<Completion, CommandError> {
-    if hung.contains(&command.program) {
-        return Err(CommandError {
-            command,
-            failure: Failure::AfterHang,
-        });
-    }
-    let completion = runner.run(&command);
-    let failure = match completion {
-        Err(error) => Failure::Spawn(error),
-        Ok(done) if done.termination == Termination::Code(0) => return Ok(done),
-        Ok(Completion {
-            termination: Termination::Code(code),
-            stderr,
-            ..
-        }) => Failure::Exited { code, stderr },
-        Ok(Completion {
-            termination: Termination::Signal(signal),
-            stderr,
-            ..
-        }) => Failure::Killed { signal, stderr },
-        Ok(Completion {
-            termination: Termination::TimedOut { after },
-            ..
-        }) => {
-            hung.push(command.program.clone());
-            Failure::TimedOut { after }
-        }
-    };
-    Err(CommandError { command, failure })
 }
 
 /// The firewall as portlocker sees it, through a `Runner`.
@@ -592,60 +526,6 @@ impl<'a, R: Runner> Firewall<'a, R> {
     }
 }
 
-/// What carrying out a plan did.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Every change made, one per command that changed the firewall.
-    pub made: Vec<Change>,
-    pub errors: Vec<CommandError>,
-    /// What the firewall reported holding once the changes were committed,
-    /// as `observe` would read it, when the apply itself learns that (nft's
-    /// echo of its transaction); None: read it again.
-    pub confirmed: Option<Holdings>,
-}
-
-/// What runs, `reset`, `status`, `check` and the dry run need of the
-/// firewall, whichever tool drives it. Every backend reads portlocker's part
-/// into `Holdings` in iptables' listing form (INPUT, and portlocker's chain
-/// jumped to from it), so the planner and the verdicts serve them all; a
-/// backend only reads, applies and removes.
-pub trait FirewallBackend {
-    /// Each program the backend runs that cannot be run, with why and what
-    /// fixes it.
-    fn broken(&self) -> Vec<(PathBuf, String)>;
-
-    /// Why this process cannot drive the firewall at all, if it cannot.
-    /// (Whether it is root shows in the tool's own answer; see
-    /// `CommandError::needs_root`.)
-    fn preflight(&self) -> Result<(), String> {
-        match self.broken().into_iter().next() {
-            Some((_, problem)) => Err(problem),
-            None => Ok(()),
-        }
-    }
-
-    /// Reads what portlocker's part of the firewall holds; a family that
-    /// could not be read is `None`, with its error. With `docker`, also what
-    /// the page's notices need (whether Docker's chain exists).
-    fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
-
-    /// Carries out the plan; every change made is recorded in `holdings`
-    /// and logged.
-    fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied;
-
-    /// What a dry run prints for `steps`, planned on `holdings`: each change
-    /// and what makes it, exactly as a run would; empty when a run would
-    /// change nothing.
-    fn dry_run(&mut self, steps: &[Step], holdings: &Holdings) -> Vec<String>;
-
-    /// Removes everything portlocker put into the firewall.
-    fn reset(&mut self) -> Reset;
-
-    /// After a run's own changes: removes what portlocker left where it no
-    /// longer looks, and tells what the owner should know of it.
-    fn tidy(&mut self) -> Tidied;
-}
-
 /// The backend the config names, driven through `runner`.
 pub fn backend_for<'a, R: Runner + 'a>(
     config: &'a Config,
@@ -655,27 +535,6 @@ pub fn backend_for<'a, R: Runner + 'a>(
         BackendKind::Iptables => Box::new(Firewall::new(config, runner)),
         BackendKind::Nftables => Box::new(Nft::new(config, runner)),
     }
-}
-
-/// What `reset` did.
-#[derive(Debug, Default)]
-pub struct Reset {
-    /// One line per change made, for stdout.
-    pub said: Vec<String>,
-    /// How many changes were made.
-    pub changes: usize,
-    /// What could not be read or removed. When one says root is needed,
-    /// nothing was changed.
-    pub errors: Vec<CommandError>,
-}
-
-/// What tidying up after a run did.
-#[derive(Debug, Default)]
-pub struct Tidied {
-    /// How many changes were made.
-    pub changes: usize,
-    /// For the status page (each also logged).
-    pub notices: Vec<String>,
 }
 
 /// iptables and ip6tables: portlocker's chain in each, jumped to from INPUT.
@@ -719,7 +578,7 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         }
         // What a run would also remove from the other backend, once this one was read.
         let read = holdings.families.values().all(Option::is_some);
-        if let Some(other) = backends::Other::find(config).filter(|_| read) {
+        if let Some(other) = flavours::Other::find(config).filter(|_| read) {
             let found = other.look(&mut Firewall::new(&other.config, &mut self.runner));
             for step in &found.steps {
                 let family = BTreeSet::from([step.change.family()]);
@@ -745,7 +604,7 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         let (steps, kept) = plan::reset(self.config, &holdings);
         let applied = Firewall::apply(self, &steps, &mut holdings);
         errors.extend(applied.errors);
-        let swept = backends::sweep(self.config, &mut self.runner);
+        let swept = flavours::sweep(self.config, &mut self.runner);
         let mut said: Vec<String> = applied.made.iter().map(ToString::to_string).collect();
         said.extend(swept.tell_reset());
         errors.extend(swept.failed);
@@ -764,7 +623,7 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
     }
 
     fn tidy(&mut self) -> Tidied {
-        let swept = backends::sweep(self.config, &mut self.runner);
+        let swept = flavours::sweep(self.config, &mut self.runner);
         Tidied {
             changes: swept.removed.len(),
             notices: swept.tell_run(),
@@ -865,33 +724,6 @@ pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
         Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
     };
     program_problem(config.binary(family), "iptables", key, hint)
-}
-
-/// Why the program at `binary` cannot be run, if it cannot, naming the
-/// Debian `package` that installs it and the config `key` that names it,
-/// with `hint` after that.
-pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = binary.display();
-    let what = match std::fs::metadata(binary) {
-        Ok(meta) if !meta.is_file() => "is not a regular file",
-        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
-            return Some(format!(
-                "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall {package}`, \
-                 or set {key} in the config{hint})"
-            ));
-        }
-        Ok(_) => return None,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => "not found",
-        Err(error) => {
-            return Some(format!(
-                "cannot look at {shown}: {error} (set {key} in the config{hint})"
-            ));
-        }
-    };
-    Some(format!(
-        "{shown} {what} (install the {package} package with `apt-get install {package}`, or set {key} in the config{hint})"
-    ))
 }
 
 /// The command that deletes `rule` from `chain`, as listed. None for a

@@ -154,7 +154,7 @@ fn absent(path: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::fake::FakeIptables;
-    use crate::firewall::{Command, Completion};
+    use crate::runner::{Command, Completion};
     use std::os::unix::fs::PermissionsExt;
 
     /// Answers nothing, records every call.

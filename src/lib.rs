@@ -2,7 +2,7 @@
 //! editing a plain text file that portlocker pulls over HTTPS.
 
 pub mod app;
-pub mod backends;
+pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod clock;

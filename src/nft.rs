@@ -21,13 +21,13 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
-use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
-use crate::firewall::{
-    Applied, Command, CommandError, Completion, Failure, FirewallBackend, Reset, Runner, Tidied,
-    program_problem, refusal_named, run_command,
+use crate::backend::{
+    Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named, run_command,
 };
+use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
 use crate::plan::Step;
+use crate::runner::{Command, CommandError, Completion, Failure, Runner};
 
 mod json;
 use json::{Expr, Object, Operand, text};
@@ -1472,7 +1472,7 @@ mod tests {
 
     impl Runner for FakeNft {
         fn run(&mut self, command: &Command) -> std::io::Result<Completion> {
-            use crate::firewall::Termination;
+            use crate::runner::Termination;
             self.calls.push(command.to_string());
             let done = |code, stdout: &str, stderr: &str| Completion {
                 termination: Termination::Code(code),
@@ -1862,6 +1862,7 @@ mod tests {
         let config = Config::parse(&format!(
             "source = {:?}\nlog_file = {:?}\nstatus_file = {:?}\nmetrics_file = {:?}\n\
              state_dir = {:?}\n[firewall]\nbackend = \"nftables\"\nnft = {:?}\n\
+             iptables = {:?}\nip6tables = {:?}\n\
              [services]\nssh = 22\nmosh = \"60000-61000/udp\"\n",
             path("control.txt"),
             path("log"),
@@ -1869,6 +1870,9 @@ mod tests {
             path("metrics.prom"),
             path("state"),
             path("nft"),
+            // Not there: no iptables of the host's to look into for leftovers.
+            path("iptables"),
+            path("ip6tables"),
         ))
         .unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-25T10:00:00+01:00").unwrap();

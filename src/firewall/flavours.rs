@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::{Backend, CommandError, Failure, Firewall, Runner};
 use crate::config::{Config, Family, restore_beside};
-use crate::firewall::{Backend, CommandError, Failure, Firewall, Runner};
 use crate::model::{Change, Holdings};
 use crate::plan::{self, Step};
 
@@ -311,7 +311,7 @@ fn error_family(other: &Other, error: &CommandError) -> Family {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::{Command, Completion, Termination};
+    use crate::runner::{Command, Completion, Termination};
     use std::os::unix::fs::symlink;
 
     /// A directory laid out like Debian's /usr/sbin, with both backends.
