@@ -116,8 +116,10 @@ impl SystemRunner {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C")
-            // nft reads and prints times in the zone it runs in: always UTC.
-            .env("TZ", "UTC")
+            // nft and iptables read and print times in the zone they run in:
+            // always UTC, as a POSIX rule that no zone file can change (`UTC`
+            // is looked up as a file in /usr/share/zoneinfo first).
+            .env("TZ", "UTC0")
             .envs(env.iter().copied())
             .stdin(match &command.stdin {
                 Some(input) => Stdio::from(stdin_file(input)?),

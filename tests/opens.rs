@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use common::TestEnv;
+use common::backend::Backend;
 use common::netns::{self, rules};
 use socket2::{Domain, Socket, Type};
 
@@ -457,4 +458,100 @@ on_both_backends! {
             env.log()
         );
     }
+}
+
+/// An `open ssh for 30m` that stays open for 30 minutes, told so by status.
+fn opens_for_half_an_hour(backend: Backend) {
+    ssh_listeners();
+    let env = backend.env();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable());
+    env.control("open ssh for 30m\n");
+    env.run(&[]).expect(0);
+    assert!(reachable(), "an open for 30 minutes closed at once");
+    let status = env.run(&["status"]);
+    assert!(
+        status.stdout.lines().any(|line| line
+            .split_whitespace()
+            .take(4)
+            .eq(["ssh", "22/tcp", "open", "open"])),
+        "{}",
+        status.stdout
+    );
+}
+
+/// Makes this mount namespace's host live in Tokyo (UTC+9): over /etc, a
+/// directory of links to each of its entries (the real one bound aside),
+/// but `localtime`, which leads to Asia/Tokyo.
+fn host_in_tokyo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, shown) = (dir.path().join("real"), dir.path().join("etc"));
+    std::fs::create_dir(&real).unwrap();
+    std::fs::create_dir(&shown).unwrap();
+    let bind = |from: &std::path::Path, to: &std::path::Path| {
+        let status = std::process::Command::new("mount")
+            .arg("--bind")
+            .args([from, to])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount --bind {from:?} {to:?}");
+    };
+    bind("/etc".as_ref(), &real);
+    for entry in std::fs::read_dir(&real).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name != "localtime" {
+            std::os::unix::fs::symlink(real.join(&name), shown.join(&name)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("/usr/share/zoneinfo/Asia/Tokyo", shown.join("localtime")).unwrap();
+    bind(&shown, "/etc".as_ref());
+    dir
+}
+
+/// A deadline is a moment in UTC whatever zone the host lives in: on a
+/// host in Tokyo, nine hours ahead, an open for 30 minutes must not have
+/// ended nine hours before it began.
+fn deadlines_are_utc_on_a_host_in_another_zone(backend: Backend) {
+    let _etc = host_in_tokyo();
+    opens_for_half_an_hour(backend);
+}
+
+#[test]
+fn deadlines_are_utc_on_a_host_in_another_zone_with_iptables() {
+    let test = "deadlines_are_utc_on_a_host_in_another_zone_with_iptables";
+    if common::backend::enter_with_mounts(test, Backend::Iptables) {
+        deadlines_are_utc_on_a_host_in_another_zone(Backend::Iptables);
+    }
+}
+
+#[test]
+fn deadlines_are_utc_on_a_host_in_another_zone_with_nftables() {
+    let test = "deadlines_are_utc_on_a_host_in_another_zone_with_nftables";
+    if common::backend::enter_with_mounts(test, Backend::Nftables) {
+        deadlines_are_utc_on_a_host_in_another_zone(Backend::Nftables);
+    }
+}
+
+/// nft takes `TZ` from its environment, and `TZ=UTC` is looked up as a zone
+/// file first: portlocker gives it a POSIX rule no file can change, so a
+/// damaged tzdata (here the file `UTC` leads to holding Tokyo's zone)
+/// cannot move its deadlines. (iptables sets its own `TZ=UTC` inside, so it
+/// follows that file whatever portlocker gives it.)
+#[test]
+fn nft_deadlines_do_not_depend_on_the_utc_zone_file() {
+    let test = "nft_deadlines_do_not_depend_on_the_utc_zone_file";
+    if !common::backend::enter_with_mounts(test, Backend::Nftables) {
+        return;
+    }
+    let status = std::process::Command::new("mount")
+        .args([
+            "--bind",
+            "/usr/share/zoneinfo/Asia/Tokyo",
+            "/usr/share/zoneinfo/Etc/UTC",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    opens_for_half_an_hour(Backend::Nftables);
 }

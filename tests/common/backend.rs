@@ -154,7 +154,7 @@ impl Backend {
 pub fn nft_table() -> String {
     let output = Command::new(NFT)
         .args(["list", "table", "inet", "portlocker"])
-        .env("TZ", "UTC")
+        .env("TZ", "UTC0")
         .output()
         .unwrap();
     String::from_utf8(output.stdout).unwrap()
@@ -171,7 +171,7 @@ pub fn nft_script(script: &str) {
     use std::io::Write;
     let mut child = Command::new(NFT)
         .args(["-f", "-"])
-        .env("TZ", "UTC")
+        .env("TZ", "UTC0")
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -195,6 +195,18 @@ pub fn enter(test: &str, backend: Backend) -> bool {
         return false;
     }
     netns::enter(test)
+}
+
+/// Like `enter`, with a private mount namespace as well.
+pub fn enter_with_mounts(test: &str, backend: Backend) -> bool {
+    if backend == Backend::Nftables
+        && !netns::inside()
+        && let Err(reason) = nft_works()
+    {
+        netns::skip(test, &reason);
+        return false;
+    }
+    netns::enter_with_mounts(test)
 }
 
 fn nft_works() -> Result<(), String> {
