@@ -707,6 +707,9 @@ pub struct Listing {
     pub rules: Vec<(Option<Family>, Vec<String>)>,
     /// Whatever else the table holds (other chains, sets…), in words.
     pub others: Vec<String>,
+    /// The table has flags portlocker never sets: `dormant`, under which
+    /// none of its chains sees a packet.
+    pub flagged: bool,
 }
 
 /// How chain `input` is declared.
@@ -759,6 +762,7 @@ impl Listing {
         match object {
             Object::Table(table) if ours(&table.family, &table.table, &table.name) => {
                 self.table = true;
+                self.flagged |= table.flags.is_some();
             }
             Object::Chain(chain) if ours(&chain.family, &chain.table, &chain.name) => {
                 match chain.name.as_deref().unwrap_or("?") {
@@ -789,6 +793,16 @@ impl Listing {
         if !self.table {
             return held;
         }
+        if self.flagged {
+            // Its rules decide nothing (a dormant table sees no packet): a
+            // chain of drift alone, which the next transaction replaces
+            // with a table of no flags.
+            held.chain = Some(ChainRules {
+                policy: None,
+                rules: vec![unknown("table flags")],
+            });
+            return held;
+        }
         let mut rules: Vec<Listed> = self
             .rules
             .iter()
@@ -796,13 +810,7 @@ impl Listing {
             .map(|(_, words)| Listed::new(words.clone()))
             .collect();
         // Something else in the table: to go, as a rule that decides nothing.
-        rules.extend(self.others.iter().map(|other| {
-            Listed::new(
-                ["-m", "nft", "--comment", &format!("{UNKNOWN_TAG} {other}")]
-                    .map(String::from)
-                    .to_vec(),
-            )
-        }));
+        rules.extend(self.others.iter().map(|other| unknown(other)));
         if self.base.is_none() && rules.is_empty() {
             return held;
         }
@@ -817,6 +825,16 @@ impl Listing {
         });
         held
     }
+}
+
+/// Something in the table that is not portlocker's, as a rule of the
+/// model that decides nothing and is to go.
+fn unknown(what: &str) -> Listed {
+    Listed::new(
+        ["-m", "nft", "--comment", &format!("{UNKNOWN_TAG} {what}")]
+            .map(String::from)
+            .to_vec(),
+    )
 }
 
 impl Base {
@@ -1340,6 +1358,52 @@ mod tests {
             );
         }
         assert_eq!(plan_of(&config, &wants, &after), []);
+    }
+
+    /// A dormant table's chains see no packet: whatever its rules say, it
+    /// closes nothing, and the next transaction writes a table of no flags.
+    /// (nft 1.0.6 lists the flag as `"flags": "portlocker"`.)
+    #[test]
+    fn a_dormant_table_closes_nothing_and_is_written_anew() {
+        use crate::model::PortState;
+        use crate::verdict::service_state;
+        let config = config();
+        let now = moment("2026-12-01T12:00:00Z");
+        let ssh = ServiceName::new("ssh").unwrap();
+        let wants = wants(&config, "close ssh\n");
+        let json = EVERY_KIND.replacen(
+            "\"name\": \"portlocker\", \"handle\"",
+            "\"name\": \"portlocker\", \"flags\": \"portlocker\", \"handle\"",
+            1,
+        );
+        assert_ne!(json, EVERY_KIND);
+        let dormant = listed(&config, &json);
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let held = dormant.family(family).unwrap();
+            assert!(
+                held.tagged(&config)
+                    .all(|rule| rule.tag() == Some("portlocker:? table flags"))
+            );
+            assert_eq!(
+                service_state(&config, held, family, &ssh, now),
+                PortState::Open
+            );
+        }
+        let changes = plan_of(&config, &wants, &dormant);
+        assert!(!changes.is_empty());
+        let after = record(&config, &dormant, &changes);
+        let refs: Vec<&Change> = changes.iter().collect();
+        let text = script(&config, &after, &refs).unwrap().text;
+        assert!(
+            text.starts_with("table inet portlocker\ndelete table inet portlocker\n"),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|line| line.trim_start().starts_with("flags")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Named<'a> {
     pub table: Option<Str<'a>>,
     #[serde(borrow)]
     pub name: Option<Str<'a>>,
+    /// A table's flags (`dormant`: its chains see nothing), whatever nft
+    /// prints for them — nft 1.0.6 prints the table's name there.
+    #[serde(default)]
+    pub flags: Option<IgnoredAny>,
 }
 
 /// A chain, and how it is hooked.
