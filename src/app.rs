@@ -170,24 +170,23 @@ fn reset(config: &Config) -> Result<Exit> {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
     drop(backend);
-    // And what a config naming the other backend left there.
-    let elsewhere = leftovers::sweep(config, SystemRunner::new(config));
-    let other = leftovers::describe(leftovers::other_kind(config.firewall.backend));
+    // And what portlocker left where the config no longer puts its rules.
+    let (state, _) = peek_state(config)?;
+    let places = leftovers::Elsewhere::everywhere(config, &state);
+    let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
     let mut out = std::io::stdout().lock();
-    for line in &reset.said {
+    for line in reset.said.iter().chain(&elsewhere.removed) {
         writeln!(out, "{line}")?;
-    }
-    for line in &elsewhere.removed {
-        writeln!(out, "{line}, in {other}")?;
     }
     for error in &reset.errors {
         log::error!("{error}");
     }
     for problem in &elsewhere.problems {
-        log::error!("could not remove portlocker's rules from {other}: {problem}");
+        log::error!("could not remove portlocker's rules left elsewhere: {problem}");
     }
-    let failure = summarise_errors(&reset.errors)
-        .or_else(|| (!elsewhere.clean()).then(|| format!("{other} could not be cleared")));
+    let failure = summarise_errors(&reset.errors).or_else(|| {
+        (!elsewhere.clean()).then(|| "what portlocker left elsewhere could not be removed".into())
+    });
     if let Some(failure) = failure {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
@@ -241,9 +240,8 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
     let mut lines = backend.dry_run(&steps, &holdings);
     drop(backend);
-    if state.backend.as_deref() != Some(config.firewall.backend.as_str()) {
-        lines.extend(leftovers::dry_run(config, SystemRunner::new(config)));
-    }
+    let elsewhere = leftovers::Elsewhere::of(config, &state);
+    lines.extend(leftovers::dry_run(&elsewhere, SystemRunner::new(config)));
     let mut out = std::io::stdout().lock();
     for (service, intent) in &resolved.intents {
         let want = match &intent.want {

@@ -1,19 +1,28 @@
-//! portlocker's rules in the firewall backend the config does not name:
-//! nftables' `table inet portlocker` when the config names iptables, and
-//! portlocker's iptables chains (both iptables backends) when it names
-//! nftables. The kernel applies both, so rules left there by a run from
-//! before the owner switched backends go on dropping — a port opened since
-//! stays unreachable while the page says open, and `reset` (or removing the
-//! package) would leave them behind. They are removed as that backend's
-//! own `reset` removes them, once the configured backend is known to hold
-//! what the owner asked: removing a close anywhere before that could open
-//! what the owner closed.
+//! portlocker's rules where the config no longer puts them. The kernel
+//! applies every backend and every chain jumped to, so rules a run left
+//! there before the owner changed the config go on dropping — a port
+//! opened since stays unreachable while the page says open, and `reset`
+//! (or removing the package) would leave them behind:
+//! - the backend the config does not name: nftables' `table inet
+//!   portlocker` when it names iptables, portlocker's iptables chains (both
+//!   iptables backends) when it names nftables;
+//! - with iptables, the chain the state says the rules were in, when the
+//!   config names another (`chain`), and the IPv6 rules, when the config
+//!   no longer manages IPv6 (`ipv6 = false`).
+//!
+//! They are removed as `reset` removes them, never touching where the
+//! config puts its rules now, and only once the configured backend is known
+//! to hold what the owner asked: removing a close anywhere before that
+//! could open what the owner closed.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, ChainName, Config, Family};
 use crate::firewall::{self, CommandError, FirewallBackend, Runner};
-use crate::plan;
+use crate::model::{Change, Holdings, tag_of};
+use crate::plan::{self, Step};
+use crate::state::State;
 
 /// The backend the config does not name.
 pub fn other_kind(kind: BackendKind) -> BackendKind {
@@ -31,39 +40,195 @@ pub fn describe(kind: BackendKind) -> &'static str {
     }
 }
 
-/// What looking into the other backend found and did.
+/// Where the config puts portlocker's rules, as the state keeps it once a
+/// run has made sure nothing of portlocker's is anywhere else.
+pub fn remember(config: &Config, state: &mut State) {
+    let iptables = config.firewall.backend == BackendKind::Iptables;
+    state.backend = Some(config.firewall.backend.as_str().to_owned());
+    state.chain = iptables.then(|| config.firewall.chain.as_str().to_owned());
+    state.ipv6 = iptables.then_some(config.firewall.ipv6);
+}
+
+/// Where portlocker's rules may be that the config no longer puts them.
+#[derive(Debug, Clone, Default)]
+pub struct Elsewhere {
+    places: Vec<Place>,
+    /// Services whose rules there stay: what the owner asked of them is
+    /// known only from those rules.
+    spared: BTreeSet<String>,
+}
+
+/// One place to look into: a config that puts portlocker's rules there, the
+/// families to look at, and how it is named to the owner.
+#[derive(Debug, Clone)]
+struct Place {
+    config: Config,
+    families: Vec<Family>,
+    named: String,
+    /// The config's own jump is in INPUT, which this place is: spare it.
+    spare_jumps: bool,
+    /// The backend the config does not name: all of it is portlocker's to
+    /// remove, as its own `reset` does.
+    whole: bool,
+}
+
+impl Elsewhere {
+    /// Where the state says portlocker's rules were, against where the
+    /// config puts them. A state that does not say (from before it did, or
+    /// lost) leaves the other backend to look into, where the config's
+    /// chain would be.
+    pub fn of(config: &Config, state: &State) -> Elsewhere {
+        let mut places = Vec::new();
+        let kept_chain = state
+            .chain
+            .as_deref()
+            .and_then(|chain| ChainName::new(chain).ok());
+        let kept_ipv6 = state.ipv6 == Some(true);
+        if state.backend.as_deref() != Some(config.firewall.backend.as_str()) {
+            places.push(Place::other_kind(config, kept_chain, kept_ipv6));
+        } else if config.firewall.backend == BackendKind::Iptables {
+            let chain = &config.firewall.chain;
+            match kept_chain.filter(|kept| kept != chain) {
+                Some(old) => {
+                    let mut moved = config.clone();
+                    moved.firewall.chain = old.clone();
+                    moved.firewall.ipv6 |= kept_ipv6;
+                    places.push(Place {
+                        families: moved.families(),
+                        named: format!("chain {old}, which the config no longer names"),
+                        spare_jumps: old.is_input() && !chain.is_input(),
+                        config: moved,
+                        whole: false,
+                    });
+                }
+                None if kept_ipv6 && !config.firewall.ipv6 => {
+                    let mut both = config.clone();
+                    both.firewall.ipv6 = true;
+                    places.push(Place {
+                        config: both,
+                        families: vec![Family::Ipv6],
+                        named: "ip6tables, which the config no longer manages (ipv6 = false)"
+                            .to_owned(),
+                        spare_jumps: false,
+                        whole: false,
+                    });
+                }
+                None => {}
+            }
+        }
+        Elsewhere {
+            places,
+            spared: BTreeSet::new(),
+        }
+    }
+
+    /// The same places, where the rules of `services` stay: with `default
+    /// = "keep"`, a service no line in force names (the state that named it
+    /// lost) keeps what the firewall holds of it, and that may be only there.
+    pub fn sparing(self, services: BTreeSet<String>) -> Elsewhere {
+        Elsewhere {
+            spared: services,
+            ..self
+        }
+    }
+
+    /// Everywhere the state says, and the other backend in any case: for
+    /// `reset`.
+    pub fn everywhere(config: &Config, state: &State) -> Elsewhere {
+        let mut elsewhere = Elsewhere::of(config, state);
+        let other = other_kind(config.firewall.backend);
+        if !elsewhere
+            .places
+            .iter()
+            .any(|place| place.config.firewall.backend == other)
+        {
+            elsewhere
+                .places
+                .push(Place::other_kind(config, None, false));
+        }
+        elsewhere
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+}
+
+impl Place {
+    /// The backend `config` does not name; with iptables, in `chain` (else
+    /// the config's), and in IPv6 too with `ipv6`.
+    fn other_kind(config: &Config, chain: Option<ChainName>, ipv6: bool) -> Place {
+        let mut other = config.clone();
+        other.firewall.backend = other_kind(config.firewall.backend);
+        if other.firewall.backend == BackendKind::Iptables {
+            other.firewall.chain = chain.unwrap_or(other.firewall.chain);
+            other.firewall.ipv6 |= ipv6;
+        }
+        Place {
+            families: other.families(),
+            named: describe(other.firewall.backend).to_owned(),
+            config: other,
+            spare_jumps: false,
+            whole: true,
+        }
+    }
+}
+
+/// What looking elsewhere found and did.
 #[derive(Debug, Default)]
 pub struct Swept {
-    /// One line per removal made.
+    /// One line per removal made, ending `, in PLACE`.
     pub removed: Vec<String>,
-    /// Why it could not be looked into, or what could not be removed.
+    /// Why a place could not be looked into, or what could not be removed.
     pub problems: Vec<String>,
+    /// Per service spared, where its rules stay.
+    pub kept: Vec<(String, String)>,
 }
 
 impl Swept {
-    /// Whether the other backend is known to hold nothing of portlocker's now.
+    /// Whether nothing of portlocker's is known to be left elsewhere now.
     pub fn clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.kept.is_empty()
     }
 
     /// Tells a run's owner, once: a warning for what was removed and for
     /// each problem. Returns the same, for the status page.
-    pub fn tell_run(&self, configured: BackendKind) -> Vec<String> {
-        let other = describe(other_kind(configured));
+    pub fn tell_run(&self) -> Vec<String> {
         let mut notices = Vec::new();
         if !self.removed.is_empty() {
+            let mut places: Vec<(&str, Vec<&str>)> = Vec::new();
+            for (line, place) in self
+                .removed
+                .iter()
+                .filter_map(|line| line.split_once(", in "))
+            {
+                match places.iter_mut().find(|(named, _)| *named == place) {
+                    Some((_, lines)) => lines.push(line),
+                    None => places.push((place, vec![line])),
+                }
+            }
+            let removed: Vec<String> = places
+                .iter()
+                .map(|(place, lines)| format!("from {place}: {}", lines.join(", ")))
+                .collect();
             notices.push(format!(
-                "portlocker's rules were still in {other}, left from before the config named {}; \
-                 the kernel applies both, so they went on dropping where portlocker no longer \
-                 looked. Removed: {}",
-                configured.as_str(),
-                self.removed.join(", ")
+                "portlocker's rules were still where the config no longer puts them; the kernel \
+                 applies them all, so they went on dropping where portlocker no longer looked. \
+                 Removed {}",
+                removed.join("; ")
             ));
         }
+        notices.extend(self.kept.iter().map(|(service, place)| {
+            format!(
+                "{service}: its rules in {place} stay, left from before the config changed: no \
+                 line in force names {service}, so they are all that says what you asked of it; \
+                 a control file that names it moves it where the config puts its rules"
+            )
+        }));
         notices.extend(self.problems.iter().map(|problem| {
             format!(
-                "portlocker's rules may still be in {other} (the backend the config does not \
-                 name), dropping what the page shows open: {problem}; the next run looks again"
+                "portlocker's rules may still be where the config no longer puts them, dropping \
+                 what the page shows open: {problem}; the next run looks again"
             )
         }));
         for notice in &notices {
@@ -73,15 +238,8 @@ impl Swept {
     }
 }
 
-/// The config with the other backend named in its place.
-fn naming_the_other(config: &Config) -> Config {
-    let mut other = config.clone();
-    other.firewall.backend = other_kind(config.firewall.backend);
-    other
-}
-
-/// Why the other backend cannot be looked into; None when it can, and
-/// Some(None) when none of its programs is installed, so it holds nothing.
+/// Why a place's backend cannot be looked into; None when it can, and
+/// Some(empty) when none of its programs is installed, so it holds nothing.
 fn unusable(backend: &dyn FirewallBackend) -> Option<Vec<String>> {
     let broken = backend.broken();
     if broken.is_empty() {
@@ -93,56 +251,147 @@ fn unusable(backend: &dyn FirewallBackend) -> Option<Vec<String>> {
     })
 }
 
-/// Removes portlocker's rules from the backend `config` does not name,
-/// through `runner`. A backend whose programs are not installed holds
-/// nothing, and starts no process.
-pub fn sweep<R: Runner>(config: &Config, runner: R) -> Swept {
-    let other = naming_the_other(config);
-    let mut backend = firewall::backend_for(&other, runner);
-    if let Some(problems) = unusable(backend.as_ref()) {
-        return Swept {
-            removed: Vec::new(),
-            problems,
+/// The removals `reset` would make in `place`, as read through `backend`,
+/// leaving alone the jump of the config's own chain. Err: why it could not
+/// be read.
+fn removals(
+    place: &Place,
+    spared: &BTreeSet<String>,
+    backend: &mut dyn FirewallBackend,
+) -> Result<Removals, String> {
+    let (mut holdings, errors) = backend.observe(false);
+    if let Some(error) = errors.first() {
+        return Err(error.to_string());
+    }
+    holdings
+        .families
+        .retain(|family, _| place.families.contains(family));
+    let (mut steps, _) = plan::reset(&place.config, &holdings);
+    let mut kept = BTreeSet::new();
+    let mut kept_in = BTreeSet::new();
+    steps.retain(|step| {
+        let Change::DeleteListed { family, spec, .. } = &step.change else {
+            return true;
         };
-    }
-    let reset = backend.reset();
-    for line in &reset.said {
-        log::info!("{line}");
-    }
-    Swept {
-        removed: reset.said,
-        problems: reset.errors.iter().map(CommandError::to_string).collect(),
-    }
+        let Some(tag) = tag_of(spec) else {
+            return true;
+        };
+        if place.spare_jumps && tag.starts_with("portlocker:jump.") {
+            return false;
+        }
+        match tag
+            .strip_prefix("portlocker:")
+            .filter(|name| spared.contains(*name))
+        {
+            Some(service) => {
+                kept.insert(service.to_owned());
+                kept_in.insert(*family);
+                false
+            }
+            None => true,
+        }
+    });
+    // A chain that keeps rules keeps its jump too.
+    steps.retain(|step| match &step.change {
+        Change::DeleteJump { family, .. } | Change::DeleteChain { family, .. } => {
+            !kept_in.contains(family)
+        }
+        _ => true,
+    });
+    Ok(Removals {
+        holdings,
+        steps,
+        kept,
+    })
 }
 
-/// What a run's sweep would remove, as the other backend's dry run shows
-/// it: empty when there is nothing to remove.
-pub fn dry_run<R: Runner>(config: &Config, runner: R) -> Vec<String> {
-    let other = naming_the_other(config);
-    let named = describe(other.firewall.backend);
-    let mut backend = firewall::backend_for(&other, runner);
-    if let Some(problems) = unusable(backend.as_ref()) {
-        return problems
-            .iter()
-            .map(|problem| {
+/// What is to go from one place, and which spared services stay there.
+struct Removals {
+    holdings: Holdings,
+    steps: Vec<Step>,
+    kept: BTreeSet<String>,
+}
+
+/// Removes portlocker's rules from where `elsewhere` says they may be,
+/// through `runner`. A backend whose programs are not installed holds
+/// nothing, and starts no process.
+pub fn sweep<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Swept {
+    let mut swept = Swept::default();
+    for place in &elsewhere.places {
+        let mut backend = firewall::backend_for(&place.config, &mut runner);
+        if let Some(problems) = unusable(backend.as_ref()) {
+            swept.problems.extend(problems);
+            continue;
+        }
+        if place.whole && elsewhere.spared.is_empty() {
+            // The other backend: its own reset, which knows all of it.
+            let reset = backend.reset();
+            let in_place = |line: &String| format!("{line}, in {}", place.named);
+            swept.removed.extend(reset.said.iter().map(in_place));
+            swept
+                .problems
+                .extend(reset.errors.iter().map(CommandError::to_string));
+            continue;
+        }
+        match removals(place, &elsewhere.spared, backend.as_mut()) {
+            Err(problem) => swept.problems.push(problem),
+            Ok(Removals {
+                mut holdings,
+                steps,
+                kept,
+            }) => {
+                let named = &place.named;
+                swept
+                    .kept
+                    .extend(kept.into_iter().map(|service| (service, named.clone())));
+                let applied = backend.apply(&steps, &mut holdings);
+                swept.removed.extend(
+                    applied
+                        .made
+                        .iter()
+                        .map(|change| format!("{change}, in {}", place.named)),
+                );
+                swept
+                    .problems
+                    .extend(applied.errors.iter().map(CommandError::to_string));
+            }
+        }
+    }
+    for line in &swept.removed {
+        log::info!("{line}");
+    }
+    swept
+}
+
+/// What a run's sweep would remove, as each place's backend's dry run
+/// shows it: empty when there is nothing to remove.
+pub fn dry_run<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Vec<String> {
+    let mut lines = Vec::new();
+    for place in &elsewhere.places {
+        let named = &place.named;
+        let mut backend = firewall::backend_for(&place.config, &mut runner);
+        if let Some(problems) = unusable(backend.as_ref()) {
+            lines.extend(problems.iter().map(|problem| {
                 format!("# cannot look for portlocker's rules left in {named}: {problem}")
-            })
-            .collect();
+            }));
+            continue;
+        }
+        match removals(place, &elsewhere.spared, backend.as_mut()) {
+            Err(problem) => lines.push(format!(
+                "# cannot look for portlocker's rules left in {named}: {problem}"
+            )),
+            Ok(Removals { steps, .. }) if steps.is_empty() => {}
+            Ok(Removals {
+                holdings, steps, ..
+            }) => {
+                lines.push(format!(
+                    "# portlocker's rules are left in {named}; once the firewall matches, a run \
+                     removes them:"
+                ));
+                lines.extend(backend.dry_run(&steps, &holdings));
+            }
+        }
     }
-    let (holdings, errors) = backend.observe(false);
-    if let Some(error) = errors.first() {
-        return vec![format!(
-            "# cannot look for portlocker's rules left in {named}: {error}"
-        )];
-    }
-    let (steps, _) = plan::reset(&other, &holdings);
-    if steps.is_empty() {
-        return Vec::new();
-    }
-    let mut lines = vec![format!(
-        "# portlocker's rules are left in {named}; once the firewall matches, a run removes them:"
-    )];
-    lines.extend(backend.dry_run(&steps, &holdings));
     lines
 }
 
@@ -198,13 +447,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config = config(dir.path(), backend, &[]);
             let mut runner = Recording::default();
-            let swept = sweep(&config, &mut runner);
+            let swept = sweep(&Elsewhere::of(&config, &State::default()), &mut runner);
             assert!(swept.clean() && swept.removed.is_empty(), "{swept:?}");
             assert_eq!(runner.calls, Vec::<String>::new());
-            assert_eq!(
-                swept.tell_run(config.firewall.backend),
-                Vec::<String>::new()
-            );
+            assert_eq!(swept.tell_run(), Vec::<String>::new());
         }
     }
 
@@ -213,12 +459,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path(), "iptables", &[("nft", 0o644)]);
         let mut runner = Recording::default();
-        let swept = sweep(&config, &mut runner);
+        let swept = sweep(&Elsewhere::of(&config, &State::default()), &mut runner);
         assert!(!swept.clean(), "{swept:?}");
         assert_eq!(runner.calls, Vec::<String>::new());
-        let told = swept.tell_run(config.firewall.backend);
+        let told = swept.tell_run();
         assert_eq!(told.len(), 1, "{told:?}");
-        assert!(told[0].contains("may still be in nftables"), "{told:?}");
+        assert!(
+            told[0].contains("may still be where the config no longer puts them"),
+            "{told:?}"
+        );
         assert!(told[0].contains("not executable"), "{told:?}");
     }
 
@@ -245,12 +494,14 @@ mod tests {
         fake.admin("iptables", "-A INPUT -p tcp --dport 80 -j ACCEPT");
         assert!(fake.dump().contains("portlocker:ssh"), "{}", fake.dump());
 
-        let swept = sweep(&on_nftables, &mut fake);
+        let swept = sweep(&Elsewhere::of(&on_nftables, &State::default()), &mut fake);
         assert!(swept.clean(), "{swept:?}");
         assert!(
-            swept
-                .removed
-                .contains(&"IPv4: remove rule portlocker:ssh".to_owned()),
+            swept.removed.contains(
+                &"IPv4: remove rule portlocker:ssh, in iptables (portlocker's chain and its jump \
+                  from INPUT)"
+                    .to_owned()
+            ),
             "{:?}",
             swept.removed
         );
@@ -260,11 +511,128 @@ mod tests {
             "{left}"
         );
         assert!(left.contains("--dport 80 -j ACCEPT"), "{left}");
-        let told = swept.tell_run(on_nftables.firewall.backend);
-        assert!(told[0].contains("were still in iptables"), "{told:?}");
+        let told = swept.tell_run();
+        assert!(
+            told[0].contains("were still where the config no longer puts them"),
+            "{told:?}"
+        );
 
         // Nothing left: the next look removes nothing.
-        let again = sweep(&on_nftables, &mut fake);
+        let again = sweep(&Elsewhere::of(&on_nftables, &State::default()), &mut fake);
         assert!(again.clean() && again.removed.is_empty(), "{again:?}");
+    }
+
+    /// Closes `services` through `config`'s backend on `fake`, as a run does.
+    fn close(config: &Config, fake: &mut FakeIptables, control: &str) {
+        let mut firewall = firewall::backend_for(config, fake);
+        let (mut holdings, errors) = firewall.observe(false);
+        assert!(errors.is_empty(), "{errors:?}");
+        let wants = crate::intent::wants_of(config, control);
+        let steps = plan::plan(config, &wants, &holdings, &crate::plan::SourcesSeen::new());
+        assert!(firewall.apply(&steps, &mut holdings).errors.is_empty());
+    }
+
+    /// The state a run on `config` leaves, once it made sure.
+    fn remembered(config: &Config) -> State {
+        let mut state = State::default();
+        remember(config, &mut state);
+        state
+    }
+
+    fn with(config: &Config, edit: impl FnOnce(&mut Config)) -> Config {
+        let mut config = config.clone();
+        edit(&mut config);
+        config
+    }
+
+    #[test]
+    fn a_chain_the_config_no_longer_names_is_cleared_and_the_new_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let programs = [("iptables", 0o755), ("ip6tables", 0o755)];
+        let new = config(dir.path(), "iptables", &programs);
+        for old_chain in ["OLDCHAIN", "INPUT"] {
+            let old = with(&new, |c| {
+                c.firewall.chain = ChainName::new(old_chain).unwrap()
+            });
+            let mut fake = FakeIptables::default();
+            close(&old, &mut fake, "close ssh\n");
+            close(&new, &mut fake, "close ssh\n");
+            let before = fake.dump();
+            assert_eq!(before.matches("portlocker:ssh").count(), 4, "{before}");
+
+            let elsewhere = Elsewhere::of(&new, &remembered(&old));
+            let swept = sweep(&elsewhere, &mut fake);
+            assert!(swept.clean(), "{swept:?}");
+            let after = fake.dump();
+            assert_eq!(after.matches("portlocker:ssh").count(), 2, "{after}");
+            assert!(!after.contains("OLDCHAIN"), "{after}");
+            for binary in ["iptables", "ip6tables"] {
+                let listing = fake.listing(binary, "INPUT").unwrap();
+                assert!(listing.contains("-j PORTLOCKER"), "{old_chain}: {listing}");
+                assert!(
+                    !listing.contains("portlocker:ssh"),
+                    "{old_chain}: {listing}"
+                );
+            }
+            assert!(swept.tell_run()[0].contains(&format!("chain {old_chain}")));
+            // Where the config puts its rules now: nothing to look into.
+            assert!(Elsewhere::of(&new, &remembered(&new)).is_empty());
+        }
+    }
+
+    #[test]
+    fn ipv6_rules_the_config_no_longer_manages_are_cleared_and_ipv4_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let programs = [("iptables", 0o755), ("ip6tables", 0o755)];
+        let both = config(dir.path(), "iptables", &programs);
+        let v4 = with(&both, |c| c.firewall.ipv6 = false);
+        let mut fake = FakeIptables::default();
+        close(&both, &mut fake, "close ssh\n");
+        let swept = sweep(&Elsewhere::of(&v4, &remembered(&both)), &mut fake);
+        assert!(swept.clean(), "{swept:?}");
+        assert!(
+            fake.listing("iptables", "PORTLOCKER")
+                .unwrap()
+                .contains("portlocker:ssh")
+        );
+        assert!(
+            fake.listing("ip6tables", "PORTLOCKER").is_none(),
+            "{}",
+            fake.dump()
+        );
+    }
+
+    /// With `default = "keep"` and the state lost, a service no line names
+    /// is known only from the rules: those left elsewhere stay.
+    #[test]
+    fn the_rules_of_a_service_nothing_asks_about_stay_where_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let programs = [("iptables", 0o755), ("ip6tables", 0o755)];
+        let on_iptables = config(dir.path(), "iptables", &programs);
+        let on_nftables = with(&on_iptables, |c| c.firewall.backend = BackendKind::Nftables);
+        let mut fake = FakeIptables::default();
+        close(&on_iptables, &mut fake, "close ssh\n");
+        let spared = BTreeSet::from(["ssh".to_owned()]);
+        let elsewhere = Elsewhere::of(&on_nftables, &State::default()).sparing(spared);
+        let swept = sweep(&elsewhere, &mut fake);
+        assert!(!swept.clean(), "{swept:?}");
+        assert_eq!(swept.kept.len(), 1, "{swept:?}");
+        assert_eq!(
+            fake.dump().matches("portlocker:ssh").count(),
+            2,
+            "{}",
+            fake.dump()
+        );
+        assert!(
+            fake.listing("iptables", "INPUT")
+                .unwrap()
+                .contains("-j PORTLOCKER")
+        );
+        let told = swept.tell_run();
+        assert!(
+            told.iter()
+                .any(|line| line.starts_with("ssh: its rules in iptables")),
+            "{told:?}"
+        );
     }
 }

@@ -137,11 +137,11 @@ pub fn run_locked<'a, R: Runner + 'a>(
             &seen,
             docker,
             run_at.to_utc(),
-            state.backend.as_deref() != Some(config.firewall.backend.as_str()),
+            &leftovers::Elsewhere::of(config, &state).sparing(unasked(config, &resolved)),
         ),
     };
     if outcome.elsewhere_clean {
-        state.backend = Some(config.firewall.backend.as_str().to_owned());
+        leftovers::remember(config, &mut state);
     }
     // A count starts only once its open is in the firewall: all of the
     // work done, or the service let in somewhere all the same, so that an
@@ -481,7 +481,7 @@ fn reconcile<'a, R: Runner + 'a>(
     seen: &SourcesSeen,
     docker: bool,
     now: DateTime<Utc>,
-    look_elsewhere: bool,
+    elsewhere: &leftovers::Elsewhere,
 ) -> Reconciled {
     let failed = |reason: String| Reconciled {
         failure: Some(format!("{reason}; nothing was changed")),
@@ -550,17 +550,17 @@ fn reconcile<'a, R: Runner + 'a>(
     // then they may be all that keeps a port closed.
     let right = errors.is_empty() && too_open.is_empty();
     let mut tidied_changes = 0;
-    let mut elsewhere_clean = !look_elsewhere;
+    let mut elsewhere_clean = elsewhere.is_empty();
     if right {
         let tidied = backend.tidy();
         tidied_changes = tidied.changes;
         notices.extend(tidied.notices);
     }
     drop(backend);
-    if right && look_elsewhere {
-        let swept = leftovers::sweep(config, &mut runner);
+    if right && !elsewhere.is_empty() {
+        let swept = leftovers::sweep(elsewhere, &mut runner);
         tidied_changes += swept.removed.len();
-        notices.extend(swept.tell_run(config.firewall.backend));
+        notices.extend(swept.tell_run());
         elsewhere_clean = swept.clean();
     }
     let mut failure = summarise_errors(&errors);
@@ -579,6 +579,18 @@ fn reconcile<'a, R: Runner + 'a>(
         failure,
         elsewhere_clean,
     }
+}
+
+/// The configured services nothing in force asks anything of: with
+/// `default = "keep"`, what the firewall holds of them stays.
+fn unasked(config: &Config, resolved: &Resolved) -> BTreeSet<String> {
+    let wants = resolved.wants();
+    config
+        .services
+        .keys()
+        .filter(|service| !wants.contains_key(*service))
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// The service a change is about, if it is about one.

@@ -100,6 +100,12 @@ pub struct State {
     /// none. Unset (a state from before backends, or lost): a run looks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// With iptables, the chain that holds them, and whether ip6tables does
+    /// too: a run looks into the old ones when the config names others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -331,7 +337,9 @@ mod tests {
             last_good: Some(last_good()),
             wanted: [("ssh".to_owned(), vec!["open ssh for 2h".to_owned()])].into(),
             opens,
-            backend: Some("nftables".into()),
+            backend: Some("iptables".into()),
+            chain: Some("PORTLOCKER".into()),
+            ipv6: Some(true),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,

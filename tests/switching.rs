@@ -90,14 +90,15 @@ fn switching_from_nftables_to_iptables_removes_the_table_and_the_port_opens() {
     let switched = env.run(&[]);
     switched
         .expect(0)
-        .says("portlocker's rules were still in nftables");
+        .says("portlocker's rules were still where the config no longer puts them")
+        .says("Removed from nftables (table inet portlocker): ");
     assert_eq!(backend::nft_table(), "", "the old backend's table stayed");
     assert!(
         reachable(v4) && reachable(v6),
         "ssh opened with iptables but nftables still drops it"
     );
     let page = env.status_page().unwrap();
-    assert!(page.contains("were still in nftables"), "{page}");
+    assert!(page.contains("Removed from nftables"), "{page}");
 
     // Once known clean, later runs neither look again nor tell it again.
     let looked = nft_calls(&env);
@@ -120,7 +121,7 @@ fn switching_from_iptables_to_nftables_removes_the_chains_and_the_port_opens() {
     env.control("open ssh\n");
     env.run(&[])
         .expect(0)
-        .says("portlocker's rules were still in iptables");
+        .says("Removed from iptables (portlocker's chain and its jump from INPUT): IPv4: remove rule portlocker:ssh");
     assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
     assert!(
         reachable(v4) && reachable(v6),
@@ -150,7 +151,7 @@ fn the_old_backends_closes_stay_while_the_new_one_fails() {
     );
 
     std::fs::remove_file(env.path("nft.fail")).unwrap();
-    env.run(&[]).expect(0).says("were still in iptables");
+    env.run(&[]).expect(0).says("Removed from iptables");
     assert!(!iptables_ours());
     assert!(backend::nft_table().contains("portlocker:ssh"));
     assert!(!reachable(v4) && !reachable(v6));
@@ -193,4 +194,62 @@ fn reset_removes_portlockers_rules_from_both_kinds_of_backend() {
         again.expect(0).stdout.contains("nothing to remove"),
         "{again:?}"
     );
+}
+
+/// With `default = "keep"`, a service the lost state named and the new file
+/// does not is known only from the old backend's rules: they stay, the port
+/// stays closed, and the page says why.
+#[test]
+fn a_switch_with_the_state_lost_keeps_what_only_the_old_backend_says() {
+    let test = "a_switch_with_the_state_lost_keeps_what_only_the_old_backend_says";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Iptables);
+    std::fs::remove_dir_all(env.path("state")).unwrap();
+    switch(&mut env, Backend::Nftables);
+    env.control("close web\n");
+    env.run(&[]).expect(0).says("ssh: its rules in iptables");
+    assert!(iptables_ours(), "the only record of ssh closed was removed");
+    assert!(!reachable(v4) && !reachable(v6), "ssh opened by a switch");
+
+    // A file that names ssh again moves it, and the old backend is cleared.
+    env.control("close ssh\nclose web\n");
+    env.run(&[])
+        .expect(0)
+        .says("were still where the config no longer puts them");
+    assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
+    assert!(backend::nft_table().contains("portlocker:ssh"));
+    assert!(!reachable(v4) && !reachable(v6));
+}
+
+/// A chain the config no longer names, and IPv6 it no longer manages, hold
+/// drops nothing looks at any more: they go, once.
+#[test]
+fn a_renamed_chain_and_ipv6_switched_off_leave_nothing_behind() {
+    let test = "a_renamed_chain_and_ipv6_switched_off_leave_nothing_behind";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (env, [v4, v6]) = closed_on(Backend::Iptables);
+    env.write_config(&env.local_config("", "chain = \"GATE\""));
+    env.control("open ssh\n");
+    env.run(&[])
+        .expect(0)
+        .says("chain PORTLOCKER, which the config no longer names");
+    assert!(!rules(IPT).contains("PORTLOCKER") && !rules(IP6T).contains("PORTLOCKER"));
+    assert!(
+        reachable(v4) && reachable(v6),
+        "the old chain still drops ssh"
+    );
+
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.write_config(&env.local_config("", "chain = \"GATE\"\nipv6 = false"));
+    env.run(&[])
+        .expect(0)
+        .says("ip6tables, which the config no longer manages");
+    assert!(!rules(IP6T).contains("portlocker:"), "{}", rules(IP6T));
+    assert!(rules(IPT).contains("portlocker:ssh"));
+    assert!(!reachable(v4) && reachable(v6));
 }
