@@ -811,6 +811,14 @@ impl Listing {
             .collect();
         // Something else in the table: to go, as a rule that decides nothing.
         rules.extend(self.others.iter().map(|other| unknown(other)));
+        // Rules of a family the config no longer manages (`ipv6 = false`)
+        // are drift too, seen with the families it does manage.
+        let unmanaged = self
+            .rules
+            .iter()
+            .filter_map(|(of, _)| *of)
+            .filter(|of| !config.families().contains(of));
+        rules.extend(unmanaged.map(|of| unknown(&format!("rule of {of}, not managed"))));
         if self.base.is_none() && rules.is_empty() {
             return held;
         }
@@ -1404,6 +1412,25 @@ mod tests {
                 .any(|line| line.trim_start().starts_with("flags")),
             "{text}"
         );
+    }
+
+    /// With `ipv6 = false`, the table's IPv6 rules are no longer the
+    /// config's: drift, gone with the next transaction.
+    #[test]
+    fn rules_of_a_family_no_longer_managed_go() {
+        let config = config();
+        let mut v4_only = config.clone();
+        v4_only.firewall.ipv6 = false;
+        let mut fake = FakeNft::default();
+        run_once(&config, &mut fake, "close ssh\n");
+        assert!(fake.table.as_deref().unwrap().contains("ipv6"));
+        let (_, applied) = run_once(&v4_only, &mut fake, "close ssh\n");
+        assert!(!applied.made.is_empty(), "the IPv6 rules would stay");
+        let table = fake.table.as_deref().unwrap();
+        assert!(!table.contains("ipv6"), "{table}");
+        assert!(table.contains("portlocker:ssh"), "{table}");
+        let (_, again) = run_once(&v4_only, &mut fake, "close ssh\n");
+        assert!(again.made.is_empty(), "it converges");
     }
 
     #[test]
