@@ -162,10 +162,11 @@ fn reset(config: &Config) -> Result<Exit> {
         return Ok(Exit::Busy);
     };
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
-    backend
-        .preflight()
-        .map_err(|reason| anyhow!("{reason}; nothing was changed"))?;
-    let reset = backend.reset();
+    // A configured backend that cannot run still leaves the rest to clear.
+    let (reset, broken) = match backend.preflight() {
+        Ok(()) => (backend.reset(), None),
+        Err(reason) => (firewall::Reset::default(), Some(reason)),
+    };
     if reset.errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
@@ -183,6 +184,12 @@ fn reset(config: &Config) -> Result<Exit> {
     }
     for problem in &elsewhere.problems {
         log::error!("could not remove portlocker's rules left elsewhere: {problem}");
+    }
+    if let Some(reason) = broken {
+        return Err(match elsewhere.removed.is_empty() {
+            true => anyhow!("{reason}; nothing was changed"),
+            false => anyhow!("{reason}; only what portlocker left elsewhere was removed"),
+        });
     }
     let failure = summarise_errors(&reset.errors).or_else(|| {
         (!elsewhere.clean()).then(|| "what portlocker left elsewhere could not be removed".into())

@@ -253,3 +253,23 @@ fn a_renamed_chain_and_ipv6_switched_off_leave_nothing_behind() {
     assert!(rules(IPT).contains("portlocker:ssh"));
     assert!(!reachable(v4) && reachable(v6));
 }
+
+/// `reset` is the emergency "open all I closed": a configured backend that
+/// cannot run does not stop it clearing the other.
+#[test]
+fn reset_clears_the_other_backend_when_the_configured_one_is_missing() {
+    let test = "reset_clears_the_other_backend_when_the_configured_one_is_missing";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Iptables);
+    env.backend = format!("backend = \"nftables\"\nnft = {:?}\n", env.path("no-nft"));
+    env.write_default_config();
+    let reset = env.run(&["reset"]);
+    reset
+        .expect(1)
+        .says("not found")
+        .says("only what portlocker left elsewhere was removed");
+    assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
+    assert!(reachable(v4) && reachable(v6));
+}
