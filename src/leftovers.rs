@@ -70,6 +70,9 @@ struct Place {
     /// The backend the config does not name: all of it is portlocker's to
     /// remove, as its own `reset` does.
     whole: bool,
+    /// The state says portlocker's rules were there: its programs missing
+    /// do not mean it holds nothing (the kernel keeps what they loaded).
+    known_there: bool,
 }
 
 impl Elsewhere {
@@ -85,7 +88,10 @@ impl Elsewhere {
             .and_then(|chain| ChainName::new(chain).ok());
         let kept_ipv6 = state.ipv6 == Some(true);
         if state.backend.as_deref() != Some(config.firewall.backend.as_str()) {
-            places.push(Place::other_kind(config, kept_chain, kept_ipv6));
+            let mut other = Place::other_kind(config, kept_chain, kept_ipv6);
+            other.known_there =
+                state.backend.as_deref() == Some(other.config.firewall.backend.as_str());
+            places.push(other);
         } else if config.firewall.backend == BackendKind::Iptables {
             let chain = &config.firewall.chain;
             match kept_chain.filter(|kept| kept != chain) {
@@ -99,6 +105,7 @@ impl Elsewhere {
                         spare_jumps: old.is_input() && !chain.is_input(),
                         config: moved,
                         whole: false,
+                        known_there: true,
                     });
                 }
                 None if kept_ipv6 && !config.firewall.ipv6 => {
@@ -111,6 +118,7 @@ impl Elsewhere {
                             .to_owned(),
                         spare_jumps: false,
                         whole: false,
+                        known_there: true,
                     });
                 }
                 None => {}
@@ -170,6 +178,7 @@ impl Place {
             config: other,
             spare_jumps: false,
             whole: true,
+            known_there: false,
         }
     }
 }
@@ -239,15 +248,28 @@ impl Swept {
 }
 
 /// Why a place's backend cannot be looked into; None when it can, and
-/// Some(empty) when none of its programs is installed, so it holds nothing.
-fn unusable(backend: &dyn FirewallBackend) -> Option<Vec<String>> {
+/// Some(empty) when none of its programs is installed and the state does
+/// not say portlocker's rules were there, so it holds nothing.
+fn unusable(place: &Place, backend: &dyn FirewallBackend) -> Option<Vec<String>> {
     let broken = backend.broken();
     if broken.is_empty() {
         return None;
     }
-    Some(match broken.iter().all(|(path, _)| absent(path)) {
-        true => Vec::new(),
-        false => broken.into_iter().map(|(_, problem)| problem).collect(),
+    if !broken.iter().all(|(path, _)| absent(path)) {
+        return Some(broken.into_iter().map(|(_, problem)| problem).collect());
+    }
+    Some(match place.known_there {
+        false => Vec::new(),
+        true => broken
+            .into_iter()
+            .map(|(_, problem)| {
+                format!(
+                    "the state says they were in {}, and the kernel keeps what it loaded, but \
+                     {problem}, so no run can remove them",
+                    place.named
+                )
+            })
+            .collect(),
     })
 }
 
@@ -319,7 +341,7 @@ pub fn sweep<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Swept {
     let mut swept = Swept::default();
     for place in &elsewhere.places {
         let mut backend = firewall::backend_for(&place.config, &mut runner);
-        if let Some(problems) = unusable(backend.as_ref()) {
+        if let Some(problems) = unusable(place, backend.as_ref()) {
             swept.problems.extend(problems);
             continue;
         }
@@ -370,7 +392,7 @@ pub fn dry_run<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Vec<String> {
     for place in &elsewhere.places {
         let named = &place.named;
         let mut backend = firewall::backend_for(&place.config, &mut runner);
-        if let Some(problems) = unusable(backend.as_ref()) {
+        if let Some(problems) = unusable(place, backend.as_ref()) {
             lines.extend(problems.iter().map(|problem| {
                 format!("# cannot look for portlocker's rules left in {named}: {problem}")
             }));

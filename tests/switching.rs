@@ -273,3 +273,43 @@ fn reset_clears_the_other_backend_when_the_configured_one_is_missing() {
     assert!(!iptables_ours(), "{}{}", rules(IPT), rules(IP6T));
     assert!(reachable(v4) && reachable(v6));
 }
+
+/// The iptables programs gone (the package removed after the switch) do not
+/// mean iptables holds nothing: the kernel keeps what they loaded. The owner
+/// is told, once, and the rules go once the programs are back.
+#[test]
+fn rules_left_by_programs_no_longer_installed_are_told_not_forgotten() {
+    let test = "rules_left_by_programs_no_longer_installed_are_told_not_forgotten";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (mut env, [v4, v6]) = closed_on(Backend::Iptables);
+    let (iptables, ip6tables) = (env.iptables.clone(), env.ip6tables.clone());
+    env.iptables = env.path("gone/iptables");
+    env.ip6tables = env.path("gone/ip6tables");
+    switch(&mut env, Backend::Nftables);
+    env.control("open ssh\n");
+    env.run(&[])
+        .expect(0)
+        .says("the state says they were in iptables")
+        .says("no run can remove them");
+    assert!(
+        env.status_page()
+            .unwrap()
+            .contains("no run can remove them")
+    );
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "the kernel still holds the drops"
+    );
+    let quiet = env.run(&[]);
+    assert_eq!(
+        (quiet.expect(0).stdout.as_str(), quiet.stderr.as_str()),
+        ("", "")
+    );
+
+    (env.iptables, env.ip6tables) = (iptables, ip6tables);
+    switch(&mut env, Backend::Nftables);
+    env.run(&[]).expect(0).says("Removed from iptables");
+    assert!(reachable(v4) && reachable(v6));
+}
