@@ -45,6 +45,11 @@ const BASE: &str = "type filter hook input priority -10; policy accept;";
 /// The priority of `BASE`.
 const PRIORITY: i64 = -10;
 
+/// The chain of closes made while the table cannot be read, and its
+/// declaration: on the input hook just before `input`.
+const BLIND: &str = "blind";
+const BLIND_BASE: &str = "type filter hook input priority -11; policy accept;";
+
 /// The tag of a rule portlocker did not make, as it is read.
 const UNKNOWN_TAG: &str = "portlocker:?";
 
@@ -221,9 +226,11 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             }
         };
         if prepared.after.is_none() {
-            log::warn!(
-                "table {TABLE} could not be read: only closes are made, each first in the chain; \
-                 opens and sources wait for a run that can read it"
+            // The log's: the run fails on the listing, and that failure is
+            // what is told (once per series), not this every run.
+            log::info!(
+                "table {TABLE} could not be read: only closes are made, in a chain of their own \
+                 ({BLIND}) before the others; opens and sources wait for a run that can read it"
             );
         }
         let said = describe(&prepared.made);
@@ -253,7 +260,7 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
         };
         if prepared.after.is_none() {
             lines.push(
-                "# so only the closes below are made, each first in the chain; opens and sources \
+                "# so only the closes below are made, in a chain of their own before the others; opens and sources \
                  wait for a run that can read the table"
                     .to_owned(),
             );
@@ -566,18 +573,24 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
     })
 }
 
-/// Without a listing: the closes of `changes` only, each inserted first in
-/// the chain (so no source rule that cannot be seen, and so not removed,
-/// comes before it), the table and chain made if missing. Nothing is
-/// removed, and no source let in: a close that is made blind is made for
-/// everyone, and the next run that reads the table sorts it out. Returns
-/// the changes made.
+/// Without a listing: the closes of `changes` only, in a base chain of
+/// their own, `blind`, hooked just before `input` (a drop there is final,
+/// whatever `input` holds that cannot be seen), the table made if missing.
+/// The chain is emptied and filled anew, so runs that cannot read the
+/// table do not pile up copies; `input` is never touched, and no source is
+/// let in: a close made blind is made for everyone, and the next run that
+/// reads the table sorts it out (to it, `blind` is drift). Returns the
+/// changes made.
 fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
     let mut lines = vec![
         (format!("add table {TABLE}"), format!("table {TABLE}")),
         (
-            format!("add chain {TABLE} {CHAIN} {{ {BASE} }}"),
-            format!("chain {CHAIN}"),
+            format!("add chain {TABLE} {BLIND} {{ {BLIND_BASE} }}"),
+            format!("chain {BLIND}"),
+        ),
+        (
+            format!("flush chain {TABLE} {BLIND}"),
+            format!("chain {BLIND} as it was"),
         ),
     ];
     let mut made = Vec::new();
@@ -586,7 +599,7 @@ fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
             && rule.source.is_none()
         {
             lines.push((
-                format!("insert rule {TABLE} {CHAIN} {}", nft_rule(rule)),
+                format!("add rule {TABLE} {BLIND} {}", nft_rule(rule)),
                 change.to_string(),
             ));
             made.push(change);
@@ -2084,16 +2097,26 @@ mod tests {
         let script = &fake.scripts[0];
         assert!(script.starts_with(
             "add table inet portlocker\n\
-             add chain inet portlocker input { type filter hook input priority -10; policy accept; }\n"
+             add chain inet portlocker blind { type filter hook input priority -11; policy accept; }\n\
+             flush chain inet portlocker blind\n"
         ));
-        let inserts: Vec<&str> = script.lines().skip(2).collect();
-        assert!(inserts.iter().all(
-            |line| line.starts_with("insert rule inet portlocker input ")
-                && line.contains(" drop comment ")
-        ));
+        let adds: Vec<&str> = script.lines().skip(3).collect();
+        assert!(
+            adds.iter()
+                .all(|line| line.starts_with("add rule inet portlocker blind ")
+                    && line.contains(" drop comment "))
+        );
         // ssh and mosh closed in both families; no source let in, vpn not opened.
-        assert_eq!(inserts.len(), 4, "{script}");
+        assert_eq!(adds.len(), 4, "{script}");
         assert!(!script.contains("192.0.2.1") && !script.contains("portlocker:vpn"));
+        assert!(
+            !script.contains("portlocker input"),
+            "the chain that cannot be seen is touched: {script}"
+        );
+
+        // Every run that cannot read the table writes the same, no more.
+        run_once(&config, &mut fake, text);
+        assert_eq!(fake.scripts[1], fake.scripts[0]);
     }
 
     #[test]
