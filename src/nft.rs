@@ -733,8 +733,11 @@ pub enum Base {
     Hooked,
     /// On the input hook, dropping what its rules leave alone.
     Dropping,
-    /// Not on the input hook: nothing reaches it.
+    /// Not a base chain: nothing reaches it.
     Unhooked,
+    /// A base chain on another hook (prerouting, say), where its rules may
+    /// drop what reaches input or not: what they do there is not evaluated.
+    Elsewhere,
 }
 
 impl Listing {
@@ -838,6 +841,8 @@ impl Listing {
         match self.base {
             Some(Base::Hooked) => held.input.rules.push(jump(config)),
             Some(Base::Dropping) => held.input.policy = Some("DROP".into()),
+            // No policy INPUT could tell: every port is unknown, not open.
+            Some(Base::Elsewhere) => held.input.policy = None,
             Some(Base::Unhooked) | None => {}
         }
         held.chain = Some(ChainRules {
@@ -860,8 +865,11 @@ fn unknown(what: &str) -> Listed {
 
 impl Base {
     fn of(chain: &json::Chain) -> Base {
-        if text(&chain.kind) != "filter" || text(&chain.hook) != "input" {
+        if chain.hook.is_none() {
             return Base::Unhooked;
+        }
+        if text(&chain.kind) != "filter" || text(&chain.hook) != "input" {
+            return Base::Elsewhere;
         }
         match text(&chain.policy) {
             "drop" => Base::Dropping,
@@ -1444,6 +1452,36 @@ mod tests {
         assert!(table.contains("portlocker:ssh"), "{table}");
         let (_, again) = run_once(&v4_only, &mut fake, "close ssh\n");
         assert!(again.made.is_empty(), "it converges");
+    }
+
+    /// Chain `input` moved to another hook still drops there: what it
+    /// does is not evaluated, so no port is said open — and it is put back.
+    #[test]
+    fn a_chain_on_another_hook_leaves_every_port_unknown_until_put_back() {
+        use crate::model::PortState;
+        use crate::verdict::service_state;
+        let config = config();
+        let json = EVERY_KIND.replace("\"hook\": \"input\"", "\"hook\": \"prerouting\"");
+        assert_ne!(json, EVERY_KIND);
+        let holdings = listed(&config, &json);
+        let now = moment("2026-12-01T12:00:00Z");
+        for service in config.services.keys() {
+            let held = holdings.family(Family::Ipv4).unwrap();
+            assert_eq!(
+                service_state(&config, held, Family::Ipv4, service, now),
+                PortState::Unknown,
+                "{service}"
+            );
+        }
+        let wants = wants(&config, "close ssh\n");
+        let changes = plan_of(&config, &wants, &holdings);
+        let after = normalized(&config, record(&config, &holdings, &changes));
+        let ssh = ServiceName::new("ssh").unwrap();
+        let held = after.family(Family::Ipv4).unwrap();
+        assert_eq!(
+            service_state(&config, held, Family::Ipv4, &ssh, now),
+            PortState::Closed
+        );
     }
 
     #[test]
