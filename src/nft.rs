@@ -609,7 +609,7 @@ fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
 }
 
 /// A rule in nft's syntax: its family, source, port, new connections only
-/// (`keep_established`), deadline (UTC: the runner sets TZ=UTC), verdict
+/// (`keep_established`), deadline (UTC: the runner sets TZ=UTC0), verdict
 /// and tag.
 pub fn nft_rule(rule: &Rule) -> String {
     let mut words = vec!["meta nfproto".to_owned()];

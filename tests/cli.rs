@@ -1398,7 +1398,7 @@ fn notices_come_once_per_change_once_per_failure_series_and_once_on_recovery() {
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
             "PORTLOCKER_EVENT=changed",
             "PORTLOCKER_HOST=web-1",
-            "TZ=UTC",
+            "TZ=UTC0",
         ]
     );
     let lines: Vec<&str> = text.lines().collect();
