@@ -478,6 +478,40 @@ fn with_nftables_iptables_is_never_touched() {
     assert_eq!(backend::nft_table(), "");
 }
 
+/// A dormant table sees no packet: status must not say closed, and the
+/// next run writes the table anew, awake.
+#[test]
+fn a_table_made_dormant_by_hand_is_not_closed_and_is_woken() {
+    let test = "a_table_made_dormant_by_hand_is_not_closed_and_is_woken";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_nftables();
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    backend::nft(&["add", "table", "inet", "portlocker", "{ flags dormant; }"]);
+    assert!(
+        reachable(v4) && reachable(v6),
+        "a dormant table still drops"
+    );
+    let status = env.run(&["status"]);
+    assert!(
+        !status
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("ssh") && line.contains("closed")),
+        "{}",
+        status.stdout
+    );
+    env.run(&[]).expect(0);
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "the run left the table dormant"
+    );
+    assert!(!backend::nft_table().contains("dormant"));
+}
+
 /// nft applies a script whole or not at all: a run whose script nft
 /// refuses changes nothing, fails naming the line, and the next run that
 /// nft takes makes the change.
