@@ -20,7 +20,7 @@ use crate::logging::{self, Verbosity};
 use crate::model::Holdings;
 use crate::plan;
 use crate::run::{
-    NEEDS_ROOT, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
+    NEEDS_ROOT, publish, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
 };
 use crate::source::Source;
 use crate::state::{self, Loaded, RunLock, State};
@@ -175,6 +175,7 @@ fn reset(config: &Config) -> Result<Exit> {
     let (state, _) = peek_state(config)?;
     let places = leftovers::Elsewhere::everywhere(config, &state);
     let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
+    publish_after_reset(config, &state);
     let mut out = std::io::stdout().lock();
     for line in reset.said.iter().chain(&elsewhere.removed) {
         writeln!(out, "{line}")?;
@@ -206,6 +207,29 @@ fn reset(config: &Config) -> Result<Exit> {
     }
     log::info!("reset: {} firewall changes", reset.changes);
     Ok(Exit::Ok)
+}
+
+/// The page and the metrics after `reset`, read from the firewall: they
+/// said closed for what reset has just opened.
+fn publish_after_reset(config: &Config, state: &State) {
+    if config.status_file.is_none() && config.metrics_file.is_none() {
+        return;
+    }
+    let now = Local::now().fixed_offset();
+    let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    let (holdings, errors) = match backend.preflight() {
+        Ok(()) => backend.observe(false),
+        Err(_) => (Holdings::unknown(config), Vec::new()),
+    };
+    let mut report = report(config, &holdings, None, summarise_errors(&errors), now);
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
+    report.backend = firewall::backend(config);
+    report.notices.push(format!(
+        "portlocker reset at {}: its rules were removed; the next run applies the control file \
+         again",
+        now.format("%Y-%m-%d %H:%M")
+    ));
+    publish(config, &report, state.last_run.as_ref());
 }
 
 /// Prints what a run would do, changing nothing.

@@ -312,7 +312,7 @@ fn changed_in_words(report: &Report, touched: &BTreeSet<String>, count: usize) -
 }
 
 /// Writes the status page and the metrics for `report`; a write that fails is a warning.
-fn publish(config: &Config, report: &Report, last_run: Option<&LastRun>) {
+pub(crate) fn publish(config: &Config, report: &Report, last_run: Option<&LastRun>) {
     if let Some(path) = &config.status_file
         && let Err(error) = files::write_atomic(path, status::render(report).as_bytes(), 0o644)
     {

@@ -1490,3 +1490,31 @@ fn a_notice_that_cannot_be_told_is_a_warning_and_the_run_stands() {
         check.stdout
     );
 }
+
+/// After `reset` the page and the metrics tell what the firewall holds
+/// then — nothing closed — not what the last run left.
+#[test]
+fn reset_rewrites_the_page_and_the_metrics() {
+    let env = TestEnv::with_fake_iptables();
+    let config = env.local_config("", "").replace(
+        "[fetch]",
+        &format!("metrics_file = {:?}\n[fetch]", env.path("metrics.prom")),
+    );
+    env.write_config(&config);
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let closed = "portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 1";
+    assert!(env.status_page().unwrap().contains("IPv4 closed"));
+    assert!(
+        std::fs::read_to_string(env.path("metrics.prom"))
+            .unwrap()
+            .contains(closed)
+    );
+
+    env.run(&["reset"]).expect(0);
+    let page = env.status_page().unwrap();
+    assert!(!page.contains("IPv4 closed"), "{page}");
+    assert!(page.contains("portlocker reset at"), "{page}");
+    let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+    assert!(!metrics.contains(closed), "{metrics}");
+}
