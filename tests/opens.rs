@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::Path;
 use std::time::Duration;
 
 use common::TestEnv;
@@ -482,38 +483,41 @@ fn opens_for_half_an_hour(backend: Backend) {
 }
 
 /// Makes this mount namespace's host live in Tokyo (UTC+9): over /etc, a
-/// directory of links to each of its entries (the real one bound aside),
-/// but `localtime`, which leads to Asia/Tokyo.
-fn host_in_tokyo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let (real, shown) = (dir.path().join("real"), dir.path().join("etc"));
-    std::fs::create_dir(&real).unwrap();
-    std::fs::create_dir(&shown).unwrap();
-    let bind = |from: &std::path::Path, to: &std::path::Path| {
+/// directory of links to each of its entries, but `localtime`, which leads
+/// to Asia/Tokyo. All of it on a tmpfs of this namespace's own, over /mnt,
+/// the real /etc bound there read-only — and never removed: removing a
+/// directory that holds a bind of /etc would remove the host's /etc. The
+/// namespace takes it all away when the test ends.
+fn host_in_tokyo() {
+    let mount = |args: &[&str]| {
         let status = std::process::Command::new("mount")
-            .arg("--bind")
-            .args([from, to])
+            .args(args)
             .status()
             .unwrap();
-        assert!(status.success(), "mount --bind {from:?} {to:?}");
+        assert!(status.success(), "mount {args:?}");
     };
-    bind("/etc".as_ref(), &real);
-    for entry in std::fs::read_dir(&real).unwrap() {
+    std::fs::create_dir_all("/mnt").unwrap();
+    mount(&["-t", "tmpfs", "-o", "size=1m", "portlocker-test", "/mnt"]);
+    let (real, shown) = (Path::new("/mnt/real"), Path::new("/mnt/etc"));
+    std::fs::create_dir(real).unwrap();
+    std::fs::create_dir(shown).unwrap();
+    mount(&["--bind", "/etc", "/mnt/real"]);
+    mount(&["-o", "remount,bind,ro", "/mnt/real"]);
+    for entry in std::fs::read_dir(real).unwrap() {
         let name = entry.unwrap().file_name();
         if name != "localtime" {
             std::os::unix::fs::symlink(real.join(&name), shown.join(&name)).unwrap();
         }
     }
     std::os::unix::fs::symlink("/usr/share/zoneinfo/Asia/Tokyo", shown.join("localtime")).unwrap();
-    bind(&shown, "/etc".as_ref());
-    dir
+    mount(&["--bind", "/mnt/etc", "/etc"]);
 }
 
 /// A deadline is a moment in UTC whatever zone the host lives in: on a
 /// host in Tokyo, nine hours ahead, an open for 30 minutes must not have
 /// ended nine hours before it began.
 fn deadlines_are_utc_on_a_host_in_another_zone(backend: Backend) {
-    let _etc = host_in_tokyo();
+    host_in_tokyo();
     opens_for_half_an_hour(backend);
 }
 
