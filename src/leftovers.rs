@@ -73,6 +73,8 @@ struct Place {
     /// The state says portlocker's rules were there: its programs missing
     /// do not mean it holds nothing (the kernel keeps what they loaded).
     known_there: bool,
+    /// A chain of the configured backend that the config no longer names.
+    old_chain: bool,
 }
 
 impl Elsewhere {
@@ -106,6 +108,7 @@ impl Elsewhere {
                         config: moved,
                         whole: false,
                         known_there: true,
+                        old_chain: true,
                     });
                 }
                 None if kept_ipv6 && !config.firewall.ipv6 => {
@@ -119,6 +122,7 @@ impl Elsewhere {
                         spare_jumps: false,
                         whole: false,
                         known_there: true,
+                        old_chain: false,
                     });
                 }
                 None => {}
@@ -160,6 +164,12 @@ impl Elsewhere {
     pub fn is_empty(&self) -> bool {
         self.places.is_empty()
     }
+
+    /// The state knew the chain a config of before named, which is not the
+    /// config's now (same backend).
+    pub fn moved_chain(&self) -> bool {
+        self.places.iter().any(|place| place.old_chain)
+    }
 }
 
 impl Place {
@@ -179,6 +189,7 @@ impl Place {
             spare_jumps: false,
             whole: true,
             known_there: false,
+            old_chain: false,
         }
     }
 }

@@ -207,13 +207,19 @@ fn plan_family(
             rule_changes.push(removal(spec, &drops, family, chain));
         }
     }
-    // Tagged for a service the config no longer has (or an old jump, in INPUT).
+    // Tagged for a service the config no longer has. A jump in INPUT, to a
+    // chain a config of before named, stays: its chain may hold the only
+    // closes of what no line names now (the state that knew lost). It goes
+    // with that chain, once a run knows what it held (`leftovers.rs`).
     for rule in &tagged {
         let configured = config
             .services
             .keys()
             .any(|service| rule.tag() == Some(&format!("portlocker:{service}")));
-        if !configured {
+        let jump = rule
+            .tag()
+            .is_some_and(|tag| tag.starts_with("portlocker:jump."));
+        if !configured && !jump {
             rule_changes.push(Change::DeleteListed {
                 family,
                 chain: chain.clone(),
@@ -279,6 +285,36 @@ fn plan_blind(
     }
     changes.extend(rule_changes);
     changes
+}
+
+/// With `chain = "INPUT"`: removes the jumps to a chain of portlocker's
+/// that a config of before named, which `plan` leaves alone (that chain may
+/// hold the only closes of what no line names). For a run whose state knew
+/// that chain, so that every service it closed is asked of anew.
+pub fn old_jumps(config: &Config, holdings: &Holdings) -> Vec<Step> {
+    if !config.firewall.chain.is_input() {
+        return Vec::new();
+    }
+    let mut steps = Vec::new();
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        for rule in held.tagged(config) {
+            if rule
+                .tag()
+                .is_some_and(|tag| tag.starts_with("portlocker:jump."))
+            {
+                steps.push(Step {
+                    change: Change::DeleteListed {
+                        family,
+                        chain: config.firewall.chain.clone(),
+                        spec: rule.spec.clone(),
+                    },
+                    checked: true,
+                });
+            }
+        }
+    }
+    steps
 }
 
 /// The changes that remove everything portlocker made: its tagged rules,

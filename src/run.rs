@@ -496,7 +496,10 @@ fn reconcile<'a, R: Runner + 'a>(
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
-    let steps = plan::plan(config, wants, &holdings, seen);
+    let mut steps = plan::plan(config, wants, &holdings, seen);
+    if elsewhere.moved_chain() {
+        steps.extend(plan::old_jumps(config, &holdings));
+    }
     let mut applied = backend.apply(&steps, &mut holdings);
     if applied.errors.iter().any(CommandError::lacks_time_match) {
         // Deadlines then end only when a run comes after them, as before.

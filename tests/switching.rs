@@ -313,3 +313,47 @@ fn rules_left_by_programs_no_longer_installed_are_told_not_forgotten() {
     env.run(&[]).expect(0).says("Removed from iptables");
     assert!(reachable(v4) && reachable(v6));
 }
+
+/// `chain = "INPUT"` after portlocker's own chain, with the state lost: the
+/// old jump leads to the only closes of a service no line names. It stays.
+#[test]
+fn moving_to_chain_input_with_the_state_lost_keeps_the_old_jump() {
+    let test = "moving_to_chain_input_with_the_state_lost_keeps_the_old_jump";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (env, [v4, v6]) = closed_on(Backend::Iptables);
+    std::fs::remove_dir_all(env.path("state")).unwrap();
+    env.write_config(&env.local_config("", "chain = \"INPUT\""));
+    env.control("close web\n");
+    env.run(&[])
+        .expect(1)
+        .says("should be closed but is unknown: `-A INPUT -m comment --comment portlocker:jump.a");
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh opened by the move to INPUT"
+    );
+    assert!(rules(IPT).contains("-j PORTLOCKER") && rules(IP6T).contains("-j PORTLOCKER"));
+}
+
+/// The same move with the state kept: every service the old chain closed
+/// is asked of anew, so the old jump and chain go in that run.
+#[test]
+fn moving_to_chain_input_with_the_state_kept_leaves_nothing_behind() {
+    let test = "moving_to_chain_input_with_the_state_kept_leaves_nothing_behind";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let (env, [v4, v6]) = closed_on(Backend::Iptables);
+    env.write_config(&env.local_config("", "chain = \"INPUT\""));
+    env.control("close web\n");
+    env.run(&[])
+        .expect(0)
+        .says("chain PORTLOCKER, which the config no longer names");
+    assert!(!rules(IPT).contains("PORTLOCKER") && !rules(IP6T).contains("PORTLOCKER"));
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh opened by the move to INPUT"
+    );
+    assert_eq!(env.run(&[]).expect(0).stderr, "");
+}
