@@ -287,10 +287,27 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
     fn reset(&mut self) -> Reset {
         let listing = match self.list() {
             Ok(listing) => listing,
-            Err(error) => {
+            // Deleting the table needs no listing: what it held is unknown,
+            // not what decides whether it goes.
+            Err(error) if error.needs_root() => {
                 return Reset {
                     errors: vec![error],
                     ..Reset::default()
+                };
+            }
+            Err(error) => {
+                log::warn!("{error}; deleting table {TABLE} unread");
+                let said = vec![format!("delete table {TABLE} (not readable)")];
+                return match self.commit(&WRITE, &Script::deleting(), &said, 1) {
+                    Ok(_) => Reset {
+                        changes: 1,
+                        said,
+                        errors: Vec::new(),
+                    },
+                    Err(error) => Reset {
+                        errors: vec![error],
+                        ..Reset::default()
+                    },
                 };
             }
         };
@@ -2155,6 +2172,23 @@ mod tests {
         // Every run that cannot read the table writes the same, no more.
         run_once(&config, &mut fake, text);
         assert_eq!(fake.scripts[1], fake.scripts[0]);
+    }
+
+    /// `reset` is the way out: a table nft lists as garbage still goes.
+    #[test]
+    fn reset_deletes_a_table_that_cannot_be_read() {
+        let config = config();
+        let mut fake = FakeNft {
+            table: Some("not json".into()),
+            ..FakeNft::default()
+        };
+        let reset = Nft::new(&config, &mut fake).reset();
+        assert!(reset.errors.is_empty(), "{:?}", reset.errors);
+        assert_eq!(reset.changes, 1);
+        assert_eq!(
+            fake.scripts,
+            ["table inet portlocker\ndelete table inet portlocker\n"]
+        );
     }
 
     #[test]
