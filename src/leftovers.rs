@@ -324,10 +324,13 @@ fn removals(
             None => true,
         }
     });
-    // A chain that keeps rules keeps its jump too.
+    // A chain that keeps rules keeps its jump too — with nftables, in both
+    // families: they are one table, whose rewrite would otherwise come
+    // every run.
+    let one_table = place.config.firewall.backend == BackendKind::Nftables;
     steps.retain(|step| match &step.change {
         Change::DeleteJump { family, .. } | Change::DeleteChain { family, .. } => {
-            !kept_in.contains(family)
+            !kept_in.contains(family) && !(one_table && !kept_in.is_empty())
         }
         _ => true,
     });

@@ -357,3 +357,35 @@ fn moving_to_chain_input_with_the_state_kept_leaves_nothing_behind() {
     );
     assert_eq!(env.run(&[]).expect(0).stderr, "");
 }
+
+/// What stays in nftables (one table for both families) stays quietly:
+/// later runs neither rewrite it nor tell it again.
+#[test]
+fn what_stays_in_the_old_table_stays_quietly() {
+    let test = "what_stays_in_the_old_table_stays_quietly";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let mut env = TestEnv::with_real_iptables();
+    switch(&mut env, Backend::Nftables);
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    std::fs::remove_dir_all(env.path("state")).unwrap();
+    switch(&mut env, Backend::Iptables);
+    env.control("close web\n");
+    env.run(&[]).expect(0).says("ssh: its rules in nftables");
+    let table = backend::nft_table();
+    assert!(table.contains("portlocker:ssh"), "{table}");
+    let again = env.run(&[]);
+    assert_eq!(
+        (again.expect(0).stdout.as_str(), again.stderr.as_str()),
+        ("", "")
+    );
+    assert_eq!(backend::nft_table(), table, "the old table was rewritten");
+    assert!(
+        env.log().lines().last().unwrap().contains("no change"),
+        "{}",
+        env.log()
+    );
+}
