@@ -330,7 +330,7 @@ fn removals(
     let one_table = place.config.firewall.backend == BackendKind::Nftables;
     steps.retain(|step| match &step.change {
         Change::DeleteJump { family, .. } | Change::DeleteChain { family, .. } => {
-            !kept_in.contains(family) && !(one_table && !kept_in.is_empty())
+            !kept_in.contains(family) && (!one_table || kept_in.is_empty())
         }
         _ => true,
     });
