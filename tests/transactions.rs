@@ -28,12 +28,18 @@ fn slow_restore(env: &TestEnv, real: &str) -> String {
     path.display().to_string()
 }
 
-/// Whether a slow restore tool of this test is still running.
+/// Whether a slow restore tool of this test is still running — or about
+/// to: a child forked by the killed run, not yet turned into the tool, still
+/// shows the run's own command line (its config), and becomes the tool.
 fn restore_running(env: &TestEnv) -> bool {
-    let marker = env.path("slow-").display().to_string();
+    let markers =
+        [env.path("slow-"), env.path("config.toml")].map(|path| path.display().to_string());
     std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
         std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+            .map(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                markers.iter().any(|marker| cmdline.contains(marker))
+            })
             .unwrap_or(false)
     })
 }
