@@ -35,7 +35,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portlocker::config::ServiceName;
-use portlocker::control::{self, Context};
+use portlocker::intake::control::{self, Context};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portlocker");
 const INSIDE: &str = "PORTLOCKER_BENCH_INSIDE_NETNS";

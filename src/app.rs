@@ -12,19 +12,20 @@ use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{Config, ConfigError};
 pub use crate::exit::Exit;
-use crate::firewall::{self, CommandError, SystemRunner};
+use crate::firewall::leftovers;
+use crate::firewall::model::Holdings;
+use crate::firewall::plan;
+use crate::firewall::{self};
 use crate::intake;
-use crate::intent::{self, Want};
-use crate::leftovers;
-use crate::logging::{self, Verbosity};
-use crate::model::Holdings;
-use crate::plan;
+use crate::intake::intent::{self, Want};
+use crate::intake::source::Source;
+use crate::intake::state::{self, Loaded, RunLock, State};
+use crate::report::logging::{self, Verbosity};
+use crate::report::status::{self, Freshness, LastRunKnown, rfc3339_text};
 use crate::run::{
     NEEDS_ROOT, publish, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
 };
-use crate::source::Source;
-use crate::state::{self, Loaded, RunLock, State};
-use crate::status::{self, Freshness, LastRunKnown, rfc3339_text};
+use crate::sys::runner::{CommandError, SystemRunner};
 
 /// Runs the command line and tells how it ended. Errors are reported here.
 pub fn main(cli: Cli) -> Exit {

@@ -12,15 +12,16 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Family, PortSpec, ServiceName};
-use crate::control::ControlFile;
-use crate::files::is_root;
-use crate::firewall::{self, SystemRunner};
+use crate::firewall::model::{Holdings, Listed};
+use crate::firewall::plan::{self, SourcesSeen};
+use crate::firewall::verdict::{self, Mismatch};
+use crate::firewall::{self};
 use crate::intake;
-use crate::intent::Want;
-use crate::model::{Holdings, Listed};
-use crate::plan::{self, SourcesSeen};
-use crate::state::{self, Loaded, State};
-use crate::verdict::{self, Mismatch};
+use crate::intake::control::ControlFile;
+use crate::intake::intent::Want;
+use crate::intake::state::{self, Loaded, State};
+use crate::sys::files::is_root;
+use crate::sys::runner::SystemRunner;
 
 /// How much a finding matters; the worst one found is check's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -406,7 +407,7 @@ impl Culprit {
             ));
         };
         let shown = rule.shown(chain);
-        let removal = firewall::removal(config, family, chain, rule);
+        let removal = firewall::iptables::removal(config, family, chain, rule);
         if self.lets_through {
             let input_mode = config.firewall.chain.is_input();
             let mut fix = match (&removal, input_mode) {
@@ -460,7 +461,7 @@ fn and_list<S: AsRef<str>>(items: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChainRules, FamilyHoldings, split_listed};
+    use crate::firewall::model::{ChainRules, FamilyHoldings, split_listed};
     use std::collections::BTreeMap;
 
     fn config(firewall: &str, services: &str) -> Config {
@@ -698,7 +699,7 @@ mod tests {
 
     #[test]
     fn with_a_key_an_unsigned_kept_copy_is_not_in_force() {
-        use crate::state::LastGood;
+        use crate::intake::state::LastGood;
         let key = "[signature]\npublic_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\n";
         let text = format!("source = \"-\"\n[firewall]\nipv6 = false\n{key}[services]\nssh = 22\n");
         let c = Config::parse(&text).unwrap();

@@ -11,8 +11,8 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::TimeDelta;
 use serde::Deserialize;
 
-use crate::files::{check_trusted, is_root};
-use crate::source::Source;
+use crate::intake::source::Source;
+use crate::sys::files::{check_trusted, is_root};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -935,7 +935,7 @@ impl RawSignature {
 }
 
 fn duration(key: &str, text: &str) -> Result<TimeDelta> {
-    crate::clock::parse_duration(text).map_err(|reason| anyhow!("{key}: {reason}"))
+    crate::sys::clock::parse_duration(text).map_err(|reason| anyhow!("{key}: {reason}"))
 }
 
 /// The kernel's host name, as `hostname` prints it.

@@ -48,12 +48,12 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Family, Protocol, ServiceName};
 use crate::exit::Exit;
-use crate::fake::{FakeIptables, Fate, KillPoint, Killed, Probe, binary_of};
-use crate::firewall::Firewall;
-use crate::model::PortState;
+use crate::firewall::fake::{FakeIptables, Fate, KillPoint, Killed, Probe, binary_of};
+use crate::firewall::iptables::Firewall;
+use crate::firewall::model::PortState;
+use crate::firewall::verdict;
+use crate::intake::state::{Loaded, State};
 use crate::run;
-use crate::state::{Loaded, State};
-use crate::verdict;
 
 /// Steps per sequence.
 const STEPS: usize = 30;

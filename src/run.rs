@@ -10,20 +10,21 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
-use crate::files;
-use crate::firewall::{self, CommandError, Runner};
+use crate::firewall::leftovers;
+use crate::firewall::model::{self, Change, Holdings, PortState};
+use crate::firewall::plan::{self, SourcesSeen};
+use crate::firewall::verdict::{self, Mismatch};
+use crate::firewall::{self};
 use crate::intake;
-use crate::intent::{self, Resolved, Starts, Want, Wanted};
-use crate::leftovers;
-use crate::logging;
-use crate::metrics;
-use crate::model::{self, Change, Holdings, PortState};
-use crate::notify;
-use crate::plan::{self, SourcesSeen};
-use crate::quiet::{self, Seen};
-use crate::state::{LastRun, Loaded, State};
-use crate::status::{self, Freshness, Report, ServiceRow};
-use crate::verdict::{self, Mismatch};
+use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
+use crate::intake::state::{LastRun, Loaded, State};
+use crate::report::logging;
+use crate::report::metrics;
+use crate::report::notify;
+use crate::report::quiet::{self, Seen};
+use crate::report::status::{self, Freshness, Report, ServiceRow};
+use crate::sys::files;
+use crate::sys::runner::{CommandError, Runner};
 
 /// The state for a run, and whether it was lost. A damaged one is reported
 /// in `problems` (the run fails) and the run goes on from an empty state:
@@ -650,7 +651,7 @@ fn mismatches(
                     ports,
                     by: Some((chain, rule)),
                 } => {
-                    let fix = match firewall::removal(config, family, &chain, &rule) {
+                    let fix = match firewall::iptables::removal(config, family, &chain, &rule) {
                         Some(remove) => format!("remove it with `{remove}`"),
                         // Deleting a default deny would open every other port.
                         None => format!(
@@ -874,7 +875,7 @@ mod tests {
     #[test]
     fn a_rule_of_others_closing_an_open_port_gets_safe_advice() {
         use crate::config::Family;
-        use crate::model::{ChainRules, FamilyHoldings, Listed, split_listed};
+        use crate::firewall::model::{ChainRules, FamilyHoldings, Listed, split_listed};
         let config = Config::parse(
             "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
         )

@@ -659,10 +659,10 @@ fn check_layout(browser: &mut Browser, shots: &Path, name: &str) {
 
 /// The signed file's lines and signature, as the Rust verifier reads them.
 fn verify_signed(signed: &str, public_key: &str) -> Result<i64, String> {
-    let inline = portlocker::signature::split_inline(signed.as_bytes())?
+    let inline = portlocker::intake::signature::split_inline(signed.as_bytes())?
         .ok_or("the page's output carries no signature")?;
     let now = chrono::Utc::now();
-    portlocker::signature::verify(
+    portlocker::intake::signature::verify(
         inline.message,
         &inline.signature,
         public_key,
@@ -795,7 +795,7 @@ fn the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept() {
     check_layout(&mut browser, &shots, "signed");
 
     // minisign agrees, on the detached form; one changed byte is refused by both.
-    let inline = portlocker::signature::split_inline(signed.as_bytes())
+    let inline = portlocker::intake::signature::split_inline(signed.as_bytes())
         .unwrap()
         .unwrap();
     let algorithm = base64::engine::general_purpose::STANDARD
@@ -813,7 +813,7 @@ fn the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept() {
         "minisign -V refuses the page's signature"
     );
     let changed = signed.replacen("for 2h", "for 3h", 1);
-    let tampered = portlocker::signature::split_inline(changed.as_bytes())
+    let tampered = portlocker::intake::signature::split_inline(changed.as_bytes())
         .unwrap()
         .unwrap();
     assert!(!minisign_verifies(
@@ -888,7 +888,7 @@ fn the_signer_page_makes_a_key_and_signs_what_minisign_and_portlocker_accept() {
         .unwrap()
         .to_owned();
     verify_signed(&restored, &public_key).expect("the restored key signs as before");
-    let restored_inline = portlocker::signature::split_inline(restored.as_bytes())
+    let restored_inline = portlocker::intake::signature::split_inline(restored.as_bytes())
         .unwrap()
         .unwrap();
     assert!(minisign_verifies(
@@ -1060,7 +1060,7 @@ fn the_signer_page_checks_lines_as_portlocker_does() {
             .into_iter()
             .map(|name| portlocker::config::ServiceName::new(name).unwrap())
             .collect();
-    let context = portlocker::control::Context {
+    let context = portlocker::intake::control::Context {
         services: &services,
         host_name: "web-1",
         ipv6: true,
@@ -1071,7 +1071,7 @@ fn the_signer_page_checks_lines_as_portlocker_does() {
     let mut disagreements = Vec::new();
     for (lines, expected) in [(&valid[..], true), (&invalid[..], false)] {
         for line in lines {
-            let rust = portlocker::control::parse(line.as_bytes(), context);
+            let rust = portlocker::intake::control::parse(line.as_bytes(), context);
             assert_eq!(
                 rust.is_ok(),
                 expected,

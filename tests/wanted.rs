@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::TestEnv;
 use common::https::{Reply, TlsServer};
 use common::netns::{self, iptables, rules};
-use portlocker::state::{Loaded, State};
+use portlocker::intake::state::{Loaded, State};
 
 const IPT: &str = "/sbin/iptables";
 const IP6T: &str = "/sbin/ip6tables";

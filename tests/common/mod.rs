@@ -201,8 +201,8 @@ impl TestEnv {
 
     /// Changes the kept state through portlocker's own reading and writing
     /// of it (its checksum stays right): how tests move time without sleeping.
-    pub fn edit_state(&self, edit: impl FnOnce(&mut portlocker::state::State)) {
-        use portlocker::state::{Loaded, State};
+    pub fn edit_state(&self, edit: impl FnOnce(&mut portlocker::intake::state::State)) {
+        use portlocker::intake::state::{Loaded, State};
         let Loaded::Kept(mut state) = State::load(&self.path("state")) else {
             panic!("no whole state to edit");
         };

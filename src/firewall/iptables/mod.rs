@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 mod flavours;
 
-use crate::backend::run_command;
-pub use crate::backend::{Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named};
-use crate::config::{BackendKind, ChainName, Config, Family};
-use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
-use crate::nft::Nft;
-use crate::plan::{self, Step};
-pub use crate::runner::{
+use crate::config::{ChainName, Config, Family};
+use crate::firewall::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
+use crate::firewall::plan::{self, Step};
+use crate::firewall::run_command;
+pub use crate::firewall::{
+    Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named,
+};
+pub use crate::sys::runner::{
     Command, CommandError, Completion, Failure, Refusal, Runner, SystemRunner, Termination,
 };
 
@@ -526,17 +527,6 @@ impl<'a, R: Runner> Firewall<'a, R> {
     }
 }
 
-/// The backend the config names, driven through `runner`.
-pub fn backend_for<'a, R: Runner + 'a>(
-    config: &'a Config,
-    runner: R,
-) -> Box<dyn FirewallBackend + 'a> {
-    match config.firewall.backend {
-        BackendKind::Iptables => Box::new(Firewall::new(config, runner)),
-        BackendKind::Nftables => Box::new(Nft::new(config, runner)),
-    }
-}
-
 /// iptables and ip6tables: portlocker's chain in each, jumped to from INPUT.
 impl<R: Runner> FirewallBackend for Firewall<'_, R> {
     fn broken(&self) -> Vec<(PathBuf, String)> {
@@ -703,18 +693,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// What the status page and `status --json` name the firewall backend:
-/// `nftables`, or for iptables `nf_tables` or `legacy`, which iptables the
-/// configured binary is (see `Backend::of`).
-pub fn backend(config: &Config) -> Option<String> {
-    match config.firewall.backend {
-        BackendKind::Nftables => Some(BackendKind::Nftables.as_str().to_owned()),
-        BackendKind::Iptables => {
-            Backend::of(&config.firewall.iptables).map(|backend| backend.as_str().to_owned())
-        }
-    }
-}
-
 /// Why the iptables program of `family` cannot be run, if it cannot:
 /// missing, not a regular file, or with no execute permission. Names the
 /// config key and the package that fix it.
@@ -751,10 +729,10 @@ mod tests {
             .to_utc()
     }
     use crate::config::{PortSpec, ServiceName};
-    use crate::fake::FakeIptables;
-    use crate::model::PortState;
-    use crate::plan::plan;
-    use crate::verdict::service_state;
+    use crate::firewall::fake::FakeIptables;
+    use crate::firewall::model::PortState;
+    use crate::firewall::plan::plan;
+    use crate::firewall::verdict::service_state;
 
     fn config() -> Config {
         Config::parse(
@@ -766,7 +744,7 @@ mod tests {
     }
 
     fn run_once(config: &Config, fake: &mut FakeIptables, text: &str) -> (Holdings, Vec<String>) {
-        let wants = crate::intent::wants_of(config, text);
+        let wants = crate::intake::intent::wants_of(config, text);
         let mut firewall = Firewall::new(config, fake);
         let (mut holdings, errors) = firewall.observe(false);
         assert!(errors.is_empty(), "{errors:?}");
@@ -901,7 +879,7 @@ mod tests {
 
     #[test]
     fn a_transaction_rewrites_the_chain_whole_and_moves_the_jump_in_one_commit() {
-        use crate::model::{ChainRules, JumpTag, split_listed};
+        use crate::firewall::model::{ChainRules, JumpTag, split_listed};
         let config = config();
         let chain = &config.firewall.chain;
         let mut held = FamilyHoldings::bare();
@@ -909,7 +887,7 @@ mod tests {
             Listed::new(split_listed("-s 192.0.2.1/32 -j ACCEPT")),
             Listed::new(JumpTag::A.spec(chain)),
         ];
-        let ssh = crate::model::rules_of(&config, Family::Ipv4)
+        let ssh = crate::firewall::model::rules_of(&config, Family::Ipv4)
             .find(|rule| rule.service.as_str() == "ssh")
             .unwrap();
         held.chain = Some(ChainRules {
@@ -960,7 +938,7 @@ mod tests {
         )
         .unwrap();
         let rule = |name: &str| {
-            crate::model::rules_of(&config, Family::Ipv4)
+            crate::firewall::model::rules_of(&config, Family::Ipv4)
                 .find(|rule| rule.service.as_str() == name)
                 .unwrap()
         };
@@ -996,7 +974,7 @@ mod tests {
 
     #[test]
     fn a_reset_transaction_empties_the_chain_unhooks_it_and_deletes_it() {
-        use crate::model::JumpTag;
+        use crate::firewall::model::JumpTag;
         let config = config();
         let mut held = FamilyHoldings::bare();
         for change in [
@@ -1015,7 +993,7 @@ mod tests {
         let holdings = Holdings {
             families: [(Family::Ipv4, Some(held.clone()))].into(),
         };
-        let (steps, _) = crate::plan::reset(&config, &holdings);
+        let (steps, _) = crate::firewall::plan::reset(&config, &holdings);
         let changes: Vec<&Change> = steps.iter().map(|step| &step.change).collect();
         let transaction = transaction(&config, Family::Ipv4, &held, &changes);
         assert_eq!(

@@ -21,13 +21,15 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
-use crate::backend::{
+use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
+use crate::firewall::model::{
+    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of,
+};
+use crate::firewall::plan::Step;
+use crate::firewall::{
     Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named, run_command,
 };
-use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
-use crate::model::{ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of};
-use crate::plan::Step;
-use crate::runner::{Command, CommandError, Completion, Failure, Runner};
+use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
 mod json;
 use json::{Expr, Object, Operand, text};
@@ -1162,7 +1164,7 @@ fn refused_line(stderr: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::exit::Exit;
-    use crate::plan::{SourcesSeen, plan};
+    use crate::firewall::plan::{SourcesSeen, plan};
     use std::collections::BTreeMap;
 
     fn config() -> Config {
@@ -1178,7 +1180,7 @@ mod tests {
     }
 
     fn rule(config: &Config, family: Family, service: &str) -> Rule {
-        crate::model::rules_of(config, family)
+        crate::firewall::model::rules_of(config, family)
             .find(|rule| rule.service.as_str() == service)
             .unwrap()
     }
@@ -1238,13 +1240,13 @@ mod tests {
         after
     }
 
-    fn wants(config: &Config, text: &str) -> BTreeMap<ServiceName, crate::intent::Want> {
-        crate::intent::wants_of(config, text)
+    fn wants(config: &Config, text: &str) -> BTreeMap<ServiceName, crate::intake::intent::Want> {
+        crate::intake::intent::wants_of(config, text)
     }
 
     fn plan_of(
         config: &Config,
-        wants: &BTreeMap<ServiceName, crate::intent::Want>,
+        wants: &BTreeMap<ServiceName, crate::intake::intent::Want>,
         holdings: &Holdings,
     ) -> Vec<Change> {
         plan(config, wants, holdings, &SourcesSeen::new())
@@ -1255,17 +1257,17 @@ mod tests {
 
     /// The listing of a table that `nft -f` made from `every_kind`'s script,
     /// as nft 1.0.6 printed it.
-    const EVERY_KIND: &str = include_str!("../tests/fixtures/nft-every-kind.json");
+    const EVERY_KIND: &str = include_str!("../../../tests/fixtures/nft-every-kind.json");
 
     /// What nft 1.0.6 printed on committing that script with `-e -j` where
     /// the table did not exist: the table added by the first line, and again
     /// after the delete (not echoed), with its chain and rules.
-    const EVERY_KIND_ECHO: &str = include_str!("../tests/fixtures/nft-every-kind-echo.json");
+    const EVERY_KIND_ECHO: &str = include_str!("../../../tests/fixtures/nft-every-kind-echo.json");
 
     /// That table after hand edits: an untagged accept first, an untagged
     /// rule with a counter, a tagged rule with a log, a rule of a service
     /// the config lacks, another chain and a set.
-    const DRIFT: &str = include_str!("../tests/fixtures/nft-drift.json");
+    const DRIFT: &str = include_str!("../../../tests/fixtures/nft-drift.json");
 
     fn listed(config: &Config, json: &str) -> Holdings {
         let listing = Listing::parse(json, config).unwrap();
@@ -1346,8 +1348,8 @@ mod tests {
 
     #[test]
     fn anything_in_the_table_not_portlockers_is_drift_and_goes() {
-        use crate::model::PortState;
-        use crate::verdict::service_state;
+        use crate::firewall::model::PortState;
+        use crate::firewall::verdict::service_state;
         let config = config();
         // After the deadline of the ssh DROP in the table.
         let now = moment("2026-12-02T12:00:00Z");
@@ -1411,8 +1413,8 @@ mod tests {
     /// (nft 1.0.6 lists the flag as `"flags": "portlocker"`.)
     #[test]
     fn a_dormant_table_closes_nothing_and_is_written_anew() {
-        use crate::model::PortState;
-        use crate::verdict::service_state;
+        use crate::firewall::model::PortState;
+        use crate::firewall::verdict::service_state;
         let config = config();
         let now = moment("2026-12-01T12:00:00Z");
         let ssh = ServiceName::new("ssh").unwrap();
@@ -1475,8 +1477,8 @@ mod tests {
     /// does is not evaluated, so no port is said open — and it is put back.
     #[test]
     fn a_chain_on_another_hook_leaves_every_port_unknown_until_put_back() {
-        use crate::model::PortState;
-        use crate::verdict::service_state;
+        use crate::firewall::model::PortState;
+        use crate::firewall::verdict::service_state;
         let config = config();
         let json = EVERY_KIND.replace("\"hook\": \"input\"", "\"hook\": \"prerouting\"");
         assert_ne!(json, EVERY_KIND);
@@ -1503,8 +1505,8 @@ mod tests {
 
     #[test]
     fn a_base_chain_that_drops_by_default_is_read_so_and_put_back() {
-        use crate::model::PortState;
-        use crate::verdict::service_state;
+        use crate::firewall::model::PortState;
+        use crate::firewall::verdict::service_state;
         let config = config();
         let json = EVERY_KIND.replace("\"policy\": \"accept\"", "\"policy\": \"drop\"");
         assert_ne!(json, EVERY_KIND);
@@ -1631,7 +1633,7 @@ mod tests {
 
     impl Runner for FakeNft {
         fn run(&mut self, command: &Command) -> std::io::Result<Completion> {
-            use crate::runner::Termination;
+            use crate::sys::runner::Termination;
             self.calls.push(command.to_string());
             let done = |code, stdout: &str, stderr: &str| Completion {
                 termination: Termination::Code(code),

@@ -14,10 +14,10 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::Validators;
-use crate::files::is_root;
-use crate::files::{self, write_atomic};
-use crate::intent::Starts;
+use crate::intake::fetch::Validators;
+use crate::intake::intent::Starts;
+use crate::sys::files::is_root;
+use crate::sys::files::{self, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
 /// Where a damaged state file is kept for the owner to look at.

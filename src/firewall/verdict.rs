@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
-use crate::intent::Want;
-use crate::model::{ChainRules, FamilyHoldings, Listed, PortState};
+use crate::firewall::model::{ChainRules, FamilyHoldings, Listed, PortState};
+use crate::intake::intent::Want;
 
 /// What happens to a new connection to one port spec from an address on
 /// the internet.
@@ -486,7 +486,7 @@ mod tests {
             .unwrap()
             .to_utc()
     }
-    use crate::model::split_listed;
+    use crate::firewall::model::split_listed;
 
     fn config(extra: &str) -> Config {
         Config::parse(&format!(

@@ -8,10 +8,10 @@ use ipnet::IpNet;
 use crate::config::{ChainName, Config, Family, ServiceName};
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::intent::{Deadline, Want};
-use crate::model::{
+use crate::firewall::model::{
     Change, FamilyHoldings, Holdings, JumpTag, LAST_KERNEL_TIME, Listed, Rule, rules_of, tag_of,
 };
+use crate::intake::intent::{Deadline, Want};
 
 /// One change of the plan. `checked` is false when the firewall could not be
 /// read, so the change is to be made only if its check says it is needed.
@@ -377,8 +377,8 @@ mod tests {
             .unwrap()
             .to_utc()
     }
-    use crate::model::{ChainRules, PortState, split_listed};
-    use crate::verdict::service_state;
+    use crate::firewall::model::{ChainRules, PortState, split_listed};
+    use crate::firewall::verdict::service_state;
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -388,7 +388,7 @@ mod tests {
     }
 
     fn control(config: &Config, text: &str) -> BTreeMap<ServiceName, Want> {
-        crate::intent::wants_of(config, text)
+        crate::intake::intent::wants_of(config, text)
     }
 
     fn rule(config: &Config, family: Family, service: &str, port: &str) -> Rule {

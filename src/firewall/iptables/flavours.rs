@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::{Backend, CommandError, Failure, Firewall, Runner};
 use crate::config::{Config, Family, restore_beside};
-use crate::model::{Change, Holdings};
-use crate::plan::{self, Step};
+use crate::firewall::model::{Change, Holdings};
+use crate::firewall::plan::{self, Step};
 
 /// Where the other backend is looked for: the kernel's list of legacy
 /// tables, and the directory searched last for its binaries.
@@ -311,7 +311,7 @@ fn error_family(other: &Other, error: &CommandError) -> Family {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::{Command, Completion, Termination};
+    use crate::sys::runner::{Command, Completion, Termination};
     use std::os::unix::fs::symlink;
 
     /// A directory laid out like Debian's /usr/sbin, with both backends.

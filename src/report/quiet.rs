@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, FixedOffset, TimeDelta};
 
-use crate::clock::show_duration;
-use crate::state::{self, Failing, Told};
+use crate::intake::state::{self, Failing, Told};
+use crate::sys::clock::show_duration;
 
 /// What a run found that the owner may already have been told.
 #[derive(Debug, Clone, PartialEq, Eq)]

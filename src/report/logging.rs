@@ -16,16 +16,16 @@ use simplelog::{
     format_description,
 };
 
-use crate::files;
-use crate::quiet::Telling;
+use crate::report::quiet::Telling;
+use crate::sys::files;
 
 /// The target of a run's summary line: it reaches the log whatever
 /// `release` is told (on stderr, a failure's only when told).
 pub const SUMMARY: &str = "portlocker::summary";
 
-/// Targets whose info lines go to the log at once, even during a run: the
-/// firewall changes made, which a run killed before its end must not lose.
-const AT_ONCE: &[&str] = &["portlocker::firewall", "portlocker::nft"];
+/// The module whose info lines go to the log at once, even during a run:
+/// the firewall changes made, which a run killed before its end must not lose.
+const AT_ONCE: &str = "portlocker::firewall";
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Log for Gate {
             return;
         }
         let at_once = record.level() > Level::Info
-            || (record.level() == Level::Info && AT_ONCE.contains(&target));
+            || (record.level() == Level::Info && target.starts_with(AT_ONCE));
         if !at_once && let Some(records) = held().as_mut() {
             records.push(Held {
                 level: record.level(),

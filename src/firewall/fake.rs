@@ -12,8 +12,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{Family, Protocol};
-use crate::model::split_listed;
-use crate::runner::{Command, Completion, Runner, Termination};
+use crate::firewall::model::split_listed;
+use crate::sys::runner::{Command, Completion, Runner, Termination};
 
 /// The panic payload of a simulated SIGKILL. Unwinding from the command
 /// skips every write the run would have made after it, as a kill does.

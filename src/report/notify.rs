@@ -10,9 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 
 use crate::config::Config;
-use crate::fetch;
-use crate::quiet::{Series, shown};
-use crate::runner::{Command, SystemRunner, Termination};
+use crate::intake::fetch;
+use crate::report::quiet::{Series, shown};
+use crate::sys::runner::{Command, SystemRunner, Termination};
 
 /// How long the notify command may run before it is killed.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(5);

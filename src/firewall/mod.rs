@@ -1,14 +1,49 @@
-//! What every firewall backend does, whichever tool it drives: the one
-//! narrow trait runs, `reset`, `status`, `check` and the dry run work
-//! through, what its calls report, and what the backends share in running
-//! their tools. Knows no backend: each implements it in a module of its own.
+//! The firewall: what every backend does, whichever tool it drives — the
+//! one narrow trait runs, `reset`, `status`, `check` and the dry run work
+//! through, what its calls report, what the backends share in running
+//! their tools — and the factory that picks the configured one. Each
+//! backend implements the trait in a module of its own.
+
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod iptables;
+pub mod leftovers;
+pub mod model;
+pub mod nft;
+pub mod plan;
+pub mod verdict;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::model::{Change, Holdings};
-use crate::plan::Step;
-use crate::runner::{Command, CommandError, Completion, Failure, Refusal, Runner, Termination};
+use crate::config::{BackendKind, Config};
+use crate::firewall::model::{Change, Holdings};
+use crate::firewall::plan::Step;
+use crate::sys::runner::{
+    Command, CommandError, Completion, Failure, Refusal, Runner, Termination,
+};
+
+/// The backend the config names, driven through `runner`.
+pub fn backend_for<'a, R: Runner + 'a>(
+    config: &'a Config,
+    runner: R,
+) -> Box<dyn FirewallBackend + 'a> {
+    match config.firewall.backend {
+        BackendKind::Iptables => Box::new(iptables::Firewall::new(config, runner)),
+        BackendKind::Nftables => Box::new(nft::Nft::new(config, runner)),
+    }
+}
+
+/// What the status page and `status --json` name the firewall backend:
+/// `nftables`, or for iptables `nf_tables` or `legacy`, which iptables the
+/// configured binary is (see `Backend::of`).
+pub fn backend(config: &Config) -> Option<String> {
+    match config.firewall.backend {
+        BackendKind::Nftables => Some(BackendKind::Nftables.as_str().to_owned()),
+        BackendKind::Iptables => iptables::Backend::of(&config.firewall.iptables)
+            .map(|backend| backend.as_str().to_owned()),
+    }
+}
 
 /// What runs, `reset`, `status`, `check` and the dry run need of the
 /// firewall, whichever tool drives it. Every backend reads portlocker's part

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, FixedOffset, Local, TimeDelta};
 use ipnet::IpNet;
 
-use crate::clock;
 use crate::config::ServiceName;
+use crate::sys::clock;
 
 /// What the owner wants for a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

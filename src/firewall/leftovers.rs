@@ -19,10 +19,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::config::{BackendKind, ChainName, Config, Family};
-use crate::firewall::{self, CommandError, FirewallBackend, Runner};
-use crate::model::{Change, Holdings, tag_of};
-use crate::plan::{self, Step};
-use crate::state::State;
+use crate::firewall::model::{Change, Holdings, tag_of};
+use crate::firewall::plan::{self, Step};
+use crate::firewall::{self, FirewallBackend};
+use crate::intake::state::State;
+use crate::sys::runner::{CommandError, Runner};
 
 /// The backend the config does not name.
 pub fn other_kind(kind: BackendKind) -> BackendKind {
@@ -438,8 +439,8 @@ fn absent(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeIptables;
-    use crate::runner::{Command, Completion};
+    use crate::firewall::fake::FakeIptables;
+    use crate::sys::runner::{Command, Completion};
     use std::os::unix::fs::PermissionsExt;
 
     /// Answers nothing, records every call.
@@ -518,12 +519,12 @@ mod tests {
             let mut firewall = firewall::backend_for(&on_iptables, &mut fake);
             let (mut holdings, errors) = firewall.observe(false);
             assert!(errors.is_empty(), "{errors:?}");
-            let wants = crate::intent::wants_of(&on_iptables, "close ssh\n");
-            let steps = crate::plan::plan(
+            let wants = crate::intake::intent::wants_of(&on_iptables, "close ssh\n");
+            let steps = crate::firewall::plan::plan(
                 &on_iptables,
                 &wants,
                 &holdings,
-                &crate::plan::SourcesSeen::new(),
+                &crate::firewall::plan::SourcesSeen::new(),
             );
             assert!(firewall.apply(&steps, &mut holdings).errors.is_empty());
         }
@@ -563,8 +564,13 @@ mod tests {
         let mut firewall = firewall::backend_for(config, fake);
         let (mut holdings, errors) = firewall.observe(false);
         assert!(errors.is_empty(), "{errors:?}");
-        let wants = crate::intent::wants_of(config, control);
-        let steps = plan::plan(config, &wants, &holdings, &crate::plan::SourcesSeen::new());
+        let wants = crate::intake::intent::wants_of(config, control);
+        let steps = plan::plan(
+            config,
+            &wants,
+            &holdings,
+            &crate::firewall::plan::SourcesSeen::new(),
+        );
         assert!(firewall.apply(&steps, &mut holdings).errors.is_empty());
     }
 

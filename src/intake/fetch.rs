@@ -17,7 +17,7 @@ use reqwest::redirect;
 use url::Url;
 
 use crate::config::FetchConfig;
-use crate::source::{Source, host_of};
+use crate::intake::source::{Source, host_of};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;

@@ -2,17 +2,23 @@
 //! today's config and key, and a fresh control file — fetched
 //! conditionally, its signature checked, validated whole — merged into it.
 
+pub mod control;
+pub mod fetch;
+pub mod intent;
+pub mod signature;
+pub mod source;
+pub mod state;
+
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, FetchConfig, ServiceName, SignatureConfig, Unnamed};
-use crate::control::{self, ControlFile};
-use crate::fetch::{self, Fetched, Validators};
-use crate::intent::{self, Wanted};
-use crate::signature;
-use crate::state::{LastGood, State};
+use control::ControlFile;
+use fetch::{Fetched, Validators};
+use intent::Wanted;
+use state::{LastGood, State};
 
 /// The names of the configured services, which a control file may use.
 fn service_names(config: &Config) -> BTreeSet<ServiceName> {

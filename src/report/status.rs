@@ -8,8 +8,8 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta};
 use serde::{Serialize, Serializer};
 
 use crate::config::Family;
-use crate::model::PortState;
-use crate::state::{LastGood, LastRun};
+use crate::firewall::model::PortState;
+use crate::intake::state::{LastGood, LastRun};
 
 /// What one run found and did.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
-use crate::control::{Action, ControlFile, Directive, Expiry};
+use crate::intake::control::{Action, ControlFile, Directive, Expiry};
 
 /// When an open ends, in UTC as the kernel keeps time; None: it does not.
 pub type Deadline = Option<DateTime<Utc>>;
@@ -292,12 +292,12 @@ fn shown(moment: DateTime<FixedOffset>, now: DateTime<FixedOffset>) -> String {
 #[cfg(test)]
 pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceName, Want> {
     let services = config.services.keys().cloned().collect();
-    let context = crate::control::Context {
+    let context = crate::intake::control::Context {
         services: &services,
         host_name: "test-host",
         ipv6: config.firewall.ipv6,
     };
-    let control = crate::control::parse(text.as_bytes(), context).unwrap();
+    let control = crate::intake::control::parse(text.as_bytes(), context).unwrap();
     let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00+01:00").unwrap();
     let mut wanted = Wanted::new();
     merge(&mut wanted, &control);
@@ -307,7 +307,7 @@ pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceN
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{self, Context};
+    use crate::intake::control::{self, Context};
 
     fn at(text: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(text).unwrap()

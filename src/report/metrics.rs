@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::model::PortState;
-use crate::state::LastRun;
-use crate::status::Report;
+use crate::firewall::model::PortState;
+use crate::intake::state::LastRun;
+use crate::report::status::Report;
 
 /// The metrics file for a run: last run time, success, duration, last good
 /// fetch, and whether each service is closed per family (1 closed, 0 open,
@@ -71,7 +71,7 @@ pub fn render(report: &Report, last_run: &LastRun) -> String {
 mod tests {
     use super::*;
     use crate::config::Family;
-    use crate::status::{Freshness, ServiceRow};
+    use crate::report::status::{Freshness, ServiceRow};
     use chrono::DateTime;
 
     #[test]

@@ -1,0 +1,7 @@
+//! What portlocker asks of the operating system: running programs
+//! (`runner`, the only user of `std::process`), the files root reads and
+//! writes (`files`), and the time (`clock`).
+
+pub mod clock;
+pub mod files;
+pub mod runner;
