@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use chrono::TimeDelta;
 use serde::Deserialize;
 
 use crate::intake::source::Source;
-use crate::sys::files::{check_trusted, is_root};
+use crate::sys::files;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -111,6 +112,20 @@ pub struct FirewallConfig {
     pub default: Unnamed,
 }
 
+impl FirewallConfig {
+    /// Every program the firewall backends may run, with its config key:
+    /// root runs them, so each must pass `files::check_program`.
+    pub fn programs(&self) -> [(&'static str, &Path); 5] {
+        [
+            ("firewall.iptables", &self.iptables),
+            ("firewall.ip6tables", &self.ip6tables),
+            ("firewall.iptables_restore", &self.iptables_restore),
+            ("firewall.ip6tables_restore", &self.ip6tables_restore),
+            ("firewall.nft", &self.nft),
+        ]
+    }
+}
+
 /// The firewall portlocker drives: iptables and ip6tables (its own chain,
 /// jumped to from INPUT), or nftables (its own table, `inet portlocker`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,39 +188,22 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads and validates the config file at `path`. Run as root, it
-    /// refuses a config or CA file that anyone but root could change.
+    /// refuses a config, a CA file or a program that anyone but root could
+    /// change or replace — through a link, or a directory above it (see
+    /// `files`) — before reading a byte of the config.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let load = || -> Result<Config> {
-            let text = std::fs::read_to_string(path)
+            let mut text = String::new();
+            files::open_trusted(path, "config")?
+                .read_to_string(&mut text)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
-            if is_root() {
-                check_trusted(path, "config")?;
-            }
             let config =
                 Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
             if let Some(ca_file) = &config.fetch.ca_file {
-                std::fs::metadata(ca_file)
-                    .with_context(|| format!("fetch.ca_file {}", ca_file.display()))?;
-                if is_root() {
-                    check_trusted(ca_file, "fetch.ca_file")?;
-                }
+                files::check_trusted(ca_file, "fetch.ca_file")?;
             }
-            if is_root() {
-                // Root runs them: a program another account can change is
-                // that account's root shell.
-                let firewall = &config.firewall;
-                let programs = [
-                    ("firewall.iptables", &firewall.iptables),
-                    ("firewall.ip6tables", &firewall.ip6tables),
-                    ("firewall.iptables_restore", &firewall.iptables_restore),
-                    ("firewall.ip6tables_restore", &firewall.ip6tables_restore),
-                    ("firewall.nft", &firewall.nft),
-                ];
-                for (key, program) in programs {
-                    if program.exists() {
-                        check_trusted(program, key)?;
-                    }
-                }
+            for (key, program) in config.firewall.programs() {
+                files::check_program(program, key)?;
             }
             Ok(config)
         };
