@@ -469,9 +469,12 @@ const TARGETS: &[&str] = &[
     "ECN",
 ];
 
-/// Chains other tools create, flush and rewrite, by name prefix (ignoring
-/// case), with the tool: rules portlocker put there would be lost, and the
-/// tool's own rules (DOCKER-USER ends in `-j RETURN`) would decide first.
+/// The rule for chains of other managers: a name that starts like the
+/// chains a known manager creates, flushes and rewrites (compared ignoring
+/// case) is refused, with the manager. Rules portlocker put there would be
+/// lost at the manager's next reload, and the manager's own rules (Docker's
+/// DOCKER-USER ends in `-j RETURN`) would decide first. The list is of name
+/// shapes, not names: firewalld makes `IN_<zone>_allow` for every zone.
 const OWNED_PREFIXES: &[(&str, &str)] = &[
     ("DOCKER", "Docker"),
     ("KUBE-", "Kubernetes"),
@@ -482,13 +485,55 @@ const OWNED_PREFIXES: &[(&str, &str)] = &[
     ("CROWDSEC", "CrowdSec"),
     ("LIBVIRT_", "libvirt"),
     ("CILIUM_", "Cilium"),
+    ("OLD_CILIUM_", "Cilium"),
     ("NETAVARK", "Podman"),
     ("CNI-", "a CNI plugin"),
     ("cali-", "Calico"),
+    ("FLANNEL", "flannel"),
+    ("WEAVE", "Weave Net"),
+    ("ANTREA", "Antrea"),
+    ("KILO-", "Kilo"),
+    ("SUBMARINER-", "Submariner"),
+    ("ISTIO_", "Istio"),
+    ("PROXY_INIT_", "Linkerd"),
+    ("AWS-", "the AWS VPC CNI"),
+    ("OPENSHIFT-", "OpenShift"),
+    ("NOMAD-", "Nomad"),
+    ("neutron-", "OpenStack Neutron"),
+    ("PVEFW-", "Proxmox VE"),
     ("ts-", "Tailscale"),
+    ("NETBIRD-", "NetBird"),
     ("sshguard", "sshguard"),
+    ("nixos-", "the NixOS firewall"),
+    ("shorewall", "Shorewall"),
+    // firewalld: its own chains, and one set per zone (IN_public_allow, …).
     ("INPUT_direct", "firewalld"),
     ("INPUT_ZONES", "firewalld"),
+    ("FORWARD_direct", "firewalld"),
+    ("FORWARD_IN_ZONES", "firewalld"),
+    ("FORWARD_OUT_ZONES", "firewalld"),
+    ("OUTPUT_direct", "firewalld"),
+    ("IN_", "firewalld (a zone's chains) or FireHOL"),
+    ("FWD_", "firewalld (a zone's chains)"),
+    ("FWDI_", "firewalld (a zone's chains)"),
+    ("FWDO_", "firewalld (a zone's chains)"),
+    ("OUT_", "firewalld (a zone's chains) or FireHOL"),
+    ("PRE_", "firewalld (a zone's chains)"),
+    ("POST_", "firewalld (a zone's chains)"),
+    // ConfigServer Firewall (csf/lfd).
+    ("LOCALINPUT", "csf"),
+    ("LOCALOUTPUT", "csf"),
+    ("ALLOWIN", "csf"),
+    ("ALLOWOUT", "csf"),
+    ("DENYIN", "csf"),
+    ("DENYOUT", "csf"),
+    ("LOGDROP", "csf"),
+    ("INVDROP", "csf"),
+    ("SYNFLOOD", "csf"),
+    ("PORTFLOOD", "csf"),
+    ("CC_", "csf"),
+    ("GALLOW", "csf"),
+    ("GDENY", "csf"),
 ];
 
 impl ChainName {
@@ -1242,6 +1287,26 @@ mod tests {
             ("CILIUM_INPUT", "belongs to Cilium"),
             ("ts-input", "belongs to Tailscale"),
             ("INPUT_direct", "belongs to firewalld"),
+            ("nixos-fw", "belongs to the NixOS firewall"),
+            ("nixos-fw-accept", "belongs to the NixOS firewall"),
+            ("IN_public_allow", "belongs to firewalld (a zone's chains)"),
+            ("IN_internal", "its chains start with IN_"),
+            ("FWD_public_allow", "belongs to firewalld"),
+            ("FWDI_public", "belongs to firewalld"),
+            ("OUT_public_deny", "belongs to firewalld"),
+            ("PRE_public", "belongs to firewalld"),
+            ("POST_public_allow", "belongs to firewalld"),
+            ("FORWARD_direct", "belongs to firewalld"),
+            ("in_eth0", "FireHOL"),
+            ("KUBE-FIREWALL", "belongs to Kubernetes"),
+            ("cali-INPUT", "belongs to Calico"),
+            ("FLANNEL-FWD", "belongs to flannel"),
+            ("WEAVE-NPC", "belongs to Weave Net"),
+            ("PVEFW-INPUT", "belongs to Proxmox VE"),
+            ("ISTIO_INBOUND", "belongs to Istio"),
+            ("neutron-filter-top", "belongs to OpenStack Neutron"),
+            ("LOCALINPUT", "belongs to csf"),
+            ("ALLOWIN", "belongs to csf"),
         ];
         for (chain, needle) in cases {
             let message = error_of(&with_firewall(&format!("chain = \"{chain}\"")));
