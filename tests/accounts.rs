@@ -90,7 +90,8 @@ fn a_local_source_another_account_could_replace_is_refused_before_it_is_read() {
         (
             drop.join("ctl.txt"),
             format!(
-                "{shown} is owned by uid 65534, not root: fix with `chown root {shown}`",
+                "{shown} is owned by uid 65534, not root, so that account could replace what is \
+                 in it: fix with `chown root {shown}`",
                 shown = drop.display()
             ),
         ),

@@ -291,8 +291,9 @@ pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
 /// the other iptables backend's, `[notify] command`): run as root, the
 /// program and every directory above it are root's and writable by no one
 /// else, no link on the way is another account's, and the same holds for
-/// the interpreter a `#!` line names. A program that does not exist passes:
-/// running it fails, and says so.
+/// the interpreter a `#!` line names. A program that does not exist passes
+/// (running it fails, and says so) unless another account could create it
+/// before it runs: in a directory others can write to, sticky or not.
 pub fn check_program(path: &Path, what: &str) -> Result<()> {
     check_program_within(path, what, 0)
 }
@@ -303,13 +304,19 @@ fn check_program_within(path: &Path, what: &str, depth: usize) -> Result<()> {
     let resolved = walk::resolve(&path, rules, true);
     let missing = |refusal: &Refusal| refusal.system && refusal.kind == io::ErrorKind::NotFound;
     let (dir, name) = match resolved {
-        Err(refusal) if missing(&refusal) => return Ok(()),
+        Err(refusal) if missing(&refusal) => return absent(what, &path, &refusal, rules),
         Err(refusal) => return Err(refused(what, &path, &refusal)),
         Ok(found) => found,
     };
     let at = dir.join(&name);
     let looked = match dir.look(&name) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let refusal = Refusal {
+                others_may_create: dir.guard != walk::Guard::Closed,
+                ..Refusal::io(&at, error)
+            };
+            return absent(what, &path, &refusal, rules);
+        }
         Err(error) => return Err(refused(what, &path, &Refusal::io(&at, error))),
         // Not a program at all: running it fails, and says so.
         Ok(looked) if !looked.meta.is_file() => return Ok(()),
@@ -332,6 +339,22 @@ fn check_program_within(path: &Path, what: &str, depth: usize) -> Result<()> {
     }
     check_program_within(&interpreter, "interpreter", depth + 1)
         .with_context(|| format!("{what} {shown} is a script for {}", interpreter.display()))
+}
+
+/// A program that does not exist: fine, unless another account could put
+/// one there before it runs.
+fn absent(what: &str, path: &Path, missing: &Refusal, rules: Rules) -> Result<()> {
+    if !(rules.strict && missing.others_may_create) {
+        return Ok(());
+    }
+    let directory = missing.at.parent().unwrap_or(Path::new("/"));
+    bail!(
+        "{what} {} does not exist, and another account could put a program of its own there \
+         before it runs ({} is writable by others): keep programs in directories only root can \
+         change",
+        path.display(),
+        directory.display()
+    )
 }
 
 /// The interpreter a `#!` line at the start of the file names, if any.

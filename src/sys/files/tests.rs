@@ -313,13 +313,16 @@ fn as_root_what_root_trusts_must_be_roots_all_the_way_down() {
         assert!(error.starts_with("fetch.ca_file "), "{error}");
     };
     chown(&etc, Some(65534), None).unwrap();
+    let elsewhere = "or keep what root trusts in directories only root can change";
     refusal(format!(
-        "config {shown}: {etc_shown} is owned by uid 65534, not root: fix with `chown root {etc_shown}`"
+        "config {shown}: {etc_shown} is owned by uid 65534, not root, so that account could \
+         replace what is in it: fix with `chown root {etc_shown}`, {elsewhere}"
     ));
     chown(&etc, Some(0), None).unwrap();
     chmod(&etc, 0o775);
     refusal(format!(
-        "config {shown}: {etc_shown} is writable by group or others (mode 775): fix with `chmod go-w {etc_shown}`"
+        "config {shown}: {etc_shown} is writable by group or others (mode 775), so they could \
+         replace what is in it: fix with `chmod go-w {etc_shown}`, {elsewhere}"
     ));
     // Sticky and root's: others may add entries, not replace root's.
     chmod(&etc, 0o1777);
@@ -350,6 +353,27 @@ fn as_root_a_program_and_its_interpreter_must_be_roots_all_the_way_down() {
     chmod(&tool, 0o755);
     check_program(&tool, "notify.command").unwrap();
     check_program(&bin.join("missing"), "notify.command").unwrap();
+    check_program(&bin.join("gone/missing"), "notify.command").unwrap();
+    // Missing where another account could put its own before it runs.
+    chmod(&bin, 0o1777);
+    for missing in ["missing", "gone/missing"] {
+        let error = format!(
+            "{:#}",
+            check_program(&bin.join(missing), "notify.command").unwrap_err()
+        );
+        assert_eq!(
+            error,
+            format!(
+                "notify.command {} does not exist, and another account could put a program of \
+                 its own there before it runs ({} is writable by others): keep programs in \
+                 directories only root can change",
+                bin.join(missing).display(),
+                bin.display()
+            )
+        );
+    }
+    check_program(&tool, "notify.command").unwrap();
+    chmod(&bin, 0o755);
     // Debian's own, through /sbin -> usr/sbin and the alternatives.
     check_program(Path::new("/sbin/iptables"), "firewall.iptables").unwrap();
 

@@ -67,6 +67,9 @@ pub struct Refusal {
     pub kind: io::ErrorKind,
     /// The system refused (`reason` is its error), not the rules.
     pub system: bool,
+    /// For a component that does not exist: whether another account could
+    /// create it (its directory is not one only a trusted owner can change).
+    pub others_may_create: bool,
 }
 
 impl Refusal {
@@ -76,6 +79,7 @@ impl Refusal {
             reason,
             kind,
             system: false,
+            others_may_create: false,
         }
     }
 
@@ -123,7 +127,7 @@ impl Dir {
             fd,
             path: root.to_owned(),
         };
-        judge_dir(&dir.path, &meta, rules)?;
+        judge_dir(&dir.path, &meta, rules, true)?;
         Ok(dir)
     }
 
@@ -174,12 +178,29 @@ fn guard(meta: &Metadata, rules: Rules) -> Guard {
     }
 }
 
-/// Under strict rules, refuses a directory another account owns or can write.
-fn judge_dir(at: &Path, meta: &Metadata, rules: Rules) -> Result<(), Refusal> {
-    if rules.strict && guard(meta, rules) == Guard::Open {
-        return Err(owner_or_mode(at, meta, rules));
+/// Under strict rules, refuses a directory another account owns or can
+/// write; one `on_the_way` to what root trusts is told as such.
+fn judge_dir(at: &Path, meta: &Metadata, rules: Rules, on_the_way: bool) -> Result<(), Refusal> {
+    if !rules.strict || guard(meta, rules) != Guard::Open {
+        return Ok(());
     }
-    Ok(())
+    let mut refusal = owner_or_mode(at, meta, rules);
+    if on_the_way {
+        let (who, fix) = refusal
+            .reason
+            .split_once(": fix with ")
+            .expect("owner_or_mode names a fix");
+        let they = if rules.trusts(meta.uid()) {
+            "they"
+        } else {
+            "that account"
+        };
+        refusal.reason = format!(
+            "{who}, so {they} could replace what is in it: fix with {fix}, or keep what root \
+             trusts in directories only root can change"
+        );
+    }
+    Err(refusal)
 }
 
 /// What makes `meta` untrusted, as a refusal with the command that fixes it.
@@ -238,6 +259,7 @@ pub fn resolve(path: &Path, rules: Rules, follow_last: bool) -> Result<(Dir, OsS
 /// Walks `path` (absolute), every component a directory, and returns the last.
 pub fn directory(path: &Path, rules: Rules, missing: Missing) -> Result<Dir, Refusal> {
     let mut walk = Walk::new(path, rules)?;
+    walk.to_directory = true;
     while let Some(name) = walk.next_name()? {
         let mode = match missing {
             Missing::Create(mode) if walk.rest.is_empty() => Missing::Create(mode),
@@ -253,6 +275,8 @@ pub fn directory(path: &Path, rules: Rules, missing: Missing) -> Result<Dir, Ref
 /// the components still to walk (a link's target is put in front of them).
 struct Walk {
     rules: Rules,
+    /// The walk is to a directory (its last component is the target).
+    to_directory: bool,
     stack: Vec<Dir>,
     rest: VecDeque<OsString>,
     links: usize,
@@ -272,6 +296,7 @@ impl Walk {
             stack: vec![Dir::root(rules)?],
             rest: components(path),
             links: 0,
+            to_directory: false,
         })
     }
 
@@ -298,7 +323,12 @@ impl Walk {
         let at = self.top().join(name);
         let looked = match self.top().look(name) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => match missing {
-                Missing::Stop => return Err(Refusal::io(&at, error)),
+                Missing::Stop => {
+                    return Err(Refusal {
+                        others_may_create: self.top().guard != Guard::Closed,
+                        ..Refusal::io(&at, error)
+                    });
+                }
                 Missing::Create(mode) => {
                     match rustix::fs::mkdirat(&self.top().fd, name, Mode::from_raw_mode(mode)) {
                         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -343,7 +373,8 @@ impl Walk {
     /// closed or sticky already, and a directory a trusted owner does not
     /// own is refused here: so none on the way can be replaced by others.
     fn push(&mut self, at: &Path, looked: Looked) -> Result<(), Refusal> {
-        judge_dir(at, &looked.meta, self.rules)?;
+        let target = self.to_directory && self.rest.is_empty();
+        judge_dir(at, &looked.meta, self.rules, !target)?;
         self.stack.push(Dir {
             guard: guard(&looked.meta, self.rules),
             fd: looked.fd,
