@@ -29,8 +29,7 @@ use crate::sys::runner::SystemRunner;
 pub enum Severity {
     /// Worth knowing; runs work as the owner would expect.
     Note,
-    /// Runs would fail, or leave a port other than the control file says,
-    /// or another account could read a secret of the config.
+    /// Runs would fail, or leave a port other than the control file says.
     Problem,
     /// Runs would refuse to start, as for a config error.
     Refused,
@@ -194,7 +193,8 @@ fn directories(config: &Config) -> Vec<Finding> {
 
 /// The config, when every account on this machine can read it and it
 /// holds a secret URL (see `secret_urls`): that account could read the
-/// control file, or read and forge the notices.
+/// control file, or read and forge the notices. A note: runs work all the
+/// same, and the secret may be out already; the owner decides.
 fn exposed_secrets(config_path: &Path, config: &Config) -> Option<Finding> {
     let secrets = secret_urls(config);
     if secrets.is_empty() {
@@ -202,7 +202,7 @@ fn exposed_secrets(config_path: &Path, config: &Config) -> Option<Finding> {
     }
     let mode = readable_by_everyone(config_path)?;
     let shown = config_path.display();
-    Some(Finding::problem(format!(
+    Some(Finding::note(format!(
         "config {shown} is readable by every account on this machine (mode {mode:o}), and {} \
          a secret: whoever has the source URL can read what you open, whoever has notify.url \
          can read and forge the notices; fix with `chmod o-r {shown}` (600, or 640 for a group \

@@ -255,10 +255,10 @@ fn a_program_another_account_could_change_is_never_run() {
     assert_eq!(env.calls(), Vec::<String>::new());
 }
 
-/// `check` warns when every account can read the config and it holds a
+/// `check` tells when every account can read the config and it holds a
 /// secret URL; 640 (a group) and 600 are fine, and so is a URL with no path.
 #[test]
-fn check_warns_when_every_account_can_read_the_secret_url() {
+fn check_tells_when_every_account_can_read_the_secret_url() {
     let env = TestEnv::with_fake_iptables();
     // So that others can reach the config at all.
     chmod(env.dir.path(), 0o711);
@@ -270,21 +270,34 @@ fn check_warns_when_every_account_can_read_the_secret_url() {
     );
     env.write_config(&secret);
     chmod(&config, 0o644);
-    let run = env.run(&["check"]);
-    run.expect(1).says(&format!(
-        "config {shown} is readable by every account on this machine (mode 644), and source \
-         holds a secret",
+    let note = format!(
+        "note: config {shown} is readable by every account on this machine (mode 644), and \
+         source holds a secret",
         shown = config.display()
-    ));
-    run.says(&format!("fix with `chmod o-r {}`", config.display()));
-    assert!(!run.stderr.contains("TOKEN"), "{}", run.stderr);
+    );
+    let run = env.run(&["check"]);
+    run.expect(0);
+    assert!(run.stdout.contains(&note), "{}", run.stdout);
+    let fix = format!("fix with `chmod o-r {}`", config.display());
+    assert!(run.stdout.contains(&fix), "{}", run.stdout);
+    assert!(!run.stdout.contains("TOKEN"), "{}", run.stdout);
     for mode in [0o640, 0o600] {
         chmod(&config, mode);
-        env.run(&["check"]).expect(0);
+        let run = env.run(&["check"]);
+        assert!(
+            !run.expect(0).stdout.contains("readable by"),
+            "{}",
+            run.stdout
+        );
     }
     chmod(&config, 0o644);
     env.write_config(&env.config_text("https://example.org", "", ""));
-    env.run(&["check"]).expect(0);
+    let run = env.run(&["check"]);
+    assert!(
+        !run.expect(0).stdout.contains("readable by"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// Another account owning the directory above the page, the metrics and
