@@ -96,7 +96,7 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => create(&dir, &name, flags, mode)?,
         Err(error) => return Err(error),
         Ok(looked) => {
-            let looked = regular(&dir, &name, looked, REMOVE).map_err(|r| r.into_io(&path))?;
+            let looked = regular(&dir, &name, looked, Odd::Remove).map_err(|r| r.into_io(&path))?;
             reopen(&dir, &name, &looked, flags).map_err(|r| r.into_io(&path))?
         }
     };
@@ -139,7 +139,8 @@ fn create(dir: &Dir, name: &OsStr, flags: OFlags, mode: u32) -> io::Result<File>
         Ok(fd) => Ok(File::from(fd)),
         Err(rustix::io::Errno::EXIST) => {
             let at = dir.join(name);
-            let looked = regular(dir, name, dir.look(name)?, REMOVE).map_err(|r| r.into_io(&at))?;
+            let looked =
+                regular(dir, name, dir.look(name)?, Odd::Remove).map_err(|r| r.into_io(&at))?;
             reopen(dir, name, &looked, flags).map_err(|r| r.into_io(&at))
         }
         Err(error) => Err(error.into()),
@@ -159,8 +160,6 @@ enum Odd {
     Remove,
     Describe,
 }
-const REMOVE: Odd = Odd::Remove;
-const DESCRIBE: Odd = Odd::Describe;
 
 /// `looked` (the entry `name` in `dir`), if it is a regular file.
 fn regular(dir: &Dir, name: &OsStr, looked: Looked, odd: Odd) -> Result<Looked, Refusal> {
@@ -265,7 +264,7 @@ pub fn open_trusted(path: &Path, what: &str) -> Result<File> {
         let (dir, name) = walk::resolve(&path, rules, true)?;
         let at = dir.join(&name);
         let looked = dir.look(&name).map_err(|error| Refusal::io(&at, error))?;
-        let looked = regular(&dir, &name, looked, DESCRIBE)?;
+        let looked = regular(&dir, &name, looked, Odd::Describe)?;
         judge_file(&at, &looked.meta, rules)?;
         reopen(&dir, &name, &looked, OFlags::RDONLY)
     };
@@ -281,7 +280,7 @@ pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
         let (dir, name) = walk::resolve(&path, rules, true)?;
         let at = dir.join(&name);
         let looked = dir.look(&name).map_err(|error| Refusal::io(&at, error))?;
-        let looked = regular(&dir, &name, looked, DESCRIBE)?;
+        let looked = regular(&dir, &name, looked, Odd::Describe)?;
         judge_file(&at, &looked.meta, rules)
     };
     checked().map_err(|refusal| refused(what, &path, &refusal))
@@ -421,7 +420,7 @@ impl Directory {
         let name = OsStr::new(name);
         let at = self.dir.join(name);
         let looked = self.dir.look(name)?;
-        let looked = regular(&self.dir, name, looked, REMOVE).map_err(|r| r.into_io(&at))?;
+        let looked = regular(&self.dir, name, looked, Odd::Remove).map_err(|r| r.into_io(&at))?;
         let mut file =
             reopen(&self.dir, name, &looked, OFlags::RDONLY).map_err(|r| r.into_io(&at))?;
         let mut bytes = Vec::new();
@@ -441,7 +440,7 @@ impl Directory {
             Ok(looked) => {
                 let at = self.dir.join(name);
                 let looked =
-                    regular(&self.dir, name, looked, REMOVE).map_err(|r| r.into_io(&at))?;
+                    regular(&self.dir, name, looked, Odd::Remove).map_err(|r| r.into_io(&at))?;
                 reopen(&self.dir, name, &looked, OFlags::WRONLY).map_err(|r| r.into_io(&at))
             }
         }

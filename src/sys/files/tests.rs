@@ -1,3 +1,6 @@
+//! The files root reads and writes: links, swaps, FIFOs, hard links and
+//! other accounts' directories on the way, each against the real calls.
+
 use super::*;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown, lchown, symlink};
