@@ -19,8 +19,9 @@ use crate::firewall::{self};
 use crate::intake;
 use crate::intake::control::ControlFile;
 use crate::intake::intent::Want;
+use crate::intake::source::Source;
 use crate::intake::state::{self, Loaded, State};
-use crate::sys::files::is_root;
+use crate::sys::files::{self, is_root};
 use crate::sys::runner::SystemRunner;
 
 /// How much a finding matters; the worst one found is check's exit code.
@@ -72,6 +73,7 @@ pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<
         names.join(", ")
     )?;
     let mut findings = binaries(config);
+    findings.extend(exposed_secrets(config_path, config));
     findings.extend(directories(config));
     findings.extend(notify_command(config));
     let trusted = state::check_trust(&config.state_dir);
@@ -142,10 +144,16 @@ fn binaries(config: &Config) -> Vec<Finding> {
         .collect()
 }
 
-/// The notify command, when it cannot be run: each notice would be a warning instead.
+/// The notify command, when it cannot be run: each notice would be a
+/// warning instead. One another account could change is never run.
 fn notify_command(config: &Config) -> Option<Finding> {
     use std::os::unix::fs::PermissionsExt;
     let program = &config.notify.command.as_ref()?.program;
+    if let Err(error) = files::check_program(program, "notify.command") {
+        return Some(Finding::problem(format!(
+            "{error:#}; until then runs never start it, and every notice is only a warning"
+        )));
+    }
     let why = match fs::metadata(program) {
         Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => return None,
         Ok(meta) if meta.is_file() => {
@@ -171,9 +179,74 @@ fn directories(config: &Config) -> Vec<Finding> {
     ];
     files
         .into_iter()
-        .filter_map(|(key, path)| directory_problem(key, path?))
+        .filter_map(|(key, path)| {
+            let path = path?;
+            directory_problem(key, path).or_else(|| {
+                // A link on the way that runs would refuse to write through.
+                let error = files::check_way(path).err()?;
+                Some(format!("{key} {}: {error:#}", path.display()))
+            })
+        })
         .map(Finding::problem)
         .collect()
+}
+
+/// The config, when every account on this machine can read it and it
+/// holds a secret URL (see `secret_urls`): that account could read the
+/// control file, or read and forge the notices. A note: runs work all the
+/// same, and the secret may be out already; the owner decides.
+fn exposed_secrets(config_path: &Path, config: &Config) -> Option<Finding> {
+    let secrets = secret_urls(config);
+    if secrets.is_empty() {
+        return None;
+    }
+    let mode = readable_by_everyone(config_path)?;
+    let shown = config_path.display();
+    Some(Finding::note(format!(
+        "config {shown} is readable by every account on this machine (mode {mode:o}), and {} \
+         a secret: whoever has the source URL can read what you open, whoever has notify.url \
+         can read and forge the notices; fix with `chmod o-r {shown}` (600, or 640 for a group \
+         that may read it)",
+        match secrets.as_slice() {
+            [one] => format!("{one} holds"),
+            many => format!("{} hold", and_list(many)),
+        }
+    )))
+}
+
+/// The config keys whose URL is a secret: an https:// URL with a path
+/// (other than `/`), a query or a user name — a share link, a ntfy topic,
+/// a token. A bare host, a local path and stdin are not.
+fn secret_urls(config: &Config) -> Vec<&'static str> {
+    let secret = |url: &url::Url| {
+        !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty()
+    };
+    let source = |source: &Source| matches!(source, Source::Https(url) if secret(url));
+    let mut keys = Vec::new();
+    if source(&config.source) {
+        keys.push("source");
+    }
+    let signature = config.signature.as_ref().and_then(|key| key.url.as_ref());
+    if signature.is_some_and(source) {
+        keys.push("signature.url");
+    }
+    if config.notify.url.as_ref().is_some_and(secret) {
+        keys.push("notify.url");
+    }
+    keys
+}
+
+/// The mode of the file at `path` when every account can read it: it is
+/// readable by others and every directory above it searchable by them.
+fn readable_by_everyone(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = fs::canonicalize(path).ok()?;
+    let mode = fs::metadata(&path).ok()?.mode() & 0o7777;
+    let searchable = path
+        .ancestors()
+        .skip(1)
+        .all(|dir| fs::metadata(dir).is_ok_and(|meta| meta.mode() & 0o001 != 0));
+    (mode & 0o004 != 0 && searchable).then_some(mode)
 }
 
 fn directory_problem(key: &str, path: &Path) -> Option<String> {
@@ -811,6 +884,57 @@ mod tests {
                  install iptables`, or set firewall.iptables in the config)"
             )
         );
+    }
+
+    #[test]
+    fn secret_urls_are_those_with_a_path_a_query_or_a_user() {
+        let cases = [
+            ("source = \"-\"", &[][..]),
+            ("source = \"/etc/portlocker/control.txt\"", &[]),
+            ("source = \"https://example.org\"", &[]),
+            ("source = \"https://example.org/\"", &[]),
+            ("source = \"https://example.org/c.txt\"", &["source"]),
+            ("source = \"https://example.org/?key=1\"", &["source"]),
+            ("source = \"https://me@example.org/\"", &["source"]),
+            (
+                "source = \"https://www.dropbox.com/s/TOKEN/p.txt?dl=1\"\n\
+                 [notify]\nurl = \"https://ntfy.sh/topic\"",
+                &["source", "notify.url"],
+            ),
+            (
+                "source = \"-\"\n[signature]\n\
+                 public_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\n\
+                 url = \"https://example.org/p.txt.minisig\"",
+                &["signature.url"],
+            ),
+        ];
+        for (head, expected) in cases {
+            let config = Config::parse(&format!("{head}\n[services]\nssh = 22\n")).unwrap();
+            assert_eq!(secret_urls(&config), expected, "{head}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_readable_by_everyone_only_if_every_directory_lets_them_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let chmod = |path: &Path, mode| {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let etc = dir.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let config = etc.join("config.toml");
+        fs::write(&config, "").unwrap();
+        chmod(dir.path(), 0o755);
+        chmod(&etc, 0o755);
+        for (mode, expected) in [(0o644, Some(0o644)), (0o640, None), (0o604, Some(0o604))] {
+            chmod(&config, mode);
+            assert_eq!(readable_by_everyone(&config), expected, "{mode:o}");
+        }
+        chmod(&config, 0o644);
+        chmod(&etc, 0o750);
+        assert_eq!(readable_by_everyone(&config), None);
+        assert_eq!(readable_by_everyone(&etc.join("missing")), None);
     }
 
     #[test]

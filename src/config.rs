@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use chrono::TimeDelta;
 use serde::Deserialize;
 
 use crate::intake::source::Source;
-use crate::sys::files::{check_trusted, is_root};
+use crate::sys::files;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -111,6 +112,20 @@ pub struct FirewallConfig {
     pub default: Unnamed,
 }
 
+impl FirewallConfig {
+    /// Every program the firewall backends may run, with its config key:
+    /// root runs them, so each must pass `files::check_program`.
+    pub fn programs(&self) -> [(&'static str, &Path); 5] {
+        [
+            ("firewall.iptables", &self.iptables),
+            ("firewall.ip6tables", &self.ip6tables),
+            ("firewall.iptables_restore", &self.iptables_restore),
+            ("firewall.ip6tables_restore", &self.ip6tables_restore),
+            ("firewall.nft", &self.nft),
+        ]
+    }
+}
+
 /// The firewall portlocker drives: iptables and ip6tables (its own chain,
 /// jumped to from INPUT), or nftables (its own table, `inet portlocker`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,39 +188,22 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads and validates the config file at `path`. Run as root, it
-    /// refuses a config or CA file that anyone but root could change.
+    /// refuses a config, a CA file or a program that anyone but root could
+    /// change or replace — through a link, or a directory above it (see
+    /// `files`) — before reading a byte of the config.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let load = || -> Result<Config> {
-            let text = std::fs::read_to_string(path)
+            let mut text = String::new();
+            files::open_trusted(path, "config")?
+                .read_to_string(&mut text)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
-            if is_root() {
-                check_trusted(path, "config")?;
-            }
             let config =
                 Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
             if let Some(ca_file) = &config.fetch.ca_file {
-                std::fs::metadata(ca_file)
-                    .with_context(|| format!("fetch.ca_file {}", ca_file.display()))?;
-                if is_root() {
-                    check_trusted(ca_file, "fetch.ca_file")?;
-                }
+                files::check_trusted(ca_file, "fetch.ca_file")?;
             }
-            if is_root() {
-                // Root runs them: a program another account can change is
-                // that account's root shell.
-                let firewall = &config.firewall;
-                let programs = [
-                    ("firewall.iptables", &firewall.iptables),
-                    ("firewall.ip6tables", &firewall.ip6tables),
-                    ("firewall.iptables_restore", &firewall.iptables_restore),
-                    ("firewall.ip6tables_restore", &firewall.ip6tables_restore),
-                    ("firewall.nft", &firewall.nft),
-                ];
-                for (key, program) in programs {
-                    if program.exists() {
-                        check_trusted(program, key)?;
-                    }
-                }
+            for (key, program) in config.firewall.programs() {
+                files::check_program(program, key)?;
             }
             Ok(config)
         };
@@ -471,9 +469,12 @@ const TARGETS: &[&str] = &[
     "ECN",
 ];
 
-/// Chains other tools create, flush and rewrite, by name prefix (ignoring
-/// case), with the tool: rules portlocker put there would be lost, and the
-/// tool's own rules (DOCKER-USER ends in `-j RETURN`) would decide first.
+/// The rule for chains of other managers: a name that starts like the
+/// chains a known manager creates, flushes and rewrites (compared ignoring
+/// case) is refused, with the manager. Rules portlocker put there would be
+/// lost at the manager's next reload, and the manager's own rules (Docker's
+/// DOCKER-USER ends in `-j RETURN`) would decide first. The list is of name
+/// shapes, not names: firewalld makes `IN_<zone>_allow` for every zone.
 const OWNED_PREFIXES: &[(&str, &str)] = &[
     ("DOCKER", "Docker"),
     ("KUBE-", "Kubernetes"),
@@ -484,13 +485,55 @@ const OWNED_PREFIXES: &[(&str, &str)] = &[
     ("CROWDSEC", "CrowdSec"),
     ("LIBVIRT_", "libvirt"),
     ("CILIUM_", "Cilium"),
+    ("OLD_CILIUM_", "Cilium"),
     ("NETAVARK", "Podman"),
     ("CNI-", "a CNI plugin"),
     ("cali-", "Calico"),
+    ("FLANNEL", "flannel"),
+    ("WEAVE", "Weave Net"),
+    ("ANTREA", "Antrea"),
+    ("KILO-", "Kilo"),
+    ("SUBMARINER-", "Submariner"),
+    ("ISTIO_", "Istio"),
+    ("PROXY_INIT_", "Linkerd"),
+    ("AWS-", "the AWS VPC CNI"),
+    ("OPENSHIFT-", "OpenShift"),
+    ("NOMAD-", "Nomad"),
+    ("neutron-", "OpenStack Neutron"),
+    ("PVEFW-", "Proxmox VE"),
     ("ts-", "Tailscale"),
+    ("NETBIRD-", "NetBird"),
     ("sshguard", "sshguard"),
+    ("nixos-", "the NixOS firewall"),
+    ("shorewall", "Shorewall"),
+    // firewalld: its own chains, and one set per zone (IN_public_allow, …).
     ("INPUT_direct", "firewalld"),
     ("INPUT_ZONES", "firewalld"),
+    ("FORWARD_direct", "firewalld"),
+    ("FORWARD_IN_ZONES", "firewalld"),
+    ("FORWARD_OUT_ZONES", "firewalld"),
+    ("OUTPUT_direct", "firewalld"),
+    ("IN_", "firewalld (a zone's chains) or FireHOL"),
+    ("FWD_", "firewalld (a zone's chains)"),
+    ("FWDI_", "firewalld (a zone's chains)"),
+    ("FWDO_", "firewalld (a zone's chains)"),
+    ("OUT_", "firewalld (a zone's chains) or FireHOL"),
+    ("PRE_", "firewalld (a zone's chains)"),
+    ("POST_", "firewalld (a zone's chains)"),
+    // ConfigServer Firewall (csf/lfd).
+    ("LOCALINPUT", "csf"),
+    ("LOCALOUTPUT", "csf"),
+    ("ALLOWIN", "csf"),
+    ("ALLOWOUT", "csf"),
+    ("DENYIN", "csf"),
+    ("DENYOUT", "csf"),
+    ("LOGDROP", "csf"),
+    ("INVDROP", "csf"),
+    ("SYNFLOOD", "csf"),
+    ("PORTFLOOD", "csf"),
+    ("CC_", "csf"),
+    ("GALLOW", "csf"),
+    ("GDENY", "csf"),
 ];
 
 impl ChainName {
@@ -1244,6 +1287,26 @@ mod tests {
             ("CILIUM_INPUT", "belongs to Cilium"),
             ("ts-input", "belongs to Tailscale"),
             ("INPUT_direct", "belongs to firewalld"),
+            ("nixos-fw", "belongs to the NixOS firewall"),
+            ("nixos-fw-accept", "belongs to the NixOS firewall"),
+            ("IN_public_allow", "belongs to firewalld (a zone's chains)"),
+            ("IN_internal", "its chains start with IN_"),
+            ("FWD_public_allow", "belongs to firewalld"),
+            ("FWDI_public", "belongs to firewalld"),
+            ("OUT_public_deny", "belongs to firewalld"),
+            ("PRE_public", "belongs to firewalld"),
+            ("POST_public_allow", "belongs to firewalld"),
+            ("FORWARD_direct", "belongs to firewalld"),
+            ("in_eth0", "FireHOL"),
+            ("KUBE-FIREWALL", "belongs to Kubernetes"),
+            ("cali-INPUT", "belongs to Calico"),
+            ("FLANNEL-FWD", "belongs to flannel"),
+            ("WEAVE-NPC", "belongs to Weave Net"),
+            ("PVEFW-INPUT", "belongs to Proxmox VE"),
+            ("ISTIO_INBOUND", "belongs to Istio"),
+            ("neutron-filter-top", "belongs to OpenStack Neutron"),
+            ("LOCALINPUT", "belongs to csf"),
+            ("ALLOWIN", "belongs to csf"),
         ];
         for (chain, needle) in cases {
             let message = error_of(&with_firewall(&format!("chain = \"{chain}\"")));

@@ -284,6 +284,9 @@ fn a_chain_that_is_a_target_or_another_tools_is_refused_before_any_firewall_call
         "f2b-sshd",
         "DNPT",
         "SNPT",
+        "nixos-fw",
+        "IN_public_allow",
+        "FWD_public",
     ] {
         env.write_config(&env.local_config("", &format!("chain = {chain:?}")));
         for args in [&[][..], &["check"]] {

@@ -2,9 +2,7 @@
 //! and posting a notice. The only module that touches the network. Knows
 //! bytes, not the grammar; never lets a secret URL into an error message.
 
-use std::fs::{FileType, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,18 +16,10 @@ use url::Url;
 
 use crate::config::FetchConfig;
 use crate::intake::source::{Source, host_of};
+use crate::sys::files;
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
-
-/// Linux's `O_NONBLOCK` (std has no constant; a test checks it against libc):
-/// opening a FIFO with it returns at once instead of waiting for a writer,
-/// so the open descriptor can be looked at and refused.
-const O_NONBLOCK: i32 = 0o4000;
-
-/// Linux's `O_NOCTTY`: a terminal named as the source never becomes the
-/// controlling terminal of a run started without one (cron).
-const O_NOCTTY: i32 = 0o400;
 
 /// Why an answer labelled `text/html` is refused: a login or preview page
 /// stands where the file should be.
@@ -104,44 +94,15 @@ fn read_local(path: Option<&Path>, config: &FetchConfig) -> Result<Vec<u8>> {
     })
 }
 
-/// Reads the regular file at `path`; anything else (a FIFO, a directory,
-/// a device) is refused before a byte is read.
+/// Reads the regular file at `path`. Anything else (a FIFO, a directory, a
+/// device), a link another account owns, or — run as root — a file another
+/// account could have changed or replaced, is refused before a byte is read
+/// (`files::open_trusted`): whoever chooses what root reads here chooses
+/// what it quotes back in its messages, and which ports it opens.
 fn read_file(path: &Path, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NONBLOCK | O_NOCTTY)
-        .open(path)
-        .with_context(|| format!("cannot open control file {shown}"))?;
-    let file_type = file
-        .metadata()
-        .with_context(|| format!("cannot inspect control file {shown}"))?
-        .file_type();
-    if !file_type.is_file() {
-        bail!(
-            "control file {shown} is {}, not a regular file",
-            kind_of(file_type)
-        );
-    }
+    let file = files::open_trusted(path, "control file")?;
     read_limited(file, max_bytes, Some(deadline))
-        .with_context(|| format!("reading control file {shown}"))
-}
-
-/// What a file that is not a regular file is, for a message.
-fn kind_of(file_type: FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else {
-        "something else"
-    }
+        .with_context(|| format!("reading control file {}", path.display()))
 }
 
 /// A Dropbox share link with `dl=0` serves an HTML preview; `dl=1` the file.
@@ -460,12 +421,6 @@ mod tests {
         ] {
             assert_eq!(shown(code, conditional), message);
         }
-    }
-
-    #[test]
-    fn open_flags_are_linux_values() {
-        assert_eq!(O_NONBLOCK, libc::O_NONBLOCK);
-        assert_eq!(O_NOCTTY, libc::O_NOCTTY);
     }
 
     #[test]

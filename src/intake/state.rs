@@ -5,9 +5,8 @@
 //! after; a file that is damaged anyway is told apart from an empty state.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read as _};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,8 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::intake::fetch::Validators;
 use crate::intake::intent::Starts;
-use crate::sys::files::is_root;
-use crate::sys::files::{self, write_atomic};
+use crate::sys::files::{Directory, is_root};
 
 const STATE_FILE: &str = "state.toml";
 /// Where a damaged state file is kept for the owner to look at.
@@ -26,27 +24,22 @@ const DAMAGED_FILE: &str = "state.toml.damaged";
 /// truncated or damaged file is never taken for a shorter valid one.
 const CHECK_PREFIX: &str = "# check ";
 const LOCK_FILE: &str = "lock";
+/// What messages call the directory.
+const WHAT: &str = "state_dir";
 
 /// Held for the whole of a run: an exclusive `flock` on `state_dir/lock`,
 /// released by the kernel when the process ends, however it ends.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    _file: fs::File,
 }
 
 /// Takes the run lock without waiting; `None` when another run holds it.
 pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
-    ensure_dir(state_dir)?;
     let path = state_dir.join(LOCK_FILE);
-    let file = files::open_no_follow(
-        &path,
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600),
-    )
-    .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+    let file = reach(state_dir, true)?
+        .open_or_create(LOCK_FILE, 0o600)
+        .with_context(|| format!("cannot open the run lock {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(RunLock { _file: file })),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -57,29 +50,25 @@ pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
 }
 
 /// Run as root, refuses a `state_dir` that someone other than root could
-/// change, or a file or link in it that someone else could have planted:
-/// whoever writes the state chooses the control file a 304 enforces. A
-/// missing `state_dir` is fine; root creates it, mode 700.
+/// change — it, a directory above it, or a file or link in it that someone
+/// else could have planted: whoever writes the state chooses the control
+/// file a 304 enforces. A missing `state_dir` is fine; root creates it,
+/// mode 700, through directories only root can change.
 pub fn check_trust(state_dir: &Path) -> Result<()> {
-    if !is_root()
-        || fs::symlink_metadata(state_dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-    {
+    if !is_root() {
         return Ok(());
     }
-    files::check_trusted_dir(state_dir, "state_dir")
+    match Directory::open(state_dir, WHAT, None) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error.into()),
+        Ok(dir) => dir.check_entries(WHAT),
+    }
 }
 
-/// Creates `state_dir` (mode 700: the last good file holds the secret URL).
-fn ensure_dir(state_dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-    {
-        Ok(()) => Ok(()),
-        Err(error) => Err(error)
-            .with_context(|| format!("cannot create the state directory {}", state_dir.display())),
-    }
+/// The state directory, held by descriptor; with `create`, made if missing
+/// (mode 700: the last good file holds the secret URL).
+fn reach(state_dir: &Path, create: bool) -> io::Result<Directory> {
+    Directory::open(state_dir, WHAT, create.then_some(0o700))
 }
 
 /// Everything portlocker remembers between runs.
@@ -215,18 +204,16 @@ impl State {
     fn read(state_dir: &Path, move_damaged_aside: bool) -> Loaded {
         let path = State::path(state_dir);
         // Bytes, not text: a file that is not UTF-8 is damaged, and moved aside.
-        let mut text = Vec::new();
-        let read = files::open_no_follow(&path, File::options().read(true))
-            .and_then(|mut file| file.read_to_end(&mut text));
-        match read {
-            Ok(_) => {}
+        let read = reach(state_dir, false).and_then(|dir| Ok((dir.read(STATE_FILE)?, dir)));
+        let (text, dir) = match read {
+            Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Loaded::Kept(State::default());
             }
             Err(error) => {
                 return Loaded::Damaged(format!("cannot read {}: {error}", path.display()));
             }
-        }
+        };
         match State::decode(&text) {
             Ok((state, legacy)) if legacy => Loaded::Legacy(state),
             Ok((state, _)) => Loaded::Kept(state),
@@ -235,7 +222,7 @@ impl State {
             }
             Err(reason) => {
                 let aside = state_dir.join(DAMAGED_FILE);
-                let kept = match fs::rename(&path, &aside) {
+                let kept = match dir.rename(STATE_FILE, DAMAGED_FILE) {
                     Ok(()) => format!("kept aside as {}", aside.display()),
                     Err(error) => format!("could not be moved aside ({error})"),
                 };
@@ -272,14 +259,15 @@ impl State {
 
     /// Replaces the state file as a whole.
     pub fn save(&self, state_dir: &Path) -> Result<()> {
-        ensure_dir(state_dir)?;
         let mut text = toml::to_string(self).context("cannot encode the state")?;
         if !text.ends_with('\n') {
             text.push('\n');
         }
         let check = checksum(&text);
         text.push_str(&format!("{CHECK_PREFIX}{check}\n"));
-        write_atomic(&State::path(state_dir), text.as_bytes(), 0o600)
+        reach(state_dir, true)
+            .and_then(|dir| dir.replace(STATE_FILE, text.as_bytes(), 0o600))
+            .with_context(|| format!("cannot write {}", State::path(state_dir).display()))
     }
 }
 

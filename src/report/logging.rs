@@ -4,9 +4,7 @@
 //! it as `quiet::decide` says: cron mails what is new, not the same words
 //! every five minutes.
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -58,10 +56,7 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     let mut file: Option<Box<dyn SharedLogger>> = None;
     let mut open_error = None;
     if let Some(path) = log_file {
-        let opened = files::open_no_follow(
-            path,
-            OpenOptions::new().append(true).create(true).mode(0o640),
-        );
+        let opened = files::open_append(path, 0o640);
         match opened {
             Ok(opened) => {
                 file = Some(WriteLogger::new(

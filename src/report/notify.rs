@@ -3,15 +3,17 @@
 //! text goes on stdin to `[notify] command` (an argv, never a shell) and in
 //! a POST to `[notify] url`. Sent after the firewall work, bounded in time;
 //! a notice that cannot be sent is a warning, never a failed run. The text
-//! is the page's: it never holds the source URL.
+//! is the page's: it never holds the source URL. The command runs only
+//! once it passes `files::check_program`, as every program root runs.
 
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::config::Config;
+use crate::config::{Config, NotifyCommand};
 use crate::intake::fetch;
 use crate::report::quiet::{Series, shown};
+use crate::sys::files;
 use crate::sys::runner::{Command, SystemRunner, Termination};
 
 /// How long the notify command may run before it is killed.
@@ -116,37 +118,7 @@ pub fn notice(run: &Run) -> Option<Notice> {
 pub fn send(config: &Config, notice: &Notice, offline: bool) {
     let event = notice.event.as_str();
     if let Some(configured) = &config.notify.command {
-        let command = Command {
-            program: configured.program.clone(),
-            args: configured.args.clone(),
-            stdin: Some(notice.text.clone()),
-        };
-        let env = [
-            ("PORTLOCKER_EVENT", event),
-            ("PORTLOCKER_HOST", notice.host.as_str()),
-        ];
-        let outcome = SystemRunner::with_limit(COMMAND_LIMIT).run_with_env(&command, &env);
-        match outcome {
-            Ok(done) => match done.termination {
-                Termination::Code(0) => log::info!("notice ({event}) told to `{command}`"),
-                Termination::Code(code) => log::warn!(
-                    "the notice ({event}) was not told: `{command}` exited with {code}{}",
-                    said(&done.stderr)
-                ),
-                Termination::Signal(signal) => log::warn!(
-                    "the notice ({event}) was not told: `{command}` was killed by signal {signal}{}",
-                    said(&done.stderr)
-                ),
-                Termination::TimedOut { after } => log::warn!(
-                    "the notice ({event}) was not told: `{command}` did not finish within {} s \
-                     and was killed",
-                    after.as_secs()
-                ),
-            },
-            Err(error) => log::warn!(
-                "the notice ({event}) was not told: could not run `{command}` (notify.command): {error}"
-            ),
-        }
+        tell_command(configured, notice);
     }
     if let Some(url) = &config.notify.url {
         if offline {
@@ -157,6 +129,52 @@ pub fn send(config: &Config, notice: &Notice, offline: bool) {
                 Err(error) => log::warn!("the notice ({event}) was not posted: {error:#}"),
             }
         }
+    }
+}
+
+/// Runs the notify command with `notice` on stdin, bounded in time — if it
+/// passes the trust check every program root runs: another account's
+/// program run as root would be that account's root shell. It runs by
+/// path, not through the descriptor checked: every directory on that path
+/// is root's and writable by no one else, so no one but root can change
+/// what it leads to between the check and the exec (a `#!` script run
+/// through a descriptor would see /dev/fd/N as its $0, or not start).
+fn tell_command(configured: &NotifyCommand, notice: &Notice) {
+    let event = notice.event.as_str();
+    if let Err(error) = files::check_program(&configured.program, "notify.command") {
+        log::warn!("the notice ({event}) was not told: the command was not run, since {error:#}");
+        return;
+    }
+    let command = Command {
+        program: configured.program.clone(),
+        args: configured.args.clone(),
+        stdin: Some(notice.text.clone()),
+    };
+    let env = [
+        ("PORTLOCKER_EVENT", event),
+        ("PORTLOCKER_HOST", notice.host.as_str()),
+    ];
+    let outcome = SystemRunner::with_limit(COMMAND_LIMIT).run_with_env(&command, &env);
+    match outcome {
+        Ok(done) => match done.termination {
+            Termination::Code(0) => log::info!("notice ({event}) told to `{command}`"),
+            Termination::Code(code) => log::warn!(
+                "the notice ({event}) was not told: `{command}` exited with {code}{}",
+                said(&done.stderr)
+            ),
+            Termination::Signal(signal) => log::warn!(
+                "the notice ({event}) was not told: `{command}` was killed by signal {signal}{}",
+                said(&done.stderr)
+            ),
+            Termination::TimedOut { after } => log::warn!(
+                "the notice ({event}) was not told: `{command}` did not finish within {} s \
+                 and was killed",
+                after.as_secs()
+            ),
+        },
+        Err(error) => log::warn!(
+            "the notice ({event}) was not told: could not run `{command}` (notify.command): {error}"
+        ),
     }
 }
 

@@ -12,6 +12,7 @@ use super::{Backend, CommandError, Failure, Firewall, Runner};
 use crate::config::{Config, Family, restore_beside};
 use crate::firewall::model::{Change, Holdings};
 use crate::firewall::plan::{self, Step};
+use crate::sys::files;
 
 /// Where the other backend is looked for: the kernel's list of legacy
 /// tables, and the directory searched last for its binaries.
@@ -140,7 +141,8 @@ fn legacy_filter_loaded(family: Family, places: &Places) -> bool {
 /// The first existing binary of `backend` for `family` next to `configured`,
 /// next to where it leads, or in `sbin` — only one that really is that
 /// backend: taking the configured backend for the other would remove the
-/// very rules that keep ports closed.
+/// very rules that keep ports closed — and only one that passes the trust
+/// check every program root runs, with its restore tool.
 fn sibling(
     configured: &Path,
     backend: Backend,
@@ -158,7 +160,26 @@ fn sibling(
         .into_iter()
         .flatten()
         .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file() && Backend::of(candidate) == Some(backend))
+        .find(|candidate| {
+            candidate.is_file() && Backend::of(candidate) == Some(backend) && trusted(candidate)
+        })
+}
+
+/// Whether root may run `binary` and the restore tool beside it; one
+/// another account could change is named in a warning and never run.
+fn trusted(binary: &Path) -> bool {
+    let what = "the other iptables backend's";
+    let checked = files::check_program(binary, what)
+        .and_then(|()| files::check_program(&restore_beside(binary), what));
+    match checked {
+        Ok(()) => true,
+        Err(error) => {
+            log::warn!(
+                "{error:#}; portlocker does not run it, so it does not look for its rules there"
+            );
+            false
+        }
+    }
 }
 
 /// What the other backend holds of portlocker's, and what removes it.
@@ -497,6 +518,35 @@ mod tests {
         let mut places = sbin.places();
         places.sbin = odd.path().join("none");
         assert!(Other::find_in(&config, &places).is_none());
+    }
+
+    /// Root runs the sibling it finds: one another account could change —
+    /// the binary, its restore tool, or a directory above them — is never
+    /// taken, as the configured binaries are never run.
+    #[test]
+    fn a_sibling_another_account_could_change_is_never_taken() {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        if !files::root_for_test("flavours::tests::a_sibling_another_account_could_change") {
+            return;
+        }
+        let sbin = Sbin::new();
+        let mut config = sbin.config(&sbin.path("iptables-legacy"), Path::new("/nowhere"));
+        config.firewall.ipv6 = false;
+        let found = || binaries(&Other::find_in(&config, &sbin.places()));
+        let nft = [(Family::Ipv4, sbin.path("iptables-nft"))];
+        assert_eq!(found(), nft);
+        let multi = sbin.path("xtables-nft-multi");
+        chown(&multi, Some(65534), None).unwrap();
+        assert_eq!(found(), []);
+        chown(&multi, Some(0), None).unwrap();
+        let restore = sbin.path("iptables-nft-restore");
+        std::fs::write(&restore, "").unwrap();
+        std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(found(), []);
+        std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(found(), nft);
+        std::fs::set_permissions(&sbin.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(found(), []);
     }
 
     /// Answers every listing as iptables does for a chain that does not
