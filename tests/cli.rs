@@ -49,7 +49,7 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     );
     let page = env.status_page().unwrap();
     assert!(page.contains("OK: the firewall matches"), "{page}");
-    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state calm\" data-family=\"IPv4\">IPv4 closed</span>, <span class=\"state calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
+    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state is-closed calm\" data-family=\"IPv4\">IPv4 closed</span><span class=\"sep\">,</span> <span class=\"state is-closed calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
 }
 
 #[test]
@@ -88,7 +88,10 @@ fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
     }
     let page = env.status_page().unwrap();
     assert!(page.contains("Failed: control file from"), "{page}");
-    assert!(page.contains("line 2: unknown service `vnp`"), "{page}");
+    assert!(
+        page.contains("line 2: unknown service <code>vnp</code>"),
+        "{page}"
+    );
 }
 
 #[test]
@@ -181,9 +184,14 @@ fn a_failed_rule_does_not_stop_the_others_and_exits_1() {
     assert_eq!(tried.len(), 6, "{tried:?}");
     run.says("6 firewall commands failed");
     run.says("exited with 4: ip6tables: Bad rule (fake failure).");
+    // What the failure left is the headline; the failure follows it.
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("Failed: 6 firewall commands failed"),
+        page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("The run failed besides: 6 firewall commands failed"),
         "{page}"
     );
 }
@@ -771,10 +779,11 @@ fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order()
         "{}",
         run.stdout
     );
-    // Columns as wide as their widest entry, two spaces apart.
+    // The outcome, then columns as wide as their widest entry, two spaces apart.
     assert_eq!(
         &lines[1..],
         [
+            "OK: the firewall matches the control file",
             "SERVICE  PORTS            IPv4    IPv6",
             "ssh      22/tcp           closed  closed",
             "web      80/tcp,443/tcp   open    open",
@@ -789,17 +798,17 @@ fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order()
     let run = env.run(&["status"]);
     let lines: Vec<&str> = run.expect(0).stdout.lines().collect();
     assert!(
-        lines[1].ends_with("IPv4             IPv6    UNTIL / FROM"),
+        lines[2].ends_with("IPv4             IPv6    UNTIL / FROM"),
         "{}",
         run.stdout
     );
     assert!(
-        lines[3].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
+        lines[4].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
         "{}",
         run.stdout
     );
     assert_eq!(
-        lines[4], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
+        lines[5], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
         "{}",
         run.stdout
     );
@@ -857,7 +866,7 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     run.says("enforced the last good control file instead");
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("Failed: ") && page.contains("IPv4 closed</span>"),
+        page.contains("Failed: ") && page.contains(">IPv4 closed<"),
         "{page}"
     );
 
@@ -1161,11 +1170,21 @@ fn an_open_service_whose_port_another_closes_is_told() {
     let env = TestEnv::with_fake_iptables();
     env.write_config(&format!("{}httpd = 80\n", env.local_config("", "")));
     env.control("close web\nopen httpd\n");
+    // Closed more than asked: the run fails, says why, and cron hears it once.
     let run = env.run(&[]);
-    run.expect(0)
-        .says("IPv4: httpd 80/tcp stays closed: it shares the port with web, which the control file closes");
+    run.expect(1).says(
+        "IPv4: httpd 80/tcp is closed, but the control file opens it: `-A PORTLOCKER -p tcp -m tcp \
+         --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:web -j DROP` \
+         drops it; it shares 80/tcp with web, which the control file closes",
+    );
     let page = env.status_page().unwrap();
-    assert!(page.contains("shares the port with web"), "{page}");
+    assert!(
+        page.contains("Not as asked: httpd closed over IPv4 (asked: open)"),
+        "{page}"
+    );
+    assert!(page.contains("shares 80/tcp with web"), "{page}");
+    let again = env.run(&[]);
+    assert_eq!(again.expect(1).stderr, "", "told once, not every run");
 }
 
 #[test]
@@ -1218,7 +1237,10 @@ fn a_change_that_claims_success_but_does_nothing_is_caught_by_reading_back() {
         run.expect(1)
             .says("ssh 22/tcp should be closed but is open");
         let page = env.status_page().unwrap();
-        assert!(page.contains("Failed:"), "{page}");
+        assert!(
+            page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+            "{page}"
+        );
         assert!(!page.contains("IPv4 closed"), "{page}");
         let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
         assert!(
@@ -1514,7 +1536,45 @@ fn reset_rewrites_the_page_and_the_metrics() {
     env.run(&["reset"]).expect(0);
     let page = env.status_page().unwrap();
     assert!(!page.contains("IPv4 closed"), "{page}");
-    assert!(page.contains("portlocker reset at"), "{page}");
+    assert!(
+        page.contains("portlocker enforces nothing until the next run"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<title>vm: RESET · portlocker</title>"),
+        "{page}"
+    );
+    assert!(!page.contains("OK:"), "{page}");
     let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
     assert!(!metrics.contains(closed), "{metrics}");
+    assert!(metrics.contains("\nportlocker_enforcing 0\n"), "{metrics}");
+    assert!(
+        !metrics.contains("portlocker_service_as_asked{"),
+        "{metrics}"
+    );
+    // `status` and its JSON say so too, until a run enforces again.
+    let status = env.run(&["status"]);
+    assert!(
+        status
+            .expect(0)
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.starts_with("Reset ")
+                && line.ends_with(": portlocker enforces nothing until the next run")),
+        "{}",
+        status.stdout
+    );
+    let json = env.run(&["status", "--json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    assert_eq!(document["outcome"], "reset");
+    assert_eq!(document["enforcing"], false);
+    env.run(&[]).expect(0);
+    let document: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
+    assert_eq!(document["outcome"], "ok");
+    assert_eq!(document["enforcing"], true);
+    let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+    assert!(metrics.contains("\nportlocker_enforcing 1\n"), "{metrics}");
 }
+

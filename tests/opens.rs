@@ -75,7 +75,7 @@ fn an_open_until_a_past_deadline_is_closed_quietly() {
     );
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("<p class=\"note\">the open ended 2020-01-01 00:00 +"),
+        page.contains("<p class=\"note\">the open ended <span class=\"time\">2020-01-01 00:00 +"),
         "{page}"
     );
 
@@ -83,7 +83,9 @@ fn an_open_until_a_past_deadline_is_closed_quietly() {
     env.run(&[]).expect(0);
     assert!(reachable());
     assert!(
-        env.status_page().unwrap().contains("until 2099-01-01"),
+        env.status_page()
+            .unwrap()
+            .contains("until <span class=\"time\">2099-01-01"),
         "the page shows no deadline"
     );
 }
