@@ -86,6 +86,12 @@ fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
         run.says(needle);
         assert!(env.log().contains(needle), "log lacks {needle:?}");
     }
+    // One bad line per line: a cron mail read on a phone.
+    run.says(
+        "2 invalid lines:\n  line 2: unknown service `vnp` (known: mosh, ssh, web)\n  line 3: \
+         unexpected `now`",
+    );
+    run.says("\nthere is no last good control file yet; nothing was changed\n");
     let page = env.status_page().unwrap();
     assert!(page.contains("Failed: control file from"), "{page}");
     assert!(
@@ -98,7 +104,11 @@ fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
 fn whole_file_refusals_make_no_firewall_call() {
     let env = TestEnv::with_fake_iptables();
     let cases: [(&[u8], &str); 4] = [
-        (b"<!DOCTYPE html><html>open ssh</html>", "dl=1"),
+        // A local file: no word of Dropbox.
+        (
+            b"<!DOCTYPE html><html>open ssh</html>",
+            "an HTML page, not plain text (save the control file itself, as plain text)",
+        ),
         (
             b"close ssh\n\xff\xfeopen web\n",
             "not UTF-8 text (invalid bytes on line 2)",

@@ -257,7 +257,11 @@ fn only_a_fresh_file_signed_by_the_key_is_obeyed() {
             Some(intruder.sign("open ssh\n", 30)),
             "does not match",
         ),
-        ("open ssh\n", None, "fetching the signature"),
+        (
+            "open ssh\n",
+            None,
+            "this file carries no #minisig lines, and its detached signature at",
+        ),
         (
             "open ssh\n",
             Some("garbage".to_owned()),
@@ -336,7 +340,10 @@ fn check_fetch_checks_the_signature_and_the_kept_copy() {
     run.says("state: the kept control file is not in force (it was accepted without a signature)");
     let run = env.run(&["check", "--fetch"]);
     run.expect(1);
-    run.says("fetching the signature");
+    run.says(&format!(
+        "this file carries no #minisig lines, and its detached signature at {} does not exist",
+        env.path("control.txt.minisig").display()
+    ));
 
     publish(&env, "open ssh\n", Some(&signer.sign("open ssh\n", 60)));
     let run = env.run(&["check", "--fetch"]);
