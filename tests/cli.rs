@@ -1588,3 +1588,109 @@ fn reset_rewrites_the_page_and_the_metrics() {
     assert!(metrics.contains("\nportlocker_enforcing 1\n"), "{metrics}");
 }
 
+/// The log says what each change does — an open that ends is no close, the
+/// end of one no open — after the notes about the file that led to it.
+#[test]
+fn the_log_says_what_each_change_does_after_the_notes_that_led_to_it() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let before = env.log();
+    env.control("close ssh\nopen ssh for 2h\n");
+    env.run(&[])
+        .expect(0)
+        .says("line 2: ssh is also named on line 1; line 2 wins");
+    let lines = new_lines(&env, &before);
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    let warning = position("line 2: ssh is also named on line 1");
+    let change = position("IPv4: keep ssh 22/tcp open until 20");
+    assert!(warning < change, "{lines:#?}");
+    assert!(lines[change].contains(", then close it: "), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|line| line.contains("close ssh 22/tcp:")),
+        "an open for 2h is logged as a close: {lines:#?}"
+    );
+    let before = env.log();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let lines = new_lines(&env, &before);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("IPv4: close ssh 22/tcp: ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("IPv4: drop the close of ssh 22/tcp due at 20")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains("IPv4: open ssh")),
+        "a close is logged as an open: {lines:#?}"
+    );
+}
+
+/// `until 2027-07-01 12:00` in Berlin shows 12:00 +02:00 in December too:
+/// the offset in force on its own date, not today's.
+#[test]
+fn a_deadline_shows_the_offset_in_force_on_its_own_date() {
+    use chrono::{Datelike, TimeZone};
+    let env = TestEnv::with_fake_iptables();
+    // A date in the other half of the year from now, whenever the test runs.
+    let now = chrono::Utc::now();
+    let (year, month, offset) = match now.month() {
+        4..=9 => (now.year() + 1, 1, "+01:00"),
+        _ => (now.year() + 1, 7, "+02:00"),
+    };
+    let deadline = chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 12, 0, 0)
+        .unwrap()
+        .format("%Y-%m-%d");
+    env.control(&format!("open ssh until {deadline} 12:00\n"));
+    let berlin = |args: &[&str]| {
+        let output = env
+            .command()
+            .args(args)
+            .env("TZ", "Europe/Berlin")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    berlin(&[]).expect(0);
+    let shown = format!("until {deadline} 12:00 {offset}");
+    let status = berlin(&["status"]);
+    assert!(
+        status.expect(0).stdout.contains(&shown),
+        "{}",
+        status.stdout
+    );
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains(&format!(
+            "until <span class=\"time\">{deadline} 12:00 {offset}</span>"
+        )),
+        "{page}"
+    );
+    let json = berlin(&["status", "--json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    assert_eq!(
+        document["services"][0]["opens"],
+        serde_json::json!([{"from": null, "until": format!("{deadline}T12:00:00{offset}"),
+                            "ends_by": "until"}])
+    );
+    assert!(
+        env.log().contains(&format!(
+            "keep ssh 22/tcp open until {deadline} 12:00 {offset}"
+        )),
+        "{}",
+        env.log()
+    );
+}
