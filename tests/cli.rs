@@ -1694,3 +1694,23 @@ fn a_deadline_shows_the_offset_in_force_on_its_own_date() {
         env.log()
     );
 }
+
+/// `check` lists the services in the config's order, as the page and
+/// `status` do, not by name.
+#[test]
+fn check_lists_the_services_in_the_configs_order() {
+    let env = TestEnv::with_fake_iptables();
+    let config = env
+        .local_config("", "")
+        .replace(common::SERVICES, "zebra = 22\nalpha = 80\nmiddle = 443\n");
+    env.write_config(&config);
+    let check = env.run(&["check"]);
+    assert!(
+        check
+            .expect(0)
+            .stdout
+            .contains("ok (3 services: zebra, alpha, middle)"),
+        "{}",
+        check.stdout
+    );
+}

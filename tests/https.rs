@@ -865,3 +865,38 @@ fn a_notice_the_server_refuses_is_a_warning_that_hides_the_topic() {
     assert_eq!(env.notices().len(), before + 1);
     assert_eq!(ntfy.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A minimal Debian without ca-certificates, as SSL_CERT_FILE and
+/// SSL_CERT_DIR pointing at nothing make it: every fetch fails and `check`
+/// says why; with `ca_file` set, fetches work and `check` is content.
+#[test]
+fn an_empty_trust_store_fails_check_unless_ca_file_is_set() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let env = env_for(&server, "");
+    std::fs::write(env.path("empty.pem"), "").unwrap();
+    std::fs::create_dir(env.path("no-certs")).unwrap();
+    let bare = |args: &[&str]| {
+        let output = env
+            .command()
+            .args(args)
+            .env("SSL_CERT_FILE", env.path("empty.pem"))
+            .env("SSL_CERT_DIR", env.path("no-certs"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    bare(&["check", "--fetch"]).expect(0);
+    bare(&[]).expect(0);
+    // Without ca_file: the public server's certificate cannot be checked.
+    env.write_config(&env.config_text(&server.url(SECRET), "", ""));
+    let check = bare(&["check"]);
+    check.expect(1).says(
+        "the system's trust store holds no CA certificate, so every HTTPS fetch fails: install \
+         the ca-certificates package (`apt-get install ca-certificates`), or set fetch.ca_file",
+    );
+    bare(&[]).expect(1);
+    // With the system's store as it is here, no word of it.
+    let check = env.run(&["check"]);
+    assert!(!check.stderr.contains("trust store"), "{}", check.stderr);
+}

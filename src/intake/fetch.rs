@@ -283,6 +283,17 @@ fn fetch_https(
         .with_context(|| format!("fetching {what} from {shown}"))
 }
 
+/// How many CA certificates the system's trust store holds, as the HTTPS
+/// client loads them (SSL_CERT_FILE and SSL_CERT_DIR first, then the usual
+/// places); an error says why none could be read.
+pub fn system_roots() -> Result<usize, String> {
+    let found = rustls_native_certs::load_native_certs();
+    match (found.certs.len(), found.errors.first()) {
+        (0, Some(error)) => Err(error.to_string()),
+        (count, _) => Ok(count),
+    }
+}
+
 /// POSTs `text` as a plain text body to `url` (a notice for ntfy, Gotify or
 /// a webhook), all of it within fetch.timeout_secs, following no redirect:
 /// any 2xx answer is success. An error shows the URL's host only (a ntfy
