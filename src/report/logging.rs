@@ -28,6 +28,10 @@ pub const SUMMARY: &str = "portlocker::summary";
 /// the firewall changes made, which a run killed before its end must not lose.
 const AT_ONCE: &str = "portlocker::firewall";
 
+/// The log's mode when portlocker creates it; dist/portlocker.logrotate
+/// creates it the same after a rotation.
+pub const LOG_MODE: u32 = 0o640;
+
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -61,7 +65,7 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     if let Some(path) = log_file {
         let opened = files::open_no_follow(
             path,
-            OpenOptions::new().append(true).create(true).mode(0o640),
+            OpenOptions::new().append(true).create(true).mode(LOG_MODE),
         );
         match opened {
             Ok(opened) => {
