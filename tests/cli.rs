@@ -508,7 +508,7 @@ fn check_validates_config_and_control_file_without_changing_the_firewall() {
     let run = env.run(&["check"]);
     run.expect(0);
     assert!(
-        run.stdout.contains("ok (3 services: mosh, ssh, web)"),
+        run.stdout.contains("ok (3 services: ssh, web, mosh)"),
         "{}",
         run.stdout
     );
@@ -540,7 +540,7 @@ fn check_of_a_clean_setup_exits_0_and_says_ok() {
     let control = env.path("control.txt");
     assert!(
         run.stdout.starts_with(&format!(
-            "config {}: ok (3 services: mosh, ssh, web)\ncontrol file from {}: ok (close ssh, open web)\n",
+            "config {}: ok (3 services: ssh, web, mosh)\ncontrol file from {}: ok (close ssh, open web)\n",
             config.display(),
             control.display()
         )),
