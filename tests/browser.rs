@@ -346,7 +346,7 @@ fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, &'static str)> {
             lockout,
             "Not as asked: wireguard-for-the-whole-family closed over IPv4",
         ),
-        ("reset", reset, "Reset "),
+        ("reset", reset, "Reset: portlocker enforces nothing"),
     ]
 }
 

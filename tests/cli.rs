@@ -1570,8 +1570,8 @@ fn reset_rewrites_the_page_and_the_metrics() {
             .stdout
             .lines()
             .nth(1)
-            .is_some_and(|line| line.starts_with("Reset ")
-                && line.ends_with(": portlocker enforces nothing until the next run")),
+            .is_some_and(|line| line
+                .starts_with("Reset: portlocker enforces nothing until the next run (reset 20")),
         "{}",
         status.stdout
     );

@@ -298,7 +298,7 @@ mod tests {
             value["headline"]
                 .as_str()
                 .unwrap()
-                .ends_with("portlocker enforces nothing until the next run")
+                .starts_with("Reset: portlocker enforces nothing until the next run")
         );
     }
 }

@@ -525,8 +525,9 @@ mod tests {
         let page = render(&report);
         assert!(page.contains("<title>web-1: RESET · portlocker</title>"));
         assert!(page.contains(
-            "<div class=\"outcome reset\" id=\"outcome\"><p class=\"headline\">Reset <span \
-             class=\"time\">2026-11-25 14:03:00 +01:00</span>: portlocker enforces nothing until the next run</p><p \
+            "<div class=\"outcome reset\" id=\"outcome\"><p class=\"headline\">Reset: portlocker \
+             enforces nothing until the next run (reset <span class=\"time\">2026-11-25 14:03:00 \
+             +01:00</span>)</p><p \
              class=\"more\">The states below are the firewall without portlocker's rules. The \
              next run, due by about <span class=\"time\">14:10:00 +01:00</span>, applies the \
              control file again.</p></div>"

@@ -247,7 +247,7 @@ impl Report {
     pub fn headline(&self) -> String {
         match self.outcome() {
             Outcome::Reset(at) => format!(
-                "Reset {}: portlocker enforces nothing until the next run",
+                "Reset: portlocker enforces nothing until the next run (reset {})",
                 shown(at, self.run_at)
             ),
             Outcome::NotAsAsked(differences) => {
@@ -538,7 +538,8 @@ pub(crate) mod tests {
         assert_eq!(reset.outcome().as_str(), "reset");
         assert_eq!(
             reset.headline(),
-            "Reset 2026-11-25 14:03:00 +01:00: portlocker enforces nothing until the next run"
+            "Reset: portlocker enforces nothing until the next run (reset 2026-11-25 14:03:00 \
+             +01:00)"
         );
     }
 
