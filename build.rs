@@ -1,7 +1,9 @@
 //! Writes the man pages and the bash, zsh and fish completions from the
 //! command line in `src/cli.rs` (included as it is, so the definition stays
-//! one file) into `OUT_DIR`, and copies them to `target/<profile>/assets/`
-//! for cargo-deb. Writes nothing else.
+//! one file), the man page's configuration reference from the documented
+//! `config.example.toml` (through `src/reference.rs`), into `OUT_DIR`, and
+//! copies them, the man pages gzipped as Debian ships them, to
+//! `target/<profile>/assets/` for cargo-deb. Writes nothing else.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -16,8 +18,14 @@ use clap_mangen::roff::{Roff, bold, roman};
 #[allow(dead_code)]
 mod cli;
 
+#[path = "src/reference.rs"]
+#[allow(dead_code)]
+mod reference;
+
 fn main() -> io::Result<()> {
     println!("cargo:rerun-if-changed=src/cli.rs");
+    println!("cargo:rerun-if-changed=src/reference.rs");
+    println!("cargo:rerun-if-changed=config.example.toml");
     println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let man = fresh_dir(out.join("man"))?;
@@ -26,7 +34,10 @@ fn main() -> io::Result<()> {
     // `portlocker help` is clap's, and has no page of its own.
     let mut pages = cli::Cli::command().disable_help_subcommand(true);
     pages.build();
-    write_man_pages(&pages, &man)?;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let sections = reference::parse(&fs::read_to_string(&example)?)
+        .map_err(|error| io::Error::other(format!("config.example.toml: {error}")))?;
+    write_man_pages(&pages, &man, &sections)?;
     let mut command = cli::Cli::command();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut command, "portlocker", &completions)?;
@@ -37,11 +48,28 @@ fn main() -> io::Result<()> {
             let into = fresh_dir(assets.join(dir.file_name().expect("named above")))?;
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
-                fs::copy(entry.path(), into.join(entry.file_name()))?;
+                if dir == &man {
+                    gzip(&entry.path(), &into)?;
+                } else {
+                    fs::copy(entry.path(), into.join(entry.file_name()))?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `NAME.gz` in `into`, as Debian ships man pages; no name or time inside,
+/// so the same page gives the same bytes.
+fn gzip(path: &Path, into: &Path) -> io::Result<()> {
+    let mut name = path.file_name().expect("a file").to_os_string();
+    name.push(".gz");
+    let file = fs::File::create(into.join(name))?;
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, flate2::Compression::best());
+    encoder.write_all(&fs::read(path)?)?;
+    encoder.finish()?.sync_all()
 }
 
 /// An empty directory at `path`: nothing from an earlier build stays in it.
@@ -63,7 +91,11 @@ fn assets_dir(out: &Path) -> Option<PathBuf> {
 }
 
 /// `portlocker.8` and one page per subcommand (`portlocker-check.8`, …).
-fn write_man_pages(command: &clap::Command, dir: &Path) -> io::Result<()> {
+fn write_man_pages(
+    command: &clap::Command,
+    dir: &Path,
+    sections: &[reference::Section],
+) -> io::Result<()> {
     let page = |command: clap::Command| {
         // No date, for reproducible builds; a blank one keeps .TH's fields in place.
         Man::new(command)
@@ -80,7 +112,7 @@ fn write_man_pages(command: &clap::Command, dir: &Path) -> io::Result<()> {
     man.render_description_section(&mut main)?;
     man.render_options_section(&mut main)?;
     man.render_subcommands_section(&mut main)?;
-    main.write_all(extra_sections().render().as_bytes())?;
+    main.write_all(extra_sections(sections).render().as_bytes())?;
     man.render_version_section(&mut main)?;
 
     for sub in command.get_subcommands() {
@@ -96,7 +128,7 @@ fn write_man_pages(command: &clap::Command, dir: &Path) -> io::Result<()> {
 
 /// What `--help` cannot say: the control file, the config, the files, the
 /// exit codes, and where to look next.
-fn extra_sections() -> Roff {
+fn extra_sections(config: &[reference::Section]) -> Roff {
     let mut roff = Roff::new();
 
     section(&mut roff, "CONTROL FILE");
@@ -165,13 +197,10 @@ fn extra_sections() -> Roff {
         &mut roff,
         "A TOML file, /etc/portlocker/config.toml unless -c or PORTLOCKER_CONFIG says \
          otherwise; owned by root and writable by nobody else. Only source and [services] are \
-         required. The top level has source, log_file, status_file, metrics_file, state_dir \
-         and host_name; [fetch] has timeout_secs, max_bytes, ca_file and jitter_secs; \
-         [firewall] has iptables, ip6tables, ipv6, chain, keep_established, max_open, \
-         command_timeout_secs and default; [signature] has public_key, url and max_age. An \
-         unknown key is an error. The packaged /etc/portlocker/config.toml documents every \
-         line.",
+         required; an unknown key is an error. Every key, with its default or an example (an \
+         optional key is off unless set), as the packaged config documents it:",
     );
+    configuration(&mut roff, config);
 
     section(&mut roff, "FILES");
     for (path, what) in [
@@ -210,11 +239,13 @@ fn extra_sections() -> Roff {
     for (code, what) in [
         (
             "0",
-            "The firewall now matches the control file (for check: all well, notes only).",
+            "Every service is as the control file asks (for check: all well, notes only).",
         ),
         (
             "1",
-            "The run failed: fetch, validation or firewall. Nothing from a bad file was \
+            "The run failed: fetch, validation or firewall, or a service is not as asked, \
+             more open or more closed (a rule of others keeping a port shut that the file \
+             opens fails the run, so that cron hears of it). Nothing from a bad file was \
              applied; the error says whether the last good file was enforced instead (for \
              check: runs would fail or leave a port other than the control file says).",
         ),
@@ -259,6 +290,37 @@ fn extra_sections() -> Roff {
         roman("(1), /usr/share/doc/portlocker/README.md"),
     ]);
     roff
+}
+
+/// Each section of the config, and each of its keys with what it does.
+fn configuration(roff: &mut Roff, sections: &[reference::Section]) {
+    for section in sections {
+        let title = match &section.name {
+            Some(name) => format!("[{name}]"),
+            None => "Top level".to_owned(),
+        };
+        roff.control("SS", [title.as_str()]);
+        if !section.about.is_empty() {
+            para(roff, &section.about);
+        }
+        if section.name.as_deref() == Some("services") {
+            let examples: Vec<String> = section
+                .keys
+                .iter()
+                .map(|key| format!("{} = {}", key.name, key.value))
+                .collect();
+            let examples: Vec<&str> = examples.iter().map(String::as_str).collect();
+            example(roff, &examples);
+            continue;
+        }
+        for key in &section.keys {
+            let value = match key.optional {
+                true => format!("{} = {} (optional)", key.name, key.value),
+                false => format!("{} = {}", key.name, key.value),
+            };
+            term(roff, &value, &key.about);
+        }
+    }
 }
 
 fn section(roff: &mut Roff, title: &str) {

@@ -1,12 +1,10 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use chrono::Local;
-use serde::Serialize;
+use chrono::{DateTime, FixedOffset, Local};
 
 use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
@@ -20,8 +18,10 @@ use crate::intake;
 use crate::intake::intent::{self, Want};
 use crate::intake::source::Source;
 use crate::intake::state::{self, Loaded, RunLock, State};
+use crate::report;
 use crate::report::logging::{self, Verbosity};
-use crate::report::status::{self, Freshness, LastRunKnown, rfc3339_text};
+use crate::report::status::Freshness;
+use crate::report::text::LastRunKnown;
 use crate::run::{
     NEEDS_ROOT, publish, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
 };
@@ -173,10 +173,21 @@ fn reset(config: &Config) -> Result<Exit> {
     }
     drop(backend);
     // And what portlocker left where the config no longer puts its rules.
-    let (state, _) = peek_state(config)?;
+    let (mut state, lost) = peek_state(config)?;
     let places = leftovers::Elsewhere::everywhere(config, &state);
     let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
-    publish_after_reset(config, &state);
+    let failure = summarise_errors(&reset.errors).or_else(|| {
+        (!elsewhere.clean()).then(|| "what portlocker left elsewhere could not be removed".into())
+    });
+    let now = Local::now().fixed_offset();
+    if !lost {
+        // Until the next run, `status` and the page say nothing is enforced.
+        state.reset_at = Some(now);
+        if let Err(error) = state.save(&config.state_dir) {
+            log::warn!("the state was not saved, so status cannot tell of the reset: {error:#}");
+        }
+    }
+    publish_after_reset(config, &state, now, broken.clone().or(failure.clone()));
     let mut out = std::io::stdout().lock();
     for line in reset.said.iter().chain(&elsewhere.removed) {
         writeln!(out, "{line}")?;
@@ -193,9 +204,6 @@ fn reset(config: &Config) -> Result<Exit> {
             false => anyhow!("{reason}; only what portlocker left elsewhere was removed"),
         });
     }
-    let failure = summarise_errors(&reset.errors).or_else(|| {
-        (!elsewhere.clean()).then(|| "what portlocker left elsewhere could not be removed".into())
-    });
     if let Some(failure) = failure {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
@@ -210,26 +218,28 @@ fn reset(config: &Config) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The page and the metrics after `reset`, read from the firewall: they
-/// said closed for what reset has just opened.
-fn publish_after_reset(config: &Config, state: &State) {
+/// The page and the metrics after `reset` at `now`, read from the
+/// firewall: they say that nothing is enforced until the next run, and
+/// show the states the firewall holds without portlocker's rules.
+fn publish_after_reset(
+    config: &Config,
+    state: &State,
+    now: DateTime<FixedOffset>,
+    failure: Option<String>,
+) {
     if config.status_file.is_none() && config.metrics_file.is_none() {
         return;
     }
-    let now = Local::now().fixed_offset();
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
     let (holdings, errors) = match backend.preflight() {
         Ok(()) => backend.observe(false),
         Err(_) => (Holdings::unknown(config), Vec::new()),
     };
-    let mut report = report(config, &holdings, None, summarise_errors(&errors), now);
+    let failure = failure.or_else(|| summarise_errors(&errors));
+    let mut report = report(config, &holdings, None, failure, now);
+    report.reset_at = Some(now);
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);
-    report.notices.push(format!(
-        "portlocker reset at {}: its rules were removed; the next run applies the control file \
-         again",
-        now.format("%Y-%m-%d %H:%M")
-    ));
     publish(config, &report, state.last_run.as_ref());
 }
 
@@ -332,34 +342,16 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
     let wanted = intake::asked(config, &state, now);
     let resolved = resolve(config, &wanted, &state.opens, now);
-    let report = report(config, &holdings, Some(&resolved), None, now);
+    // After a reset nothing is enforced: nothing is asked until the next run.
+    let resolved = state.reset_at.is_none().then_some(&resolved);
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut report = report(config, &holdings, resolved, errors.first().cloned(), now);
+    report.reset_at = state.reset_at;
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
+    report.backend = firewall::backend(config);
     let mut out = std::io::stdout().lock();
     if json {
-        let document = StatusDocument {
-            host: &config.host_name,
-            services: report
-                .services
-                .iter()
-                .map(|row| ServiceDocument {
-                    name: &row.name,
-                    ports: &row.ports,
-                    state: row
-                        .states
-                        .iter()
-                        .map(|(family, state)| (family.to_string().to_lowercase(), state.as_str()))
-                        .collect(),
-                })
-                .collect(),
-            last_run: state.last_run.as_ref().map(|run| LastRunDocument {
-                at: rfc3339_text(run.at),
-                ok: run.ok,
-                failure: run.failure.as_deref(),
-                duration_ms: run.duration_ms,
-            }),
-            control_file: state.last_good.as_ref().map(Freshness::of),
-            backend: firewall::backend(config),
-            errors: errors.iter().map(ToString::to_string).collect(),
-        };
+        let document = report::json::document(&report, state.last_run.as_ref(), &errors);
         serde_json::to_writer_pretty(&mut out, &document)?;
         writeln!(out)?;
     } else {
@@ -368,7 +360,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
             (Some(run), false) => LastRunKnown::Ran(run),
             (None, false) => LastRunKnown::None,
         };
-        write!(out, "{}", status::table(&report, last_run))?;
+        write!(out, "{}", report::text::table(&report, last_run))?;
     }
     for error in &errors {
         log::error!("{error}");
@@ -378,34 +370,4 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     } else {
         Exit::Failed
     })
-}
-
-/// `portlocker status --json`: the firewall now, and the last run from the
-/// state. Times are RFC 3339 in whole seconds, with their offset.
-#[derive(Serialize)]
-struct StatusDocument<'a> {
-    host: &'a str,
-    services: Vec<ServiceDocument<'a>>,
-    last_run: Option<LastRunDocument<'a>>,
-    control_file: Option<Freshness>,
-    backend: Option<String>,
-    /// Families that could not be read.
-    errors: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct LastRunDocument<'a> {
-    at: String,
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failure: Option<&'a str>,
-    duration_ms: u64,
-}
-
-#[derive(Serialize)]
-struct ServiceDocument<'a> {
-    name: &'a str,
-    ports: &'a [String],
-    /// Per family (`ipv4`, `ipv6`): open, closed, open to sources, partly closed or unknown.
-    state: BTreeMap<String, &'static str>,
 }

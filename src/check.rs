@@ -18,6 +18,7 @@ use crate::firewall::verdict::{self, Mismatch};
 use crate::firewall::{self};
 use crate::intake;
 use crate::intake::control::ControlFile;
+use crate::intake::fetch;
 use crate::intake::intent::Want;
 use crate::intake::source::Source;
 use crate::intake::state::{self, Loaded, State};
@@ -64,7 +65,12 @@ impl Finding {
 /// the worst severity found; None when all is well.
 pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<Severity>> {
     let mut out = io::stdout().lock();
-    let names: Vec<&str> = config.services.keys().map(ServiceName::as_str).collect();
+    // In the config's order, as the page and `status` list them.
+    let names: Vec<&str> = config
+        .services_in_order()
+        .into_iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     writeln!(
         out,
         "config {}: ok ({} services: {})",
@@ -74,6 +80,8 @@ pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<
     )?;
     let mut findings = binaries(config);
     findings.extend(exposed_secrets(config_path, config));
+    findings.extend(placeholder(config));
+    findings.extend(trust_store(config, fetch::system_roots()));
     findings.extend(directories(config));
     findings.extend(notify_command(config));
     let trusted = state::check_trust(&config.state_dir);
@@ -133,6 +141,40 @@ fn asks(control: &ControlFile) -> String {
     } else {
         lines.join(", ")
     }
+}
+
+/// The packaged config's example source, which every run would fetch in vain.
+fn placeholder(config: &Config) -> Option<Finding> {
+    let Source::Https(url) = &config.source else {
+        return None;
+    };
+    url.path().contains("/XXXX/").then(|| {
+        Finding::problem(format!(
+            "source is still the example's placeholder ({}{}): set source to your link",
+            config.source,
+            url.path()
+        ))
+    })
+}
+
+/// Whether HTTPS can work: the system's CA certificates (`roots`, as the
+/// client would load them), or `fetch.ca_file`. A minimal system without
+/// the ca-certificates package fails every fetch.
+fn trust_store(config: &Config, roots: Result<usize, String>) -> Option<Finding> {
+    let https = matches!(config.source, Source::Https(_)) || config.notify.url.is_some();
+    if !https || config.fetch.ca_file.is_some() {
+        return None;
+    }
+    let why = match roots {
+        Ok(0) => "holds no CA certificate".to_owned(),
+        Ok(_) => return None,
+        Err(error) => format!("cannot be read ({error})"),
+    };
+    Some(Finding::problem(format!(
+        "the system's trust store {why}, so every HTTPS fetch fails: install the \
+         ca-certificates package (`apt-get install ca-certificates`), or set fetch.ca_file \
+         to the CA that signed your server's certificate"
+    )))
 }
 
 /// The firewall programs a run calls, each that cannot run.
@@ -935,6 +977,62 @@ mod tests {
         chmod(&etc, 0o750);
         assert_eq!(readable_by_everyone(&config), None);
         assert_eq!(readable_by_everyone(&etc.join("missing")), None);
+    }
+
+    #[test]
+    fn the_packaged_placeholder_source_is_a_problem() {
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
+        let packaged = Config::parse(&example).unwrap();
+        assert_eq!(
+            texts(&placeholder(&packaged).into_iter().collect::<Vec<_>>()),
+            [(
+                Severity::Problem,
+                "source is still the example's placeholder \
+                 (https://www.dropbox.com/s/XXXX/portlocker.txt): set source to your link"
+            )]
+        );
+        let mine = example.replace("/s/XXXX/", "/s/a1b2c3/");
+        assert_eq!(placeholder(&Config::parse(&mine).unwrap()), None);
+        assert_eq!(placeholder(&config("", SERVICES)), None);
+    }
+
+    /// A minimal Debian without ca-certificates: every fetch fails, and
+    /// `check` says so, unless ca_file names the CA.
+    #[test]
+    fn an_empty_trust_store_is_a_problem_unless_ca_file_is_set() {
+        let https = |extra: &str| {
+            Config::parse(&format!(
+                "source = \"https://example.org/f.txt\"\n[fetch]\n{extra}\n[firewall]\n\
+                 ipv6 = false\n[services]\nssh = 22\n"
+            ))
+            .unwrap()
+        };
+        let found = trust_store(&https(""), Ok(0)).unwrap();
+        assert_eq!(found.severity, Severity::Problem);
+        assert!(
+            found.text.starts_with(
+                "the system's trust store holds no CA certificate, so every HTTPS fetch fails: \
+                 install the ca-certificates package"
+            ),
+            "{}",
+            found.text
+        );
+        assert!(
+            trust_store(&https(""), Err("no such file".into()))
+                .unwrap()
+                .text
+                .contains("cannot be read (no such file)")
+        );
+        assert_eq!(trust_store(&https(""), Ok(140)), None);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        fs::write(&ca, "").unwrap();
+        let with_ca = https(&format!("ca_file = {ca:?}"));
+        assert_eq!(trust_store(&with_ca, Ok(0)), None);
+        // A local file fetches nothing over HTTPS.
+        assert_eq!(trust_store(&config("", SERVICES), Ok(0)), None);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 /// The exit codes, each with one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// The firewall now matches the control file (or: the check passed).
+    /// Every service is as the control file asks (or: the check passed).
     Ok = 0,
-    /// The run failed; nothing from a bad control file was applied.
+    /// The run failed, or a service is not as asked (more open, or more
+    /// closed: a lockout); nothing from a bad control file was applied.
     Failed = 1,
     /// Usage or config error; nothing was done.
     Usage = 2,

@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::firewall::leftovers;
 use crate::firewall::model::{self, Change, Holdings, PortState};
 use crate::firewall::plan::{self, SourcesSeen};
+use crate::firewall::reasons;
 use crate::firewall::verdict::{self, Mismatch};
 use crate::firewall::{self};
 use crate::intake;
@@ -21,8 +22,9 @@ use crate::intake::state::{LastRun, Loaded, State};
 use crate::report::logging;
 use crate::report::metrics;
 use crate::report::notify;
+use crate::report::page;
 use crate::report::quiet::{self, Seen};
-use crate::report::status::{self, Freshness, Report, ServiceRow};
+use crate::report::status::{FamilyView, Freshness, Report, ServiceRow};
 use crate::sys::files;
 use crate::sys::runner::{CommandError, Runner};
 
@@ -64,6 +66,7 @@ pub(crate) fn resolve(
         now,
         starts,
         config.firewall.max_open,
+        &Local,
     );
     for ended in &resolved.ended {
         // The open ending as asked: worth a log line, not a mail from cron.
@@ -161,39 +164,23 @@ pub fn run_locked<'a, R: Runner + 'a>(
         }
     }
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
-    let mut failure = problems.join("; ");
-    if !failure.is_empty() && outcome.changes == 0 && nothing_kept {
-        failure.push_str("; nothing was changed");
+    let mut report = report(config, &outcome.holdings, Some(&resolved), None, run_at);
+    let (page_failure, failure) = failures(&problems, &outcome, nothing_kept, &report);
+    report.failure = page_failure;
+    report.control_file = state.last_good.as_ref().map(Freshness::of);
+    report.notices = notices(config, &outcome.holdings, outcome.notices.clone());
+    if config.status_file.is_some() {
+        report.backend = firewall::backend(config);
     }
-    if let Some(more) = &outcome.failure {
-        if failure.is_empty() {
-            failure = more.clone();
-        } else {
-            failure = format!("{failure}, and {more}");
-        }
-    }
-
-    let mut failure = (!failure.is_empty()).then_some(failure);
+    let mut failure = failure;
+    // A run enforces again what a reset took away.
+    state.reset_at = None;
     state.last_run = Some(LastRun {
         at: run_at,
         ok: failure.is_none(),
         failure: failure.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
-
-    let mut report = report(
-        config,
-        &outcome.holdings,
-        Some(&resolved),
-        failure.clone(),
-        run_at,
-    );
-    report.run_at = run_at;
-    report.control_file = state.last_good.as_ref().map(Freshness::of);
-    report.notices = notices(config, &outcome.holdings, outcome.notices);
-    if config.status_file.is_some() {
-        report.backend = firewall::backend(config);
-    }
     publish(config, &report, state.last_run.as_ref());
 
     // What this run tells, against what runs before it told; kept in the
@@ -229,7 +216,10 @@ pub fn run_locked<'a, R: Runner + 'a>(
         telling = quiet::decide(&before.told, &seen, config.notify.repeat_after)
             .0
             .everything();
-        report.failure = Some(more.clone());
+        report.failure = Some(match report.failure.take() {
+            None => reason.clone(),
+            Some(failure) => format!("{failure}, and {reason}"),
+        });
         publish(config, &report, state.last_run.as_ref());
         failure = Some(more);
     }
@@ -278,6 +268,37 @@ pub fn run_locked<'a, R: Runner + 'a>(
     exit
 }
 
+/// Why the run failed: for the page, what failed but for the services not
+/// as asked (the page shows those itself); for the log, cron and the exit
+/// code, all of it, a lockout included (see the README: a service more
+/// closed than asked fails the run, so that cron hears of it).
+fn failures(
+    problems: &[String],
+    outcome: &Reconciled,
+    nothing_kept: bool,
+    report: &Report,
+) -> (Option<String>, Option<String>) {
+    let mut before = problems.join("; ");
+    if !before.is_empty() && outcome.changes == 0 && nothing_kept {
+        before.push_str("; nothing was changed");
+    }
+    let and = |first: &str, more: Option<&String>| match more {
+        None => first.to_owned(),
+        Some(more) if first.is_empty() => more.clone(),
+        Some(more) => format!("{first}, and {more}"),
+    };
+    let page = and(&before, outcome.command_failure.as_ref());
+    let mut all = and(&before, outcome.failure.as_ref());
+    for difference in report.differences().iter().filter(|d| d.lockout()) {
+        if !all.is_empty() {
+            all.push_str("; ");
+        }
+        all.push_str(&difference.text());
+    }
+    let some = |text: String| (!text.is_empty()).then_some(text);
+    (some(page), some(all))
+}
+
 /// What a run that made `count` changes changed, one line per service
 /// whose rules changed, in its state now (`vpn open until …`).
 fn changed_in_words(report: &Report, touched: &BTreeSet<String>, count: usize) -> Vec<String> {
@@ -315,7 +336,7 @@ fn changed_in_words(report: &Report, touched: &BTreeSet<String>, count: usize) -
 /// Writes the status page and the metrics for `report`; a write that fails is a warning.
 pub(crate) fn publish(config: &Config, report: &Report, last_run: Option<&LastRun>) {
     if let Some(path) = &config.status_file
-        && let Err(error) = files::write_atomic(path, status::render(report).as_bytes(), 0o644)
+        && let Err(error) = files::write_atomic(path, page::render(report).as_bytes(), 0o644)
     {
         log::warn!("status page not updated: {error:#}");
     }
@@ -452,7 +473,11 @@ struct Reconciled {
     touched: BTreeSet<String>,
     /// Repairs and rules of others worth showing on the status page.
     notices: Vec<String>,
+    /// Why reconciling failed: commands that failed, and ports more open
+    /// than asked.
     failure: Option<String>,
+    /// Commands that failed, alone (the page shows the ports itself).
+    command_failure: Option<String>,
     /// The backend the config does not name is known to hold nothing of
     /// portlocker's: this run looked and found it so, or had no need to.
     elsewhere_clean: bool,
@@ -467,6 +492,7 @@ impl Reconciled {
             touched: BTreeSet::new(),
             notices: Vec::new(),
             failure: None,
+            command_failure: None,
             elsewhere_clean: false,
         }
     }
@@ -486,6 +512,7 @@ fn reconcile<'a, R: Runner + 'a>(
 ) -> Reconciled {
     let failed = |reason: String| Reconciled {
         failure: Some(format!("{reason}; nothing was changed")),
+        command_failure: Some(format!("{reason}; nothing was changed")),
         ..Reconciled::idle(config)
     };
     let mut runner = runner;
@@ -544,11 +571,9 @@ fn reconcile<'a, R: Runner + 'a>(
             notices.push(notice);
         }
     }
-    let (too_open, foreign_closes) = mismatches(config, wants, &holdings, now);
-    for warning in &foreign_closes {
-        log::warn!("{warning}");
-    }
-    notices.extend(foreign_closes);
+    // A port more closed than asked is told from the report's rows, with
+    // the rule that closes it: the run fails on it (see `failures`).
+    let too_open = too_open(config, wants, &holdings, now);
     // Rules portlocker left where it no longer looks are removed only once
     // the configured backend holds what the owner asked, read back: until
     // then they may be all that keeps a port closed.
@@ -567,7 +592,8 @@ fn reconcile<'a, R: Runner + 'a>(
         notices.extend(swept.tell_run());
         elsewhere_clean = swept.clean();
     }
-    let mut failure = summarise_errors(&errors);
+    let command_failure = summarise_errors(&errors);
+    let mut failure = command_failure.clone();
     if !too_open.is_empty() {
         let reason = too_open.join("; ");
         failure = Some(match failure {
@@ -581,6 +607,7 @@ fn reconcile<'a, R: Runner + 'a>(
         touched: applied.made.iter().filter_map(service_of).collect(),
         notices,
         failure,
+        command_failure,
         elsewhere_clean,
     }
 }
@@ -609,84 +636,43 @@ fn service_of(change: &Change) -> Option<String> {
     }
 }
 
-/// Where the firewall, read through the verdicts, differs from what is
-/// wanted: ports more open than asked (a failure, naming the rule that
-/// lets them through), and rules of others that close a port the control
-/// file opens (a warning, with the command that removes the rule).
-fn mismatches(
+/// Where the firewall, read through the verdicts, is more open than
+/// wanted: a failure each, naming the rule that lets the port through.
+fn too_open(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
     holdings: &Holdings,
     now: DateTime<Utc>,
-) -> (Vec<String>, Vec<String>) {
+) -> Vec<String> {
     let mut too_open = Vec::new();
-    let mut foreign = Vec::new();
     for (&family, held) in &holdings.families {
         let Some(held) = held else { continue };
         for mismatch in verdict::mismatches(config, wants, held, family, now) {
-            match mismatch {
-                Mismatch::TooOpen {
-                    service,
-                    ports,
-                    state,
-                    passed_by,
-                } => {
-                    let why = match &passed_by {
-                        Some((chain, rule)) => {
-                            format!(": `{}` lets it through first", rule.shown(chain))
-                        }
-                        None => String::new(),
-                    };
-                    let asked = match wants[&service] {
-                        Want::Closed => "closed",
-                        _ => "open to its sources only",
-                    };
-                    too_open.push(format!(
-                        "{family}: {service} {ports} should be {asked} but is {}{why}",
-                        state.as_str()
-                    ));
-                }
-                Mismatch::ClosedByOthers {
-                    service,
-                    ports,
-                    by: Some((chain, rule)),
-                } => {
-                    let fix = match firewall::iptables::removal(config, family, &chain, &rule) {
-                        Some(remove) => format!("remove it with `{remove}`"),
-                        // Deleting a default deny would open every other port.
-                        None => format!(
-                            "it drops every port no rule before it accepts, so accept {ports} \
-                             in a rule of your own before it"
-                        ),
-                    };
-                    let warning = format!(
-                        "{family}: `{}` is not portlocker's and closes {service} {ports}, \
-                         which the control file opens; {fix}",
-                        rule.shown(&chain)
-                    );
-                    if !foreign.contains(&warning) {
-                        foreign.push(warning);
-                    }
-                }
-                // INPUT's policy: the owner's default deny, not a leftover.
-                Mismatch::ClosedByOthers { by: None, .. } => {}
-                Mismatch::ClosedBySharer {
-                    service,
-                    ports,
-                    other,
-                } => {
-                    let warning = format!(
-                        "{family}: {service} {ports} stays closed: it shares the port with \
-                         {other}, which the control file closes"
-                    );
-                    if !foreign.contains(&warning) {
-                        foreign.push(warning);
-                    }
-                }
-            }
+            let Mismatch::TooOpen {
+                service,
+                ports,
+                state,
+                passed_by,
+            } = mismatch
+            else {
+                // Closed more than asked: the report's rows tell it.
+                continue;
+            };
+            let why = match &passed_by {
+                Some((chain, rule)) => format!(": `{}` lets it through first", rule.shown(chain)),
+                None => String::new(),
+            };
+            let asked = match wants[&service] {
+                Want::Closed => "closed",
+                _ => "open to its sources only",
+            };
+            too_open.push(format!(
+                "{family}: {service} {ports} should be {asked} but is {}{why}",
+                state.as_str()
+            ));
         }
     }
-    (too_open, foreign)
+    too_open
 }
 
 pub(crate) const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
@@ -741,24 +727,34 @@ pub(crate) fn report(
     let services = config
         .services_in_order()
         .into_iter()
-        .map(|(service, specs)| ServiceRow {
-            name: service.to_string(),
-            note: note(service),
-            asked: asked(service),
-            ports: specs.iter().map(ToString::to_string).collect(),
-            states: config
-                .families()
-                .into_iter()
-                .map(|family| {
-                    let state = match holdings.family(family) {
-                        Some(held) => {
-                            verdict::service_state(config, held, family, service, now.to_utc())
+        .map(|(service, specs)| {
+            let asked = asked(service);
+            ServiceRow {
+                name: service.to_string(),
+                note: note(service),
+                opens: resolved
+                    .and_then(|r| r.intents.get(service))
+                    .map(|intent| intent.opens.clone())
+                    .unwrap_or_default(),
+                ports: specs.iter().map(ToString::to_string).collect(),
+                families: config
+                    .families()
+                    .into_iter()
+                    .map(|family| {
+                        let asked = asked.get(&family).copied();
+                        let held = holdings.family(family);
+                        let seen =
+                            reasons::seen(config, held, family, service, asked, now.to_utc());
+                        FamilyView {
+                            family,
+                            state: seen.state,
+                            asked,
+                            reason: seen.reason,
+                            advice: seen.advice,
                         }
-                        None => PortState::Unknown,
-                    };
-                    (family, state)
-                })
-                .collect(),
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Report {
@@ -766,6 +762,7 @@ pub(crate) fn report(
         run_at: now,
         every: config.every,
         failure,
+        reset_at: None,
         services,
         control_file: None,
         backend: None,
@@ -788,14 +785,14 @@ fn states_in_words(report: &Report) -> String {
 
 /// `ssh closed`, or `vpn closed on IPv4 and open on IPv6`.
 fn row_in_words(row: &ServiceRow) -> String {
-    let states: BTreeSet<PortState> = row.states.iter().map(|(_, s)| *s).collect();
+    let states: BTreeSet<PortState> = row.families.iter().map(|view| view.state).collect();
     if states.len() == 1 {
-        format!("{} {}", row.name, row.states[0].1.as_str())
+        format!("{} {}", row.name, row.families[0].state.as_str())
     } else {
         let each: Vec<String> = row
-            .states
+            .families
             .iter()
-            .map(|(family, state)| format!("{} on {family}", state.as_str()))
+            .map(|view| format!("{} on {}", view.state.as_str(), view.family))
             .collect();
         format!("{} {}", row.name, each.join(" and "))
     }
@@ -818,11 +815,18 @@ mod tests {
         let row = |name: &str, states: &[PortState], note: &str| ServiceRow {
             name: name.into(),
             ports: vec!["22/tcp".into()],
-            states: [Family::Ipv4, Family::Ipv6]
+            families: [Family::Ipv4, Family::Ipv6]
                 .into_iter()
                 .zip(states.iter().copied())
+                .map(|(family, state)| FamilyView {
+                    family,
+                    state,
+                    asked: None,
+                    reason: String::new(),
+                    advice: None,
+                })
                 .collect(),
-            asked: BTreeMap::new(),
+            opens: Vec::new(),
             note: note.into(),
         };
         let at = chrono::DateTime::parse_from_rfc3339("2026-11-25T14:05:00+01:00").unwrap();
@@ -831,6 +835,7 @@ mod tests {
             run_at: at,
             every: chrono::TimeDelta::minutes(5),
             failure: None,
+            reset_at: None,
             services: vec![
                 row(
                     "ssh",
@@ -869,45 +874,70 @@ mod tests {
         );
     }
 
-    /// A run that opens ssh where a rule of others drops it says how to
-    /// stop that; for a default deny, never by deleting it, which would
-    /// open every other port.
+    /// The issue's lockout: `open ssh`, and a rule of others that drops
+    /// 22. The report says closed (asked: open) with the rule, and the run
+    /// fails with the rule and how to remove it; the page's failure is left
+    /// to the rows.
     #[test]
-    fn a_rule_of_others_closing_an_open_port_gets_safe_advice() {
-        use crate::config::Family;
+    fn a_lockout_is_a_difference_and_fails_the_run_with_its_fix() {
         use crate::firewall::model::{ChainRules, FamilyHoldings, Listed, split_listed};
+        use crate::intake::intent::Intent;
         let config = Config::parse(
             "source = \"-\"\n[firewall]\niptables = \"/sbin/iptables\"\nipv6 = false\n[services]\nssh = 22\n",
         )
         .unwrap();
-        let wants = BTreeMap::from([(ServiceName::new("ssh").unwrap(), Want::Open(None))]);
-        let warning = |rule: &str| {
-            let held = FamilyHoldings {
-                input: ChainRules {
-                    policy: Some("ACCEPT".into()),
-                    rules: vec![Listed::new(split_listed(rule))],
-                },
-                ..FamilyHoldings::default()
-            };
-            let holdings = Holdings {
-                families: BTreeMap::from([(Family::Ipv4, Some(held))]),
-            };
-            let (too_open, foreign) = mismatches(&config, &wants, &holdings, test_now());
-            assert_eq!(too_open, Vec::<String>::new());
-            assert_eq!(foreign.len(), 1, "{foreign:?}");
-            foreign[0].clone()
+        let held = FamilyHoldings {
+            input: ChainRules {
+                policy: Some("ACCEPT".into()),
+                rules: vec![Listed::new(split_listed(
+                    "-p tcp -m tcp --dport 22 -j DROP",
+                ))],
+            },
+            ..FamilyHoldings::default()
         };
+        let holdings = Holdings {
+            families: BTreeMap::from([(Family::Ipv4, Some(held))]),
+        };
+        let resolved = Resolved {
+            intents: BTreeMap::from([(
+                ServiceName::new("ssh").unwrap(),
+                Intent {
+                    want: Want::Open(None),
+                    note: String::new(),
+                    opens: Vec::new(),
+                },
+            )]),
+            ..Resolved::default()
+        };
+        let now = test_now().fixed_offset();
+        let report = report(&config, &holdings, Some(&resolved), None, now);
+        let view = &report.services[0].families[0];
         assert_eq!(
-            warning("-p tcp -m tcp --dport 22 -j DROP"),
-            "IPv4: `-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh \
-             22/tcp, which the control file opens; remove it with \
-             `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+            (view.state, view.asked),
+            (PortState::Closed, Some(PortState::Open))
         );
         assert_eq!(
-            warning("-j DROP"),
-            "IPv4: `-A INPUT -j DROP` is not portlocker's and closes ssh 22/tcp, which the control \
-             file opens; it drops every port no rule before it accepts, so accept 22/tcp in a rule \
-             of your own before it"
+            report.headline(),
+            "Not as asked: ssh closed over IPv4 (asked: open)"
+        );
+        let outcome = Reconciled::idle(&config);
+        let (page, run) = failures(&[], &outcome, false, &report);
+        assert_eq!(page, None);
+        assert_eq!(
+            run.as_deref(),
+            Some(
+                "IPv4: ssh 22/tcp is closed, but the control file opens it: `-A INPUT -p tcp -m \
+                 tcp --dport 22 -j DROP` drops it; it is not portlocker's: remove it with \
+                 `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
+            )
+        );
+        // A fetch that failed too: the page tells that, the run all of it.
+        let problems = ["the server answered 404 Not Found".to_owned()];
+        let (page, run) = failures(&problems, &outcome, false, &report);
+        assert_eq!(page.as_deref(), Some("the server answered 404 Not Found"));
+        assert!(
+            run.unwrap()
+                .starts_with("the server answered 404 Not Found; IPv4: ssh 22/tcp is closed")
         );
     }
 }

@@ -49,7 +49,7 @@ fn a_good_file_closes_every_port_in_both_families_quietly() {
     );
     let page = env.status_page().unwrap();
     assert!(page.contains("OK: the firewall matches"), "{page}");
-    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state calm\" data-family=\"IPv4\">IPv4 closed</span>, <span class=\"state calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
+    assert!(page.contains("<li class=\"service\" data-service=\"ssh\"><span class=\"name\">ssh</span> <span class=\"ports\">22/tcp</span><div class=\"states\"><span class=\"state is-closed calm\" data-family=\"IPv4\">IPv4 closed</span><span class=\"sep\">,</span> <span class=\"state is-closed calm\" data-family=\"IPv6\">IPv6 closed</span></div></li>"), "{page}");
 }
 
 #[test]
@@ -86,16 +86,29 @@ fn a_bad_file_makes_no_firewall_call_and_names_every_bad_line() {
         run.says(needle);
         assert!(env.log().contains(needle), "log lacks {needle:?}");
     }
+    // One bad line per line: a cron mail read on a phone.
+    run.says(
+        "2 invalid lines:\n  line 2: unknown service `vnp` (known: mosh, ssh, web)\n  line 3: \
+         unexpected `now`",
+    );
+    run.says("\nthere is no last good control file yet; nothing was changed\n");
     let page = env.status_page().unwrap();
     assert!(page.contains("Failed: control file from"), "{page}");
-    assert!(page.contains("line 2: unknown service `vnp`"), "{page}");
+    assert!(
+        page.contains("line 2: unknown service <code>vnp</code>"),
+        "{page}"
+    );
 }
 
 #[test]
 fn whole_file_refusals_make_no_firewall_call() {
     let env = TestEnv::with_fake_iptables();
     let cases: [(&[u8], &str); 4] = [
-        (b"<!DOCTYPE html><html>open ssh</html>", "dl=1"),
+        // A local file: no word of Dropbox.
+        (
+            b"<!DOCTYPE html><html>open ssh</html>",
+            "an HTML page, not plain text (save the control file itself, as plain text)",
+        ),
         (
             b"close ssh\n\xff\xfeopen web\n",
             "not UTF-8 text (invalid bytes on line 2)",
@@ -181,9 +194,14 @@ fn a_failed_rule_does_not_stop_the_others_and_exits_1() {
     assert_eq!(tried.len(), 6, "{tried:?}");
     run.says("6 firewall commands failed");
     run.says("exited with 4: ip6tables: Bad rule (fake failure).");
+    // What the failure left is the headline; the failure follows it.
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("Failed: 6 firewall commands failed"),
+        page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("The run failed besides: 6 firewall commands failed"),
         "{page}"
     );
 }
@@ -490,7 +508,7 @@ fn check_validates_config_and_control_file_without_changing_the_firewall() {
     let run = env.run(&["check"]);
     run.expect(0);
     assert!(
-        run.stdout.contains("ok (3 services: mosh, ssh, web)"),
+        run.stdout.contains("ok (3 services: ssh, web, mosh)"),
         "{}",
         run.stdout
     );
@@ -522,7 +540,7 @@ fn check_of_a_clean_setup_exits_0_and_says_ok() {
     let control = env.path("control.txt");
     assert!(
         run.stdout.starts_with(&format!(
-            "config {}: ok (3 services: mosh, ssh, web)\ncontrol file from {}: ok (close ssh, open web)\n",
+            "config {}: ok (3 services: ssh, web, mosh)\ncontrol file from {}: ok (close ssh, open web)\n",
             config.display(),
             control.display()
         )),
@@ -771,10 +789,11 @@ fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order()
         "{}",
         run.stdout
     );
-    // Columns as wide as their widest entry, two spaces apart.
+    // The outcome, then columns as wide as their widest entry, two spaces apart.
     assert_eq!(
         &lines[1..],
         [
+            "OK: the firewall matches the control file",
             "SERVICE  PORTS            IPv4    IPv6",
             "ssh      22/tcp           closed  closed",
             "web      80/tcp,443/tcp   open    open",
@@ -789,17 +808,17 @@ fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order()
     let run = env.run(&["status"]);
     let lines: Vec<&str> = run.expect(0).stdout.lines().collect();
     assert!(
-        lines[1].ends_with("IPv4             IPv6    UNTIL / FROM"),
+        lines[2].ends_with("IPv4             IPv6    UNTIL / FROM"),
         "{}",
         run.stdout
     );
     assert!(
-        lines[3].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
+        lines[4].starts_with("web      80/tcp,443/tcp   open             open    until 20"),
         "{}",
         run.stdout
     );
     assert_eq!(
-        lines[4], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
+        lines[5], "mosh     60000-61000/udp  open-to-sources  closed  from 198.51.100.0/24",
         "{}",
         run.stdout
     );
@@ -857,7 +876,7 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     run.says("enforced the last good control file instead");
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("Failed: ") && page.contains("IPv4 closed</span>"),
+        page.contains("Failed: ") && page.contains(">IPv4 closed<"),
         "{page}"
     );
 
@@ -1161,11 +1180,21 @@ fn an_open_service_whose_port_another_closes_is_told() {
     let env = TestEnv::with_fake_iptables();
     env.write_config(&format!("{}httpd = 80\n", env.local_config("", "")));
     env.control("close web\nopen httpd\n");
+    // Closed more than asked: the run fails, says why, and cron hears it once.
     let run = env.run(&[]);
-    run.expect(0)
-        .says("IPv4: httpd 80/tcp stays closed: it shares the port with web, which the control file closes");
+    run.expect(1).says(
+        "IPv4: httpd 80/tcp is closed, but the control file opens it: `-A PORTLOCKER -p tcp -m tcp \
+         --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:web -j DROP` \
+         drops it; it shares 80/tcp with web, which the control file closes",
+    );
     let page = env.status_page().unwrap();
-    assert!(page.contains("shares the port with web"), "{page}");
+    assert!(
+        page.contains("Not as asked: httpd closed over IPv4 (asked: open)"),
+        "{page}"
+    );
+    assert!(page.contains("shares 80/tcp with web"), "{page}");
+    let again = env.run(&[]);
+    assert_eq!(again.expect(1).stderr, "", "told once, not every run");
 }
 
 #[test]
@@ -1218,7 +1247,10 @@ fn a_change_that_claims_success_but_does_nothing_is_caught_by_reading_back() {
         run.expect(1)
             .says("ssh 22/tcp should be closed but is open");
         let page = env.status_page().unwrap();
-        assert!(page.contains("Failed:"), "{page}");
+        assert!(
+            page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+            "{page}"
+        );
         assert!(!page.contains("IPv4 closed"), "{page}");
         let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
         assert!(
@@ -1514,7 +1546,171 @@ fn reset_rewrites_the_page_and_the_metrics() {
     env.run(&["reset"]).expect(0);
     let page = env.status_page().unwrap();
     assert!(!page.contains("IPv4 closed"), "{page}");
-    assert!(page.contains("portlocker reset at"), "{page}");
+    assert!(
+        page.contains("portlocker enforces nothing until the next run"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<title>vm: RESET · portlocker</title>"),
+        "{page}"
+    );
+    assert!(!page.contains("OK:"), "{page}");
     let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
     assert!(!metrics.contains(closed), "{metrics}");
+    assert!(metrics.contains("\nportlocker_enforcing 0\n"), "{metrics}");
+    assert!(
+        !metrics.contains("portlocker_service_as_asked{"),
+        "{metrics}"
+    );
+    // `status` and its JSON say so too, until a run enforces again.
+    let status = env.run(&["status"]);
+    assert!(
+        status
+            .expect(0)
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line
+                .starts_with("Reset: portlocker enforces nothing until the next run (reset 20")),
+        "{}",
+        status.stdout
+    );
+    let json = env.run(&["status", "--json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    assert_eq!(document["outcome"], "reset");
+    assert_eq!(document["enforcing"], false);
+    env.run(&[]).expect(0);
+    let document: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
+    assert_eq!(document["outcome"], "ok");
+    assert_eq!(document["enforcing"], true);
+    let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
+    assert!(metrics.contains("\nportlocker_enforcing 1\n"), "{metrics}");
+}
+
+/// The log says what each change does — an open that ends is no close, the
+/// end of one no open — after the notes about the file that led to it.
+#[test]
+fn the_log_says_what_each_change_does_after_the_notes_that_led_to_it() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let before = env.log();
+    env.control("close ssh\nopen ssh for 2h\n");
+    env.run(&[])
+        .expect(0)
+        .says("line 2: ssh is also named on line 1; line 2 wins");
+    let lines = new_lines(&env, &before);
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    let warning = position("line 2: ssh is also named on line 1");
+    let change = position("IPv4: keep ssh 22/tcp open until 20");
+    assert!(warning < change, "{lines:#?}");
+    assert!(lines[change].contains(", then close it: "), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|line| line.contains("close ssh 22/tcp:")),
+        "an open for 2h is logged as a close: {lines:#?}"
+    );
+    let before = env.log();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let lines = new_lines(&env, &before);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("IPv4: close ssh 22/tcp: ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("IPv4: drop the close of ssh 22/tcp due at 20")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains("IPv4: open ssh")),
+        "a close is logged as an open: {lines:#?}"
+    );
+}
+
+/// `until 2027-07-01 12:00` in Berlin shows 12:00 +02:00 in December too:
+/// the offset in force on its own date, not today's.
+#[test]
+fn a_deadline_shows_the_offset_in_force_on_its_own_date() {
+    use chrono::{Datelike, TimeZone};
+    let env = TestEnv::with_fake_iptables();
+    // A date in the other half of the year from now, whenever the test runs.
+    let now = chrono::Utc::now();
+    let (year, month, offset) = match now.month() {
+        4..=9 => (now.year() + 1, 1, "+01:00"),
+        _ => (now.year() + 1, 7, "+02:00"),
+    };
+    let deadline = chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 12, 0, 0)
+        .unwrap()
+        .format("%Y-%m-%d");
+    env.control(&format!("open ssh until {deadline} 12:00\n"));
+    let berlin = |args: &[&str]| {
+        let output = env
+            .command()
+            .args(args)
+            .env("TZ", "Europe/Berlin")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    berlin(&[]).expect(0);
+    let shown = format!("until {deadline} 12:00 {offset}");
+    let status = berlin(&["status"]);
+    assert!(
+        status.expect(0).stdout.contains(&shown),
+        "{}",
+        status.stdout
+    );
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains(&format!(
+            "until <span class=\"time\">{deadline} 12:00 {offset}</span>"
+        )),
+        "{page}"
+    );
+    let json = berlin(&["status", "--json"]);
+    let document: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    assert_eq!(
+        document["services"][0]["opens"],
+        serde_json::json!([{"from": null, "until": format!("{deadline}T12:00:00{offset}"),
+                            "ends_by": "until"}])
+    );
+    assert!(
+        env.log().contains(&format!(
+            "keep ssh 22/tcp open until {deadline} 12:00 {offset}"
+        )),
+        "{}",
+        env.log()
+    );
+}
+
+/// `check` lists the services in the config's order, as the page and
+/// `status` do, not by name.
+#[test]
+fn check_lists_the_services_in_the_configs_order() {
+    let env = TestEnv::with_fake_iptables();
+    let config = env
+        .local_config("", "")
+        .replace(common::SERVICES, "zebra = 22\nalpha = 80\nmiddle = 443\n");
+    env.write_config(&config);
+    let check = env.run(&["check"]);
+    assert!(
+        check
+            .expect(0)
+            .stdout
+            .contains("ok (3 services: zebra, alpha, middle)"),
+        "{}",
+        check.stdout
+    );
 }

@@ -259,3 +259,178 @@ fn the_completions_know_every_subcommand_and_option() {
         }
     }
 }
+
+// The configuration reference: config.example.toml documents every key the
+// config takes; the man page and the README are made from it.
+
+#[path = "../src/reference.rs"]
+mod reference;
+
+/// The README's reference lies between these lines.
+const REFERENCE_START: &str = "<!-- The configuration reference, made from config.example.toml: \
+                               `PORTLOCKER_BLESS=1 cargo test --test dist` rewrites it. -->\n";
+const REFERENCE_END: &str = "<!-- End of the configuration reference. -->\n";
+
+fn example_reference() -> Vec<reference::Section> {
+    reference::parse(&read("config.example.toml")).unwrap()
+}
+
+/// Every key the config's serde types take, as `section.key`, read from
+/// src/config.rs: a `Raw*` struct's fields, a field of type `RawX` or
+/// `Option<RawX>` being a section. `[services]` holds the owner's names.
+fn keys_the_config_takes() -> BTreeSet<String> {
+    let source = read("src/config.rs");
+    let fields = |name: &str| -> Vec<(String, String)> {
+        let start = source
+            .find(&format!("struct {name} {{"))
+            .unwrap_or_else(|| panic!("no struct {name} in src/config.rs"));
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+        body.lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with("//") && !line.starts_with('#'))
+            .filter_map(|line| line.split_once(": "))
+            .map(|(field, kind)| (field.to_owned(), kind.trim_end_matches(',').to_owned()))
+            .collect()
+    };
+    let mut keys = BTreeSet::new();
+    for (field, kind) in fields("RawConfig") {
+        let inner = kind.trim_start_matches("Option<").trim_end_matches('>');
+        if field == "services" {
+            continue;
+        } else if inner.starts_with("Raw") {
+            for (key, _) in fields(inner) {
+                keys.insert(format!("{field}.{key}"));
+            }
+        } else {
+            keys.insert(field);
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_example_config_documents_every_key_the_config_takes() {
+    let sections = example_reference();
+    let documented: BTreeSet<String> = reference::keys(&sections).into_iter().collect();
+    let taken = keys_the_config_takes();
+    assert!(taken.len() > 20, "src/config.rs was misread: {taken:?}");
+    assert_eq!(
+        taken.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "keys the config takes that config.example.toml does not document"
+    );
+    assert_eq!(
+        documented.difference(&taken).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "keys config.example.toml documents that the config does not take"
+    );
+    for section in &sections {
+        for key in &section.keys {
+            assert!(
+                key.about.len() > 20 || section.name.as_deref() == Some("services"),
+                "{:?}.{}: say what it does in the comment above it",
+                section.name,
+                key.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_man_page_documents_every_key() {
+    let configuration = MAN
+        .split(".SH CONFIGURATION")
+        .nth(1)
+        .expect("a CONFIGURATION section")
+        .split("\n.SH ")
+        .next()
+        .unwrap();
+    for section in example_reference() {
+        if let Some(name) = &section.name {
+            assert!(
+                configuration.contains(&format!(".SS \"[{name}]\""))
+                    || configuration.contains(&format!(".SS [{name}]\n")),
+                "no [{name}] in the man page:\n{configuration}"
+            );
+        }
+        // The services are examples, shown as they are.
+        let shown = match section.name.as_deref() {
+            Some("services") => |key: &str| format!("\n{key} = "),
+            _ => |key: &str| format!("\\fB{key} = "),
+        };
+        for key in &section.keys {
+            assert!(
+                configuration.contains(&shown(&key.name)),
+                "{} is missing from the man page:\n{configuration}",
+                key.name
+            );
+        }
+    }
+}
+
+/// The README's reference is the example's, word for word; with
+/// PORTLOCKER_BLESS=1 this test writes it instead of failing.
+#[test]
+fn the_readme_configuration_reference_is_made_from_the_example() {
+    let readme = read("README.md");
+    let start = readme
+        .find(REFERENCE_START)
+        .expect("the README has the reference's start line")
+        + REFERENCE_START.len();
+    let end = readme[start..]
+        .find(REFERENCE_END)
+        .expect("the README has the reference's end line")
+        + start;
+    let made = reference::markdown(&example_reference());
+    if std::env::var("PORTLOCKER_BLESS").as_deref() == Ok("1") {
+        let blessed = format!("{}{made}{}", &readme[..start], &readme[end..]);
+        std::fs::write(Path::new(ROOT).join("README.md"), blessed).unwrap();
+        return;
+    }
+    assert!(
+        readme[start..end] == made,
+        "the README's configuration reference differs from config.example.toml's: run \
+         PORTLOCKER_BLESS=1 cargo test --test dist the_readme_configuration_reference"
+    );
+}
+
+#[test]
+fn logrotate_creates_the_log_as_portlocker_does() {
+    let snippet = read("dist/portlocker.logrotate");
+    let create = snippet
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("create "))
+        .expect("logrotate creates the new log");
+    let mode = create.split_whitespace().next().unwrap();
+    assert_eq!(
+        u32::from_str_radix(mode, 8).unwrap(),
+        portlocker::report::logging::LOG_MODE,
+        "{create}"
+    );
+}
+
+#[test]
+fn the_deb_needs_what_a_minimal_system_lacks() {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let depends: Vec<&str> = deb["depends"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    for package in ["iptables", "ca-certificates"] {
+        assert!(depends.contains(&package), "{depends:?} lacks {package}");
+    }
+    let changelog = read(
+        deb["changelog"]
+            .as_str()
+            .expect("a changelog for changelog.Debian"),
+    );
+    let version = manifest["package"]["version"].as_str().unwrap();
+    assert!(
+        changelog.starts_with(&format!("portlocker ({version}) ")),
+        "the changelog's first entry is not {version}:\n{changelog}"
+    );
+}

@@ -108,20 +108,150 @@ fn assert_refused(reply: Reply, fetch: &str, needle: &str) {
     assert_secret_kept(&env, &run);
 }
 
+/// Dropbox's `dl=1` is named only for Dropbox (see fetch.rs's tests);
+/// elsewhere the hint says what link to look for.
 #[test]
-fn an_html_page_is_refused_with_a_hint_about_dl_1() {
+fn an_html_page_is_refused_with_a_hint_about_the_link() {
     let page = Reply::Body {
         body: b"<!DOCTYPE html><html><body>close ssh</body></html>".to_vec(),
         content_type: "text/html; charset=utf-8",
     };
+    let hint = "(use the link that gives the file itself, often called a raw or download link, \
+                not the page that shows it)";
     assert_refused(page.clone(), "", "Content-Type text/html");
     // The hint comes with the header too, not only from the parser.
-    assert_refused(page, "", "must end in dl=1");
+    assert_refused(page, "", hint);
     let disguised = Reply::Body {
         body: b"\n<html><body>close ssh</body></html>".to_vec(),
         content_type: "text/plain",
     };
-    assert_refused(disguised, "", "dl=1");
+    assert_refused(disguised, "", hint);
+    let server = TlsServer::start(text("<html>"));
+    let run = env_for(&server, "").run(&[]);
+    assert!(!run.stderr.contains("dl=1"), "{}", run.stderr);
+}
+
+/// `body` compressed as `encoding` (`gzip` or `deflate`, zlib-wrapped).
+fn compressed(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::default();
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => {
+            let mut encoder = flate2::write::GzEncoder::new(&mut out, level);
+            encoder.write_all(body).unwrap();
+            encoder.finish().unwrap();
+        }
+        _ => {
+            let mut encoder = flate2::write::ZlibEncoder::new(&mut out, level);
+            encoder.write_all(body).unwrap();
+            encoder.finish().unwrap();
+        }
+    }
+    out
+}
+
+/// A 200 whose body is `body` sent with `Content-Encoding: {encoding}`.
+fn encoded(encoding: &'static str, body: Vec<u8>) -> Reply {
+    let headers = match encoding {
+        "gzip" => "Content-Encoding: gzip\r\n",
+        "deflate" => "Content-Encoding: deflate\r\n",
+        "br" => "Content-Encoding: br\r\n",
+        other => panic!("no header for {other}"),
+    };
+    Reply::StatusBody {
+        status: "200 OK",
+        headers,
+        body,
+    }
+}
+
+/// nginx's `gzip_static always`, an S3 object stored gzip-encoded: the file
+/// comes compressed though portlocker asked for it as it is.
+#[test]
+fn a_file_sent_compressed_unasked_is_decoded_and_applied() {
+    for encoding in ["gzip", "deflate"] {
+        let server = TlsServer::start(encoded(encoding, compressed(encoding, b"close ssh\n")));
+        let env = env_for(&server, "");
+        let run = env.run(&[]);
+        run.expect(0);
+        assert!(
+            env.fake_table("iptables").contains("portlocker:ssh"),
+            "{encoding}: {:?}",
+            env.calls()
+        );
+        assert!(
+            server
+                .last_head()
+                .contains("\r\naccept-encoding: identity\r\n"),
+            "{}",
+            server.last_head()
+        );
+        assert_secret_kept(&env, &run);
+    }
+}
+
+/// `max_bytes` bounds the decoded file: a small body that decodes to a
+/// flood is refused; an encoding portlocker cannot decode is named.
+#[test]
+fn a_gzip_bomb_and_an_unknown_encoding_are_refused_by_name() {
+    let bomb = compressed("gzip", &vec![b'#'; 5_000_000]);
+    assert!(bomb.len() < 65536, "{}", bomb.len());
+    assert_refused(
+        encoded("gzip", bomb),
+        "",
+        "decoding the gzip body the server sent: the control file is larger than \
+         fetch.max_bytes (65536 bytes)",
+    );
+    assert_refused(
+        encoded("br", b"close ssh\n".to_vec()),
+        "",
+        "the server sent the file encoded as \"br\" (Content-Encoding), which portlocker \
+         cannot decode",
+    );
+    assert_refused(
+        encoded("gzip", b"close ssh\n".to_vec()),
+        "",
+        "the compressed body is damaged",
+    );
+}
+
+/// An unsigned file with a key set: its detached signature is missing,
+/// and the message says so, not that the control file answered 404.
+#[test]
+fn an_unsigned_file_whose_signature_answers_404_is_named_for_what_it_is() {
+    let source = TlsServer::start(text("open ssh\n"));
+    let signatures = TlsServer::start(Reply::Status("404 Not Found"));
+    let env = TestEnv::with_fake_iptables();
+    std::fs::write(
+        env.path("ca.pem"),
+        format!("{}{}", source.ca_pem(), signatures.ca_pem()),
+    )
+    .unwrap();
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let signer = Signer::new();
+    let section = format!(
+        "[signature]\npublic_key = {:?}\nurl = {:?}\n[services]",
+        signer.public_key(),
+        signatures.url("/s/SECRET-signature/portlocker.txt.minisig")
+    );
+    env.write_config(
+        &env.config_text(&source.url(SECRET), &fetch, "")
+            .replace("[services]", &section),
+    );
+    let run = env.run(&[]);
+    run.expect(1).says(&format!(
+        "this file carries no #minisig lines, and its detached signature at \
+         https://127.0.0.1:{}/… answered 404 Not Found: sign the file on the signer page",
+        signatures.port
+    ));
+    assert!(
+        !run.stderr.contains("fetching the control file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.calls(), Vec::<String>::new());
+    assert_secret_kept(&env, &run);
 }
 
 #[test]
@@ -734,4 +864,39 @@ fn a_notice_the_server_refuses_is_a_warning_that_hides_the_topic() {
     env.run(&["--offline"]).expect(0);
     assert_eq!(env.notices().len(), before + 1);
     assert_eq!(ntfy.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A minimal Debian without ca-certificates, as SSL_CERT_FILE and
+/// SSL_CERT_DIR pointing at nothing make it: every fetch fails and `check`
+/// says why; with `ca_file` set, fetches work and `check` is content.
+#[test]
+fn an_empty_trust_store_fails_check_unless_ca_file_is_set() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let env = env_for(&server, "");
+    std::fs::write(env.path("empty.pem"), "").unwrap();
+    std::fs::create_dir(env.path("no-certs")).unwrap();
+    let bare = |args: &[&str]| {
+        let output = env
+            .command()
+            .args(args)
+            .env("SSL_CERT_FILE", env.path("empty.pem"))
+            .env("SSL_CERT_DIR", env.path("no-certs"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    bare(&["check", "--fetch"]).expect(0);
+    bare(&[]).expect(0);
+    // Without ca_file: the public server's certificate cannot be checked.
+    env.write_config(&env.config_text(&server.url(SECRET), "", ""));
+    let check = bare(&["check"]);
+    check.expect(1).says(
+        "the system's trust store holds no CA certificate, so every HTTPS fetch fails: install \
+         the ca-certificates package (`apt-get install ca-certificates`), or set fetch.ca_file",
+    );
+    bare(&[]).expect(1);
+    // With the system's store as it is here, no word of it.
+    let check = env.run(&["check"]);
+    assert!(!check.stderr.contains("trust store"), "{}", check.stderr);
 }

@@ -397,15 +397,18 @@ fn check_names_a_leftover_drop_that_defeats_an_open() {
         "check changed the firewall"
     );
 
-    // What check foretold: the open leaves IPv4 :22 unreachable.
+    // What check foretold: the open leaves IPv4 :22 unreachable, and the run says so.
     env.control("open ssh\n");
-    env.run(&[]).expect(0);
+    env.run(&[])
+        .expect(1)
+        .says("IPv4: ssh 22/tcp is closed, but the control file opens it");
     assert!(reachable(v6) && !reachable(v4));
     let command = removal_in(&check.stderr);
     let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
     netns::iptables(&command[0], &args);
     assert!(reachable(v4), "the command check gave did not open :22");
     env.run(&["check"]).expect(0);
+    env.run(&[]).expect(0);
 }
 
 /// With `chain = "INPUT"` portlocker's DROPs go after what INPUT holds: an
@@ -495,12 +498,11 @@ fn a_table_made_dormant_by_hand_is_not_closed_and_is_woken() {
         reachable(v4) && reachable(v6),
         "a dormant table still drops"
     );
+    // Not closed, whatever was asked (`open (asked: closed)`).
     let status = env.run(&["status"]);
     assert!(
-        !status
-            .stdout
-            .lines()
-            .any(|line| line.starts_with("ssh") && line.contains("closed")),
+        !status.stdout.lines().any(|line| line.starts_with("ssh")
+            && line.split_whitespace().nth(2) == Some("closed")),
         "{}",
         status.stdout
     );
@@ -672,7 +674,10 @@ fn a_change_nft_claims_but_does_not_make_is_caught_by_reading_back() {
         assert!(reachable(v4), "the lying nft closed ssh");
         assert_eq!(backend::nft_table(), "");
         let page = env.status_page().unwrap();
-        assert!(page.contains("Failed:"), "{page}");
+        assert!(
+            page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+            "{page}"
+        );
         assert!(!page.contains("IPv4 closed"), "{page}");
         let metrics = std::fs::read_to_string(env.path("metrics.prom")).unwrap();
         assert!(

@@ -75,7 +75,7 @@ fn an_open_until_a_past_deadline_is_closed_quietly() {
     );
     let page = env.status_page().unwrap();
     assert!(
-        page.contains("<p class=\"note\">the open ended 2020-01-01 00:00 +"),
+        page.contains("<p class=\"note\">the open ended <span class=\"time\">2020-01-01 00:00 +"),
         "{page}"
     );
 
@@ -83,7 +83,9 @@ fn an_open_until_a_past_deadline_is_closed_quietly() {
     env.run(&[]).expect(0);
     assert!(reachable());
     assert!(
-        env.status_page().unwrap().contains("until 2099-01-01"),
+        env.status_page()
+            .unwrap()
+            .contains("until <span class=\"time\">2099-01-01"),
         "the page shows no deadline"
     );
 }
@@ -255,7 +257,11 @@ fn only_a_fresh_file_signed_by_the_key_is_obeyed() {
             Some(intruder.sign("open ssh\n", 30)),
             "does not match",
         ),
-        ("open ssh\n", None, "fetching the signature"),
+        (
+            "open ssh\n",
+            None,
+            "this file carries no #minisig lines, and its detached signature at",
+        ),
         (
             "open ssh\n",
             Some("garbage".to_owned()),
@@ -334,7 +340,10 @@ fn check_fetch_checks_the_signature_and_the_kept_copy() {
     run.says("state: the kept control file is not in force (it was accepted without a signature)");
     let run = env.run(&["check", "--fetch"]);
     run.expect(1);
-    run.says("fetching the signature");
+    run.says(&format!(
+        "this file carries no #minisig lines, and its detached signature at {} does not exist",
+        env.path("control.txt.minisig").display()
+    ));
 
     publish(&env, "open ssh\n", Some(&signer.sign("open ssh\n", 60)));
     let run = env.run(&["check", "--fetch"]);

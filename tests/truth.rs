@@ -177,12 +177,17 @@ fn views(env: &TestEnv, service: &str, family: &str) -> Views {
         other => panic!("no family {other}"),
     };
     let text = env.run(&["status"]).stdout;
-    let row: Vec<&str> = text
+    // A cell not as asked says so, `closed (asked: open)`: one word here.
+    let lines: Vec<String> = text
         .lines()
+        .map(|line| line.replace(" (asked: ", "(asked:"))
+        .collect();
+    let row: Vec<&str> = lines
+        .iter()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
         .find(|words| words.first() == Some(&service))
         .unwrap_or_else(|| panic!("no {service} in status:\n{text}"));
-    let status = row[column].to_owned();
+    let status = row[column].split("(asked:").next().unwrap().to_owned();
 
     let document = env.run(&["status", "--json"]).stdout;
     let document: serde_json::Value = serde_json::from_str(&document)
@@ -207,8 +212,8 @@ fn views(env: &TestEnv, service: &str, family: &str) -> Views {
         .split_once(&marker)
         .unwrap_or_else(|| panic!("no {family} state for {service} on the page: {item}"));
     // The words of the state, without what the page adds when it is not as asked.
-    let shown = after.split("</span>").next().unwrap();
-    let page = shown.split(" (asked: ").next().unwrap().replace(' ', "-");
+    let shown = after.split('<').next().unwrap();
+    let page = shown.trim_end().replace(' ', "-");
 
     let metrics = fs::read_to_string(env.path("portlocker.prom")).unwrap_or_default();
     let sample = format!(
@@ -440,18 +445,50 @@ fn a_leftover_drop_of_the_2014_script_is_closed_and_named_with_its_removal() {
         &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP"],
     );
     env.control("open ssh\n");
+    // A lockout fails the run: cron hears of it, with the rule and its removal.
     let run = env.run(&[]);
-    run.expect(0);
+    run.expect(1);
     assert!(!reaches("127.0.0.1", "127.0.0.1", 22));
     let v4 = views(&env, "ssh", "IPv4");
     v4.assert_all("closed");
     assert_eq!(v4.metric.as_deref(), Some("1"));
     assert!(reaches("::1", "::1", 22));
     views(&env, "ssh", "IPv6").assert_all("open");
+    // Every view says it is not as asked, and names the rule.
+    let page = env.status_page().unwrap();
+    assert!(
+        page.contains("Not as asked: ssh closed over IPv4 (asked: open)"),
+        "{page}"
+    );
+    let status = env.run(&["status"]).stdout;
+    assert!(status.contains("closed (asked: open)"), "{status}");
+    let document: serde_json::Value =
+        serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(document["outcome"], "not_as_asked");
+    let ipv4 = &document["services"][0]["families"]["ipv4"];
+    assert_eq!(
+        (&ipv4["state"], &ipv4["asked"], &ipv4["as_asked"]),
+        (&"closed".into(), &"open".into(), &false.into())
+    );
+    assert_eq!(
+        ipv4["reason"],
+        "`-A INPUT -p tcp -m tcp --dport 22 -j DROP` drops it"
+    );
+    let metrics = fs::read_to_string(env.path("portlocker.prom")).unwrap();
+    assert!(
+        metrics.contains("portlocker_service_as_asked{service=\"ssh\",family=\"ipv4\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portlocker_last_run_success 0"),
+        "{metrics}"
+    );
 
-    let rule =
-        "`-A INPUT -p tcp -m tcp --dport 22 -j DROP` is not portlocker's and closes ssh 22/tcp";
+    let rule = "IPv4: ssh 22/tcp is closed, but the control file opens it: \
+                `-A INPUT -p tcp -m tcp --dport 22 -j DROP` drops it; it is not portlocker's";
     assert_eq!(run.stderr.matches(rule).count(), 1, "{}", run.stderr);
+    // Told once: the next run fails as quietly as cron needs.
+    assert_eq!(env.run(&[]).expect(1).stderr, "");
     assert_eq!(
         run.stderr.matches("is not portlocker's").count(),
         1,
@@ -470,8 +507,15 @@ fn a_leftover_drop_of_the_2014_script_is_closed_and_named_with_its_removal() {
         reaches("127.0.0.1", "127.0.0.1", 22),
         "the named command did not open the port"
     );
+    // The next run works, and says so once: cron heard of the lockout.
     let run = env.run(&[]);
-    assert_eq!(run.expect(0).stderr, "", "nothing left to warn about");
+    assert!(
+        run.expect(0)
+            .stderr
+            .starts_with("[WARN] runs work again: the failure since "),
+        "{}",
+        run.stderr
+    );
     let v4 = views(&env, "ssh", "IPv4");
     v4.assert_all("open");
     assert_eq!(v4.metric.as_deref(), Some("0"));
@@ -486,7 +530,10 @@ fn a_port_another_services_rule_closes_shows_closed() {
     let env = TestEnv::with_real_iptables();
     configure(&env, "", Some("web = [80, 443]\nhttpd = 80\n"));
     env.control("close web\nopen httpd\n");
-    env.run(&[]).expect(0);
+    // httpd is closed, though asked open: the run says so, and fails.
+    env.run(&[])
+        .expect(1)
+        .says("it shares 80/tcp with web, which the control file closes");
     for (from, to) in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")] {
         assert!(!reaches(from, to, 80), "{to} :80");
         assert!(!reaches(from, to, 443), "{to} :443");

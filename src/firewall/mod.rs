@@ -11,6 +11,7 @@ pub mod leftovers;
 pub mod model;
 pub mod nft;
 pub mod plan;
+pub mod reasons;
 pub mod verdict;
 
 use std::io;

@@ -246,27 +246,48 @@ impl fmt::Display for Change {
                 write!(f, "{family}: remove jump from INPUT to {chain}")
             }
             Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
-            Change::Append(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: open {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports),
-            },
-            Change::Delete(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: stop opening {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: open {} {}", rule.family, rule.service, rule.ports),
-            },
+            // What the change does to the port, a timed rule's deadline included.
+            Change::Append(rule) => {
+                let (family, service, ports) = (rule.family, &rule.service, rule.ports);
+                match (rule.source, rule.deadline) {
+                    // The kernel stops letting it through at the deadline.
+                    (Some(source), _) => write!(f, "{family}: open {service} {ports} to {source}"),
+                    (None, None) => write!(f, "{family}: close {service} {ports}"),
+                    (None, Some(end)) => write!(
+                        f,
+                        "{family}: keep {service} {ports} open until {}, then close it",
+                        local(end)
+                    ),
+                }
+            }
+            Change::Delete(rule) => {
+                let (family, service, ports) = (rule.family, &rule.service, rule.ports);
+                match (rule.source, rule.deadline) {
+                    (Some(source), _) => {
+                        write!(f, "{family}: stop opening {service} {ports} to {source}")
+                    }
+                    (None, None) => write!(f, "{family}: open {service} {ports}"),
+                    (None, Some(end)) => write!(
+                        f,
+                        "{family}: drop the close of {service} {ports} due at {}",
+                        local(end)
+                    ),
+                }
+            }
             Change::DeleteListed { family, spec, .. } => {
                 write!(f, "{family}: remove rule {}", tag_of(spec).unwrap_or("?"))
             }
         }
     }
+}
+
+/// A deadline as the log shows it: in the server's time zone, with the
+/// UTC offset in force on its date.
+fn local(moment: DateTime<Utc>) -> String {
+    moment
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M %:z")
+        .to_string()
 }
 
 /// The `portlocker:NAME` tag of a listed rule, if it has one.

@@ -890,9 +890,17 @@ mod tests {
         // Once ended, a plain DROP replaces the timed one, and that converges too.
         let closed = BTreeMap::from([(ssh.clone(), Want::Closed)]);
         let steps = plan_of(&config, &closed, &done);
+        // Each change says what it does: the timed DROP going is no open.
+        let due = at("2026-12-01T18:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M %:z");
         assert_eq!(
             shown(&steps),
-            ["IPv4: close ssh 22/tcp", "IPv4: open ssh 22/tcp"]
+            [
+                "IPv4: close ssh 22/tcp".to_owned(),
+                format!("IPv4: drop the close of ssh 22/tcp due at {due}")
+            ]
         );
         let done = after(&config, &done, &steps);
         assert!(plan_of(&config, &closed, &done).is_empty());

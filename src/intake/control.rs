@@ -129,21 +129,19 @@ impl fmt::Display for Rejection {
                 f,
                 "the control file is not UTF-8 text (invalid bytes on line {line})"
             ),
-            Rejection::Html => f.write_str(
-                "the control file is an HTML page, not plain text \
-                 (a Dropbox share link must end in dl=1 to get the file itself)",
-            ),
+            // Where to get the file itself depends on the source: `intake` says.
+            Rejection::Html => f.write_str("the control file is an HTML page, not plain text"),
             Rejection::BadLines(errors) => {
-                let plural = if errors.len() == 1 { "" } else { "s" };
-                write!(f, "{} invalid line{plural}: ", errors.len())?;
-                for (i, error) in errors.iter().take(LISTED_LINE_ERRORS).enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "line {}: {}", error.line, error.reason)?;
+                // One line alone, as it is; several one per line, for a mail read on a phone.
+                if let [only] = &errors[..] {
+                    return write!(f, "1 invalid line: line {}: {}", only.line, only.reason);
+                }
+                write!(f, "{} invalid lines:", errors.len())?;
+                for error in errors.iter().take(LISTED_LINE_ERRORS) {
+                    write!(f, "\n  line {}: {}", error.line, error.reason)?;
                 }
                 if errors.len() > LISTED_LINE_ERRORS {
-                    write!(f, "; and {} more", errors.len() - LISTED_LINE_ERRORS)?;
+                    write!(f, "\n  and {} more", errors.len() - LISTED_LINE_ERRORS)?;
                 }
                 Ok(())
             }
@@ -672,7 +670,10 @@ mod tests {
         ] {
             assert_eq!(rejected(page.as_bytes()), Rejection::Html, "{page:?}");
         }
-        assert!(Rejection::Html.to_string().contains("dl=1"));
+        assert_eq!(
+            Rejection::Html.to_string(),
+            "the control file is an HTML page, not plain text"
+        );
     }
 
     #[test]
@@ -711,11 +712,14 @@ mod tests {
     fn a_long_list_of_errors_is_summarised() {
         let text = "bad\n".repeat(25);
         let message = rejected(text.as_bytes()).to_string();
-        assert!(
-            message.starts_with("25 invalid lines: line 1: "),
-            "{message}"
-        );
-        assert!(message.ends_with("and 15 more"), "{message}");
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines[0], "25 invalid lines:", "{message}");
+        assert!(lines[1].starts_with("  line 1: "), "{message}");
+        assert!(lines[10].starts_with("  line 10: "), "{message}");
+        assert_eq!(lines[11], "  and 15 more", "{message}");
+        assert_eq!(lines.len(), 12, "{message}");
+        let one = rejected(b"close ssh\nbad\n").to_string();
+        assert!(one.starts_with("1 invalid line: line 2: "), "{one}");
     }
 
     /// Each line alone, as the directives it gives (canonical form).

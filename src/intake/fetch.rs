@@ -1,8 +1,11 @@
 //! Getting the control file's bytes from its source, bounded in size and time,
 //! and posting a notice. The only module that touches the network. Knows
-//! bytes, not the grammar; never lets a secret URL into an error message.
+//! bytes, not the grammar; asks for the file as it is (`identity`) and
+//! decodes gzip or deflate when a server sends it anyway, bounded by its
+//! decoded size; never lets a secret URL into an error message.
 
-use std::io::Read;
+use std::fmt;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED,
+};
 use reqwest::redirect;
 use url::Url;
 
@@ -21,11 +27,56 @@ use crate::sys::files;
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
 
-/// Why an answer labelled `text/html` is refused: a login or preview page
-/// stands where the file should be.
-const HTML_PAGE: &str = "the server sent Content-Type text/html: \
-     the control file is an HTML page, not plain text \
-     (a Dropbox share link must end in dl=1 to get the file itself)";
+/// How many bytes a compressed body may take on the wire beyond
+/// `fetch.max_bytes`: incompressible text grows a little in gzip.
+const COMPRESSED_SLACK: u64 = 16 * 1024;
+
+/// What to do when an HTML page stands where the control file should be,
+/// for a file from `source`: where the host is Dropbox, its `dl=1`.
+pub fn html_hint(source: &Source) -> &'static str {
+    match source {
+        Source::Https(url) if is_dropbox(url) => {
+            "(a Dropbox share link must end in dl=1 to get the file itself)"
+        }
+        Source::Https(_) => {
+            "(use the link that gives the file itself, often called a raw or download link, \
+             not the page that shows it)"
+        }
+        Source::File(_) | Source::Stdin => "(save the control file itself, as plain text)",
+    }
+}
+
+fn is_dropbox(url: &Url) -> bool {
+    matches!(
+        url.host_str(),
+        Some("www.dropbox.com" | "dropbox.com" | "dl.dropboxusercontent.com")
+    )
+}
+
+/// An answer that was not the file, by its status: a caller tells a
+/// missing signature (404) from a server that fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub status: StatusCode,
+    message: String,
+}
+
+impl fmt::Display for Answered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Answered {}
+
+/// Whether `error` is an answer with `status`.
+pub fn answered(error: &anyhow::Error, status: StatusCode) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<Answered>()
+            .is_some_and(|a| a.status == status)
+    })
+}
 
 /// HTTP validators of a fetched file, sent back to ask "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,18 +107,36 @@ pub fn fetch(
     config: &FetchConfig,
     validators: Option<&Validators>,
 ) -> Result<Fetched> {
+    fetch_what(source, config, validators, "the control file")
+}
+
+/// Reads a detached signature from `source`, as `fetch` reads a file.
+pub fn fetch_signature(source: &Source, config: &FetchConfig) -> Result<Vec<u8>> {
+    match fetch_what(source, config, None, "the signature")? {
+        Fetched::Body(bytes, _) => Ok(bytes),
+        Fetched::NotModified => unreachable!("no validators were sent"),
+    }
+}
+
+/// `fetch`, with errors that say what was fetched (`what`).
+fn fetch_what(
+    source: &Source,
+    config: &FetchConfig,
+    validators: Option<&Validators>,
+    what: &str,
+) -> Result<Fetched> {
     let plain = |bytes| Fetched::Body(bytes, Validators::default());
     match source {
-        Source::Stdin => read_local(None, config)
+        Source::Stdin => read_local(None, config, what)
             .map(plain)
-            .context("reading the control file from stdin"),
-        Source::File(path) => read_local(Some(path), config).map(plain),
-        Source::Https(url) => fetch_https(url, config, validators.cloned()),
+            .with_context(|| format!("reading {what} from stdin")),
+        Source::File(path) => read_local(Some(path), config, what).map(plain),
+        Source::Https(url) => fetch_https(url, config, validators.cloned(), what),
     }
 }
 
 /// Reads a local file, or stdin for `None`, within fetch.timeout_secs.
-fn read_local(path: Option<&Path>, config: &FetchConfig) -> Result<Vec<u8>> {
+fn read_local(path: Option<&Path>, config: &FetchConfig, what: &str) -> Result<Vec<u8>> {
     let timeout = config.timeout;
     let max_bytes = config.max_bytes;
     let deadline = Instant::now() + timeout;
@@ -75,9 +144,11 @@ fn read_local(path: Option<&Path>, config: &FetchConfig) -> Result<Vec<u8>> {
     // pipe nobody writes to: this thread is abandoned at the deadline.
     let (sender, receiver) = mpsc::channel();
     let owned = path.map(Path::to_path_buf);
+    // The file's name for messages: `control file` or `signature`.
+    let name = what.trim_start_matches("the ").to_owned();
     std::thread::spawn(move || {
         let result = match owned {
-            Some(path) => read_file(&path, max_bytes, deadline),
+            Some(path) => read_file(&path, max_bytes, deadline, &name),
             None => read_limited(std::io::stdin().lock(), max_bytes, Some(deadline)),
         };
         let _ = sender.send(result);
@@ -88,21 +159,26 @@ fn read_local(path: Option<&Path>, config: &FetchConfig) -> Result<Vec<u8>> {
             timeout.as_secs()
         );
         Err(match path {
-            Some(path) => error.context(format!("reading control file {}", path.display())),
+            Some(path) => error.context(format!(
+                "reading {} {}",
+                what.trim_start_matches("the "),
+                path.display()
+            )),
             None => error,
         })
     })
 }
 
-/// Reads the regular file at `path`. Anything else (a FIFO, a directory, a
-/// device), a link another account owns, or — run as root — a file another
-/// account could have changed or replaced, is refused before a byte is read
-/// (`files::open_trusted`): whoever chooses what root reads here chooses
-/// what it quotes back in its messages, and which ports it opens.
-fn read_file(path: &Path, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
-    let file = files::open_trusted(path, "control file")?;
+/// Reads the regular file at `path`, the `name` it is known by in messages.
+/// Anything else (a FIFO, a directory, a device), a link another account
+/// owns, or — run as root — a file another account could have changed or
+/// replaced, is refused before a byte is read (`files::open_trusted`):
+/// whoever chooses what root reads here chooses what it quotes back in its
+/// messages, and which ports it opens.
+fn read_file(path: &Path, max_bytes: u64, deadline: Instant, name: &str) -> Result<Vec<u8>> {
+    let file = files::open_trusted(path, name)?;
     read_limited(file, max_bytes, Some(deadline))
-        .with_context(|| format!("reading control file {}", path.display()))
+        .with_context(|| format!("reading {name} {}", path.display()))
 }
 
 /// A Dropbox share link with `dl=0` serves an HTML preview; `dl=1` the file.
@@ -129,7 +205,12 @@ pub fn dropbox_direct(url: &Url) -> Option<Url> {
     Some(direct)
 }
 
-fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) -> Result<Fetched> {
+fn fetch_https(
+    url: &Url,
+    config: &FetchConfig,
+    validators: Option<Validators>,
+    what: &str,
+) -> Result<Fetched> {
     let url = match dropbox_direct(url) {
         Some(direct) => {
             log::info!("the Dropbox link ends in dl=0 (a preview page); fetching it with dl=1");
@@ -157,8 +238,23 @@ fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) 
         Err(_) => Err(timed_out(timeout)),
     };
     result
-        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), &url)))
-        .with_context(|| format!("fetching the control file from {shown}"))
+        .map_err(|error| match error.downcast::<Answered>() {
+            // Its own words hold no URL; kept whole, a caller can read its status.
+            Ok(answered) => anyhow::Error::new(answered),
+            Err(error) => anyhow!("{}", redact(&format!("{error:#}"), &url)),
+        })
+        .with_context(|| format!("fetching {what} from {shown}"))
+}
+
+/// How many CA certificates the system's trust store holds, as the HTTPS
+/// client loads them (SSL_CERT_FILE and SSL_CERT_DIR first, then the usual
+/// places); an error says why none could be read.
+pub fn system_roots() -> Result<usize, String> {
+    let found = rustls_native_certs::load_native_certs();
+    match (found.certs.len(), found.errors.first()) {
+        (0, Some(error)) => Err(error.to_string()),
+        (count, _) => Ok(count),
+    }
 }
 
 /// POSTs `text` as a plain text body to `url` (a notice for ntfy, Gotify or
@@ -244,7 +340,8 @@ fn get(
     max_bytes: u64,
     deadline: Instant,
 ) -> Result<Fetched> {
-    let mut request = client.get(url);
+    // The file as it is: a body portlocker must decode is a body to trust less.
+    let mut request = client.get(url.clone()).header(ACCEPT_ENCODING, "identity");
     if let Some(validators) = &validators {
         if let Some(etag) = &validators.etag {
             request = request.header(IF_NONE_MATCH, etag);
@@ -261,15 +358,13 @@ fn get(
         return Ok(Fetched::NotModified);
     }
     if status != StatusCode::OK {
-        bail!("{}", refusal(status, validators.is_some()));
+        return Err(Answered {
+            status,
+            message: refusal(status, validators.is_some()),
+        }
+        .into());
     }
-    refuse_html(&response)?;
-    if let Some(length) = response
-        .content_length()
-        .filter(|&length| length > max_bytes)
-    {
-        bail!("the control file is {length} bytes, more than fetch.max_bytes ({max_bytes})");
-    }
+    refuse_html(&response, &url)?;
     let header = |name| {
         response
             .headers()
@@ -281,8 +376,143 @@ fn get(
         etag: header(ETAG),
         last_modified: header(LAST_MODIFIED),
     };
-    let body = read_limited(response, max_bytes, Some(deadline))?;
+    let encoding = Encoding::of(header(CONTENT_ENCODING).as_deref())?;
+    let wire_limit = encoding.wire_limit(max_bytes);
+    if let Some(length) = response
+        .content_length()
+        .filter(|&length| length > wire_limit)
+    {
+        bail!("the control file is {length} bytes, more than fetch.max_bytes ({max_bytes})");
+    }
+    let body = encoding.read(response, max_bytes, deadline)?;
     Ok(Fetched::Body(body, validators))
+}
+
+/// How the body of an answer is encoded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    /// zlib-wrapped as HTTP says, or raw deflate as some servers send it.
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding a `Content-Encoding` value names; one portlocker cannot
+    /// decode is refused by name.
+    fn of(header: Option<&str>) -> Result<Encoding> {
+        let Some(value) = header.map(str::trim).filter(|value| !value.is_empty()) else {
+            return Ok(Encoding::Identity);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "identity" => Ok(Encoding::Identity),
+            "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+            "deflate" => Ok(Encoding::Deflate),
+            _ => bail!(
+                "the server sent the file encoded as {:?} (Content-Encoding), which portlocker \
+                 cannot decode: it asks for the file as it is, and decodes only gzip and \
+                 deflate; have the server send it plain",
+                value.chars().take(40).collect::<String>()
+            ),
+        }
+    }
+
+    /// The most bytes the body may take on the wire.
+    fn wire_limit(self, max_bytes: u64) -> u64 {
+        match self {
+            Encoding::Identity => max_bytes,
+            _ => max_bytes.saturating_add(COMPRESSED_SLACK),
+        }
+    }
+
+    /// The body decoded, at most `max_bytes` of it (a bomb is refused as
+    /// soon as it decodes past them), read by `deadline`.
+    fn read<'a>(self, body: impl Read + 'a, max_bytes: u64, deadline: Instant) -> Result<Vec<u8>> {
+        if self == Encoding::Identity {
+            return read_limited(body, max_bytes, Some(deadline));
+        }
+        let wire = Capped {
+            inner: body,
+            left: self.wire_limit(max_bytes),
+        };
+        let decoded: Box<dyn Read + 'a> = match self {
+            Encoding::Identity => unreachable!("read above"),
+            Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(wire)),
+            Encoding::Deflate => {
+                let mut wire = io::BufReader::new(wire);
+                let zlib = io::BufRead::fill_buf(&mut wire)
+                    .map(is_zlib)
+                    .unwrap_or(false);
+                match zlib {
+                    true => Box::new(flate2::bufread::ZlibDecoder::new(wire)),
+                    false => Box::new(flate2::bufread::DeflateDecoder::new(wire)),
+                }
+            }
+        };
+        let name = match self {
+            Encoding::Gzip => "gzip",
+            _ => "deflate",
+        };
+        read_limited(Decoding(decoded), max_bytes, Some(deadline))
+            .with_context(|| format!("decoding the {name} body the server sent"))
+    }
+}
+
+/// Whether `start` opens a zlib stream (RFC 1950: method 8, a header checksum).
+fn is_zlib(start: &[u8]) -> bool {
+    match start {
+        [first, second, ..] => {
+            first & 0x0f == 8 && (u16::from(*first) << 8 | u16::from(*second)) % 31 == 0
+        }
+        _ => false,
+    }
+}
+
+/// A compressed body that may not pass `left` bytes: the decoder stops
+/// reading, with a clear error, before a flood of input that decodes to
+/// nothing can keep it busy.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte past the cap tells a longer body from one that ends here.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the compressed body is larger than fetch.max_bytes allows",
+                )),
+            };
+        }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..most])?;
+        self.left -= read as u64;
+        Ok(read)
+    }
+}
+
+/// A decoder whose corrupt input is told as such, not as a broken connection.
+struct Decoding<'a>(Box<dyn Read + 'a>);
+
+impl Read for Decoding<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|error| match error.kind() {
+            io::ErrorKind::InvalidData if error.to_string().contains("fetch.max_bytes") => error,
+            io::ErrorKind::InvalidInput
+            | io::ErrorKind::InvalidData
+            | io::ErrorKind::UnexpectedEof => {
+                io::Error::new(io::ErrorKind::InvalidData, "the compressed body is damaged")
+            }
+            _ => error,
+        })
+    }
 }
 
 /// Why an answer other than 200 (or a 304 to a conditional request) is
@@ -299,7 +529,7 @@ fn refusal(status: StatusCode, conditional: bool) -> String {
     format!("the server answered {status}{why}")
 }
 
-fn refuse_html(response: &Response) -> Result<()> {
+fn refuse_html(response: &Response, url: &Url) -> Result<()> {
     let content_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -310,7 +540,11 @@ fn refuse_html(response: &Response) -> Result<()> {
         .to_ascii_lowercase()
         .starts_with("text/html")
     {
-        bail!(HTML_PAGE);
+        bail!(
+            "the server sent Content-Type text/html: the control file is an HTML page, not \
+             plain text {}",
+            html_hint(&Source::Https(url.clone()))
+        );
     }
     Ok(())
 }
@@ -322,6 +556,9 @@ fn read_limited(reader: impl Read, max_bytes: u64, deadline: Option<Instant>) ->
     let mut chunk = [0u8; 8192];
     loop {
         let read = limited.read(&mut chunk).map_err(|error| {
+            if error.kind() == io::ErrorKind::InvalidData {
+                return anyhow!("{error}");
+            }
             // The error may carry the URL inside; keep only its kind.
             anyhow!(
                 "the connection failed while reading the body ({})",
@@ -421,6 +658,120 @@ mod tests {
         ] {
             assert_eq!(shown(code, conditional), message);
         }
+    }
+
+    fn compressed(encoding: Encoding, body: &[u8]) -> Vec<u8> {
+        use flate2::Compression;
+        use std::io::Write;
+        let mut out = Vec::new();
+        match encoding {
+            Encoding::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(&mut out, Compression::best());
+                encoder.write_all(body).unwrap();
+                encoder.finish().unwrap();
+            }
+            Encoding::Deflate => {
+                let mut encoder = flate2::write::ZlibEncoder::new(&mut out, Compression::best());
+                encoder.write_all(body).unwrap();
+                encoder.finish().unwrap();
+            }
+            Encoding::Identity => out.extend_from_slice(body),
+        }
+        out
+    }
+
+    fn decode(encoding: Encoding, wire: &[u8], max_bytes: u64) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        encoding.read(wire, max_bytes, deadline)
+    }
+
+    #[test]
+    fn gzip_and_deflate_bodies_are_decoded_and_bounded_by_their_decoded_size() {
+        let file = b"open ssh for 2h\nclose web\n".repeat(10);
+        for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Identity] {
+            let wire = compressed(encoding, &file);
+            assert_eq!(decode(encoding, &wire, 1000).unwrap(), file, "{encoding:?}");
+            // max_bytes is the decoded size: a bomb is refused, however small on the wire.
+            let error = decode(encoding, &wire, file.len() as u64 - 1).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("larger than fetch.max_bytes"),
+                "{encoding:?}: {error:#}"
+            );
+        }
+        let bomb = compressed(Encoding::Gzip, &vec![b'#'; 10_000_000]);
+        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        let error = decode(Encoding::Gzip, &bomb, 65536).unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .contains("decoding the gzip body the server sent: the control file is larger"),
+            "{error:#}"
+        );
+        // Raw deflate, as some servers send it, and gzip in two members.
+        let mut raw = Vec::new();
+        {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::DeflateEncoder::new(&mut raw, flate2::Compression::fast());
+            encoder.write_all(&file).unwrap();
+            encoder.finish().unwrap();
+        }
+        assert_eq!(decode(Encoding::Deflate, &raw, 1000).unwrap(), file);
+        let mut two = compressed(Encoding::Gzip, b"close ssh\n");
+        two.extend(compressed(Encoding::Gzip, b"close web\n"));
+        assert_eq!(
+            decode(Encoding::Gzip, &two, 1000).unwrap(),
+            b"close ssh\nclose web\n"
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_overlong_compressed_body_says_so() {
+        let wire = compressed(Encoding::Gzip, b"close ssh\n");
+        let error = decode(Encoding::Gzip, &wire[..wire.len() - 6], 1000).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("the compressed body is damaged"),
+            "{error:#}"
+        );
+        let error = decode(Encoding::Gzip, b"not gzip at all", 1000).unwrap_err();
+        assert!(format!("{error:#}").contains("damaged"), "{error:#}");
+        // More on the wire than max_bytes and its slack: refused before it is all read.
+        let noise: Vec<u8> = (0..200_000u32).map(|n| (n * 7919 % 251) as u8).collect();
+        let wire = compressed(Encoding::Gzip, &noise);
+        let error = decode(Encoding::Gzip, &wire, 1000).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("larger than fetch.max_bytes"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn an_encoding_portlocker_cannot_decode_is_named() {
+        assert_eq!(Encoding::of(None).unwrap(), Encoding::Identity);
+        assert_eq!(Encoding::of(Some(" GZIP ")).unwrap(), Encoding::Gzip);
+        assert_eq!(Encoding::of(Some("x-gzip")).unwrap(), Encoding::Gzip);
+        assert_eq!(Encoding::of(Some("deflate")).unwrap(), Encoding::Deflate);
+        assert_eq!(Encoding::of(Some("identity")).unwrap(), Encoding::Identity);
+        for name in ["br", "zstd", "gzip, br"] {
+            let error = Encoding::of(Some(name)).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("the server sent the file encoded as {name:?}")),
+                "{error}"
+            );
+        }
+        assert!(is_zlib(&compressed(Encoding::Deflate, b"x")));
+        assert!(!is_zlib(&compressed(Encoding::Gzip, b"x")));
+    }
+
+    #[test]
+    fn the_html_hint_names_dl_1_only_for_dropbox() {
+        let https = |url: &str| Source::Https(Url::parse(url).unwrap());
+        assert!(html_hint(&https("https://www.dropbox.com/s/x/f?dl=0")).contains("dl=1"));
+        for other in ["https://example.org/f.txt", "https://gist.github.com/u/1"] {
+            let hint = html_hint(&https(other));
+            assert!(!hint.contains("dl=1"), "{hint}");
+            assert!(hint.contains("raw or download link"), "{hint}");
+        }
+        assert!(!html_hint(&Source::Stdin).contains("dl=1"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! What the owner wants right now: the control file's lines resolved against
 //! the clock, `max_open`, and the start of each `for` kept in the state.
-//! Pure: the time is a parameter.
+//! Pure: the time and the time zone deadlines are shown in are parameters.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Utc};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
@@ -52,6 +52,37 @@ pub struct Intent {
     pub want: Want,
     /// Deadlines and sources in plain words, for the status page.
     pub note: String,
+    /// The opens in force, each with its source and its end, as data (for
+    /// `status --json`); empty when the service is closed.
+    pub opens: Vec<Opening>,
+}
+
+/// One open line in force: who it lets in, and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The network of a `from` line; None: everyone.
+    pub source: Option<IpNet>,
+    /// When it ends; None: it does not.
+    pub ends: Option<Ending>,
+}
+
+/// When an open ends, and what set that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// The moment, with the UTC offset in force on its own date.
+    pub at: DateTime<FixedOffset>,
+    pub by: EndsBy,
+}
+
+/// What sets the end of an open: the earlier of its own clause and `max_open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndsBy {
+    /// `until TIME`.
+    Until,
+    /// `for DURATION`, counted from the first run that applied the line.
+    For(TimeDelta),
+    /// `[firewall] max_open`, counted the same way.
+    MaxOpen(TimeDelta),
 }
 
 /// What the owner asked for each service, kept across runs: per service,
@@ -165,14 +196,16 @@ pub fn retain_starts(starts: &mut Starts, wanted: &Wanted) {
 
 /// Resolves `wanted` at `now`. A line without a start counts from `now`
 /// (and is listed in `new_starts`). With `close_unnamed`, every service of
-/// `services` that `wanted` does not name is closed.
-pub fn resolve<'a>(
+/// `services` that `wanted` does not name is closed. Deadlines are told in
+/// `zone` (the server's), each with the UTC offset in force on its own date.
+pub fn resolve<'a, Tz: TimeZone>(
     wanted: &Wanted,
     services: impl IntoIterator<Item = &'a ServiceName>,
     close_unnamed: bool,
     now: DateTime<FixedOffset>,
     starts: &Starts,
     max_open: Option<TimeDelta>,
+    zone: &Tz,
 ) -> Resolved {
     let mut resolved = Resolved::default();
     for directive in wanted
@@ -199,16 +232,21 @@ pub fn resolve<'a>(
         let mut open_to: BTreeMap<IpNet, Deadline> = BTreeMap::new();
         let mut notes = Vec::new();
         let mut open_to_all: Option<Deadline> = None;
+        let mut opens = Vec::new();
         let mut closed = false;
         for directive in lines {
             if directive.action == Action::Close {
                 closed = true;
                 continue;
             }
-            let deadline = deadline(directive, start_of(directive), max_open);
-            let until = deadline.map(|t| format!("until {}", shown(t, now)));
+            let ending = ending(directive, start_of(directive), max_open).map(|ending| Ending {
+                at: ending.at.with_timezone(zone).fixed_offset(),
+                ..ending
+            });
+            let deadline = ending.map(|ending| ending.at);
+            let until = deadline.map(|t| format!("until {}", shown(t)));
             if deadline.is_some_and(|t| now >= t) {
-                let ended = format!("the open ended {}", shown(deadline.unwrap_or(now), now));
+                let ended = format!("the open ended {}", shown(deadline.unwrap_or(now)));
                 ended_lines.push(format!("{service}: {ended}"));
                 notes.push(match directive.source {
                     Some(source) => format!("from {source}: {ended}"),
@@ -217,6 +255,10 @@ pub fn resolve<'a>(
                 continue;
             }
             let deadline = deadline.map(|t| t.to_utc());
+            opens.push(Opening {
+                source: directive.source,
+                ends: ending,
+            });
             match directive.source {
                 Some(source) => {
                     let kept = open_to
@@ -235,6 +277,9 @@ pub fn resolve<'a>(
                 }
             }
         }
+        if closed {
+            opens.clear();
+        }
         let want = if closed {
             Want::Closed
         } else if let Some(deadline) = open_to_all {
@@ -244,14 +289,19 @@ pub fn resolve<'a>(
         } else {
             Want::OpenTo(open_to)
         };
+        if open_to_all.is_some() {
+            // A plain open replaces `from` lines: only its own ends count.
+            opens.retain(|opening| opening.source.is_none());
+        }
         let note = notes.join("; ");
-        intents.insert(service.clone(), Intent { want, note });
+        intents.insert(service.clone(), Intent { want, note, opens });
     }
     if close_unnamed {
         for service in services {
             intents.entry(service.clone()).or_insert_with(|| Intent {
                 want: Want::Closed,
                 note: "closed by default: no control file has opened it".into(),
+                opens: Vec::new(),
             });
         }
     }
@@ -260,31 +310,38 @@ pub fn resolve<'a>(
     resolved
 }
 
-/// When an open line ends: its own deadline, capped by `max_open`.
-fn deadline(
+/// When an open line ends: its own deadline, capped by `max_open` (the
+/// earlier wins; on a tie, the line's own clause).
+fn ending(
     directive: &Directive,
     start: DateTime<FixedOffset>,
     max_open: Option<TimeDelta>,
-) -> Option<DateTime<FixedOffset>> {
+) -> Option<Ending> {
     let own = match directive.expiry {
-        Some(Expiry::Until(deadline)) => Some(deadline),
-        Some(Expiry::For(duration)) => Some(start + duration),
+        Some(Expiry::Until(deadline)) => Some(Ending {
+            at: deadline,
+            by: EndsBy::Until,
+        }),
+        Some(Expiry::For(duration)) => Some(Ending {
+            at: start + duration,
+            by: EndsBy::For(duration),
+        }),
         None => None,
     };
-    let cap = max_open.map(|limit| start + limit);
+    let cap = max_open.map(|limit| Ending {
+        at: start + limit,
+        by: EndsBy::MaxOpen(limit),
+    });
     match (own, cap) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+        (Some(own), Some(cap)) if cap.at < own.at => Some(cap),
+        (own, cap) => own.or(cap),
     }
 }
 
-/// A moment as the owner reads it: in the server's offset now.
-/// A deadline as the page and the log show it: to the minute, with its UTC offset.
-fn shown(moment: DateTime<FixedOffset>, now: DateTime<FixedOffset>) -> String {
-    moment
-        .with_timezone(&now.timezone())
-        .format("%Y-%m-%d %H:%M %:z")
-        .to_string()
+/// A deadline as the page and the log show it: to the minute, with the
+/// UTC offset it carries (the one in force on its date, in the server's zone).
+fn shown(moment: DateTime<FixedOffset>) -> String {
+    moment.format("%Y-%m-%d %H:%M %:z").to_string()
 }
 
 /// The wants of control file `text` under `config`, resolved at a fixed
@@ -301,7 +358,16 @@ pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceN
     let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00+01:00").unwrap();
     let mut wanted = Wanted::new();
     merge(&mut wanted, &control);
-    resolve(&wanted, &services, false, now, &Starts::new(), None).wants()
+    resolve(
+        &wanted,
+        &services,
+        false,
+        now,
+        &Starts::new(),
+        None,
+        &now.timezone(),
+    )
+    .wants()
 }
 
 #[cfg(test)]
@@ -355,6 +421,7 @@ mod tests {
                 at(now),
                 &self.starts,
                 self.max_open,
+                &at(now).timezone(),
             );
             self.starts.extend(resolved.new_starts.clone());
             resolved
@@ -457,6 +524,7 @@ mod tests {
             at("2026-11-25T10:00:00Z"),
             &Starts::new(),
             None,
+            &Utc,
         );
         assert_eq!(failed.new_starts.len(), 1);
         let retried = resolve(
@@ -466,6 +534,7 @@ mod tests {
             at("2026-11-25T11:30:00Z"),
             &Starts::new(),
             None,
+            &Utc,
         );
         assert_eq!(
             ssh(&retried),
@@ -505,6 +574,7 @@ mod tests {
             at("2026-11-25T10:00:00Z"),
             &Starts::new(),
             None,
+            &Utc,
         );
         assert_eq!(ssh(&resolved).0, Want::Closed);
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
@@ -516,6 +586,7 @@ mod tests {
             at("2026-11-25T10:00:00Z"),
             &Starts::new(),
             None,
+            &Utc,
         );
         assert!(!kept.intents.contains_key(&ServiceName::new("ssh").unwrap()));
     }
@@ -532,7 +603,7 @@ mod tests {
         let ended = uncounted(&wanted, &starts, now, None);
         assert_eq!(ended.keys().collect::<Vec<_>>(), ["open ssh for 2h"]);
         starts.extend(ended);
-        let resolved = resolve(&wanted, &services(), false, now, &starts, None);
+        let resolved = resolve(&wanted, &services(), false, now, &starts, None, &Utc);
         assert_eq!(
             ssh(&resolved),
             (
@@ -561,7 +632,7 @@ mod tests {
         let ended = uncounted(&wanted, &starts, now, one_hour);
         assert_eq!(ended.len(), 1, "a kept start is not lost: {ended:?}");
         starts.extend(ended);
-        let resolved = resolve(&wanted, &services(), false, now, &starts, one_hour);
+        let resolved = resolve(&wanted, &services(), false, now, &starts, one_hour, &Utc);
         let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()];
         assert_eq!(bare(&vpn.want), Want::Closed);
         assert_eq!(ssh(&resolved).0, Want::Open(None), "a kept start is kept");

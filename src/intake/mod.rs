@@ -18,6 +18,7 @@ use crate::config::{Config, FetchConfig, ServiceName, SignatureConfig, Unnamed};
 use control::ControlFile;
 use fetch::{Fetched, Validators};
 use intent::Wanted;
+use source::Source;
 use state::{LastGood, State};
 
 /// The names of the configured services, which a control file may use.
@@ -37,7 +38,14 @@ fn parse(config: &Config, bytes: &[u8]) -> Result<ControlFile, control::Rejectio
 
 /// Validates control file bytes from `origin` against the config.
 fn validate(config: &Config, bytes: &[u8], origin: &str) -> Result<ControlFile> {
-    let control = parse(config, bytes).with_context(|| format!("control file from {origin}"))?;
+    let control = parse(config, bytes)
+        .map_err(|rejection| match rejection {
+            control::Rejection::Html => {
+                anyhow!("{rejection} {}", fetch::html_hint(&config.source))
+            }
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| format!("control file from {origin}"))?;
     for warning in &control.warnings {
         log::warn!("control file from {origin}: {warning}");
     }
@@ -262,13 +270,15 @@ pub fn take(
             Ok(None) => None,
             Err(error) => {
                 let problem = format!("{error:#}");
+                // After a list of bad lines, on a line of its own.
+                let then = if problem.contains('\n') { "\n" } else { "; " };
                 Some(match &state.last_good {
                     Some(good) => {
                         let when = good.fetched_at.format("%Y-%m-%d %H:%M:%S");
                         log::warn!("using last good control file from {when}");
-                        format!("{problem}; enforced the last good control file instead")
+                        format!("{problem}{then}enforced the last good control file instead")
                     }
-                    None => format!("{problem}; there is no last good control file yet"),
+                    None => format!("{problem}{then}there is no last good control file yet"),
                 })
             }
         }
@@ -354,9 +364,38 @@ fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
         max_bytes: MAX_SIGNATURE_BYTES,
         ..config.fetch.clone()
     };
-    match fetch::fetch(&place, &limits, None).context("fetching the signature")? {
-        Fetched::Body(bytes, _) => String::from_utf8(bytes).context("the signature is not text"),
-        Fetched::NotModified => unreachable!("no validators were sent"),
+    let bytes = fetch::fetch_signature(&place, &limits).map_err(|error| {
+        let missing = fetch::answered(&error, reqwest::StatusCode::NOT_FOUND)
+            || error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            });
+        match missing {
+            // Most often an unsigned file, or one whose #minisig lines were lost.
+            true => anyhow!(
+                "control file from {}: this file carries no #minisig lines, and its detached \
+                 signature at {} {}: \
+                 sign the file on the signer page (which puts the signature inside it), or \
+                 put its .minisig where signature.url says",
+                config.source,
+                shown_place(&place),
+                match place {
+                    Source::Https(_) => "answered 404 Not Found",
+                    _ => "does not exist",
+                }
+            ),
+            false => error,
+        }
+    })?;
+    String::from_utf8(bytes).context("the signature is not text")
+}
+
+/// Where a detached signature is, without the secret path of a URL.
+fn shown_place(place: &Source) -> String {
+    match place {
+        Source::Https(url) => format!("https://{}/…", source::host_of(url)),
+        other => other.to_string(),
     }
 }
 

@@ -23,7 +23,8 @@ pub fn verify(
         .map_err(|e| format!("the public key is unusable: {e}"))?;
     let signature = Signature::decode(signature)
         .map_err(|e| format!("the signature is not a minisign signature ({e})"))?;
-    key.verify(body, &signature, false).map_err(mismatch)?;
+    key.verify(body, &signature, false)
+        .map_err(|error| mismatch(error, body, &key, &signature))?;
     let signed_at = timestamp(signature.trusted_comment()).ok_or_else(|| {
         "the signature's trusted comment has no timestamp:N (minisign writes one unless -t replaces it)".to_owned()
     })?;
@@ -52,8 +53,15 @@ pub fn verify(
     Ok(signed_at)
 }
 
-/// Why a signature did not verify against the configured key.
-fn mismatch(error: Error) -> String {
+/// Why a signature did not verify against the configured key. A file
+/// whose line ends were changed after signing (an editor, an upload in
+/// text mode) is named as such.
+fn mismatch(error: Error, body: &[u8], key: &PublicKey, signature: &Signature) -> String {
+    if matches!(error, Error::InvalidSignature)
+        && let Some(found) = line_ends_changed(body, key, signature)
+    {
+        return found;
+    }
     match error {
         Error::UnexpectedAlgorithm => "the signature is in minisign's legacy format (algorithm \
             Ed, made with `minisign -S -l`), which is not accepted: sign again without -l \
@@ -67,6 +75,34 @@ fn mismatch(error: Error) -> String {
               signature was not made by signature.public_key"
             .to_owned(),
     }
+}
+
+/// When `body` verifies with its line ends turned the other way: what changed.
+fn line_ends_changed(body: &[u8], key: &PublicKey, signature: &Signature) -> Option<String> {
+    let crlf = body.windows(2).any(|pair| pair == b"\r\n");
+    let other: Vec<u8> = if crlf {
+        String::from_utf8_lossy(body)
+            .replace("\r\n", "\n")
+            .into_bytes()
+    } else if body.contains(&b'\n') {
+        String::from_utf8_lossy(body)
+            .replace('\n', "\r\n")
+            .into_bytes()
+    } else {
+        return None;
+    };
+    key.verify(&other, signature, false).ok()?;
+    Some(match crlf {
+        true => "the signature does not match: the file's lines end in CRLF (Windows line \
+                 ends), but it was signed with LF ends; an editor or an upload in text mode \
+                 changed them after signing: save it with LF (Unix) line ends, or sign it again \
+                 as it is"
+            .to_owned(),
+        false => "the signature does not match: the file's lines end in LF, but it was signed \
+                  with CRLF (Windows) line ends, which something changed after signing: sign it \
+                  again as it is"
+            .to_owned(),
+    })
 }
 
 /// What each line of a signature inside the control file starts with.
@@ -425,6 +461,41 @@ sr0t+x7hAeteEtLvcrrvOBylAmZ3Ptxm4uzdwq8Biu4CVegcSo3+1UlvJUoAyI17suaxjSmJsgebKpfA
         )
         .unwrap_err();
         assert!(error.contains("changed after signing"), "{error}");
+    }
+
+    /// A file signed with LF ends, then saved with CRLF (or the other way
+    /// round): named for what it is, not "changed after signing" alone.
+    #[test]
+    fn changed_line_ends_are_named() {
+        let signer = Signer::new();
+        let key = signer.public_key();
+        let lf = "# my server\nopen ssh for 2h\nclose web\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let signed_lf = signer.sign(lf.as_bytes(), NOW - 60);
+        let error = verify(crlf.as_bytes(), &signed_lf, &key, None, None, now()).unwrap_err();
+        assert!(
+            error.contains(
+                "the file's lines end in CRLF (Windows line ends), but it was signed with LF ends"
+            ),
+            "{error}"
+        );
+        let signed_crlf = signer.sign(crlf.as_bytes(), NOW - 60);
+        let error = verify(lf.as_bytes(), &signed_crlf, &key, None, None, now()).unwrap_err();
+        assert!(
+            error.contains("lines end in LF, but it was signed with CRLF"),
+            "{error}"
+        );
+        // Signed as it is, CRLF verifies; a change besides the line ends is no line-end story.
+        assert!(verify(crlf.as_bytes(), &signed_crlf, &key, None, None, now()).is_ok());
+        let changed = crlf.replace("2h", "3h");
+        let error = verify(changed.as_bytes(), &signed_lf, &key, None, None, now()).unwrap_err();
+        assert!(error.contains("changed after signing"), "{error}");
+        assert!(!error.contains("CRLF"), "{error}");
+        // Inline, the same.
+        let file = signer.inline(lf, NOW - 60).replace('\n', "\r\n");
+        let inline = split_inline(file.as_bytes()).unwrap().unwrap();
+        let error = verify(inline.message, &inline.signature, &key, None, None, now()).unwrap_err();
+        assert!(error.contains("CRLF (Windows line ends)"), "{error}");
     }
 
     #[test]

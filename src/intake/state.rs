@@ -95,6 +95,10 @@ pub struct State {
     pub chain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<bool>,
+    /// When `portlocker reset` removed portlocker's rules, until a run
+    /// enforces them again: `status` and the page then say nothing is enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<DateTime<FixedOffset>>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -328,6 +332,7 @@ mod tests {
             backend: Some("iptables".into()),
             chain: Some("PORTLOCKER".into()),
             ipv6: Some(true),
+            reset_at: Some(last_good().fetched_at),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,

@@ -2,7 +2,8 @@
 //! what cron should mail (warnings and errors unless told otherwise).
 //! During a run, what it says is held back until `release`, which tells
 //! it as `quiet::decide` says: cron mails what is new, not the same words
-//! every five minutes.
+//! every five minutes. A firewall change reaches the log at once, after
+//! what the run said before it (the fetch, the file's warnings).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -24,6 +25,10 @@ pub const SUMMARY: &str = "portlocker::summary";
 /// The module whose info lines go to the log at once, even during a run:
 /// the firewall changes made, which a run killed before its end must not lose.
 const AT_ONCE: &str = "portlocker::firewall";
+
+/// The log's mode when portlocker creates it; dist/portlocker.logrotate
+/// creates it the same after a rotation.
+pub const LOG_MODE: u32 = 0o640;
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +61,7 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     let mut file: Option<Box<dyn SharedLogger>> = None;
     let mut open_error = None;
     if let Some(path) = log_file {
-        let opened = files::open_append(path, 0o640);
+        let opened = files::open_append(path, LOG_MODE);
         match opened {
             Ok(opened) => {
                 file = Some(WriteLogger::new(
@@ -110,12 +115,25 @@ struct Held {
     level: Level,
     target: String,
     text: String,
+    /// Written to the log already, before a firewall change it led to.
+    logged: bool,
 }
 
 impl Gate {
     fn to_file(&self, level: Level, target: &str, text: &str) {
         if let Some(file) = &self.file {
             emit(file.as_ref(), level, target, text);
+        }
+    }
+
+    /// Writes to the log the held records not yet there, but the summary.
+    fn log_held_first(&self, records: &mut [Held]) {
+        for record in records
+            .iter_mut()
+            .filter(|record| !record.logged && record.target != SUMMARY)
+        {
+            self.to_file(record.level, &record.target, &record.text);
+            record.logged = true;
         }
     }
 }
@@ -147,16 +165,24 @@ impl Log for Gate {
         }
         let at_once = record.level() > Level::Info
             || (record.level() == Level::Info && target.starts_with(AT_ONCE));
-        if !at_once && let Some(records) = held().as_mut() {
-            records.push(Held {
-                level: record.level(),
-                target: target.to_owned(),
-                text: record.args().to_string(),
-            });
-            if self.verbose {
-                self.stderr.log(record);
+        if let Some(records) = held().as_mut() {
+            if !at_once {
+                records.push(Held {
+                    level: record.level(),
+                    target: target.to_owned(),
+                    text: record.args().to_string(),
+                    logged: false,
+                });
+                if self.verbose {
+                    self.stderr.log(record);
+                }
+                return;
             }
-            return;
+            if record.level() == Level::Info {
+                // A change is news, so the run tells its notes (`quiet::decide`):
+                // what led to it (a fetch, a file's warnings) goes first.
+                self.log_held_first(records);
+            }
         }
         self.stderr.log(record);
         if let Some(file) = &self.file {
@@ -207,7 +233,7 @@ pub fn release(telling: &Telling) {
         .partition(|record| record.target == SUMMARY);
     let tell = |record: &Held| {
         let (logged, printed) = destinations(record.level, &record.target, telling, gate.verbose);
-        if logged {
+        if logged && !record.logged {
             gate.to_file(record.level, &record.target, &record.text);
         }
         if printed {

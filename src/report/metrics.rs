@@ -1,15 +1,19 @@
 //! The run as Prometheus text-format metrics, for node_exporter's textfile
-//! collector. Pure.
+//! collector: when it ran and whether it worked, whether portlocker's rules
+//! are in force, and per service and family whether it is closed and
+//! whether it is as the control file asks. Pure.
 
 use std::fmt::Write as _;
 
 use crate::firewall::model::PortState;
 use crate::intake::state::LastRun;
-use crate::report::status::Report;
+use crate::report::status::{FamilyView, Report, Surprise};
 
 /// The metrics file for a run: last run time, success, duration, last good
-/// fetch, and whether each service is closed per family (1 closed, 0 open,
-/// open to some sources, or partly closed; absent when unknown).
+/// fetch, whether portlocker enforces anything (0 after `reset`), whether
+/// each service is closed per family (1 closed, 0 open, open to some
+/// sources, or partly closed; absent when unknown), and whether it is as
+/// asked (1 as asked, 0 not; absent when nothing asks or it is unknown).
 pub fn render(report: &Report, last_run: &LastRun) -> String {
     let mut text = String::new();
     let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
@@ -41,36 +45,58 @@ pub fn render(report: &Report, last_run: &LastRun) -> String {
             &[(String::new(), file.fetched_at.timestamp() as f64)],
         );
     }
-    let closed: Vec<(String, f64)> = report
-        .services
-        .iter()
-        .flat_map(|row| {
-            row.states.iter().filter_map(move |(family, state)| {
-                let value = match state {
-                    PortState::Closed => 1.0,
-                    PortState::Unknown => return None,
-                    _ => 0.0,
-                };
-                let family = family.to_string().to_lowercase();
-                Some((
-                    format!("{{service=\"{}\",family=\"{family}\"}}", row.name),
-                    value,
-                ))
-            })
-        })
-        .collect();
+    gauge(
+        "enforcing",
+        "1 if portlocker's rules are in force, 0 after `portlocker reset` until the next run.",
+        &[(
+            String::new(),
+            f64::from(u8::from(report.reset_at.is_none())),
+        )],
+    );
+    let closed = per_family(report, |view| match view.state {
+        PortState::Closed => Some(1.0),
+        PortState::Unknown => None,
+        _ => Some(0.0),
+    });
     gauge(
         "service_closed",
         "1 if the service is closed to everyone in this address family, else 0.",
         &closed,
     );
+    let as_asked = per_family(report, |view| match view.surprise() {
+        Surprise::Calm => Some(1.0),
+        Surprise::Drift => Some(0.0),
+        Surprise::Unasked | Surprise::Unknown => None,
+    });
+    gauge(
+        "service_as_asked",
+        "1 if the service is as the control file asks in this address family, 0 if it is more \
+         open or more closed.",
+        &as_asked,
+    );
     text
+}
+
+/// One sample per service and family that `value` gives a value for.
+fn per_family(report: &Report, value: impl Fn(&FamilyView) -> Option<f64>) -> Vec<(String, f64)> {
+    report
+        .services
+        .iter()
+        .flat_map(|row| {
+            row.families.iter().filter_map(|view| {
+                let family = view.family.to_string().to_lowercase();
+                let labels = format!("{{service=\"{}\",family=\"{family}\"}}", row.name);
+                Some((labels, value(view)?))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Family;
+    use crate::report::status::tests::view;
     use crate::report::status::{Freshness, ServiceRow};
     use chrono::DateTime;
 
@@ -82,16 +108,29 @@ mod tests {
             run_at: at,
             every: chrono::TimeDelta::minutes(5),
             failure: None,
-            services: vec![ServiceRow {
-                name: "ssh".into(),
-                ports: vec!["22/tcp".into()],
-                states: vec![
-                    (Family::Ipv4, PortState::Closed),
-                    (Family::Ipv6, PortState::Unknown),
-                ],
-                asked: Default::default(),
-                note: String::new(),
-            }],
+            reset_at: None,
+            services: vec![
+                ServiceRow {
+                    name: "ssh".into(),
+                    ports: vec!["22/tcp".into()],
+                    families: vec![
+                        view(Family::Ipv4, PortState::Closed, None, ""),
+                        view(Family::Ipv6, PortState::Unknown, Some(PortState::Open), ""),
+                    ],
+                    opens: Vec::new(),
+                    note: String::new(),
+                },
+                ServiceRow {
+                    name: "vpn".into(),
+                    ports: vec!["1723/tcp".into()],
+                    families: vec![
+                        view(Family::Ipv4, PortState::Closed, Some(PortState::Open), ""),
+                        view(Family::Ipv6, PortState::Open, Some(PortState::Open), ""),
+                    ],
+                    opens: Vec::new(),
+                    note: String::new(),
+                },
+            ],
             control_file: Some(Freshness {
                 fetched_at: at,
                 changed_at: at,
@@ -114,6 +153,10 @@ mod tests {
             "portlocker_last_run_duration_seconds 1.234",
             "portlocker_last_good_fetch_timestamp_seconds 1795611900",
             "portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 1",
+            "portlocker_enforcing 1",
+            "# TYPE portlocker_service_as_asked gauge",
+            "portlocker_service_as_asked{service=\"vpn\",family=\"ipv4\"} 0",
+            "portlocker_service_as_asked{service=\"vpn\",family=\"ipv6\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -121,8 +164,21 @@ mod tests {
             );
         }
         assert!(
-            !text.contains("ipv6"),
-            "an unknown state must not be reported as open:\n{text}"
+            !text.contains("service=\"ssh\",family=\"ipv6\""),
+            "an unknown state must not be reported as open, nor as asked:\n{text}"
+        );
+        assert!(
+            !text.contains("portlocker_service_as_asked{service=\"ssh\",family=\"ipv4\"}"),
+            "nothing asks ssh over IPv4:\n{text}"
+        );
+        let reset = Report {
+            reset_at: Some(at),
+            ..report
+        };
+        assert!(
+            render(&reset, &last_run)
+                .lines()
+                .any(|l| l == "portlocker_enforcing 0")
         );
     }
 }

@@ -1,9 +1,14 @@
-//! What a run tells and where: the status page and the text status
-//! (`status`), the metrics, the notices to the owner's own program, the
-//! rules that keep cron quiet (`quiet`), and the log (`logging`).
+//! What a run tells and where: the report every output renders (`status`),
+//! the HTML page (`page`), `portlocker status` as text (`text`) and as JSON
+//! (`json`), the metrics, the notices to the owner's own program, the rules
+//! that keep cron quiet (`quiet`), and the log (`logging`). The report
+//! renders values; what the firewall does is judged in `firewall`.
 
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod page;
 pub mod quiet;
 pub mod status;
+pub mod text;

@@ -2072,7 +2072,11 @@ mod tests {
             };
             let (exit, page, metrics) = whole_run(&mut fake, "close ssh\n");
             assert_eq!(exit, Exit::Failed, "{page}");
-            assert!(page.contains("Failed:"), "{page}");
+            // The run fails, and the page says ssh is not as asked.
+            assert!(
+                page.contains("Not as asked: ssh open over IPv4 (asked: closed)"),
+                "{page}"
+            );
             assert!(!page.contains("IPv4 closed"), "{page}");
             assert!(
                 metrics.contains("portlocker_service_closed{service=\"ssh\",family=\"ipv4\"} 0"),
