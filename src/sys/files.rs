@@ -52,7 +52,9 @@ fn absolute(path: &Path) -> io::Result<PathBuf> {
 fn refused(what: &str, path: &Path, refusal: &Refusal) -> anyhow::Error {
     let shown = path.display();
     if refusal.system {
-        anyhow!("cannot open {what} {shown}: {}", refusal.told(path))
+        // Kept an io::Error, so a caller can tell a missing file by its kind.
+        anyhow::Error::new(io::Error::new(refusal.kind, refusal.told(path)))
+            .context(format!("cannot open {what} {shown}"))
     } else if refusal.at == path {
         anyhow!("{what} {shown} {}", refusal.reason)
     } else {
