@@ -6,13 +6,15 @@ use std::fs::{FileType, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
 use reqwest::redirect;
 use url::Url;
 
@@ -66,13 +68,85 @@ pub fn fetch(
     config: &FetchConfig,
     validators: Option<&Validators>,
 ) -> Result<Fetched> {
-    let plain = |bytes| Fetched::Body(bytes, Validators::default());
-    match source {
-        Source::Stdin => read_local(None, config)
-            .map(plain)
-            .context("reading the control file from stdin"),
-        Source::File(path) => read_local(Some(path), config).map(plain),
-        Source::Https(url) => fetch_https(url, config, validators.cloned()),
+    Fetcher::new(config).fetch(source, validators)
+}
+
+/// Fetches with one HTTPS client for as long as it lives: a run makes one
+/// and drops it; `watch` keeps one, so each conditional GET goes over the
+/// connection kept alive from the last (a 304 is a few hundred bytes, not
+/// a TLS handshake).
+pub struct Fetcher {
+    config: FetchConfig,
+    client: OnceLock<Client>,
+    /// How the last fetch went: whether it failed, and what the source
+    /// asked of the next request (`Retry-After`).
+    last: Mutex<(bool, Option<Duration>)>,
+}
+
+/// The longest `Retry-After` honoured: a source asking for more (by mistake
+/// or otherwise) would keep every open the owner types away for as long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+impl Fetcher {
+    pub fn new(config: &FetchConfig) -> Fetcher {
+        Fetcher {
+            config: config.clone(),
+            client: OnceLock::new(),
+            last: Mutex::new((false, None)),
+        }
+    }
+
+    /// As `fetch`, over this fetcher's client.
+    pub fn fetch(&self, source: &Source, validators: Option<&Validators>) -> Result<Fetched> {
+        self.fetch_at_most(source, validators, self.config.max_bytes)
+    }
+
+    /// As `fetch`, refusing more than `max_bytes` (a signature is small).
+    pub fn fetch_at_most(
+        &self,
+        source: &Source,
+        validators: Option<&Validators>,
+        max_bytes: u64,
+    ) -> Result<Fetched> {
+        let config = &FetchConfig {
+            max_bytes,
+            ..self.config.clone()
+        };
+        let plain = |bytes| Fetched::Body(bytes, Validators::default());
+        let (result, retry_after) = match source {
+            Source::Stdin => (
+                read_local(None, config)
+                    .map(plain)
+                    .context("reading the control file from stdin"),
+                None,
+            ),
+            Source::File(path) => (read_local(Some(path), config).map(plain), None),
+            Source::Https(url) => match self.client() {
+                Ok(client) => fetch_https(client, url, config, validators.cloned()),
+                Err(error) => (Err(error), None),
+            },
+        };
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = (result.is_err(), retry_after);
+        result
+    }
+
+    /// Whether the last fetch failed.
+    pub fn failed(&self) -> bool {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// How long the source asked to be left alone by its last answer (a 429
+    /// or 503 with `Retry-After`), at most `MAX_RETRY_AFTER`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
+    fn client(&self) -> Result<Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let client = client(&self.config, true)?;
+        Ok(self.client.get_or_init(|| client).clone())
     }
 }
 
@@ -168,7 +242,13 @@ pub fn dropbox_direct(url: &Url) -> Option<Url> {
     Some(direct)
 }
 
-fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) -> Result<Fetched> {
+/// The fetch, and the `Retry-After` of a refusal.
+fn fetch_https(
+    client: Client,
+    url: &Url,
+    config: &FetchConfig,
+    validators: Option<Validators>,
+) -> (Result<Fetched>, Option<Duration>) {
     let url = match dropbox_direct(url) {
         Some(direct) => {
             log::info!("the Dropbox link ends in dl=0 (a preview page); fetching it with dl=1");
@@ -177,7 +257,6 @@ fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) 
         None => url.clone(),
     };
     let shown = format!("https://{}", host_of(&url));
-    let client = client(config, true)?;
     let timeout = config.timeout;
     let max_bytes = config.max_bytes;
     let deadline = Instant::now() + timeout;
@@ -195,9 +274,44 @@ fn fetch_https(url: &Url, config: &FetchConfig, validators: Option<Validators>) 
         Ok(result) => result,
         Err(_) => Err(timed_out(timeout)),
     };
-    result
+    let retry_after = result.as_ref().err().and_then(|error| {
+        error
+            .downcast_ref::<Refused>()
+            .and_then(|refused| refused.retry_after)
+    });
+    let result = result
         .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), &url)))
-        .with_context(|| format!("fetching the control file from {shown}"))
+        .with_context(|| format!("fetching the control file from {shown}"));
+    (result, retry_after)
+}
+
+/// An answer other than the file, with what it asked of the next request.
+#[derive(Debug)]
+struct Refused {
+    text: String,
+    retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// `Retry-After` in seconds or as an HTTP date, from `now`, at most
+/// `MAX_RETRY_AFTER`; None when absent or unreadable.
+fn retry_after(value: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (when.to_utc() - now).to_std().unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// POSTs `text` as a plain text body to `url` (a notice for ntfy, Gotify or
@@ -223,6 +337,37 @@ pub fn post(url: &Url, text: &str, config: &FetchConfig) -> Result<()> {
     result
         .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
         .with_context(|| format!("posting the notice to {shown}"))
+}
+
+/// Opens `url` (a poke's ntfy topic stream) for reading, with `token` as
+/// its bearer, following no redirect; each read waits at most `idle` (the
+/// stream's keepalives come more often). An error shows the host only.
+pub fn subscribe(
+    url: &Url,
+    token: Option<&str>,
+    config: &FetchConfig,
+    idle: Duration,
+) -> Result<Box<dyn Read + Send>> {
+    let shown = format!("https://{}", host_of(url));
+    // Connecting is bounded as for a fetch; each read of the stream by `idle`.
+    let mut request = client(config, false)?.get(url.clone()).timeout(idle);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let opened = (|| -> Result<Response> {
+        let response = request
+            .send()
+            .map_err(|error| anyhow::Error::new(error.without_url()))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            bail!("the server answered {status}");
+        }
+        Ok(response)
+    })();
+    let response = opened
+        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
+        .with_context(|| format!("subscribing to the poke at {shown}"))?;
+    Ok(Box::new(response))
 }
 
 fn send_post(request: RequestBuilder) -> Result<()> {
@@ -300,7 +445,21 @@ fn get(
         return Ok(Fetched::NotModified);
     }
     if status != StatusCode::OK {
-        bail!("{}", refusal(status, validators.is_some()));
+        let asked = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok());
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                retry_after(asked, chrono::Utc::now())
+            }
+            _ => None,
+        };
+        return Err(Refused {
+            text: refusal(status, validators.is_some()),
+            retry_after,
+        }
+        .into());
     }
     refuse_html(&response)?;
     if let Some(length) = response
@@ -459,6 +618,28 @@ mod tests {
             (503, true, "the server answered 503 Service Unavailable"),
         ] {
             assert_eq!(shown(code, conditional), message);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_bounded() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        for (value, wait) in [
+            (Some("120"), Some(120)),
+            (Some(" 0 "), Some(0)),
+            (Some("Wed, 25 Nov 2026 12:01:30 GMT"), Some(90)),
+            (Some("Wed, 25 Nov 2026 11:00:00 GMT"), Some(0)),
+            (Some("86400"), Some(3600)),
+            (Some("soon"), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                retry_after(value, now),
+                wait.map(Duration::from_secs),
+                "{value:?}"
+            );
         }
     }
 

@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::{Config, FetchConfig, ServiceName, SignatureConfig, Unnamed};
+use crate::config::{Config, ServiceName, SignatureConfig, Unnamed};
 use control::ControlFile;
-use fetch::{Fetched, Validators};
+use fetch::{Fetched, Fetcher, Validators};
 use intent::Wanted;
 use state::{LastGood, State};
 
@@ -229,10 +229,12 @@ pub struct Intake {
     pub problem: Option<String>,
 }
 
-/// Fetches and validates the control file and merges it into the kept
-/// wanted state, which `state` then holds; offline, the kept state alone.
+/// Fetches (through `fetcher`) and validates the control file and merges
+/// it into the kept wanted state, which `state` then holds; offline, the
+/// kept state alone.
 pub fn take(
     config: &Config,
+    fetcher: &Fetcher,
     state: &mut State,
     offline: bool,
     now: DateTime<FixedOffset>,
@@ -254,7 +256,7 @@ pub fn take(
             None => None,
         }
     } else {
-        match fetch_fresh(config, state, kept_in_force, now) {
+        match fetch_fresh(config, fetcher, state, kept_in_force, now) {
             Ok(Some(fresh)) => {
                 intent::merge(&mut wanted, &fresh);
                 None
@@ -284,7 +286,8 @@ pub fn fetch_control(config: &Config, state: &State) -> Result<ControlFile> {
         unreachable!("no validators were sent");
     };
     let last_signed = state.last_good.as_ref().and_then(|good| good.signed_at);
-    let checked = check_signature(config, &bytes, last_signed)?;
+    let fetcher = Fetcher::new(&config.fetch);
+    let checked = check_signature(config, &fetcher, &bytes, last_signed)?;
     validate(config, checked.message, &config.source.to_string())
 }
 
@@ -303,6 +306,7 @@ struct Checked<'a> {
 /// checks it.
 fn check_signature<'a>(
     config: &Config,
+    fetcher: &Fetcher,
     file: &'a [u8],
     last_signed: Option<i64>,
 ) -> Result<Checked<'a>> {
@@ -323,7 +327,7 @@ fn check_signature<'a>(
         .map_err(|reason| anyhow!("control file from {origin}: {reason}"))?;
     let (message, text) = match inline {
         Some(inline) => (inline.message, inline.signature),
-        None => (file, fetch_detached(config, signature)?),
+        None => (file, fetch_detached(config, fetcher, signature)?),
     };
     let signed_at = signature::verify(
         message,
@@ -342,7 +346,7 @@ fn check_signature<'a>(
 
 /// The signature beside the control file: at `signature.url`, or at the
 /// source with `.minisig` appended.
-fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
+fn fetch_detached(config: &Config, fetcher: &Fetcher, key: &SignatureConfig) -> Result<String> {
     let place = match &key.url {
         Some(url) => url.clone(),
         None => config.source.with_suffix(".minisig").context(
@@ -350,11 +354,8 @@ fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
              (or the file must carry its signature as #minisig lines)",
         )?,
     };
-    let limits = FetchConfig {
-        max_bytes: MAX_SIGNATURE_BYTES,
-        ..config.fetch.clone()
-    };
-    match fetch::fetch(&place, &limits, None).context("fetching the signature")? {
+    let fetched = fetcher.fetch_at_most(&place, None, MAX_SIGNATURE_BYTES);
+    match fetched.context("fetching the signature")? {
         Fetched::Body(bytes, _) => String::from_utf8(bytes).context("the signature is not text"),
         Fetched::NotModified => unreachable!("no validators were sent"),
     }
@@ -368,6 +369,7 @@ const MAX_SIGNATURE_BYTES: u64 = 4096;
 /// as the last good copy; None when the source says it has not changed.
 fn fetch_fresh(
     config: &Config,
+    fetcher: &Fetcher,
     state: &mut State,
     kept_in_force: bool,
     now: DateTime<FixedOffset>,
@@ -378,7 +380,7 @@ fn fetch_fresh(
         .filter(|_| kept_in_force)
         .and_then(|good| good.validators_for(&key));
     let last_signed = last.and_then(|good| good.signed_at);
-    match fetch::fetch(&config.source, &config.fetch, validators.as_ref())? {
+    match fetcher.fetch(&config.source, validators.as_ref())? {
         Fetched::NotModified => {
             let good = state
                 .last_good
@@ -389,7 +391,7 @@ fn fetch_fresh(
             Ok(None)
         }
         Fetched::Body(bytes, validators) => {
-            let checked = check_signature(config, &bytes, last_signed)?;
+            let checked = check_signature(config, fetcher, &bytes, last_signed)?;
             let control = validate(config, checked.message, &config.source.to_string())?;
             // What is kept is what was signed, so the kept copy can be checked again.
             let body =

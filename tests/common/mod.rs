@@ -210,6 +210,17 @@ impl TestEnv {
         state.save(&self.path("state")).unwrap();
     }
 
+    /// Makes the kept state say that portlocker's rules were left in an
+    /// earlier boot, as after a real reboot (a test's "reboot" flushes the
+    /// firewall in the same boot, which a run would take for a wipe).
+    pub fn as_if_rebooted(&self) {
+        self.edit_state(|state| {
+            if let Some(in_place) = &mut state.in_place {
+                in_place.boot = Some("an earlier boot".into());
+            }
+        });
+    }
+
     /// The `[notify]` section of a config whose command keeps each notice it
     /// is told — the environment it was started with (`N.env`, as the kernel
     /// handed it over) and its stdin (`N.txt`), numbered from 0 in
