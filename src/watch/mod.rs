@@ -117,6 +117,8 @@ struct Watcher {
     look_at: Instant,
     /// A look asked by news, settling: (first news, last news).
     settling: Option<(Instant, Instant)>,
+    /// A repair put off by a fight, due then.
+    put_off: Option<Instant>,
     generation_at: Instant,
     generation: Option<u32>,
     /// The last moment a run or look found portlocker's rules whole.
@@ -125,8 +127,6 @@ struct Watcher {
     /// The last change to its place by another process, and by whom.
     last_touch: Option<Instant>,
     toucher: Option<String>,
-    /// A repair run failed: looks do not ask for another until a fetch.
-    repair_failing: bool,
     summary_logged: Option<Instant>,
 }
 
@@ -147,13 +147,13 @@ impl Watcher {
             last_poke_fetch: None,
             look_at: now + LOOK_EVERY,
             settling: None,
+            put_off: None,
             generation_at: now + GENERATION_EVERY,
             generation: None,
             whole_at: None,
             last_full_look: now,
             last_touch: None,
             toucher: None,
-            repair_failing: false,
             summary_logged: None,
         }
     }
@@ -186,6 +186,9 @@ impl Watcher {
         }
         if self.sight == Sight::News {
             next = next.min(self.generation_at);
+        }
+        if let Some(put_off) = self.put_off {
+            next = next.min(put_off);
         }
         next
     }
@@ -250,6 +253,11 @@ impl Watcher {
             self.look_and_repair("a change by another program touched portlocker's rules");
             return;
         }
+        if self.put_off.is_some_and(|at| now >= at) {
+            self.put_off = None;
+            self.look_and_repair("a repair put off while fighting");
+            return;
+        }
         if self.sight == Sight::News && now >= self.generation_at {
             self.generation_at = now + GENERATION_EVERY;
             if self.generation_changed() {
@@ -294,7 +302,6 @@ impl Watcher {
             return;
         };
         self.last_poke_fetch = Some(now);
-        self.repair_failing = false;
         let failed = self.fetcher.failed();
         let pause = self
             .schedule
@@ -328,29 +335,35 @@ impl Watcher {
                 );
             }
         }
-        if self.repair_failing {
-            return;
-        }
         let now = Instant::now();
         if let Some(until) = self.repairs.wait_until(now) {
-            self.look_at = self.look_at.min(until);
+            self.put_off = Some(until);
             return;
         }
         let Some(exit) = self.run(true) else {
             self.settling = Some((now, now));
             return;
         };
-        self.repair_failing = exit != Exit::Ok;
         if exit == Exit::Ok {
             self.whole_at = Some(Local::now().fixed_offset());
         }
+        // A repair that failed counts too: one failing for good is tried
+        // ever less often, as in a fight (the run tells its failure).
+        let touched_lately = self
+            .last_touch
+            .is_some_and(|touch| now.duration_since(touch) < schedule::REPAIR_WINDOW);
         match self.repairs.made(Instant::now()) {
-            Turn::Began => self.tell_fight(),
+            Turn::Began if touched_lately => self.tell_fight(),
+            Turn::Began => log::warn!(
+                "portlocker's rules needed putting right {} times within {} s: looks now ask \
+                 for a run at most every {} s",
+                schedule::REPAIRS_IN_WINDOW + 1,
+                schedule::REPAIR_WINDOW.as_secs(),
+                schedule::FIRST_FIGHT_PAUSE.as_secs()
+            ),
             Turn::Longer | Turn::Calm => {}
         }
-        if let Some(fight) = self.repairs.fight() {
-            self.look_at = self.look_at.min(fight.next);
-        }
+
     }
 
     /// One run under the run lock; None when a cron run holds it.
@@ -451,7 +464,6 @@ impl Watcher {
         self.config = config;
         self.sight_for_config();
         self.start_poke();
-        self.repair_failing = false;
         self.fetch_at = Instant::now();
     }
 

@@ -9,6 +9,8 @@ pub mod connect;
 pub mod https;
 pub mod netns;
 pub mod signer;
+pub mod stream;
+pub mod watcher;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
