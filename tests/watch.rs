@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::TestEnv;
 use common::backend::{self, Backend, IP6T, IPT, NFT};
 use common::connect::{reachable, ssh_listeners};
 use common::netns;
 use common::stream::StreamServer;
 use common::watcher::{Watcher, wait_for};
-use common::TestEnv;
 
 /// A config over the test directory's control file with `[watch]` lines
 /// (and any other sections) after it.
@@ -63,7 +63,10 @@ fn output(program: &str, args: &[&str]) -> String {
 /// The wipes a manager or an admin makes, each as one name and its commands.
 fn wipes(backend: Backend) -> Vec<(&'static str, Box<dyn Fn()>)> {
     let mut wipes: Vec<(&'static str, Box<dyn Fn()>)> = vec![
-        ("nft flush ruleset", Box::new(|| run(NFT, &["flush", "ruleset"]))),
+        (
+            "nft flush ruleset",
+            Box::new(|| run(NFT, &["flush", "ruleset"])),
+        ),
         (
             "nft -f of a ruleset that begins with flush ruleset (nftables.service)",
             Box::new(|| {
@@ -183,12 +186,18 @@ fn a_legacy_wipe_is_undone_by_looking() {
     env.control("close ssh\n");
     let _watcher = Watcher::start(&env, &[]);
     wait_for("ssh closed", || closed(&ssh));
-    let before = (netns::rules(netns::LEGACY[0]), netns::rules(netns::LEGACY[1]));
+    let before = (
+        netns::rules(netns::LEGACY[0]),
+        netns::rules(netns::LEGACY[1]),
+    );
     for binary in netns::LEGACY {
         netns::iptables(binary, &["-F"]);
     }
     wait_for("the legacy rules back", || {
-        (netns::rules(netns::LEGACY[0]), netns::rules(netns::LEGACY[1])) == before
+        (
+            netns::rules(netns::LEGACY[0]),
+            netns::rules(netns::LEGACY[1]),
+        ) == before
     });
     assert!(closed(&ssh));
 }
@@ -213,10 +222,14 @@ fn sighup_takes_a_good_config_and_refuses_a_bad_one() {
     watcher.signal(libc::SIGHUP);
     wait_for("ssh open from the other file", || open(&ssh));
     // A bad one: refused, the old one kept.
-    env.write_config("source = \"https://example.org/x\"\n[watch]\nevery = \"0s\"\n[services]\nssh = 22\n");
+    env.write_config(
+        "source = \"https://example.org/x\"\n[watch]\nevery = \"0s\"\n[services]\nssh = 22\n",
+    );
     watcher.signal(libc::SIGHUP);
     let err = || std::fs::read_to_string(env.path("watch.err")).unwrap();
-    wait_for("the refusal", || err().contains("the config was not read again"));
+    wait_for("the refusal", || {
+        err().contains("the config was not read again")
+    });
     assert!(err().contains("watch.every"), "{}", err());
     std::fs::write(env.path("other.txt"), "close ssh\n").unwrap();
     wait_for("ssh closed by the kept config", || closed(&ssh));
@@ -319,7 +332,10 @@ fn a_poke_fetches_at_once_over_one_connection_and_nothing_listens() {
     server.set_body("close ssh\n");
     server.poke();
     wait_for("the resumed stream", || {
-        server.request_lines().iter().any(|l| l.contains("/topic/json?since=m2 "))
+        server
+            .request_lines()
+            .iter()
+            .any(|l| l.contains("/topic/json?since=m2 "))
     });
     wait_for("ssh closed after the second poke", || closed(&ssh));
     let streams = server
@@ -410,7 +426,7 @@ fn a_soak_of_runs_and_repairs_stays_flat() {
     let iterations: usize = std::env::var("PORTLOCKER_SOAK_ITERATIONS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1500);
+        .unwrap_or(1000);
     let env = Backend::Nftables.env();
     env.write_config(&watch_config(&env, "every = \"1h\"", ""));
     env.control("close ssh\n");
@@ -429,10 +445,77 @@ fn a_soak_of_runs_and_repairs_stays_flat() {
     }
     let (rss_before, fds_before) = before.unwrap();
     let (rss_after, fds_after) = watcher.footprint();
-    eprintln!("soak: {iterations} repairs; RSS {rss_before} → {rss_after} kB, fds {fds_before} → {fds_after}");
+    eprintln!(
+        "soak: {iterations} repairs; RSS {rss_before} → {rss_after} kB, fds {fds_before} → {fds_after}"
+    );
     assert_eq!(fds_after, fds_before, "descriptors leak");
     assert!(
         rss_after <= rss_before + 512,
         "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+}
+
+/// A storm of SIGHUPs (found attacking watch): each reload used to start a
+/// new poke thread while the old one waited on its stream, and to fetch at
+/// once. Now the same poke keeps its thread and its stream, and reloads
+/// fetch no more often than pokes.
+#[test]
+fn a_sighup_storm_costs_no_threads_streams_or_fetches() {
+    if !netns::enter("a_sighup_storm_costs_no_threads_streams_or_fetches") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let server = StreamServer::start("close ssh\n");
+    std::fs::write(env.path("ca.pem"), server.ca_pem()).unwrap();
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let config = env.config_text(&server.url("/portlocker.txt"), &fetch, "");
+    let watch = format!("every = \"1h\"\npoke = {:?}\n", server.url("/topic"));
+    env.write_config(&format!("{config}\n[watch]\n{watch}"));
+    let watcher = Watcher::start(&env, &["-v"]);
+    wait_for("the stream open", || server.subscribers() == 1);
+    let threads = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", watcher.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    let (threads_before, requests_before) = (threads(), server.requests());
+    let storm = Instant::now();
+    let mut reloads = 0;
+    let read_again = || {
+        std::fs::read_to_string(env.path("watch.err"))
+            .unwrap()
+            .matches("the config was read again")
+            .count()
+    };
+    while reloads < 20 {
+        watcher.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(5));
+        reloads = read_again();
+    }
+    let lasted = storm.elapsed();
+    let streams = server
+        .request_lines()
+        .iter()
+        .filter(|l| l.contains("/json"))
+        .count();
+    assert_eq!(
+        streams,
+        1,
+        "the stream was opened again: {:?}",
+        server.request_lines()
+    );
+    assert!(
+        threads() <= threads_before + 2,
+        "{} threads, {threads_before} before",
+        threads()
+    );
+    let fetches = server.requests() - requests_before;
+    let allowed = 2 + lasted.as_secs() as usize / 2;
+    assert!(
+        fetches <= allowed,
+        "{fetches} fetches in {lasted:?} of reloads"
     );
 }

@@ -119,6 +119,10 @@ struct Watcher {
     settling: Option<(Instant, Instant)>,
     /// A repair put off by a fight, due then.
     put_off: Option<Instant>,
+    /// News was lost: the next look at `look_at` is a full one.
+    full_look_due: bool,
+    /// The poke the running poke thread listens to, to restart it only when it changes.
+    poke: Option<(String, Option<String>)>,
     generation_at: Instant,
     generation: Option<u32>,
     /// The last moment a run or look found portlocker's rules whole.
@@ -148,6 +152,8 @@ impl Watcher {
             look_at: now + LOOK_EVERY,
             settling: None,
             put_off: None,
+            full_look_due: false,
+            poke: None,
             generation_at: now + GENERATION_EVERY,
             generation: None,
             whole_at: None,
@@ -220,8 +226,12 @@ impl Watcher {
             self.look_at = now;
         }
         if news.lost {
-            log::info!("netfilter news was lost (ENOBUFS): looking at the firewall now");
-            self.look_at = now;
+            // A flood of commits: one look a second, however many are lost.
+            log::info!("netfilter news was lost (ENOBUFS): looking at the firewall");
+            self.look_at = self
+                .look_at
+                .min((self.last_full_look + LOOK_EVERY).max(now));
+            self.full_look_due = true;
         }
         if let Some((first, last)) = news.touched {
             self.last_touch = Some(last);
@@ -267,9 +277,9 @@ impl Watcher {
         }
         if now >= self.look_at {
             self.look_at = now + self.look_period();
-            if self.sight != Sight::News
-                || now.duration_since(self.last_full_look) >= FULL_LOOK_EVERY
-            {
+            let full_look_due = std::mem::take(&mut self.full_look_due)
+                || now.duration_since(self.last_full_look) >= FULL_LOOK_EVERY;
+            if self.sight != Sight::News || full_look_due {
                 self.look_and_repair("a regular look");
             }
         }
@@ -363,7 +373,6 @@ impl Watcher {
             ),
             Turn::Longer | Turn::Calm => {}
         }
-
     }
 
     /// One run under the run lock; None when a cron run holds it.
@@ -464,7 +473,10 @@ impl Watcher {
         self.config = config;
         self.sight_for_config();
         self.start_poke();
-        self.fetch_at = Instant::now();
+        // A storm of SIGHUPs fetches no more often than pokes do.
+        let now = Instant::now();
+        let earliest = self.last_poke_fetch.map_or(now, |last| last + POKE_EVERY);
+        self.fetch_at = self.fetch_at.min(earliest.max(now));
     }
 
     /// Starts the thread that reads netfilter's news, where it tells anything.
@@ -516,14 +528,27 @@ impl Watcher {
         }
     }
 
+    /// Starts the poke thread the config asks for, ending the one before;
+    /// the same poke keeps its thread (and its stream).
     fn start_poke(&mut self) {
-        let mine = self.poke_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        match poke::of(&self.config) {
-            Ok(Some(poke)) => {
-                poke::start(poke, self.inbox.clone(), self.poke_generation.clone(), mine)
+        let poke = match poke::of(&self.config) {
+            Ok(poke) => poke,
+            Err(error) => {
+                log::error!("the poke is off: {error:#}");
+                None
             }
-            Ok(None) => {}
-            Err(error) => log::error!("the poke is off: {error:#}"),
+        };
+        let wanted = poke.as_ref().map(|poke| {
+            let place = format!("{} {:?}", poke.stream, poke.fetch.ca_file);
+            (place, poke.token.clone())
+        });
+        if wanted.is_some() && wanted == self.poke {
+            return;
+        }
+        let mine = self.poke_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.poke = wanted;
+        if let Some(poke) = poke {
+            poke::start(poke, self.inbox.clone(), self.poke_generation.clone(), mine);
         }
     }
 

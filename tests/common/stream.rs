@@ -121,7 +121,11 @@ impl StreamServer {
     }
 }
 
-fn serve(stream: TcpStream, config: Arc<ServerConfig>, shared: &Mutex<Shared>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut reader = BufReader::new(StreamOwned::new(connection, stream));
