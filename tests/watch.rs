@@ -60,9 +60,12 @@ fn output(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The wipes a manager or an admin makes, each as one name and its commands.
-fn wipes(backend: Backend) -> Vec<(&'static str, Box<dyn Fn()>)> {
-    let mut wipes: Vec<(&'static str, Box<dyn Fn()>)> = vec![
+/// A wipe: what it is, and the commands that make it.
+type Wipe = (&'static str, Box<dyn Fn()>);
+
+/// The wipes a manager or an admin makes.
+fn wipes(backend: Backend) -> Vec<Wipe> {
+    let mut wipes: Vec<Wipe> = vec![
         (
             "nft flush ruleset",
             Box::new(|| run(NFT, &["flush", "ruleset"])),
