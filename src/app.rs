@@ -206,6 +206,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         seen_in_place: None,
         log_unchanged: true,
         notes: stuck.into_iter().collect(),
+        network: !offline,
     };
     Ok(run_as(config, SystemRunner::new(config), &occasion))
 }

@@ -100,6 +100,8 @@ pub struct Occasion<'a> {
     pub log_unchanged: bool,
     /// Warnings the caller found, told by the run's quiet rules.
     pub notes: Vec<String>,
+    /// Whether the network may be used for a notice (not at boot, before it is up).
+    pub network: bool,
 }
 
 /// A one-shot run that holds the lock, at `run_at`, with `runner` at the
@@ -118,6 +120,7 @@ pub fn run_locked<'a, R: Runner + 'a>(
         seen_in_place: None,
         log_unchanged: true,
         notes: Vec::new(),
+        network: !offline,
     };
     run_as(config, runner, &occasion)
 }
@@ -347,7 +350,7 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
         wiped: wipe.text.as_deref().filter(|_| wipe.tell),
     };
     if let Some(notice) = notify::notice(&run) {
-        notify::send(config, &notice, offline);
+        notify::send(config, &notice, !occasion.network);
     }
     exit
 }

@@ -522,3 +522,31 @@ fn a_sighup_storm_costs_no_threads_streams_or_fetches() {
         "{fetches} fetches in {lasted:?} of reloads"
     );
 }
+
+/// A repair by watch fetches nothing but is no boot run: its notice is
+/// posted to notify.url (it was withheld as from an --offline run).
+#[test]
+fn a_repair_by_watch_posts_its_notice() {
+    if !backend::enter("a_repair_by_watch_posts_its_notice", Backend::Nftables) {
+        return;
+    }
+    use common::https::{Reply, TlsServer};
+    let env = Backend::Nftables.env();
+    let notices = TlsServer::start(Reply::Status("200 OK"));
+    notices.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}", env.path("ca.pem"));
+    let source = env.path("control.txt");
+    let config = env.config_text(source.to_str().unwrap(), &fetch, "");
+    let notify = format!("[notify]\nurl = {:?}\n", notices.url("/topic"));
+    env.write_config(&format!("{config}\n[watch]\nevery = \"1h\"\n{notify}"));
+    env.control("close ssh\n");
+    let _watcher = Watcher::start(&env, &[]);
+    wait_for("the table", || !backend::nft_table().is_empty());
+    run(NFT, &["flush", "ruleset"]);
+    wait_for("the wipe's notice posted", || {
+        notices
+            .bodies()
+            .iter()
+            .any(|body| body.contains("rules were wiped"))
+    });
+}

@@ -403,6 +403,8 @@ impl Watcher {
             seen_in_place: self.whole_at,
             log_unchanged,
             notes: Vec::new(),
+            // A repair from the kept file fetches nothing, but the network is up.
+            network: true,
         };
         let exit = run::run_as(&self.config, SystemRunner::new(&self.config), &occasion);
         if log_unchanged {
