@@ -550,3 +550,31 @@ fn a_repair_by_watch_posts_its_notice() {
             .any(|body| body.contains("rules were wiped"))
     });
 }
+
+/// A watcher that holds its lock but has stopped looking (stuck, stopped)
+/// is not left the work: a cron run does it, and says so once.
+#[test]
+fn a_cron_run_does_the_work_of_a_stuck_watch_and_says_so_once() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    // Another process holds the watch lock; its last beat is long past.
+    let held = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(env.path("state/watch"))
+        .or_else(|_| std::fs::File::create(env.path("state/watch")))
+        .unwrap();
+    held.try_lock().unwrap();
+    std::fs::write(env.path("state/watch"), "4242 1000000000\n").unwrap();
+    env.control("open ssh\n");
+    env.forget_calls();
+    let run = env.run(&[]);
+    run.expect(0)
+        .says("portlocker watch (pid 4242) holds its lock but has not looked since");
+    assert!(!env.changing_calls().is_empty(), "the run did the work");
+    let again = env.run(&[]);
+    again.expect(0);
+    assert_eq!(again.stderr, "", "told once");
+    drop(held);
+}
