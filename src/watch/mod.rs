@@ -351,7 +351,8 @@ impl Watcher {
             return;
         }
         let Some(exit) = self.run(true) else {
-            self.settling = Some((now, now));
+            // A run of another holds the lock: try again soon, not at once.
+            self.put_off = Some(now + LOCK_RETRY);
             return;
         };
         if exit == Exit::Ok {

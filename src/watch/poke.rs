@@ -187,6 +187,29 @@ mod tests {
     }
 
     #[test]
+    fn the_token_file_must_be_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poke.token");
+        std::fs::write(&path, "tk_abc123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token(&path).unwrap(), "tk_abc123");
+        if files::is_root() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let message = format!("{:#}", read_token(&path).unwrap_err());
+            assert!(message.contains("chmod 600"), "{message}");
+            assert!(!message.contains("tk_abc123"), "{message}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::write(&path, "two words\n").unwrap();
+        let message = format!("{:#}", read_token(&path).unwrap_err());
+        assert!(
+            message.contains("does not hold a token") && !message.contains("two"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn the_stream_is_the_topic_with_json_appended() {
         let config = Config::parse(
             "source = \"-\"\n[watch]\npoke = \"https://ntfy.example/topic\"\n[services]\nssh = 22\n",

@@ -69,6 +69,7 @@ pub fn claim(state_dir: &Path) -> Result<std::result::Result<Presence, Watcher>>
     for _ in 0..20 {
         match file.try_lock() {
             Ok(()) => {
+                let _ = file.set_len(0);
                 let mut presence = Presence { file };
                 presence.beat(Utc::now());
                 return Ok(Ok(presence));
@@ -85,9 +86,9 @@ pub fn claim(state_dir: &Path) -> Result<std::result::Result<Presence, Watcher>>
 impl Presence {
     /// Says that this watcher looked at `now`.
     pub fn beat(&mut self, now: DateTime<Utc>) {
-        let text = format!("{} {}\n", std::process::id(), now.timestamp());
-        // Fixed width would not matter: a reader takes the first line.
-        let _ = self.file.set_len(0);
+        // Always the same length, written in place: a reader never finds
+        // the file empty or half old.
+        let text = format!("{:>10} {:>20}\n", std::process::id(), now.timestamp());
         let _ = self.file.write_all_at(text.as_bytes(), 0);
     }
 }
