@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 /// the owner had before watch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Jitter: each pause is `every` give or take a fifth.
+/// Jitter: each pause is `every` less up to a fifth (never more: an edit
+/// takes effect within `every`, plus the run).
 const JITTER_PARTS: u32 = 5;
 
 /// When the source is asked next.
@@ -29,7 +30,7 @@ impl SourceSchedule {
         self.every
     }
 
-    /// The pause after a fetch: `every` with jitter; after failures, twice
+    /// The pause after a fetch: `every` less jitter; after failures, twice
     /// as long for each (at most `MAX_BACKOFF`, or `every` if longer); never
     /// less than what the source asked (`retry_after`). `random` spreads it.
     pub fn after(&mut self, failed: bool, retry_after: Option<Duration>, random: u64) -> Duration {
@@ -43,8 +44,7 @@ impl SourceSchedule {
             .saturating_mul(1 << self.failures.min(16))
             .min(MAX_BACKOFF.max(self.every));
         let spread = doubled / JITTER_PARTS;
-        let span = spread.as_millis() as u64 * 2 + 1;
-        let pause = doubled - spread + Duration::from_millis(random % span);
+        let pause = doubled - Duration::from_millis(random % (spread.as_millis() as u64 + 1));
         pause.max(retry_after.unwrap_or_default())
     }
 }
@@ -152,18 +152,18 @@ mod tests {
         for random in [0, 1, 1999, 2000, 4000, u64::MAX] {
             let pause = schedule.after(false, None, random);
             assert!(
-                (Duration::from_secs(8)..=Duration::from_secs(12)).contains(&pause),
+                (Duration::from_secs(8)..=every).contains(&pause),
                 "{pause:?}"
             );
         }
         let pauses: Vec<u64> = (0..8)
             .map(|_| schedule.after(true, None, 0).as_secs())
             .collect();
-        // 20 s, 40 s … less a fifth, then at most five minutes (less a fifth).
-        assert_eq!(pauses, [16, 32, 64, 128, 240, 240, 240, 240]);
+        // 20 s, 40 s … then at most five minutes.
+        assert_eq!(pauses, [20, 40, 80, 160, 300, 300, 300, 300]);
         assert_eq!(
             schedule.after(false, None, 0).as_secs(),
-            8,
+            10,
             "one success resets"
         );
         let asked = Duration::from_secs(600);
@@ -176,11 +176,11 @@ mod tests {
             schedule
                 .after(false, Some(Duration::from_secs(1)), 0)
                 .as_secs(),
-            8
+            10
         );
-        // A period over five minutes is never shortened by a failure.
+        // A period over five minutes is never lengthened by a failure.
         let mut slow = SourceSchedule::new(Duration::from_secs(3600));
-        assert_eq!(slow.after(true, None, 0).as_secs(), 2880);
+        assert_eq!(slow.after(true, None, 0).as_secs(), 3600);
     }
 
     #[test]
