@@ -240,6 +240,7 @@ fn reset(config: &Config) -> Result<Exit> {
     let places = leftovers::Elsewhere::everywhere(config, &state);
     let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
     publish_after_reset(config, &state);
+    forget_in_place(config, state);
     let mut out = std::io::stdout().lock();
     for line in reset.said.iter().chain(&elsewhere.removed) {
         writeln!(out, "{line}")?;
@@ -271,6 +272,18 @@ fn reset(config: &Config) -> Result<Exit> {
     }
     log::info!("reset: {} firewall changes", reset.changes);
     Ok(Exit::Ok)
+}
+
+/// After `reset`, portlocker's rules are gone on purpose: the next run must
+/// not tell it as a wipe.
+fn forget_in_place(config: &Config, mut state: State) {
+    if state.in_place.take().is_some()
+        && let Err(error) = state.save(&config.state_dir)
+    {
+        log::warn!(
+            "the state was not saved: {error:#}; the next run may take this reset for a wipe"
+        );
+    }
 }
 
 /// The page and the metrics after `reset`, read from the firewall: they

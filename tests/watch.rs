@@ -578,3 +578,17 @@ fn a_cron_run_does_the_work_of_a_stuck_watch_and_says_so_once() {
     assert_eq!(again.stderr, "", "told once");
     drop(held);
 }
+
+/// Rules removed by `portlocker reset` are gone on purpose: the next run
+/// puts them back without telling a wipe.
+#[test]
+fn a_run_after_reset_tells_no_wipe() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    env.run(&["reset"]).expect(0);
+    let run = env.run(&[]);
+    run.expect(0);
+    assert_eq!(run.stderr, "");
+    assert!(!env.log().contains("rules were missing"), "{}", env.log());
+}
