@@ -592,3 +592,47 @@ fn a_run_after_reset_tells_no_wipe() {
     assert_eq!(run.stderr, "");
     assert!(!env.log().contains("rules were missing"), "{}", env.log());
 }
+
+/// A source that never answers: each fetch ends at fetch.timeout_secs, the
+/// rules stay closed and wipes are still put back, and the fetches it
+/// abandoned do not pile up threads.
+#[test]
+fn a_hanging_source_neither_stops_repairs_nor_piles_up_threads() {
+    if !backend::enter(
+        "a_hanging_source_neither_stops_repairs_nor_piles_up_threads",
+        Backend::Nftables,
+    ) {
+        return;
+    }
+    use common::https::{Reply, TlsServer};
+    let env = Backend::Nftables.env();
+    let ssh = ssh_listeners();
+    let server = TlsServer::start(Reply::Body {
+        body: b"close ssh\n".to_vec(),
+        content_type: "text/plain",
+    });
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!("ca_file = {:?}\ntimeout_secs = 1", env.path("ca.pem"));
+    let config = env.config_text(&server.url("/portlocker.txt"), &fetch, "");
+    env.write_config(&format!("{config}\n[watch]\nevery = \"1s\"\n"));
+    let watcher = Watcher::start(&env, &[]);
+    wait_for("ssh closed", || closed(&ssh));
+    server.set_reply(Reply::Hang);
+    let threads = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", watcher.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    let hung = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    // Failures back off: 1 s, 2 s, 4 s … after each timed-out fetch.
+    wait_for("three fetches to the hanging source", || {
+        server.requests.load(std::sync::atomic::Ordering::SeqCst) >= hung + 3
+    });
+    run(NFT, &["flush", "ruleset"]);
+    wait_for("the wipe put back", || !backend::nft_table().is_empty());
+    assert!(closed(&ssh));
+    assert!(threads() <= 8, "{} threads", threads());
+}
