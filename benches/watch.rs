@@ -223,9 +223,15 @@ fn open_latency(dir: &Path, ssh: SocketAddr, every: &str, poke: bool) -> Vec<u64
         wait("the stream", || server.subscribers() == 1);
     }
     let mut samples = Vec::new();
+    let period = match every {
+        "10s" => 10_000,
+        "2s" => 2_000,
+        _ => 1_000,
+    };
     for _ in 0..OPEN_SAMPLES {
-        // Changes come at any moment of the period.
-        std::thread::sleep(Duration::from_millis(random() % 1000));
+        // Changes come at any moment of the period (the wait for the close
+        // before ends just after a fetch).
+        std::thread::sleep(Duration::from_millis(random() % period));
         let changed = Instant::now();
         server.set_body("open ssh\n");
         if poke {
