@@ -420,6 +420,20 @@ fn a_cron_run_leaves_the_work_to_a_live_watch() {
     assert_eq!(second.exit_code(), Some(75));
 }
 
+/// The watcher's footprint between its runs: the least of a few looks (a
+/// run under way holds a child's pipes, a look its socket, for a moment).
+fn settled_footprint(watcher: &Watcher) -> (u64, usize) {
+    let looks: Vec<(u64, usize)> = (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            watcher.footprint()
+        })
+        .collect();
+    let rss = looks.iter().map(|(rss, _)| *rss).max().unwrap();
+    let fds = looks.iter().map(|(_, fds)| *fds).min().unwrap();
+    (rss, fds)
+}
+
 /// Thousands of runs and repairs: the watcher's memory and descriptors stay flat.
 #[test]
 fn a_soak_of_runs_and_repairs_stays_flat() {
@@ -439,7 +453,7 @@ fn a_soak_of_runs_and_repairs_stays_flat() {
     let mut before = None;
     for n in 0..iterations {
         if n == iterations / 3 {
-            before = Some(watcher.footprint());
+            before = Some(settled_footprint(&watcher));
         }
         // A wipe, and a run asked at once: a repair each time.
         run(NFT, &["delete", "table", "inet", "portlocker"]);
@@ -447,11 +461,11 @@ fn a_soak_of_runs_and_repairs_stays_flat() {
         wait_for("the table back", table);
     }
     let (rss_before, fds_before) = before.unwrap();
-    let (rss_after, fds_after) = watcher.footprint();
+    let (rss_after, fds_after) = settled_footprint(&watcher);
     eprintln!(
         "soak: {iterations} repairs; RSS {rss_before} → {rss_after} kB, fds {fds_before} → {fds_after}"
     );
-    assert_eq!(fds_after, fds_before, "descriptors leak");
+    assert!(fds_after <= fds_before, "descriptors leak");
     assert!(
         rss_after <= rss_before + 512,
         "RSS grew from {rss_before} kB to {rss_after} kB"
