@@ -650,3 +650,31 @@ fn a_hanging_source_neither_stops_repairs_nor_piles_up_threads() {
     assert!(closed(&ssh));
     assert!(threads() <= 8, "{} threads", threads());
 }
+
+/// logrotate moves the log away and creates a new one: watch, which keeps
+/// its log open for days, writes to the new file from its next run on.
+#[test]
+fn a_rotated_log_is_opened_again() {
+    if !netns::enter("a_rotated_log_is_opened_again") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let ssh = ssh_listeners();
+    env.write_config(&watch_config(&env, "every = \"1s\"", ""));
+    env.control("close ssh\n");
+    let _watcher = Watcher::start(&env, &[]);
+    wait_for("ssh closed", || closed(&ssh));
+    std::fs::rename(env.path("portlocker.log"), env.path("portlocker.log.1")).unwrap();
+    std::fs::write(env.path("portlocker.log"), "").unwrap();
+    env.control("open ssh\n");
+    wait_for("ssh open", || open(&ssh));
+    wait_for("the run logged in the new file", || {
+        env.log().contains("IPv4: open ssh")
+    });
+    assert!(
+        !std::fs::read_to_string(env.path("portlocker.log.1"))
+            .unwrap()
+            .contains("open ssh"),
+        "logged to the rotated file"
+    );
+}
