@@ -8,8 +8,10 @@
 //!   connection to :22 accepted, median and 95th percentile, with `every`
 //!   at its default (10 s), at 2 s, and at an hour with a poke sent with
 //!   the change.
-//! - Repair latency: from the end of a wipe command to portlocker's rules
-//!   listed back whole, per wipe and per backend (a watcher restarted every
+//! - Repair latency: from the end of a wipe command to the kernel's commit
+//!   of the repair (netfilter's NEWGEN, heard on the same netlink group
+//!   watch reads; for iptables-legacy, which tells nothing, to the rules
+//!   listed back whole), per wipe and per backend (a watcher restarted every
 //!   five wipes, so no run of repairs looks like a fight).
 //! - Idle cost: CPU per hour, peak RSS, and requests per hour at the
 //!   source, over PORTLOCKER_BENCH_IDLE_SECS (600 by default) of a watcher
@@ -30,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use portlocker::watch::netlink::{self, Listener, News, Place};
 use stream::StreamServer;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portlocker");
@@ -346,8 +351,40 @@ impl Backend {
     }
 }
 
-/// Milliseconds from the end of each wipe to the rules listed back whole.
+/// When each commit to portlocker's place was heard, for the repair's time.
+fn hear_commits(backend: Backend) -> Arc<Mutex<Vec<Instant>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let place = match backend {
+        Backend::Nftables => Place {
+            tables: vec![(netlink::NFPROTO_INET, "portlocker".into())],
+            chains: Vec::new(),
+        },
+        _ => Place {
+            tables: vec![
+                (netlink::NFPROTO_IPV4, "filter".into()),
+                (netlink::NFPROTO_IPV6, "filter".into()),
+            ],
+            chains: vec!["INPUT".into(), "PORTLOCKER".into()],
+        },
+    };
+    let mut listener = Listener::subscribe(place).unwrap();
+    let record = heard.clone();
+    std::thread::spawn(move || {
+        while let Ok(news) = listener.wait() {
+            if let News::Generation(generation) = news
+                && generation.touched
+            {
+                record.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
+    heard
+}
+
+/// Milliseconds from the end of each wipe to the repair's last commit
+/// (legacy: to the rules listed back whole).
 fn repair_latency(dir: &Path, backend: Backend, wipe: Wipe) -> Vec<u64> {
+    let heard = (backend != Backend::IptablesLegacy).then(|| hear_commits(backend));
     std::fs::write(dir.join("control.txt"), "close ssh\n").unwrap();
     let source = dir.join("control.txt");
     let config = write_config(
@@ -370,7 +407,17 @@ fn repair_latency(dir: &Path, backend: Backend, wipe: Wipe) -> Vec<u64> {
             backend.wipe(wipe);
             let wiped = Instant::now();
             wait("the repair", || backend.listing() == whole);
-            samples.push(wiped.elapsed().as_millis() as u64);
+            let listed = wiped.elapsed();
+            // The last commit heard after the wipe ended is the repair's.
+            let committed = heard.as_ref().and_then(|heard| {
+                let heard = heard.lock().unwrap();
+                heard
+                    .iter()
+                    .rev()
+                    .find(|&&at| at > wiped)
+                    .map(|&at| at - wiped)
+            });
+            samples.push(committed.unwrap_or(listed).as_millis() as u64);
         }
         drop(watcher);
         for tool in backend.tools() {
