@@ -50,9 +50,10 @@ impl SourceSchedule {
 }
 
 /// How many repairs, and over what window, before `watch` stops putting
-/// its rules back at once.
-pub const REPAIRS_IN_WINDOW: usize = 5;
-pub const REPAIR_WINDOW: Duration = Duration::from_secs(30);
+/// its rules back at once: a manager's reload of both families can be two
+/// repairs, and an admin may reload a few times in a row.
+pub const REPAIRS_IN_WINDOW: usize = 10;
+pub const REPAIR_WINDOW: Duration = Duration::from_secs(60);
 /// In a fight, the first pause between repairs; it doubles to `MAX_BACKOFF`.
 pub const FIRST_FIGHT_PAUSE: Duration = Duration::from_secs(10);
 
