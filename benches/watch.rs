@@ -101,7 +101,9 @@ fn open_part(dir: &Path, ssh: SocketAddr, verdicts: &mut Vec<String>) {
 }
 
 fn repair_part(dir: &Path, verdicts: &mut Vec<String>) {
-    println!("\nrepair latency: end of the wipe → portlocker's rules listed back whole");
+    println!(
+        "\nrepair latency: end of the wipe → the repair committed (legacy: the rules listed back)"
+    );
     println!(
         "{:>12} {:>40} | {:>9} {:>9}",
         "backend", "wipe", "median", "p95"
