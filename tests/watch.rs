@@ -678,3 +678,12 @@ fn a_rotated_log_is_opened_again() {
         "logged to the rotated file"
     );
 }
+
+/// stdin can be read once: watch refuses it as its source (exit 2).
+#[test]
+fn watch_refuses_stdin_as_its_source() {
+    let env = TestEnv::with_fake_iptables();
+    env.run(&["--source", "-", "watch"])
+        .expect(2)
+        .says("not stdin");
+}

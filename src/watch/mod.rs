@@ -62,6 +62,7 @@ pub type Reload<'a> = dyn Fn() -> Result<Config> + 'a;
 /// Runs until SIGTERM or SIGINT; the closes stay in place. Exit 75 when
 /// another watch already holds this state directory.
 pub fn watch(config: Config, reload: &Reload) -> Result<Exit> {
+    refuse_stdin(&config)?;
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let presence = match presence::claim(&config.state_dir)? {
         Ok(presence) => presence,
@@ -87,6 +88,17 @@ pub fn watch(config: Config, reload: &Reload) -> Result<Exit> {
     watcher.run_loop(&woken, reload);
     log::info!("watch stopped; portlocker's rules stay as they are");
     Ok(Exit::Ok)
+}
+
+/// stdin can be read once: every fetch after the first would find it
+/// empty, and an empty file names nothing.
+fn refuse_stdin(config: &Config) -> Result<(), ConfigError> {
+    match config.source {
+        crate::intake::source::Source::Stdin => Err(ConfigError(anyhow!(
+            "watch asks the source again and again: it needs an https:// URL or a file, not stdin"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// How changes to the firewall become known.
@@ -449,7 +461,7 @@ impl Watcher {
     /// Reads the config again; a config that does not validate is refused
     /// and the old one kept.
     fn reload(&mut self, reload: &Reload) {
-        let config = match reload() {
+        let config = match reload().and_then(|config| Ok(refuse_stdin(&config).map(|()| config)?)) {
             Ok(config) => config,
             Err(error) => {
                 log::error!(
