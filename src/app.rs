@@ -8,24 +8,28 @@ use chrono::{DateTime, FixedOffset, Local};
 
 use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
-use crate::config::{Config, ConfigError};
+use crate::config::{self, Config, ConfigError};
 pub use crate::exit::Exit;
 use crate::firewall::leftovers;
 use crate::firewall::model::Holdings;
 use crate::firewall::plan;
 use crate::firewall::{self};
 use crate::intake;
+use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Want};
 use crate::intake::source::Source;
 use crate::intake::state::{self, Loaded, RunLock, State};
 use crate::report;
 use crate::report::logging::{self, Verbosity};
+use crate::report::quiet::shown;
 use crate::report::status::Freshness;
 use crate::report::text::LastRunKnown;
 use crate::run::{
-    NEEDS_ROOT, publish, report, resolve, run_locked, sources_seen, summarise_errors, wait_jitter,
+    NEEDS_ROOT, Occasion, publish, report, resolve, run_as, sources_seen, summarise_errors,
+    wait_jitter,
 };
 use crate::sys::runner::{CommandError, SystemRunner};
+use crate::watch::{self, presence};
 
 /// Runs the command line and tells how it ended. Errors are reported here.
 pub fn main(cli: Cli) -> Exit {
@@ -85,6 +89,17 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             logging::init(verbosity, Some(&config.log_file));
             reset(&config)
         }
+        Some(Subcommand::Watch { ref every }) => {
+            logging::init(verbosity, Some(&config.log_file));
+            let every = every.as_deref().map(watch_every).transpose()?;
+            let with_every = |mut config: Config| {
+                if let Some(every) = every {
+                    config.watch.every = every;
+                }
+                config
+            };
+            watch::watch(with_every(config), &|| Ok(with_every(load_config(cli)?)))
+        }
         Some(Subcommand::Check { fetch }) => {
             logging::init(verbosity, None);
             check(cli, &config, fetch)
@@ -140,25 +155,73 @@ fn lock(config: &Config) -> Result<Option<RunLock>> {
     Ok(lock)
 }
 
+/// `--every`, as `[watch] every` reads it.
+fn watch_every(text: &str) -> Result<Duration> {
+    config::watch_every(text)
+        .context("--every")
+        .map_err(|error| ConfigError(error).into())
+}
+
 /// One cron run: fetch, validate, reconcile, log, status page, metrics.
+/// While `portlocker watch` runs and looks, it is asked to run now instead.
 fn run(config: &Config, offline: bool) -> Result<Exit> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
+    let watcher = presence::watcher(&config.state_dir);
+    if let Some(watcher) = &watcher
+        && watcher.alive(chrono::Utc::now())
+    {
+        let asked = watcher.ask_to_run();
+        log::info!(
+            "portlocker watch (pid {}) is running{}; this run left the work to it",
+            watcher.pid,
+            if asked {
+                " and was asked to run now"
+            } else {
+                ""
+            }
+        );
+        return Ok(Exit::Ok);
+    }
     if !offline {
         wait_jitter(config.fetch.jitter);
     }
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
-    let run_at = Local::now().fixed_offset();
-    Ok(run_locked(
-        config,
+    let fetcher = Fetcher::new(&config.fetch);
+    let stuck = watcher.map(|watcher| {
+        let last = watcher.beat.map_or("never".to_owned(), |beat| {
+            shown(beat.with_timezone(&Local).fixed_offset())
+        });
+        format!(
+            "portlocker watch (pid {}) holds its lock but has not looked since {last}: this run \
+             did the work; restart it with `systemctl restart portlocker-watch`",
+            watcher.pid
+        )
+    });
+    let occasion = Occasion {
         offline,
-        SystemRunner::new(config),
-        run_at,
-    ))
+        at: Local::now().fixed_offset(),
+        fetcher: &fetcher,
+        seen_in_place: None,
+        log_unchanged: true,
+        notes: stuck.into_iter().collect(),
+        network: !offline,
+    };
+    Ok(run_as(config, SystemRunner::new(config), &occasion))
 }
 
 /// Removes everything portlocker put into the firewall.
 fn reset(config: &Config) -> Result<Exit> {
+    state::check_trust(&config.state_dir).map_err(ConfigError)?;
+    if let Some(watcher) = presence::watcher(&config.state_dir) {
+        log::error!(
+            "portlocker watch (pid {}) is running and would put the rules back at once: stop it \
+             first (`systemctl stop portlocker-watch`), then reset; nothing was changed",
+            watcher.pid
+        );
+        return Ok(Exit::Busy);
+    }
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
@@ -181,10 +244,16 @@ fn reset(config: &Config) -> Result<Exit> {
     });
     let now = Local::now().fixed_offset();
     if !lost {
-        // Until the next run, `status` and the page say nothing is enforced.
+        // Until the next run, `status` and the page say nothing is enforced;
+        // and portlocker's rules are gone on purpose: the next run must not
+        // tell it as a wipe.
         state.reset_at = Some(now);
+        state.in_place = None;
         if let Err(error) = state.save(&config.state_dir) {
-            log::warn!("the state was not saved, so status cannot tell of the reset: {error:#}");
+            log::warn!(
+                "the state was not saved, so status cannot tell of the reset, and the next run \
+                 may take it for a wipe: {error:#}"
+            );
         }
     }
     publish_after_reset(config, &state, now, broken.clone().or(failure.clone()));

@@ -108,7 +108,7 @@ pub fn check(config_path: &Path, config: &Config, fetch: bool) -> Result<Option<
     }
     findings.extend(shared_ports(config));
     if trusted.is_ok() {
-        findings.extend(read_firewall(config));
+        findings.extend(read_firewall(config, &state));
     } else {
         // As every command that reads the state: a refused one stops it before the firewall.
         findings.push(Finding::note(
@@ -400,7 +400,7 @@ fn shared_ports(config: &Config) -> Vec<Finding> {
 
 /// As root, reads the firewall as a run does and tells what rules of
 /// others do to the managed ports.
-fn read_firewall(config: &Config) -> Vec<Finding> {
+fn read_firewall(config: &Config, state: &State) -> Vec<Finding> {
     if !is_root() {
         return vec![Finding::note(
             "not root, so the firewall was not read: run `portlocker check` as root to have \
@@ -428,6 +428,46 @@ fn read_firewall(config: &Config) -> Vec<Finding> {
         .map(|error| Finding::problem(format!("cannot read the firewall: {error}")))
         .collect();
     findings.extend(firewall_findings(config, &holdings));
+    findings.extend(closes_missing(config, state, &holdings));
+    findings
+}
+
+/// The ports the kept control file closes that the firewall lets through
+/// with nothing in the way: portlocker's rules are missing (wiped by a
+/// manager's reload, say) until the next run puts them back.
+fn closes_missing(config: &Config, state: &State, holdings: &Holdings) -> Vec<Finding> {
+    let now = chrono::Local::now().fixed_offset();
+    // What a run would log of the kept state is told by check's own lines.
+    crate::report::logging::hold();
+    let wanted = intake::asked(config, state, now);
+    let wants = crate::run::resolve(config, &wanted, &state.opens, now).wants();
+    crate::report::logging::discard();
+    let mut findings = Vec::new();
+    for (&family, held) in &holdings.families {
+        let Some(held) = held else { continue };
+        let gone = crate::report::wiped::gone(config, held)
+            .map_or(String::new(), |what| format!(" ({what})"));
+        for mismatch in verdict::mismatches(config, &wants, held, family, now.to_utc()) {
+            if let Mismatch::TooOpen {
+                service,
+                ports,
+                state,
+                passed_by: None,
+            } = mismatch
+            {
+                let asked = match wants[&service] {
+                    Want::Closed => "closes it",
+                    _ => "opens it to some sources only",
+                };
+                findings.push(Finding::problem(format!(
+                    "{family}: {service} {ports} is {} though the control file {asked}: \
+                     portlocker's rules are missing{gone}; the next run puts them back \
+                     (`portlocker` now, or `portlocker --offline`)",
+                    state.as_str()
+                )));
+            }
+        }
+    }
     findings
 }
 

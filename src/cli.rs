@@ -88,8 +88,22 @@ pub enum Command {
     },
     /// Remove every rule portlocker made, in both families, then its jump and
     /// chain (kept, with a warning, if they hold rules of your own). The
-    /// uninstall, and the emergency "open everything I closed".
+    /// uninstall, and the emergency "open everything I closed". Refused
+    /// while `portlocker watch` runs (it would put them back): stop it first.
     Reset,
+    /// Stay running, instead of a run every five minutes: ask the source
+    /// every watch.every (a conditional GET over a kept-alive connection),
+    /// and put portlocker's rules back within a second when another program
+    /// removes them. Each fetch or repair is a run as cron's are, with the
+    /// same lock, state, log, page, metrics and notices. SIGTERM or SIGINT
+    /// end it (the rules stay); SIGHUP reads the config again (one that does
+    /// not validate is refused, and the old one kept). While it runs, a run
+    /// from cron or the timer leaves the work to it. Listens on no socket.
+    Watch {
+        /// How often to ask the source (overrides watch.every): 10s, 2m, 1h.
+        #[arg(long, value_name = "PERIOD")]
+        every: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -116,6 +130,14 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Check { fetch: false })));
         let cli = Cli::try_parse_from(["portlocker", "check", "--fetch"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Check { fetch: true })));
+    }
+
+    #[test]
+    fn watch_takes_its_period() {
+        let cli = Cli::try_parse_from(["portlocker", "watch", "--every", "2s"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Watch { every: Some(e) }) if e == "2s"));
+        let cli = Cli::try_parse_from(["portlocker", "-c", "/x.toml", "watch"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Watch { every: None })));
     }
 
     #[test]

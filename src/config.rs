@@ -43,6 +43,40 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// How often runs come, so the page can say when the next is due (`[status] every`).
     pub every: TimeDelta,
+    /// `portlocker watch`: how often it asks the source, and what may poke it (`[watch]`).
+    pub watch: WatchConfig,
+}
+
+/// `[watch]`: the resident mode's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// How often the source is asked (a conditional GET), before jitter.
+    pub every: Duration,
+    /// An ntfy topic (https://) whose messages make watch fetch at once.
+    /// Secret like the source: only its host is ever shown.
+    pub poke: Option<url::Url>,
+    /// A root-only file holding the poke's access token (`tk_…`), if the
+    /// topic needs one.
+    pub poke_token_file: Option<PathBuf>,
+}
+
+impl Default for WatchConfig {
+    fn default() -> WatchConfig {
+        WatchConfig {
+            every: WatchConfig::DEFAULT_EVERY,
+            poke: None,
+            poke_token_file: None,
+        }
+    }
+}
+
+impl WatchConfig {
+    /// Ten seconds: an open within seconds, 8,640 requests a day (a
+    /// Dropbox link allows 100,000), nearly all of them 304s.
+    pub const DEFAULT_EVERY: Duration = Duration::from_secs(10);
+    /// The bounds of `every`: at least a second, at most an hour.
+    pub const EVERY_RANGE: std::ops::RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(3600);
 }
 
 /// Who to tell, and how often a failure repeats on stderr (`[notify]`).
@@ -706,6 +740,8 @@ struct RawConfig {
     notify: RawNotify,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    watch: RawWatch,
     /// Keys with where they stand in the file: toml keeps a table sorted by
     /// name, and the owner's order is the order of the page.
     services: BTreeMap<toml::Spanned<String>, toml::Value>,
@@ -723,6 +759,14 @@ struct RawNotify {
 #[serde(deny_unknown_fields)]
 struct RawStatus {
     every: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    every: Option<String>,
+    poke: Option<String>,
+    poke_token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -897,6 +941,7 @@ impl RawConfig {
                 .map(|text| duration("status.every", &text))
                 .transpose()?
                 .unwrap_or(TimeDelta::minutes(5)),
+            watch: self.watch.validate()?,
             service_order: service_order(&self.services)?,
             services: services(self.services)?,
         })
@@ -953,6 +998,51 @@ fn notify_url(text: &str) -> Result<url::Url> {
         Source::Https(url) => Ok(url),
         _ => bail!("must be an https:// URL, like https://ntfy.sh/TOPIC"),
     }
+}
+
+impl RawWatch {
+    fn validate(self) -> Result<WatchConfig> {
+        let every = match self.every {
+            None => WatchConfig::DEFAULT_EVERY,
+            Some(text) => watch_every(&text).context("watch.every")?,
+        };
+        let poke = self
+            .poke
+            .map(|text| notify_url(&text).context("watch.poke"))
+            .transpose()?;
+        let poke_token_file = self
+            .poke_token_file
+            .map(|path| absolute("watch.poke_token_file", Some(path), ""))
+            .transpose()?;
+        ensure!(
+            poke.is_some() || poke_token_file.is_none(),
+            "watch.poke_token_file is set but watch.poke is not: the token is for the poke's topic"
+        );
+        Ok(WatchConfig {
+            every,
+            poke,
+            poke_token_file,
+        })
+    }
+}
+
+/// `every` of `[watch]` (or `--every`): `30s`, or a duration like `2m`,
+/// from one second to an hour.
+pub fn watch_every(text: &str) -> Result<Duration> {
+    let every = match text.strip_suffix('s') {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Duration::from_secs(digits.parse().unwrap_or(u64::MAX))
+        }
+        _ => crate::sys::clock::parse_duration(text)
+            .map_err(|_| anyhow!("`{text}` is not a period like 10s, 2m or 1h"))?
+            .to_std()
+            .unwrap_or(Duration::MAX),
+    };
+    ensure!(
+        WatchConfig::EVERY_RANGE.contains(&every),
+        "`{text}` must be from 1s to 1h"
+    );
+    Ok(every)
 }
 
 impl RawSignature {
@@ -1618,6 +1708,56 @@ mod tests {
         }
         let message = error_of("source = \"-\"\n[status]\nevery = \"5\"\n[services]\nssh = 22\n");
         assert!(message.contains("status.every"), "{message}");
+    }
+
+    #[test]
+    fn watch_settings_have_defaults_bounds_and_keep_the_poke_secret() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.watch, WatchConfig::default());
+        assert_eq!(config.watch.every, Duration::from_secs(10));
+        let with =
+            |watch: &str| MINIMAL.replace("[services]", &format!("[watch]\n{watch}\n[services]"));
+        for (text, seconds) in [("1s", 1), ("90s", 90), ("2m", 120), ("1h", 3600)] {
+            let config = Config::parse(&with(&format!("every = {text:?}"))).unwrap();
+            assert_eq!(config.watch.every, Duration::from_secs(seconds), "{text}");
+        }
+        for (text, says) in [
+            ("0s", "must be from 1s to 1h"),
+            ("2h", "must be from 1s to 1h"),
+            ("99999999999999999999s", "must be from 1s to 1h"),
+            ("10", "not a period like 10s"),
+            ("s", "not a period like 10s"),
+            ("-5s", "not a period like 10s"),
+        ] {
+            let message = error_of(&with(&format!("every = {text:?}")));
+            assert!(
+                message.contains("watch.every") && message.contains(says),
+                "{text}: {message}"
+            );
+        }
+        let poked = Config::parse(&with(
+            "poke = \"https://ntfy.example/SECRET-TOPIC\"\npoke_token_file = \"/etc/portlocker/poke.token\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            poked.watch.poke.unwrap().as_str(),
+            "https://ntfy.example/SECRET-TOPIC"
+        );
+        assert_eq!(
+            poked.watch.poke_token_file.unwrap(),
+            Path::new("/etc/portlocker/poke.token")
+        );
+        let message = error_of(&with("poke = \"http://ntfy.example/SECRET-TOPIC\""));
+        assert!(
+            message.contains("watch.poke") && !message.contains("SECRET"),
+            "{message}"
+        );
+        let message = error_of(&with("poke_token_file = \"/etc/portlocker/poke.token\""));
+        assert!(message.contains("watch.poke is not"), "{message}");
+        let message = error_of(&with(
+            "poke = \"https://ntfy.example/t\"\npoke_token_file = \"poke.token\"",
+        ));
+        assert!(message.contains("absolute"), "{message}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! what portlocker makes of it: model, verdicts, plan, one module per
 //! backend), `report` (what a run tells: page, metrics, notices, log), and
 //! `sys` (processes, files root touches, the clock). `run` and `app` put
-//! them together; `cli` and `exit` are the command line's two ends.
+//! them together; `watch` runs them as a resident loop; `cli` and `exit`
+//! are the command line's two ends.
 
 pub mod app;
 pub mod check;
@@ -20,3 +21,4 @@ mod properties;
 pub mod report;
 pub mod run;
 pub mod sys;
+pub mod watch;

@@ -17,14 +17,17 @@ use crate::firewall::reasons;
 use crate::firewall::verdict::{self, Mismatch};
 use crate::firewall::{self};
 use crate::intake;
+use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
-use crate::intake::state::{LastRun, Loaded, State};
+use crate::intake::state::{LastRun, Loaded, State, WipeEpisode};
 use crate::report::logging;
 use crate::report::metrics;
 use crate::report::notify;
 use crate::report::page;
 use crate::report::quiet::{self, Seen};
 use crate::report::status::{FamilyView, Freshness, Report, ServiceRow};
+use crate::report::wiped;
+use crate::sys::clock::show_duration;
 use crate::sys::files;
 use crate::sys::runner::{CommandError, Runner};
 
@@ -84,22 +87,61 @@ pub(crate) fn sources_seen(before: &Wanted, after: &Wanted) -> SourcesSeen {
     seen
 }
 
-/// A run that holds the lock, at `run_at`, with `runner` at the firewall
-/// seam (the property tests drive it with an in-memory iptables).
+/// What a run is asked to be, beyond the config: what the caller injects.
+pub struct Occasion<'a> {
+    /// Enforce the last good control file without fetching.
+    pub offline: bool,
+    /// The moment the run is at (its deadlines, its state, its page).
+    pub at: DateTime<FixedOffset>,
+    /// What fetches the control file: `watch` keeps one alive across runs.
+    pub fetcher: &'a Fetcher,
+    /// A moment after the last run that the caller saw portlocker's rules
+    /// whole (watch's last look), for what a wipe found says.
+    pub seen_in_place: Option<DateTime<FixedOffset>>,
+    /// Whether a good run that changed nothing logs its summary line
+    /// (cron's runs: each; watch's, every few seconds: now and then).
+    pub log_unchanged: bool,
+    /// Warnings the caller found, told by the run's quiet rules.
+    pub notes: Vec<String>,
+    /// Whether the network may be used for a notice (not at boot, before it is up).
+    pub network: bool,
+}
+
+/// A one-shot run that holds the lock, at `run_at`, with `runner` at the
+/// firewall seam (the property tests drive it with an in-memory iptables).
 pub fn run_locked<'a, R: Runner + 'a>(
     config: &'a Config,
     offline: bool,
     runner: R,
     run_at: DateTime<FixedOffset>,
 ) -> Exit {
+    let fetcher = Fetcher::new(&config.fetch);
+    let occasion = Occasion {
+        offline,
+        at: run_at,
+        fetcher: &fetcher,
+        seen_in_place: None,
+        log_unchanged: true,
+        notes: Vec::new(),
+        network: !offline,
+    };
+    run_as(config, runner, &occasion)
+}
+
+/// A run that holds the lock, as `occasion` says.
+pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occasion) -> Exit {
+    let (offline, run_at) = (occasion.offline, occasion.at);
     let started = Instant::now();
     // What the run says is told at its end, as `quiet::decide` finds.
     logging::hold();
+    for note in &occasion.notes {
+        log::warn!("{note}");
+    }
     let mut problems = Vec::new();
     let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
     let (kept, _) = intake::kept_wanted(config, &state);
-    let intake = intake::take(config, &mut state, offline, run_at);
+    let intake = intake::take(config, occasion.fetcher, &mut state, offline, run_at);
     problems.extend(intake.problem.clone());
     let max_open = config.firewall.max_open;
     if lost {
@@ -169,6 +211,8 @@ pub fn run_locked<'a, R: Runner + 'a>(
     report.failure = page_failure;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices.clone());
+    let wipe = wipe_seen(config, &before, &outcome.gone, occasion);
+    report.notices.extend(wipe.text.clone());
     if config.status_file.is_some() {
         report.backend = firewall::backend(config);
     }
@@ -189,14 +233,45 @@ pub fn run_locked<'a, R: Runner + 'a>(
         .last_good
         .as_ref()
         .map_or("", |good| good.body.as_str());
+    // Putting back a wipe already told is no news, unless the owner asked anew.
+    let repair_only = wipe.text.is_some() && !wipe.tell && state.wanted == before.wanted;
+    let news = outcome.changes > 0 && !repair_only;
     let seen = Seen {
         notes: quiet::fingerprint(content, &logging::held_notes()),
-        changed: outcome.changes > 0,
+        changed: news || wipe.tell,
         failure: failure.as_deref(),
         at: run_at,
     };
+    if let Some(text) = &wipe.text {
+        // After the fingerprint: a wipe's words change with each, and are
+        // told by their own rule (once per episode), not by the notes'.
+        match wipe.tell {
+            true => log::warn!("{text}"),
+            false => log::info!(
+                "{text} (told once for wipes less than {} apart)",
+                show_duration(config.notify.repeat_after)
+            ),
+        }
+    }
     let (mut telling, told) = quiet::decide(&before.told, &seen, config.notify.repeat_after);
     state.told = told;
+    state.told.wiped = wipe.episode;
+    // Where the rules are now, for the next run to tell a wipe; kept as it
+    // was when a family could not be read.
+    let read = config
+        .families()
+        .into_iter()
+        .all(|family| outcome.holdings.family(family).is_some());
+    state.in_place = match read {
+        true => wiped::left(
+            config,
+            &outcome.holdings,
+            &report,
+            run_at,
+            boot_id().as_deref(),
+        ),
+        false => before.in_place.clone(),
+    };
     let mut not_saved = Vec::new();
     save(config, &state, &mut not_saved);
     if let Some(reason) = not_saved.first() {
@@ -225,6 +300,7 @@ pub fn run_locked<'a, R: Runner + 'a>(
     }
 
     let exit = match &failure {
+        None if !occasion.log_unchanged && outcome.changes == 0 => Exit::Ok,
         None => {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
@@ -252,8 +328,8 @@ pub fn run_locked<'a, R: Runner + 'a>(
 
     // Last, when the firewall work is done and kept: a notice cannot delay or undo it.
     let changes = match outcome.changes {
-        0 => Vec::new(),
-        n => changed_in_words(&report, &outcome.touched, n),
+        n if n > 0 && (news || wipe.tell) => changed_in_words(&report, &outcome.touched, n),
+        _ => Vec::new(),
     };
     let run = notify::Run {
         host: &config.host_name,
@@ -261,9 +337,10 @@ pub fn run_locked<'a, R: Runner + 'a>(
         series: telling.series.as_ref(),
         changes: &changes,
         failure: failure.as_deref(),
+        wiped: wipe.text.as_deref().filter(|_| wipe.tell),
     };
     if let Some(notice) = notify::notice(&run) {
-        notify::send(config, &notice, offline);
+        notify::send(config, &notice, !occasion.network);
     }
     exit
 }
@@ -297,6 +374,44 @@ fn failures(
     }
     let some = |text: String| (!text.is_empty()).then_some(text);
     (some(page), some(all))
+}
+
+/// A wipe of portlocker's rules that a run found, and how it is told.
+struct WipeSeen {
+    /// What was missing, reachable, and since when (`wiped::found`).
+    text: Option<String>,
+    /// Told: the first of an episode.
+    tell: bool,
+    episode: Option<WipeEpisode>,
+}
+
+/// Whether the rules the run before left in place were `gone` when this
+/// run looked, and whether that is told (`report/wiped.rs`).
+fn wipe_seen(
+    config: &Config,
+    before: &State,
+    gone: &[(Family, String)],
+    occasion: &Occasion,
+) -> WipeSeen {
+    let boot = boot_id();
+    let text = wiped::found(
+        config,
+        before.in_place.as_ref(),
+        gone,
+        occasion.seen_in_place,
+        boot.as_deref(),
+    );
+    let (tell, episode) = wiped::decide(
+        before.told.wiped.as_ref(),
+        text.is_some(),
+        occasion.at,
+        config.notify.repeat_after,
+    );
+    WipeSeen {
+        text,
+        tell,
+        episode,
+    }
 }
 
 /// What a run that made `count` changes changed, one line per service
@@ -416,6 +531,12 @@ fn lets_in(
     })
 }
 
+/// The kernel's id of this boot.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned())
+}
+
 /// What the owner should know about this machine besides the services.
 fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Vec<String> {
     let has_ipv6 = Path::new("/proc/net/if_inet6").exists();
@@ -481,6 +602,8 @@ struct Reconciled {
     /// The backend the config does not name is known to hold nothing of
     /// portlocker's: this run looked and found it so, or had no need to.
     elsewhere_clean: bool,
+    /// What was missing of portlocker's place when the run first looked, per family.
+    gone: Vec<(Family, String)>,
 }
 
 impl Reconciled {
@@ -494,6 +617,7 @@ impl Reconciled {
             failure: None,
             command_failure: None,
             elsewhere_clean: false,
+            gone: Vec::new(),
         }
     }
 }
@@ -524,6 +648,7 @@ fn reconcile<'a, R: Runner + 'a>(
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
+    let gone = wiped::gone_in(config, &holdings);
     let mut steps = plan::plan(config, wants, &holdings, seen);
     if elsewhere.moved_chain() {
         steps.extend(plan::old_jumps(config, &holdings));
@@ -609,6 +734,7 @@ fn reconcile<'a, R: Runner + 'a>(
         failure,
         command_failure,
         elsewhere_clean,
+        gone,
     }
 }
 

@@ -53,6 +53,7 @@ fn value(unit: &[(String, String, String)], section: &str, key: &str) -> String 
 }
 
 const SERVICES: [&str; 2] = ["dist/portlocker.service", "dist/portlocker-boot.service"];
+const WATCH: &str = "dist/portlocker-watch.service";
 
 #[test]
 fn both_services_run_the_packaged_binary_where_the_deb_puts_it() {
@@ -65,7 +66,7 @@ fn both_services_run_the_packaged_binary_where_the_deb_puts_it() {
         .find(|a| a[0].as_str() == Some("target/release/portlocker"))
         .expect("the binary is an asset");
     assert_eq!(binary[1].as_str(), Some("usr/sbin/"));
-    for path in SERVICES {
+    for path in SERVICES.into_iter().chain([WATCH]) {
         let exec = value(&unit(path), "Service", "ExecStart");
         assert!(exec.starts_with("/usr/sbin/portlocker"), "{path}: {exec}");
         assert_eq!(
@@ -115,7 +116,7 @@ fn the_example_config_writes_only_where_the_sandbox_lets_it() {
         .replace("# status_file = ", "status_file = ")
         .replace("# metrics_file = ", "metrics_file = ");
     let config = Config::parse(&text).unwrap();
-    for path in SERVICES {
+    for path in SERVICES.into_iter().chain([WATCH]) {
         let unit = unit(path);
         let state = Path::new("/var/lib").join(value(&unit, "Service", "StateDirectory"));
         assert_eq!(config.state_dir, state, "{path}");
@@ -162,6 +163,44 @@ fn the_boot_unit_has_the_sandbox_of_the_service_and_no_network() {
     );
 }
 
+/// The watch unit runs `portlocker watch` in the very sandbox of the
+/// timer's service, restarted whatever ends it.
+#[test]
+fn the_watch_unit_has_the_sandbox_of_the_service_and_always_restarts() {
+    let sandbox = |path: &str| -> Vec<(String, String)> {
+        let from = unit(path)
+            .iter()
+            .position(|(s, k, _)| s == "Service" && k == "CapabilityBoundingSet")
+            .unwrap();
+        unit(path)[from..]
+            .iter()
+            .filter(|(s, _, _)| s == "Service")
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_eq!(sandbox(WATCH), sandbox(SERVICES[0]));
+    let watch = unit(WATCH);
+    assert_eq!(
+        value(&watch, "Service", "ExecStart"),
+        "/usr/sbin/portlocker watch"
+    );
+    assert_eq!(value(&watch, "Service", "Restart"), "always");
+    assert_eq!(value(&watch, "Service", "Type"), "exec");
+    assert_eq!(
+        value(&watch, "Service", "ExecReload"),
+        "/bin/kill -HUP $MAINPID"
+    );
+    assert_eq!(value(&watch, "Install", "WantedBy"), "multi-user.target");
+    let after = values(&watch, "Unit", "After").join(" ");
+    for unit in [
+        "portlocker-boot.service",
+        "network-online.target",
+        "nftables.service",
+    ] {
+        assert!(after.split_whitespace().any(|u| u == unit), "After={after}");
+    }
+}
+
 #[test]
 fn the_boot_unit_is_ordered_as_debians_nftables_service() {
     let boot = unit(SERVICES[1]);
@@ -170,6 +209,11 @@ fn the_boot_unit_is_ordered_as_debians_nftables_service() {
         ("Before", "network-pre.target"),
         ("Wants", "network-pre.target"),
         ("After", "systemd-tmpfiles-setup.service"),
+        // A manager that loads its ruleset after the boot unit would flush its closes.
+        ("After", "nftables.service"),
+        ("After", "netfilter-persistent.service"),
+        ("After", "ufw.service"),
+        ("After", "firewalld.service"),
     ] {
         let all = values(&boot, "Unit", key).join(" ");
         assert!(all.split_whitespace().any(|u| u == wanted), "{key}={all}");

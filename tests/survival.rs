@@ -68,6 +68,7 @@ fn after_a_reboot_a_dead_source_still_gets_every_closed_port_back() {
         Reply::Hang,
     ] {
         reboot();
+        env.as_if_rebooted();
         assert!(reachable(ssh));
         server.set_reply(failure);
         let run = env.run(&[]);

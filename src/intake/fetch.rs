@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED,
+    LAST_MODIFIED, RETRY_AFTER,
 };
 use reqwest::redirect;
 use url::Url;
@@ -59,6 +59,8 @@ fn is_dropbox(url: &Url) -> bool {
 pub struct Answered {
     pub status: StatusCode,
     message: String,
+    /// What a 429 or 503 asked of the next request (`Retry-After`).
+    retry_after: Option<Duration>,
 }
 
 impl fmt::Display for Answered {
@@ -107,31 +109,100 @@ pub fn fetch(
     config: &FetchConfig,
     validators: Option<&Validators>,
 ) -> Result<Fetched> {
-    fetch_what(source, config, validators, "the control file")
+    Fetcher::new(config).fetch(source, validators)
 }
 
-/// Reads a detached signature from `source`, as `fetch` reads a file.
-pub fn fetch_signature(source: &Source, config: &FetchConfig) -> Result<Vec<u8>> {
-    match fetch_what(source, config, None, "the signature")? {
-        Fetched::Body(bytes, _) => Ok(bytes),
-        Fetched::NotModified => unreachable!("no validators were sent"),
+/// Fetches with one HTTPS client for as long as it lives: a run makes one
+/// and drops it; `watch` keeps one, so each conditional GET goes over the
+/// connection kept alive from the last (a 304 is a few hundred bytes, not
+/// a TLS handshake).
+pub struct Fetcher {
+    config: FetchConfig,
+    client: OnceLock<Client>,
+    /// How the last fetch went: whether it failed, and what the source
+    /// asked of the next request (`Retry-After`).
+    last: Mutex<(bool, Option<Duration>)>,
+}
+
+/// The longest `Retry-After` honoured: a source asking for more (by mistake
+/// or otherwise) would keep every open the owner types away for as long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+impl Fetcher {
+    pub fn new(config: &FetchConfig) -> Fetcher {
+        Fetcher {
+            config: config.clone(),
+            client: OnceLock::new(),
+            last: Mutex::new((false, None)),
+        }
     }
-}
 
-/// `fetch`, with errors that say what was fetched (`what`).
-fn fetch_what(
-    source: &Source,
-    config: &FetchConfig,
-    validators: Option<&Validators>,
-    what: &str,
-) -> Result<Fetched> {
-    let plain = |bytes| Fetched::Body(bytes, Validators::default());
-    match source {
-        Source::Stdin => read_local(None, config, what)
-            .map(plain)
-            .with_context(|| format!("reading {what} from stdin")),
-        Source::File(path) => read_local(Some(path), config, what).map(plain),
-        Source::Https(url) => fetch_https(url, config, validators.cloned(), what),
+    /// As `fetch`, over this fetcher's client.
+    pub fn fetch(&self, source: &Source, validators: Option<&Validators>) -> Result<Fetched> {
+        self.fetch_what(
+            source,
+            validators,
+            self.config.max_bytes,
+            "the control file",
+        )
+    }
+
+    /// Reads a detached signature from `source`, as `fetch` reads a file,
+    /// refusing more than `max_bytes` (a signature is small).
+    pub fn fetch_signature(&self, source: &Source, max_bytes: u64) -> Result<Vec<u8>> {
+        match self.fetch_what(source, None, max_bytes, "the signature")? {
+            Fetched::Body(bytes, _) => Ok(bytes),
+            Fetched::NotModified => unreachable!("no validators were sent"),
+        }
+    }
+
+    /// `fetch` of at most `max_bytes`, with errors that say what was fetched (`what`).
+    fn fetch_what(
+        &self,
+        source: &Source,
+        validators: Option<&Validators>,
+        max_bytes: u64,
+        what: &str,
+    ) -> Result<Fetched> {
+        let config = &FetchConfig {
+            max_bytes,
+            ..self.config.clone()
+        };
+        let plain = |bytes| Fetched::Body(bytes, Validators::default());
+        let (result, retry_after) = match source {
+            Source::Stdin => (
+                read_local(None, config, what)
+                    .map(plain)
+                    .with_context(|| format!("reading {what} from stdin")),
+                None,
+            ),
+            Source::File(path) => (read_local(Some(path), config, what).map(plain), None),
+            Source::Https(url) => match self.client() {
+                Ok(client) => fetch_https(client, url, config, validators.cloned(), what),
+                Err(error) => (Err(error), None),
+            },
+        };
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = (result.is_err(), retry_after);
+        result
+    }
+
+    /// Whether the last fetch failed.
+    pub fn failed(&self) -> bool {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// How long the source asked to be left alone by its last answer (a 429
+    /// or 503 with `Retry-After`), at most `MAX_RETRY_AFTER`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
+    fn client(&self) -> Result<Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let client = client(&self.config, true)?;
+        Ok(self.client.get_or_init(|| client).clone())
     }
 }
 
@@ -205,12 +276,14 @@ pub fn dropbox_direct(url: &Url) -> Option<Url> {
     Some(direct)
 }
 
+/// The fetch, and the `Retry-After` of a refusal.
 fn fetch_https(
+    client: Client,
     url: &Url,
     config: &FetchConfig,
     validators: Option<Validators>,
     what: &str,
-) -> Result<Fetched> {
+) -> (Result<Fetched>, Option<Duration>) {
     let url = match dropbox_direct(url) {
         Some(direct) => {
             log::info!("the Dropbox link ends in dl=0 (a preview page); fetching it with dl=1");
@@ -219,7 +292,6 @@ fn fetch_https(
         None => url.clone(),
     };
     let shown = format!("https://{}", host_of(&url));
-    let client = client(config, true)?;
     let timeout = config.timeout;
     let max_bytes = config.max_bytes;
     let deadline = Instant::now() + timeout;
@@ -237,13 +309,19 @@ fn fetch_https(
         Ok(result) => result,
         Err(_) => Err(timed_out(timeout)),
     };
-    result
+    let retry_after = result
+        .as_ref()
+        .err()
+        .and_then(|error| error.downcast_ref::<Answered>())
+        .and_then(|answered| answered.retry_after);
+    let result = result
         .map_err(|error| match error.downcast::<Answered>() {
             // Its own words hold no URL; kept whole, a caller can read its status.
             Ok(answered) => anyhow::Error::new(answered),
             Err(error) => anyhow!("{}", redact(&format!("{error:#}"), &url)),
         })
-        .with_context(|| format!("fetching {what} from {shown}"))
+        .with_context(|| format!("fetching {what} from {shown}"));
+    (result, retry_after)
 }
 
 /// How many CA certificates the system's trust store holds, as the HTTPS
@@ -255,6 +333,20 @@ pub fn system_roots() -> Result<usize, String> {
         (0, Some(error)) => Err(error.to_string()),
         (count, _) => Ok(count),
     }
+}
+
+/// `Retry-After` in seconds or as an HTTP date, from `now`, at most
+/// `MAX_RETRY_AFTER`; None when absent or unreadable.
+fn retry_after(value: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (when.to_utc() - now).to_std().unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// POSTs `text` as a plain text body to `url` (a notice for ntfy, Gotify or
@@ -280,6 +372,37 @@ pub fn post(url: &Url, text: &str, config: &FetchConfig) -> Result<()> {
     result
         .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
         .with_context(|| format!("posting the notice to {shown}"))
+}
+
+/// Opens `url` (a poke's ntfy topic stream) for reading, with `token` as
+/// its bearer, following no redirect; each read waits at most `idle` (the
+/// stream's keepalives come more often). An error shows the host only.
+pub fn subscribe(
+    url: &Url,
+    token: Option<&str>,
+    config: &FetchConfig,
+    idle: Duration,
+) -> Result<Box<dyn Read + Send>> {
+    let shown = format!("https://{}", host_of(url));
+    // Connecting is bounded as for a fetch; each read of the stream by `idle`.
+    let mut request = client(config, false)?.get(url.clone()).timeout(idle);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let opened = (|| -> Result<Response> {
+        let response = request
+            .send()
+            .map_err(|error| anyhow::Error::new(error.without_url()))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            bail!("the server answered {status}");
+        }
+        Ok(response)
+    })();
+    let response = opened
+        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
+        .with_context(|| format!("subscribing to the poke at {shown}"))?;
+    Ok(Box::new(response))
 }
 
 fn send_post(request: RequestBuilder) -> Result<()> {
@@ -358,9 +481,20 @@ fn get(
         return Ok(Fetched::NotModified);
     }
     if status != StatusCode::OK {
+        let asked = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok());
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                retry_after(asked, chrono::Utc::now())
+            }
+            _ => None,
+        };
         return Err(Answered {
             status,
             message: refusal(status, validators.is_some()),
+            retry_after,
         }
         .into());
     }
@@ -772,6 +906,28 @@ mod tests {
             assert!(hint.contains("raw or download link"), "{hint}");
         }
         assert!(!html_hint(&Source::Stdin).contains("dl=1"));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_bounded() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        for (value, wait) in [
+            (Some("120"), Some(120)),
+            (Some(" 0 "), Some(0)),
+            (Some("Wed, 25 Nov 2026 12:01:30 GMT"), Some(90)),
+            (Some("Wed, 25 Nov 2026 11:00:00 GMT"), Some(0)),
+            (Some("86400"), Some(3600)),
+            (Some("soon"), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                retry_after(value, now),
+                wait.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

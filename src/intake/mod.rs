@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::{Config, FetchConfig, ServiceName, SignatureConfig, Unnamed};
+use crate::config::{Config, ServiceName, SignatureConfig, Unnamed};
 use control::ControlFile;
-use fetch::{Fetched, Validators};
+use fetch::{Fetched, Fetcher, Validators};
 use intent::Wanted;
 use source::Source;
 use state::{LastGood, State};
@@ -237,10 +237,12 @@ pub struct Intake {
     pub problem: Option<String>,
 }
 
-/// Fetches and validates the control file and merges it into the kept
-/// wanted state, which `state` then holds; offline, the kept state alone.
+/// Fetches (through `fetcher`) and validates the control file and merges
+/// it into the kept wanted state, which `state` then holds; offline, the
+/// kept state alone.
 pub fn take(
     config: &Config,
+    fetcher: &Fetcher,
     state: &mut State,
     offline: bool,
     now: DateTime<FixedOffset>,
@@ -262,7 +264,7 @@ pub fn take(
             None => None,
         }
     } else {
-        match fetch_fresh(config, state, kept_in_force, now) {
+        match fetch_fresh(config, fetcher, state, kept_in_force, now) {
             Ok(Some(fresh)) => {
                 intent::merge(&mut wanted, &fresh);
                 None
@@ -294,7 +296,8 @@ pub fn fetch_control(config: &Config, state: &State) -> Result<ControlFile> {
         unreachable!("no validators were sent");
     };
     let last_signed = state.last_good.as_ref().and_then(|good| good.signed_at);
-    let checked = check_signature(config, &bytes, last_signed)?;
+    let fetcher = Fetcher::new(&config.fetch);
+    let checked = check_signature(config, &fetcher, &bytes, last_signed)?;
     validate(config, checked.message, &config.source.to_string())
 }
 
@@ -313,6 +316,7 @@ struct Checked<'a> {
 /// checks it.
 fn check_signature<'a>(
     config: &Config,
+    fetcher: &Fetcher,
     file: &'a [u8],
     last_signed: Option<i64>,
 ) -> Result<Checked<'a>> {
@@ -333,7 +337,7 @@ fn check_signature<'a>(
         .map_err(|reason| anyhow!("control file from {origin}: {reason}"))?;
     let (message, text) = match inline {
         Some(inline) => (inline.message, inline.signature),
-        None => (file, fetch_detached(config, signature)?),
+        None => (file, fetch_detached(config, fetcher, signature)?),
     };
     let signed_at = signature::verify(
         message,
@@ -352,7 +356,7 @@ fn check_signature<'a>(
 
 /// The signature beside the control file: at `signature.url`, or at the
 /// source with `.minisig` appended.
-fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
+fn fetch_detached(config: &Config, fetcher: &Fetcher, key: &SignatureConfig) -> Result<String> {
     let place = match &key.url {
         Some(url) => url.clone(),
         None => config.source.with_suffix(".minisig").context(
@@ -360,34 +364,32 @@ fn fetch_detached(config: &Config, key: &SignatureConfig) -> Result<String> {
              (or the file must carry its signature as #minisig lines)",
         )?,
     };
-    let limits = FetchConfig {
-        max_bytes: MAX_SIGNATURE_BYTES,
-        ..config.fetch.clone()
-    };
-    let bytes = fetch::fetch_signature(&place, &limits).map_err(|error| {
-        let missing = fetch::answered(&error, reqwest::StatusCode::NOT_FOUND)
-            || error.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-            });
-        match missing {
-            // Most often an unsigned file, or one whose #minisig lines were lost.
-            true => anyhow!(
-                "control file from {}: this file carries no #minisig lines, and its detached \
+    let bytes = fetcher
+        .fetch_signature(&place, MAX_SIGNATURE_BYTES)
+        .map_err(|error| {
+            let missing = fetch::answered(&error, reqwest::StatusCode::NOT_FOUND)
+                || error.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                });
+            match missing {
+                // Most often an unsigned file, or one whose #minisig lines were lost.
+                true => anyhow!(
+                    "control file from {}: this file carries no #minisig lines, and its detached \
                  signature at {} {}: \
                  sign the file on the signer page (which puts the signature inside it), or \
                  put its .minisig where signature.url says",
-                config.source,
-                shown_place(&place),
-                match place {
-                    Source::Https(_) => "answered 404 Not Found",
-                    _ => "does not exist",
-                }
-            ),
-            false => error,
-        }
-    })?;
+                    config.source,
+                    shown_place(&place),
+                    match place {
+                        Source::Https(_) => "answered 404 Not Found",
+                        _ => "does not exist",
+                    }
+                ),
+                false => error,
+            }
+        })?;
     String::from_utf8(bytes).context("the signature is not text")
 }
 
@@ -407,6 +409,7 @@ const MAX_SIGNATURE_BYTES: u64 = 4096;
 /// as the last good copy; None when the source says it has not changed.
 fn fetch_fresh(
     config: &Config,
+    fetcher: &Fetcher,
     state: &mut State,
     kept_in_force: bool,
     now: DateTime<FixedOffset>,
@@ -417,7 +420,7 @@ fn fetch_fresh(
         .filter(|_| kept_in_force)
         .and_then(|good| good.validators_for(&key));
     let last_signed = last.and_then(|good| good.signed_at);
-    match fetch::fetch(&config.source, &config.fetch, validators.as_ref())? {
+    match fetcher.fetch(&config.source, validators.as_ref())? {
         Fetched::NotModified => {
             let good = state
                 .last_good
@@ -428,7 +431,7 @@ fn fetch_fresh(
             Ok(None)
         }
         Fetched::Body(bytes, validators) => {
-            let checked = check_signature(config, &bytes, last_signed)?;
+            let checked = check_signature(config, fetcher, &bytes, last_signed)?;
             let control = validate(config, checked.message, &config.source.to_string())?;
             // What is kept is what was signed, so the kept copy can be checked again.
             let body =

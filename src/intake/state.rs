@@ -99,6 +99,11 @@ pub struct State {
     /// enforces them again: `status` and the page then say nothing is enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<DateTime<FixedOffset>>,
+    /// Where the last run that found them whole left portlocker's rules,
+    /// and what they closed: a run that finds them gone says what was
+    /// reachable, and since when at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place: Option<InPlace>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -118,12 +123,44 @@ pub struct Told {
     /// The failure of the runs since the last good one, if the last failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failing>,
+    /// The episode of wipes of portlocker's rules told last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiped: Option<WipeEpisode>,
 }
 
 impl Told {
     pub fn is_empty(&self) -> bool {
-        self.notes.is_none() && self.failure.is_none()
+        self.notes.is_none() && self.failure.is_none() && self.wiped.is_none()
     }
+}
+
+/// Wipes of portlocker's rules that came less than `notify.repeat_after`
+/// apart: the first was told, the rest only logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeEpisode {
+    /// When the first was found.
+    pub since: DateTime<FixedOffset>,
+    /// When the latest was found.
+    pub last: DateTime<FixedOffset>,
+    /// How many were found.
+    pub wipes: u64,
+}
+
+/// portlocker's rules as a run left them, whole, read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlace {
+    /// When that run was.
+    pub at: DateTime<FixedOffset>,
+    /// The kernel's boot it was in: a reboot empties the firewall, and the
+    /// boot unit closes it again before any interface is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+    /// Where they were (`iptables PORTLOCKER`, `nftables inet portlocker`).
+    pub place: String,
+    /// The families that held them (`IPv4`, `IPv6`).
+    pub families: Vec<String>,
+    /// The services they kept closed, wholly or for some sources.
+    pub services: Vec<String>,
 }
 
 /// A series of failed runs.
@@ -333,6 +370,13 @@ mod tests {
             chain: Some("PORTLOCKER".into()),
             ipv6: Some(true),
             reset_at: Some(last_good().fetched_at),
+            in_place: Some(InPlace {
+                at: last_good().fetched_at,
+                boot: Some("5e1f…".into()),
+                place: "iptables PORTLOCKER".into(),
+                families: vec!["IPv4".into(), "IPv6".into()],
+                services: vec!["ssh".into()],
+            }),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,
@@ -346,6 +390,11 @@ mod tests {
                     since: last_good().fetched_at,
                     printed_at: last_good().fetched_at,
                     runs: 3,
+                }),
+                wiped: Some(WipeEpisode {
+                    since: last_good().fetched_at,
+                    last: last_good().fetched_at,
+                    wipes: 2,
                 }),
             },
         };

@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use log::{Level, Log, Metadata, Record};
 use simplelog::{
@@ -59,17 +59,11 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
         ColorChoice::Never,
     );
     let mut file: Option<Box<dyn SharedLogger>> = None;
+    let mut identity = None;
     let mut open_error = None;
     if let Some(path) = log_file {
-        let opened = files::open_append(path, LOG_MODE);
-        match opened {
-            Ok(opened) => {
-                file = Some(WriteLogger::new(
-                    LevelFilter::Info,
-                    config(true),
-                    WholeLines::new(opened),
-                ))
-            }
+        match open_log(path) {
+            Ok((opened, id)) => (file, identity) = (Some(opened), Some(id)),
             Err(error) => {
                 open_error = Some(format!(
                     "cannot open log file {}: {error}; logging to stderr only",
@@ -84,7 +78,9 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     };
     let gate: &'static Gate = Box::leak(Box::new(Gate {
         stderr,
-        file,
+        file: RwLock::new(file),
+        path: log_file.map(Path::to_path_buf),
+        identity: Mutex::new(identity),
         verbose: verbosity == Verbosity::Verbose,
     }));
     // Only fails if a logger is already set, as in tests that call init twice.
@@ -96,10 +92,44 @@ pub fn init(verbosity: Verbosity, log_file: Option<&Path>) {
     }
 }
 
+/// Opens the log file at `path` for appending; the logger, and the file's
+/// (device, inode).
+fn open_log(path: &Path) -> io::Result<(Box<dyn SharedLogger>, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = files::open_append(path, LOG_MODE)?;
+    let meta = opened.metadata()?;
+    let logger: Box<dyn SharedLogger> =
+        WriteLogger::new(LevelFilter::Info, config(true), WholeLines::new(opened));
+    Ok((logger, (meta.dev(), meta.ino())))
+}
+
+/// Opens the log file again when it is no longer the one being written
+/// (logrotate moved it away): `watch`, which lives for days, calls it
+/// before each run. A file that cannot be opened keeps the old one.
+pub fn reopen_if_moved() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(gate) = GATE.get() else { return };
+    let Some(path) = &gate.path else { return };
+    let now = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    let mut identity = gate.identity.lock().unwrap_or_else(PoisonError::into_inner);
+    if now.is_some() && now == *identity {
+        return;
+    }
+    if let Ok((opened, id)) = open_log(path) {
+        *gate.file.write().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+        *identity = Some(id);
+    }
+}
+
 /// The logger: stderr and the log file, with the held records of a run.
 struct Gate {
     stderr: Box<dyn SharedLogger>,
-    file: Option<Box<dyn SharedLogger>>,
+    file: RwLock<Option<Box<dyn SharedLogger>>>,
+    /// Where the log file is, and the (device, inode) of the one open.
+    path: Option<std::path::PathBuf>,
+    identity: Mutex<Option<(u64, u64)>>,
     /// With -v stderr gets every record as it comes, held or not.
     verbose: bool,
 }
@@ -121,7 +151,12 @@ struct Held {
 
 impl Gate {
     fn to_file(&self, level: Level, target: &str, text: &str) {
-        if let Some(file) = &self.file {
+        if let Some(file) = self
+            .file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             emit(file.as_ref(), level, target, text);
         }
     }
@@ -155,7 +190,8 @@ fn held() -> std::sync::MutexGuard<'static, Option<Vec<Held>>> {
 
 impl Log for Gate {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        self.stderr.enabled(metadata) || self.file.as_ref().is_some_and(|f| f.enabled(metadata))
+        let file = self.file.read().unwrap_or_else(PoisonError::into_inner);
+        self.stderr.enabled(metadata) || file.as_ref().is_some_and(|f| f.enabled(metadata))
     }
 
     fn log(&self, record: &Record) {
@@ -185,14 +221,24 @@ impl Log for Gate {
             }
         }
         self.stderr.log(record);
-        if let Some(file) = &self.file {
+        if let Some(file) = self
+            .file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             file.log(record);
         }
     }
 
     fn flush(&self) {
         self.stderr.flush();
-        if let Some(file) = &self.file {
+        if let Some(file) = self
+            .file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             file.flush();
         }
     }
@@ -203,6 +249,12 @@ impl Log for Gate {
 /// `release`.
 pub fn hold() {
     *held() = Some(Vec::new());
+}
+
+/// Ends holding and drops what was held: a look that changes nothing
+/// (watch's, between runs) tells nothing of what it read.
+pub fn discard() {
+    held().take();
 }
 
 /// The notes held so far: the info and warning lines of the run, but its

@@ -1,8 +1,9 @@
 //! What a run tells and where: the report every output renders (`status`),
 //! the HTML page (`page`), `portlocker status` as text (`text`) and as JSON
 //! (`json`), the metrics, the notices to the owner's own program, the rules
-//! that keep cron quiet (`quiet`), and the log (`logging`). The report
-//! renders values; what the firewall does is judged in `firewall`.
+//! that keep cron quiet (`quiet`), the log (`logging`), and what a run tells
+//! of portlocker's rules found wiped (`wiped`). The report renders values;
+//! what the firewall does is judged in `firewall`.
 
 pub mod json;
 pub mod logging;
@@ -12,3 +13,4 @@ pub mod page;
 pub mod quiet;
 pub mod status;
 pub mod text;
+pub mod wiped;

@@ -28,6 +28,10 @@ pub enum Event {
     Failed,
     /// The first good run after failed ones.
     Recovered,
+    /// portlocker's rules were found missing (and put back): the first of an episode.
+    Wiped,
+    /// Another program keeps removing them: `watch` puts them back less often.
+    Contested,
 }
 
 impl Event {
@@ -36,6 +40,8 @@ impl Event {
             Event::Changed => "changed",
             Event::Failed => "failed",
             Event::Recovered => "recovered",
+            Event::Wiped => "wiped",
+            Event::Contested => "contested",
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct Run<'a> {
     pub changes: &'a [String],
     /// Why the run failed.
     pub failure: Option<&'a str>,
+    /// What of portlocker's rules it found missing, when that is told.
+    pub wiped: Option<&'a str>,
 }
 
 /// The notice a run sends, if any: at most one per run. A failed run that
@@ -91,6 +99,13 @@ pub fn notice(run: &Run) -> Option<Notice> {
                 "{host}: portlocker works again\nafter {runs} failed {} since {}; the last: {failure}\n",
                 if *runs == 1 { "run" } else { "runs" },
                 shown(*since)
+            ),
+        ),
+        (_, _) if run.wiped.is_some() => (
+            Event::Wiped,
+            format!(
+                "{host}: portlocker's rules were wiped\n{}\n",
+                run.wiped.unwrap_or_default()
             ),
         ),
         _ if !run.changes.is_empty() => (Event::Changed, format!("{host}: the firewall changed\n")),
@@ -210,6 +225,7 @@ mod tests {
             series,
             changes,
             failure,
+            wiped: None,
         }
     }
 
@@ -261,6 +277,20 @@ mod tests {
                 "web-1: portlocker works again\nafter 13 failed runs since 2026-11-25 13:00:00 \
                  +01:00; the last: {failure}\nchanged:\nssh closed\nat 2026-11-25 14:05:00 +01:00\n"
             )
+        );
+    }
+
+    #[test]
+    fn a_wipe_says_what_was_missing_and_what_was_put_back() {
+        let changes = ["ssh closed".to_owned()];
+        let mut wiped = run(None, &changes, None);
+        wiped.wiped = Some("portlocker's rules were missing (IPv4: chain PORTLOCKER is gone)");
+        let notice = notice(&wiped).unwrap();
+        assert_eq!(notice.event, Event::Wiped);
+        assert_eq!(
+            notice.text,
+            "web-1: portlocker's rules were wiped\nportlocker's rules were missing (IPv4: chain \
+             PORTLOCKER is gone)\nchanged:\nssh closed\nat 2026-11-25 14:05:00 +01:00\n"
         );
     }
 

@@ -145,6 +145,7 @@ pub fn decide(told: &Told, seen: &Seen, repeat_after: TimeDelta) -> (Telling, To
     let told = Told {
         notes: Some(seen.notes.clone()),
         failure: failing,
+        wiped: told.wiped.clone(),
     };
     (telling, told)
 }

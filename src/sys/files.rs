@@ -430,20 +430,21 @@ impl Directory {
         Ok(bytes)
     }
 
-    /// Opens the regular file `name` here for writing, creating it with
-    /// `mode` if missing (the run lock); a link is refused.
+    /// Opens the regular file `name` here for reading and writing, creating
+    /// it with `mode` if missing (the run lock, watch's presence); a link is
+    /// refused.
     pub fn open_or_create(&self, name: &str, mode: u32) -> io::Result<File> {
         let name = OsStr::new(name);
         match self.dir.look(name) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                create(&self.dir, name, OFlags::WRONLY, mode)
+                create(&self.dir, name, OFlags::RDWR, mode)
             }
             Err(error) => Err(error),
             Ok(looked) => {
                 let at = self.dir.join(name);
                 let looked =
                     regular(&self.dir, name, looked, Odd::Remove).map_err(|r| r.into_io(&at))?;
-                reopen(&self.dir, name, &looked, OFlags::WRONLY).map_err(|r| r.into_io(&at))
+                reopen(&self.dir, name, &looked, OFlags::RDWR).map_err(|r| r.into_io(&at))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! argv and what it reads on stdin — never a shell — and the real runner,
 //! which gives every child a time limit and kills it past that.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -9,7 +10,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -128,6 +129,7 @@ impl SystemRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
+        remember_child(child.id());
         let deadline = Instant::now() + self.limit;
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
@@ -175,6 +177,29 @@ impl Runner for SystemRunner {
     fn run(&mut self, command: &Command) -> io::Result<Completion> {
         self.run_with_env(command, &[])
     }
+}
+
+/// The pids of the latest children, newest last: `watch` tells its own
+/// commits to the firewall from others' by the committing pid.
+static CHILDREN: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
+
+/// How many children are remembered: far more than one run starts.
+const CHILDREN_KEPT: usize = 256;
+
+fn remember_child(pid: u32) {
+    let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
+    if children.len() == CHILDREN_KEPT {
+        children.pop_front();
+    }
+    children.push_back(pid);
+}
+
+/// Whether `pid` is one of the latest children this process started.
+pub fn started_lately(pid: u32) -> bool {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&pid)
 }
 
 /// What a child reads on stdin: `input` in an anonymous file in memory, from

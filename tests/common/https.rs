@@ -136,7 +136,7 @@ impl TlsServer {
     }
 }
 
-fn certificates() -> (String, Arc<ServerConfig>) {
+pub fn certificates() -> (String, Arc<ServerConfig>) {
     let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params

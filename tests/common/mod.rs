@@ -9,6 +9,8 @@ pub mod connect;
 pub mod https;
 pub mod netns;
 pub mod signer;
+pub mod stream;
+pub mod watcher;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -208,6 +210,17 @@ impl TestEnv {
         };
         edit(&mut state);
         state.save(&self.path("state")).unwrap();
+    }
+
+    /// Makes the kept state say that portlocker's rules were left in an
+    /// earlier boot, as after a real reboot (a test's "reboot" flushes the
+    /// firewall in the same boot, which a run would take for a wipe).
+    pub fn as_if_rebooted(&self) {
+        self.edit_state(|state| {
+            if let Some(in_place) = &mut state.in_place {
+                in_place.boot = Some("an earlier boot".into());
+            }
+        });
     }
 
     /// The `[notify]` section of a config whose command keeps each notice it

@@ -1,0 +1,175 @@
+//! How a running `watch` is known to the rest of portlocker: an exclusive
+//! lock on `state_dir/watch` for as long as it lives, and in that file its
+//! pid and the last moment it looked (its heartbeat). A cron or timer run
+//! finding a live watcher leaves the work to it and asks it to run now; one
+//! finding it stuck does the work itself. Never signals a process that is
+//! not a portlocker holding the lock.
+
+use std::fs::{self, File};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::sys::files;
+
+const FILE: &str = "watch";
+
+/// A watcher that has not looked for this long is taken as stuck: its
+/// slowest loop (a fetch and a run, each bounded) takes far less.
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+/// This process is the watcher of its state directory.
+#[derive(Debug)]
+pub struct Presence {
+    file: File,
+}
+
+/// Another process's watch, as its file tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watcher {
+    pub pid: u32,
+    /// When it last looked.
+    pub beat: Option<DateTime<Utc>>,
+}
+
+fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+fn open(state_dir: &Path) -> Result<File> {
+    let dir = files::Directory::open(state_dir, "state_dir", Some(0o700))
+        .with_context(|| format!("cannot reach the state directory {}", state_dir.display()))?;
+    dir.open_or_create(FILE, 0o600)
+        .with_context(|| format!("cannot open {}", path(state_dir).display()))
+}
+
+/// Becomes the watcher of `state_dir`; the watcher already there when
+/// another process is. (A cron run peeking holds the lock for an instant:
+/// it is tried a few times.)
+pub fn claim(state_dir: &Path) -> Result<std::result::Result<Presence, Watcher>> {
+    let file = open(state_dir)?;
+    for _ in 0..20 {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.set_len(0);
+                let mut presence = Presence { file };
+                presence.beat(Utc::now());
+                return Ok(Ok(presence));
+            }
+            Err(fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(25)),
+            Err(fs::TryLockError::Error(error)) => {
+                return Err(error).context("cannot lock the watch file");
+            }
+        }
+    }
+    Ok(Err(read(&file)))
+}
+
+impl Presence {
+    /// Says that this watcher looked at `now`.
+    pub fn beat(&mut self, now: DateTime<Utc>) {
+        // Always the same length, written in place: a reader never finds
+        // the file empty or half old.
+        let text = format!("{:>10} {:>20}\n", std::process::id(), now.timestamp());
+        let _ = self.file.write_all_at(text.as_bytes(), 0);
+    }
+}
+
+/// The live watcher of `state_dir`, if there is one.
+pub fn watcher(state_dir: &Path) -> Option<Watcher> {
+    let dir = files::Directory::open(state_dir, "state_dir", None).ok()?;
+    let file = dir.open_or_create(FILE, 0o600).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(fs::TryLockError::WouldBlock) => Some(read(&file)),
+        Err(fs::TryLockError::Error(_)) => None,
+    }
+}
+
+fn read(mut file: &File) -> Watcher {
+    let mut text = String::new();
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = file.take(100).read_to_string(&mut text);
+    let mut words = text.split_whitespace();
+    let pid = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let beat = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .and_then(|seconds| DateTime::from_timestamp(seconds, 0));
+    Watcher { pid, beat }
+}
+
+impl Watcher {
+    /// Whether it looked recently enough, at `now`, to leave the work to it.
+    pub fn alive(&self, now: DateTime<Utc>) -> bool {
+        self.beat.is_some_and(|beat| {
+            let since = now - beat;
+            since >= -chrono::TimeDelta::seconds(5)
+                && since.to_std().unwrap_or_default() < STUCK_AFTER
+        })
+    }
+
+    /// Asks it to fetch and run now (SIGUSR1), if it is a portlocker.
+    pub fn ask_to_run(&self) -> bool {
+        let comm = fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
+        if self.pid <= 1 || comm.trim() != "portlocker" {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: kill(2) of one process by pid; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        // The lock goes with the descriptor; an empty file says nobody beats.
+        let _ = self.file.set_len(0);
+        let _ = self.file.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_watcher_per_state_directory_known_by_its_beat() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(watcher(dir.path()), None);
+        let now = Utc::now();
+        let mut presence = claim(dir.path()).unwrap().unwrap();
+        let seen = watcher(dir.path()).expect("a watcher");
+        assert_eq!(seen.pid, std::process::id());
+        assert!(seen.alive(now));
+        let second = claim(dir.path()).unwrap().unwrap_err();
+        assert_eq!(second.pid, std::process::id());
+        // Stuck: it has not looked for longer than STUCK_AFTER.
+        presence.beat(now - chrono::TimeDelta::seconds(121));
+        assert!(!watcher(dir.path()).unwrap().alive(now));
+        // A beat from the future (a clock set back) is not taken as alive for ever.
+        presence.beat(now + chrono::TimeDelta::hours(1));
+        assert!(!watcher(dir.path()).unwrap().alive(now));
+        drop(presence);
+        assert_eq!(watcher(dir.path()), None);
+        assert!(claim(dir.path()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_watcher_is_only_signalled_when_it_is_a_portlocker() {
+        // This test process is not named portlocker.
+        let me = Watcher {
+            pid: std::process::id(),
+            beat: None,
+        };
+        assert!(!me.ask_to_run());
+        assert!(!Watcher { pid: 1, beat: None }.ask_to_run());
+        assert!(!Watcher { pid: 0, beat: None }.ask_to_run());
+    }
+}
