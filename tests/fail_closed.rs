@@ -210,6 +210,21 @@ fn a_hung_ip6tables_or_an_unusable_ip6tables_restore_never_holds_back_ipv4() {
         "ip6tables hung",
     );
 
+    // A restore tool that hangs: killed, the family read again, and its
+    // closes made rule by rule.
+    let env = TestEnv::with_real_iptables();
+    let hung = env.path("hung-ip6tables-restore");
+    std::fs::write(&hung, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&hung, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let firewall = format!("ip6tables_restore = {hung:?}\ncommand_timeout_secs = 1");
+    env.write_config(&env.local_config("", &firewall));
+    env.control("close ssh\n");
+    env.run(&[]).expect(1).says("did not finish within 1 s");
+    assert_traffic(
+        &both_families(Proto::Tcp, 22, false),
+        "ip6tables-restore hung",
+    );
+
     // A restore tool that is not executable is not run: rule by rule instead.
     let env = TestEnv::with_real_iptables();
     let broken = env.path("ip6tables-restore");

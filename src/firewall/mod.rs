@@ -108,6 +108,9 @@ pub struct Applied {
     /// portlocker's rules a commit was refused at (each refusal is in
     /// `errors` too), which a plan without them may get past: see `commit`.
     pub refused: Vec<Rule>,
+    /// The backend will commit another way now (its restore tool hung):
+    /// a plan made again may get further.
+    pub retry: bool,
 }
 
 /// What `reset` did.
@@ -158,6 +161,7 @@ pub fn commit(
         let no_time_match =
             !unwritable.no_time_match && applied.errors.iter().any(CommandError::lacks_time_match);
         let refused = std::mem::take(&mut applied.refused);
+        let retry = applied.retry;
         if !applied.made.is_empty() {
             done.confirmed = applied.confirmed;
         }
@@ -178,7 +182,7 @@ pub fn commit(
             let all = round >= CLOSE_ALL_FROM && unwritable.close_all(rule.family);
             learnt |= all || unwritable.refuse(rule);
         }
-        if !learnt {
+        if !learnt && !retry {
             break;
         }
     }

@@ -80,6 +80,11 @@ impl KernelTime {
     }
 }
 
+/// A deadline in a message: UTC, to the second.
+fn shown(moment: KernelTime) -> String {
+    moment.0.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 /// A moment as xt_time takes and lists it: UTC, to the second.
 pub fn kernel_time(moment: KernelTime) -> String {
     moment.0.format("%Y-%m-%dT%H:%M:%S").to_string()
@@ -292,14 +297,21 @@ impl fmt::Display for Change {
                 write!(f, "{family}: remove jump from INPUT to {chain}")
             }
             Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
-            Change::Append(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: open {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports),
-            },
+            Change::Append(rule) => {
+                match rule.source {
+                    Some(source) => write!(
+                        f,
+                        "{}: open {} {} to {source}",
+                        rule.family, rule.service, rule.ports
+                    )?,
+                    None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports)?,
+                }
+                match (rule.deadline, rule.source) {
+                    (Some(deadline), Some(_)) => write!(f, " until {} UTC", shown(deadline)),
+                    (Some(deadline), None) => write!(f, " from {} UTC", shown(deadline)),
+                    (None, _) => Ok(()),
+                }
+            }
             Change::Delete(rule) => match rule.source {
                 Some(source) => write!(
                     f,

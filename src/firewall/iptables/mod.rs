@@ -471,7 +471,13 @@ impl<'a, R: Runner> Firewall<'a, R> {
             if mine.is_empty() {
                 continue;
             }
-            match family_transaction(self.config, family, &mine, holdings) {
+            // A restore tool that hung this run is not waited for again.
+            let restore = self.config.restore_binary(family);
+            let transaction = match self.hung.iter().any(|hung| hung == restore) {
+                true => None,
+                false => family_transaction(self.config, family, &mine, holdings),
+            };
+            match transaction {
                 Some(transaction) => {
                     let changes: Vec<&Change> = mine.iter().map(|step| &step.change).collect();
                     match self.commit(&transaction, &changes) {
@@ -551,6 +557,15 @@ impl<'a, R: Runner> Firewall<'a, R> {
             error.failure,
             Failure::Refused(_) | Failure::Exited { .. } | Failure::Spawn(_)
         );
+        if matches!(error.failure, Failure::TimedOut { .. }) {
+            // Killed, it may or may not have committed: the family is read
+            // again, and the next commit goes rule by rule.
+            let family = transaction.family;
+            let chain = self.config.firewall.chain.clone();
+            let fresh = self.observe_family(family, &chain, false).ok();
+            holdings.families.insert(family, fresh);
+            applied.retry = true;
+        }
         applied.errors.push(error);
         match refused {
             Some(rule) if rule.source.is_some() || rule.deadline.is_some() => {

@@ -1298,7 +1298,10 @@ mod tests {
              meta nfproto ipv6 udp dport 1194 drop comment \"portlocker:vpn\"\n  }\n}\n"
         );
         assert_eq!(script.about(2), "table inet portlocker as it was");
-        assert_eq!(script.about(6), "IPv4: open ssh 22/tcp to 127.0.0.2/32");
+        assert_eq!(
+            script.about(6),
+            "IPv4: open ssh 22/tcp to 127.0.0.2/32 until 2026-12-01 18:00:00 UTC"
+        );
         assert_eq!(script.about(9), "IPv4: close mosh 60000-61000/udp");
     }
 
