@@ -311,6 +311,33 @@ on_both_backends! {
     }
 }
 
+on_both_backends! {
+    /// A commit refused past any rule of portlocker's — as netlink refuses
+    /// a batch too big for it — is made again with closes only.
+    fn a_whole_commit_refused_is_made_again_with_closes_only(backend: Backend) {
+        let env = backend.refusing_env();
+        serve_services();
+        std::fs::write(env.path("longest"), "20").unwrap();
+        let sources: String = (1..=80).map(|n| format!("open ssh from 127.0.1.{n}\n")).collect();
+        env.control(&format!("{sources}open ssh from 127.0.0.2\nclose web\n"));
+        let run = env.run(&[]);
+        run.expect(1);
+        let expected: Vec<(Probe, bool)> = [
+            (to_self(Proto::Tcp, "127.0.0.2", 22), false),
+            (to_self(Proto::Tcp, "127.0.0.1", 22), false),
+        ]
+        .into_iter()
+        .chain(both_families(Proto::Tcp, 80, false))
+        .collect();
+        assert_traffic(&expected, "whole commit refused");
+        assert!(
+            env.log().contains("IPv4: every open from a source or with an end is closed"),
+            "{}",
+            env.log()
+        );
+    }
+}
+
 /// The kept copy of the control file, if any.
 fn last_good(env: &TestEnv) -> Option<String> {
     use portlocker::intake::state::{Loaded, State};

@@ -111,6 +111,9 @@ pub struct Applied {
     /// The backend will commit another way now (its restore tool hung):
     /// a plan made again may get further.
     pub retry: bool,
+    /// Families whose commit was refused past any rule of portlocker's (its
+    /// size, or a line that is no rule): a plan of closes only may get through.
+    pub shrink: Vec<Family>,
 }
 
 /// What `reset` did.
@@ -178,8 +181,12 @@ pub fn commit(
         }
         done.errors.extend(applied.errors);
         let mut learnt = false;
+        for family in std::mem::take(&mut applied.shrink) {
+            learnt |= unwritable.close_all(family, "the whole commit");
+        }
         for rule in &refused {
-            let all = round >= CLOSE_ALL_FROM && unwritable.close_all(rule.family);
+            let all = round >= CLOSE_ALL_FROM
+                && unwritable.close_all(rule.family, "rule after rule of theirs");
             learnt |= all || unwritable.refuse(rule);
         }
         if !learnt && !retry {

@@ -2,7 +2,7 @@
 //! data shared by the planner, the verdicts and the iptables layer. Pure:
 //! never runs a command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -325,6 +325,16 @@ impl fmt::Display for Change {
             }
         }
     }
+}
+
+/// The changes of `changes` that append a rule, by its family and the
+/// rule as listed (the same in both families).
+pub fn appended_by<'a>(changes: &[&'a Change]) -> HashMap<(Family, Vec<String>), &'a Change> {
+    let appends = changes.iter().filter_map(|&change| match change {
+        Change::Append(rule) => Some(((rule.family, rule.listed_spec()), change)),
+        _ => None,
+    });
+    appends.collect()
 }
 
 /// The `portlocker:NAME` tag of a listed rule, if it has one.

@@ -203,7 +203,8 @@ fn add(control: &mut ControlFile, directive: Directive, named_again: &mut usize)
             .insert(directive.service.clone(), vec![directive]);
         return;
     };
-    let adds_up = directive.source.is_some() && lines.iter().all(|d| d.source.is_some());
+    // The lines in force are one plain line, or `from` lines only.
+    let adds_up = directive.source.is_some() && lines.first().is_some_and(|d| d.source.is_some());
     if !adds_up {
         if let Some(earlier) = lines.last() {
             *named_again += 1;
