@@ -397,6 +397,61 @@ fn with_the_fake_rule_by_rule_a_refused_open_keeps_its_service_closed() {
     );
 }
 
+/// A bare time the host's zone skips is refused, naming the offset in
+/// force before the skip; one it repeats is the earlier moment.
+#[test]
+fn a_time_the_clocks_skip_is_refused_with_the_offset_to_write() {
+    let zones = [
+        (
+            "America/New_York",
+            "2027-03-14 02:30",
+            "2027-03-14T02:30:00-05:00",
+            "2027-11-07 01:30",
+            "2027-11-07T01:30:00-04:00",
+        ),
+        (
+            "Australia/Lord_Howe",
+            "2027-10-03 02:15",
+            "2027-10-03T02:15:00+10:30",
+            "2027-04-04 01:45",
+            "2027-04-04T01:45:00+11:00",
+        ),
+    ];
+    for (zone, gap, instead, fold, earlier) in zones {
+        if !std::path::Path::new("/usr/share/zoneinfo")
+            .join(zone)
+            .exists()
+        {
+            common::skipped(
+                "a_time_the_clocks_skip_is_refused",
+                &format!("no {zone} here"),
+            );
+            continue;
+        }
+        let env = TestEnv::with_fake_iptables();
+        let run = |text: &str| {
+            env.control(text);
+            let output = env
+                .command()
+                .args(["check", "--fetch"])
+                .env("TZ", zone)
+                .output()
+                .unwrap();
+            common::Run::from(output)
+        };
+        run(&format!("open ssh until {gap}\n"))
+            .expect(1)
+            .says(&format!(
+                "does not exist here (the clocks skip it); write the offset, like {instead}"
+            ));
+        let folded = run(&format!("open ssh until {fold}\n"));
+        assert!(
+            folded.stdout.contains(&format!("open ssh until {earlier}")),
+            "{folded:?}"
+        );
+    }
+}
+
 #[test]
 fn with_the_fake_a_missing_ip6tables_never_holds_back_ipv4() {
     let env = TestEnv::with_fake_iptables();
