@@ -338,6 +338,39 @@ on_both_backends! {
     }
 }
 
+on_both_backends! {
+    /// The fallbacks too: without a restore tool (iptables, rule by rule),
+    /// or with a table nft lists as garbage (the closes alone, in a chain
+    /// of their own), a refused close holds back no other, and a refused
+    /// open is closed.
+    fn a_refusal_on_a_fallback_path_holds_back_no_other_close(backend: Backend) {
+        let env = backend.refusing_env();
+        serve_services();
+        match backend {
+            Backend::Iptables => {
+                for restore in ["iptables-restore", "ip6tables-restore"] {
+                    std::fs::remove_file(env.path("bin").join(restore)).unwrap();
+                }
+            }
+            Backend::Nftables => std::fs::write(env.path("unreadable"), "").unwrap(),
+        }
+        env.refuse("portlocker:mosh");
+        env.control("close ssh\nclose web\nclose mosh\n");
+        env.run(&[]).expect(1);
+        let expected: Vec<(Probe, bool)> = both_families(Proto::Tcp, 22, false)
+            .into_iter()
+            .chain(both_families(Proto::Tcp, 80, false))
+            .chain(both_families(Proto::Udp, 60000, true))
+            .collect();
+        assert_traffic(&expected, "a close refused on the fallback");
+
+        env.refuse("2030-");
+        env.control("open ssh until 2030-01-01T00:00:00Z\n");
+        env.run(&[]).expect(1);
+        assert_traffic(&both_families(Proto::Tcp, 22, false), "an open's end refused on the fallback");
+    }
+}
+
 /// The kept copy of the control file, if any.
 fn last_good(env: &TestEnv) -> Option<String> {
     use portlocker::intake::state::{Loaded, State};

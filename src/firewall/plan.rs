@@ -359,33 +359,36 @@ fn plan_family(
             rule_changes.push(removal(spec, &drops, family, chain));
         }
     }
-    // Tagged for a service the config no longer has. A jump in INPUT, to a
-    // chain a config of before named, stays: its chain may hold the only
-    // closes of what no line names now (the state that knew lost). It goes
-    // with that chain, once a run knows what it held (`leftovers.rs`).
-    for rule in &tagged {
-        let configured = config
-            .services
-            .keys()
-            .any(|service| rule.tag() == Some(&format!("portlocker:{service}")));
-        let jump = rule
-            .tag()
-            .is_some_and(|tag| tag.starts_with("portlocker:jump."));
-        if !configured && !jump {
-            rule_changes.push(Change::DeleteListed {
-                family,
-                chain: chain.clone(),
-                spec: rule.spec.clone(),
-            });
-        }
-    }
-
+    rule_changes.extend(unconfigured(config, family, &tagged));
     let mut changes = Vec::new();
     if held.chain_exists(config) || enforces_any {
         changes.extend(chain_and_jump(config, family, Some(held)));
     }
     changes.extend(rule_changes);
     changes
+}
+
+/// The removals of `tagged` rules of services the config no longer has.
+/// A jump in INPUT, to a chain a config of before named, stays: its chain
+/// may hold the only closes of what no line names now (the state that
+/// knew lost). It goes with that chain, once a run knows what it held
+/// (`leftovers.rs`).
+fn unconfigured(config: &Config, family: Family, tagged: &[&Listed]) -> Vec<Change> {
+    let tags: HashSet<String> = (config.services.keys())
+        .map(|service| format!("portlocker:{service}"))
+        .collect();
+    tagged
+        .iter()
+        .filter(|rule| {
+            rule.tag()
+                .is_some_and(|tag| !tags.contains(tag) && !tag.starts_with("portlocker:jump."))
+        })
+        .map(|rule| Change::DeleteListed {
+            family,
+            chain: config.firewall.chain.clone(),
+            spec: rule.spec.clone(),
+        })
+        .collect()
 }
 
 /// The change that removes one copy of a listed rule: named after the rule

@@ -147,7 +147,8 @@ impl Backend {
     /// with a word it does not know, so it refuses it and names it, and
     /// iptables refuses an -A or -I that holds it. While the file `longest`
     /// of the test directory holds a number, an input of more lines is
-    /// refused as netlink refuses a batch too big for it, naming no line.
+    /// refused as netlink refuses a batch too big for it, naming no line;
+    /// while `unreadable` exists, nft lists what no one can read.
     pub fn refusing_env(self) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
@@ -156,6 +157,7 @@ impl Backend {
             let path = bin.join(name);
             let script = format!(
                 "#!/bin/bash\n\
+                 if [ -e {dir}/unreadable ] && [[ \" $* \" == *' list '* ]]; then echo 'not json'; exit 0; fi\n\
                  text=$(cat {dir}/refuse 2>/dev/null)\n\
                  most=$(cat {dir}/longest 2>/dev/null)\n\
                  [ -z \"$text$most\" ] && exec {real} \"$@\"\n\
