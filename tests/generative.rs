@@ -214,36 +214,25 @@ fn clauses(zone: &str, now: DateTime<Utc>) -> Vec<Clause> {
         words: "for 2h".into(),
         ends: Ends::Later,
     }];
+    // Never within two days of now, where a zone's offset could tip it.
     let margin = TimeDelta::days(2);
+    let until = |text: &str, over: bool| Clause {
+        words: format!("until {text}"),
+        ends: if over { Ends::Over } else { Ends::Later },
+    };
     for text in RFC3339 {
         let moment = DateTime::parse_from_rfc3339(text)
             .unwrap_or_else(|error| panic!("{text}: {error}"))
             .to_utc();
         if (moment - now).abs() > margin {
-            let ends = if moment < now {
-                Ends::Over
-            } else {
-                Ends::Later
-            };
-            all.push(Clause {
-                words: format!("until {text}"),
-                ends,
-            });
+            all.push(until(text, moment < now));
         }
     }
     for text in LOCAL {
         let date = NaiveDate::parse_from_str(&text[..10], "%Y-%m-%d").unwrap();
         let today = now.date_naive();
         if (date - today).abs() > margin {
-            let ends = if date < today {
-                Ends::Over
-            } else {
-                Ends::Later
-            };
-            all.push(Clause {
-                words: format!("until {text}"),
-                ends,
-            });
+            all.push(until(text, date < today));
         }
     }
     for (of, text, gap) in ZONE_TIMES {
