@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, Timelike, Utc};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
@@ -261,7 +261,8 @@ pub fn resolve<'a>(
     resolved
 }
 
-/// When an open line ends: its own deadline, capped by `max_open`.
+/// When an open line ends: its own deadline, capped by `max_open`, to the
+/// whole second (the kernel's), never later than asked.
 fn deadline(
     directive: &Directive,
     start: DateTime<FixedOffset>,
@@ -273,10 +274,11 @@ fn deadline(
         None => None,
     };
     let cap = max_open.map(|limit| start + limit);
-    match (own, cap) {
+    let deadline = match (own, cap) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
+    };
+    deadline.map(|moment| moment.with_nanosecond(0).unwrap_or(moment))
 }
 
 /// A moment as the owner reads it: in the server's offset now.
@@ -631,6 +633,27 @@ mod tests {
         assert_eq!(ssh(&closed).0, Want::Closed);
         let from = runs.run(Some("close ssh\nopen ssh from 203.0.113.7\n"), now);
         assert_eq!(ssh(&from).0, open_to(&["203.0.113.7/32"]));
+    }
+
+    /// A count that starts mid-second ends on the whole second before:
+    /// the kernel's deadlines are whole seconds, and never later than asked.
+    #[test]
+    fn deadlines_are_whole_seconds() {
+        let mut runs = Runs::new(None);
+        let resolved = runs.run(
+            Some("open ssh for 1h\nopen vpn from 203.0.113.7 for 2h\n"),
+            "2026-11-25T10:00:00.75Z",
+        );
+        let ssh = &resolved.intents[&ServiceName::new("ssh").unwrap()].want;
+        assert_eq!(*ssh, Want::Open(Some(at("2026-11-25T11:00:00Z").to_utc())));
+        let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()].want;
+        let Want::OpenTo(sources) = vpn else {
+            panic!("{vpn:?}")
+        };
+        assert_eq!(
+            sources.values().copied().collect::<Vec<_>>(),
+            [Some(at("2026-11-25T12:00:00Z").to_utc())]
+        );
     }
 
     #[test]
