@@ -146,19 +146,7 @@ pub struct FirewallConfig {
     pub default: Unnamed,
 }
 
-impl FirewallConfig {
-    /// Every program the firewall backends may run, with its config key:
-    /// root runs them, so each must pass `files::check_program`.
-    pub fn programs(&self) -> [(&'static str, &Path); 5] {
-        [
-            ("firewall.iptables", &self.iptables),
-            ("firewall.ip6tables", &self.ip6tables),
-            ("firewall.iptables_restore", &self.iptables_restore),
-            ("firewall.ip6tables_restore", &self.ip6tables_restore),
-            ("firewall.nft", &self.nft),
-        ]
-    }
-}
+impl FirewallConfig {}
 
 /// The firewall portlocker drives: iptables and ip6tables (its own chain,
 /// jumped to from INPUT), or nftables (its own table, `inet portlocker`).
@@ -236,8 +224,11 @@ impl Config {
             if let Some(ca_file) = &config.fetch.ca_file {
                 files::check_trusted(ca_file, "fetch.ca_file")?;
             }
-            for (key, program) in config.firewall.programs() {
-                files::check_program(program, key)?;
+            // Root runs it: a program another account can change is that
+            // account's root shell. The iptables programs of each family are
+            // checked by the backend, so one family's never stops the other's.
+            if config.firewall.backend == BackendKind::Nftables {
+                files::check_program(&config.firewall.nft, "firewall.nft")?;
             }
             Ok(config)
         };

@@ -14,12 +14,13 @@ pub mod plan;
 pub mod reasons;
 pub mod verdict;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{BackendKind, Config};
-use crate::firewall::model::{Change, Holdings};
-use crate::firewall::plan::Step;
+use crate::config::{BackendKind, Config, Family};
+use crate::firewall::model::{Change, Holdings, Rule};
+use crate::firewall::plan::{Step, Unwritable};
 use crate::sys::runner::{
     Command, CommandError, Completion, Failure, Refusal, Runner, Termination,
 };
@@ -56,9 +57,15 @@ pub trait FirewallBackend {
     /// fixes it.
     fn broken(&self) -> Vec<(PathBuf, String)>;
 
-    /// Why this process cannot drive the firewall at all, if it cannot.
-    /// (Whether it is root shows in the tool's own answer; see
-    /// `CommandError::needs_root`.)
+    /// The families this backend cannot drive at all, each with why: a
+    /// program only they need cannot run (missing, not executable, or one
+    /// another account could change, which is never run). The other
+    /// families' work goes on without them: `observe` leaves them out.
+    fn unusable(&self) -> BTreeMap<Family, String>;
+
+    /// Why this process cannot drive the firewall at all, if it cannot: no
+    /// family can be driven. (Whether it is root shows in the tool's own
+    /// answer; see `CommandError::needs_root`.)
     fn preflight(&self) -> Result<(), String> {
         match self.broken().into_iter().next() {
             Some((_, problem)) => Err(problem),
@@ -67,8 +74,9 @@ pub trait FirewallBackend {
     }
 
     /// Reads what portlocker's part of the firewall holds; a family that
-    /// could not be read is `None`, with its error. With `docker`, also what
-    /// the page's notices need (whether Docker's chain exists).
+    /// could not be read is `None`, with its error, and one that cannot be
+    /// driven (`unusable`) is left out. With `docker`, also what the page's
+    /// notices need (whether Docker's chain exists).
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
 
     /// Carries out the plan; every change made is recorded in `holdings`
@@ -98,6 +106,15 @@ pub struct Applied {
     /// as `observe` would read it, when the apply itself learns that (nft's
     /// echo of its transaction); None: read it again.
     pub confirmed: Option<Holdings>,
+    /// portlocker's rules a commit was refused at (each refusal is in
+    /// `errors` too), which a plan without them may get past: see `commit`.
+    pub refused: Vec<Rule>,
+    /// The backend will commit another way now (its restore tool hung):
+    /// a plan made again may get further.
+    pub retry: bool,
+    /// Families whose commit was refused past any rule of portlocker's (its
+    /// size, or a line that is no rule): a plan of closes only may get through.
+    pub shrink: Vec<Family>,
 }
 
 /// What `reset` did.
@@ -119,6 +136,65 @@ pub struct Tidied {
     pub changes: usize,
     /// For the status page (each also logged).
     pub notices: Vec<String>,
+}
+
+/// How many commits a run makes at most to get past what the firewall refuses.
+const MAX_COMMITS: usize = 8;
+
+/// From this commit on, a family refused again has every open that needs a
+/// rule closed at once, rather than one rule at a time.
+const CLOSE_ALL_FROM: usize = 4;
+
+/// Makes the firewall hold what `plan` makes of `holdings`, and again while
+/// a commit is refused at a rule of portlocker's: each time without what
+/// was refused (`Unwritable`: a refused open closed instead, a refused close
+/// left out), so that a line the firewall cannot take never leaves another
+/// close undone. A kernel without a time match gets its plan without
+/// deadlines instead, as before. Returns everything done, each refusal in
+/// `errors`, and what could not be written.
+pub fn commit(
+    backend: &mut dyn FirewallBackend,
+    holdings: &mut Holdings,
+    mut plan: impl FnMut(&Unwritable, &Holdings) -> Vec<Step>,
+) -> (Applied, Unwritable) {
+    let mut unwritable = Unwritable::default();
+    let mut done = Applied::default();
+    for round in 1..=MAX_COMMITS {
+        let steps = plan(&unwritable, holdings);
+        let mut applied = backend.apply(&steps, holdings);
+        let no_time_match =
+            !unwritable.no_time_match && applied.errors.iter().any(CommandError::lacks_time_match);
+        let refused = std::mem::take(&mut applied.refused);
+        let retry = applied.retry;
+        if !applied.made.is_empty() {
+            done.confirmed = applied.confirmed;
+        }
+        done.made.extend(applied.made);
+        if no_time_match {
+            // Deadlines then end only when a run comes after them, as before.
+            log::warn!(
+                "this kernel has no xt_time match: an open that ends is closed by the first run \
+                 after its deadline, not by the kernel at the deadline"
+            );
+            unwritable.no_time_match = true;
+            // Its refusals are answered by the plan without deadlines.
+            continue;
+        }
+        done.errors.extend(applied.errors);
+        let mut learnt = false;
+        for family in std::mem::take(&mut applied.shrink) {
+            learnt |= unwritable.close_all(family, "the whole commit");
+        }
+        for rule in &refused {
+            let all = round >= CLOSE_ALL_FROM
+                && unwritable.close_all(rule.family, "rule after rule of theirs");
+            learnt |= all || unwritable.refuse(rule);
+        }
+        if !learnt && !retry {
+            break;
+        }
+    }
+    (done, unwritable)
 }
 
 /// Runs `command` through `runner`; Ok only when it exits 0. A program in
@@ -192,6 +268,13 @@ pub fn refusal_named(
 /// with `hint` after that.
 pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
+    // Root runs it: one another account can change, or could put where it is
+    // missing, is that account's root shell.
+    if crate::sys::files::is_root()
+        && let Err(error) = crate::sys::files::check_program(binary, key)
+    {
+        return Some(format!("{error:#}"));
+    }
     let shown = binary.display();
     let what = match std::fs::metadata(binary) {
         Ok(meta) if !meta.is_file() => "is not a regular file",

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Timelike, Utc};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
@@ -191,7 +191,8 @@ pub type Starts = BTreeMap<String, DateTime<FixedOffset>>;
 /// Forgets the starts of lines no longer wanted, so a line that changes
 /// starts a new count.
 pub fn retain_starts(starts: &mut Starts, wanted: &Wanted) {
-    starts.retain(|line, _| wanted.values().flatten().any(|d| d.render() == *line));
+    let lines: BTreeSet<String> = wanted.values().flatten().map(Directive::render).collect();
+    starts.retain(|line, _| lines.contains(line));
 }
 
 /// Resolves `wanted` at `now`. A line without a start counts from `now`
@@ -311,7 +312,8 @@ pub fn resolve<'a, Tz: TimeZone>(
 }
 
 /// When an open line ends: its own deadline, capped by `max_open` (the
-/// earlier wins; on a tie, the line's own clause).
+/// earlier wins; on a tie, the line's own clause), to the whole second (the
+/// kernel's), never later than asked.
 fn ending(
     directive: &Directive,
     start: DateTime<FixedOffset>,
@@ -332,10 +334,14 @@ fn ending(
         at: start + limit,
         by: EndsBy::MaxOpen(limit),
     });
-    match (own, cap) {
+    let ending = match (own, cap) {
         (Some(own), Some(cap)) if cap.at < own.at => Some(cap),
         (own, cap) => own.or(cap),
-    }
+    };
+    ending.map(|ending| Ending {
+        at: ending.at.with_nanosecond(0).unwrap_or(ending.at),
+        ..ending
+    })
 }
 
 /// A deadline as the page and the log show it: to the minute, with the
@@ -701,6 +707,27 @@ mod tests {
         assert_eq!(ssh(&closed).0, Want::Closed);
         let from = runs.run(Some("close ssh\nopen ssh from 203.0.113.7\n"), now);
         assert_eq!(ssh(&from).0, open_to(&["203.0.113.7/32"]));
+    }
+
+    /// A count that starts mid-second ends on the whole second before:
+    /// the kernel's deadlines are whole seconds, and never later than asked.
+    #[test]
+    fn deadlines_are_whole_seconds() {
+        let mut runs = Runs::new(None);
+        let resolved = runs.run(
+            Some("open ssh for 1h\nopen vpn from 203.0.113.7 for 2h\n"),
+            "2026-11-25T10:00:00.75Z",
+        );
+        let ssh = &resolved.intents[&ServiceName::new("ssh").unwrap()].want;
+        assert_eq!(*ssh, Want::Open(Some(at("2026-11-25T11:00:00Z").to_utc())));
+        let vpn = &resolved.intents[&ServiceName::new("vpn").unwrap()].want;
+        let Want::OpenTo(sources) = vpn else {
+            panic!("{vpn:?}")
+        };
+        assert_eq!(
+            sources.values().copied().collect::<Vec<_>>(),
+            [Some(at("2026-11-25T12:00:00Z").to_utc())]
+        );
     }
 
     #[test]

@@ -141,6 +141,64 @@ impl Backend {
         }
     }
 
+    /// An environment whose config drives this backend through wrappers of
+    /// the real tools that refuse every rule holding the text given to
+    /// `TestEnv::refuse`: the real restore tool or nft is fed that line
+    /// with a word it does not know, so it refuses it and names it, and
+    /// iptables refuses an -A or -I that holds it. While the file `longest`
+    /// of the test directory holds a number, an input of more lines is
+    /// refused as netlink refuses a batch too big for it, naming no line;
+    /// while `unreadable` exists, nft lists what no one can read.
+    pub fn refusing_env(self) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let wrap = |name: &str, real: &str| {
+            let path = bin.join(name);
+            let script = format!(
+                "#!/bin/bash\n\
+                 if [ -e {dir}/unreadable ] && [[ \" $* \" == *' list '* ]]; then echo 'not json'; exit 0; fi\n\
+                 text=$(cat {dir}/refuse 2>/dev/null)\n\
+                 most=$(cat {dir}/longest 2>/dev/null)\n\
+                 [ -z \"$text$most\" ] && exec {real} \"$@\"\n\
+                 case \" $* \" in *' -A '* | *' -I '*)\n\
+                 \x20   [[ -n \"$text\" && \"$*\" == *\"$text\"* ]] && {{ echo \"{name}: refused (test)\" >&2; exit 2; }} ;;\n\
+                 esac\n\
+                 input=$(mktemp -p {dir})\n\
+                 if [ -n \"$text\" ]; then sed \"s|.*${{text}}.*|& no-such-word|\"; else cat; fi >\"$input\"\n\
+                 if [ -n \"$most\" ] && [ $(wc -l <\"$input\") -gt \"$most\" ]; then\n\
+                 \x20   echo 'netlink: Error: Could not process rule: Message too long' >&2; exit 1\n\
+                 fi\n\
+                 exec {real} \"$@\" <\"$input\"\n",
+                dir = dir.path().display(),
+            );
+            std::fs::write(&path, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let env = match self {
+            Backend::Iptables => TestEnv {
+                iptables: wrap("iptables", IPT),
+                ip6tables: wrap("ip6tables", IP6T),
+                backend: format!(
+                    "iptables_restore = {:?}\nip6tables_restore = {:?}\n",
+                    wrap("iptables-restore", "/sbin/iptables-restore"),
+                    wrap("ip6tables-restore", "/sbin/ip6tables-restore"),
+                ),
+                dir,
+            },
+            Backend::Nftables => TestEnv {
+                iptables: IPT.into(),
+                ip6tables: IP6T.into(),
+                backend: format!("backend = \"nftables\"\nnft = {:?}\n", wrap("nft", NFT)),
+                dir,
+            },
+        };
+        env.write_default_config();
+        env
+    }
+
     /// What the last line of the first `reset` says.
     pub fn reset_ends(self) -> &'static str {
         match self {
