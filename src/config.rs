@@ -227,8 +227,10 @@ impl Config {
             // Root runs it: a program another account can change is that
             // account's root shell. The iptables programs of each family are
             // checked by the backend, so one family's never stops the other's.
-            if config.firewall.backend == BackendKind::Nftables {
-                files::check_program(&config.firewall.nft, "firewall.nft")?;
+            // nft also by the iptables backend's look for leftovers there.
+            let nft = &config.firewall.nft;
+            if config.firewall.backend == BackendKind::Nftables || nft.exists() {
+                files::check_program(nft, "firewall.nft")?;
             }
             Ok(config)
         };

@@ -1319,7 +1319,7 @@ mod tests {
         assert_eq!(script.about(2), "table inet portlocker as it was");
         assert_eq!(
             script.about(6),
-            "IPv4: open ssh 22/tcp to 127.0.0.2/32 until 2026-12-01 18:00:00 UTC"
+            "IPv4: open ssh 22/tcp to 127.0.0.2/32 until 2026-12-01 18:00 +00:00"
         );
         assert_eq!(script.about(9), "IPv4: close mosh 60000-61000/udp");
     }
