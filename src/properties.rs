@@ -48,7 +48,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Family, Protocol, ServiceName};
 use crate::exit::Exit;
-use crate::firewall::fake::{FakeIptables, Fate, KillPoint, Killed, Probe, binary_of};
+use crate::firewall::fake::{FakeIptables, Fate, KillPoint, Killed, Probe};
 use crate::firewall::iptables::Firewall;
 use crate::firewall::model::PortState;
 use crate::firewall::verdict;
@@ -908,7 +908,8 @@ impl World {
         // The oracle judges the kernel's time matches at the run's moment.
         self.fake.clock = Some(self.now.to_utc());
         if let Some((nth, point)) = run.kill {
-            self.fake.arm_kill(nth, point);
+            self.fake
+                .arm_kill(crate::firewall::fake::KillAt::Command(nth), point);
         }
         if let Some(nth) = run.fail {
             self.fake.arm_failure(nth);
@@ -1107,7 +1108,7 @@ impl World {
                 }
                 for net in ours {
                     for probe in probes(service, net.network()) {
-                        if self.fake.fate(binary_of(family), probe) == Fate::Dropped {
+                        if self.fake.fate(family, probe) == Fate::Dropped {
                             return fail(format!("open to {net}, port {}", probe.port));
                         }
                     }
@@ -1120,7 +1121,6 @@ impl World {
     /// The oracle's state of a service in a family: from a generic address
     /// and from every source the test or the table names.
     fn oracle(&self, service: &'static str, family: Family) -> PortState {
-        let binary = binary_of(family);
         let generic: IpAddr = match family {
             Family::Ipv4 => GENERIC_V4.parse().unwrap(),
             Family::Ipv6 => GENERIC_V6.parse().unwrap(),
@@ -1129,7 +1129,7 @@ impl World {
             .iter()
             .chain(V6_SOURCES)
             .map(|text| net(text).network())
-            .chain(self.fake.sources(binary).iter().map(IpNet::network))
+            .chain(self.fake.sources(family).iter().map(IpNet::network))
             .filter(|address| address.is_ipv4() == generic.is_ipv4())
             .collect();
         others.sort();
@@ -1137,7 +1137,7 @@ impl World {
         let states: Vec<PortState> = probes(service, generic)
             .into_iter()
             .map(|probe| {
-                let fate = |from| self.fake.fate(binary, Probe { from, ..probe });
+                let fate = |from| self.fake.fate(family, Probe { from, ..probe });
                 if fate(generic) == Fate::Accepted {
                     PortState::Open
                 } else if others.iter().any(|&from| fate(from) == Fate::Accepted) {
