@@ -170,8 +170,10 @@ pub struct FakeFirewall {
     /// Armed: the next commits refuse one line written for a service, the
     /// `pick`-th of those that carry a value from the control file.
     refusing: Option<u64>,
-    /// The line refused, once an armed refusal found one.
-    pub refused: Option<RefusedLine>,
+    /// That line, once an armed refusal found one.
+    refusing_line: Option<String>,
+    /// Each refusal of it, with the family of the commit refused.
+    pub refused: Vec<RefusedLine>,
     /// The moment the oracle judges time matches at (UTC).
     pub clock: Option<DateTime<Utc>>,
     pub stats: Stats,
@@ -204,7 +206,8 @@ impl FakeFirewall {
     /// that has one, and that same line in every commit after it.
     pub fn arm_refusal(&mut self, pick: u64) {
         self.refusing = Some(pick);
-        self.refused = None;
+        self.refusing_line = None;
+        self.refused.clear();
     }
 
     pub fn disarm(&mut self) {
@@ -441,10 +444,10 @@ impl FakeFirewall {
         let pick = self.refusing?;
         let lines: Vec<(usize, &str)> =
             input.lines().enumerate().map(|(i, l)| (i + 1, l)).collect();
-        let found = match &self.refused {
+        let found = match &self.refusing_line {
             Some(refused) => lines
                 .iter()
-                .find(|(_, line)| line.trim() == refused.line)
+                .find(|(_, line)| line.trim() == refused)
                 .copied(),
             None => {
                 let candidates: Vec<(usize, &str)> = lines
@@ -455,18 +458,17 @@ impl FakeFirewall {
                 let chosen = candidates
                     .get((pick % candidates.len().max(1) as u64) as usize)
                     .copied();
-                if let Some((_, line)) = chosen {
-                    let (family, service) = of_service(line).expect("a candidate");
-                    self.refused = Some(RefusedLine {
-                        family,
-                        service,
-                        line: line.trim().to_owned(),
-                    });
-                }
+                self.refusing_line = chosen.map(|(_, line)| line.trim().to_owned());
                 chosen
             }
         };
         let (number, line) = found?;
+        let (family, service) = of_service(line).expect("a line for a service");
+        self.refused.push(RefusedLine {
+            family,
+            service,
+            line: line.trim().to_owned(),
+        });
         self.stats.refusals += 1;
         Some((line.trim().to_owned(), number))
     }
@@ -920,7 +922,7 @@ mod tests {
             "{}",
             refused.stderr
         );
-        let line = fake.refused.clone().unwrap();
+        let line = fake.refused[0].clone();
         assert_eq!((line.family, line.service.as_str()), (Family::Ipv4, "ssh"));
         assert_eq!(fake.listing("iptables", "PORTLOCKER"), None);
         // Without that line, the transaction goes through.

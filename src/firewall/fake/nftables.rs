@@ -1117,22 +1117,25 @@ impl Ruleset {
         document(&objects)
     }
 
-    /// Every rule of every table, one line each, as `nft list` would print
-    /// it roughly (its comment last, quoted), for messages and checks.
+    /// Every rule of every table, one line each — its statements as nft
+    /// lists them, its comment last, quoted — for messages and checks.
     pub fn rules(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for table in &self.tables {
             for chain in &table.chains {
                 for rule in &chain.rules {
+                    let statements: Vec<String> =
+                        rule.statements.iter().map(|s| s.json(true)).collect();
                     let mut line = format!(
-                        "{} {} {}: {}",
+                        "{} {} {} handle {}: [{}]",
                         table.family,
                         table.name,
                         chain.name,
-                        rule.json(table, chain, true)
+                        rule.handle,
+                        statements.join(", ")
                     );
                     if let Some(comment) = &rule.comment {
-                        let _ = write!(line, " comment \"{comment}\"");
+                        let _ = write!(line, " comment {}", quoted(comment));
                     }
                     lines.push(line);
                 }
