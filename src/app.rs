@@ -163,10 +163,17 @@ fn reset(config: &Config) -> Result<Exit> {
         return Ok(Exit::Busy);
     };
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
-    // A configured backend that cannot run still leaves the rest to clear.
+    // A configured backend that cannot run still leaves the rest to clear;
+    // a family that cannot, the other families.
     let (reset, broken) = match backend.preflight() {
         Ok(()) => (backend.reset(), None),
         Err(reason) => (firewall::Reset::default(), Some(reason)),
+    };
+    let unusable = match broken {
+        Some(_) => Vec::new(),
+        None => (backend.unusable().into_iter())
+            .map(|(family, why)| format!("{family}: {why}; its rules were not removed"))
+            .collect(),
     };
     if reset.errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
@@ -193,9 +200,12 @@ fn reset(config: &Config) -> Result<Exit> {
             false => anyhow!("{reason}; only what portlocker left elsewhere was removed"),
         });
     }
-    let failure = summarise_errors(&reset.errors).or_else(|| {
-        (!elsewhere.clean()).then(|| "what portlocker left elsewhere could not be removed".into())
-    });
+    let mut failures = unusable;
+    failures.extend(summarise_errors(&reset.errors));
+    if !elsewhere.clean() {
+        failures.push("what portlocker left elsewhere could not be removed".into());
+    }
+    let failure = (!failures.is_empty()).then(|| failures.join("; "));
     if let Some(failure) = failure {
         log::error!("reset failed: {failure}");
         return Ok(Exit::Failed);
@@ -250,6 +260,7 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     }
     let resolved = resolve(config, &wanted, &starts, now);
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
+    let unusable = backend.unusable();
     let (holdings, note) = match backend.preflight() {
         Ok(()) => match backend.observe(false) {
             (holdings, errors) if errors.is_empty() => (holdings, None),
@@ -267,6 +278,12 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
             Some(format!("cannot read the firewall: {reason}")),
         ),
     };
+    let broken_all = backend.preflight().is_err();
+    // Shown as a run would make them once its program can run: unread.
+    let mut holdings = holdings;
+    for family in unusable.keys() {
+        holdings.families.insert(*family, None);
+    }
     let (kept, _) = intake::kept_wanted(config, &state);
     let seen = sources_seen(&kept, &wanted);
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
@@ -290,6 +307,9 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     }
     if let Some(note) = note {
         writeln!(out, "# {note}")?;
+    }
+    for (family, why) in unusable.iter().filter(|_| !broken_all) {
+        writeln!(out, "# cannot read the firewall: {family}: {why}")?;
     }
     if lines.is_empty() {
         writeln!(
@@ -328,6 +348,11 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
             "reading the firewall needs root: run portlocker status as root"
         ));
     }
+    // Each family that could not be read is said apart, the others shown.
+    let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let unusable = backend.unusable().into_iter();
+    errors
+        .extend(unusable.map(|(family, why)| format!("{family}: cannot read the firewall: {why}")));
     let now = Local::now().fixed_offset();
     // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
     let wanted = intake::asked(config, &state, now);
@@ -358,7 +383,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
             }),
             control_file: state.last_good.as_ref().map(Freshness::of),
             backend: firewall::backend(config),
-            errors: errors.iter().map(ToString::to_string).collect(),
+            errors: errors.clone(),
         };
         serde_json::to_writer_pretty(&mut out, &document)?;
         writeln!(out)?;

@@ -144,6 +144,13 @@ pub fn run_locked<'a, R: Runner + 'a>(
     if outcome.elsewhere_clean {
         leftovers::remember(config, &mut state);
     }
+    if outcome.unwritable && state.last_good != before.last_good {
+        // Its lines stay in force as closes; the file is not taken as good.
+        log::warn!(
+            "the control file is not kept as the last good one: the firewall refused a line of it"
+        );
+        state.last_good = before.last_good.clone();
+    }
     // A count starts only once its open is in the firewall: all of the
     // work done, or the service let in somewhere all the same, so that an
     // open made ends in time even while other work keeps failing.
@@ -456,6 +463,8 @@ struct Reconciled {
     /// The backend the config does not name is known to hold nothing of
     /// portlocker's: this run looked and found it so, or had no need to.
     elsewhere_clean: bool,
+    /// The firewall refused a rule the wanted state asks for.
+    unwritable: bool,
 }
 
 impl Reconciled {
@@ -468,6 +477,7 @@ impl Reconciled {
             notices: Vec::new(),
             failure: None,
             elsewhere_clean: false,
+            unwritable: false,
         }
     }
 }
@@ -493,25 +503,21 @@ fn reconcile<'a, R: Runner + 'a>(
     if let Err(reason) = backend.preflight() {
         return failed(reason);
     }
+    // A family that cannot be driven is told; the others' work goes on.
+    let unusable: Vec<String> = (backend.unusable().into_iter())
+        .map(|(family, why)| format!("{family}: {why}; its rules were not changed"))
+        .collect();
     let (mut holdings, mut errors) = backend.observe(docker);
     if errors.iter().any(CommandError::needs_root) {
         return failed(NEEDS_ROOT.to_owned());
     }
-    let mut steps = plan::plan(config, wants, &holdings, seen);
-    if elsewhere.moved_chain() {
-        steps.extend(plan::old_jumps(config, &holdings));
-    }
-    let mut applied = backend.apply(&steps, &mut holdings);
-    if applied.errors.iter().any(CommandError::lacks_time_match) {
-        // Deadlines then end only when a run comes after them, as before.
-        log::warn!(
-            "this kernel has no xt_time match: an open that ends is closed by the first run after \
-             its deadline, not by the kernel at the deadline"
-        );
-        let wants = intent::without_deadlines(wants);
-        let steps = plan::plan(config, &wants, &holdings, seen);
-        applied = backend.apply(&steps, &mut holdings);
-    }
+    let (applied, unwritable) = firewall::commit(&mut *backend, &mut holdings, |refused, held| {
+        let mut steps = plan::plan_within(config, wants, held, seen, refused);
+        if elsewhere.moved_chain() {
+            steps.extend(plan::old_jumps(config, held));
+        }
+        steps
+    });
     errors.extend(applied.errors);
     if !applied.made.is_empty() {
         // What the firewall holds now, as it said on committing the changes
@@ -526,6 +532,9 @@ fn reconcile<'a, R: Runner + 'a>(
     }
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
+    }
+    for said in &unwritable.said {
+        log::error!("{said}");
     }
     let mut notices = Vec::new();
     for family in config.families() {
@@ -552,7 +561,7 @@ fn reconcile<'a, R: Runner + 'a>(
     // Rules portlocker left where it no longer looks are removed only once
     // the configured backend holds what the owner asked, read back: until
     // then they may be all that keeps a port closed.
-    let right = errors.is_empty() && too_open.is_empty();
+    let right = errors.is_empty() && too_open.is_empty() && unusable.is_empty();
     let mut tidied_changes = 0;
     let mut elsewhere_clean = elsewhere.is_empty();
     if right {
@@ -567,14 +576,11 @@ fn reconcile<'a, R: Runner + 'a>(
         notices.extend(swept.tell_run());
         elsewhere_clean = swept.clean();
     }
-    let mut failure = summarise_errors(&errors);
-    if !too_open.is_empty() {
-        let reason = too_open.join("; ");
-        failure = Some(match failure {
-            None => reason,
-            Some(failure) => format!("{failure}; {reason}"),
-        });
-    }
+    let mut reasons = unusable;
+    reasons.extend(summarise_errors(&errors));
+    reasons.extend(unwritable.said.iter().cloned());
+    reasons.extend(too_open);
+    let failure = (!reasons.is_empty()).then(|| reasons.join("; "));
     Reconciled {
         holdings,
         changes: applied.made.len() + tidied_changes,
@@ -582,6 +588,7 @@ fn reconcile<'a, R: Runner + 'a>(
         notices,
         failure,
         elsewhere_clean,
+        unwritable: !unwritable.said.is_empty(),
     }
 }
 

@@ -305,6 +305,8 @@ fn dry_run_without_a_firewall_prints_conditional_commands() {
     );
 }
 
+/// A missing ip6tables fails the run, naming the family and the fix; the
+/// IPv4 closes are made all the same (issue 15: families are independent).
 #[test]
 fn a_missing_iptables_is_a_clear_failure() {
     let env = TestEnv::with_fake_iptables();
@@ -312,7 +314,20 @@ fn a_missing_iptables_is_a_clear_failure() {
     env.control("close ssh\n");
     let run = env.run(&[]);
     run.expect(1);
-    run.says("ip6tables not found (install the iptables package with `apt-get install iptables`, or set firewall.ip6tables in the config, or firewall.ipv6 = false)");
+    run.says("IPv6: ");
+    run.says("ip6tables not found (install the iptables package with `apt-get install iptables`, or set firewall.ip6tables in the config, or firewall.ipv6 = false); its rules were not changed");
+    assert!(
+        env.changing_calls()
+            .iter()
+            .all(|call| call.starts_with("iptables-restore ")),
+        "{:?}",
+        env.changing_calls()
+    );
+    assert!(env.fake_table("iptables").contains("portlocker:ssh"));
+    // With neither, nothing can be done.
+    std::fs::remove_file(&env.iptables).unwrap();
+    env.forget_calls();
+    env.run(&[]).expect(1).says("nothing was changed");
     assert_eq!(env.changing_calls(), Vec::<String>::new());
 }
 

@@ -13,12 +13,13 @@ pub mod nft;
 pub mod plan;
 pub mod verdict;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{BackendKind, Config};
-use crate::firewall::model::{Change, Holdings};
-use crate::firewall::plan::Step;
+use crate::config::{BackendKind, Config, Family};
+use crate::firewall::model::{Change, Holdings, Rule};
+use crate::firewall::plan::{Step, Unwritable};
 use crate::sys::runner::{
     Command, CommandError, Completion, Failure, Refusal, Runner, Termination,
 };
@@ -55,9 +56,15 @@ pub trait FirewallBackend {
     /// fixes it.
     fn broken(&self) -> Vec<(PathBuf, String)>;
 
-    /// Why this process cannot drive the firewall at all, if it cannot.
-    /// (Whether it is root shows in the tool's own answer; see
-    /// `CommandError::needs_root`.)
+    /// The families this backend cannot drive at all, each with why: a
+    /// program only they need cannot run (missing, not executable, or one
+    /// another account could change, which is never run). The other
+    /// families' work goes on without them: `observe` leaves them out.
+    fn unusable(&self) -> BTreeMap<Family, String>;
+
+    /// Why this process cannot drive the firewall at all, if it cannot: no
+    /// family can be driven. (Whether it is root shows in the tool's own
+    /// answer; see `CommandError::needs_root`.)
     fn preflight(&self) -> Result<(), String> {
         match self.broken().into_iter().next() {
             Some((_, problem)) => Err(problem),
@@ -66,8 +73,9 @@ pub trait FirewallBackend {
     }
 
     /// Reads what portlocker's part of the firewall holds; a family that
-    /// could not be read is `None`, with its error. With `docker`, also what
-    /// the page's notices need (whether Docker's chain exists).
+    /// could not be read is `None`, with its error, and one that cannot be
+    /// driven (`unusable`) is left out. With `docker`, also what the page's
+    /// notices need (whether Docker's chain exists).
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
 
     /// Carries out the plan; every change made is recorded in `holdings`
@@ -97,6 +105,9 @@ pub struct Applied {
     /// as `observe` would read it, when the apply itself learns that (nft's
     /// echo of its transaction); None: read it again.
     pub confirmed: Option<Holdings>,
+    /// portlocker's rules a commit was refused at (each refusal is in
+    /// `errors` too), which a plan without them may get past: see `commit`.
+    pub refused: Vec<Rule>,
 }
 
 /// What `reset` did.
@@ -118,6 +129,60 @@ pub struct Tidied {
     pub changes: usize,
     /// For the status page (each also logged).
     pub notices: Vec<String>,
+}
+
+/// How many commits a run makes at most to get past what the firewall refuses.
+const MAX_COMMITS: usize = 8;
+
+/// From this commit on, a family refused again has every open that needs a
+/// rule closed at once, rather than one rule at a time.
+const CLOSE_ALL_FROM: usize = 4;
+
+/// Makes the firewall hold what `plan` makes of `holdings`, and again while
+/// a commit is refused at a rule of portlocker's: each time without what
+/// was refused (`Unwritable`: a refused open closed instead, a refused close
+/// left out), so that a line the firewall cannot take never leaves another
+/// close undone. A kernel without a time match gets its plan without
+/// deadlines instead, as before. Returns everything done, each refusal in
+/// `errors`, and what could not be written.
+pub fn commit(
+    backend: &mut dyn FirewallBackend,
+    holdings: &mut Holdings,
+    mut plan: impl FnMut(&Unwritable, &Holdings) -> Vec<Step>,
+) -> (Applied, Unwritable) {
+    let mut unwritable = Unwritable::default();
+    let mut done = Applied::default();
+    for round in 1..=MAX_COMMITS {
+        let steps = plan(&unwritable, holdings);
+        let mut applied = backend.apply(&steps, holdings);
+        let no_time_match =
+            !unwritable.no_time_match && applied.errors.iter().any(CommandError::lacks_time_match);
+        let refused = std::mem::take(&mut applied.refused);
+        if !applied.made.is_empty() {
+            done.confirmed = applied.confirmed;
+        }
+        done.made.extend(applied.made);
+        if no_time_match {
+            // Deadlines then end only when a run comes after them, as before.
+            log::warn!(
+                "this kernel has no xt_time match: an open that ends is closed by the first run \
+                 after its deadline, not by the kernel at the deadline"
+            );
+            unwritable.no_time_match = true;
+            // Its refusals are answered by the plan without deadlines.
+            continue;
+        }
+        done.errors.extend(applied.errors);
+        let mut learnt = false;
+        for rule in &refused {
+            let all = round >= CLOSE_ALL_FROM && unwritable.close_all(rule.family);
+            learnt |= all || unwritable.refuse(rule);
+        }
+        if !learnt {
+            break;
+        }
+    }
+    (done, unwritable)
 }
 
 /// Runs `command` through `runner`; Ok only when it exits 0. A program in
@@ -199,6 +264,12 @@ pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> O
                 "{shown} is not executable (`chmod 755 {shown}`, or `apt-get install --reinstall {package}`, \
                  or set {key} in the config{hint})"
             ));
+        }
+        // Root runs it: one another account can change is that account's root shell.
+        Ok(_) if crate::sys::files::is_root() => {
+            return crate::sys::files::check_trusted(binary, key)
+                .err()
+                .map(|error| format!("{error:#}"));
         }
         Ok(_) => return None,
         Err(error) if error.kind() == io::ErrorKind::NotFound => "not found",

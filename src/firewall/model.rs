@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{ChainName, Config, Family, PortSpec, Protocol, ServiceName};
@@ -27,16 +27,62 @@ pub struct Rule {
     /// When the open this rule serves ends, enforced by the kernel
     /// (`-m time`, UTC): a DROP drops only from then on, a source rule lets
     /// through only until then. None: always.
-    pub deadline: Option<DateTime<Utc>>,
+    pub deadline: Option<KernelTime>,
 }
 
 /// The last moment xt_time can name (its times are 32-bit): a deadline
 /// later than this needs no time match.
 pub const LAST_KERNEL_TIME: &str = "2038-01-19T03:14:07";
 
+/// A moment every backend can write and lists back as written: UTC, a
+/// whole second (xt_time refuses a leap second's `:60`, nft rounds it up),
+/// after the epoch (xt_time lists a start at 0 as no start) and no later
+/// than `LAST_KERNEL_TIME`. Rules carry deadlines only as these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelTime(DateTime<Utc>);
+
+/// Why a moment is no `KernelTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unnameable {
+    /// At or before the epoch: the moment has passed for any real clock.
+    Past,
+    /// After `LAST_KERNEL_TIME`: the kernel cannot say when it comes.
+    Beyond,
+    /// Not a whole second (a fraction, or a leap second).
+    Fraction,
+}
+
+impl KernelTime {
+    /// `moment` as the kernel names it, or why it cannot.
+    pub fn new(moment: DateTime<Utc>) -> Result<KernelTime, Unnameable> {
+        if moment.timestamp_subsec_nanos() != 0 {
+            return Err(Unnameable::Fraction);
+        }
+        let seconds = moment.timestamp();
+        if seconds <= 0 {
+            Err(Unnameable::Past)
+        } else if seconds > i64::from(i32::MAX) {
+            Err(Unnameable::Beyond)
+        } else {
+            Ok(KernelTime(moment))
+        }
+    }
+
+    /// A moment as xt_time lists it (`2026-12-01T18:00:00`); None when it
+    /// is not one portlocker writes.
+    pub fn from_listed(text: &str) -> Option<KernelTime> {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok()?;
+        KernelTime::new(naive.and_utc()).ok()
+    }
+
+    pub fn moment(self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
 /// A moment as xt_time takes and lists it: UTC, to the second.
-pub fn kernel_time(moment: DateTime<Utc>) -> String {
-    moment.format("%Y-%m-%dT%H:%M:%S").to_string()
+pub fn kernel_time(moment: KernelTime) -> String {
+    moment.0.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
 impl Rule {
@@ -54,7 +100,7 @@ impl Rule {
     }
 
     /// The same rule, with the kernel enforcing `deadline`.
-    pub fn until(&self, deadline: Option<DateTime<Utc>>) -> Rule {
+    pub fn until(&self, deadline: Option<KernelTime>) -> Rule {
         Rule {
             deadline,
             ..self.clone()
@@ -589,6 +635,45 @@ pub fn rules_of(config: &Config, family: Family) -> impl Iterator<Item = Rule> +
             deadline: None,
         })
     })
+}
+
+/// The rule of portlocker's chain in `family` that is listed as `spec`,
+/// if portlocker makes it.
+pub fn rule_of(config: &Config, family: Family, spec: &[String]) -> Option<Rule> {
+    let service = ServiceName::new(tag_of(spec)?.strip_prefix("portlocker:")?).ok()?;
+    let after = |flag: &str| {
+        spec.windows(2)
+            .find(|pair| pair[0] == flag)
+            .map(|pair| pair[1].as_str())
+    };
+    let source = match after("-s") {
+        Some(net) => Some(net.parse::<IpNet>().ok()?),
+        None => None,
+    };
+    let ports = PortSpec::parse(&format!(
+        "{}/{}",
+        after("--dport")?.replace(':', "-"),
+        after("-p")?
+    ))
+    .ok()?;
+    let deadline = match after("--datestart").or(after("--datestop")) {
+        Some(moment) => Some(KernelTime::from_listed(moment)?),
+        None => None,
+    };
+    let rule = Rule {
+        family,
+        chain: config.firewall.chain.clone(),
+        service,
+        ports,
+        // A source rule lets its source in however the DROPs are made.
+        keep_established: match source {
+            Some(_) => config.firewall.keep_established,
+            None => after("--tcp-flags").is_some() || after("--ctstate").is_some(),
+        },
+        source,
+        deadline,
+    };
+    (rule.listed_spec() == spec).then_some(rule)
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
-use chrono::{DateTime, NaiveDateTime};
+use chrono::DateTime;
 
 use crate::firewall::model::{
-    Change, FamilyHoldings, Holdings, JumpTag, LAST_KERNEL_TIME, Listed, Rule, rules_of, tag_of,
+    Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, Unnameable, rules_of,
+    tag_of,
 };
-use crate::intake::intent::{Deadline, Want};
+use crate::intake::intent::{self, Deadline, Want};
 
 /// One change of the plan. `checked` is false when the firewall could not be
 /// read, so the change is to be made only if its check says it is needed.
@@ -25,33 +26,154 @@ pub struct Step {
 /// plan made without a listing must look for to remove.
 pub type SourcesSeen = BTreeMap<ServiceName, BTreeSet<IpNet>>;
 
-/// The rules that make `want` true for one service in `family`, source
+/// The rules that make `want` true for `service` in `family`, source
 /// rules first. An open that ends keeps its DROPs, which the kernel starts
 /// enforcing at the deadline; a source that ends is let through until then.
-fn rules_for(want: &Want, drops: &[Rule], family: Family) -> Vec<Rule> {
-    match want {
+/// What `unwritable` says cannot be written is made a close instead, or for
+/// a close, left out.
+fn rules_for(want: &Want, drops: &[Rule], family: Family, unwritable: &Unwritable) -> Vec<Rule> {
+    let Some(service) = drops.first().map(|drop| &drop.service) else {
+        return Vec::new();
+    };
+    let closes_only = unwritable.closes_only.contains(&family);
+    let rules: Vec<Rule> = match want {
         Want::Open(deadline) => match in_kernel(*deadline) {
-            None => Vec::new(),
-            deadline => drops.iter().map(|drop| drop.until(deadline)).collect(),
+            Ends::Never => Vec::new(),
+            Ends::At(_)
+                if closes_only || unwritable.deadlines.contains(&(family, service.clone())) =>
+            {
+                drops.to_vec()
+            }
+            Ends::At(deadline) => drops
+                .iter()
+                .map(|drop| drop.until(Some(deadline)))
+                .collect(),
+            Ends::Passed => drops.to_vec(),
         },
         Want::Closed => drops.to_vec(),
         Want::OpenTo(sources) => {
-            let ours = sources.iter().filter(|(net, _)| family_of(net) == family);
+            let ours = sources.iter().filter(|(net, _)| {
+                family_of(net) == family
+                    && !closes_only
+                    && !unwritable
+                        .sources
+                        .contains(&(family, service.clone(), **net))
+            });
             let letting = ours.flat_map(|(&net, &deadline)| {
+                let until = match in_kernel(deadline) {
+                    Ends::Never => None,
+                    Ends::At(deadline) => Some(deadline),
+                    Ends::Passed => return Vec::new(),
+                };
                 drops
                     .iter()
-                    .map(move |drop| drop.letting(net).until(in_kernel(deadline)))
+                    .map(|drop| drop.letting(net).until(until))
+                    .collect()
             });
             letting.chain(drops.iter().cloned()).collect()
         }
+    };
+    rules
+        .into_iter()
+        .filter(|rule| !unwritable.closes.contains(rule))
+        .collect()
+}
+
+/// What this run's firewall refused to take, learnt from the refusals of
+/// its commits, so that the next commit goes without it: a refused open is
+/// made a close (its source not let in, an open that ends closed now), and
+/// a close that cannot be written is left out, so every other close goes
+/// in. A refusal never leaves a close undone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unwritable {
+    /// The kernel has no time match (xt_time): deadlines are left to the
+    /// runs after them, as on kernels of before.
+    pub no_time_match: bool,
+    /// Sources not let in, per family and service.
+    sources: BTreeSet<(Family, ServiceName, IpNet)>,
+    /// Services whose open that ends is closed now, per family.
+    deadlines: BTreeSet<(Family, ServiceName)>,
+    /// Families where every open that needs a rule is closed: refused too
+    /// often to learn one rule at a time.
+    closes_only: BTreeSet<Family>,
+    /// Closes that cannot be written at all.
+    closes: Vec<Rule>,
+    /// What each of those means for the owner, in order.
+    pub said: Vec<String>,
+}
+
+impl Unwritable {
+    /// Takes in a rule a commit was refused at; false when it was known
+    /// already, so a plan without it changes nothing.
+    pub fn refuse(&mut self, rule: &Rule) -> bool {
+        let (family, service) = (rule.family, rule.service.clone());
+        let said = match (rule.source, rule.deadline) {
+            (Some(net), _) => {
+                if !self.sources.insert((family, service.clone(), net)) {
+                    return false;
+                }
+                format!("{family}: {service} stays closed to {net}: the firewall refused its rule")
+            }
+            (None, Some(_)) => {
+                if !self.deadlines.insert((family, service.clone())) {
+                    return false;
+                }
+                format!(
+                    "{family}: {service} is closed now, not at the end of its open: the firewall \
+                     refused the rule that ends it"
+                )
+            }
+            (None, None) => {
+                if self.closes.contains(rule) {
+                    return false;
+                }
+                self.closes.push(rule.clone());
+                format!(
+                    "{family}: {service} {} could not be closed: the firewall refused its rule",
+                    rule.ports
+                )
+            }
+        };
+        self.said.push(said);
+        true
+    }
+
+    /// Closes every open of `family` that needs a rule; false when it did already.
+    pub fn close_all(&mut self, family: Family) -> bool {
+        if !self.closes_only.insert(family) {
+            return false;
+        }
+        let said = format!(
+            "{family}: every open from a source or with an end is closed: the firewall refused \
+             too many of their rules"
+        );
+        self.said.push(said);
+        true
     }
 }
 
-/// A deadline as the kernel can enforce it: xt_time cannot name a moment
-/// after 2038-01-19T03:14:07, and an open that ends later needs no time match.
-fn in_kernel(deadline: Deadline) -> Deadline {
-    let last = DateTime::parse_from_rfc3339(&format!("{LAST_KERNEL_TIME}Z")).ok()?;
-    deadline.filter(|deadline| *deadline <= last)
+/// When an open ends, as the kernel can enforce it.
+enum Ends {
+    /// No time match: no deadline, or one past what xt_time can name (the
+    /// first run after it closes the open).
+    Never,
+    At(KernelTime),
+    /// At or before the epoch: over for any clock that can run this.
+    Passed,
+}
+
+/// A deadline as the kernel can enforce it, never later than asked: a
+/// fraction of a second (or a leap second's) goes.
+fn in_kernel(deadline: Deadline) -> Ends {
+    let Some(deadline) = deadline else {
+        return Ends::Never;
+    };
+    let whole = DateTime::from_timestamp(deadline.timestamp(), 0).unwrap_or(deadline);
+    match KernelTime::new(whole) {
+        Ok(deadline) => Ends::At(deadline),
+        Err(Unnameable::Beyond) => Ends::Never,
+        Err(Unnameable::Past | Unnameable::Fraction) => Ends::Passed,
+    }
 }
 
 fn family_of(net: &IpNet) -> Family {
@@ -72,8 +194,7 @@ fn as_rule(spec: &[String], drops: &[Rule]) -> Option<Rule> {
     let deadline = spec
         .windows(2)
         .find(|pair| pair[0] == "--datestart" || pair[0] == "--datestop")
-        .and_then(|pair| NaiveDateTime::parse_from_str(&pair[1], "%Y-%m-%dT%H:%M:%S").ok())
-        .map(|naive| naive.and_utc());
+        .and_then(|pair| KernelTime::from_listed(&pair[1]));
     drops
         .iter()
         .map(|drop| match source {
@@ -94,11 +215,30 @@ pub fn plan(
     holdings: &Holdings,
     seen: &SourcesSeen,
 ) -> Vec<Step> {
+    plan_within(config, wants, holdings, seen, &Unwritable::default())
+}
+
+/// `plan`, for a firewall that refused what `unwritable` holds.
+pub fn plan_within(
+    config: &Config,
+    wants: &BTreeMap<ServiceName, Want>,
+    holdings: &Holdings,
+    seen: &SourcesSeen,
+    unwritable: &Unwritable,
+) -> Vec<Step> {
+    let without_deadlines;
+    let wants = match unwritable.no_time_match {
+        true => {
+            without_deadlines = intent::without_deadlines(wants);
+            &without_deadlines
+        }
+        false => wants,
+    };
     let mut steps = Vec::new();
     for (&family, held) in &holdings.families {
         let changes = match held {
-            Some(held) => plan_family(config, wants, family, held),
-            None => plan_blind(config, wants, family, seen),
+            Some(held) => plan_family(config, wants, family, held, unwritable),
+            None => plan_blind(config, wants, family, seen, unwritable),
         };
         let checked = held.is_some();
         steps.extend(changes.into_iter().map(|change| Step { change, checked }));
@@ -164,6 +304,7 @@ fn plan_family(
     wants: &BTreeMap<ServiceName, Want>,
     family: Family,
     held: &FamilyHoldings,
+    unwritable: &Unwritable,
 ) -> Vec<Change> {
     let chain = &config.firewall.chain;
     let tagged: Vec<&Listed> = held.tagged(config).collect();
@@ -191,7 +332,7 @@ fn plan_family(
             }
             continue;
         };
-        let wanted = rules_for(want, &drops, family);
+        let wanted = rules_for(want, &drops, family, unwritable);
         enforces_any |= !wanted.is_empty();
         for rule in &wanted {
             let copies = held.count(config, rule);
@@ -256,13 +397,14 @@ fn plan_blind(
     wants: &BTreeMap<ServiceName, Want>,
     family: Family,
     seen: &SourcesSeen,
+    unwritable: &Unwritable,
 ) -> Vec<Change> {
     let mut rule_changes = Vec::new();
     for (service, want) in wants {
         let drops: Vec<Rule> = rules_of(config, family)
             .filter(|r| r.service == *service)
             .collect();
-        let wanted = rules_for(want, &drops, family);
+        let wanted = rules_for(want, &drops, family, unwritable);
         let stale_sources = seen.get(service).into_iter().flatten().filter(|net| {
             family_of(net) == family
                 && !matches!(want, Want::OpenTo(keep) if keep.contains_key(net))
@@ -270,7 +412,9 @@ fn plan_blind(
         for &net in stale_sources {
             rule_changes.extend(drops.iter().map(|drop| Change::Delete(drop.letting(net))));
         }
-        if wanted.is_empty() {
+        // A close that cannot be written is not a reason to remove one made before.
+        let unwritten = drops.iter().any(|drop| unwritable.closes.contains(drop));
+        if wanted.is_empty() && !unwritten {
             rule_changes.extend(drops.into_iter().map(Change::Delete));
         } else {
             rule_changes.extend(wanted.into_iter().map(Change::Append));
@@ -913,5 +1057,163 @@ mod tests {
         // Past what xt_time can name: no time match, a plain open.
         let far = BTreeMap::from([(ssh, Want::Open(at("2040-01-01T00:00:00Z")))]);
         assert!(plan_of(&config, &far, &bare(&config)).is_empty());
+    }
+
+    /// The plan's rules for ssh in IPv4 after a run of `steps` on a bare
+    /// firewall, in iptables' words.
+    fn ssh_rules(config: &Config, steps: &[Step]) -> Vec<String> {
+        let done = after(config, &bare(config), steps);
+        let held = done.family(Family::Ipv4).unwrap();
+        held.tagged(config)
+            .filter(|rule| rule.tag() == Some("portlocker:ssh"))
+            .map(|rule| rule.spec.join(" "))
+            .collect()
+    }
+
+    /// What a refused commit teaches: a source not let in (its DROP
+    /// stays), an open that ends closed now, a close left out while every
+    /// other is made — and only in the family that refused.
+    #[test]
+    fn what_the_firewall_refused_is_closed_instead_or_left_out() {
+        let config = config("");
+        let ssh = ServiceName::new("ssh").unwrap();
+        let at = |text: &str| Some(DateTime::parse_from_rfc3339(text).unwrap().to_utc());
+        let source: IpNet = "203.0.113.7/32".parse().unwrap();
+        let other: IpNet = "198.51.100.0/24".parse().unwrap();
+        let wants = BTreeMap::from([(
+            ssh.clone(),
+            Want::OpenTo([(source, at("2030-01-01T00:00:00Z")), (other, None)].into()),
+        )]);
+        let steps = plan_of(&config, &wants, &bare(&config));
+        let refused = steps
+            .iter()
+            .find_map(|step| match &step.change {
+                Change::Append(rule) if rule.source == Some(source) => Some(rule.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let mut unwritable = Unwritable::default();
+        assert!(unwritable.refuse(&refused));
+        assert!(!unwritable.refuse(&refused), "known already");
+        let within = |wants: &BTreeMap<ServiceName, Want>, unwritable: &Unwritable| {
+            plan_within(
+                &config,
+                wants,
+                &bare(&config),
+                &SourcesSeen::new(),
+                unwritable,
+            )
+        };
+        let rules = ssh_rules(&config, &within(&wants, &unwritable));
+        assert!(
+            rules.iter().all(|rule| !rule.contains("203.0.113.7")),
+            "{rules:?}"
+        );
+        assert!(
+            rules.iter().any(|rule| rule.contains("198.51.100.0/24")),
+            "{rules:?}"
+        );
+        assert!(
+            rules.iter().any(|rule| rule.ends_with("-j DROP")),
+            "{rules:?}"
+        );
+        assert_eq!(
+            unwritable.said,
+            ["IPv4: ssh stays closed to 203.0.113.7/32: the firewall refused its rule"]
+        );
+
+        // An open that ends, refused: closed now, in that family only.
+        let wants = BTreeMap::from([(ssh.clone(), Want::Open(at("2030-01-01T00:00:00Z")))]);
+        let timed = plan_of(&config, &wants, &bare(&config));
+        let refused = timed
+            .iter()
+            .find_map(|step| match &step.change {
+                Change::Append(rule) if rule.family == Family::Ipv4 => Some(rule.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let mut unwritable = Unwritable::default();
+        assert!(unwritable.refuse(&refused));
+        let steps = within(&wants, &unwritable);
+        let rules = ssh_rules(&config, &steps);
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert!(!rules[0].contains("-m time"), "{rules:?}");
+        // IPv6 did not refuse it: its open still ends at the deadline.
+        let timed = appended(&steps);
+        let timed = timed.iter().filter(|rule| rule.contains("--datestart"));
+        assert_eq!(timed.count(), 1);
+
+        // A close refused: left out, every other close made.
+        let wants = control(&config, "close ssh\nclose web\n");
+        let closes = plan_of(&config, &wants, &bare(&config));
+        let refused = rule(&config, Family::Ipv4, "web", "80/tcp");
+        let mut unwritable = Unwritable::default();
+        assert!(unwritable.refuse(&refused));
+        let shown_steps = shown(&within(&wants, &unwritable));
+        assert_eq!(shown_steps.len() + 1, closes.len(), "{shown_steps:?}");
+        assert!(!shown_steps.contains(&"IPv4: close web 80/tcp".to_owned()));
+        assert!(shown_steps.contains(&"IPv6: close web 80/tcp".to_owned()));
+
+        // Refused too often: every open of the family that needs a rule closed.
+        let wants = BTreeMap::from([
+            (ssh.clone(), Want::OpenTo([(source, None)].into())),
+            (
+                ServiceName::new("web").unwrap(),
+                Want::Open(at("2030-01-01T00:00:00Z")),
+            ),
+            (ServiceName::new("vpn").unwrap(), Want::Open(None)),
+        ]);
+        let mut unwritable = Unwritable::default();
+        assert!(unwritable.close_all(Family::Ipv4));
+        let steps = within(&wants, &unwritable);
+        let done = after(&config, &bare(&config), &steps);
+        let v4: Vec<String> = done
+            .family(Family::Ipv4)
+            .unwrap()
+            .tagged(&config)
+            .map(|rule| rule.spec.join(" "))
+            .collect();
+        assert!(
+            v4.iter()
+                .all(|rule| !rule.contains("-s ") && !rule.contains("-m time")),
+            "{v4:?}"
+        );
+        assert_eq!(
+            v4.len(),
+            3,
+            "ssh and both web ports closed, vpn open: {v4:?}"
+        );
+    }
+
+    /// A deadline the kernel cannot name is never written: past 2038 no
+    /// time match (a run ends the open), at or before the epoch over.
+    #[test]
+    fn deadlines_reach_the_kernel_only_as_it_can_name_them() {
+        let at = |text: &str| Some(DateTime::parse_from_rfc3339(text).unwrap().to_utc());
+        assert!(matches!(in_kernel(None), Ends::Never));
+        assert!(matches!(in_kernel(at("2038-01-19T03:14:08Z")), Ends::Never));
+        assert!(matches!(in_kernel(at("9999-12-31T23:59:59Z")), Ends::Never));
+        assert!(matches!(
+            in_kernel(at("1970-01-01T00:00:00Z")),
+            Ends::Passed
+        ));
+        assert!(matches!(
+            in_kernel(at("1969-12-31T23:59:59.5Z")),
+            Ends::Passed
+        ));
+        let Ends::At(last) = in_kernel(at("2038-01-19T03:14:07.9Z")) else {
+            panic!("the last second xt_time names");
+        };
+        assert_eq!(
+            crate::firewall::model::kernel_time(last),
+            "2038-01-19T03:14:07"
+        );
+        let Ends::At(leap) = in_kernel(at("2030-06-30T23:59:60Z")) else {
+            panic!("a leap second");
+        };
+        assert_eq!(
+            crate::firewall::model::kernel_time(leap),
+            "2030-06-30T23:59:59"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use chrono::{DateTime, FixedOffset, Local, TimeDelta};
+use chrono::{DateTime, FixedOffset, Local, TimeDelta, Timelike};
 use ipnet::IpNet;
 
 use crate::config::ServiceName;
@@ -296,7 +296,7 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
                 } else {
                     clock::parse_deadline(&[first], &Local)?
                 };
-                expiry = Some(Expiry::Until(deadline));
+                expiry = Some(Expiry::Until(to_the_second(deadline)));
             }
             "for" => {
                 // A phone may capitalise the unit too.
@@ -357,6 +357,15 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
         source,
         expiry,
     }))
+}
+
+/// A deadline to the whole second, never later than written: the kernel
+/// keeps deadlines in whole seconds, and a leap second (`23:59:60`, valid
+/// RFC 3339, which iptables refuses and nft rounds up) is the second before
+/// the next minute. Every backend can then write it as it is shown.
+fn to_the_second(deadline: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    // A leap second is second 59 with a nanosecond count past a billion.
+    deadline.with_nanosecond(0).unwrap_or(deadline)
 }
 
 /// An address (a host) or a network in CIDR form, host bits cleared; no
@@ -733,6 +742,42 @@ mod tests {
         clock::parse_deadline(&[date, time], &Local)
             .unwrap()
             .to_rfc3339()
+    }
+
+    /// Deadlines are kept to the whole second, never later than written: a
+    /// leap second (`:60`, which iptables refuses and nft rounds up) is the
+    /// second before the next minute, and a fraction goes.
+    #[test]
+    fn deadlines_are_whole_seconds_every_backend_can_write() {
+        for (written, kept) in [
+            ("2030-06-30T23:59:60Z", "2030-06-30T23:59:59+00:00"),
+            ("2030-06-30t23:59:60z", "2030-06-30T23:59:59+00:00"),
+            ("2026-12-08T00:00:60Z", "2026-12-08T00:00:59+00:00"),
+            ("2026-12-08T00:00:60.999+01:00", "2026-12-08T00:00:59+01:00"),
+            (
+                "2026-12-08T00:00:00.999999999-05:30",
+                "2026-12-08T00:00:00-05:30",
+            ),
+            ("2038-01-19T03:14:07.5Z", "2038-01-19T03:14:07+00:00"),
+            ("9999-12-31T23:59:60+14:00", "9999-12-31T23:59:59+14:00"),
+        ] {
+            let line = format!("open ssh until {written}");
+            assert_eq!(
+                rendered(&line),
+                [format!("open ssh until {kept}")],
+                "{written}"
+            );
+            let Some(Expiry::Until(deadline)) = parse(line.as_bytes(), services())
+                .unwrap()
+                .directives[&ServiceName::new("ssh").unwrap()][0]
+                .expiry
+            else {
+                panic!("{line}: no deadline");
+            };
+            assert_eq!(deadline.timestamp_subsec_nanos(), 0, "{written}");
+            // What is rendered reads back the same.
+            assert_eq!(rendered(&rendered(&line)[0]), rendered(&line));
+        }
     }
 
     #[test]

@@ -141,6 +141,56 @@ impl Backend {
         }
     }
 
+    /// An environment whose config drives this backend through wrappers of
+    /// the real tools that refuse every rule holding the text given to
+    /// `TestEnv::refuse`: the real restore tool or nft is fed that line
+    /// with a word it does not know, so it refuses it and names it, and
+    /// iptables refuses an -A or -I that holds it.
+    pub fn refusing_env(self) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let wrap = |name: &str, real: &str| {
+            let path = bin.join(name);
+            let script = format!(
+                "#!/bin/bash\n\
+                 text=$(cat {dir}/refuse 2>/dev/null)\n\
+                 [ -z \"$text\" ] && exec {real} \"$@\"\n\
+                 case \" $* \" in *' -A '* | *' -I '*)\n\
+                 \x20   [[ \"$*\" == *\"$text\"* ]] && {{ echo \"{name}: refused (test)\" >&2; exit 2; }} ;;\n\
+                 esac\n\
+                 input=$(mktemp -p {dir})\n\
+                 sed \"s|.*${{text}}.*|& no-such-word|\" >\"$input\"\n\
+                 exec {real} \"$@\" <\"$input\"\n",
+                dir = dir.path().display(),
+            );
+            std::fs::write(&path, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let env = match self {
+            Backend::Iptables => TestEnv {
+                iptables: wrap("iptables", IPT),
+                ip6tables: wrap("ip6tables", IP6T),
+                backend: format!(
+                    "iptables_restore = {:?}\nip6tables_restore = {:?}\n",
+                    wrap("iptables-restore", "/sbin/iptables-restore"),
+                    wrap("ip6tables-restore", "/sbin/ip6tables-restore"),
+                ),
+                dir,
+            },
+            Backend::Nftables => TestEnv {
+                iptables: IPT.into(),
+                ip6tables: IP6T.into(),
+                backend: format!("backend = \"nftables\"\nnft = {:?}\n", wrap("nft", NFT)),
+                dir,
+            },
+        };
+        env.write_default_config();
+        env
+    }
+
     /// What the last line of the first `reset` says.
     pub fn reset_ends(self) -> &'static str {
         match self {

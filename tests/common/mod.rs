@@ -8,6 +8,7 @@ pub mod backend;
 pub mod connect;
 pub mod https;
 pub mod netns;
+pub mod probe;
 pub mod signer;
 
 use std::fs;
@@ -183,6 +184,13 @@ impl TestEnv {
     /// Makes every changing call of the fake fail with `code`.
     pub fn fail_changes(&self, code: i32) {
         fs::write(self.path("fail-changes"), code.to_string()).unwrap();
+    }
+
+    /// Makes the fake refuse every rule that holds `text`: a restore's line
+    /// of input (naming its number, as iptables-restore does), or an -A or
+    /// -I; an empty `text` refuses nothing.
+    pub fn refuse(&self, text: &str) {
+        fs::write(self.path("refuse"), text).unwrap();
     }
 
     /// Makes every call of the fake take a little while.

@@ -327,7 +327,11 @@ mod tests {
             let root = std::fs::canonicalize(dir.path()).unwrap();
             let root = root.as_path();
             for multi in ["xtables-nft-multi", "xtables-legacy-multi"] {
+                use std::os::unix::fs::PermissionsExt;
                 std::fs::write(root.join(multi), "").unwrap();
+                // Executable, as installed: one that is not is never run.
+                let mode = std::fs::Permissions::from_mode(0o755);
+                std::fs::set_permissions(root.join(multi), mode).unwrap();
             }
             for (name, multi) in [
                 ("iptables-nft", "xtables-nft-multi"),

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 mod flavours;
 
-use crate::config::{ChainName, Config, Family};
-use crate::firewall::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule};
+use crate::config::{ChainName, Config, Family, ServiceName};
+use crate::firewall::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, rule_of};
 use crate::firewall::plan::{self, Step};
 use crate::firewall::run_command;
 pub use crate::firewall::{
@@ -96,8 +96,9 @@ pub struct Transaction {
     pub family: Family,
     /// The input, as iptables-restore reads it.
     pub text: String,
-    /// What each line is about, by line number - 1, to name what a refusal came from.
-    about: Vec<String>,
+    /// What each line is about, by line number - 1, to name what a
+    /// refusal came from: in words, and the rule of portlocker's it writes.
+    lines: Vec<(String, Option<Rule>)>,
     /// What the family holds once it is committed.
     pub after: FamilyHoldings,
 }
@@ -106,9 +107,41 @@ impl Transaction {
     /// What line `line` (1-based) of the input is about.
     pub fn about(&self, line: usize) -> String {
         line.checked_sub(1)
-            .and_then(|index| self.about.get(index))
-            .cloned()
+            .and_then(|index| self.lines.get(index))
+            .map(|(about, _)| about.clone())
             .unwrap_or_else(|| format!("line {line}"))
+    }
+
+    /// The rule of portlocker's that line `line` (1-based) writes, if it writes one.
+    pub fn rule_at(&self, line: usize) -> Option<&Rule> {
+        let index = line.checked_sub(1)?;
+        self.lines.get(index)?.1.as_ref()
+    }
+}
+
+/// A restore input being written: each line, what it is about, and the
+/// rule of portlocker's it writes.
+#[derive(Default)]
+struct Lines(Vec<(String, String, Option<Rule>)>);
+
+impl Lines {
+    fn push(&mut self, line: String, about: String) {
+        self.0.push((line, about, None));
+    }
+
+    fn push_rule(&mut self, line: String, about: String, rule: Option<Rule>) {
+        self.0.push((line, about, rule));
+    }
+
+    /// The changes' lines, as `args` makes them.
+    fn changes<'c>(&mut self, changes: impl Iterator<Item = &'c &'c Change>) {
+        for change in changes {
+            let rule = match change {
+                Change::Append(rule) => Some(rule.clone()),
+                _ => None,
+            };
+            self.push_rule(restore_line(&args(change)), change.to_string(), rule);
+        }
     }
 }
 
@@ -128,37 +161,34 @@ pub fn transaction(
     for change in changes {
         after.record(config, change);
     }
-    let mut lines: Vec<(String, String)> = vec![("*filter".into(), "the table".into())];
+    let mut lines = Lines::default();
+    lines.push("*filter".into(), "the table".into());
     let chain = &config.firewall.chain;
     if chain.is_input() {
-        for change in changes {
-            lines.push((restore_line(&args(change)), change.to_string()));
-        }
+        lines.changes(changes.iter());
     } else {
         if let Some(rules) = &after.chain {
-            lines.push((
+            lines.push(
                 format!(":{chain} - [0:0]"),
                 format!("{family}: chain {chain}"),
-            ));
+            );
             for rule in &rules.rules {
                 let about = match (rule.tag(), appended_by(changes, rule)) {
                     (_, Some(change)) => change.to_string(),
                     (Some(tag), None) => format!("{family}: a rule of portlocker's kept: {tag}"),
                     (None, None) => format!("{family}: your rule `{}`", rule.shown(chain.as_str())),
                 };
-                lines.push((
-                    restore_line(&listed_args("-A", chain.as_str(), &rule.spec)),
-                    about,
-                ));
+                let line = restore_line(&listed_args("-A", chain.as_str(), &rule.spec));
+                lines.push_rule(line, about, rule_of(config, family, &rule.spec));
             }
         }
         let deleted = held.chain.is_some() && after.chain.is_none();
         if deleted {
             // Declared to be emptied, then deleted once no jump refers to it.
-            lines.push((
+            lines.push(
                 format!(":{chain} - [0:0]"),
                 format!("{family}: chain {chain}"),
-            ));
+            );
         }
         // By spec, -D removes the first match: delete the old jumps first.
         let deletes = changes
@@ -167,22 +197,28 @@ pub fn transaction(
         let inserts = changes
             .iter()
             .filter(|change| matches!(change, Change::InsertJump { .. }));
-        for change in deletes.chain(inserts) {
-            lines.push((restore_line(&args(change)), change.to_string()));
-        }
+        lines.changes(deletes.chain(inserts));
         if deleted {
-            lines.push((
+            lines.push(
                 format!("-X {chain}"),
                 format!("{family}: delete chain {chain}"),
-            ));
+            );
         }
     }
-    lines.push(("COMMIT".into(), "the commit".into()));
-    let text = lines.iter().map(|(line, _)| format!("{line}\n")).collect();
+    lines.push("COMMIT".into(), "the commit".into());
+    let text = lines
+        .0
+        .iter()
+        .map(|(line, ..)| format!("{line}\n"))
+        .collect();
     Transaction {
         family,
         text,
-        about: lines.into_iter().map(|(_, about)| about).collect(),
+        lines: lines
+            .0
+            .into_iter()
+            .map(|(_, about, rule)| (about, rule))
+            .collect(),
         after,
     }
 }
@@ -199,7 +235,7 @@ fn family_transaction(
     let held = holdings.family(family)?;
     if steps.is_empty()
         || !steps.iter().all(|step| step.checked)
-        || !config.restore_binary(family).is_file()
+        || restore_problem(config, family).is_some()
     {
         return None;
     }
@@ -265,22 +301,40 @@ pub struct Firewall<'a, R: Runner> {
     /// Programs that hung this run: each further call would only wait out
     /// its own time limit, so none is made.
     hung: Vec<PathBuf>,
+    /// The families whose iptables cannot run, with why: left out of the
+    /// work, which goes on for the others.
+    unusable: BTreeMap<Family, String>,
     /// Whether this run said it has no restore tool.
     warned_no_restore: bool,
 }
 
 impl<'a, R: Runner> Firewall<'a, R> {
     pub fn new(config: &'a Config, runner: R) -> Self {
+        let unusable = config
+            .families()
+            .into_iter()
+            .filter_map(|family| Some((family, binary_problem(config, family)?)))
+            .collect();
         Firewall {
             runner,
             config,
             hung: Vec::new(),
+            unusable,
             warned_no_restore: false,
         }
     }
 
-    /// Runs `command`; Ok only when it exits 0.
+    /// Runs `command`; Ok only when it exits 0. The iptables of an unusable
+    /// family is never run: it is missing, or another account could change it.
     fn run(&mut self, command: Command) -> Result<Completion, CommandError> {
+        let problem = self
+            .unusable
+            .iter()
+            .find(|(family, _)| self.config.binary(**family) == command.program);
+        if let Some((_, problem)) = problem {
+            let failure = Failure::Spawn(std::io::Error::other(problem.clone()));
+            return Err(CommandError { command, failure });
+        }
         run_command(&mut self.runner, &mut self.hung, command)
     }
 
@@ -315,6 +369,10 @@ impl<'a, R: Runner> Firewall<'a, R> {
     pub fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
         let mut errors = Vec::new();
         let mut holdings = Holdings::unknown(self.config);
+        // A family whose iptables cannot run is not part of this run's work.
+        holdings
+            .families
+            .retain(|family, _| !self.unusable.contains_key(family));
         let chain = self.config.firewall.chain.clone();
         for (&family, held) in holdings.families.iter_mut() {
             match self.observe_family(family, &chain, docker) {
@@ -403,6 +461,9 @@ impl<'a, R: Runner> Firewall<'a, R> {
     pub fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
         let mut applied = Applied::default();
         for family in self.config.families() {
+            if self.unusable.contains_key(&family) {
+                continue;
+            }
             let mine: Vec<&Step> = steps
                 .iter()
                 .filter(|step| step.change.family() == family)
@@ -418,7 +479,9 @@ impl<'a, R: Runner> Firewall<'a, R> {
                             holdings.families.insert(family, Some(transaction.after));
                             applied.made.extend(changes.into_iter().cloned());
                         }
-                        Err(error) => applied.errors.push(error),
+                        Err(error) => {
+                            self.after_refusal(error, &transaction, &mine, holdings, &mut applied)
+                        }
                     }
                 }
                 None => {
@@ -465,27 +528,91 @@ impl<'a, R: Runner> Firewall<'a, R> {
         }
     }
 
-    /// Says once per run that `family` is changed rule by rule.
+    /// After `transaction` failed. A rule of an open it was refused at is
+    /// handed back (`Applied::refused`), for a plan that closes instead;
+    /// past anything else it was refused at — a close, the chain, a jump,
+    /// a rule of the owner's it could not take back — the changes go rule
+    /// by rule, so one line the restore tool cannot take never holds back
+    /// every close. A restore tool not seen to finish (killed, timed out)
+    /// may have committed: nothing more is tried.
+    fn after_refusal(
+        &mut self,
+        error: CommandError,
+        transaction: &Transaction,
+        steps: &[&Step],
+        holdings: &mut Holdings,
+        applied: &mut Applied,
+    ) {
+        let refused = match &error.failure {
+            Failure::Refused(refusal) => transaction.rule_at(refusal.line).cloned(),
+            _ => None,
+        };
+        let took_nothing = matches!(
+            error.failure,
+            Failure::Refused(_) | Failure::Exited { .. } | Failure::Spawn(_)
+        );
+        applied.errors.push(error);
+        match refused {
+            Some(rule) if rule.source.is_some() || rule.deadline.is_some() => {
+                applied.refused.push(rule);
+            }
+            _ if took_nothing => {
+                log::warn!(
+                    "{}: the transaction was refused, so the firewall is changed rule by rule",
+                    transaction.family
+                );
+                self.apply_one_by_one(steps, holdings, applied);
+            }
+            _ => {}
+        }
+    }
+
+    /// Says once per run that `family` is changed rule by rule, and why.
     fn warn_no_restore(&mut self, family: Family) {
-        if !self.warned_no_restore {
-            self.warned_no_restore = true;
-            log::warn!(
+        if self.warned_no_restore {
+            return;
+        }
+        self.warned_no_restore = true;
+        let program = self.config.restore_binary(family);
+        match restore_problem(self.config, family) {
+            Some(_) if !program.exists() => log::warn!(
                 "{family}: {} not found: changing the firewall rule by rule, which a crash can \
-                 leave half done (install the iptables package, or set firewall.iptables_restore)",
-                self.config.restore_binary(family).display()
-            );
+                 leave half done (install the iptables package, or set {})",
+                program.display(),
+                restore_key(family)
+            ),
+            Some(problem) => log::warn!(
+                "{family}: {problem}; so it is not run, and the firewall is changed rule by rule, \
+                 which a crash can leave half done"
+            ),
+            None => {}
         }
     }
 
     /// The rule-by-rule way: one command per change. An unchecked step is
     /// checked first, so a plan made blind never duplicates a rule.
+    ///
+    /// A service whose rule could not be added keeps every DROP it had: the
+    /// plan adds before it removes, and an open whose time match failed, or
+    /// a close replaced, must never be left with no DROP at all.
     fn apply_one_by_one(
         &mut self,
         steps: &[&Step],
         holdings: &mut Holdings,
         applied: &mut Applied,
     ) {
+        let mut not_added: Vec<(Family, ServiceName)> = Vec::new();
         for step in steps {
+            if let Change::Delete(rule) = &step.change
+                && rule.source.is_none()
+                && not_added.contains(&(rule.family, rule.service.clone()))
+            {
+                log::warn!(
+                    "{}: kept, as its replacement could not be added",
+                    step.change
+                );
+                continue;
+            }
             let made = match step.checked {
                 true => self.make(&step.change),
                 false => self.make_if_needed(&step.change),
@@ -497,7 +624,17 @@ impl<'a, R: Runner> Firewall<'a, R> {
                         applied.made.push(step.change.clone());
                     }
                 }
-                Err(error) => applied.errors.push(error),
+                Err(error) => {
+                    if let Change::Append(rule) = &step.change {
+                        not_added.push((rule.family, rule.service.clone()));
+                        // Refused, an open's rule: for a plan that closes instead.
+                        let refused = matches!(error.failure, Failure::Exited { .. });
+                        if refused && (rule.source.is_some() || rule.deadline.is_some()) {
+                            applied.refused.push(rule.clone());
+                        }
+                    }
+                    applied.errors.push(error);
+                }
             }
         }
     }
@@ -530,14 +667,24 @@ impl<'a, R: Runner> Firewall<'a, R> {
 /// iptables and ip6tables: portlocker's chain in each, jumped to from INPUT.
 impl<R: Runner> FirewallBackend for Firewall<'_, R> {
     fn broken(&self) -> Vec<(PathBuf, String)> {
-        self.config
-            .families()
-            .into_iter()
-            .filter_map(|family| {
-                binary_problem(self.config, family)
-                    .map(|problem| (self.config.binary(family).to_owned(), problem))
-            })
+        self.unusable
+            .iter()
+            .map(|(&family, problem)| (self.config.binary(family).to_owned(), problem.clone()))
             .collect()
+    }
+
+    fn unusable(&self) -> BTreeMap<Family, String> {
+        self.unusable.clone()
+    }
+
+    /// Each family goes on without the other: only when no family's
+    /// iptables can run is there nothing to do.
+    fn preflight(&self) -> Result<(), String> {
+        if self.unusable.len() < self.config.families().len() {
+            return Ok(());
+        }
+        let problems: Vec<&str> = self.unusable.values().map(String::as_str).collect();
+        Err(problems.join("; "))
     }
 
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
@@ -702,6 +849,21 @@ pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
         Family::Ipv6 => ("firewall.ip6tables", ", or firewall.ipv6 = false"),
     };
     program_problem(config.binary(family), "iptables", key, hint)
+}
+
+/// The config key that names `family`'s restore tool.
+fn restore_key(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "firewall.iptables_restore",
+        Family::Ipv6 => "firewall.ip6tables_restore",
+    }
+}
+
+/// Why the restore tool of `family` cannot be run, if it cannot: its
+/// changes then go rule by rule.
+pub fn restore_problem(config: &Config, family: Family) -> Option<String> {
+    let program = config.restore_binary(family);
+    program_problem(program, "iptables", restore_key(family), "")
 }
 
 /// The command that deletes `rule` from `chain`, as listed. None for a

@@ -16,14 +16,15 @@
 //! a rule of an unknown service, which the planner removes: in its own
 //! table, anything not portlocker's is drift.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::model::{
-    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, Listed, Rule, tag_of,
+    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, rule_of,
 };
 use crate::firewall::plan::Step;
 use crate::firewall::{
@@ -192,6 +193,15 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
             .collect()
     }
 
+    /// One program for both families: both, or neither.
+    fn unusable(&self) -> BTreeMap<Family, String> {
+        let Some((_, problem)) = self.broken().into_iter().next() else {
+            return BTreeMap::new();
+        };
+        let families = self.config.families().into_iter();
+        families.map(|family| (family, problem.clone())).collect()
+    }
+
     /// One listing for both families: each is read, or neither.
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>) {
         let mut holdings = Holdings::unknown(self.config);
@@ -248,7 +258,15 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
                 }
                 applied.made.extend(prepared.made.into_iter().cloned());
             }
-            Err(error) => applied.errors.push(error),
+            Err(error) => {
+                // A rule it was refused at, for a plan without it (see `firewall::commit`).
+                if let Failure::Refused(refusal) = &error.failure {
+                    applied
+                        .refused
+                        .extend(prepared.script.rule_at(refusal.line).cloned());
+                }
+                applied.errors.push(error);
+            }
         }
         applied
     }
@@ -505,6 +523,8 @@ fn jump(config: &Config) -> Listed {
 pub struct Script {
     pub text: String,
     about: Vec<String>,
+    /// The rule of portlocker's each line writes, by line number - 1.
+    written: BTreeMap<usize, Rule>,
     /// How many rules the table it writes whole holds; None when it writes
     /// no table whole.
     rules: Option<usize>,
@@ -515,6 +535,7 @@ impl Script {
         Script {
             text: lines.iter().map(|(line, _)| format!("{line}\n")).collect(),
             about: lines.into_iter().map(|(_, about)| about).collect(),
+            written: BTreeMap::new(),
             rules: None,
         }
     }
@@ -525,6 +546,11 @@ impl Script {
             .and_then(|index| self.about.get(index))
             .cloned()
             .unwrap_or_else(|| format!("line {line}"))
+    }
+
+    /// The rule of portlocker's that line `line` (1-based) writes, if it writes one.
+    pub fn rule_at(&self, line: usize) -> Option<&Rule> {
+        self.written.get(&line.checked_sub(1)?)
     }
 
     /// The first two lines of every script: the table made if it is missing
@@ -560,6 +586,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
     if held.is_empty() {
         return Ok(Script::new(lines));
     }
+    let mut written = BTreeMap::new();
     lines.push((format!("table {TABLE} {{"), format!("table {TABLE}")));
     lines.push((format!("  chain {CHAIN} {{"), format!("chain {CHAIN}")));
     lines.push((
@@ -581,6 +608,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
                 Some(change) => change.to_string(),
                 None => format!("{family}: a rule of portlocker's kept: {}", rule.tag()),
             };
+            written.insert(lines.len(), rule.clone());
             lines.push((format!("    {}", nft_rule(&rule)), about));
         }
     }
@@ -588,6 +616,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
     lines.push(("}".into(), format!("table {TABLE}")));
     Ok(Script {
         rules: Some(held.iter().map(|(_, chain)| chain.rules.len()).sum()),
+        written,
         ..Script::new(lines)
     })
 }
@@ -613,10 +642,12 @@ fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
         ),
     ];
     let mut made = Vec::new();
+    let mut written = BTreeMap::new();
     for &change in changes {
         if let Change::Append(rule) = change
             && rule.source.is_none()
         {
+            written.insert(lines.len(), rule.clone());
             lines.push((
                 format!("add rule {TABLE} {BLIND} {}", nft_rule(rule)),
                 change.to_string(),
@@ -624,7 +655,11 @@ fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
             made.push(change);
         }
     }
-    (Script::new(lines), made)
+    let script = Script {
+        written,
+        ..Script::new(lines)
+    };
+    (script, made)
 }
 
 /// A rule in nft's syntax: its family, source, port, new connections only
@@ -656,7 +691,9 @@ pub fn nft_rule(rule: &Rule) -> String {
         words.push(
             match rule.ports.protocol {
                 Protocol::Tcp => "tcp flags & (fin|syn|rst|ack) == syn",
-                Protocol::Udp => "ct state new",
+                // Untracked too: a notrack rule of another table (raw
+                // priority) would otherwise carry new flows past the drop.
+                Protocol::Udp => "ct state new,untracked",
             }
             .to_owned(),
         );
@@ -680,51 +717,8 @@ pub fn nft_rule(rule: &Rule) -> String {
 }
 
 /// A moment as nft reads and prints it (in UTC, as the runner has it).
-fn nft_time(moment: DateTime<Utc>) -> String {
-    moment.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-/// The rule of portlocker's chain in `family` that is listed as `spec`,
-/// if portlocker makes it.
-fn rule_of(config: &Config, family: Family, spec: &[String]) -> Option<Rule> {
-    let service = ServiceName::new(tag_of(spec)?.strip_prefix("portlocker:")?).ok()?;
-    let after = |flag: &str| {
-        spec.windows(2)
-            .find(|pair| pair[0] == flag)
-            .map(|pair| pair[1].as_str())
-    };
-    let source = match after("-s") {
-        Some(net) => Some(net.parse::<IpNet>().ok()?),
-        None => None,
-    };
-    let ports = PortSpec::parse(&format!(
-        "{}/{}",
-        after("--dport")?.replace(':', "-"),
-        after("-p")?
-    ))
-    .ok()?;
-    let deadline = match after("--datestart").or(after("--datestop")) {
-        Some(moment) => Some(
-            NaiveDateTime::parse_from_str(moment, "%Y-%m-%dT%H:%M:%S")
-                .ok()?
-                .and_utc(),
-        ),
-        None => None,
-    };
-    let rule = Rule {
-        family,
-        chain: config.firewall.chain.clone(),
-        service,
-        ports,
-        // A source rule lets its source in however the DROPs are made.
-        keep_established: match source {
-            Some(_) => config.firewall.keep_established,
-            None => after("--tcp-flags").is_some() || after("--ctstate").is_some(),
-        },
-        source,
-        deadline,
-    };
-    (rule.listed_spec() == spec).then_some(rule)
+fn nft_time(moment: KernelTime) -> String {
+    moment.moment().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// What `nft -j list table inet portlocker` says.
@@ -913,7 +907,7 @@ struct Matches {
     syn: bool,
     new: bool,
     /// `<` or `>=`, and the moment.
-    time: Option<(String, DateTime<Utc>)>,
+    time: Option<(String, KernelTime)>,
     verdict: Option<String>,
 }
 
@@ -1001,6 +995,7 @@ impl Matches {
                     let moment = NaiveDateTime::parse_from_str(right.text()?, "%Y-%m-%d %H:%M:%S")
                         .ok()?
                         .and_utc();
+                    let moment = KernelTime::new(moment).ok()?;
                     set(&mut self.time, (operator.to_owned(), moment))
                 }
                 _ => None,
@@ -1054,11 +1049,14 @@ impl Matches {
                     && right.text()? == "syn";
                 (syn && !self.syn).then(|| self.syn = true)
             }
+            // ct state new,untracked: `new` alone lets untracked packets
+            // past, so it is not a rule portlocker makes.
             Operand::Ct(key) if &**key == "state" => {
-                let new = matches!(operator, "in" | "==")
-                    && (right.text() == Some("new")
-                        || matches!(right, Operand::List(states)
-                            if states.len() == 1 && states[0].text() == Some("new")));
+                let states: Option<Vec<&str>> = match right {
+                    Operand::List(states) => states.iter().map(Operand::text).collect(),
+                    _ => None,
+                };
+                let new = operator == "in" && states? == ["new", "untracked"];
                 (new && !self.new).then(|| self.new = true)
             }
             _ => None,
@@ -1165,6 +1163,7 @@ mod tests {
     use super::*;
     use crate::exit::Exit;
     use crate::firewall::plan::{SourcesSeen, plan};
+    use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
     fn config() -> Config {
@@ -1190,7 +1189,7 @@ mod tests {
     fn every_kind(config: &Config) -> Vec<Change> {
         let v4 = |service| rule(config, Family::Ipv4, service);
         let v6 = |service| rule(config, Family::Ipv6, service);
-        let deadline = Some(moment("2026-12-01T18:00:00Z"));
+        let deadline = Some(KernelTime::new(moment("2026-12-01T18:00:00Z")).unwrap());
         let net = |text: &str| text.parse::<IpNet>().unwrap();
         vec![
             Change::NewChain {
@@ -1293,7 +1292,7 @@ mod tests {
              meta nfproto ipv4 ip saddr 127.0.0.2/32 tcp dport 22 meta time < \"2026-12-01 18:00:00\" return comment \"portlocker:ssh\"\n    \
              meta nfproto ipv4 ip saddr 198.51.100.0/24 tcp dport 22 return comment \"portlocker:ssh\"\n    \
              meta nfproto ipv4 tcp dport 22 tcp flags & (fin|syn|rst|ack) == syn meta time >= \"2026-12-01 18:00:00\" drop comment \"portlocker:ssh\"\n    \
-             meta nfproto ipv4 udp dport 60000-61000 ct state new drop comment \"portlocker:mosh\"\n    \
+             meta nfproto ipv4 udp dport 60000-61000 ct state new,untracked drop comment \"portlocker:mosh\"\n    \
              meta nfproto ipv6 ip6 saddr 2001:db8::/48 tcp dport 22 return comment \"portlocker:ssh\"\n    \
              meta nfproto ipv6 tcp dport 22 tcp flags & (fin|syn|rst|ack) == syn drop comment \"portlocker:ssh\"\n    \
              meta nfproto ipv6 udp dport 1194 drop comment \"portlocker:vpn\"\n  }\n}\n"
@@ -1613,6 +1612,8 @@ mod tests {
         chains: Option<String>,
         /// What `-f -` says on refusing; None: it takes every script.
         refusal: Option<String>,
+        /// Refuses a script with a line holding this, naming that line.
+        refuse_holding: Option<String>,
         echo: Echo,
         calls: Vec<String>,
         scripts: Vec<String>,
@@ -1658,6 +1659,12 @@ mod tests {
                     ["-f", "-"] | ["-e", "-j", "-f", "-"] if self.refusal.is_some() => {
                         done(1, "", self.refusal.as_deref().unwrap())
                     }
+                    ["-f", "-"] | ["-e", "-j", "-f", "-"]
+                        if let Some(line) = self.refused_line(&script) =>
+                    {
+                        let said = format!("/dev/stdin:{line}:5-9: Error: refused (fake)\n");
+                        done(1, "", &said)
+                    }
                     ["-f", "-"] => {
                         self.scripts.push(script);
                         done(0, "", "")
@@ -1680,6 +1687,17 @@ mod tests {
                     _ => done(2, "", "the fake does not know that"),
                 },
             )
+        }
+    }
+
+    impl FakeNft {
+        /// The first line of `script` holding `refuse_holding`, 1-based.
+        fn refused_line(&self, script: &str) -> Option<usize> {
+            let text = self.refuse_holding.as_deref()?;
+            script
+                .lines()
+                .position(|line| line.contains(text))
+                .map(|at| at + 1)
         }
     }
 
@@ -1798,8 +1816,9 @@ mod tests {
                     6
                 }
                 ("ct", Some("state")) => {
-                    assert_eq!(word(2), "new");
-                    expr.push(matched(json!({"ct": {"key": "state"}}), "in", json!("new")));
+                    assert_eq!(word(2), "new,untracked");
+                    let states = json!(["new", "untracked"]);
+                    expr.push(matched(json!({"ct": {"key": "state"}}), "in", states));
                     3
                 }
                 (verdict @ ("drop" | "return" | "accept"), _) => {
@@ -2218,5 +2237,68 @@ mod tests {
         assert_eq!(lines[4], "#   table inet portlocker");
         assert!(lines.iter().all(|line| line.starts_with('#')));
         assert!(fake.scripts.is_empty());
+    }
+
+    /// A commit refused at a rule of an open is made again without it: the
+    /// service stays closed to that source, and every close goes in. Where
+    /// the table cannot be read, a refused close in the blind chain holds
+    /// back no other.
+    #[test]
+    fn a_refused_rule_is_left_out_and_everything_else_committed() {
+        use crate::firewall::plan::plan_within;
+        let config = config();
+        let mut fake = FakeNft {
+            refuse_holding: Some("127.0.0.2".into()),
+            ..FakeNft::default()
+        };
+        let wants = wants(&config, "open ssh from 127.0.0.2\nclose mosh\n");
+        let mut nft = Nft::new(&config, &mut fake);
+        let (mut holdings, _) = nft.observe(false);
+        let (applied, unwritable) =
+            crate::firewall::commit(&mut nft, &mut holdings, |refused, held| {
+                plan_within(&config, &wants, held, &SourcesSeen::new(), refused)
+            });
+        assert_eq!(applied.errors.len(), 1, "{:?}", applied.errors);
+        assert!(
+            applied.errors[0]
+                .to_string()
+                .contains("(IPv4: open ssh 22/tcp to 127.0.0.2/32)"),
+            "{}",
+            applied.errors[0]
+        );
+        assert_eq!(
+            unwritable.said,
+            ["IPv4: ssh stays closed to 127.0.0.2/32: the firewall refused its rule"]
+        );
+        assert_eq!(fake.scripts.len(), 1, "only the one it took is kept");
+        let table = fake.table.clone().unwrap();
+        assert!(!table.contains("127.0.0.2"), "{table}");
+        for close in ["portlocker:mosh", "portlocker:ssh"] {
+            assert_eq!(
+                table.matches(close).count(),
+                2,
+                "{close} in both families: {table}"
+            );
+        }
+
+        // Blind: the refused close is left out of the blind chain, the rest go in.
+        let mut fake = FakeNft {
+            table: Some("not json".into()),
+            refuse_holding: Some("portlocker:mosh".into()),
+            ..FakeNft::default()
+        };
+        let wants = super::tests::wants(&config, "close ssh\nclose mosh\nclose vpn\n");
+        let mut nft = Nft::new(&config, &mut fake);
+        let (mut holdings, _) = nft.observe(false);
+        let (applied, unwritable) =
+            crate::firewall::commit(&mut nft, &mut holdings, |refused, held| {
+                plan_within(&config, &wants, held, &SourcesSeen::new(), refused)
+            });
+        assert!(!applied.made.is_empty());
+        assert_eq!(unwritable.said.len(), 2, "{:?}", unwritable.said);
+        let script = fake.scripts.last().unwrap();
+        assert!(!script.contains("portlocker:mosh"), "{script}");
+        assert_eq!(script.matches("portlocker:ssh").count(), 2, "{script}");
+        assert_eq!(script.matches("portlocker:vpn").count(), 2, "{script}");
     }
 }
