@@ -200,10 +200,11 @@ impl FakeFirewall {
         self.failed = None;
     }
 
-    /// Every commit from now refuses one line portlocker wrote for a
-    /// service with a source or a deadline (as a restore tool refuses a
-    /// value it cannot write): the `pick`-th such line of the first commit
-    /// that has one, and that same line in every commit after it.
+    /// Every commit from now refuses one line portlocker writes for a
+    /// service with a source or a deadline, for the first time (as a
+    /// restore tool refuses a value it cannot write; one the firewall holds
+    /// it took before): the `pick`-th such line of the first commit that
+    /// has one, and that same line in every commit after it.
     pub fn arm_refusal(&mut self, pick: u64) {
         self.refusing = Some(pick);
         self.refusing_line = None;
@@ -366,8 +367,11 @@ impl FakeFirewall {
             "{tool} without --noflush would flush every chain of the table: {command}"
         );
         let input = command.stdin.as_deref().unwrap_or("");
+        let held = self.table(family);
         if let Some((line, number)) = self.refusal_in(input, |line| {
-            restore_line_of_service(line).map(|service| (family, service))
+            restore_line_of_service(line)
+                .filter(|_| !xtables::holds(&held, family, line))
+                .map(|service| (family, service))
         }) {
             let value = refused_value(&line);
             let why = match line.contains("--date") {
@@ -409,7 +413,11 @@ impl FakeFirewall {
             ["-j", "list", "tables"] => done(0, &format!("{}\n", self.ruleset.list_tables()), ""),
             ["-f", "-"] | ["-e", "-j", "-f", "-"] => {
                 let script = command.stdin.as_deref().unwrap_or("");
-                if let Some((_, number)) = self.refusal_in(script, nft_line_of_service) {
+                let held = self.ruleset.clone();
+                let new_line = |line: &str| {
+                    nft_line_of_service(line).filter(|_| !nftables::holds(&held, line))
+                };
+                if let Some((_, number)) = self.refusal_in(script, new_line) {
                     let refused = nftables::Refusal::of_line(
                         script,
                         number,
@@ -447,7 +455,7 @@ impl FakeFirewall {
         let found = match &self.refusing_line {
             Some(refused) => lines
                 .iter()
-                .find(|(_, line)| line.trim() == refused)
+                .find(|(_, line)| line.trim() == refused && of_service(line).is_some())
                 .copied(),
             None => {
                 let candidates: Vec<(usize, &str)> = lines
@@ -932,6 +940,12 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         ok(restore(&mut fake, &without));
+        assert_eq!(fake.stats.refusals, 1);
+        // A line the table holds was taken before: written again, it is not refused.
+        fake.disarm();
+        ok(restore(&mut fake, TRANSACTION));
+        fake.arm_refusal(1);
+        ok(restore(&mut fake, TRANSACTION));
         assert_eq!(fake.stats.refusals, 1);
 
         // One line per arming: armed again, nft refuses one of its own.

@@ -1194,6 +1194,32 @@ impl Ruleset {
     }
 }
 
+/// Whether portlocker's table in `ruleset` holds the rule a script line
+/// writes (in a table block, or `add rule inet portlocker CHAIN …`): a
+/// line written again, not for the first time.
+pub(super) fn holds(ruleset: &Ruleset, line: &str) -> bool {
+    let mut text = line.trim();
+    for verb in ["add rule inet portlocker ", "insert rule inet portlocker "] {
+        if let Some(rest) = text.strip_prefix(verb) {
+            text = rest.split_once(' ').map_or("", |(_, rule)| rule);
+        }
+    }
+    let mut scratch = Ruleset::default();
+    let script = format!(
+        "add table inet scratch\nadd chain inet scratch x\nadd rule inet scratch x {text}\n"
+    );
+    if apply(&mut scratch, &script).is_err() {
+        return false;
+    }
+    let written = &scratch.tables[0].chains[0].rules[0];
+    ruleset
+        .tables
+        .iter()
+        .filter(|table| table.family == "inet" && table.name == "portlocker")
+        .flat_map(|table| table.chains.iter().flat_map(|chain| &chain.rules))
+        .any(|rule| rule.statements == written.statements && rule.comment == written.comment)
+}
+
 fn document(objects: &[String]) -> String {
     format!("{{\"nftables\": [{}]}}", objects.join(", "))
 }

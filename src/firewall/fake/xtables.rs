@@ -334,6 +334,25 @@ fn declare(table: &mut Table, declaration: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `table` holds the rule a restore line (`-A CHAIN …`, `-I CHAIN
+/// N …`) adds: a line written again, not for the first time.
+pub(super) fn holds(table: &Table, family: Family, line: &str) -> bool {
+    let words = split_listed(line);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (chain, spec) = match &words[..] {
+        ["-I", chain, position, spec @ ..] if position.parse::<usize>().is_ok() => (*chain, spec),
+        ["-A" | "-I", chain, spec @ ..] => (*chain, spec),
+        _ => return false,
+    };
+    let Ok(rule) = canonical(family, spec) else {
+        return false;
+    };
+    table
+        .chains
+        .get(chain)
+        .is_some_and(|chain| chain.rules.contains(&rule))
+}
+
 /// The chains as `-S` lists them: the built-in ones first, then the others
 /// by name.
 pub(super) fn ordered(table: &Table) -> Vec<String> {
