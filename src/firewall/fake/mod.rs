@@ -12,7 +12,6 @@
 
 mod nftables;
 mod oracle;
-#[cfg(test)]
 mod real;
 mod xtables;
 
