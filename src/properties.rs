@@ -74,8 +74,8 @@ use crate::run;
 /// with every close it can and without what was refused; a family whose
 /// program is missing no longer stops the other's work. Main before
 /// grammar fails the assertions this guards (seeds 0x7b7e1f9a9a59cc77,
-/// 0xc42a41dace773741, 0x1490743d734e4c3, 0x98799734112f5cd3); grammar is
-/// merged here, so they hold.
+/// 0x7cf3ee3065e4e643, 0xa041d4ee3b9bfddd, 0x1490743d734e4c3,
+/// 0x98799734112f5cd3); grammar is merged here, so they hold.
 const REFUSALS_AND_MISSING_TOOLS_FAIL_CLOSED: bool = true;
 
 /// Two misreports of the nftables backend this test found on main (more
