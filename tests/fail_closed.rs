@@ -210,6 +210,21 @@ fn a_hung_ip6tables_or_an_unusable_ip6tables_restore_never_holds_back_ipv4() {
         "ip6tables hung",
     );
 
+    // A restore tool that hangs: killed, the family read again, and its
+    // closes made rule by rule.
+    let env = TestEnv::with_real_iptables();
+    let hung = env.path("hung-ip6tables-restore");
+    std::fs::write(&hung, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&hung, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let firewall = format!("ip6tables_restore = {hung:?}\ncommand_timeout_secs = 1");
+    env.write_config(&env.local_config("", &firewall));
+    env.control("close ssh\n");
+    env.run(&[]).expect(1).says("did not finish within 1 s");
+    assert_traffic(
+        &both_families(Proto::Tcp, 22, false),
+        "ip6tables-restore hung",
+    );
+
     // A restore tool that is not executable is not run: rule by rule instead.
     let env = TestEnv::with_real_iptables();
     let broken = env.path("ip6tables-restore");
@@ -296,6 +311,66 @@ on_both_backends! {
     }
 }
 
+on_both_backends! {
+    /// A commit refused past any rule of portlocker's — as netlink refuses
+    /// a batch too big for it — is made again with closes only.
+    fn a_whole_commit_refused_is_made_again_with_closes_only(backend: Backend) {
+        let env = backend.refusing_env();
+        serve_services();
+        std::fs::write(env.path("longest"), "20").unwrap();
+        let sources: String = (1..=80).map(|n| format!("open ssh from 127.0.1.{n}\n")).collect();
+        env.control(&format!("{sources}open ssh from 127.0.0.2\nclose web\n"));
+        let run = env.run(&[]);
+        run.expect(1);
+        let expected: Vec<(Probe, bool)> = [
+            (to_self(Proto::Tcp, "127.0.0.2", 22), false),
+            (to_self(Proto::Tcp, "127.0.0.1", 22), false),
+        ]
+        .into_iter()
+        .chain(both_families(Proto::Tcp, 80, false))
+        .collect();
+        assert_traffic(&expected, "whole commit refused");
+        assert!(
+            env.log().contains("IPv4: every open from a source or with an end is closed"),
+            "{}",
+            env.log()
+        );
+    }
+}
+
+on_both_backends! {
+    /// The fallbacks too: without a restore tool (iptables, rule by rule),
+    /// or with a table nft lists as garbage (the closes alone, in a chain
+    /// of their own), a refused close holds back no other, and a refused
+    /// open is closed.
+    fn a_refusal_on_a_fallback_path_holds_back_no_other_close(backend: Backend) {
+        let env = backend.refusing_env();
+        serve_services();
+        match backend {
+            Backend::Iptables => {
+                for restore in ["iptables-restore", "ip6tables-restore"] {
+                    std::fs::remove_file(env.path("bin").join(restore)).unwrap();
+                }
+            }
+            Backend::Nftables => std::fs::write(env.path("unreadable"), "").unwrap(),
+        }
+        env.refuse("portlocker:mosh");
+        env.control("close ssh\nclose web\nclose mosh\n");
+        env.run(&[]).expect(1);
+        let expected: Vec<(Probe, bool)> = both_families(Proto::Tcp, 22, false)
+            .into_iter()
+            .chain(both_families(Proto::Tcp, 80, false))
+            .chain(both_families(Proto::Udp, 60000, true))
+            .collect();
+        assert_traffic(&expected, "a close refused on the fallback");
+
+        env.refuse("2030-");
+        env.control("open ssh until 2030-01-01T00:00:00Z\n");
+        env.run(&[]).expect(1);
+        assert_traffic(&both_families(Proto::Tcp, 22, false), "an open's end refused on the fallback");
+    }
+}
+
 /// The kept copy of the control file, if any.
 fn last_good(env: &TestEnv) -> Option<String> {
     use portlocker::intake::state::{Loaded, State};
@@ -353,6 +428,61 @@ fn with_the_fake_rule_by_rule_a_refused_open_keeps_its_service_closed() {
         env.fake_table("iptables")
             .contains("--dport 22 --tcp-flags")
     );
+}
+
+/// A bare time the host's zone skips is refused, naming the offset in
+/// force before the skip; one it repeats is the earlier moment.
+#[test]
+fn a_time_the_clocks_skip_is_refused_with_the_offset_to_write() {
+    let zones = [
+        (
+            "America/New_York",
+            "2027-03-14 02:30",
+            "2027-03-14T02:30:00-05:00",
+            "2027-11-07 01:30",
+            "2027-11-07T01:30:00-04:00",
+        ),
+        (
+            "Australia/Lord_Howe",
+            "2027-10-03 02:15",
+            "2027-10-03T02:15:00+10:30",
+            "2027-04-04 01:45",
+            "2027-04-04T01:45:00+11:00",
+        ),
+    ];
+    for (zone, gap, instead, fold, earlier) in zones {
+        if !std::path::Path::new("/usr/share/zoneinfo")
+            .join(zone)
+            .exists()
+        {
+            common::skipped(
+                "a_time_the_clocks_skip_is_refused",
+                &format!("no {zone} here"),
+            );
+            continue;
+        }
+        let env = TestEnv::with_fake_iptables();
+        let run = |text: &str| {
+            env.control(text);
+            let output = env
+                .command()
+                .args(["check", "--fetch"])
+                .env("TZ", zone)
+                .output()
+                .unwrap();
+            common::Run::from(output)
+        };
+        run(&format!("open ssh until {gap}\n"))
+            .expect(1)
+            .says(&format!(
+                "does not exist here (the clocks skip it); write the offset, like {instead}"
+            ));
+        let folded = run(&format!("open ssh until {fold}\n"));
+        assert!(
+            folded.stdout.contains(&format!("open ssh until {earlier}")),
+            "{folded:?}"
+        );
+    }
 }
 
 #[test]

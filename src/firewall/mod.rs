@@ -108,6 +108,12 @@ pub struct Applied {
     /// portlocker's rules a commit was refused at (each refusal is in
     /// `errors` too), which a plan without them may get past: see `commit`.
     pub refused: Vec<Rule>,
+    /// The backend will commit another way now (its restore tool hung):
+    /// a plan made again may get further.
+    pub retry: bool,
+    /// Families whose commit was refused past any rule of portlocker's (its
+    /// size, or a line that is no rule): a plan of closes only may get through.
+    pub shrink: Vec<Family>,
 }
 
 /// What `reset` did.
@@ -158,6 +164,7 @@ pub fn commit(
         let no_time_match =
             !unwritable.no_time_match && applied.errors.iter().any(CommandError::lacks_time_match);
         let refused = std::mem::take(&mut applied.refused);
+        let retry = applied.retry;
         if !applied.made.is_empty() {
             done.confirmed = applied.confirmed;
         }
@@ -174,11 +181,15 @@ pub fn commit(
         }
         done.errors.extend(applied.errors);
         let mut learnt = false;
+        for family in std::mem::take(&mut applied.shrink) {
+            learnt |= unwritable.close_all(family, "the whole commit");
+        }
         for rule in &refused {
-            let all = round >= CLOSE_ALL_FROM && unwritable.close_all(rule.family);
+            let all = round >= CLOSE_ALL_FROM
+                && unwritable.close_all(rule.family, "rule after rule of theirs");
             learnt |= all || unwritable.refuse(rule);
         }
-        if !learnt {
+        if !learnt && !retry {
             break;
         }
     }

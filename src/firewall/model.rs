@@ -2,7 +2,7 @@
 //! data shared by the planner, the verdicts and the iptables layer. Pure:
 //! never runs a command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -78,6 +78,11 @@ impl KernelTime {
     pub fn moment(self) -> DateTime<Utc> {
         self.0
     }
+}
+
+/// A deadline in a message: UTC, to the second.
+fn shown(moment: KernelTime) -> String {
+    moment.0.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// A moment as xt_time takes and lists it: UTC, to the second.
@@ -292,14 +297,21 @@ impl fmt::Display for Change {
                 write!(f, "{family}: remove jump from INPUT to {chain}")
             }
             Change::DeleteChain { family, chain } => write!(f, "{family}: delete chain {chain}"),
-            Change::Append(rule) => match rule.source {
-                Some(source) => write!(
-                    f,
-                    "{}: open {} {} to {source}",
-                    rule.family, rule.service, rule.ports
-                ),
-                None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports),
-            },
+            Change::Append(rule) => {
+                match rule.source {
+                    Some(source) => write!(
+                        f,
+                        "{}: open {} {} to {source}",
+                        rule.family, rule.service, rule.ports
+                    )?,
+                    None => write!(f, "{}: close {} {}", rule.family, rule.service, rule.ports)?,
+                }
+                match (rule.deadline, rule.source) {
+                    (Some(deadline), Some(_)) => write!(f, " until {} UTC", shown(deadline)),
+                    (Some(deadline), None) => write!(f, " from {} UTC", shown(deadline)),
+                    (None, _) => Ok(()),
+                }
+            }
             Change::Delete(rule) => match rule.source {
                 Some(source) => write!(
                     f,
@@ -313,6 +325,16 @@ impl fmt::Display for Change {
             }
         }
     }
+}
+
+/// The changes of `changes` that append a rule, by its family and the
+/// rule as listed (the same in both families).
+pub fn appended_by<'a>(changes: &[&'a Change]) -> HashMap<(Family, Vec<String>), &'a Change> {
+    let appends = changes.iter().filter_map(|&change| match change {
+        Change::Append(rule) => Some(((rule.family, rule.listed_spec()), change)),
+        _ => None,
+    });
+    appends.collect()
 }
 
 /// The `portlocker:NAME` tag of a listed rule, if it has one.

@@ -1,7 +1,7 @@
 //! The changes that make the firewall hold what the owner wants. Pure:
 //! never touches the network or the firewall.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -138,14 +138,14 @@ impl Unwritable {
         true
     }
 
-    /// Closes every open of `family` that needs a rule; false when it did already.
-    pub fn close_all(&mut self, family: Family) -> bool {
+    /// Closes every open of `family` that needs a rule, because the
+    /// firewall refused `what`; false when it did already.
+    pub fn close_all(&mut self, family: Family, what: &str) -> bool {
         if !self.closes_only.insert(family) {
             return false;
         }
         let said = format!(
-            "{family}: every open from a source or with an end is closed: the firewall refused \
-             too many of their rules"
+            "{family}: every open from a source or with an end is closed: the firewall refused {what}"
         );
         self.said.push(said);
         true
@@ -308,6 +308,12 @@ fn plan_family(
 ) -> Vec<Change> {
     let chain = &config.firewall.chain;
     let tagged: Vec<&Listed> = held.tagged(config).collect();
+    // How many copies of each rule the chain holds: counted once, so a file
+    // of thousands of sources plans in time linear in them.
+    let mut copies: HashMap<&[String], usize> = HashMap::new();
+    for rule in &tagged {
+        *copies.entry(&rule.spec).or_default() += 1;
+    }
     let mut rule_changes = Vec::new();
     let mut enforces_any = false;
     for service in config.services.keys() {
@@ -322,59 +328,67 @@ fn plan_family(
             .collect();
         let Some(want) = wants.get(service) else {
             // Not named: keep its state, minus duplicates and what the config no longer produces.
-            let mut kept = Vec::new();
+            let mut kept = HashSet::new();
             for spec in mine {
-                if kept.contains(&spec) || as_rule(spec, &drops).is_none() {
+                if kept.contains(spec) || as_rule(spec, &drops).is_none() {
                     rule_changes.push(removal(spec, &drops, family, chain));
                 } else {
-                    kept.push(spec);
+                    kept.insert(spec);
                 }
             }
             continue;
         };
         let wanted = rules_for(want, &drops, family, unwritable);
         enforces_any |= !wanted.is_empty();
+        let mut wanted_specs = HashSet::new();
         for rule in &wanted {
-            let copies = held.count(config, rule);
-            if copies == 0 {
+            let spec = rule.listed_spec();
+            let held = copies.get(spec.as_slice()).copied().unwrap_or(0);
+            if held == 0 {
                 rule_changes.push(Change::Append(rule.clone()));
             }
-            for _ in 1..copies {
+            for _ in 1..held {
                 rule_changes.push(Change::Delete(rule.clone()));
             }
+            wanted_specs.insert(spec);
         }
-        let wanted_specs: Vec<Vec<String>> = wanted.iter().map(Rule::listed_spec).collect();
-        for spec in mine.into_iter().filter(|spec| !wanted_specs.contains(spec)) {
+        for spec in mine
+            .into_iter()
+            .filter(|spec| !wanted_specs.contains(*spec))
+        {
             rule_changes.push(removal(spec, &drops, family, chain));
         }
     }
-    // Tagged for a service the config no longer has. A jump in INPUT, to a
-    // chain a config of before named, stays: its chain may hold the only
-    // closes of what no line names now (the state that knew lost). It goes
-    // with that chain, once a run knows what it held (`leftovers.rs`).
-    for rule in &tagged {
-        let configured = config
-            .services
-            .keys()
-            .any(|service| rule.tag() == Some(&format!("portlocker:{service}")));
-        let jump = rule
-            .tag()
-            .is_some_and(|tag| tag.starts_with("portlocker:jump."));
-        if !configured && !jump {
-            rule_changes.push(Change::DeleteListed {
-                family,
-                chain: chain.clone(),
-                spec: rule.spec.clone(),
-            });
-        }
-    }
-
+    rule_changes.extend(unconfigured(config, family, &tagged));
     let mut changes = Vec::new();
     if held.chain_exists(config) || enforces_any {
         changes.extend(chain_and_jump(config, family, Some(held)));
     }
     changes.extend(rule_changes);
     changes
+}
+
+/// The removals of `tagged` rules of services the config no longer has.
+/// A jump in INPUT, to a chain a config of before named, stays: its chain
+/// may hold the only closes of what no line names now (the state that
+/// knew lost). It goes with that chain, once a run knows what it held
+/// (`leftovers.rs`).
+fn unconfigured(config: &Config, family: Family, tagged: &[&Listed]) -> Vec<Change> {
+    let tags: HashSet<String> = (config.services.keys())
+        .map(|service| format!("portlocker:{service}"))
+        .collect();
+    tagged
+        .iter()
+        .filter(|rule| {
+            rule.tag()
+                .is_some_and(|tag| !tags.contains(tag) && !tag.starts_with("portlocker:jump."))
+        })
+        .map(|rule| Change::DeleteListed {
+            family,
+            chain: config.firewall.chain.clone(),
+            spec: rule.spec.clone(),
+        })
+        .collect()
 }
 
 /// The change that removes one copy of a listed rule: named after the rule
@@ -1164,7 +1178,7 @@ mod tests {
             (ServiceName::new("vpn").unwrap(), Want::Open(None)),
         ]);
         let mut unwritable = Unwritable::default();
-        assert!(unwritable.close_all(Family::Ipv4));
+        assert!(unwritable.close_all(Family::Ipv4, "all"));
         let steps = within(&wants, &unwritable);
         let done = after(&config, &bare(&config), &steps);
         let v4: Vec<String> = done

@@ -174,7 +174,10 @@ pub fn parse(bytes: &[u8], context: Context) -> Result<ControlFile, Rejection> {
         match parse_line(line, raw_line, context) {
             Ok(Parsed::Nothing) => {}
             Ok(Parsed::OtherHost) => control.other_hosts += 1,
-            Ok(Parsed::Directive(directive)) => add(&mut control, directive, &mut named_again),
+            Ok(Parsed::Directive(directive)) => {
+                control.warnings.extend(never_seen(&directive));
+                add(&mut control, directive, &mut named_again)
+            }
             Err(reason) => errors.push(LineError { line, reason }),
         }
     }
@@ -200,7 +203,8 @@ fn add(control: &mut ControlFile, directive: Directive, named_again: &mut usize)
             .insert(directive.service.clone(), vec![directive]);
         return;
     };
-    let adds_up = directive.source.is_some() && lines.iter().all(|d| d.source.is_some());
+    // The lines in force are one plain line, or `from` lines only.
+    let adds_up = directive.source.is_some() && lines.first().is_some_and(|d| d.source.is_some());
     if !adds_up {
         if let Some(earlier) = lines.last() {
             *named_again += 1;
@@ -362,10 +366,39 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
 /// A deadline to the whole second, never later than written: the kernel
 /// keeps deadlines in whole seconds, and a leap second (`23:59:60`, valid
 /// RFC 3339, which iptables refuses and nft rounds up) is the second before
-/// the next minute. Every backend can then write it as it is shown.
+/// the next minute. Every backend can then write it as it is shown. An
+/// offset of odd seconds (a zone's local mean time before 1900) has no
+/// RFC 3339 form, so the line kept in the state could not be read back:
+/// such a deadline is kept in UTC.
 fn to_the_second(deadline: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
     // A leap second is second 59 with a nanosecond count past a billion.
-    deadline.with_nanosecond(0).unwrap_or(deadline)
+    let whole = deadline.with_nanosecond(0).unwrap_or(deadline);
+    match whole.offset().local_minus_utc() % 60 {
+        0 => whole,
+        _ => whole.to_utc().fixed_offset(),
+    }
+}
+
+/// Why the source of `directive` lets no one in, when it is an IPv4
+/// address written the IPv6 way (`::ffff:203.0.113.7`, as a dual-stack
+/// program logs an IPv4 client): the kernel drops IPv6 packets from such
+/// an address, and the client's own packets are IPv4. Valid, and closed to
+/// everyone else all the same, but worth a word.
+fn never_seen(directive: &Directive) -> Option<String> {
+    let Some(IpNet::V6(net)) = directive.source else {
+        return None;
+    };
+    let v4 = net.addr().to_ipv4_mapped()?;
+    let shown = match net.prefix_len() {
+        128 => v4.to_string(),
+        bits @ 96.. => format!("{v4}/{}", bits - 96),
+        _ => return None,
+    };
+    Some(format!(
+        "line {}: `from {net}` is an IPv4 address written the IPv6 way, which no packet comes \
+         from, so it lets no one in (an IPv4 client is seen as {shown}): write `from {shown}`",
+        directive.line
+    ))
 }
 
 /// An address (a host) or a network in CIDR form, host bits cleared; no
@@ -778,6 +811,16 @@ mod tests {
             // What is rendered reads back the same.
             assert_eq!(rendered(&rendered(&line)[0]), rendered(&line));
         }
+        // Berlin's local mean time, +00:53:28, as a bare 1890 date there gets.
+        use chrono::TimeZone;
+        let lmt = FixedOffset::east_opt(3208).unwrap();
+        let old = lmt.with_ymd_and_hms(1890, 1, 1, 0, 0, 0).unwrap();
+        let kept = to_the_second(old).to_rfc3339();
+        assert_eq!(kept, "1889-12-31T23:06:32+00:00");
+        assert_eq!(
+            rendered(&format!("open ssh until {kept}")),
+            [format!("open ssh until {kept}")]
+        );
     }
 
     #[test]
@@ -1068,6 +1111,30 @@ mod tests {
                 [format!("open ssh from {shown}")]
             );
         }
+    }
+
+    #[test]
+    fn an_ipv4_address_written_the_ipv6_way_is_valid_and_told() {
+        let text = "close vpn\nopen ssh from ::ffff:203.0.113.7\nopen httpd from ::ffff:198.51.100.0/120\n";
+        let warnings = parse(text.as_bytes(), services()).unwrap().warnings;
+        assert_eq!(
+            warnings,
+            [
+                "line 2: `from ::ffff:203.0.113.7/128` is an IPv4 address written the IPv6 way, \
+                 which no packet comes from, so it lets no one in (an IPv4 client is seen as \
+                 203.0.113.7): write `from 203.0.113.7`",
+                "line 3: `from ::ffff:198.51.100.0/120` is an IPv4 address written the IPv6 way, \
+                 which no packet comes from, so it lets no one in (an IPv4 client is seen as \
+                 198.51.100.0/24): write `from 198.51.100.0/24`",
+            ]
+        );
+        let fine = "open ssh from ::1.2.3.4\nopen ssh from 2001:db8::/32\nopen ssh from ::/1\n";
+        assert!(
+            parse(fine.as_bytes(), services())
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]

@@ -160,7 +160,8 @@ pub type Starts = BTreeMap<String, DateTime<FixedOffset>>;
 /// Forgets the starts of lines no longer wanted, so a line that changes
 /// starts a new count.
 pub fn retain_starts(starts: &mut Starts, wanted: &Wanted) {
-    starts.retain(|line, _| wanted.values().flatten().any(|d| d.render() == *line));
+    let lines: BTreeSet<String> = wanted.values().flatten().map(Directive::render).collect();
+    starts.retain(|line, _| lines.contains(line));
 }
 
 /// Resolves `wanted` at `now`. A line without a start counts from `now`

@@ -63,9 +63,18 @@ pub fn parse_deadline<Tz: TimeZone>(
                 LocalResult::Single(time) => Ok(time.fixed_offset()),
                 // A clock change repeats this hour: take the earlier moment.
                 LocalResult::Ambiguous(a, b) => Ok(a.fixed_offset().min(b.fixed_offset())),
-                LocalResult::None => Err(format!(
-                    "`{text}` does not exist here (the clocks skip it); write the offset, like {date}T{time}:00+01:00"
-                )),
+                LocalResult::None => {
+                    // The offset in force before the clocks skipped, to write instead.
+                    let before = zone
+                        .from_local_datetime(&(naive - chrono::TimeDelta::hours(3)))
+                        .earliest()
+                        .map_or("+01:00".to_owned(), |t| {
+                            t.fixed_offset().format("%:z").to_string()
+                        });
+                    Err(format!(
+                        "`{text}` does not exist here (the clocks skip it); write the offset, like {date}T{time}:00{before}"
+                    ))
+                }
             }
         }
         _ => Err("a deadline is a date and a time, like 2026-11-25 18:00".into()),

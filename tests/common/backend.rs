@@ -145,7 +145,10 @@ impl Backend {
     /// the real tools that refuse every rule holding the text given to
     /// `TestEnv::refuse`: the real restore tool or nft is fed that line
     /// with a word it does not know, so it refuses it and names it, and
-    /// iptables refuses an -A or -I that holds it.
+    /// iptables refuses an -A or -I that holds it. While the file `longest`
+    /// of the test directory holds a number, an input of more lines is
+    /// refused as netlink refuses a batch too big for it, naming no line;
+    /// while `unreadable` exists, nft lists what no one can read.
     pub fn refusing_env(self) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
@@ -154,13 +157,18 @@ impl Backend {
             let path = bin.join(name);
             let script = format!(
                 "#!/bin/bash\n\
+                 if [ -e {dir}/unreadable ] && [[ \" $* \" == *' list '* ]]; then echo 'not json'; exit 0; fi\n\
                  text=$(cat {dir}/refuse 2>/dev/null)\n\
-                 [ -z \"$text\" ] && exec {real} \"$@\"\n\
+                 most=$(cat {dir}/longest 2>/dev/null)\n\
+                 [ -z \"$text$most\" ] && exec {real} \"$@\"\n\
                  case \" $* \" in *' -A '* | *' -I '*)\n\
-                 \x20   [[ \"$*\" == *\"$text\"* ]] && {{ echo \"{name}: refused (test)\" >&2; exit 2; }} ;;\n\
+                 \x20   [[ -n \"$text\" && \"$*\" == *\"$text\"* ]] && {{ echo \"{name}: refused (test)\" >&2; exit 2; }} ;;\n\
                  esac\n\
                  input=$(mktemp -p {dir})\n\
-                 sed \"s|.*${{text}}.*|& no-such-word|\" >\"$input\"\n\
+                 if [ -n \"$text\" ]; then sed \"s|.*${{text}}.*|& no-such-word|\"; else cat; fi >\"$input\"\n\
+                 if [ -n \"$most\" ] && [ $(wc -l <\"$input\") -gt \"$most\" ]; then\n\
+                 \x20   echo 'netlink: Error: Could not process rule: Message too long' >&2; exit 1\n\
+                 fi\n\
                  exec {real} \"$@\" <\"$input\"\n",
                 dir = dir.path().display(),
             );

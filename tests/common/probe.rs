@@ -6,9 +6,9 @@
 //! been answered, and a dropped one is told without waiting out a timeout.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -71,20 +71,49 @@ pub fn serve(proto: Proto, port: u16) {
     }
 }
 
+/// Echoes UDP on `port` of each of `addresses`, bound to each apart: an
+/// echo bound to every address answers from the address routing picks,
+/// which need not be the one it was reached at.
+pub fn echo_on(port: u16, addresses: &[IpAddr]) {
+    for &address in addresses {
+        let echo = UdpSocket::bind(SocketAddr::new(address, port))
+            .unwrap_or_else(|error| panic!("bind {address}:{port}: {error}"));
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 64];
+            while let Ok((n, peer)) = echo.recv_from(&mut buffer) {
+                let _ = echo.send_to(&buffer[..n], peer);
+            }
+        });
+    }
+}
+
 /// Starts the control listener and echo; once per namespace.
 pub fn serve_control() {
     serve(Proto::Tcp, CONTROL_PORT);
     serve(Proto::Udp, CONTROL_PORT);
 }
 
-/// A source port never used before in this process: a flow conntrack
-/// still remembers (a UDP exchange lives on for 30 s) would pass as an
-/// established one.
-fn fresh_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(20000);
-    let port = NEXT.fetch_add(1, Ordering::Relaxed);
-    assert!(port < 60000, "out of fresh source ports");
-    port
+/// The source ports probes take, from each address in turn.
+const PORTS: std::ops::Range<u16> = 20000..60000;
+
+/// How long before a source port may be taken again: conntrack forgets a
+/// UDP exchange after 30 s (120 s once it is a stream), TCP's TIME_WAIT
+/// lasts 60 s.
+const FORGOTTEN: Duration = Duration::from_secs(150);
+
+/// A source port from `from` that no flow conntrack (or TCP) may still
+/// remember: a remembered one would pass as established. Each address
+/// takes the ports in turn; a turn that came round too soon waits.
+fn fresh_port(from: IpAddr) -> u16 {
+    static TURNS: Mutex<BTreeMap<IpAddr, (u16, Instant)>> = Mutex::new(BTreeMap::new());
+    let mut turns = TURNS.lock().unwrap();
+    let (next, began) = turns.entry(from).or_insert((PORTS.start, Instant::now()));
+    if *next == PORTS.end {
+        std::thread::sleep(FORGOTTEN.saturating_sub(began.elapsed()));
+        (*next, *began) = (PORTS.start, Instant::now());
+    }
+    *next += 1;
+    *next - 1
 }
 
 /// A probe under way.
@@ -97,7 +126,7 @@ enum Sent {
 impl Sent {
     fn start(probe: &Probe) -> Sent {
         let to = SocketAddr::new(probe.to, probe.port);
-        let from = SocketAddr::new(probe.from, fresh_port());
+        let from = SocketAddr::new(probe.from, fresh_port(probe.from));
         let kind = match probe.proto {
             Proto::Tcp => Type::STREAM,
             Proto::Udp => Type::DGRAM,
@@ -148,14 +177,14 @@ fn control(from: IpAddr, to: IpAddr) {
     let address = SocketAddr::new(to, CONTROL_PORT);
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).unwrap();
     socket
-        .bind(&SocketAddr::new(from, fresh_port()).into())
+        .bind(&SocketAddr::new(from, fresh_port(from)).into())
         .unwrap();
     socket
         .connect_timeout(&address.into(), THROUGH_WAIT)
         .unwrap_or_else(|error| panic!("control {from} -> {address}: {error}"));
     let stream: TcpStream = socket.into();
     drop(stream);
-    let udp = UdpSocket::bind(SocketAddr::new(from, fresh_port())).unwrap();
+    let udp = UdpSocket::bind(SocketAddr::new(from, fresh_port(from))).unwrap();
     udp.set_read_timeout(Some(THROUGH_WAIT)).unwrap();
     udp.send_to(b"control", address).unwrap();
     let mut buffer = [0u8; 16];

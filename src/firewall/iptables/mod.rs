@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 mod flavours;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
-use crate::firewall::model::{ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, rule_of};
+use crate::firewall::model::{
+    ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, appended_by, rule_of,
+};
 use crate::firewall::plan::{self, Step};
 use crate::firewall::run_command;
 pub use crate::firewall::{
@@ -38,6 +40,10 @@ impl Command {
         }
     }
 }
+
+/// The most changes a refused transaction is made again one by one; past
+/// that, a plan of closes only is committed first.
+const BY_RULE_AT_MOST: usize = 64;
 
 /// How many copies of one rule a blind removal takes away before it gives up.
 const MAX_DUPLICATES: usize = 64;
@@ -164,6 +170,7 @@ pub fn transaction(
     let mut lines = Lines::default();
     lines.push("*filter".into(), "the table".into());
     let chain = &config.firewall.chain;
+    let appended = appended_by(changes);
     if chain.is_input() {
         lines.changes(changes.iter());
     } else {
@@ -173,7 +180,7 @@ pub fn transaction(
                 format!("{family}: chain {chain}"),
             );
             for rule in &rules.rules {
-                let about = match (rule.tag(), appended_by(changes, rule)) {
+                let about = match (rule.tag(), appended.get(&(family, rule.spec.clone()))) {
                     (_, Some(change)) => change.to_string(),
                     (Some(tag), None) => format!("{family}: a rule of portlocker's kept: {tag}"),
                     (None, None) => format!("{family}: your rule `{}`", rule.shown(chain.as_str())),
@@ -258,13 +265,6 @@ pub fn transactions(config: &Config, steps: &[Step], holdings: &Holdings) -> Vec
         .collect()
 }
 
-/// The change of `changes` that appends `rule`, if one does.
-fn appended_by<'a>(changes: &[&'a Change], rule: &Listed) -> Option<&'a Change> {
-    changes.iter().copied().find(
-        |change| matches!(change, Change::Append(appended) if appended.listed_spec() == rule.spec),
-    )
-}
-
 /// One line of restore input: words quoted the way iptables-save does.
 fn restore_line(words: &[String]) -> String {
     words
@@ -306,6 +306,8 @@ pub struct Firewall<'a, R: Runner> {
     unusable: BTreeMap<Family, String>,
     /// Whether this run said it has no restore tool.
     warned_no_restore: bool,
+    /// Families whose refused transaction was handed back for a smaller plan.
+    shrunk: BTreeSet<Family>,
 }
 
 impl<'a, R: Runner> Firewall<'a, R> {
@@ -321,6 +323,7 @@ impl<'a, R: Runner> Firewall<'a, R> {
             hung: Vec::new(),
             unusable,
             warned_no_restore: false,
+            shrunk: BTreeSet::new(),
         }
     }
 
@@ -471,7 +474,13 @@ impl<'a, R: Runner> Firewall<'a, R> {
             if mine.is_empty() {
                 continue;
             }
-            match family_transaction(self.config, family, &mine, holdings) {
+            // A restore tool that hung this run is not waited for again.
+            let restore = self.config.restore_binary(family);
+            let transaction = match self.hung.iter().any(|hung| hung == restore) {
+                true => None,
+                false => family_transaction(self.config, family, &mine, holdings),
+            };
+            match transaction {
                 Some(transaction) => {
                     let changes: Vec<&Change> = mine.iter().map(|step| &step.change).collect();
                     match self.commit(&transaction, &changes) {
@@ -551,10 +560,27 @@ impl<'a, R: Runner> Firewall<'a, R> {
             error.failure,
             Failure::Refused(_) | Failure::Exited { .. } | Failure::Spawn(_)
         );
+        if matches!(error.failure, Failure::TimedOut { .. }) {
+            // Killed, it may or may not have committed: the family is read
+            // again, and the next commit goes rule by rule.
+            let family = transaction.family;
+            let chain = self.config.firewall.chain.clone();
+            let fresh = self.observe_family(family, &chain, false).ok();
+            holdings.families.insert(family, fresh);
+            applied.retry = true;
+        }
         applied.errors.push(error);
         match refused {
             Some(rule) if rule.source.is_some() || rule.deadline.is_some() => {
                 applied.refused.push(rule);
+            }
+            // Thousands of changes one by one would outlast the run: a
+            // plan of closes only is tried first (its size may be why).
+            _ if took_nothing
+                && steps.len() > BY_RULE_AT_MOST
+                && self.shrunk.insert(transaction.family) =>
+            {
+                applied.shrink.push(transaction.family);
             }
             _ if took_nothing => {
                 log::warn!(

@@ -24,7 +24,8 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::model::{
-    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, rule_of,
+    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, appended_by,
+    rule_of,
 };
 use crate::firewall::plan::Step;
 use crate::firewall::{
@@ -70,6 +71,8 @@ pub struct Nft<'a, R: Runner> {
     hung: Vec<PathBuf>,
     /// Found while observing, for the page.
     notices: Vec<String>,
+    /// Whether a refused transaction was handed back for a smaller plan.
+    shrunk: bool,
 }
 
 impl<'a, R: Runner> Nft<'a, R> {
@@ -79,6 +82,7 @@ impl<'a, R: Runner> Nft<'a, R> {
             config,
             hung: Vec::new(),
             notices: Vec::new(),
+            shrunk: false,
         }
     }
 
@@ -259,11 +263,22 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
                 applied.made.extend(prepared.made.into_iter().cloned());
             }
             Err(error) => {
-                // A rule it was refused at, for a plan without it (see `firewall::commit`).
+                // The rules it was refused at (nft names every line it
+                // could not parse), for a plan without them (`firewall::commit`).
                 if let Failure::Refused(refusal) = &error.failure {
-                    applied
-                        .refused
-                        .extend(prepared.script.rule_at(refusal.line).cloned());
+                    let lines = refused_lines(&refusal.stderr);
+                    let rules = lines
+                        .iter()
+                        .filter_map(|&line| prepared.script.rule_at(line));
+                    applied.refused.extend(rules.cloned());
+                }
+                // Refused past any rule (its size, say: netlink's "Message
+                // too long"): a plan of closes only may get through.
+                let took_nothing =
+                    matches!(error.failure, Failure::Refused(_) | Failure::Exited { .. });
+                if applied.refused.is_empty() && took_nothing && !self.shrunk {
+                    self.shrunk = true;
+                    applied.shrink = self.config.families();
                 }
                 applied.errors.push(error);
             }
@@ -587,6 +602,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
         return Ok(Script::new(lines));
     }
     let mut written = BTreeMap::new();
+    let appended = appended_by(changes);
     lines.push((format!("table {TABLE} {{"), format!("table {TABLE}")));
     lines.push((format!("  chain {CHAIN} {{"), format!("chain {CHAIN}")));
     lines.push((
@@ -601,10 +617,7 @@ pub fn script(config: &Config, after: &Holdings, changes: &[&Change]) -> Result<
                     listed.shown(config.firewall.chain.as_str())
                 ));
             };
-            let appended = changes.iter().find(|change| {
-                matches!(change, Change::Append(appended) if appended.listed_spec() == listed.spec)
-            });
-            let about = match appended {
+            let about = match appended.get(&(family, listed.spec.clone())) {
                 Some(change) => change.to_string(),
                 None => format!("{family}: a rule of portlocker's kept: {}", rule.tag()),
             };
@@ -1151,11 +1164,17 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// The line number in an nft refusal: `/dev/stdin:6:42-45: Error: …`.
 fn refused_line(stderr: &str) -> Option<usize> {
-    stderr.lines().find_map(|line| {
+    refused_lines(stderr).into_iter().next()
+}
+
+/// Every line an nft refusal names, in order.
+fn refused_lines(stderr: &str) -> Vec<usize> {
+    let named = stderr.lines().filter_map(|line| {
         let (place, _) = line.split_once(": Error:")?;
         let parts: Vec<&str> = place.rsplitn(3, ':').collect();
         parts.get(1)?.parse().ok()
-    })
+    });
+    named.collect()
 }
 
 #[cfg(test)]
@@ -1298,7 +1317,10 @@ mod tests {
              meta nfproto ipv6 udp dport 1194 drop comment \"portlocker:vpn\"\n  }\n}\n"
         );
         assert_eq!(script.about(2), "table inet portlocker as it was");
-        assert_eq!(script.about(6), "IPv4: open ssh 22/tcp to 127.0.0.2/32");
+        assert_eq!(
+            script.about(6),
+            "IPv4: open ssh 22/tcp to 127.0.0.2/32 until 2026-12-01 18:00:00 UTC"
+        );
         assert_eq!(script.about(9), "IPv4: close mosh 60000-61000/udp");
     }
 
@@ -1600,6 +1622,12 @@ mod tests {
             Some(9)
         );
         assert_eq!(refused_line("Error: No such file or directory"), None);
+        assert_eq!(
+            refused_lines(
+                "/dev/stdin:6:1-4: Error: syntax error\n    x\n/dev/stdin:9:2-3: Error: syntax error\n"
+            ),
+            [6, 9]
+        );
     }
 
     /// nft as the unit tests need it: a table to list, scripts to take, and
@@ -1614,6 +1642,9 @@ mod tests {
         refusal: Option<String>,
         /// Refuses a script with a line holding this, naming that line.
         refuse_holding: Option<String>,
+        /// Refuses a script of more lines than this, as netlink refuses a
+        /// batch too big for its buffer: naming no line.
+        refuse_longer_than: Option<usize>,
         echo: Echo,
         calls: Vec<String>,
         scripts: Vec<String>,
@@ -1658,6 +1689,17 @@ mod tests {
                     },
                     ["-f", "-"] | ["-e", "-j", "-f", "-"] if self.refusal.is_some() => {
                         done(1, "", self.refusal.as_deref().unwrap())
+                    }
+                    ["-f", "-"] | ["-e", "-j", "-f", "-"]
+                        if self
+                            .refuse_longer_than
+                            .is_some_and(|most| script.lines().count() > most) =>
+                    {
+                        done(
+                            1,
+                            "",
+                            "netlink: Error: Could not process rule: Message too long\n",
+                        )
                     }
                     ["-f", "-"] | ["-e", "-j", "-f", "-"]
                         if let Some(line) = self.refused_line(&script) =>
@@ -2153,6 +2195,17 @@ mod tests {
             ),
             "{error}"
         );
+        // The same rule in the other family is named as its own.
+        let mut fake = FakeNft {
+            refusal: Some("/dev/stdin:7:1-4: Error: Could not process rule\n".into()),
+            ..FakeNft::default()
+        };
+        let (_, applied) = run_once(&config, &mut fake, "close ssh\n");
+        let error = applied.errors[0].to_string();
+        assert!(
+            error.contains("line 7 of its input (IPv6: close ssh 22/tcp)"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -2300,5 +2353,39 @@ mod tests {
         assert!(!script.contains("portlocker:mosh"), "{script}");
         assert_eq!(script.matches("portlocker:ssh").count(), 2, "{script}");
         assert_eq!(script.matches("portlocker:vpn").count(), 2, "{script}");
+    }
+
+    /// A transaction refused for its size, at no line: made again with
+    /// closes only, which gets through; the sources are closed, and said.
+    #[test]
+    fn a_transaction_too_big_is_made_again_with_closes_only() {
+        use crate::firewall::plan::plan_within;
+        let config = config();
+        let mut fake = FakeNft {
+            refuse_longer_than: Some(40),
+            ..FakeNft::default()
+        };
+        let sources: String = (1..=60)
+            .map(|n| format!("open ssh from 198.51.100.{n}\n"))
+            .collect();
+        let wants = wants(&config, &format!("{sources}close mosh\n"));
+        let mut nft = Nft::new(&config, &mut fake);
+        let (mut holdings, _) = nft.observe(false);
+        let (applied, unwritable) =
+            crate::firewall::commit(&mut nft, &mut holdings, |refused, held| {
+                plan_within(&config, &wants, held, &SourcesSeen::new(), refused)
+            });
+        assert!(applied.errors[0].to_string().contains("Message too long"));
+        assert_eq!(
+            unwritable.said,
+            [
+                "IPv4: every open from a source or with an end is closed: the firewall refused the whole commit",
+                "IPv6: every open from a source or with an end is closed: the firewall refused the whole commit",
+            ]
+        );
+        let table = fake.table.clone().unwrap();
+        assert!(!table.contains("198.51.100."), "{table}");
+        assert_eq!(table.matches("portlocker:ssh").count(), 2, "{table}");
+        assert_eq!(table.matches("portlocker:mosh").count(), 2, "{table}");
     }
 }
