@@ -15,6 +15,7 @@ pub use crate::exit::Exit;
 use crate::firewall::leftovers;
 use crate::firewall::model::Holdings;
 use crate::firewall::plan;
+use crate::firewall::ruleset::Host;
 use crate::firewall::{self};
 use crate::intake;
 use crate::intake::intent::{self, Want};
@@ -218,11 +219,11 @@ fn publish_after_reset(config: &Config, state: &State) {
     }
     let now = Local::now().fixed_offset();
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
-    let (holdings, errors) = match backend.preflight() {
-        Ok(()) => backend.observe(false),
-        Err(_) => (Holdings::unknown(config), Vec::new()),
+    let (host, errors) = match backend.preflight() {
+        Ok(()) => backend.read_host(),
+        Err(_) => (Host::default(), Vec::new()),
     };
-    let mut report = report(config, &holdings, None, summarise_errors(&errors), now);
+    let mut report = report(config, &host, None, summarise_errors(&errors), now);
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);
     report.notices.push(format!(
@@ -322,7 +323,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     backend
         .preflight()
         .map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = backend.observe(true);
+    let (host, errors) = backend.read_host();
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"
@@ -332,7 +333,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
     let wanted = intake::asked(config, &state, now);
     let resolved = resolve(config, &wanted, &state.opens, now);
-    let report = report(config, &holdings, Some(&resolved), None, now);
+    let report = report(config, &host, Some(&resolved), None, now);
     let mut out = std::io::stdout().lock();
     if json {
         let document = StatusDocument {
@@ -347,6 +348,13 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
                         .states
                         .iter()
                         .map(|(family, state)| (family.to_string().to_lowercase(), state.as_str()))
+                        .collect(),
+                    reason: row
+                        .reasons
+                        .iter()
+                        .map(|(family, reason)| {
+                            (family.to_string().to_lowercase(), reason.as_str())
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -406,6 +414,9 @@ struct LastRunDocument<'a> {
 struct ServiceDocument<'a> {
     name: &'a str,
     ports: &'a [String],
-    /// Per family (`ipv4`, `ipv6`): open, closed, open to sources, partly closed or unknown.
+    /// Per family (`ipv4`, `ipv6`): open, closed, open to sources, open
+    /// (rate-limited), partly closed or unknown.
     state: BTreeMap<String, &'static str>,
+    /// Per family: why, citing the deciding rules in their tool's words.
+    reason: BTreeMap<String, &'a str>,
 }

@@ -51,7 +51,7 @@ use crate::exit::Exit;
 use crate::firewall::fake::{FakeIptables, Fate, KillPoint, Killed, Probe, binary_of};
 use crate::firewall::iptables::Firewall;
 use crate::firewall::model::PortState;
-use crate::firewall::verdict;
+use crate::firewall::truth;
 use crate::intake::state::{Loaded, State};
 use crate::run;
 
@@ -1194,8 +1194,7 @@ impl World {
             for family in self.config.families() {
                 let truth = self.oracle(service, family);
                 let held = holdings.family(family).expect("read without errors");
-                let seen =
-                    verdict::service_state(&self.config, held, family, &name, self.now.to_utc());
+                let seen = truth::held_state(&self.config, held, family, &name, self.now.to_utc());
                 // Unknown is honest where another tool's rule covers part of a range.
                 let partly_covered = seen == PortState::Unknown
                     && self.opened_by_others.contains(service)

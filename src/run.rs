@@ -1,6 +1,6 @@
 //! One cron run, step by step: the wanted state in, the firewall made to
-//! match and read back through the verdicts, the state, log, page and
-//! metrics out.
+//! match, the host read back and judged by the evaluator, the state, log,
+//! page and metrics out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,11 +10,14 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
+use crate::firewall::eval::Cited;
+use crate::firewall::host::{self, Recall};
 use crate::firewall::leftovers;
 use crate::firewall::model::{self, Change, Holdings, PortState};
 use crate::firewall::plan::{self, SourcesSeen};
-use crate::firewall::verdict::{self, Mismatch};
-use crate::firewall::{self};
+use crate::firewall::ruleset::{Host, Manager};
+use crate::firewall::truth::{self, Mismatch};
+use crate::firewall::{self, Remedy};
 use crate::intake;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
 use crate::intake::state::{LastRun, Loaded, State};
@@ -149,13 +152,7 @@ pub fn run_locked<'a, R: Runner + 'a>(
     // open made ends in time even while other work keeps failing.
     for (line, start) in &resolved.new_starts {
         if outcome.failure.is_none()
-            || lets_in(
-                config,
-                &outcome.holdings,
-                &intake.wanted,
-                line,
-                run_at.to_utc(),
-            )
+            || lets_in(config, &outcome.host, &intake.wanted, line, run_at.to_utc())
         {
             state.opens.insert(line.clone(), *start);
         }
@@ -183,7 +180,7 @@ pub fn run_locked<'a, R: Runner + 'a>(
 
     let mut report = report(
         config,
-        &outcome.holdings,
+        &outcome.host,
         Some(&resolved),
         failure.clone(),
         run_at,
@@ -371,13 +368,7 @@ fn withhold(
 }
 
 /// Whether the service of the open `line` lets anyone in, in a family that was read.
-fn lets_in(
-    config: &Config,
-    holdings: &Holdings,
-    wanted: &Wanted,
-    line: &str,
-    now: DateTime<Utc>,
-) -> bool {
+fn lets_in(config: &Config, host: &Host, wanted: &Wanted, line: &str, now: DateTime<Utc>) -> bool {
     let Some(service) = wanted
         .iter()
         .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
@@ -386,12 +377,10 @@ fn lets_in(
         return false;
     };
     config.families().into_iter().any(|family| {
-        holdings.family(family).is_some_and(|held| {
-            !matches!(
-                verdict::service_state(config, held, family, service, now),
-                PortState::Closed | PortState::Unknown
-            )
-        })
+        !matches!(
+            truth::service_state(config, host, family, service, now).state,
+            PortState::Closed | PortState::Unknown
+        )
     })
 }
 
@@ -443,8 +432,10 @@ pub(crate) fn wait_jitter(jitter: Duration) {
 /// What reconciling did.
 #[derive(Debug)]
 struct Reconciled {
-    /// What the firewall holds after it.
+    /// What portlocker's part of the firewall holds after it.
     holdings: Holdings,
+    /// The host's whole way in after it, as the evaluator judges it.
+    host: Host,
     /// Commands that changed the firewall.
     changes: usize,
     /// The services whose rules those changes were (by name: a service
@@ -463,6 +454,7 @@ impl Reconciled {
     fn idle(config: &Config) -> Reconciled {
         Reconciled {
             holdings: Holdings::unknown(config),
+            host: Host::default(),
             changes: 0,
             touched: BTreeSet::new(),
             notices: Vec::new(),
@@ -472,9 +464,9 @@ impl Reconciled {
     }
 }
 
-/// Makes the firewall hold what `wants` asks, then reads the result back
-/// through the verdicts: a service asked closed that is not closed fails
-/// the run, naming the rule that lets it through.
+/// Makes the firewall hold what `wants` asks, then reads the host back and
+/// judges it: a service asked closed that is not closed fails the run,
+/// naming the rule that lets it through.
 fn reconcile<'a, R: Runner + 'a>(
     config: &'a Config,
     runner: R,
@@ -484,67 +476,31 @@ fn reconcile<'a, R: Runner + 'a>(
     now: DateTime<Utc>,
     elsewhere: &leftovers::Elsewhere,
 ) -> Reconciled {
-    let failed = |reason: String| Reconciled {
-        failure: Some(format!("{reason}; nothing was changed")),
-        ..Reconciled::idle(config)
-    };
-    let mut runner = runner;
+    // What the plan read, the verdicts read again without a second process.
+    let mut runner = Recall::new(runner);
     let mut backend = firewall::backend_for(config, &mut runner);
-    if let Err(reason) = backend.preflight() {
-        return failed(reason);
-    }
-    let (mut holdings, mut errors) = backend.observe(docker);
-    if errors.iter().any(CommandError::needs_root) {
-        return failed(NEEDS_ROOT.to_owned());
-    }
-    let mut steps = plan::plan(config, wants, &holdings, seen);
-    if elsewhere.moved_chain() {
-        steps.extend(plan::old_jumps(config, &holdings));
-    }
-    let mut applied = backend.apply(&steps, &mut holdings);
-    if applied.errors.iter().any(CommandError::lacks_time_match) {
-        // Deadlines then end only when a run comes after them, as before.
-        log::warn!(
-            "this kernel has no xt_time match: an open that ends is closed by the first run after \
-             its deadline, not by the kernel at the deadline"
-        );
-        let wants = intent::without_deadlines(wants);
-        let steps = plan::plan(config, &wants, &holdings, seen);
-        applied = backend.apply(&steps, &mut holdings);
-    }
-    errors.extend(applied.errors);
-    if !applied.made.is_empty() {
-        // What the firewall holds now, as it said on committing the changes
-        // or read back — not what the changes should have made: the verdicts
-        // below, the page and the metrics must tell what is there.
-        let (read_back, read_errors) = match applied.confirmed {
-            Some(confirmed) => (confirmed, Vec::new()),
-            None => backend.observe(docker),
-        };
-        holdings = read_back;
-        errors.extend(read_errors);
-    }
+    let moved = elsewhere.moved_chain();
+    let enforced = match enforce(config, backend.as_mut(), wants, seen, (docker, moved)) {
+        Ok(enforced) => enforced,
+        Err(reason) => {
+            return Reconciled {
+                failure: Some(format!("{reason}; nothing was changed")),
+                ..Reconciled::idle(config)
+            };
+        }
+    };
+    let Enforced {
+        holdings,
+        errors,
+        made,
+    } = enforced;
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }
-    let mut notices = Vec::new();
-    for family in config.families() {
-        let moved =
-            applied.made.iter().any(
-                |change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family),
-            ) && applied.made.iter().any(
-                |change| matches!(change, Change::InsertJump { family: f, .. } if *f == family),
-            );
-        if moved {
-            let notice = format!(
-                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
-                config.firewall.chain
-            );
-            log::warn!("{notice}");
-            notices.push(notice);
-        }
-    }
-    let (too_open, foreign_closes) = mismatches(config, wants, &holdings, now);
+    let mut notices = moved_jumps(config, &made);
+    let (mut host, _) = backend.read_host();
+    notices.extend(firewalld_warning(config, &host));
+    let (too_open, foreign_closes) = mismatches(config, wants, &host, now);
     for warning in &foreign_closes {
         log::warn!("{warning}");
     }
@@ -567,6 +523,10 @@ fn reconcile<'a, R: Runner + 'a>(
         notices.extend(swept.tell_run());
         elsewhere_clean = swept.clean();
     }
+    if tidied_changes > 0 {
+        // What was removed may have been all that closed a port.
+        host = host::read(config, &mut runner, &mut Vec::new()).0;
+    }
     let mut failure = summarise_errors(&errors);
     if !too_open.is_empty() {
         let reason = too_open.join("; ");
@@ -577,12 +537,111 @@ fn reconcile<'a, R: Runner + 'a>(
     }
     Reconciled {
         holdings,
-        changes: applied.made.len() + tidied_changes,
-        touched: applied.made.iter().filter_map(service_of).collect(),
+        host,
+        changes: made.len() + tidied_changes,
+        touched: made.iter().filter_map(service_of).collect(),
         notices,
         failure,
         elsewhere_clean,
     }
+}
+
+/// What making the firewall match did.
+struct Enforced {
+    /// portlocker's part, read back after the changes.
+    holdings: Holdings,
+    errors: Vec<CommandError>,
+    /// Every change made.
+    made: Vec<Change>,
+}
+
+/// Reads portlocker's part, plans, applies, and reads it back; Err when
+/// nothing can be done (the backend cannot run, or needs root).
+fn enforce(
+    config: &Config,
+    backend: &mut dyn firewall::FirewallBackend,
+    wants: &BTreeMap<ServiceName, Want>,
+    seen: &SourcesSeen,
+    (docker, moved_chain): (bool, bool),
+) -> Result<Enforced, String> {
+    backend.preflight()?;
+    let (mut holdings, mut errors) = backend.observe(docker);
+    if errors.iter().any(CommandError::needs_root) {
+        return Err(NEEDS_ROOT.to_owned());
+    }
+    let mut steps = plan::plan(config, wants, &holdings, seen);
+    if moved_chain {
+        steps.extend(plan::old_jumps(config, &holdings));
+    }
+    let mut applied = backend.apply(&steps, &mut holdings);
+    if applied.errors.iter().any(CommandError::lacks_time_match) {
+        // Deadlines then end only when a run comes after them, as before.
+        log::warn!(
+            "this kernel has no xt_time match: an open that ends is closed by the first run after \
+             its deadline, not by the kernel at the deadline"
+        );
+        let wants = intent::without_deadlines(wants);
+        let steps = plan::plan(config, &wants, &holdings, seen);
+        applied = backend.apply(&steps, &mut holdings);
+    }
+    errors.extend(applied.errors);
+    if !applied.made.is_empty() {
+        // What the firewall holds now, as it said on committing the changes
+        // or read back — not what the changes should have made: the verdicts,
+        // the page and the metrics must tell what is there.
+        let (read_back, read_errors) = match applied.confirmed {
+            Some(confirmed) => (confirmed, Vec::new()),
+            None => backend.observe(docker),
+        };
+        holdings = read_back;
+        errors.extend(read_errors);
+    }
+    Ok(Enforced {
+        holdings,
+        errors,
+        made: applied.made,
+    })
+}
+
+/// A notice per family whose jump to portlocker's chain had to be moved
+/// back to the top of INPUT.
+fn moved_jumps(config: &Config, made: &[Change]) -> Vec<String> {
+    let mut notices = Vec::new();
+    for family in config.families() {
+        let of_family = |change: &&Change| change.family() == family;
+        let deleted = made
+            .iter()
+            .filter(of_family)
+            .any(|c| matches!(c, Change::DeleteJump { .. }));
+        let inserted = made
+            .iter()
+            .filter(of_family)
+            .any(|c| matches!(c, Change::InsertJump { .. }));
+        if deleted && inserted {
+            let notice = format!(
+                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
+                config.firewall.chain
+            );
+            log::warn!("{notice}");
+            notices.push(notice);
+        }
+    }
+    notices
+}
+
+/// With firewalld here and the iptables backend, every start and reload of
+/// firewalld empties the tables portlocker's rules are in: said (and
+/// logged) each run, told once by the quiet rules.
+pub(crate) fn firewalld_warning(config: &Config, host: &Host) -> Option<String> {
+    let here = host.managers().contains(&Manager::Firewalld);
+    (here && config.firewall.backend == crate::config::BackendKind::Iptables).then(|| {
+        let warning = "firewalld is running here: every start and reload of firewalld empties \
+                       iptables' tables, portlocker's rules with them, until the next run; set \
+                       backend = \"nftables\" in [firewall], whose table firewalld leaves alone"
+            .to_owned();
+        log::warn!("{warning}");
+        warning
+    })
 }
 
 /// The configured services nothing in force asks anything of: with
@@ -609,84 +668,113 @@ fn service_of(change: &Change) -> Option<String> {
     }
 }
 
-/// Where the firewall, read through the verdicts, differs from what is
-/// wanted: ports more open than asked (a failure, naming the rule that
-/// lets them through), and rules of others that close a port the control
-/// file opens (a warning, with the command that removes the rule).
+/// Where the host, as the evaluator judges it, differs from what is
+/// wanted: ports more open than asked (a failure, with why), and what of
+/// others closes a port the control file opens (a warning, with what can be
+/// done: the command that removes a rule of the owner's, the manager whose
+/// rule it is, never the removal of a default deny or another manager's rule).
 fn mismatches(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
-    holdings: &Holdings,
+    host: &Host,
     now: DateTime<Utc>,
 ) -> (Vec<String>, Vec<String>) {
     let mut too_open = Vec::new();
     let mut foreign = Vec::new();
-    for (&family, held) in &holdings.families {
-        let Some(held) = held else { continue };
-        for mismatch in verdict::mismatches(config, wants, held, family, now) {
-            match mismatch {
+    for path in host.families.values().flatten() {
+        let family = path.family;
+        for mismatch in truth::mismatches(config, wants, path, now) {
+            let said = match mismatch {
                 Mismatch::TooOpen {
                     service,
                     ports,
                     state,
                     passed_by,
+                    reason,
                 } => {
-                    let why = match &passed_by {
-                        Some((chain, rule)) => {
-                            format!(": `{}` lets it through first", rule.shown(chain))
-                        }
-                        None => String::new(),
-                    };
                     let asked = match wants[&service] {
                         Want::Closed => "closed",
                         _ => "open to its sources only",
                     };
+                    // The rule that lets it through, where one does; else why.
+                    let why = match passed_by.filter(|_| !reason.starts_with("published")) {
+                        Some(by) if by.rule.is_some() => format!("{} lets it through first", by.shown()),
+                        _ => reason,
+                    };
                     too_open.push(format!(
-                        "{family}: {service} {ports} should be {asked} but is {}{why}",
+                        "{family}: {service} {ports} should be {asked} but is {}: {why}",
                         state.as_str()
                     ));
+                    continue;
                 }
-                Mismatch::ClosedByOthers {
+                Mismatch::ClosedByOthers { service, ports, by } => by
+                    .iter()
+                    .map(|by| {
+                        format!(
+                            "{family}: {} closes {service} {ports}, which the control file opens; {}",
+                            named(by),
+                            advice(config, by, ports)
+                        )
+                    })
+                    .collect(),
+                Mismatch::SourceShut {
                     service,
                     ports,
-                    by: Some((chain, rule)),
-                } => {
-                    let fix = match firewall::iptables::removal(config, family, &chain, &rule) {
-                        Some(remove) => format!("remove it with `{remove}`"),
-                        // Deleting a default deny would open every other port.
-                        None => format!(
-                            "it drops every port no rule before it accepts, so accept {ports} \
-                             in a rule of your own before it"
-                        ),
-                    };
-                    let warning = format!(
-                        "{family}: `{}` is not portlocker's and closes {service} {ports}, \
-                         which the control file opens; {fix}",
-                        rule.shown(&chain)
-                    );
-                    if !foreign.contains(&warning) {
-                        foreign.push(warning);
-                    }
-                }
-                // INPUT's policy: the owner's default deny, not a leftover.
-                Mismatch::ClosedByOthers { by: None, .. } => {}
+                    source,
+                    by,
+                } => by
+                    .iter()
+                    .map(|by| {
+                        format!(
+                            "{family}: {} closes {service} {ports} to {source}, which the control \
+                             file opens it to; {}",
+                            named(by),
+                            advice(config, by, ports)
+                        )
+                    })
+                    .collect(),
                 Mismatch::ClosedBySharer {
                     service,
                     ports,
                     other,
-                } => {
-                    let warning = format!(
-                        "{family}: {service} {ports} stays closed: it shares the port with \
-                         {other}, which the control file closes"
-                    );
-                    if !foreign.contains(&warning) {
-                        foreign.push(warning);
-                    }
+                } => vec![format!(
+                    "{family}: {service} {ports} stays closed: it shares the port with \
+                     {other}, which the control file closes"
+                )],
+            };
+            for warning in said {
+                if !foreign.contains(&warning) {
+                    foreign.push(warning);
                 }
             }
         }
     }
     (too_open, foreign)
+}
+
+/// A rule (or policy) of others as a message's subject, with whose it is:
+/// `` `RULE` is not portlocker's and``.
+pub(crate) fn named(by: &Cited) -> String {
+    match (&by.rule, by.manager) {
+        (Some(_), Some(manager)) => format!("{} is {manager}'s and", by.shown()),
+        (Some(_), None) => format!("{} is not portlocker's and", by.shown()),
+        (None, _) => by.shown(),
+    }
+}
+
+/// What the owner can do about `by`, which closes `ports`.
+pub(crate) fn advice(config: &Config, by: &Cited, ports: crate::config::PortSpec) -> String {
+    match firewall::remedy(config, by) {
+        Remedy::OwnedBy(manager) => format!("let {ports} in through {manager}"),
+        Remedy::Remove(command) => format!("remove it with `{command}`"),
+        Remedy::DefaultDeny if by.rule.is_none() => {
+            format!("accept {ports} in a rule of your own in that chain")
+        }
+        Remedy::DefaultDeny => format!(
+            "it drops every port no rule before it accepts, so accept {ports} in a rule of your \
+             own before it"
+        ),
+    }
 }
 
 pub(crate) const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
@@ -703,62 +791,46 @@ pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 }
 
 /// The report of a run for the status page and the summary line, the
-/// services in the config's order.
+/// services in the config's order, each state as the evaluator finds it
+/// in `host`, with why.
 pub(crate) fn report(
     config: &Config,
-    holdings: &Holdings,
+    host: &Host,
     resolved: Option<&Resolved>,
     failure: Option<String>,
     now: DateTime<FixedOffset>,
 ) -> Report {
-    let note = |service: &ServiceName| {
-        resolved
-            .and_then(|r| r.intents.get(service))
-            .map(|intent| intent.note.clone())
-            .unwrap_or_default()
-    };
-    // Per family: a source opens nothing in the other.
-    let asked = |service: &ServiceName| {
-        let Some(intent) = resolved.and_then(|r| r.intents.get(service)) else {
-            return BTreeMap::new();
-        };
-        config
-            .families()
-            .into_iter()
-            .map(|family| {
-                let state = match &intent.want {
-                    Want::Closed => PortState::Closed,
-                    Want::Open(_) => PortState::Open,
-                    Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
-                        PortState::OpenToSources
-                    }
-                    Want::OpenTo(_) => PortState::Closed,
-                };
-                (family, state)
-            })
-            .collect()
-    };
     let services = config
         .services_in_order()
         .into_iter()
-        .map(|(service, specs)| ServiceRow {
-            name: service.to_string(),
-            note: note(service),
-            asked: asked(service),
-            ports: specs.iter().map(ToString::to_string).collect(),
-            states: config
+        .map(|(service, specs)| {
+            let found: Vec<(Family, truth::ServiceState)> = config
                 .families()
                 .into_iter()
                 .map(|family| {
-                    let state = match holdings.family(family) {
-                        Some(held) => {
-                            verdict::service_state(config, held, family, service, now.to_utc())
-                        }
-                        None => PortState::Unknown,
-                    };
-                    (family, state)
+                    (
+                        family,
+                        truth::service_state(config, host, family, service, now.to_utc()),
+                    )
                 })
-                .collect(),
+                .collect();
+            ServiceRow {
+                name: service.to_string(),
+                note: resolved
+                    .and_then(|r| r.intents.get(service))
+                    .map(|intent| intent.note.clone())
+                    .unwrap_or_default(),
+                asked: asked(config, resolved, service),
+                ports: specs.iter().map(ToString::to_string).collect(),
+                states: found
+                    .iter()
+                    .map(|(family, found)| (*family, found.state))
+                    .collect(),
+                reasons: found
+                    .into_iter()
+                    .map(|(family, found)| (family, found.reason))
+                    .collect(),
+            }
         })
         .collect();
     Report {
@@ -771,6 +843,33 @@ pub(crate) fn report(
         backend: None,
         notices: Vec::new(),
     }
+}
+
+/// What the control file asks of `service`, per family: a source opens
+/// nothing in the other.
+fn asked(
+    config: &Config,
+    resolved: Option<&Resolved>,
+    service: &ServiceName,
+) -> BTreeMap<Family, PortState> {
+    let Some(intent) = resolved.and_then(|r| r.intents.get(service)) else {
+        return BTreeMap::new();
+    };
+    config
+        .families()
+        .into_iter()
+        .map(|family| {
+            let state = match &intent.want {
+                Want::Closed => PortState::Closed,
+                Want::Open(_) => PortState::Open,
+                Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
+                    PortState::OpenToSources
+                }
+                Want::OpenTo(_) => PortState::Closed,
+            };
+            (family, state)
+        })
+        .collect()
 }
 
 fn in_family(net: &ipnet::IpNet, family: Family) -> bool {
@@ -816,6 +915,7 @@ mod tests {
     fn a_change_is_told_per_service_whose_rules_changed_in_its_state_now() {
         use crate::config::Family;
         let row = |name: &str, states: &[PortState], note: &str| ServiceRow {
+            reasons: BTreeMap::new(),
             name: name.into(),
             ports: vec!["22/tcp".into()],
             states: [Family::Ipv4, Family::Ipv6]
@@ -892,7 +992,8 @@ mod tests {
             let holdings = Holdings {
                 families: BTreeMap::from([(Family::Ipv4, Some(held))]),
             };
-            let (too_open, foreign) = mismatches(&config, &wants, &holdings, test_now());
+            let host = crate::firewall::host::of_holdings(&config, &holdings);
+            let (too_open, foreign) = mismatches(&config, &wants, &host, test_now());
             assert_eq!(too_open, Vec::<String>::new());
             assert_eq!(foreign.len(), 1, "{foreign:?}");
             foreign[0].clone()

@@ -237,7 +237,15 @@ impl Runner for FakeIptables {
         if seconds.parse::<u32>().is_err() {
             return Ok(refusal(2, "-w needs a number of seconds"));
         }
-        let args = &args[2..];
+        let mut args = &args[2..];
+        // Only the filter table holds anything: the others list as a fresh
+        // boot has them.
+        if let ["-t", table, rest @ ..] = args {
+            if *table != "filter" {
+                return Ok(other_table(table, rest));
+            }
+            args = rest;
+        }
         if let Some((at, point)) = self.kill_at
             && at == n
         {
@@ -265,6 +273,27 @@ impl Runner for FakeIptables {
             return Ok(refusal(4, "iptables: Bad rule."));
         }
         Ok(self.execute(&binary, args))
+    }
+}
+
+/// What iptables answers of a table other than filter, empty: its
+/// built-in chains list with their policies.
+fn other_table(table: &str, args: &[&str]) -> Completion {
+    let built_in: &[&str] = match table {
+        "nat" => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+        "raw" => &["PREROUTING", "OUTPUT"],
+        "mangle" => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+        "security" => &["INPUT", "FORWARD", "OUTPUT"],
+        _ => return refusal(3, &format!("can't initialize iptables table `{table}'")),
+    };
+    match args {
+        ["-S", chain] if built_in.contains(chain) => Completion {
+            termination: Termination::Code(0),
+            stdout: format!("-P {chain} ACCEPT\n"),
+            stderr: String::new(),
+        },
+        ["-S", _] => refusal(1, NO_CHAIN),
+        _ => refusal(2, "the fake changes only the filter table"),
     }
 }
 

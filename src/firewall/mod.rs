@@ -4,14 +4,17 @@
 //! their tools — and the factory that picks the configured one. Each
 //! backend implements the trait in a module of its own.
 
+pub mod eval;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod host;
 pub mod iptables;
 pub mod leftovers;
 pub mod model;
 pub mod nft;
 pub mod plan;
-pub mod verdict;
+pub mod ruleset;
+pub mod truth;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -70,6 +73,10 @@ pub trait FirewallBackend {
     /// the page's notices need (whether Docker's chain exists).
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
 
+    /// Reads the host's whole way in (`host.rs`), as the evaluator judges it,
+    /// with what could not be read.
+    fn read_host(&mut self) -> (ruleset::Host, Vec<CommandError>);
+
     /// Carries out the plan; every change made is recorded in `holdings`
     /// and logged.
     fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied;
@@ -118,6 +125,31 @@ pub struct Tidied {
     pub changes: usize,
     /// For the status page (each also logged).
     pub notices: Vec<String>,
+}
+
+/// What a message can tell the owner to do about a rule that is not
+/// portlocker's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// This command, of the tool that owns the rule, removes it.
+    Remove(Command),
+    /// Another manager made it: change it through that manager.
+    OwnedBy(ruleset::Manager),
+    /// It decides every port no rule before it accepts (a default deny, or a
+    /// chain's policy): removing it would open every other port.
+    DefaultDeny,
+}
+
+/// What to do about `cited`, from the backend whose rule it is.
+pub fn remedy(config: &Config, cited: &eval::Cited) -> Remedy {
+    if let Some(manager) = cited.manager.filter(|m| *m != ruleset::Manager::Portlocker) {
+        return Remedy::OwnedBy(manager);
+    }
+    let command = iptables::remedy(cited).or_else(|| nft::remedy(config, cited));
+    match command {
+        Some(command) => Remedy::Remove(command),
+        None => Remedy::DefaultDeny,
+    }
 }
 
 /// Runs `command` through `runner`; Ok only when it exits 0. A program in

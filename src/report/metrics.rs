@@ -83,6 +83,7 @@ mod tests {
             every: chrono::TimeDelta::minutes(5),
             failure: None,
             services: vec![ServiceRow {
+                reasons: Default::default(),
                 name: "ssh".into(),
                 ports: vec!["22/tcp".into()],
                 states: vec![

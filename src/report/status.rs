@@ -38,6 +38,9 @@ pub struct ServiceRow {
     /// Ports as configured, e.g. `80/tcp`.
     pub ports: Vec<String>,
     pub states: Vec<(Family, PortState)>,
+    /// Why each family's state is what it is: the deciding rule or rules,
+    /// in their tool's words.
+    pub reasons: BTreeMap<Family, String>,
     /// The state the control file asks for in each family (`Closed`,
     /// `Open` or `OpenToSources`); empty when nothing asks (`default =
     /// "keep"` and no line names it), or when it is not known.
@@ -154,6 +157,7 @@ h1{font-size:1.25rem;margin:0 0 .75rem}h1 .tool{color:var(--muted);font-weight:4
 .drift{color:var(--bad);background:var(--bad-bg);border-width:2px;font-weight:700}\
 .unknown{color:var(--warn);background:var(--warn-bg);border-width:2px;font-weight:700}\
 .note{margin:.25rem 0 0;color:var(--muted);font-size:.9rem}\
+.reason{margin:.25rem 0 0;font-size:.85rem}\
 dl{margin:1rem 0 0;display:grid;grid-template-columns:max-content 1fr;gap:.2rem .75rem;font-size:.9rem}\
 dt{color:var(--muted)}dd{margin:0}\
 .notices{margin:1rem 0 0;padding-left:1.2rem;color:var(--warn);font-size:.9rem}\
@@ -216,6 +220,13 @@ pub fn render(report: &Report) -> String {
             );
         }
         page.push_str("</div>");
+        for (family, _, reason) in surprising(row) {
+            let _ = write!(
+                page,
+                "<p class=\"reason\" data-family=\"{family}\">{family}: {}</p>",
+                escape(reason)
+            );
+        }
         if !row.note.is_empty() {
             let _ = write!(page, "<p class=\"note\">{}</p>", escape(&row.note));
         }
@@ -356,7 +367,22 @@ pub fn table(report: &Report, last_run: LastRunKnown) -> String {
         text.push_str(line.trim_end());
         text.push('\n');
     }
+    for row in &report.services {
+        for (family, state, reason) in surprising(row) {
+            let _ = writeln!(text, "{} {family} {}: {reason}", row.name, state.as_str());
+        }
+    }
     text
+}
+
+/// Each state of `row` that is not as asked or not known, with why.
+fn surprising(row: &ServiceRow) -> impl Iterator<Item = (Family, PortState, &str)> {
+    row.states.iter().filter_map(|&(family, state)| {
+        let surprise = Surprise::of(state, row.asked.get(&family).copied());
+        let reason = row.reasons.get(&family)?;
+        let shown = matches!(surprise, Surprise::Drift | Surprise::Unknown);
+        shown.then_some((family, state, reason.as_str()))
+    })
 }
 
 /// A moment with its UTC offset: `2026-11-25 14:05:00 +01:00`, in the
@@ -432,6 +458,7 @@ mod tests {
                         (Family::Ipv6, PortState::OpenToSources),
                     ]),
                     note: "from 2001:db8::/48 until 2026-11-25 18:00 +01:00".into(),
+                    reasons: BTreeMap::new(),
                 },
                 ServiceRow {
                     name: "web".into(),
@@ -442,6 +469,7 @@ mod tests {
                     ],
                     asked: both(PortState::Open),
                     note: String::new(),
+                    reasons: BTreeMap::new(),
                 },
                 ServiceRow {
                     name: "backup".into(),
@@ -452,6 +480,7 @@ mod tests {
                     ],
                     asked: both(PortState::Closed),
                     note: String::new(),
+                    reasons: BTreeMap::new(),
                 },
                 ServiceRow {
                     name: "mosh".into(),
@@ -462,6 +491,7 @@ mod tests {
                     ],
                     asked: BTreeMap::new(),
                     note: String::new(),
+                    reasons: BTreeMap::new(),
                 },
             ],
             control_file: Some(Freshness {

@@ -141,7 +141,7 @@ fn legacy_filter_loaded(family: Family, places: &Places) -> bool {
 /// next to where it leads, or in `sbin` — only one that really is that
 /// backend: taking the configured backend for the other would remove the
 /// very rules that keep ports closed.
-fn sibling(
+pub(super) fn sibling(
     configured: &Path,
     backend: Backend,
     family: Family,
