@@ -840,7 +840,8 @@ impl<'a> Walk<'a> {
                 address_type(state, *destination, kinds, text)
             }
             Test::PacketType(kinds) => address_type(state, true, kinds, text),
-            Test::Fragment => Split::No(state),
+            // A new connection's first packet: whole, with no extension header.
+            Test::Fragment | Test::ExtensionHeader => Split::No(state),
             Test::Time(time) => yes_if(time_holds(time, self.now), state),
             Test::Rate { over } => split_rate(state, *over, text),
             Test::Mark {
@@ -961,7 +962,19 @@ impl<'a> Walk<'a> {
             tool: table.tool.clone(),
             chain: base.chain.clone(),
             rule: None,
-            manager: crate::firewall::ruleset::Manager::of(table, &base.chain, None),
+            // A built-in chain's policy is the manager's whose chains it
+            // calls (ufw's, firewalld's).
+            manager: crate::firewall::ruleset::Manager::of(table, &base.chain, None).or_else(
+                || {
+                    let rules = table
+                        .chains
+                        .get(&base.chain)
+                        .map_or(&[][..], |c| &c.rules[..]);
+                    rules
+                        .iter()
+                        .find_map(|rule| rule.manager(table, &base.chain))
+                },
+            ),
         }
     }
 }

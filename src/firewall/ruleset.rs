@@ -356,6 +356,9 @@ pub enum Test {
     ReversePath,
     /// A non-first fragment.
     Fragment,
+    /// An IPv6 extension header (routing, fragment, hop-by-hop,
+    /// destination options) is there.
+    ExtensionHeader,
     Time(TimeTest),
     /// A rate, count or recent-list test: `over` when it holds for a flood
     /// (`--hitcount`, `limit rate over`), not for a connection alone.

@@ -325,6 +325,7 @@ fn module_option(option: &Option_, value: &str) -> Option<Option<Test>> {
         ("rpfilter", _) => Some(None),
         ("policy", "--pol") if value == "none" => Some(None),
         ("policy", "--dir" | "--strict") => Some(None),
+        ("rt" | "frag" | "hbh" | "dst", _) => Some(None),
         _ => None,
     }
 }
@@ -333,6 +334,8 @@ fn module_option(option: &Option_, value: &str) -> Option<Option<Test>> {
 fn module_test(module: &str) -> Option<Test> {
     match module {
         "rpfilter" => Some(Test::ReversePath),
+        // Whatever their options: only a packet with the header matches.
+        "rt" | "frag" | "hbh" | "dst" => Some(Test::ExtensionHeader),
         _ => None,
     }
 }

@@ -635,14 +635,20 @@ fn payload_test(
 ) -> Option<Test> {
     let protocol = payload.get("protocol").and_then(Value::as_str)?;
     let field = payload.get("field").and_then(Value::as_str)?;
-    match (protocol, field) {
-        ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "dport") => {
+    // A header of a layer-4 protocol is there only in that protocol's packets.
+    match protocol {
+        "th" => implied.push(Step::Test(Match::is(Test::Protocols(vec![
+            6, 17, 33, 132, 136,
+        ])))),
+        "tcp" | "udp" | "sctp" | "udplite" | "dccp" | "icmp" | "icmpv6" | "igmp" | "esp" | "ah" => {
             implied.push(Step::Test(Match::is(Test::Protocol(protocol_number(
                 protocol,
-            )))));
-            port_test(op, right)
+            )))))
         }
-        ("th", "dport") => port_test(op, right),
+        _ => {}
+    }
+    match (protocol, field) {
+        ("tcp" | "udp" | "sctp" | "udplite" | "dccp" | "th", "dport") => port_test(op, right),
         ("tcp" | "udp" | "sctp" | "th", "sport") => Some(Test::SourcePort(Ranges::default())),
         ("ip" | "ip6", "saddr" | "daddr") => {
             let of = if protocol == "ip" {
@@ -671,7 +677,6 @@ fn payload_test(
             protocols(right).filter(|_| comparison).map(Test::Protocols)
         }
         ("tcp", "flags") if comparison => {
-            implied.push(Step::Test(Match::is(Test::Protocol(6))));
             let flags = tcp_flags(right)?;
             Some(match op {
                 "in" => Test::TcpFlags {
