@@ -95,6 +95,8 @@ pub struct Recorded {
     /// `nft -j list ruleset`.
     pub nft_ruleset: Option<String>,
     pub local: Vec<IpAddr>,
+    /// The host's interfaces, loopback left out; None: not known.
+    pub interfaces: Option<Vec<String>>,
 }
 
 /// The host a recording shows, read as a run would read it whole.
@@ -114,6 +116,7 @@ pub fn from_recorded(recorded: &Recorded, families: &[Family]) -> Result<Host, S
                 .filter(|address| same_family(*address, family))
                 .collect(),
         );
+        path.interfaces = recorded.interfaces.clone();
         let save = match family {
             Family::Ipv4 => &recorded.iptables_save,
             Family::Ipv6 => &recorded.ip6tables_save,
@@ -196,6 +199,7 @@ impl<R: Runner> Reader<'_, R> {
     fn family(&mut self, family: Family, chains: Option<&Listing>) -> Result<InputPath, String> {
         let mut path = InputPath::new(family);
         path.local = crate::sys::net::local_addresses(family);
+        path.interfaces = crate::sys::net::interfaces();
         let before = self.errors.len();
         let taken = self.iptables(family, chains, &mut path);
         if let Some(error) = self.errors[before..]

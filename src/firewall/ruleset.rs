@@ -64,6 +64,9 @@ pub struct InputPath {
     /// packet from the network for this host is addressed. None when they
     /// could not be read.
     pub local: Option<Vec<IpAddr>>,
+    /// This host's interfaces, loopback left out: where a packet from the
+    /// network comes in. None when they could not be read.
+    pub interfaces: Option<Vec<String>>,
 }
 
 impl InputPath {
@@ -73,6 +76,7 @@ impl InputPath {
             bases: Vec::new(),
             tables: Vec::new(),
             local: None,
+            interfaces: None,
         }
     }
 

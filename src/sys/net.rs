@@ -38,6 +38,33 @@ pub fn local_addresses(family: Family) -> Option<Vec<IpAddr>> {
     Some(found)
 }
 
+/// The names of this host's interfaces, loopback left out; None when the
+/// kernel would not list them.
+pub fn interfaces() -> Option<Vec<String>> {
+    let mut first: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills in a list it allocates; freed below.
+    if unsafe { libc::getifaddrs(&mut first) } != 0 {
+        return None;
+    }
+    let mut found: Vec<String> = Vec::new();
+    let mut at = first;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs made, not yet freed.
+        let entry = unsafe { &*at };
+        at = entry.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string of the node.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        let name = name.to_string_lossy().into_owned();
+        if name != "lo" && !found.contains(&name) {
+            found.push(name);
+        }
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(first) };
+    found.sort();
+    Some(found)
+}
+
 /// The address a sockaddr holds, for IPv4 and IPv6.
 ///
 /// # Safety
@@ -68,6 +95,11 @@ mod tests {
 
     #[test]
     fn loopback_is_never_listed() {
+        assert!(
+            !interfaces()
+                .expect("getifaddrs works")
+                .contains(&"lo".to_owned())
+        );
         for family in [Family::Ipv4, Family::Ipv6] {
             let found = local_addresses(family).expect("getifaddrs works");
             assert!(

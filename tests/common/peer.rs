@@ -25,6 +25,10 @@ pub const CLIENTS_V6: [&str; 3] = ["2001:db8::2", "2001:db8::7", "2001:db8::66"]
 /// not getting through. Across a veth an accepted one completes at once.
 pub const CONNECT_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a connection that should get through is given on a second
+/// try: a loaded machine is slow, not a firewall.
+pub const PATIENT_WAIT: Duration = Duration::from_secs(5);
+
 /// Another network namespace, held open by a process of its own.
 pub struct Namespace {
     holder: Child,
@@ -163,8 +167,20 @@ impl Peer {
     }
 
     /// Whether a new TCP connection from the client's `from` to the
-    /// server's `to`:`port` gets through (a reset from a reject does not).
+    /// server's `to`:`port` gets through (a reset from a reject does not),
+    /// given a second, patient try when the first does not.
+    pub fn reaches(&self, from: &str, to: &str, port: u16) -> bool {
+        self.connects(from, to, port) || self.attempt(from, to, port, PATIENT_WAIT)
+    }
+
+    /// Whether a new TCP connection from the client's `from` to the
+    /// server's `to`:`port` gets through within `CONNECT_WAIT` (a reset
+    /// from a reject does not).
     pub fn connects(&self, from: &str, to: &str, port: u16) -> bool {
+        self.attempt(from, to, port, CONNECT_WAIT)
+    }
+
+    fn attempt(&self, from: &str, to: &str, port: u16, wait: Duration) -> bool {
         let from: IpAddr = from.parse().unwrap();
         let to = SocketAddr::new(to.parse().unwrap(), port);
         let socket = self
@@ -179,7 +195,7 @@ impl Peer {
             libc::EACCES,
             libc::EPERM,
         ];
-        match socket.connect_timeout(&to.into(), CONNECT_WAIT) {
+        match socket.connect_timeout(&to.into(), wait) {
             Ok(()) => true,
             Err(error)
                 if matches!(
@@ -199,6 +215,57 @@ impl Peer {
             }
             Err(error) => panic!("{from} -> {to}: unexpected {error}"),
         }
+    }
+}
+
+impl Peer {
+    /// Tries every connection `(from, to, port)` at once; whether each got
+    /// through. Waits one `CONNECT_WAIT` at most, however many.
+    pub fn connect_all(&self, attempts: &[(String, String, u16)]) -> Vec<bool> {
+        let sockets: Vec<(Socket, SocketAddr)> = attempts
+            .iter()
+            .map(|(from, to, port)| {
+                let from: IpAddr = from.parse().unwrap();
+                let to = SocketAddr::new(to.parse().unwrap(), *port);
+                let socket = self
+                    .namespace
+                    .within(|| Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap());
+                socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+                (socket, to)
+            })
+            .collect();
+        let refused = [
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EACCES,
+            libc::EPERM,
+        ];
+        let threads: Vec<_> = sockets
+            .into_iter()
+            .map(|(socket, to)| {
+                std::thread::spawn(
+                    move || match socket.connect_timeout(&to.into(), CONNECT_WAIT) {
+                        Ok(()) => true,
+                        Err(error)
+                            if matches!(
+                                error.kind(),
+                                std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::ConnectionRefused
+                            ) || error
+                                .raw_os_error()
+                                .is_some_and(|code| refused.contains(&code)) =>
+                        {
+                            false
+                        }
+                        Err(error) => panic!("-> {to}: unexpected {error}"),
+                    },
+                )
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .collect()
     }
 }
 
