@@ -365,31 +365,37 @@ impl<R: Runner> Reader<'_, R> {
         read: &dyn Fn(&mut Self, &str) -> Option<Chain>,
     ) {
         let mut queue: VecDeque<String> = table.chains.keys().cloned().collect();
-        let mut seen: BTreeSet<String> = queue.iter().cloned().collect();
+        // Chains read or to be read; a chain left unread so far is read
+        // once any rule that may match leads to it.
+        let mut taken: BTreeSet<String> = queue.iter().cloned().collect();
         while let Some(name) = queue.pop_front() {
-            let mut wanted = Vec::new();
+            let mut wanted: Vec<(String, bool)> = Vec::new();
             if let Some(chain) = table.chains.get(&name) {
                 for rule in &chain.rules {
                     let (Verdict::Jump(target) | Verdict::Goto(target)) = &rule.verdict else {
                         continue;
                     };
-                    if seen.contains(target) {
-                        continue;
+                    if !taken.contains(target) {
+                        wanted.push((target.clone(), may_match(path, rule, &self.ports)));
                     }
-                    seen.insert(target.clone());
-                    wanted.push((target.clone(), may_match(path, rule, &self.ports)));
                 }
             }
             for (target, needed) in wanted {
-                let chain = match needed {
-                    true => read(self, &target)
-                        .unwrap_or_else(|| Chain::unread(format!("chain {target} does not exist"))),
-                    false => Chain::unread(NOT_NEEDED.to_owned()),
-                };
-                if needed {
-                    queue.push_back(target.clone());
+                if taken.contains(&target) {
+                    continue;
                 }
-                table.chains.insert(target, chain);
+                if needed {
+                    let chain = read(self, &target)
+                        .unwrap_or_else(|| Chain::unread(format!("chain {target} does not exist")));
+                    table.chains.insert(target.clone(), chain);
+                    taken.insert(target.clone());
+                    queue.push_back(target);
+                } else {
+                    table
+                        .chains
+                        .entry(target)
+                        .or_insert_with(|| Chain::unread(NOT_NEEDED.to_owned()));
+                }
             }
         }
     }
@@ -813,4 +819,42 @@ pub(crate) fn of_holdings(config: &Config, holdings: &Holdings) -> Host {
         empty.families.insert(family, read);
     }
     with_ours(config, &empty, holdings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::eval::{Question, evaluate};
+    use crate::firewall::fake::FakeIptables;
+    use crate::firewall::model::PortState;
+
+    fn config() -> Config {
+        let text = "source = \"-\"\n[firewall]\nipv6 = false\nnft = \"/nonexistent/nft\"\n[services]\nssh = 22\n";
+        Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_chain_first_met_through_a_rule_that_cannot_match_is_read_when_another_can() {
+        let config = config();
+        let mut fake = FakeIptables::default();
+        for line in [
+            "-N NODEPORTS",
+            // First a jump no connection to 22 can take, then one every one takes.
+            "-A INPUT -p tcp -m tcp --dport 80 -j NODEPORTS",
+            "-A INPUT -j NODEPORTS",
+            "-A NODEPORTS -p tcp -m tcp --dport 22 -j DROP",
+        ] {
+            fake.admin("iptables", line);
+        }
+        let (host, errors) = read(&config, &mut fake, &mut Vec::new());
+        assert!(errors.is_empty(), "{errors:?}");
+        let path = host.family(Family::Ipv4).unwrap();
+        let question = Question {
+            family: Family::Ipv4,
+            ports: PortSpec::parse("22").unwrap(),
+            from: None,
+        };
+        let answer = evaluate(path, &question, chrono::Utc::now());
+        assert_eq!(answer.state, PortState::Closed, "{}", answer.reason);
+    }
 }
