@@ -244,3 +244,79 @@ pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> O
         "{shown} {what} (install the {package} package with `apt-get install {package}`, or set {key} in the config{hint})"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::eval::{Cited, CitedRule};
+    use crate::firewall::ruleset::{Manager, Tool};
+
+    fn cited(tool: Tool, table: &str, text: &str, handle: Option<u64>, names_ports: bool) -> Cited {
+        Cited {
+            family: crate::config::Family::Ipv4,
+            table: table.into(),
+            table_family: "inet".into(),
+            tool,
+            chain: "input".into(),
+            rule: Some(CitedRule {
+                text: text.into(),
+                handle,
+                comment: None,
+                names_ports,
+            }),
+            manager: None,
+        }
+    }
+
+    #[test]
+    fn remedies_come_from_the_tool_that_owns_the_rule_and_never_for_another_managers() {
+        let config = Config::parse("source = \"-\"\n[services]\nssh = 22\n").unwrap();
+        let iptables = Tool::Iptables {
+            binary: "/usr/sbin/iptables".into(),
+            legacy: false,
+        };
+        let mut rule = cited(
+            iptables.clone(),
+            "filter",
+            "-A input -p tcp -m tcp --dport 22 -j DROP",
+            None,
+            true,
+        );
+        let Remedy::Remove(command) = remedy(&config, &rule) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/iptables -w 10 -D input -p tcp -m tcp --dport 22 -j DROP"
+        );
+        rule.table = "nat".into();
+        let Remedy::Remove(command) = remedy(&config, &rule) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/iptables -w 10 -t nat -D input -p tcp -m tcp --dport 22 -j DROP"
+        );
+
+        let nft = cited(Tool::Nft, "filter", "tcp dport 22 drop", Some(7), true);
+        let Remedy::Remove(command) = remedy(&config, &nft) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/nft delete rule inet filter input handle 7"
+        );
+
+        // A default deny, or a policy: never removed.
+        let deny = cited(Tool::Nft, "filter", "counter drop", Some(9), false);
+        assert_eq!(remedy(&config, &deny), Remedy::DefaultDeny);
+        let policy = Cited { rule: None, ..deny };
+        assert_eq!(remedy(&config, &policy), Remedy::DefaultDeny);
+        // Another manager's: named, never removed.
+        let ufw = Cited {
+            manager: Some(Manager::Ufw),
+            ..nft
+        };
+        assert_eq!(remedy(&config, &ufw), Remedy::OwnedBy(Manager::Ufw));
+    }
+}

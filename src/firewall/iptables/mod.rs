@@ -711,20 +711,6 @@ pub fn binary_problem(config: &Config, family: Family) -> Option<String> {
     program_problem(config.binary(family), "iptables", key, hint)
 }
 
-/// The command that deletes `rule` from `chain`, as listed. None for a
-/// rule about no port in particular (`-A INPUT -j DROP`, a default deny):
-/// deleting that would open, or close, every port it decides.
-pub fn removal(config: &Config, family: Family, chain: &str, rule: &Listed) -> Option<Command> {
-    if !rule.names_ports() {
-        return None;
-    }
-    Some(Command::iptables(
-        config,
-        family,
-        listed_args("-D", chain, &rule.spec),
-    ))
-}
-
 /// The iptables binary of `backend` for `family`: the configured one when
 /// it is of that backend (or its backend cannot be told: a wrapper),
 /// otherwise its sibling, found as the sweep of leftovers finds it.
