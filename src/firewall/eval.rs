@@ -1065,22 +1065,21 @@ fn lone_source(rule: &Rule) -> Option<&Ranges> {
 fn same_but_source(a: &Rule, b: &Rule) -> bool {
     // Drops only: which of them matched is then only a matter of citation.
     let terminal = |rule: &Rule| matches!(rule.verdict, Verdict::Drop | Verdict::Reject);
-    let rest = |rule: &Rule| -> Vec<Step> {
-        rule.steps
-            .iter()
-            .filter(|step| {
-                !matches!(
-                    step,
-                    Step::Test(Match {
-                        test: Test::Source(_),
-                        ..
-                    })
-                )
+    let not_source = |step: &&Step| {
+        !matches!(
+            step,
+            Step::Test(Match {
+                test: Test::Source(_),
+                ..
             })
-            .cloned()
-            .collect()
+        )
     };
-    terminal(a) && a.verdict == b.verdict && rest(a) == rest(b)
+    let same_rest = a
+        .steps
+        .iter()
+        .filter(not_source)
+        .eq(b.steps.iter().filter(not_source));
+    terminal(a) && a.verdict == b.verdict && same_rest
 }
 
 /// `states` with each only once: ways that forked on what did not matter

@@ -24,10 +24,6 @@ use crate::firewall::ruleset::{
 use crate::firewall::run_command;
 use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
-/// iptables' tables of one family are read whole (one `iptables-save`) up
-/// to this many chains in all, chain by chain beyond.
-const SAVE_CHAINS: usize = 64;
-
 /// An nftables table is read whole (one `nft -j list table`) up to this
 /// many chains, chain by chain beyond.
 const TABLE_CHAINS: usize = 40;
@@ -54,6 +50,10 @@ const IPTABLES_HOOKS: [(&str, &str, Hook, i32, ChainKind); 6] = [
     ("filter", "INPUT", Hook::Input, 0, ChainKind::Filter),
     ("security", "INPUT", Hook::Input, 50, ChainKind::Filter),
 ];
+
+/// How many chains of an iptables table are read one by one before the
+/// tables are read whole instead.
+const CHAIN_READS: usize = 6;
 
 /// Why a chain was not read.
 const NOT_NEEDED: &str =
@@ -251,23 +251,27 @@ impl<R: Runner> Reader<'_, R> {
         if present.is_empty() {
             return BTreeSet::new();
         }
-        let count: usize = present
-            .iter()
-            .map(|(_, t)| t.map_or(SAVE_CHAINS, |t| t.chains.len()))
-            .sum();
         let tool = Tool::Iptables {
             binary: binary.clone(),
             legacy: false,
         };
-        if count <= SAVE_CHAINS
-            && let Some(save) = iptables::save_beside(&binary)
-        {
-            match self.run(plain(&save, &[])) {
-                Ok(done) => return add_saved(path, &done.stdout, tool, chains),
-                Err(error) => self.errors.push(error),
-            }
+        // Chain by chain while few chains are reachable: iptables-save costs
+        // as the whole ruleset does (400 ms for 20,000 rules, however few
+        // chains hold them), a chain's listing as that chain does. Where the
+        // way in fans out into many chains (ufw's), they are small ones, and
+        // one listing of it all is cheaper than a process each.
+        let few = self.iptables_by_chain(path, &binary, &present, tool.clone(), CHAIN_READS);
+        if let Some(taken) = few {
+            return taken;
         }
-        self.iptables_by_chain(path, &binary, &present, tool)
+        match iptables::save_beside(&binary).map(|save| self.run(plain(&save, &[]))) {
+            Some(Ok(done)) => return add_saved(path, &done.stdout, tool, chains),
+            Some(Err(error)) => self.errors.push(error),
+            None => {}
+        }
+        // No save tool that works: every chain, one by one, never nothing.
+        self.iptables_by_chain(path, &binary, &present, tool, usize::MAX)
+            .unwrap_or_default()
     }
 
     /// iptables' tables chain by chain, from their built-in chains on the way in.
@@ -277,8 +281,10 @@ impl<R: Runner> Reader<'_, R> {
         binary: &Path,
         present: &[(&str, Option<&Tabled>)],
         tool: Tool,
-    ) -> BTreeSet<String> {
+        budget: usize,
+    ) -> Option<BTreeSet<String>> {
         let mut taken = BTreeSet::new();
+        let mut tables = Vec::new();
         for &(name, tabled) in present {
             let hooks: Vec<_> = IPTABLES_HOOKS
                 .iter()
@@ -314,15 +320,26 @@ impl<R: Runner> Reader<'_, R> {
             if bases.is_empty() {
                 continue;
             }
-            self.follow(path, &mut table, &|reader, chain| {
-                reader
-                    .list_iptables(binary, name, chain, &is_chain)
-                    .map(|(read, _)| read)
-            });
+            let within = self.follow(
+                path,
+                &mut table,
+                &|reader, chain| {
+                    reader
+                        .list_iptables(binary, name, chain, &is_chain)
+                        .map(|(read, _)| read)
+                },
+                budget,
+            );
+            if !within {
+                return None;
+            }
             taken.insert(name.to_owned());
+            tables.push((table, bases));
+        }
+        for (table, bases) in tables {
             push_table(path, table, bases);
         }
-        taken
+        Some(taken)
     }
 
     /// `iptables [-t TABLE] -S CHAIN`; None when iptables cannot show it
@@ -363,7 +380,8 @@ impl<R: Runner> Reader<'_, R> {
         path: &InputPath,
         table: &mut Table,
         read: &dyn Fn(&mut Self, &str) -> Option<Chain>,
-    ) {
+        budget: usize,
+    ) -> bool {
         let mut queue: VecDeque<String> = table.chains.keys().cloned().collect();
         // Chains read or to be read; a chain left unread so far is read
         // once any rule that may match leads to it.
@@ -379,6 +397,14 @@ impl<R: Runner> Reader<'_, R> {
                         wanted.push((target.clone(), may_match(path, rule, &self.ports)));
                     }
                 }
+            }
+            // Bail out before reading, once the chains to read outgrow the budget.
+            let more = wanted
+                .iter()
+                .filter(|(target, needed)| *needed && !taken.contains(target));
+            let more: BTreeSet<&String> = more.map(|(target, _)| target).collect();
+            if taken.len() + more.len() > budget {
+                return false;
             }
             for (target, needed) in wanted {
                 if taken.contains(&target) {
@@ -398,6 +424,7 @@ impl<R: Runner> Reader<'_, R> {
                 }
             }
         }
+        true
     }
 
     /// Legacy iptables' tables, when the kernel lists any for `family`.
@@ -537,9 +564,12 @@ impl<R: Runner> Reader<'_, R> {
                 table.chains.insert(chain.clone(), read);
             }
         }
-        self.follow(path, &mut table, &|reader, chain| {
-            Some(reader.nft_chain(word, name, chain))
-        });
+        self.follow(
+            path,
+            &mut table,
+            &|reader, chain| Some(reader.nft_chain(word, name, chain)),
+            usize::MAX,
+        );
         let mut sets = BTreeMap::new();
         for set in named_sets(&table) {
             if let Ok(mut listing) = self.nft_listing(&["-j", "list", "set", word, name, &set]) {
