@@ -72,6 +72,7 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
     run(&["/sbin/ip", "link", "set", "lo", "up"]);
+    address_host();
 
     let dir = tempfile::tempdir().unwrap();
     let wrappers = Wrappers::new(&dir.path().join("counted"));
@@ -179,63 +180,14 @@ fn main() {
         "writing = of those, the ones that write: restore tools, `nft -f`, any -A/-I/-D/-N/-X/-F"
     );
 
-    for backend in [Backend::Iptables, Backend::Nftables] {
-        println!();
-        let foreign = foreign_host(dir.path(), &wrappers, backend);
-        peak_rss_kib = peak_rss_kib.max(foreign.rss_kib);
-        println!(
-            "{}: a host with {} rules of others per family ({}), loaded in {:.1} s:",
-            backend.name(),
-            FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN,
-            match backend {
-                Backend::Iptables => format!(
-                    "{FOREIGN_CHAINS} chains of the filter table, {} of them jumped to from \
-                     FORWARD, none from INPUT",
-                    FOREIGN_CHAINS.div_ceil(FOREIGN_JUMP_EVERY)
-                ),
-                Backend::Nftables => format!(
-                    "tables `ip other` and `ip6 other`, {FOREIGN_CHAINS} chains each, {} of \
-                     them jumped to from a forward hook",
-                    FOREIGN_CHAINS.div_ceil(FOREIGN_JUMP_EVERY)
-                ),
-            },
-            foreign.load.as_secs_f64(),
-        );
-        let ratio = ms(foreign.loaded) / ms(foreign.empty);
-        println!(
-            "  no-change run at 30 services with IPv6, medians of {FOREIGN_ROUNDS} alternating rounds: \
-             empty host {:.1} ms, loaded host {:.1} ms, {ratio:.2}×; peak RSS there {:.1} MiB",
-            ms(foreign.empty),
-            ms(foreign.loaded),
-            foreign.rss_kib as f64 / 1024.0,
-        );
-        println!(
-            "  in CPU time (the run and its firewall calls): empty host {:.1} ms, loaded host {:.1} ms, {:.2}×",
-            ms(foreign.empty_cpu),
-            ms(foreign.loaded_cpu),
-            ms(foreign.loaded_cpu) / ms(foreign.empty_cpu),
-        );
-        println!(
-            "  for scale: one `{}` there takes {:.1} ms and prints {:.1} MiB",
-            match backend {
-                Backend::Iptables => "iptables -S",
-                Backend::Nftables => "nft list ruleset",
-            },
-            ms(foreign.listing),
-            foreign.listing_bytes as f64 / (1024.0 * 1024.0),
-        );
-        counted.push((backend, "a no-change run on the loaded host", foreign.calls));
-        verdicts.push((
-            format!(
-                "{}: no-change run with {} rules of others loaded: {:.1} ms, {ratio:.2}× the \
-                 empty host's {:.1} ms (target ≤ {FOREIGN_TARGET}×)",
-                backend.name(),
-                FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN,
-                ms(foreign.loaded),
-                ms(foreign.empty),
-            ),
-            ratio <= FOREIGN_TARGET,
-        ));
+    for load in [Load::Kubernetes, Load::Nftables, Load::Ufw, Load::Docker] {
+        for backend in [Backend::Iptables, Backend::Nftables] {
+            println!();
+            let foreign = foreign_host(dir.path(), &wrappers, backend, load);
+            peak_rss_kib = peak_rss_kib.max(foreign.rss_kib);
+            report_foreign(backend, load, &foreign, &mut verdicts);
+            counted.push((backend, load.short(), foreign.calls));
+        }
     }
 
     println!();
@@ -359,6 +311,8 @@ fn writers(calls: &[String]) -> Writes {
 struct Foreign {
     /// Time to load the rules, both families.
     load: Duration,
+    /// How many rules of others it held, both families.
+    rules: usize,
     /// Medians of a no-change run on the empty host and on the loaded one.
     empty: Duration,
     loaded: Duration,
@@ -375,13 +329,14 @@ struct Foreign {
 }
 
 /// Times a no-change run (30 services, IPv6) on an empty host against the
-/// same run on a host holding 20,000 rules of others per family, each in
-/// its own network namespace, in alternating rounds.
-fn foreign_host(dir: &Path, wrappers: &Wrappers, backend: Backend) -> Foreign {
+/// same run on a host holding `load`'s rules of others, each in its own
+/// network namespace, in alternating rounds.
+fn foreign_host(dir: &Path, wrappers: &Wrappers, backend: Backend, load: Load) -> Foreign {
     let home = Netns::current();
     reset_firewall();
+    let name = format!("{}-{}", backend.name(), load.short());
     let empty = Bench::new(
-        &subdir(dir, &format!("empty-{}", backend.name())),
+        &subdir(dir, &format!("empty-{name}")),
         30,
         backend,
         wrappers,
@@ -390,14 +345,12 @@ fn foreign_host(dir: &Path, wrappers: &Wrappers, backend: Backend) -> Foreign {
 
     let other = Netns::create();
     let started = Instant::now();
-    match backend {
-        Backend::Iptables => load_foreign_rules(),
-        Backend::Nftables => load_foreign_nft(),
-    }
-    let load = started.elapsed();
+    load.load();
+    let loading = started.elapsed();
+    let held = others();
     // Made while in the other namespace: its server listens there.
     let loaded = Bench::new(
-        &subdir(dir, &format!("loaded-{}", backend.name())),
+        &subdir(dir, &format!("loaded-{name}")),
         30,
         backend,
         wrappers,
@@ -426,24 +379,20 @@ fn foreign_host(dir: &Path, wrappers: &Wrappers, backend: Backend) -> Foreign {
         0,
         "the run on the loaded host changed something: {calls:?}"
     );
-    let listing = median((0..5).map(|_| whole_listing(backend).0));
-    let listing_bytes = whole_listing(backend).1;
-    let count = match backend {
-        Backend::Iptables => count_foreign_rules(),
-        Backend::Nftables => count_foreign_nft(),
-    };
+    let listing = median((0..5).map(|_| whole_listing(load).0));
+    let listing_bytes = whole_listing(load).1;
     assert_eq!(
-        count,
-        [FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN; 2],
+        others(),
+        held,
         "the rules of others changed under portlocker"
     );
     reset_firewall();
-    assert_eq!(count_foreign_rules(), [0, 0], "rules of others left behind");
-    assert_eq!(count_foreign_nft(), [0, 0], "rules of others left behind");
+    assert_eq!(others(), 0, "rules of others left behind");
     home.enter();
     reset_firewall();
     Foreign {
-        load,
+        load: loading,
+        rules: held,
         empty: median(on_empty.iter().map(|sample| sample.0)),
         loaded: median(on_loaded.iter().map(|sample| sample.0)),
         empty_cpu: median(on_empty.iter().map(|sample| sample.1)),
@@ -546,10 +495,10 @@ fn count_foreign_nft() -> [usize; 2] {
 /// How long one whole listing takes (`iptables -S` of the filter table, or
 /// `nft list ruleset`), and how many bytes it prints: what a run that read
 /// it all would pay.
-fn whole_listing(backend: Backend) -> (Duration, usize) {
-    let argv: &[&str] = match backend {
-        Backend::Iptables => &["/sbin/iptables", "-w", "10", "-S"],
-        Backend::Nftables => &["/usr/sbin/nft", "list", "ruleset"],
+fn whole_listing(load: Load) -> (Duration, usize) {
+    let argv: &[&str] = match load {
+        Load::Nftables => &["/usr/sbin/nft", "list", "ruleset"],
+        _ => &["/usr/sbin/iptables-save"],
     };
     let started = Instant::now();
     let output = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
@@ -580,6 +529,7 @@ impl Netns {
         let done = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(done, 0, "unshare: {}", std::io::Error::last_os_error());
         run(&["/sbin/ip", "link", "set", "lo", "up"]);
+        address_host();
         Netns::current()
     }
 
@@ -590,86 +540,258 @@ impl Netns {
     }
 }
 
-/// Loads the rules of others into the current namespace, both families,
-/// with `iptables-restore --noflush`: one COMMIT per chain, since one
-/// transaction of 20,000 rules fails in a user namespace ("Message too long").
-fn load_foreign_rules() {
+/// The hosts full of others' rules the benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Load {
+    /// A Kubernetes node in kube-proxy's layout, with a CNI's and others'
+    /// chains: 20,000 rules per family, most in FORWARD and KUBE-SERVICES.
+    Kubernetes,
+    /// The same number in nftables tables of their own, on the forward hook.
+    Nftables,
+    /// ufw's own ruleset, as recorded from it (tests/fixtures/managers/ufw).
+    Ufw,
+    /// Docker's, publishing a container's port (tests/fixtures/managers/docker_style).
+    Docker,
+}
+
+impl Load {
+    fn short(self) -> &'static str {
+        match self {
+            Load::Kubernetes => "kubernetes",
+            Load::Nftables => "nftables",
+            Load::Ufw => "ufw",
+            Load::Docker => "docker",
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Load::Kubernetes => format!(
+                "a Kubernetes-like host: kube-proxy's chains (INPUT's jumps, {KUBE_SERVICES} rules \
+                 in filter KUBE-SERVICES, {KUBE_NAT} ClusterIPs in nat), a CNI's {KUBE_FORWARD} in \
+                 its chain off FORWARD (cali-FORWARD) and {KUBE_OTHERS} chains of \
+                 {FOREIGN_RULES_PER_CHAIN} rules off FORWARD"
+            ),
+            Load::Nftables => format!(
+                "tables `ip other` and `ip6 other`, {FOREIGN_CHAINS} chains of \
+                 {FOREIGN_RULES_PER_CHAIN} rules each, some jumped to from a forward hook"
+            ),
+            Load::Ufw => "ufw's ruleset (recorded from ufw 0.36.2: limit, allow, deny)".to_owned(),
+            Load::Docker => {
+                "Docker's ruleset (a published port, its nat and FORWARD chains)".to_owned()
+            }
+        }
+    }
+
+    /// Loads the rules into the current namespace.
+    fn load(self) {
+        match self {
+            Load::Kubernetes => load_kubernetes(),
+            Load::Nftables => load_foreign_nft(),
+            Load::Ufw | Load::Docker => {
+                let fixture = match self {
+                    Load::Ufw => "ufw",
+                    _ => "docker_style",
+                };
+                let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/managers")
+                    .join(fixture);
+                for (restore, file) in [
+                    ("/sbin/iptables-restore", "iptables-save.v4"),
+                    ("/sbin/ip6tables-restore", "iptables-save.v6"),
+                ] {
+                    if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                        feed(restore, &["-w", "10"], &text);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Kubernetes-like host's parts, per family.
+const KUBE_SERVICES: usize = 10_000;
+const KUBE_FORWARD: usize = 5_000;
+const KUBE_NAT: usize = 200;
+/// Chains of others (of `FOREIGN_RULES_PER_CHAIN` rules) on the Kubernetes host.
+const KUBE_OTHERS: usize = 50;
+
+/// Prints what the host of `load` showed, and its target's verdict.
+fn report_foreign(
+    backend: Backend,
+    load: Load,
+    foreign: &Foreign,
+    verdicts: &mut Vec<(String, bool)>,
+) {
+    println!(
+        "{} on {}: {} rules of others in both families, loaded in {:.1} s:",
+        backend.name(),
+        load.describe(),
+        foreign.rules,
+        foreign.load.as_secs_f64(),
+    );
+    let ratio = ms(foreign.loaded) / ms(foreign.empty);
+    println!(
+        "  no-change run at 30 services with IPv6, medians of {FOREIGN_ROUNDS} alternating rounds: \
+         empty host {:.1} ms, loaded host {:.1} ms, {ratio:.2}×; peak RSS there {:.1} MiB",
+        ms(foreign.empty),
+        ms(foreign.loaded),
+        foreign.rss_kib as f64 / 1024.0,
+    );
+    println!(
+        "  in CPU time (the run and its firewall calls): empty host {:.1} ms, loaded host {:.1} ms, {:.2}×",
+        ms(foreign.empty_cpu),
+        ms(foreign.loaded_cpu),
+        ms(foreign.loaded_cpu) / ms(foreign.empty_cpu),
+    );
+    println!(
+        "  for scale: one whole listing (`{}`) there takes {:.1} ms and prints {:.1} MiB",
+        if load == Load::Nftables {
+            "nft list ruleset"
+        } else {
+            "iptables-save"
+        },
+        ms(foreign.listing),
+        foreign.listing_bytes as f64 / (1024.0 * 1024.0),
+    );
+    verdicts.push((
+        format!(
+            "{}: no-change run on the {} host ({} rules of others): {:.1} ms, {ratio:.2}× the \
+             empty host's {:.1} ms (target ≤ {FOREIGN_TARGET}×)",
+            backend.name(),
+            load.short(),
+            foreign.rules,
+            ms(foreign.loaded),
+            ms(foreign.empty),
+        ),
+        ratio <= FOREIGN_TARGET,
+    ));
+}
+
+/// Loads the Kubernetes-like host into the current namespace, both
+/// families, with `iptables-restore --noflush`: a COMMIT every 100 rules,
+/// since a larger transaction fails in a user namespace ("Message too long").
+fn load_kubernetes() {
     for (restore, ipv6) in [
         ("/sbin/iptables-restore", false),
         ("/sbin/ip6tables-restore", true),
     ] {
-        let mut child = Command::new(restore)
-            .args(["-w", "10", "--noflush"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(foreign_rules(ipv6).as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "{restore} failed");
+        feed(restore, &["-w", "10", "--noflush"], &kubernetes_rules(ipv6));
     }
-    assert_eq!(
-        count_foreign_rules(),
-        [FOREIGN_CHAINS * FOREIGN_RULES_PER_CHAIN; 2]
-    );
 }
 
-/// The `iptables-restore` input of the rules of others: chains of rules as
-/// Docker or Kubernetes write them (addresses, interfaces, conntrack,
-/// comments), every tenth chain jumped to from FORWARD.
-fn foreign_rules(ipv6: bool) -> String {
+/// kube-proxy's (iptables mode) chains with many services, a CNI's rules
+/// in FORWARD, and chains of others jumped to from FORWARD.
+fn kubernetes_rules(ipv6: bool) -> String {
+    let address = |base: &str, i: usize| match ipv6 {
+        true => format!("fd00:{base}::{:x}/128", i + 1),
+        false => format!("10.{base}.{}.{}/32", i / 250, i % 250 + 1),
+    };
+    let loopback = if ipv6 { "::1/128" } else { "127.0.0.0/8" };
     let mut text = String::from("*filter\n");
-    for chain in 0..FOREIGN_CHAINS {
+    for chain in [
+        "KUBE-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-FIREWALL",
+        "KUBE-NODEPORTS",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-PROXY-FIREWALL",
+        "cali-FORWARD",
+    ] {
+        text.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    for chain in 0..KUBE_OTHERS {
         text.push_str(&format!(":OTHER-{chain:03} - [0:0]\n"));
     }
-    for chain in (0..FOREIGN_CHAINS).step_by(FOREIGN_JUMP_EVERY) {
+    text.push_str(&format!(
+        "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+         -A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS\n\
+         -A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n\
+         -A INPUT -j KUBE-FIREWALL\n\
+         -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+         -A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD\n\
+         -A KUBE-FIREWALL ! -s {loopback} -d {loopback} -m comment --comment \"block incoming localnet connections\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n\
+         -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n"
+    ));
+    for chain in 0..KUBE_OTHERS {
         text.push_str(&format!(
             "-A FORWARD -o br-{chain:03} -j OTHER-{chain:03}\n"
         ));
     }
     text.push_str("COMMIT\n");
-    for chain in 0..FOREIGN_CHAINS {
-        text.push_str("*filter\n");
+    let mut lines = Vec::new();
+    for i in 0..KUBE_SERVICES {
+        lines.push(format!(
+            "-A KUBE-SERVICES -d {} -p tcp -m comment --comment \"ns-{i:05}/svc:http has no endpoints\" -m tcp --dport {} -j REJECT",
+            address("96", i),
+            8000 + i % 1000
+        ));
+    }
+    for i in 0..KUBE_FORWARD {
+        lines.push(format!(
+            "-A cali-FORWARD -d {} -o cali{:02} -m comment --comment \"cali:ns-{i:05}\" -j ACCEPT",
+            address("244", i),
+            i % 50
+        ));
+    }
+    for chain in 0..KUBE_OTHERS {
         for rule in 0..FOREIGN_RULES_PER_CHAIN {
-            let address = match ipv6 {
-                true => format!("fd00:{chain:x}::{rule:x}/128"),
-                false => format!("10.{chain}.{rule}.2/32"),
-            };
-            let (protocol, target) = match rule % 4 {
-                0 => ("tcp", "ACCEPT"),
-                1 => ("udp", "ACCEPT"),
-                2 => ("tcp", "RETURN"),
-                _ => ("tcp", "DROP"),
-            };
-            text.push_str(&format!(
-                "-A OTHER-{chain:03} -d {address} ! -i br-{chain:03} -o br-{chain:03} \
-                 -p {protocol} -m {protocol} --dport {} -m conntrack --ctstate NEW,ESTABLISHED \
-                 -m comment --comment \"ns-{chain:03}/svc-{rule:03}:http\" -j {target}\n",
+            lines.push(format!(
+                "-A OTHER-{chain:03} -d {} -o br-{chain:03} -p tcp -m tcp --dport {} -m comment --comment \"ns-{chain:03}/{rule}\" -j ACCEPT",
+                address("50", chain * 100 + rule),
                 8000 + rule
             ));
         }
+    }
+    for batch in lines.chunks(100) {
+        text.push_str("*filter\n");
+        for line in batch {
+            text.push_str(line);
+            text.push('\n');
+        }
         text.push_str("COMMIT\n");
     }
+    text.push_str("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n\
+                   -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n");
+    for i in 0..KUBE_NAT {
+        text.push_str(&format!(
+            "-A KUBE-SERVICES -d {} -p tcp -m comment --comment \"ns-{i:05}/svc:http cluster IP\" -m tcp --dport 80 -j KUBE-NODEPORTS\n",
+            address("97", i)
+        ));
+    }
+    text.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\nCOMMIT\n");
     text
 }
 
-/// How many rules of others each family holds, read with one whole-table listing.
-fn count_foreign_rules() -> [usize; 2] {
-    ["/sbin/iptables", "/sbin/ip6tables"].map(|binary| {
-        let output = Command::new(binary)
-            .args(["-w", "10", "-S"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{binary} -S failed");
-        String::from_utf8(output.stdout)
-            .unwrap()
+/// Feeds `input` to `program ARGS`, asserting success.
+fn feed(program: &str, args: &[&str], input: &str) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{program} failed");
+}
+
+/// How many rules of others the current namespace holds, both families:
+/// iptables' (legacy's aside) and those of nftables tables of others.
+fn others() -> usize {
+    let mut count = 0;
+    for save in ["/sbin/iptables-save", "/sbin/ip6tables-save"] {
+        let output = Command::new(save).output().unwrap();
+        count += String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|line| line.starts_with("-A OTHER-"))
-            .count()
-    })
+            .filter(|line| line.starts_with("-A ") && !line.to_lowercase().contains("portlocker"))
+            .count();
+    }
+    count + count_foreign_nft().iter().sum::<usize>()
 }
 
 /// Recording wrappers of iptables, ip6tables, their restore tools and nft:
@@ -966,6 +1088,27 @@ fn reset_firewall() {
         run(&[binary, "-w", "10", "-X"]);
     }
     run(&["/usr/sbin/nft", "flush", "ruleset"]);
+}
+
+/// An interface with an address of each family, as a host has: a veth
+/// pair (its module is there wherever namespaces are).
+fn address_host() {
+    run(&[
+        "/sbin/ip", "link", "add", "pl0", "type", "veth", "peer", "name", "pl1",
+    ]);
+    run(&["/sbin/ip", "addr", "add", "192.0.2.1/24", "dev", "pl0"]);
+    run(&[
+        "/sbin/ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::1/64",
+        "dev",
+        "pl0",
+        "nodad",
+    ]);
+    run(&["/sbin/ip", "link", "set", "pl0", "up"]);
+    run(&["/sbin/ip", "link", "set", "pl1", "up"]);
 }
 
 fn run(argv: &[&str]) {

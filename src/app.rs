@@ -13,6 +13,7 @@ pub use crate::exit::Exit;
 use crate::firewall::leftovers;
 use crate::firewall::model::Holdings;
 use crate::firewall::plan;
+use crate::firewall::ruleset::Host;
 use crate::firewall::{self};
 use crate::intake;
 use crate::intake::fetch::Fetcher;
@@ -310,12 +311,12 @@ fn publish_after_reset(
         return;
     }
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
-    let (holdings, errors) = match backend.preflight() {
-        Ok(()) => backend.observe(false),
-        Err(_) => (Holdings::unknown(config), Vec::new()),
+    let (host, errors) = match backend.preflight() {
+        Ok(()) => backend.read_host(),
+        Err(_) => (Host::default(), Vec::new()),
     };
     let failure = failure.or_else(|| summarise_errors(&errors));
-    let mut report = report(config, &holdings, None, failure, now);
+    let mut report = report(config, &host, None, failure, now);
     report.reset_at = Some(now);
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);
@@ -421,7 +422,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     backend
         .preflight()
         .map_err(|reason| anyhow!("cannot read the firewall: {reason}"))?;
-    let (holdings, errors) = backend.observe(true);
+    let (host, errors) = backend.read_host();
     if errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!(
             "reading the firewall needs root: run portlocker status as root"
@@ -438,7 +439,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let resolved = resolve(config, &wanted, &state.opens, now);
     // After a reset nothing is enforced: nothing is asked until the next run.
     let resolved = state.reset_at.is_none().then_some(&resolved);
-    let mut report = report(config, &holdings, resolved, errors.first().cloned(), now);
+    let mut report = report(config, &host, resolved, errors.first().cloned(), now);
     report.reset_at = state.reset_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);

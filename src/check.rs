@@ -12,10 +12,13 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Family, PortSpec, ServiceName};
-use crate::firewall::model::{Holdings, Listed};
+use crate::firewall::eval::Cited;
+use crate::firewall::host;
+use crate::firewall::model::Holdings;
 use crate::firewall::plan::{self, SourcesSeen};
-use crate::firewall::verdict::{self, Mismatch};
-use crate::firewall::{self};
+use crate::firewall::ruleset::{Host, Tool};
+use crate::firewall::truth::{self, Mismatch};
+use crate::firewall::{self, Remedy};
 use crate::intake;
 use crate::intake::control::ControlFile;
 use crate::intake::fetch;
@@ -427,15 +430,30 @@ fn read_firewall(config: &Config, state: &State) -> Vec<Finding> {
         .filter(|error| !broken.contains(&error.command.program))
         .map(|error| Finding::problem(format!("cannot read the firewall: {error}")))
         .collect();
-    findings.extend(firewall_findings(config, &holdings));
-    findings.extend(closes_missing(config, state, &holdings));
+    let (host, _) = backend.read_host();
+    // A family portlocker's own part could not be read in is told above.
+    for (family, unread) in &host.families {
+        if let (Err(why), Some(_)) = (unread, holdings.family(*family)) {
+            findings.push(Finding::problem(format!(
+                "{family}: cannot read the firewall: {why}"
+            )));
+        }
+    }
+    findings.extend(crate::run::firewalld_warning(config, &host).map(Finding::problem));
+    findings.extend(firewall_findings(config, &holdings, &host));
+    findings.extend(closes_missing(config, state, &host, &holdings));
     findings
 }
 
 /// The ports the kept control file closes that the firewall lets through
 /// with nothing in the way: portlocker's rules are missing (wiped by a
 /// manager's reload, say) until the next run puts them back.
-fn closes_missing(config: &Config, state: &State, holdings: &Holdings) -> Vec<Finding> {
+fn closes_missing(
+    config: &Config,
+    state: &State,
+    host: &Host,
+    holdings: &Holdings,
+) -> Vec<Finding> {
     let now = chrono::Local::now().fixed_offset();
     // What a run would log of the kept state is told by check's own lines.
     crate::report::logging::hold();
@@ -443,17 +461,23 @@ fn closes_missing(config: &Config, state: &State, holdings: &Holdings) -> Vec<Fi
     let wants = crate::run::resolve(config, &wanted, &state.opens, now).wants();
     crate::report::logging::discard();
     let mut findings = Vec::new();
-    for (&family, held) in &holdings.families {
-        let Some(held) = held else { continue };
+    for path in host.families.values().flatten() {
+        let family = path.family;
+        let Some(held) = holdings.family(family) else {
+            continue;
+        };
         let gone = crate::report::wiped::gone(config, held)
             .map_or(String::new(), |what| format!(" ({what})"));
-        for mismatch in verdict::mismatches(config, &wants, held, family, now.to_utc()) {
+        for mismatch in truth::mismatches(config, &wants, path, now.to_utc()) {
+            // Nothing of others lets it through: a chain's policy does.
             if let Mismatch::TooOpen {
                 service,
                 ports,
                 state,
-                passed_by: None,
+                passed_by,
+                ..
             } = mismatch
+                && passed_by.is_none_or(|by| by.rule.is_none())
             {
                 let asked = match wants[&service] {
                     Want::Closed => "closes it",
@@ -474,8 +498,8 @@ fn closes_missing(config: &Config, state: &State, holdings: &Holdings) -> Vec<Fi
 /// What rules of others do to the managed ports, in the firewall as runs
 /// would leave it: after a run that closes every service, a rule that lets
 /// a port through before portlocker's DROP; after one that opens every
-/// service, a rule (or INPUT's policy) that still closes it. Each once.
-fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
+/// service, a rule (or a chain's policy) that still closes it. Each once.
+fn firewall_findings(config: &Config, holdings: &Holdings, host: &Host) -> Vec<Finding> {
     let now = chrono::Utc::now();
     let mut culprits: Vec<Culprit> = Vec::new();
     for want in [Want::Closed, Want::Open(None)] {
@@ -488,37 +512,28 @@ fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
         for step in plan::plan(config, &wants, holdings, &SourcesSeen::new()) {
             after.record(config, &step.change);
         }
-        for (&family, held) in &after.families {
-            let Some(held) = held else { continue };
-            for mismatch in verdict::mismatches(config, &wants, held, family, now) {
+        let judged = host::with_ours(config, host, &after);
+        for path in judged.families.values().flatten() {
+            for mismatch in truth::mismatches(config, &wants, path, now) {
                 let (by, lets_through, service, ports) = match mismatch {
                     Mismatch::TooOpen {
                         service,
                         ports,
                         passed_by: Some(by),
                         ..
-                    } if by.1.tag().is_none() => (Some(by), true, service, ports),
+                    } if by.tag().is_none() => (vec![by], true, service, ports),
                     Mismatch::ClosedByOthers { service, ports, by } => (by, false, service, ports),
                     // Shared ports are noted apart (shared_ports).
-                    Mismatch::TooOpen { .. } | Mismatch::ClosedBySharer { .. } => continue,
+                    _ => continue,
                 };
-                let culprit = match culprits.iter_mut().find(|culprit| {
-                    (culprit.family, &culprit.by, culprit.lets_through)
-                        == (family, &by, lets_through)
-                }) {
-                    Some(culprit) => culprit,
-                    None => {
-                        culprits.push(Culprit {
-                            family,
-                            by,
-                            lets_through,
-                            ports: Vec::new(),
-                        });
-                        culprits.last_mut().expect("just pushed")
-                    }
-                };
-                if !culprit.ports.contains(&(service.clone(), ports)) {
-                    culprit.ports.push((service, ports));
+                for by in by {
+                    blame(
+                        &mut culprits,
+                        path.family,
+                        by,
+                        lets_through,
+                        (service.clone(), ports),
+                    );
                 }
             }
         }
@@ -529,11 +544,38 @@ fn firewall_findings(config: &Config, holdings: &Holdings) -> Vec<Finding> {
         .collect()
 }
 
-/// A rule of others (or INPUT's policy: None), and the managed ports it
-/// lets through before portlocker's DROP, or closes for everyone.
+/// Adds `port` to what `by` is found doing, once.
+fn blame(
+    culprits: &mut Vec<Culprit>,
+    family: Family,
+    by: Cited,
+    lets_through: bool,
+    port: (ServiceName, PortSpec),
+) {
+    let index = match culprits.iter().position(|culprit| {
+        (culprit.family, &culprit.by, culprit.lets_through) == (family, &by, lets_through)
+    }) {
+        Some(index) => index,
+        None => {
+            culprits.push(Culprit {
+                family,
+                by,
+                lets_through,
+                ports: Vec::new(),
+            });
+            culprits.len() - 1
+        }
+    };
+    if !culprits[index].ports.contains(&port) {
+        culprits[index].ports.push(port);
+    }
+}
+
+/// A rule of others (or a chain's policy), and the managed ports it lets
+/// through before portlocker's DROP, or closes for everyone.
 struct Culprit {
     family: Family,
-    by: Option<(String, Listed)>,
+    by: Cited,
     lets_through: bool,
     ports: Vec<(ServiceName, PortSpec)>,
 }
@@ -554,21 +596,34 @@ impl Culprit {
             each.join(" or ")
         };
         let it = if self.ports.len() == 1 { "it" } else { "them" };
-        let Some((chain, rule)) = &self.by else {
+        let Some(rule) = &self.by.rule else {
+            let policy = match self.by.tool {
+                Tool::Iptables { .. } => format!("{}'s policy is DROP", self.by.chain),
+                Tool::Nft => format!(
+                    "chain {} of table {} drops what it does not accept (policy drop)",
+                    self.by.chain,
+                    self.by.table_named()
+                ),
+            };
             return Finding::note(format!(
-                "{family}: INPUT's policy is DROP, so {} would leave {listed} closed unless a rule \
-                 of yours accepts {it}",
+                "{family}: {policy}, so {} would leave {listed} closed unless a rule of yours \
+                 accepts {it}",
                 asking("open")
             ));
         };
-        let shown = rule.shown(chain);
-        let removal = firewall::iptables::removal(config, family, chain, rule);
+        let shown = format!("`{}`", rule.text);
+        let remedy = firewall::remedy(config, &self.by);
         if self.lets_through {
             let input_mode = config.firewall.chain.is_input();
-            let mut fix = match (&removal, input_mode) {
-                (Some(command), _) => format!("remove it with `{command}`"),
-                (None, false) => format!("take it out of portlocker's chain {chain}"),
-                (None, true) => String::new(),
+            let mut fix = match (&remedy, input_mode) {
+                (Remedy::Remove(command), _) => format!("remove it with `{command}`"),
+                (Remedy::OwnedBy(manager), _) => {
+                    format!("it is {manager}'s: change it through {manager}")
+                }
+                (Remedy::DefaultDeny, false) => {
+                    format!("take it out of portlocker's chain {}", self.by.chain)
+                }
+                (Remedy::DefaultDeny, true) => String::new(),
             };
             if input_mode {
                 if !fix.is_empty() {
@@ -579,20 +634,25 @@ impl Culprit {
                 );
             }
             return Finding::problem(format!(
-                "{family}: `{shown}` is not portlocker's and lets {listed} through before \
+                "{family}: {shown} is not portlocker's and lets {listed} through before \
                  portlocker's DROP, so {} would not close {it} for everyone: {fix}",
                 asking("close")
             ));
         }
-        match removal {
-            Some(command) => Finding::problem(format!(
-                "{family}: `{shown}` is not portlocker's and closes {listed} for everyone, so {} \
+        match remedy {
+            Remedy::Remove(command) => Finding::problem(format!(
+                "{family}: {shown} is not portlocker's and closes {listed} for everyone, so {} \
                  would leave {it} unreachable: remove it with `{command}`",
                 asking("open")
             )),
+            Remedy::OwnedBy(manager) => Finding::problem(format!(
+                "{family}: {shown} is {manager}'s and closes {listed} for everyone, so {} \
+                 would leave {it} unreachable: let {it} in through {manager}",
+                asking("open")
+            )),
             // A default deny: deleting it would open every other port.
-            None => Finding::note(format!(
-                "{family}: `{shown}` is not portlocker's and drops every port no rule before it \
+            Remedy::DefaultDeny => Finding::note(format!(
+                "{family}: {shown} is not portlocker's and drops every port no rule before it \
                  accepts, so {} would leave {listed} closed unless a rule of yours accepts {it} \
                  before it",
                 asking("open")
@@ -616,7 +676,7 @@ fn and_list<S: AsRef<str>>(items: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::model::{ChainRules, FamilyHoldings, split_listed};
+    use crate::firewall::model::{ChainRules, FamilyHoldings, Listed, split_listed};
     use std::collections::BTreeMap;
 
     fn config(firewall: &str, services: &str) -> Config {
@@ -651,6 +711,12 @@ mod tests {
         }
     }
 
+    /// What check finds in `holdings`, portlocker's part alone hooked.
+    fn findings(config: &Config, holdings: Holdings) -> Vec<Finding> {
+        let host = host::of_holdings(config, &holdings);
+        firewall_findings(config, &holdings, &host)
+    }
+
     fn texts(findings: &[Finding]) -> Vec<(Severity, &str)> {
         findings
             .iter()
@@ -670,7 +736,7 @@ mod tests {
             (vec![leftover], None),
             (vec![JUMP, leftover], Some(&[SSH_DROP][..])),
         ] {
-            let found = firewall_findings(&c, &holdings("ACCEPT", &input, ours));
+            let found = findings(&c, holdings("ACCEPT", &input, ours));
             assert_eq!(
                 texts(&found),
                 [(
@@ -687,7 +753,7 @@ mod tests {
     fn one_rule_over_several_ports_is_one_finding() {
         let c = config("", SERVICES);
         let rule = "-p tcp -m multiport --dports 22,80,443 -j DROP";
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[rule], None));
+        let found = findings(&c, holdings("ACCEPT", &[rule], None));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].text.contains(
@@ -703,7 +769,7 @@ mod tests {
     fn a_default_deny_is_a_note_never_a_removal() {
         let c = config("", SERVICES);
         let accept = "-p tcp -m tcp --dport 22 -j ACCEPT";
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept, "-j DROP"], None));
+        let found = findings(&c, holdings("ACCEPT", &[accept, "-j DROP"], None));
         assert_eq!(
             texts(&found),
             [(
@@ -713,7 +779,7 @@ mod tests {
                  rule of yours accepts them before it"
             )]
         );
-        let found = firewall_findings(&c, &holdings("DROP", &[accept], None));
+        let found = findings(&c, holdings("DROP", &[accept], None));
         assert_eq!(
             texts(&found),
             [(
@@ -729,7 +795,7 @@ mod tests {
         let accept = "-p tcp -m tcp --dport 22 -j ACCEPT";
         // In INPUT mode portlocker's DROPs go after what INPUT holds.
         let c = config("chain = \"INPUT\"", SERVICES);
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept], None));
+        let found = findings(&c, holdings("ACCEPT", &[accept], None));
         assert_eq!(
             texts(&found),
             [(
@@ -742,7 +808,7 @@ mod tests {
         );
         // The owner's rule inside portlocker's chain.
         let c = config("", SERVICES);
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[JUMP], Some(&["-j ACCEPT"])));
+        let found = findings(&c, holdings("ACCEPT", &[JUMP], Some(&["-j ACCEPT"])));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].text.starts_with(
@@ -754,10 +820,10 @@ mod tests {
             found[0].text
         );
         // The same ACCEPT in INPUT, below the jump, changes nothing a run does.
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[JUMP, accept], Some(&[])));
+        let found = findings(&c, holdings("ACCEPT", &[JUMP, accept], Some(&[])));
         assert_eq!(found, []);
         // Above the jump too: every run moves the jump back to the top.
-        let found = firewall_findings(&c, &holdings("ACCEPT", &[accept, JUMP], Some(&[])));
+        let found = findings(&c, holdings("ACCEPT", &[accept, JUMP], Some(&[])));
         assert_eq!(found, []);
     }
 
@@ -769,7 +835,7 @@ mod tests {
             "-s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j RETURN",
             SSH_DROP,
         ];
-        let found = firewall_findings(&c, &holdings("ACCEPT", &input, Some(&ours)));
+        let found = findings(&c, holdings("ACCEPT", &input, Some(&ours)));
         assert_eq!(found, []);
     }
 

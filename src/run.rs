@@ -1,6 +1,6 @@
 //! One cron run, step by step: the wanted state in, the firewall made to
-//! match and read back through the verdicts, the state, log, page and
-//! metrics out.
+//! match, the host read back and judged by the evaluator, the state, log,
+//! page and metrics out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,12 +10,14 @@ use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
+use crate::firewall::host::{self, Recall};
 use crate::firewall::leftovers;
 use crate::firewall::model::{self, Change, Holdings, PortState};
-use crate::firewall::plan::{self, SourcesSeen};
+use crate::firewall::plan::{self, SourcesSeen, Unwritable};
 use crate::firewall::reasons;
-use crate::firewall::verdict::{self, Mismatch};
-use crate::firewall::{self};
+use crate::firewall::ruleset::{Host, Manager};
+use crate::firewall::truth::{self, Mismatch};
+use crate::firewall::{self, Applied};
 use crate::intake;
 use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
@@ -201,19 +203,13 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
     // open made ends in time even while other work keeps failing.
     for (line, start) in &resolved.new_starts {
         if outcome.failure.is_none()
-            || lets_in(
-                config,
-                &outcome.holdings,
-                &intake.wanted,
-                line,
-                run_at.to_utc(),
-            )
+            || lets_in(config, &outcome.host, &intake.wanted, line, run_at.to_utc())
         {
             state.opens.insert(line.clone(), *start);
         }
     }
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
-    let mut report = report(config, &outcome.holdings, Some(&resolved), None, run_at);
+    let mut report = report(config, &outcome.host, Some(&resolved), None, run_at);
     let (page_failure, failure) = failures(&problems, &outcome, nothing_kept, &report);
     report.failure = page_failure;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
@@ -514,13 +510,7 @@ fn withhold(
 }
 
 /// Whether the service of the open `line` lets anyone in, in a family that was read.
-fn lets_in(
-    config: &Config,
-    holdings: &Holdings,
-    wanted: &Wanted,
-    line: &str,
-    now: DateTime<Utc>,
-) -> bool {
+fn lets_in(config: &Config, host: &Host, wanted: &Wanted, line: &str, now: DateTime<Utc>) -> bool {
     let Some(service) = wanted
         .iter()
         .find(|(_, lines)| lines.iter().any(|d| d.render() == line))
@@ -529,12 +519,10 @@ fn lets_in(
         return false;
     };
     config.families().into_iter().any(|family| {
-        holdings.family(family).is_some_and(|held| {
-            !matches!(
-                verdict::service_state(config, held, family, service, now),
-                PortState::Closed | PortState::Unknown
-            )
-        })
+        !matches!(
+            truth::service_state(config, host, family, service, now).state,
+            PortState::Closed | PortState::Unknown
+        )
     })
 }
 
@@ -592,8 +580,10 @@ pub(crate) fn wait_jitter(jitter: Duration) {
 /// What reconciling did.
 #[derive(Debug)]
 struct Reconciled {
-    /// What the firewall holds after it.
+    /// What portlocker's part of the firewall holds after it.
     holdings: Holdings,
+    /// The host's whole way in after it, as the evaluator judges it.
+    host: Host,
     /// Commands that changed the firewall.
     changes: usize,
     /// The services whose rules those changes were (by name: a service
@@ -620,6 +610,7 @@ impl Reconciled {
     fn idle(config: &Config) -> Reconciled {
         Reconciled {
             holdings: Holdings::unknown(config),
+            host: Host::default(),
             changes: 0,
             touched: BTreeSet::new(),
             notices: Vec::new(),
@@ -632,9 +623,9 @@ impl Reconciled {
     }
 }
 
-/// Makes the firewall hold what `wants` asks, then reads the result back
-/// through the verdicts: a service asked closed that is not closed fails
-/// the run, naming the rule that lets it through.
+/// Makes the firewall hold what `wants` asks, then reads the host back and
+/// judges it: a service asked closed that is not closed fails the run,
+/// naming what lets it through.
 fn reconcile<'a, R: Runner + 'a>(
     config: &'a Config,
     runner: R,
@@ -644,70 +635,43 @@ fn reconcile<'a, R: Runner + 'a>(
     now: DateTime<Utc>,
     elsewhere: &leftovers::Elsewhere,
 ) -> Reconciled {
-    let failed = |reason: String| Reconciled {
-        failure: Some(format!("{reason}; nothing was changed")),
-        command_failure: Some(format!("{reason}; nothing was changed")),
-        ..Reconciled::idle(config)
-    };
-    let mut runner = runner;
+    // What the plan read, the verdicts read again without a second process.
+    let mut runner = Recall::new(runner);
     let mut backend = firewall::backend_for(config, &mut runner);
-    if let Err(reason) = backend.preflight() {
-        return failed(reason);
-    }
-    // A family that cannot be driven is told; the others' work goes on.
-    let unusable: Vec<String> = (backend.unusable().into_iter())
-        .map(|(family, why)| format!("{family}: {why}; its rules were not changed"))
-        .collect();
-    let (mut holdings, mut errors) = backend.observe(docker);
-    if errors.iter().any(CommandError::needs_root) {
-        return failed(NEEDS_ROOT.to_owned());
-    }
-    let gone = wiped::gone_in(config, &holdings);
-    let (applied, unwritable) = firewall::commit(&mut *backend, &mut holdings, |refused, held| {
-        let mut steps = plan::plan_within(config, wants, held, seen, refused);
-        if elsewhere.moved_chain() {
-            steps.extend(plan::old_jumps(config, held));
+    let moved = elsewhere.moved_chain();
+    let enforced = match enforce(config, backend.as_mut(), wants, seen, (docker, moved)) {
+        Ok(enforced) => enforced,
+        Err(reason) => {
+            let failure = Some(format!("{reason}; nothing was changed"));
+            return Reconciled {
+                failure: failure.clone(),
+                command_failure: failure,
+                ..Reconciled::idle(config)
+            };
         }
-        steps
-    });
-    errors.extend(applied.errors);
-    if !applied.made.is_empty() {
-        // What the firewall holds now, as it said on committing the changes
-        // or read back — not what the changes should have made: the verdicts
-        // below, the page and the metrics must tell what is there.
-        let (read_back, read_errors) = match applied.confirmed {
-            Some(confirmed) => (confirmed, Vec::new()),
-            None => backend.observe(docker),
-        };
-        holdings = read_back;
-        errors.extend(read_errors);
-    }
+    };
+    let Enforced {
+        holdings,
+        mut errors,
+        applied,
+        unwritable,
+        unusable,
+        gone,
+    } = enforced;
+    // A way in that cannot be read cannot be told closed: the run fails on it.
+    let (mut host, read_errors) = backend.read_host();
+    errors.extend(read_errors);
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }
     for said in &unwritable.said {
         log::error!("{said}");
     }
-    let mut notices = Vec::new();
-    for family in config.families() {
-        let moved =
-            applied.made.iter().any(
-                |change| matches!(change, Change::DeleteJump { family: f, .. } if *f == family),
-            ) && applied.made.iter().any(
-                |change| matches!(change, Change::InsertJump { family: f, .. } if *f == family),
-            );
-        if moved {
-            let notice = format!(
-                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
-                config.firewall.chain
-            );
-            log::warn!("{notice}");
-            notices.push(notice);
-        }
-    }
+    let mut notices = moved_jumps(config, &applied.made);
+    notices.extend(firewalld_warning(config, &host));
     // A port more closed than asked is told from the report's rows, with
-    // the rule that closes it: the run fails on it (see `failures`).
-    let too_open = too_open(config, wants, &holdings, now);
+    // what closes it: the run fails on it (see `failures`).
+    let too_open = too_open(config, wants, &host, now);
     // Rules portlocker left where it no longer looks are removed only once
     // the configured backend holds what the owner asked, read back: until
     // then they may be all that keeps a port closed.
@@ -726,6 +690,10 @@ fn reconcile<'a, R: Runner + 'a>(
         notices.extend(swept.tell_run());
         elsewhere_clean = swept.clean();
     }
+    if tidied_changes > 0 {
+        // What was removed may have been all that closed a port.
+        host = host::read(config, &mut runner, &mut Vec::new()).0;
+    }
     // What failed but for ports more open than asked (the page shows those itself).
     let mut commands = unusable;
     commands.extend(summarise_errors(&errors));
@@ -736,6 +704,7 @@ fn reconcile<'a, R: Runner + 'a>(
     let failure = (!reasons.is_empty()).then(|| reasons.join("; "));
     Reconciled {
         holdings,
+        host,
         changes: applied.made.len() + tidied_changes,
         touched: applied.made.iter().filter_map(service_of).collect(),
         notices,
@@ -745,6 +714,111 @@ fn reconcile<'a, R: Runner + 'a>(
         gone,
         unwritable: !unwritable.said.is_empty(),
     }
+}
+
+/// What making the firewall match did.
+struct Enforced {
+    /// portlocker's part, read back after the changes.
+    holdings: Holdings,
+    errors: Vec<CommandError>,
+    /// Every change made.
+    applied: Applied,
+    /// What the firewall refused, and what was done instead.
+    unwritable: Unwritable,
+    /// Each family that cannot be driven, and why.
+    unusable: Vec<String>,
+    /// What was missing of portlocker's place when the run first looked.
+    gone: Vec<(Family, String)>,
+}
+
+/// Reads portlocker's part, plans, commits (again without what the
+/// firewall refuses), and reads it back; Err when nothing can be done (the
+/// backend cannot run, or needs root). A family that cannot be driven is
+/// told; the others' work goes on.
+fn enforce(
+    config: &Config,
+    backend: &mut dyn firewall::FirewallBackend,
+    wants: &BTreeMap<ServiceName, Want>,
+    seen: &SourcesSeen,
+    (docker, moved_chain): (bool, bool),
+) -> Result<Enforced, String> {
+    backend.preflight()?;
+    let unusable: Vec<String> = (backend.unusable().into_iter())
+        .map(|(family, why)| format!("{family}: {why}; its rules were not changed"))
+        .collect();
+    let (mut holdings, mut errors) = backend.observe(docker);
+    if errors.iter().any(CommandError::needs_root) {
+        return Err(NEEDS_ROOT.to_owned());
+    }
+    let gone = wiped::gone_in(config, &holdings);
+    let (mut applied, unwritable) = firewall::commit(backend, &mut holdings, |refused, held| {
+        let mut steps = plan::plan_within(config, wants, held, seen, refused);
+        if moved_chain {
+            steps.extend(plan::old_jumps(config, held));
+        }
+        steps
+    });
+    errors.append(&mut applied.errors);
+    if !applied.made.is_empty() {
+        // What the firewall holds now, as it said on committing the changes
+        // or read back — not what the changes should have made: the verdicts,
+        // the page and the metrics must tell what is there.
+        let (read_back, read_errors) = match applied.confirmed.take() {
+            Some(confirmed) => (confirmed, Vec::new()),
+            None => backend.observe(docker),
+        };
+        holdings = read_back;
+        errors.extend(read_errors);
+    }
+    Ok(Enforced {
+        holdings,
+        errors,
+        applied,
+        unwritable,
+        unusable,
+        gone,
+    })
+}
+
+/// A notice per family whose jump to portlocker's chain had to be moved
+/// back to the top of INPUT.
+fn moved_jumps(config: &Config, made: &[Change]) -> Vec<String> {
+    let mut notices = Vec::new();
+    for family in config.families() {
+        let of_family = |change: &&Change| change.family() == family;
+        let deleted = made
+            .iter()
+            .filter(of_family)
+            .any(|c| matches!(c, Change::DeleteJump { .. }));
+        let inserted = made
+            .iter()
+            .filter(of_family)
+            .any(|c| matches!(c, Change::InsertJump { .. }));
+        if deleted && inserted {
+            let notice = format!(
+                "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
+                config.firewall.chain
+            );
+            log::warn!("{notice}");
+            notices.push(notice);
+        }
+    }
+    notices
+}
+
+/// With firewalld here and the iptables backend, every start and reload of
+/// firewalld empties the tables portlocker's rules are in: said (and
+/// logged) each run, told once by the quiet rules.
+pub(crate) fn firewalld_warning(config: &Config, host: &Host) -> Option<String> {
+    let here = host.managers().contains(&Manager::Firewalld);
+    (here && config.firewall.backend == crate::config::BackendKind::Iptables).then(|| {
+        let warning = "firewalld is running here: every start and reload of firewalld empties \
+                       iptables' tables, portlocker's rules with them, until the next run; set \
+                       backend = \"nftables\" in [firewall], whose table firewalld leaves alone"
+            .to_owned();
+        log::warn!("{warning}");
+        warning
+    })
 }
 
 /// The configured services nothing in force asks anything of: with
@@ -771,38 +845,40 @@ fn service_of(change: &Change) -> Option<String> {
     }
 }
 
-/// Where the firewall, read through the verdicts, is more open than
-/// wanted: a failure each, naming the rule that lets the port through.
+/// Where the host, as the evaluator judges it, is more open than wanted: a
+/// failure each, naming the rule that lets the port through, or why.
 fn too_open(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
-    holdings: &Holdings,
+    host: &Host,
     now: DateTime<Utc>,
 ) -> Vec<String> {
     let mut too_open = Vec::new();
-    for (&family, held) in &holdings.families {
-        let Some(held) = held else { continue };
-        for mismatch in verdict::mismatches(config, wants, held, family, now) {
+    for path in host.families.values().flatten() {
+        let family = path.family;
+        for mismatch in truth::mismatches(config, wants, path, now) {
             let Mismatch::TooOpen {
                 service,
                 ports,
                 state,
                 passed_by,
+                reason,
             } = mismatch
             else {
                 // Closed more than asked: the report's rows tell it.
                 continue;
             };
-            let why = match &passed_by {
-                Some((chain, rule)) => format!(": `{}` lets it through first", rule.shown(chain)),
-                None => String::new(),
-            };
             let asked = match wants[&service] {
                 Want::Closed => "closed",
                 _ => "open to its sources only",
             };
+            // The rule that lets it through, where one does; else why.
+            let why = match passed_by.filter(|_| !reason.starts_with("published")) {
+                Some(by) if by.rule.is_some() => format!("{} lets it through first", by.shown()),
+                _ => reason,
+            };
             too_open.push(format!(
-                "{family}: {service} {ports} should be {asked} but is {}{why}",
+                "{family}: {service} {ports} should be {asked} but is {}: {why}",
                 state.as_str()
             ));
         }
@@ -824,10 +900,11 @@ pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
 }
 
 /// The report of a run for the status page and the summary line, the
-/// services in the config's order.
+/// services in the config's order, each state as the evaluator finds it
+/// in `host`, with why.
 pub(crate) fn report(
     config: &Config,
-    holdings: &Holdings,
+    host: &Host,
     resolved: Option<&Resolved>,
     failure: Option<String>,
     now: DateTime<FixedOffset>,
@@ -864,6 +941,9 @@ pub(crate) fn report(
         .into_iter()
         .map(|(service, specs)| {
             let asked = asked(service);
+            let want = resolved
+                .and_then(|r| r.intents.get(service))
+                .map(|intent| &intent.want);
             ServiceRow {
                 name: service.to_string(),
                 note: note(service),
@@ -877,9 +957,9 @@ pub(crate) fn report(
                     .into_iter()
                     .map(|family| {
                         let asked = asked.get(&family).copied();
-                        let held = holdings.family(family);
+                        let asking = want.zip(asked);
                         let seen =
-                            reasons::seen(config, held, family, service, asked, now.to_utc());
+                            reasons::seen(config, host, family, service, asking, now.to_utc());
                         FamilyView {
                             family,
                             state: seen.state,
@@ -1045,7 +1125,8 @@ mod tests {
             ..Resolved::default()
         };
         let now = test_now().fixed_offset();
-        let report = report(&config, &holdings, Some(&resolved), None, now);
+        let host = crate::firewall::host::of_holdings(&config, &holdings);
+        let report = report(&config, &host, Some(&resolved), None, now);
         let view = &report.services[0].families[0];
         assert_eq!(
             (view.state, view.asked),
@@ -1061,8 +1142,8 @@ mod tests {
         assert_eq!(
             run.as_deref(),
             Some(
-                "IPv4: ssh 22/tcp is closed, but the control file opens it: `-A INPUT -p tcp -m \
-                 tcp --dport 22 -j DROP` drops it; it is not portlocker's: remove it with \
+                "IPv4: ssh 22/tcp is closed, but the control file opens it: dropped by `-A INPUT \
+                 -p tcp -m tcp --dport 22 -j DROP`; it is not portlocker's: remove it with \
                  `/sbin/iptables -w 10 -D INPUT -p tcp -m tcp --dport 22 -j DROP`"
             )
         );

@@ -4,15 +4,18 @@
 //! their tools — and the factory that picks the configured one. Each
 //! backend implements the trait in a module of its own.
 
+pub mod eval;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod host;
 pub mod iptables;
 pub mod leftovers;
 pub mod model;
 pub mod nft;
 pub mod plan;
 pub mod reasons;
-pub mod verdict;
+pub mod ruleset;
+pub mod truth;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -78,6 +81,10 @@ pub trait FirewallBackend {
     /// driven (`unusable`) is left out. With `docker`, also what the page's
     /// notices need (whether Docker's chain exists).
     fn observe(&mut self, docker: bool) -> (Holdings, Vec<CommandError>);
+
+    /// Reads the host's whole way in (`host.rs`), as the evaluator judges it,
+    /// with what could not be read.
+    fn read_host(&mut self) -> (ruleset::Host, Vec<CommandError>);
 
     /// Carries out the plan; every change made is recorded in `holdings`
     /// and logged.
@@ -197,6 +204,31 @@ pub fn commit(
     (done, unwritable)
 }
 
+/// What a message can tell the owner to do about a rule that is not
+/// portlocker's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// This command, of the tool that owns the rule, removes it.
+    Remove(Command),
+    /// Another manager made it: change it through that manager.
+    OwnedBy(ruleset::Manager),
+    /// It decides every port no rule before it accepts (a default deny, or a
+    /// chain's policy): removing it would open every other port.
+    DefaultDeny,
+}
+
+/// What to do about `cited`, from the backend whose rule it is.
+pub fn remedy(config: &Config, cited: &eval::Cited) -> Remedy {
+    if let Some(manager) = cited.manager.filter(|m| *m != ruleset::Manager::Portlocker) {
+        return Remedy::OwnedBy(manager);
+    }
+    let command = iptables::remedy(cited).or_else(|| nft::remedy(config, cited));
+    match command {
+        Some(command) => Remedy::Remove(command),
+        None => Remedy::DefaultDeny,
+    }
+}
+
 /// Runs `command` through `runner`; Ok only when it exits 0. A program in
 /// `hung` is not run again (each further call would only wait out its own
 /// time limit); one that times out is added to it.
@@ -295,4 +327,80 @@ pub fn program_problem(binary: &Path, package: &str, key: &str, hint: &str) -> O
     Some(format!(
         "{shown} {what} (install the {package} package with `apt-get install {package}`, or set {key} in the config{hint})"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::eval::{Cited, CitedRule};
+    use crate::firewall::ruleset::{Manager, Tool};
+
+    fn cited(tool: Tool, table: &str, text: &str, handle: Option<u64>, names_ports: bool) -> Cited {
+        Cited {
+            family: crate::config::Family::Ipv4,
+            table: table.into(),
+            table_family: "inet".into(),
+            tool,
+            chain: "input".into(),
+            rule: Some(CitedRule {
+                text: text.into(),
+                handle,
+                comment: None,
+                names_ports,
+            }),
+            manager: None,
+        }
+    }
+
+    #[test]
+    fn remedies_come_from_the_tool_that_owns_the_rule_and_never_for_another_managers() {
+        let config = Config::parse("source = \"-\"\n[services]\nssh = 22\n").unwrap();
+        let iptables = Tool::Iptables {
+            binary: "/usr/sbin/iptables".into(),
+            legacy: false,
+        };
+        let mut rule = cited(
+            iptables.clone(),
+            "filter",
+            "-A input -p tcp -m tcp --dport 22 -j DROP",
+            None,
+            true,
+        );
+        let Remedy::Remove(command) = remedy(&config, &rule) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/iptables -w 10 -D input -p tcp -m tcp --dport 22 -j DROP"
+        );
+        rule.table = "nat".into();
+        let Remedy::Remove(command) = remedy(&config, &rule) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/iptables -w 10 -t nat -D input -p tcp -m tcp --dport 22 -j DROP"
+        );
+
+        let nft = cited(Tool::Nft, "filter", "tcp dport 22 drop", Some(7), true);
+        let Remedy::Remove(command) = remedy(&config, &nft) else {
+            panic!()
+        };
+        assert_eq!(
+            command.to_string(),
+            "/usr/sbin/nft delete rule inet filter input handle 7"
+        );
+
+        // A default deny, or a policy: never removed.
+        let deny = cited(Tool::Nft, "filter", "counter drop", Some(9), false);
+        assert_eq!(remedy(&config, &deny), Remedy::DefaultDeny);
+        let policy = Cited { rule: None, ..deny };
+        assert_eq!(remedy(&config, &policy), Remedy::DefaultDeny);
+        // Another manager's: named, never removed.
+        let ufw = Cited {
+            manager: Some(Manager::Ufw),
+            ..nft
+        };
+        assert_eq!(remedy(&config, &ufw), Remedy::OwnedBy(Manager::Ufw));
+    }
 }

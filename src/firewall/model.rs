@@ -645,6 +645,8 @@ pub enum PortState {
     OpenToSources,
     /// Some of its ports are closed and some are not.
     Partial,
+    /// Open, but new connections past a rate are dropped (ufw's `limit`).
+    RateLimited,
     /// The rules do not say: never reported as closed.
     Unknown,
 }
@@ -656,6 +658,7 @@ impl PortState {
             PortState::Closed => "closed",
             PortState::OpenToSources => "open to sources",
             PortState::Partial => "partly closed",
+            PortState::RateLimited => "open (rate-limited)",
             PortState::Unknown => "unknown",
         }
     }

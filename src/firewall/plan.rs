@@ -536,7 +536,7 @@ mod tests {
             .to_utc()
     }
     use crate::firewall::model::{ChainRules, PortState, split_listed};
-    use crate::firewall::verdict::service_state;
+    use crate::firewall::truth::held_state as service_state;
 
     fn config(extra: &str) -> Config {
         let text = format!(

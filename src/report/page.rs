@@ -133,7 +133,7 @@ pub fn render(report: &Report) -> String {
 fn state_class(state: PortState) -> &'static str {
     match state {
         PortState::Closed => "is-closed",
-        PortState::Open => "is-open",
+        PortState::Open | PortState::RateLimited => "is-open",
         PortState::OpenToSources => "is-sources",
         PortState::Partial => "is-partly",
         PortState::Unknown => "is-unknown",

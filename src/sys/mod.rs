@@ -1,7 +1,8 @@
 //! What portlocker asks of the operating system: running programs
 //! (`runner`, the only user of `std::process`), the files root reads and
-//! writes (`files`), and the time (`clock`).
+//! writes (`files`), this host's addresses (`net`), and the time (`clock`).
 
 pub mod clock;
 pub mod files;
+pub mod net;
 pub mod runner;

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -80,6 +80,8 @@ impl<R: Runner + ?Sized> Runner for &mut R {
 #[derive(Debug, Clone)]
 pub struct SystemRunner {
     limit: Duration,
+    /// Programs found trusted already, as root (see `trust`).
+    trusted: Vec<PathBuf>,
 }
 
 /// The first pause between looks at a running child: a 2 ms iptables is
@@ -101,7 +103,10 @@ impl SystemRunner {
 
     /// A runner that kills every command after `limit`.
     pub fn with_limit(limit: Duration) -> SystemRunner {
-        SystemRunner { limit }
+        SystemRunner {
+            limit,
+            trusted: Vec::new(),
+        }
     }
 
     /// Runs `command` as `run` does, with `env` added to its fixed environment.
@@ -110,6 +115,7 @@ impl SystemRunner {
         command: &Command,
         env: &[(&str, &str)],
     ) -> io::Result<Completion> {
+        self.trust(&command.program)?;
         let mut child = std::process::Command::new(&command.program)
             .args(&command.args)
             // Its own process group, so a kill takes whatever it started too.
@@ -170,6 +176,23 @@ impl SystemRunner {
             stdout: stdout.unwrap_or_default(),
             stderr: stderr.unwrap_or_default(),
         })
+    }
+}
+
+impl SystemRunner {
+    /// As root, refuses to run a program another account could change, or
+    /// put where it is missing (`files::check_program`): that would be that
+    /// account's root shell. Every program root runs passes here, whatever
+    /// asked for it; a refusal is a spawn failure (permission denied).
+    fn trust(&mut self, program: &Path) -> io::Result<()> {
+        if !crate::sys::files::is_root() || self.trusted.iter().any(|p| p == program) {
+            return Ok(());
+        }
+        crate::sys::files::check_program(program, "a program to run").map_err(|error| {
+            io::Error::new(io::ErrorKind::PermissionDenied, format!("{error:#}"))
+        })?;
+        self.trusted.push(program.to_owned());
+        Ok(())
     }
 }
 
@@ -489,7 +512,7 @@ mod tests {
     }
 
     fn runner(limit: Duration) -> SystemRunner {
-        SystemRunner { limit }
+        SystemRunner::with_limit(limit)
     }
 
     #[test]
@@ -594,9 +617,7 @@ mod stdin_tests {
 
     #[test]
     fn a_command_reads_its_stdin_and_a_child_that_ignores_it_does_not_block() {
-        let mut runner = SystemRunner {
-            limit: Duration::from_secs(20),
-        };
+        let mut runner = SystemRunner::with_limit(Duration::from_secs(20));
         let cat = Command {
             program: "/bin/cat".into(),
             args: Vec::new(),
@@ -630,5 +651,41 @@ mod stdin_tests {
         let done = runner.run(&twice).unwrap();
         assert_eq!(done.termination, Termination::Code(0));
         assert_eq!(done.stdout, format!("table{input}"));
+    }
+
+    /// Root runs nothing another account can change, whoever asked for it:
+    /// the host's reader as much as a backend's commit or a notify command.
+    #[test]
+    fn as_root_a_program_another_account_can_change_is_never_run() {
+        use std::os::unix::fs::PermissionsExt;
+        if !crate::sys::files::is_root() {
+            eprintln!("SKIPPED: needs root to make a directory another account owns");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let marker = dir.path().join("ran");
+        let program = theirs.join("nft");
+        std::fs::write(&program, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // nobody owns the directory: it can swap the program at will.
+        rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+        let mut runner = SystemRunner::with_limit(Duration::from_secs(20));
+        let command = Command {
+            program: program.clone(),
+            args: vec!["-j".into(), "list".into(), "chains".into()],
+            stdin: None,
+        };
+        let error = runner.run(&command).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+        assert!(!marker.exists(), "the program ran");
+        // Root's own, in root's directory, runs.
+        rustix::fs::chown(&theirs, Some(rustix::fs::Uid::ROOT), None).unwrap();
+        assert_eq!(
+            runner.run(&command).unwrap().termination,
+            Termination::Code(0)
+        );
+        assert!(marker.exists());
     }
 }

@@ -7,7 +7,9 @@
 pub mod backend;
 pub mod connect;
 pub mod https;
+pub mod managers;
 pub mod netns;
+pub mod peer;
 pub mod probe;
 pub mod signer;
 pub mod stream;

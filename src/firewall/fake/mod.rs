@@ -342,7 +342,15 @@ impl FakeFirewall {
         if seconds.parse::<u32>().is_err() {
             return refusal(2, "-w needs a number of seconds");
         }
-        let args = &args[2..];
+        let mut args = &args[2..];
+        // Only the filter table holds anything: the others list as a fresh
+        // boot has them.
+        if let ["-t", table, rest @ ..] = args {
+            if *table != "filter" {
+                return other_table(table, rest);
+            }
+            args = rest;
+        }
         if self.fail_appends && args.first() == Some(&"-A") {
             return refusal(4, "iptables: Bad rule.");
         }
@@ -408,8 +416,14 @@ impl FakeFirewall {
                 }
             },
             ["-j", "list", "ruleset"] => done(0, &format!("{}\n", self.ruleset.list_ruleset()), ""),
-            ["-j", "list", "chains"] => done(0, &format!("{}\n", self.ruleset.list_chains()), ""),
-            ["-j", "list", "tables"] => done(0, &format!("{}\n", self.ruleset.list_tables()), ""),
+            ["-j", "list", "chains"] => {
+                let listed = self.ruleset.list_chains(&self.xtables_objects());
+                done(0, &format!("{listed}\n"), "")
+            }
+            ["-j", "list", "tables"] => {
+                let listed = self.ruleset.list_tables(&self.xtables_objects());
+                done(0, &format!("{listed}\n"), "")
+            }
             ["-f", "-"] | ["-e", "-j", "-f", "-"] => {
                 let script = command.stdin.as_deref().unwrap_or("");
                 let held = self.ruleset.clone();
@@ -438,6 +452,42 @@ impl FakeFirewall {
             }
             _ => panic!("the fake nft does not know `{command}`: teach it what real nft does"),
         }
+    }
+
+    /// iptables-nft's filter tables as nft lists them (`list tables` and
+    /// `list chains` show them with every other): each table, then its
+    /// chains, the built-in ones hooked at priority 0.
+    fn xtables_objects(&self) -> Vec<String> {
+        let mut objects = Vec::new();
+        let mut handle = 1000;
+        for (family, table) in &self.tables {
+            if table.chains.is_empty() {
+                continue;
+            }
+            let word = match family {
+                Family::Ipv4 => "ip",
+                Family::Ipv6 => "ip6",
+            };
+            handle += 1;
+            objects.push(format!(
+                "{{\"table\": {{\"family\": \"{word}\", \"name\": \"filter\", \"handle\": {handle}}}}}"
+            ));
+            for (name, chain) in &table.chains {
+                handle += 1;
+                let base = match (&chain.policy, name.as_str()) {
+                    (Some(policy), "INPUT" | "FORWARD" | "OUTPUT") => format!(
+                        ", \"type\": \"filter\", \"hook\": \"{}\", \"prio\": 0, \"policy\": \"{}\"",
+                        name.to_lowercase(),
+                        policy.to_lowercase()
+                    ),
+                    _ => String::new(),
+                };
+                objects.push(format!(
+                    "{{\"chain\": {{\"family\": \"{word}\", \"table\": \"filter\", \"name\": \"{name}\", \"handle\": {handle}{base}}}}}"
+                ));
+            }
+        }
+        objects
     }
 
     /// The line of `input` an armed refusal refuses, with its number:
@@ -531,6 +581,23 @@ impl Runner for FakeFirewall {
             ));
         }
         Ok(self.execute(tool, &program, command, &args))
+    }
+}
+
+/// What iptables answers of a table other than filter, empty: its
+/// built-in chains list with their policies.
+fn other_table(table: &str, args: &[&str]) -> Completion {
+    let built_in: &[&str] = match table {
+        "nat" => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+        "raw" => &["PREROUTING", "OUTPUT"],
+        "mangle" => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+        "security" => &["INPUT", "FORWARD", "OUTPUT"],
+        _ => return refusal(3, &format!("can't initialize iptables table `{table}'")),
+    };
+    match args {
+        ["-S", chain] if built_in.contains(chain) => done(0, &format!("-P {chain} ACCEPT\n"), ""),
+        ["-S", _] => refusal(1, xtables::NO_CHAIN),
+        _ => refusal(2, "the fake changes only the filter table"),
     }
 }
 

@@ -111,7 +111,7 @@ pub(super) fn parse_error(tool: &str, why: &str, line: usize) -> String {
     )
 }
 
-const NO_CHAIN: &str = "No chain/target/match by that name.";
+pub(super) const NO_CHAIN: &str = "No chain/target/match by that name.";
 const NO_RULE: &str = "Bad rule (does a matching rule exist in that chain?).";
 
 /// Carries out one command (without `-w N`) on `table`: the listing it

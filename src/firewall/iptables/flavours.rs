@@ -143,7 +143,7 @@ fn legacy_filter_loaded(family: Family, places: &Places) -> bool {
 /// backend: taking the configured backend for the other would remove the
 /// very rules that keep ports closed — and only one that passes the trust
 /// check every program root runs, with its restore tool.
-fn sibling(
+pub(super) fn sibling(
     configured: &Path,
     backend: Backend,
     family: Family,

@@ -10,12 +10,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod flavours;
+pub mod read;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
+use crate::firewall::eval::Cited;
 use crate::firewall::model::{
-    ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, appended_by, rule_of,
+    self, ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, appended_by, rule_of,
 };
 use crate::firewall::plan::{self, Step};
+use crate::firewall::ruleset::{Base, Chain, ChainKind, Hook, InputPath, Policy, Table, Tool};
 use crate::firewall::run_command;
 pub use crate::firewall::{
     Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named,
@@ -717,6 +720,10 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         Firewall::observe(self, docker)
     }
 
+    fn read_host(&mut self) -> (crate::firewall::ruleset::Host, Vec<CommandError>) {
+        crate::firewall::host::read(self.config, &mut self.runner, &mut self.hung)
+    }
+
     fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
         Firewall::apply(self, steps, holdings)
     }
@@ -892,18 +899,121 @@ pub fn restore_problem(config: &Config, family: Family) -> Option<String> {
     program_problem(program, "iptables", restore_key(family), "")
 }
 
-/// The command that deletes `rule` from `chain`, as listed. None for a
-/// rule about no port in particular (`-A INPUT -j DROP`, a default deny):
-/// deleting that would open, or close, every port it decides.
-pub fn removal(config: &Config, family: Family, chain: &str, rule: &Listed) -> Option<Command> {
-    if !rule.names_ports() {
+/// The iptables binary of `backend` for `family`: the configured one when
+/// it is of that backend (or its backend cannot be told: a wrapper),
+/// otherwise its sibling, found as the sweep of leftovers finds it.
+pub fn flavour_binary(config: &Config, family: Family, backend: Backend) -> Option<PathBuf> {
+    let configured = config.binary(family);
+    match Backend::of(configured) {
+        Some(found) if found != backend => {
+            flavours::sibling(configured, backend, family, &flavours::Places::system())
+        }
+        // A wrapper says nothing of its backend: it stands for nf_tables,
+        // and the kernel's list of tables for legacy.
+        None if backend == Backend::Legacy => None,
+        _ => configured.is_file().then(|| configured.to_owned()),
+    }
+}
+
+/// The save tool beside an iptables binary (`iptables-nft` →
+/// `iptables-nft-save`), when it is there and of the same backend.
+pub fn save_beside(binary: &Path) -> Option<PathBuf> {
+    let name = binary.file_name()?.to_string_lossy().into_owned();
+    let save = binary.with_file_name(format!("{name}-save"));
+    let same = Backend::of(&save) == Backend::of(binary);
+    (save.is_file() && same).then_some(save)
+}
+
+/// Puts what `held` says portlocker's part holds (INPUT and portlocker's
+/// chain, as listed) into `path` in place of what was read there.
+pub fn place(config: &Config, path: &mut InputPath, held: &FamilyHoldings) {
+    let legacy = Backend::of(config.binary(path.family)) == Some(Backend::Legacy);
+    let index = path.tables.iter().position(|table| {
+        table.name == "filter"
+            && matches!(table.tool, Tool::Iptables { legacy: l, .. } if l == legacy)
+    });
+    let index = index.unwrap_or_else(|| {
+        path.tables.push(Table {
+            name: "filter".into(),
+            family: match path.family {
+                Family::Ipv4 => "ip".into(),
+                Family::Ipv6 => "ip6".into(),
+            },
+            tool: Tool::Iptables {
+                binary: config.binary(path.family).to_owned(),
+                legacy,
+            },
+            chains: BTreeMap::new(),
+        });
+        path.tables.len() - 1
+    });
+    let ours = config.firewall.chain.as_str().to_owned();
+    let table = &mut path.tables[index];
+    let known: BTreeSet<String> = table.chains.keys().cloned().chain([ours.clone()]).collect();
+    let is_chain = |name: &str| known.contains(name);
+    let rules = |chain: &str, listed: &[Listed]| {
+        Chain::of(
+            listed
+                .iter()
+                .map(|rule| read::rule(chain, &rule.spec, &is_chain))
+                .collect(),
+        )
+    };
+    table
+        .chains
+        .insert("INPUT".into(), rules("INPUT", &held.input.rules));
+    if !config.firewall.chain.is_input() {
+        match &held.chain {
+            Some(chain) => {
+                table
+                    .chains
+                    .insert(ours.clone(), rules(&ours, &chain.rules));
+            }
+            None => {
+                table.chains.remove(&ours);
+            }
+        }
+    }
+    let policy = match held.input.policy.as_deref() {
+        Some("DROP") => Policy::Drop,
+        _ => Policy::Accept,
+    };
+    path.bases
+        .retain(|base| !(base.table == index && base.chain == "INPUT"));
+    path.bases.push(Base {
+        table: index,
+        chain: "INPUT".into(),
+        hook: Hook::Input,
+        priority: 0,
+        kind: ChainKind::Filter,
+        policy,
+        device: None,
+    });
+}
+
+/// The command that deletes the rule `cited` from its chain, as iptables
+/// lists it. None for a rule about no port in particular (`-A INPUT -j
+/// DROP`, a default deny): deleting that would open, or close, every port
+/// it decides.
+pub fn remedy(cited: &Cited) -> Option<Command> {
+    let (Tool::Iptables { binary, .. }, Some(rule)) = (&cited.tool, &cited.rule) else {
+        return None;
+    };
+    if !rule.names_ports {
         return None;
     }
-    Some(Command::iptables(
-        config,
-        family,
-        listed_args("-D", chain, &rule.spec),
-    ))
+    let prefix = format!("-A {} ", cited.chain);
+    let spec = model::split_listed(rule.text.strip_prefix(&prefix)?);
+    let mut args = vec!["-w".to_owned(), XTABLES_WAIT_SECS.to_string()];
+    if cited.table != "filter" {
+        args.extend(["-t".to_owned(), cited.table.clone()]);
+    }
+    args.extend(listed_args("-D", &cited.chain, &spec));
+    Some(Command {
+        program: binary.clone(),
+        args,
+        stdin: None,
+    })
 }
 
 #[cfg(test)]
@@ -920,7 +1030,7 @@ mod tests {
     use crate::firewall::fake::FakeIptables;
     use crate::firewall::model::PortState;
     use crate::firewall::plan::plan;
-    use crate::firewall::verdict::service_state;
+    use crate::firewall::truth::held_state as service_state;
 
     fn config() -> Config {
         Config::parse(

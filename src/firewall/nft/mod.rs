@@ -23,17 +23,20 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
+use crate::firewall::eval::Cited;
 use crate::firewall::model::{
     ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, appended_by,
     rule_of,
 };
 use crate::firewall::plan::Step;
+use crate::firewall::ruleset::{self, Chain, ChainKind, Hook, InputPath, Policy, Table, Tool};
 use crate::firewall::{
     Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named, run_command,
 };
 use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
 mod json;
+pub mod read;
 use json::{Expr, Object, Operand, text};
 
 /// portlocker's table, as nft names it.
@@ -228,6 +231,10 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
     /// table then holds is read from that echo where it shows the whole
     /// table written (`confirmed`). Where the table could not be read, only
     /// closes are made (see `blind_script`), and nothing is learnt.
+    fn read_host(&mut self) -> (crate::firewall::ruleset::Host, Vec<CommandError>) {
+        crate::firewall::host::read(self.config, &mut self.runner, &mut self.hung)
+    }
+
     fn apply(&mut self, steps: &[Step], holdings: &mut Holdings) -> Applied {
         let mut applied = Applied::default();
         let prepared = match prepare(self.config, steps, holdings) {
@@ -732,6 +739,91 @@ pub fn nft_rule(rule: &Rule) -> String {
 /// A moment as nft reads and prints it (in UTC, as the runner has it).
 fn nft_time(moment: KernelTime) -> String {
     moment.moment().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Puts what `held` says portlocker's table holds for `path`'s family in
+/// place of what was read of it: as the next transaction writes it, its
+/// base chain on the input hook, accepting what its rules leave alone.
+pub fn place(config: &Config, path: &mut InputPath, held: &FamilyHoldings) {
+    if let Some(index) = path
+        .tables
+        .iter()
+        .position(|table| table.family == "inet" && table.name == "portlocker")
+    {
+        path.tables.remove(index);
+        path.bases.retain(|base| base.table != index);
+        for base in &mut path.bases {
+            if base.table > index {
+                base.table -= 1;
+            }
+        }
+    }
+    let Some(chain) = &held.chain else { return };
+    // As `Listing::family` reads the base chain: hooked with a jump, or
+    // dropping; not hooked; or on another hook (what it does there unknown).
+    let policy = match held.input.policy.as_deref() {
+        Some("DROP") => Policy::Drop,
+        None => Policy::Accept,
+        _ if held.input.rules.is_empty() => return,
+        _ => Policy::Accept,
+    };
+    let elsewhere = held.input.policy.is_none();
+    let family = path.family;
+    let rules = chain
+        .rules
+        .iter()
+        .map(|listed| {
+            let mut rule = super::iptables::read::rule(CHAIN, &listed.spec, &|_| false);
+            if let Some(ours) = rule_of(config, family, &listed.spec) {
+                rule.text = nft_rule(&ours);
+            }
+            rule
+        })
+        .collect();
+    let chain = match elsewhere {
+        true => Chain::unread(format!("chain {CHAIN} of table {TABLE} is on another hook")),
+        false => Chain::of(rules),
+    };
+    path.bases.push(ruleset::Base {
+        table: path.tables.len(),
+        chain: CHAIN.into(),
+        hook: Hook::Input,
+        priority: PRIORITY as i32,
+        kind: ChainKind::Filter,
+        policy,
+        device: None,
+    });
+    path.tables.push(Table {
+        name: "portlocker".into(),
+        family: "inet".into(),
+        tool: Tool::Nft,
+        chains: [(CHAIN.to_owned(), chain)].into(),
+    });
+}
+
+/// The command that deletes the nft rule `cited`, by its handle. None for
+/// a rule about no port in particular (a default deny), or one without a
+/// handle.
+pub fn remedy(config: &Config, cited: &Cited) -> Option<Command> {
+    let (Tool::Nft, Some(rule)) = (&cited.tool, &cited.rule) else {
+        return None;
+    };
+    let handle = rule.handle.filter(|_| rule.names_ports)?;
+    Some(Command {
+        program: config.firewall.nft.clone(),
+        args: [
+            "delete",
+            "rule",
+            &cited.table_family,
+            &cited.table,
+            &cited.chain,
+            "handle",
+            &handle.to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        stdin: None,
+    })
 }
 
 /// What `nft -j list table inet portlocker` says.
@@ -1370,7 +1462,7 @@ mod tests {
     #[test]
     fn anything_in_the_table_not_portlockers_is_drift_and_goes() {
         use crate::firewall::model::PortState;
-        use crate::firewall::verdict::service_state;
+        use crate::firewall::truth::held_state as service_state;
         let config = config();
         // After the deadline of the ssh DROP in the table.
         let now = moment("2026-12-02T12:00:00Z");
@@ -1435,7 +1527,7 @@ mod tests {
     #[test]
     fn a_dormant_table_closes_nothing_and_is_written_anew() {
         use crate::firewall::model::PortState;
-        use crate::firewall::verdict::service_state;
+        use crate::firewall::truth::held_state as service_state;
         let config = config();
         let now = moment("2026-12-01T12:00:00Z");
         let ssh = ServiceName::new("ssh").unwrap();
@@ -1499,7 +1591,7 @@ mod tests {
     #[test]
     fn a_chain_on_another_hook_leaves_every_port_unknown_until_put_back() {
         use crate::firewall::model::PortState;
-        use crate::firewall::verdict::service_state;
+        use crate::firewall::truth::held_state as service_state;
         let config = config();
         let json = EVERY_KIND.replace("\"hook\": \"input\"", "\"hook\": \"prerouting\"");
         assert_ne!(json, EVERY_KIND);
@@ -1527,7 +1619,7 @@ mod tests {
     #[test]
     fn a_base_chain_that_drops_by_default_is_read_so_and_put_back() {
         use crate::firewall::model::PortState;
-        use crate::firewall::verdict::service_state;
+        use crate::firewall::truth::held_state as service_state;
         let config = config();
         let json = EVERY_KIND.replace("\"policy\": \"accept\"", "\"policy\": \"drop\"");
         assert_ne!(json, EVERY_KIND);
@@ -1683,10 +1775,7 @@ mod tests {
                             "Error: No such file or directory\nlist table inet portlocker\n",
                         ),
                     },
-                    ["-j", "list", "chains"] => match &self.chains {
-                        Some(chains) => done(0, chains, ""),
-                        None => done(0, "{\"nftables\": []}", ""),
-                    },
+                    ["-j", "list", "chains"] => done(0, &self.all_chains(), ""),
                     ["-f", "-"] | ["-e", "-j", "-f", "-"] if self.refusal.is_some() => {
                         done(1, "", self.refusal.as_deref().unwrap())
                     }
@@ -1740,6 +1829,24 @@ mod tests {
                 .lines()
                 .position(|line| line.contains(text))
                 .map(|at| at + 1)
+        }
+
+        /// What `list chains` prints: the chains of portlocker's table, as
+        /// real nft lists them with every other, then `chains`.
+        fn all_chains(&self) -> String {
+            use serde_json::Value;
+            let objects = |text: &Option<String>| -> Vec<Value> {
+                text.as_deref()
+                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                    .and_then(|value| value.get("nftables")?.as_array().cloned())
+                    .unwrap_or_default()
+            };
+            let mut all: Vec<Value> = objects(&self.table)
+                .into_iter()
+                .filter(|object| object.get("chain").is_some())
+                .collect();
+            all.extend(objects(&self.chains));
+            serde_json::json!({ "nftables": all }).to_string()
         }
     }
 
@@ -2118,12 +2225,16 @@ mod tests {
             .iter()
             .map(|call| call.rsplit_once("/nft ").unwrap().1)
             .collect();
+        // Then the host, read again for the verdicts: every chain with its
+        // hook, and the one table hooked on the way in, portlocker's.
         assert_eq!(
             processes,
             [
                 "-j list table inet portlocker",
                 "-j list chains",
-                "-e -j -f -"
+                "-e -j -f -",
+                "-j list chains",
+                "-j list table inet portlocker",
             ]
         );
         for lie in ["", "{\"nftables\": []}"] {

@@ -218,17 +218,30 @@ impl Ruleset {
     }
 
     /// What `nft -j list chains` prints.
-    pub fn list_chains(&self) -> String {
+    /// `others`: the objects of iptables-nft's tables, which nft lists too.
+    pub fn list_chains(&self, others: &[String]) -> String {
         let mut objects = vec![METAINFO.to_owned()];
+        objects.extend(
+            others
+                .iter()
+                .filter(|o| o.starts_with("{\"chain\""))
+                .cloned(),
+        );
         for table in &self.tables {
             objects.extend(table.chains.iter().map(|chain| chain.json(table)));
         }
         document(&objects)
     }
 
-    /// What `nft -j list tables` prints.
-    pub fn list_tables(&self) -> String {
+    /// What `nft -j list tables` prints; `others` as for `list_chains`.
+    pub fn list_tables(&self, others: &[String]) -> String {
         let mut objects = vec![METAINFO.to_owned()];
+        objects.extend(
+            others
+                .iter()
+                .filter(|o| o.starts_with("{\"table\""))
+                .cloned(),
+        );
         objects.extend(self.tables.iter().map(Table::json));
         document(&objects)
     }
