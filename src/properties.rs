@@ -78,17 +78,6 @@ use crate::run;
 /// 0x98799734112f5cd3); grammar is merged here, so they hold.
 const REFUSALS_AND_MISSING_TOOLS_FAIL_CLOSED: bool = true;
 
-/// Two misreports of the nftables backend this test found on main (more
-/// closed than told, never more open): the chain `blind` (the closes a run
-/// makes when it cannot read the table) is read as a chain that decides
-/// nothing, so status and metrics say open what it drops until a run that
-/// can read the table removes it; and a source's deadline is written `meta
-/// time < T` but read as iptables' `--datestop T`, which still lets the
-/// source in during second T, so at T status says open to sources what nft
-/// has closed. Not fixed on any branch yet: while false, those two are let
-/// pass.
-const NFT_MISREPORTS_FIXED: bool = false;
-
 /// Steps per sequence.
 const STEPS: usize = 30;
 /// Sequences in a plain `cargo test`.
@@ -1789,10 +1778,11 @@ impl World {
         }
     }
 
-    /// portlocker's verdicts over the firewall as it reads it, and the
-    /// metrics the run wrote, against the oracle.
+    /// portlocker's verdicts over the firewall as status reads it (the
+    /// host's whole way in, through the evaluator), and the metrics the run
+    /// wrote, against the oracle.
     fn check_report(&mut self, exit: Exit) -> Result<(), String> {
-        let (holdings, errors) = firewall::backend_for(&self.config, &mut self.fake).observe(false);
+        let (host, errors) = firewall::backend_for(&self.config, &mut self.fake).read_host();
         self.fake.calls.clear();
         if let Some(error) = errors.first() {
             return Err(format!("the firewall could not be read: {error}"));
@@ -1817,36 +1807,23 @@ impl World {
             ));
         }
         let rules = self.fake.rules();
-        let blind = rules
-            .iter()
-            .any(|rule| rule.starts_with("inet portlocker blind "));
         // A rule of another tool in portlocker's nftables table is opaque
         // to portlocker: whatever it decides is unknown.
         let opaque = rules.iter().any(|rule| drift(rule));
-        let moment = format!(
-            "\"right\": \"{}\"",
-            self.now.to_utc().format("%Y-%m-%d %H:%M:%S")
-        );
-        let deadline_now = rules
-            .iter()
-            .any(|rule| rule.contains("{\"op\": \"<\"") && rule.contains(&moment));
         for &service in &self.services {
             let name = ServiceName::new(service).unwrap();
             for family in self.config.families() {
                 let truth = self.oracle(service, family);
-                let held = holdings.family(family).expect("read without errors");
-                let seen = crate::firewall::truth::held_state(
+                let seen = crate::firewall::truth::service_state(
                     &self.config,
-                    held,
+                    &host,
                     family,
                     &name,
                     self.now.to_utc(),
-                );
+                )
+                .state;
                 let key = (service.to_owned(), family.to_string().to_lowercase());
                 let reported = closed.remove(&key);
-                if (blind || deadline_now) && truth == PortState::Closed && !NFT_MISREPORTS_FIXED {
-                    continue;
-                }
                 // Unknown is honest where another tool's rule covers part of
                 // a range, or is one portlocker cannot read.
                 let partly_covered = seen == PortState::Unknown

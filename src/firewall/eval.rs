@@ -1255,7 +1255,7 @@ fn address_type(destination: bool, kinds: &[AddressKind]) -> Option<bool> {
 fn time_holds(test: &TimeTest, now: DateTime<Utc>) -> bool {
     match test {
         TimeTest::From(moment) => now >= *moment,
-        TimeTest::Until(moment) => now <= *moment,
+        TimeTest::Before(moment) => now < *moment,
         TimeTest::Daily(start, stop) => {
             let time = now.time().with_nanosecond(0).unwrap_or(now.time());
             if start <= stop {
@@ -1333,24 +1333,8 @@ fn classify(path: &InputPath, question: &Question, leaves: Vec<Leaf>) -> Answer 
 /// Every way taken by everyone passes: open, some sources perhaps banned.
 fn open_for_all(answer: &mut Answer, open: &[&Leaf], specific: &[&Leaf]) {
     answer.state = PortState::Open;
-    let published: Vec<(&Cited, &str)> = open
-        .iter()
-        .filter_map(|leaf| match &leaf.outcome {
-            Outcome::Published { by, to } => Some((by, to.as_str())),
-            _ => None,
-        })
-        .collect();
-    answer.reason = match (published.first(), &answer.passed_by[..]) {
-        (Some((by, to)), _) => {
-            let who = by
-                .manager
-                .map_or("another firewall tool".to_owned(), |m| m.to_string());
-            format!(
-                "published by {who}: {} sends it to {to}, so it is reached through forwarding, \
-                 not input",
-                by.shown()
-            )
-        }
+    answer.reason = match (published_by(open), &answer.passed_by[..]) {
+        (Some(published), _) => published,
         (None, []) => "no rule drops it".to_owned(),
         (None, passed) => format!("let in by {}", listed(passed)),
     };
@@ -1416,6 +1400,14 @@ fn open_to_some(answer: &mut Answer, specific: &[&Leaf]) {
 /// Everyone's ways part: by a rate, by something unknown, or by port or
 /// address.
 fn split(answer: &mut Answer, open: &[&Leaf], shut: &[&Leaf]) {
+    split_reason(answer, open, shut);
+    if let Some(published) = published_by(open) {
+        answer.reason = format!("{published}; {}", answer.reason);
+    }
+}
+
+/// The state and reason of a port some ways into which are shut and others open.
+fn split_reason(answer: &mut Answer, open: &[&Leaf], shut: &[&Leaf]) {
     let by = drops_of(shut.iter().copied());
     if shut.iter().all(|leaf| !leaf.rates.is_empty())
         && open.iter().all(|leaf| leaf.rates.is_empty())
@@ -1457,6 +1449,22 @@ fn split(answer: &mut Answer, open: &[&Leaf], shut: &[&Leaf]) {
         "some connections are dropped by {}, others let in",
         listed(&by)
     );
+}
+
+/// What translates a port away to another host, among the ways in that
+/// let it through: `published by Docker: RULE sends it to ADDRESS, …`.
+fn published_by(open: &[&Leaf]) -> Option<String> {
+    let (by, to) = open.iter().find_map(|leaf| match &leaf.outcome {
+        Outcome::Published { by, to } => Some((by, to)),
+        _ => None,
+    })?;
+    let who = by
+        .manager
+        .map_or("another firewall tool".to_owned(), |m| m.to_string());
+    Some(format!(
+        "published by {who}: {} sends it to {to}, so it is reached through forwarding, not input",
+        by.shown()
+    ))
 }
 
 /// The distinct drops of `leaves`.

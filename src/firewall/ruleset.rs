@@ -449,8 +449,9 @@ impl AddressKind {
 pub enum TimeTest {
     /// From this moment on.
     From(DateTime<Utc>),
-    /// Up to this moment.
-    Until(DateTime<Utc>),
+    /// Before this moment, strictly: nft's `meta time < T`; iptables'
+    /// `--datestop T` holds through the whole second T, so it is `Before(T + 1 s)`.
+    Before(DateTime<Utc>),
     /// Between two times of day (may wrap past midnight).
     Daily(NaiveTime, NaiveTime),
     /// On these weekdays (1 = Monday … 7 = Sunday).

@@ -476,7 +476,8 @@ fn time_test(option: &Option_) -> Option<Test> {
     let clock = || NaiveTime::parse_from_str(value, "%H:%M:%S").ok();
     Some(Test::Time(match option.name.as_str() {
         "--datestart" => TimeTest::From(moment()?),
-        "--datestop" => TimeTest::Until(moment()?),
+        // xt_time compares whole seconds: the second T itself still matches.
+        "--datestop" => TimeTest::Before(moment()? + chrono::Duration::seconds(1)),
         "--timestart" => TimeTest::Daily(clock()?, NaiveTime::from_hms_opt(23, 59, 59)?),
         "--timestop" => TimeTest::Daily(NaiveTime::from_hms_opt(0, 0, 0)?, clock()?),
         "--weekdays" => TimeTest::Weekdays(

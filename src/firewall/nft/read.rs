@@ -847,9 +847,13 @@ fn time_test(op: &str, right: &Value) -> Option<Test> {
             .ok()
             .map(|naive| naive.and_utc())
     };
+    // nft compares in nanoseconds: `> T` holds from just after T, `<= T` up to T itself.
+    let instant = chrono::Duration::nanoseconds(1);
     Some(Test::Time(match op {
-        ">=" | ">" => TimeTest::From(moment(right)?),
-        "<" | "<=" => TimeTest::Until(moment(right)?),
+        ">=" => TimeTest::From(moment(right)?),
+        ">" => TimeTest::From(moment(right)? + instant),
+        "<" => TimeTest::Before(moment(right)?),
+        "<=" => TimeTest::Before(moment(right)? + instant),
         _ => return None,
     }))
 }
@@ -1153,6 +1157,44 @@ mod tests {
       {"rule": {"family": "inet", "table": "f2b-table", "chain": "f2b-chain", "handle": 6, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"counter": {"packets": 7, "bytes": 420}}, {"accept": null}]}},
       {"rule": {"family": "inet", "table": "f2b-table", "chain": "f2b-chain", "handle": 7, "expr": [{"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["established", {"accept": null}], ["invalid", {"drop": null}]]}}}]}}
     ]}"#;
+
+    /// nft's `meta time < T` (a source's deadline) no longer holds at T;
+    /// iptables' `--datestop T` holds through the second T (xt_time
+    /// compares whole seconds): each read as its kernel judges it.
+    #[test]
+    fn a_deadline_ends_where_each_kernel_ends_it() {
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let nft = time_test("<", &serde_json::json!("2026-11-25 12:00:00")).unwrap();
+        let Test::Time(TimeTest::Before(end)) = nft else {
+            panic!("{nft:?}")
+        };
+        assert!(at("2026-11-25T11:59:59.999Z") < end);
+        assert!(at("2026-11-25T12:00:00Z") >= end, "nft has closed at T");
+        let through = time_test("<=", &serde_json::json!("2026-11-25 12:00:00")).unwrap();
+        let Test::Time(TimeTest::Before(end)) = through else {
+            panic!("{through:?}")
+        };
+        assert!(at("2026-11-25T12:00:00Z") < end);
+        assert!(at("2026-11-25T12:00:00.001Z") >= end);
+        let words = ["-m", "time", "--datestop", "2026-11-25T12:00:00"].map(String::from);
+        let rule = crate::firewall::iptables::read::rule("INPUT", &words, &|_| false);
+        let end = rule
+            .steps
+            .iter()
+            .find_map(|step| match step {
+                Step::Test(Match {
+                    test: Test::Time(TimeTest::Before(end)),
+                    ..
+                }) => Some(*end),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            at("2026-11-25T12:00:00.999Z") < end,
+            "iptables still matches in second T"
+        );
+        assert!(at("2026-11-25T12:00:01Z") >= end);
+    }
 
     #[test]
     fn a_table_reads_with_its_sets_filled_in() {
