@@ -431,8 +431,9 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     // Each family that could not be read is said apart, the others shown.
     let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let unusable = backend.unusable().into_iter();
-    errors
-        .extend(unusable.map(|(family, why)| format!("{family}: cannot read the firewall: {why}")));
+    errors.extend(
+        unusable.map(|(family, why)| format!("{family}: cannot change the firewall: {why}")),
+    );
     let now = Local::now().fixed_offset();
     // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
     let wanted = intake::asked(config, &state, now);

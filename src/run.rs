@@ -873,7 +873,7 @@ fn too_open(
                 _ => "open to its sources only",
             };
             // The rule that lets it through, where one does; else why.
-            let why = match passed_by.filter(|_| !reason.starts_with("published")) {
+            let why = match passed_by.filter(|_| !reason.contains("published by")) {
                 Some(by) if by.rule.is_some() => format!("{} lets it through first", by.shown()),
                 _ => reason,
             };

@@ -551,7 +551,7 @@ fn the_status_page_reads_well_on_a_phone_and_a_desktop() {
         let outcome = seen["outcome"].as_str().unwrap();
         assert!(
             outcome.contains(
-                "-A INPUT -p udp -m udp --dport 51820 -j DROP drops it; it is not portlocker's: \
+                "dropped by -A INPUT -p udp -m udp --dport 51820 -j DROP; it is not portlocker's: \
                  remove it with "
             ),
             "{outcome}"

@@ -1198,9 +1198,9 @@ fn an_open_service_whose_port_another_closes_is_told() {
     // Closed more than asked: the run fails, says why, and cron hears it once.
     let run = env.run(&[]);
     run.expect(1).says(
-        "IPv4: httpd 80/tcp is closed, but the control file opens it: `-A PORTLOCKER -p tcp -m tcp \
-         --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:web -j DROP` \
-         drops it; it shares 80/tcp with web, which the control file closes",
+        "IPv4: httpd 80/tcp is closed, but the control file opens it: dropped by `-A PORTLOCKER -p \
+         tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment portlocker:web \
+         -j DROP`; it shares 80/tcp with web, which the control file closes",
     );
     let page = env.status_page().unwrap();
     assert!(

@@ -703,10 +703,17 @@ fn another_tables_default_drop_is_told_on_the_page() {
          iif lo tcp dport 80 accept\n  }\n}\n",
     );
     env.control("open ssh\n");
-    env.run(&[]).expect(0);
+    // ssh stays closed, by the other table: not as asked, and why.
+    env.run(&[])
+        .expect(1)
+        .says("dropped by the policy drop of chain input (nftables inet filter)");
     let page = env.status_page().unwrap();
     assert!(
         page.contains("chain input of table inet filter drops what it does not accept"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ssh closed over IPv4 (asked: open)"),
         "{page}"
     );
     assert!(page.contains("nftables (table inet portlocker)"), "{page}");

@@ -97,11 +97,7 @@ fn advise(config: &Config, mismatch: &Mismatch) -> Vec<String> {
         Mismatch::TooOpen { .. } => Vec::new(),
         // The reason beside it names a lone rule already.
         Mismatch::ClosedByOthers { ports, by, .. } if by.len() == 1 => {
-            vec![format!(
-                "{}: {}",
-                whose(&by[0]),
-                advice(config, &by[0], *ports)
-            )]
+            vec![whose(config, &by[0], *ports)]
         }
         Mismatch::ClosedByOthers { ports, by, .. } => by
             .iter()
@@ -126,12 +122,14 @@ fn advise(config: &Config, mismatch: &Mismatch) -> Vec<String> {
     }
 }
 
-/// Whose the rule (or policy) `by` is: `it is not portlocker's`.
-fn whose(by: &Cited) -> String {
+/// What to do about the lone rule (or policy) `by`, which the reason beside
+/// it names: `it is not portlocker's: remove it with …`.
+fn whose(config: &Config, by: &Cited, ports: PortSpec) -> String {
+    let advice = advice(config, by, ports);
     match (&by.rule, by.manager) {
-        (Some(_), Some(manager)) => format!("it is {manager}'s"),
-        (Some(_), None) => "it is not portlocker's".to_owned(),
-        (None, _) => format!("it is {}", by.shown()),
+        (Some(_), Some(manager)) => format!("it is {manager}'s: {advice}"),
+        (Some(_), None) => format!("it is not portlocker's: {advice}"),
+        (None, _) => advice,
     }
 }
 
