@@ -17,7 +17,7 @@ use crate::firewall::plan::{self, SourcesSeen, Unwritable};
 use crate::firewall::reasons;
 use crate::firewall::ruleset::{Host, Manager};
 use crate::firewall::truth::{self, Mismatch};
-use crate::firewall::{self, Applied};
+use crate::firewall::{self, Applied, Tidied};
 use crate::intake;
 use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
@@ -132,18 +132,53 @@ pub fn run_locked<'a, R: Runner + 'a>(
 
 /// A run that holds the lock, as `occasion` says.
 pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occasion) -> Exit {
-    let (offline, run_at) = (occasion.offline, occasion.at);
     let started = Instant::now();
     // What the run says is told at its end, as `quiet::decide` finds.
     logging::hold();
     for note in &occasion.notes {
         log::warn!("{note}");
     }
+    let mut asked = take_in(config, occasion);
+    let outcome = enforce_asked(config, runner, &asked, occasion.at);
+    settle(config, &mut asked, &outcome, occasion.at);
+    let mut told = tell(config, &mut asked, &outcome, occasion, started);
+    keep(config, &mut asked, &mut told, occasion.at);
+    let exit = summarise(config, &told, &outcome, occasion);
+    logging::release(&told.telling);
+    // Last, when the firewall work is done and kept: a notice cannot delay or undo it.
+    notify_owner(config, &told, &outcome, occasion);
+    exit
+}
+
+/// What a run takes in: the state as kept before it and as it goes on,
+/// what is asked now, and what went wrong on the way.
+struct Asked {
+    state: State,
+    before: State,
+    problems: Vec<String>,
+    intake: intake::Intake,
+    resolved: Resolved,
+    /// Which sources are new since the kept wanted state.
+    seen: SourcesSeen,
+}
+
+/// Loads the state, takes in the control file, and resolves what is asked
+/// now; the new wanted state and the start of every count are kept before
+/// the firewall work, so a run killed during it still remembers what the
+/// owner asked.
+fn take_in(config: &Config, occasion: &Occasion) -> Asked {
+    let run_at = occasion.at;
     let mut problems = Vec::new();
     let (mut state, lost) = load_state(config, &mut problems);
     let before = state.clone();
     let (kept, _) = intake::kept_wanted(config, &state);
-    let intake = intake::take(config, occasion.fetcher, &mut state, offline, run_at);
+    let intake = intake::take(
+        config,
+        occasion.fetcher,
+        &mut state,
+        occasion.offline,
+        run_at,
+    );
     problems.extend(intake.problem.clone());
     let max_open = config.firewall.max_open;
     if lost {
@@ -159,10 +194,8 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
         state.opens.extend(ended);
     }
     let mut resolved = resolve(config, &intake.wanted, &state.opens, run_at);
-    // A new wanted state, and the start of every count, are kept before the
-    // firewall work, so a run killed during it still remembers what the
-    // owner asked. An open whose count cannot be kept is not made: every
-    // run would begin it again, and it would never end.
+    // An open whose count cannot be kept is not made: every run would
+    // begin it again, and it would never end.
     let mut counting = state.clone();
     counting.opens.extend(resolved.new_starts.clone());
     if counting != before && !save(config, &counting, &mut problems) {
@@ -171,55 +204,100 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
             resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
         }
     }
-
     let seen = sources_seen(&kept, &intake.wanted);
-    let docker = config.status_file.is_some();
-    // With nothing to enforce and a file refused, the firewall is not even read.
-    let idle = intake.problem.is_some() && resolved.intents.is_empty();
-    let outcome = match idle {
-        true => Reconciled::idle(config),
-        false => reconcile(
-            config,
-            runner,
-            &resolved.wants(),
-            &seen,
-            docker,
-            run_at.to_utc(),
-            &leftovers::Elsewhere::of(config, &state).sparing(unasked(config, &resolved)),
-        ),
-    };
-    if outcome.elsewhere_clean {
-        leftovers::remember(config, &mut state);
+    Asked {
+        state,
+        before,
+        problems,
+        intake,
+        resolved,
+        seen,
     }
-    if outcome.unwritable && state.last_good != before.last_good {
+}
+
+/// Makes the firewall hold what is asked, unless there is nothing to
+/// enforce and the file was refused: then the firewall is not even read.
+fn enforce_asked<'a, R: Runner + 'a>(
+    config: &'a Config,
+    runner: R,
+    asked: &Asked,
+    run_at: DateTime<FixedOffset>,
+) -> Reconciled {
+    if asked.intake.problem.is_some() && asked.resolved.intents.is_empty() {
+        return Reconciled::idle(config);
+    }
+    let spared = unasked(config, &asked.resolved);
+    reconcile(
+        config,
+        runner,
+        &asked.resolved.wants(),
+        &asked.seen,
+        config.status_file.is_some(),
+        run_at.to_utc(),
+        &leftovers::Elsewhere::of(config, &asked.state).sparing(spared),
+    )
+}
+
+/// What the firewall work means for the state: leftovers known gone, a
+/// refused file not kept as good, and each count started once its open is
+/// in the firewall.
+fn settle(config: &Config, asked: &mut Asked, outcome: &Reconciled, run_at: DateTime<FixedOffset>) {
+    let state = &mut asked.state;
+    if outcome.elsewhere_clean {
+        leftovers::remember(config, state);
+    }
+    if outcome.unwritable && state.last_good != asked.before.last_good {
         // Its lines stay in force as closes; the file is not taken as good.
         log::warn!(
             "the control file is not kept as the last good one: the firewall refused a line of it"
         );
-        state.last_good = before.last_good.clone();
+        state.last_good = asked.before.last_good.clone();
     }
-    // A count starts only once its open is in the firewall: all of the
-    // work done, or the service let in somewhere all the same, so that an
-    // open made ends in time even while other work keeps failing.
-    for (line, start) in &resolved.new_starts {
+    // All of the work done, or the service let in somewhere all the same,
+    // so that an open made ends in time even while other work keeps failing.
+    for (line, start) in &asked.resolved.new_starts {
+        let wanted = &asked.intake.wanted;
         if outcome.failure.is_none()
-            || lets_in(config, &outcome.host, &intake.wanted, line, run_at.to_utc())
+            || lets_in(config, &outcome.host, wanted, line, run_at.to_utc())
         {
             state.opens.insert(line.clone(), *start);
         }
     }
+}
+
+/// What a run tells: its report and failure, a wipe it found, whether it
+/// is news, and what the quiet rules let out.
+struct Told {
+    report: Report,
+    failure: Option<String>,
+    wipe: WipeSeen,
+    news: bool,
+    /// The fingerprint the quiet rules were given (`quiet::Seen::notes`).
+    notes: String,
+    telling: quiet::Telling,
+}
+
+/// Builds the report, publishes the page and the metrics, and decides
+/// what is told against what runs before told; the state records both.
+fn tell(
+    config: &Config,
+    asked: &mut Asked,
+    outcome: &Reconciled,
+    occasion: &Occasion,
+    started: Instant,
+) -> Told {
+    let (state, before, run_at) = (&mut asked.state, &asked.before, occasion.at);
     let nothing_kept = state.last_good.is_none() && state.wanted.is_empty();
-    let mut report = report(config, &outcome.host, Some(&resolved), None, run_at);
-    let (page_failure, failure) = failures(&problems, &outcome, nothing_kept, &report);
+    let mut report = report(config, &outcome.host, Some(&asked.resolved), None, run_at);
+    let (page_failure, failure) = failures(&asked.problems, outcome, nothing_kept, &report);
     report.failure = page_failure;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.notices = notices(config, &outcome.holdings, outcome.notices.clone());
-    let wipe = wipe_seen(config, &before, &outcome.gone, occasion);
+    let wipe = wipe_seen(config, before, &outcome.gone, occasion);
     report.notices.extend(wipe.text.clone());
     if config.status_file.is_some() {
         report.backend = firewall::backend(config);
     }
-    let mut failure = failure;
     // A run enforces again what a reset took away.
     state.reset_at = None;
     state.last_run = Some(LastRun {
@@ -230,17 +308,13 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
     });
     publish(config, &report, state.last_run.as_ref());
 
-    // What this run tells, against what runs before it told; kept in the
-    // same save as the rest of the state.
-    let content = state
-        .last_good
-        .as_ref()
-        .map_or("", |good| good.body.as_str());
     // Putting back a wipe already told is no news, unless the owner asked anew.
     let repair_only = wipe.text.is_some() && !wipe.tell && state.wanted == before.wanted;
     let news = outcome.changes > 0 && !repair_only;
+    let content = (state.last_good.as_ref()).map_or("", |good| good.body.as_str());
+    let notes = quiet::fingerprint(content, &logging::held_notes());
     let seen = Seen {
-        notes: quiet::fingerprint(content, &logging::held_notes()),
+        notes: notes.clone(),
         changed: news || wipe.tell,
         failure: failure.as_deref(),
         at: run_at,
@@ -256,15 +330,12 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
             ),
         }
     }
-    let (mut telling, told) = quiet::decide(&before.told, &seen, config.notify.repeat_after);
+    let (telling, told) = quiet::decide(&before.told, &seen, config.notify.repeat_after);
     state.told = told;
-    state.told.wiped = wipe.episode;
+    state.told.wiped = wipe.episode.clone();
     // Where the rules are now, for the next run to tell a wipe; kept as it
     // was when a family could not be read.
-    let read = config
-        .families()
-        .into_iter()
-        .all(|family| outcome.holdings.family(family).is_some());
+    let read = (config.families().into_iter()).all(|f| outcome.holdings.family(f).is_some());
     state.in_place = match read {
         true => wiped::left(
             config,
@@ -275,77 +346,96 @@ pub fn run_as<'a, R: Runner + 'a>(config: &'a Config, runner: R, occasion: &Occa
         ),
         false => before.in_place.clone(),
     };
-    let mut not_saved = Vec::new();
-    save(config, &state, &mut not_saved);
-    if let Some(reason) = not_saved.first() {
-        let more = match &failure {
-            None => reason.clone(),
-            Some(failure) => format!("{failure}, and {reason}"),
-        };
-        if let Some(last_run) = &mut state.last_run {
-            last_run.ok = false;
-            last_run.failure = Some(more.clone());
-        }
-        // What was told cannot be kept, so the next run would not know it: tell it all.
-        let seen = Seen {
-            failure: Some(&more),
-            ..seen
-        };
-        telling = quiet::decide(&before.told, &seen, config.notify.repeat_after)
-            .0
-            .everything();
-        report.failure = Some(match report.failure.take() {
-            None => reason.clone(),
-            Some(failure) => format!("{failure}, and {reason}"),
-        });
-        publish(config, &report, state.last_run.as_ref());
-        failure = Some(more);
+    Told {
+        report,
+        failure,
+        wipe,
+        news,
+        notes,
+        telling,
     }
+}
 
-    let exit = match &failure {
-        None if !occasion.log_unchanged && outcome.changes == 0 => Exit::Ok,
-        None => {
+/// Saves the state; a state that cannot be saved fails the run, and is
+/// told whole (the next run would not know what this one told).
+fn keep(config: &Config, asked: &mut Asked, told: &mut Told, run_at: DateTime<FixedOffset>) {
+    let state = &mut asked.state;
+    let mut not_saved = Vec::new();
+    save(config, state, &mut not_saved);
+    let Some(reason) = not_saved.first() else {
+        return;
+    };
+    let more = match &told.failure {
+        None => reason.clone(),
+        Some(failure) => format!("{failure}, and {reason}"),
+    };
+    if let Some(last_run) = &mut state.last_run {
+        last_run.ok = false;
+        last_run.failure = Some(more.clone());
+    }
+    let seen = Seen {
+        notes: told.notes.clone(),
+        changed: told.news || told.wipe.tell,
+        failure: Some(&more),
+        at: run_at,
+    };
+    told.telling = quiet::decide(&asked.before.told, &seen, config.notify.repeat_after)
+        .0
+        .everything();
+    told.report.failure = Some(match told.report.failure.take() {
+        None => reason.clone(),
+        Some(failure) => format!("{failure}, and {reason}"),
+    });
+    publish(config, &told.report, state.last_run.as_ref());
+    told.failure = Some(more);
+}
+
+/// The exit, and the run's one summary line: a failure always; success
+/// when something changed, or when the occasion logs every run.
+fn summarise(config: &Config, told: &Told, outcome: &Reconciled, occasion: &Occasion) -> Exit {
+    let Some(reason) = &told.failure else {
+        if occasion.log_unchanged || outcome.changes > 0 {
             let changed = match outcome.changes {
                 0 => "no change".to_owned(),
                 1 => "1 firewall change".to_owned(),
                 n => format!("{n} firewall changes"),
             };
-            let from = if offline {
-                "the last good control file".to_owned()
-            } else {
-                config.source.to_string()
+            let from = match occasion.offline {
+                true => "the last good control file".to_owned(),
+                false => config.source.to_string(),
             };
             log::info!(
                 target: logging::SUMMARY,
                 "run ok from {from}: {changed}; {}",
-                states_in_words(&report)
+                states_in_words(&told.report)
             );
-            Exit::Ok
         }
-        Some(reason) => {
-            log::error!(target: logging::SUMMARY, "run failed: {reason}");
-            Exit::Failed
-        }
+        return Exit::Ok;
     };
-    logging::release(&telling);
+    log::error!(target: logging::SUMMARY, "run failed: {reason}");
+    Exit::Failed
+}
 
-    // Last, when the firewall work is done and kept: a notice cannot delay or undo it.
+/// Sends the owner's notice of this run, when the quiet rules say there is
+/// one: a change that is news, a failure to tell, a wipe first seen.
+fn notify_owner(config: &Config, told: &Told, outcome: &Reconciled, occasion: &Occasion) {
     let changes = match outcome.changes {
-        n if n > 0 && (news || wipe.tell) => changed_in_words(&report, &outcome.touched, n),
+        n if n > 0 && (told.news || told.wipe.tell) => {
+            changed_in_words(&told.report, &outcome.touched, n)
+        }
         _ => Vec::new(),
     };
     let run = notify::Run {
         host: &config.host_name,
-        at: run_at,
-        series: telling.series.as_ref(),
+        at: occasion.at,
+        series: told.telling.series.as_ref(),
         changes: &changes,
-        failure: failure.as_deref(),
-        wiped: wipe.text.as_deref().filter(|_| wipe.tell),
+        failure: told.failure.as_deref(),
+        wiped: told.wipe.text.as_deref().filter(|_| told.wipe.tell),
     };
     if let Some(notice) = notify::notice(&run) {
         notify::send(config, &notice, !occasion.network);
     }
-    exit
 }
 
 /// Why the run failed: for the page, what failed but for the services not
@@ -659,8 +749,12 @@ fn reconcile<'a, R: Runner + 'a>(
         gone,
     } = enforced;
     // A way in that cannot be read cannot be told closed: the run fails on it.
-    let (mut host, read_errors) = backend.read_host();
+    let (read, read_errors) = backend.read_host();
     errors.extend(read_errors);
+    // portlocker's own part as its commit left it (or as read back), the
+    // rest as read now: a wipe in between is the next run's to tell, as a
+    // wipe — in watch, at once.
+    let mut host = host::with_ours(config, &read, &holdings);
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }
@@ -671,28 +765,26 @@ fn reconcile<'a, R: Runner + 'a>(
     notices.extend(firewalld_warning(config, &host));
     // A port more closed than asked is told from the report's rows, with
     // what closes it: the run fails on it (see `failures`).
-    let too_open = too_open(config, wants, &host, now);
+    let mut too_open = too_open(config, wants, &host, now);
     // Rules portlocker left where it no longer looks are removed only once
     // the configured backend holds what the owner asked, read back: until
     // then they may be all that keeps a port closed.
     let right = errors.is_empty() && too_open.is_empty() && unusable.is_empty();
-    let mut tidied_changes = 0;
-    let mut elsewhere_clean = elsewhere.is_empty();
+    let mut tidied = Tidied::default();
     if right {
-        let tidied = backend.tidy();
-        tidied_changes = tidied.changes;
-        notices.extend(tidied.notices);
+        tidied = backend.tidy();
     }
     drop(backend);
-    if right && !elsewhere.is_empty() {
-        let swept = leftovers::sweep(elsewhere, &mut runner);
-        tidied_changes += swept.removed.len();
-        notices.extend(swept.tell_run());
-        elsewhere_clean = swept.clean();
-    }
+    let (swept, elsewhere_clean) = match right {
+        true => sweep(elsewhere, &mut runner),
+        false => (Tidied::default(), elsewhere.is_empty()),
+    };
+    notices.extend(tidied.notices.into_iter().chain(swept.notices));
+    let tidied_changes = tidied.changes + swept.changes;
     if tidied_changes > 0 {
         // What was removed may have been all that closed a port.
         host = host::read(config, &mut runner, &mut Vec::new()).0;
+        too_open = self::too_open(config, wants, &host, now);
     }
     // What failed but for ports more open than asked (the page shows those itself).
     let mut commands = unusable;
@@ -714,6 +806,21 @@ fn reconcile<'a, R: Runner + 'a>(
         gone,
         unwritable: !unwritable.said.is_empty(),
     }
+}
+
+/// Removes what portlocker left in the backend the config does not name
+/// (or in a chain it no longer uses); returns what was done, and whether
+/// nothing of portlocker's is left there.
+fn sweep<R: Runner>(elsewhere: &leftovers::Elsewhere, runner: &mut R) -> (Tidied, bool) {
+    if elsewhere.is_empty() {
+        return (Tidied::default(), true);
+    }
+    let swept = leftovers::sweep(elsewhere, runner);
+    let tidied = Tidied {
+        changes: swept.removed.len(),
+        notices: swept.tell_run(),
+    };
+    (tidied, swept.clean())
 }
 
 /// What making the firewall match did.
@@ -915,26 +1022,9 @@ pub(crate) fn report(
             .map(|intent| intent.note.clone())
             .unwrap_or_default()
     };
-    // Per family: a source opens nothing in the other.
-    let asked = |service: &ServiceName| {
-        let Some(intent) = resolved.and_then(|r| r.intents.get(service)) else {
-            return BTreeMap::new();
-        };
-        config
-            .families()
-            .into_iter()
-            .map(|family| {
-                let state = match &intent.want {
-                    Want::Closed => PortState::Closed,
-                    Want::Open(_) => PortState::Open,
-                    Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
-                        PortState::OpenToSources
-                    }
-                    Want::OpenTo(_) => PortState::Closed,
-                };
-                (family, state)
-            })
-            .collect()
+    let asked = |service: &ServiceName| match resolved.and_then(|r| r.intents.get(service)) {
+        Some(intent) => asked_of(config, &intent.want),
+        None => BTreeMap::new(),
     };
     let services = config
         .services_in_order()
@@ -983,6 +1073,21 @@ pub(crate) fn report(
         backend: None,
         notices: Vec::new(),
     }
+}
+
+/// The state `want` asks for in each family: a source opens nothing in the other.
+fn asked_of(config: &Config, want: &Want) -> BTreeMap<Family, PortState> {
+    let state = |family| match want {
+        Want::Closed => PortState::Closed,
+        Want::Open(_) => PortState::Open,
+        Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
+            PortState::OpenToSources
+        }
+        Want::OpenTo(_) => PortState::Closed,
+    };
+    (config.families().into_iter())
+        .map(|family| (family, state(family)))
+        .collect()
 }
 
 fn in_family(net: &ipnet::IpNet, family: Family) -> bool {
