@@ -265,7 +265,10 @@ fn an_open_from_a_source_lets_a_ban_further_down_input_apply() {
         "portlocker's source rule let a banned address past the owner's DROP"
     );
     assert!(!reaches("127.0.0.3", "127.0.0.1", 22));
-    env.run(&[]).expect(0);
+    // The only source opened is banned: not as asked, and the run says by what.
+    env.run(&[]).expect(1).says(
+        "`-A INPUT -s 127.0.0.2/32 -j DROP` is not portlocker's and closes it to 127.0.0.2/32",
+    );
     assert!(
         !reaches("127.0.0.2", "127.0.0.1", 22),
         "a run let the banned address in"
@@ -472,7 +475,7 @@ fn a_leftover_drop_of_the_2014_script_is_closed_and_named_with_its_removal() {
     );
     assert_eq!(
         ipv4["reason"],
-        "`-A INPUT -p tcp -m tcp --dport 22 -j DROP` drops it"
+        "dropped by `-A INPUT -p tcp -m tcp --dport 22 -j DROP`"
     );
     let metrics = fs::read_to_string(env.path("portlocker.prom")).unwrap();
     assert!(

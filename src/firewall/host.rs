@@ -486,14 +486,16 @@ impl<R: Runner> Reader<'_, R> {
             return;
         }
         let read = match tabled.chains.len() <= TABLE_CHAINS {
-            true => self
-                .nft_listing(&["-j", "list", "table", word, name])
-                .map(|mut listing| {
-                    listing
-                        .tables
-                        .remove(&(word.to_owned(), name.to_owned()))
-                        .unwrap_or_default()
-                }),
+            true => match self.nft_listing_unless_gone(&["-j", "list", "table", word, name]) {
+                // Deleted since the list of chains (a manager's reload, a
+                // wipe): the host as it is now has no such table.
+                Ok(None) => return,
+                Ok(Some(mut listing)) => Ok(listing
+                    .tables
+                    .remove(&(word.to_owned(), name.to_owned()))
+                    .unwrap_or_default()),
+                Err(why) => Err(why),
+            },
             false => Ok(self.native_by_chain(path, word, name, tabled)),
         };
         let mut read = match read {
@@ -532,6 +534,24 @@ impl<R: Runner> Reader<'_, R> {
     }
 
     /// `nft ARGS`, read as a listing; Err saying why not.
+    /// `nft_listing`, but Ok(None) when what it lists no longer exists.
+    fn nft_listing_unless_gone(&mut self, args: &[&str]) -> Result<Option<Listing>, String> {
+        match self.nft(args) {
+            Err(CommandError {
+                failure: Failure::Exited { code: 1, stderr },
+                ..
+            }) if stderr.starts_with("Error: No such file or directory") => Ok(None),
+            Ok(done) => nftr::listing(&done.stdout)
+                .map(Some)
+                .map_err(|why| format!("`nft {}` printed {why}", args.join(" "))),
+            Err(error) => {
+                let why = error.to_string();
+                self.errors.push(error);
+                Err(why)
+            }
+        }
+    }
+
     fn nft_listing(&mut self, args: &[&str]) -> Result<Listing, String> {
         match self.nft(args) {
             Ok(done) => nftr::listing(&done.stdout)

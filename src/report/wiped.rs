@@ -73,16 +73,22 @@ pub fn left(
             .family(family)
             .is_some_and(|held| gone(config, held).is_none())
     });
+    // Closed as read, or asked closed: portlocker's rules, whole, close what
+    // is asked even where the host, read a moment after the commit, has
+    // already lost them (a wipe then is told by the next run).
+    let closing = |state: Option<PortState>| {
+        matches!(
+            state,
+            Some(PortState::Closed | PortState::OpenToSources | PortState::Partial)
+        )
+    };
     let services: Vec<String> = report
         .services
         .iter()
         .filter(|row| {
-            row.families.iter().any(|view| {
-                matches!(
-                    view.state,
-                    PortState::Closed | PortState::OpenToSources | PortState::Partial
-                )
-            })
+            row.families
+                .iter()
+                .any(|view| closing(Some(view.state)) || closing(view.asked))
         })
         .map(|row| row.name.clone())
         .collect();
