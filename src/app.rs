@@ -171,15 +171,17 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     if let Some(watcher) = &watcher
         && watcher.alive(chrono::Utc::now())
     {
-        let asked = watcher.ask_to_run();
+        // A config edited since watch read it is read again, then run.
+        let asked = match watcher.config == Some(config.fingerprint) {
+            true => watcher.ask_to_run().then_some(" and was asked to run now"),
+            false => watcher
+                .ask_to_reload()
+                .then_some(" and was asked to read the changed config, then run"),
+        };
         log::info!(
             "portlocker watch (pid {}) is running{}; this run left the work to it",
             watcher.pid,
-            if asked {
-                " and was asked to run now"
-            } else {
-                ""
-            }
+            asked.unwrap_or_default()
         );
         return Ok(Exit::Ok);
     }

@@ -18,6 +18,9 @@ use crate::sys::files;
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// A fingerprint of the config's text (FNV-1a): a cron run tells by it
+    /// that a running watch read another config.
+    pub fingerprint: u64,
     /// Where the control file comes from.
     pub source: Source,
     /// Append-only run log.
@@ -196,6 +199,13 @@ impl fmt::Display for Unnamed {
     }
 }
 
+/// FNV-1a over `bytes`: the same in every build, unlike std's hasher.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A configuration mistake: the run stops before doing anything (exit 2).
 #[derive(Debug)]
 pub struct ConfigError(pub anyhow::Error);
@@ -240,7 +250,9 @@ impl Config {
     /// Validates config text.
     pub fn parse(text: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, error))?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.fingerprint = fingerprint(text.as_bytes());
+        Ok(config)
     }
 
     /// Every address family portlocker manages, IPv4 first.
@@ -907,6 +919,7 @@ impl RawConfig {
             .map(|path| absolute("fetch.ca_file", Some(path), ""))
             .transpose()?;
         Ok(Config {
+            fingerprint: 0,
             source,
             log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,
             status_file: self

@@ -992,7 +992,7 @@ impl World {
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         let services: BTreeSet<&'static str> = setup.services.iter().copied().collect();
         let config = config(dir.path(), setup, &services);
-        let world = World {
+        let mut world = World {
             dir,
             setup: setup.clone(),
             services,
@@ -1008,6 +1008,10 @@ impl World {
         };
         for program in world.installed() {
             world.install(&program);
+        }
+        // A program that is not installed does not answer either.
+        if !world.setup.nft_installed {
+            world.fake.missing.insert("nft");
         }
         world
     }

@@ -253,6 +253,17 @@ fn settle(config: &Config, asked: &mut Asked, outcome: &Reconciled, run_at: Date
         );
         state.last_good = asked.before.last_good.clone();
     }
+    // A service `default = "close"` closed is kept asked closed: switched
+    // to "keep", it stays closed through a reboot, as the owner last saw it.
+    if close_unnamed(config) {
+        for (service, intent) in &asked.resolved.intents {
+            let named = asked.intake.wanted.contains_key(service);
+            if !named && intent.want == Want::Closed {
+                let close = vec![format!("close {service}")];
+                state.wanted.entry(service.to_string()).or_insert(close);
+            }
+        }
+    }
     // All of the work done, or the service let in somewhere all the same,
     // so that an open made ends in time even while other work keeps failing.
     for (line, start) in &asked.resolved.new_starts {
@@ -754,7 +765,7 @@ fn reconcile<'a, R: Runner + 'a>(
     // portlocker's own part as its commit left it (or as read back), the
     // rest as read now: a wipe in between is the next run's to tell, as a
     // wipe — in watch, at once.
-    let mut host = host::with_ours(config, &read, &holdings);
+    let mut host = host::with_ours_if_gone(config, &read, &holdings);
     for error in errors.iter().filter(|error| !error.after_hang()) {
         log::error!("{error}");
     }
@@ -1080,6 +1091,7 @@ fn asked_of(config: &Config, want: &Want) -> BTreeMap<Family, PortState> {
     let state = |family| match want {
         Want::Closed => PortState::Closed,
         Want::Open(_) => PortState::Open,
+        Want::OpenTo(_) if want.opens_to_all(everyone(family)) => PortState::Open,
         Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
             PortState::OpenToSources
         }
@@ -1088,6 +1100,14 @@ fn asked_of(config: &Config, want: &Want) -> BTreeMap<Family, PortState> {
     (config.families().into_iter())
         .map(|family| (family, state(family)))
         .collect()
+}
+
+/// Every address of `family`.
+fn everyone(family: Family) -> ipnet::IpNet {
+    match family {
+        Family::Ipv4 => "0.0.0.0/0".parse().expect("an address range"),
+        Family::Ipv6 => "::/0".parse().expect("an address range"),
+    }
 }
 
 fn in_family(net: &ipnet::IpNet, family: Family) -> bool {

@@ -233,6 +233,30 @@ fn a_program_another_account_could_change_is_never_run() {
         .expect(0)
         .says(&format!("is a script for {}", shell.display()));
     assert_eq!(env.notices(), Vec::new(), "an untrusted command ran");
+    // Nor through env: `#!/usr/bin/env -S THEIR-SHELL` runs their shell.
+    fs::write(
+        &script,
+        body.replacen(
+            "#!/bin/sh",
+            &format!("#!/usr/bin/env -S {}", shell.display()),
+            1,
+        ),
+    )
+    .unwrap();
+    change();
+    env.run(&[])
+        .expect(0)
+        .says(&format!("is a script env runs with {}", shell.display()));
+    assert_eq!(
+        env.notices(),
+        Vec::new(),
+        "an untrusted command ran through env"
+    );
+    fs::write(
+        &script,
+        body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),
+    )
+    .unwrap();
 
     // Trusted again: it runs, #! line and all.
     chown(&shell, Some(0), Some(0)).unwrap();

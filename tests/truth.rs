@@ -487,8 +487,8 @@ fn a_leftover_drop_of_the_2014_script_is_closed_and_named_with_its_removal() {
         "{metrics}"
     );
 
-    let rule = "IPv4: ssh 22/tcp is closed, but the control file opens it: \
-                `-A INPUT -p tcp -m tcp --dport 22 -j DROP` drops it; it is not portlocker's";
+    let rule = "IPv4: ssh 22/tcp is closed, but the control file opens it: dropped by \
+                `-A INPUT -p tcp -m tcp --dport 22 -j DROP`; it is not portlocker's";
     assert_eq!(run.stderr.matches(rule).count(), 1, "{}", run.stderr);
     // Told once: the next run fails as quietly as cron needs.
     assert_eq!(env.run(&[]).expect(1).stderr, "");

@@ -240,6 +240,16 @@ fn default_close_closes_every_service_from_the_first_boot_on() {
     boot(&env).expect(0);
     assert_open(SSH, "after open ssh, a reboot and --offline");
     assert_closed(WEB, "after a reboot and --offline");
+
+    // Back to `default = "keep"`: what default close closed stays closed,
+    // through a reboot too — it is what the owner last saw asked.
+    env.write_config(&format!("{}extra = 2222\n", env.local_config("", "")));
+    env.run(&[]).expect(0);
+    assert_closed(WEB, "after switching to default keep");
+    boot(&env).expect(0);
+    assert_open(SSH, "after switching to default keep and a reboot");
+    assert_closed(WEB, "after switching to default keep and a reboot");
+    assert_closed(2222, "after switching to default keep and a reboot");
 }
 
 // 4. A damaged state.

@@ -488,8 +488,13 @@ impl<R: Runner> Reader<'_, R> {
         let read = match tabled.chains.len() <= TABLE_CHAINS {
             true => match self.nft_listing_unless_gone(&["-j", "list", "table", word, name]) {
                 // Deleted since the list of chains (a manager's reload, a
-                // wipe): the host as it is now has no such table.
-                Ok(None) => return,
+                // wipe): the host as it is now has no such table. Not an
+                // iptables table read through nft (its iptables missing):
+                // that one nft must show, or nothing is known of it.
+                Ok(None) if !is_iptables_table(word, name) => return,
+                Ok(None) => Err(format!(
+                    "nft does not show table {word} {name}, and its iptables cannot be run"
+                )),
                 Ok(Some(mut listing)) => Ok(listing
                     .tables
                     .remove(&(word.to_owned(), name.to_owned()))
@@ -811,6 +816,39 @@ pub fn with_ours(config: &Config, host: &Host, holdings: &Holdings) -> Host {
     after
 }
 
+/// `host` as read, but with portlocker's part as `holdings` say where the
+/// read no longer shows it (wiped between the commit and the read): the
+/// run judges what it made, and the wipe is told by the next run as a
+/// wipe. Where the read shows it, the read stands (it sees what the
+/// holdings' words cannot, as a blind run's chain).
+pub fn with_ours_if_gone(config: &Config, host: &Host, holdings: &Holdings) -> Host {
+    let gone = host
+        .families
+        .values()
+        .flatten()
+        .any(|path| !holds_ours(config, path));
+    match gone {
+        true => with_ours(config, host, holdings),
+        false => host.clone(),
+    }
+}
+
+/// Whether `path` shows portlocker's place: its table (nftables), or its
+/// chain (iptables; in INPUT itself, always).
+fn holds_ours(config: &Config, path: &InputPath) -> bool {
+    let chain = config.firewall.chain.as_str();
+    path.tables
+        .iter()
+        .any(|table| match config.firewall.backend {
+            BackendKind::Nftables => table.family == "inet" && table.name == "portlocker",
+            BackendKind::Iptables => {
+                table.name == "filter"
+                    && matches!(table.tool, Tool::Iptables { .. })
+                    && (config.firewall.chain.is_input() || table.chains.contains_key(chain))
+            }
+        })
+}
+
 /// A runner that answers a read-only command it has already run from
 /// memory, until any other command runs: a run reads the same chains for
 /// its plan and for its verdicts once.
@@ -884,6 +922,26 @@ mod tests {
         Config::parse(text).unwrap()
     }
 
+    /// A family whose tools are all missing is not read: unknown, never
+    /// "nothing drops it".
+    #[test]
+    fn a_family_no_tool_can_list_is_not_read() {
+        let text = "source = \"-\"\n[firewall]\nip6tables = \"/nonexistent/ip6tables\"\n\
+                    nft = \"/nonexistent/nft\"\n[services]\nssh = 22\n";
+        let config = Config::parse(text).unwrap();
+        let mut fake = FakeIptables::default();
+        fake.missing.insert("nft");
+        fake.missing.insert("ip6tables");
+        fake.admin("ip6tables", "-A INPUT -p tcp -m tcp --dport 22 -j DROP");
+        let (host, _) = read(&config, &mut fake, &mut Vec::new());
+        assert!(host.family(Family::Ipv4).is_some());
+        assert!(
+            host.family(Family::Ipv6).is_none(),
+            "{:?}",
+            host.families[&Family::Ipv6]
+        );
+    }
+
     #[test]
     fn a_chain_first_met_through_a_rule_that_cannot_match_is_read_when_another_can() {
         let config = config();
@@ -898,7 +956,6 @@ mod tests {
             fake.admin("iptables", line);
         }
         let (host, errors) = read(&config, &mut fake, &mut Vec::new());
-        eprintln!("CALLS {:#?}", fake.calls);
         assert!(errors.is_empty(), "{errors:?}");
         let path = host.family(Family::Ipv4).unwrap();
         let question = Question {

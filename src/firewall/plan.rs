@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
-use crate::config::{ChainName, Config, Family, ServiceName};
+use crate::config::{ChainName, Config, Family, PortSpec, ServiceName};
 use chrono::DateTime;
 
 use crate::firewall::model::{
@@ -30,8 +30,15 @@ pub type SourcesSeen = BTreeMap<ServiceName, BTreeSet<IpNet>>;
 /// rules first. An open that ends keeps its DROPs, which the kernel starts
 /// enforcing at the deadline; a source that ends is let through until then.
 /// What `unwritable` says cannot be written is made a close instead, or for
-/// a close, left out.
-fn rules_for(want: &Want, drops: &[Rule], family: Family, unwritable: &Unwritable) -> Vec<Rule> {
+/// a close, left out. No source is let past a DROP whose port a closed
+/// service shares (`shut`): closing either closes the port for everyone.
+fn rules_for(
+    want: &Want,
+    drops: &[Rule],
+    family: Family,
+    unwritable: &Unwritable,
+    shut: &[PortSpec],
+) -> Vec<Rule> {
     let Some(service) = drops.first().map(|drop| &drop.service) else {
         return Vec::new();
     };
@@ -67,6 +74,7 @@ fn rules_for(want: &Want, drops: &[Rule], family: Family, unwritable: &Unwritabl
                 };
                 drops
                     .iter()
+                    .filter(|drop| !shut.iter().any(|port| port.overlaps(&drop.ports)))
                     .map(|drop| drop.letting(net).until(until))
                     .collect()
             });
@@ -246,6 +254,14 @@ pub fn plan_within(
     steps
 }
 
+/// The ports of the services `wants` closes.
+fn shut_ports(config: &Config, wants: &BTreeMap<ServiceName, Want>) -> Vec<PortSpec> {
+    (wants.iter())
+        .filter(|(_, want)| matches!(want, Want::Closed))
+        .flat_map(|(service, _)| config.services[service].iter().copied())
+        .collect()
+}
+
 /// The chain, and one jump to it first in INPUT, where they are missing.
 /// A jump that must move is inserted before the old ones are removed, so
 /// INPUT never lacks one; it carries the tag no old jump carries, so that
@@ -314,6 +330,7 @@ fn plan_family(
     for rule in &tagged {
         *copies.entry(&rule.spec).or_default() += 1;
     }
+    let shut = shut_ports(config, wants);
     let mut rule_changes = Vec::new();
     let mut enforces_any = false;
     for service in config.services.keys() {
@@ -338,7 +355,7 @@ fn plan_family(
             }
             continue;
         };
-        let wanted = rules_for(want, &drops, family, unwritable);
+        let wanted = rules_for(want, &drops, family, unwritable, &shut);
         enforces_any |= !wanted.is_empty();
         let mut wanted_specs = HashSet::new();
         for rule in &wanted {
@@ -413,12 +430,13 @@ fn plan_blind(
     seen: &SourcesSeen,
     unwritable: &Unwritable,
 ) -> Vec<Change> {
+    let shut = shut_ports(config, wants);
     let mut rule_changes = Vec::new();
     for (service, want) in wants {
         let drops: Vec<Rule> = rules_of(config, family)
             .filter(|r| r.service == *service)
             .collect();
-        let wanted = rules_for(want, &drops, family, unwritable);
+        let wanted = rules_for(want, &drops, family, unwritable, &shut);
         let stale_sources = seen.get(service).into_iter().flatten().filter(|net| {
             family_of(net) == family
                 && !matches!(want, Want::OpenTo(keep) if keep.contains_key(net))

@@ -154,7 +154,7 @@ pub fn mismatches(
     for (service, want) in wants {
         for &ports in &config.services[service] {
             let answer = port_answer(path, family, ports, None, now);
-            found.extend(mismatch(service, ports, want, answer));
+            found.extend(mismatch(service, ports, want, answer, family));
             if let Want::OpenTo(sources) = want {
                 for &source in sources.keys().filter(|net| in_family(net, family)) {
                     let answer = port_answer(path, family, ports, Some(source), now);
@@ -179,9 +179,17 @@ fn mismatch(
     ports: PortSpec,
     want: &Want,
     answer: Answer,
+    family: Family,
 ) -> Option<Mismatch> {
+    let all = match family {
+        Family::Ipv4 => "0.0.0.0/0",
+        Family::Ipv6 => "::/0",
+    };
+    let everyone = want.opens_to_all(all.parse().expect("an address range"));
     let allowed: &[PortState] = match want {
         Want::Closed => &[PortState::Closed],
+        // Sources that are everyone: open is as asked.
+        Want::OpenTo(_) if everyone => return closed_when_open(service, ports, answer),
         Want::OpenTo(_) => &[PortState::Closed, PortState::OpenToSources],
         Want::Open(_) => return closed_when_open(service, ports, answer),
     };

@@ -23,6 +23,22 @@ pub enum Want {
     OpenTo(BTreeMap<IpNet, Deadline>),
 }
 
+impl Want {
+    /// Whether the sources of an `OpenTo` cover every address of the
+    /// family of `all` (`0.0.0.0/0` or `::/0`): `from ::/1` and `from
+    /// 8000::/1` open to everyone, as `open` does.
+    pub fn opens_to_all(&self, all: IpNet) -> bool {
+        let Want::OpenTo(sources) = self else {
+            return false;
+        };
+        let ours: Vec<IpNet> = (sources.keys())
+            .filter(|net| net.addr().is_ipv4() == all.addr().is_ipv4())
+            .copied()
+            .collect();
+        IpNet::aggregate(&ours).contains(&all)
+    }
+}
+
 /// `wants` with no deadline for the kernel to enforce: for a kernel
 /// without xt_time, where each run ends what has ended.
 pub fn without_deadlines(wants: &BTreeMap<ServiceName, Want>) -> BTreeMap<ServiceName, Want> {
@@ -379,6 +395,25 @@ pub fn wants_of(config: &crate::config::Config, text: &str) -> BTreeMap<ServiceN
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sources that together are every address are everyone: `open`.
+    #[test]
+    fn sources_that_cover_a_family_open_to_all_of_it() {
+        let want = |nets: &[&str]| {
+            Want::OpenTo(
+                nets.iter()
+                    .map(|net| (net.parse().unwrap(), None))
+                    .collect(),
+            )
+        };
+        let v6: IpNet = "::/0".parse().unwrap();
+        let v4: IpNet = "0.0.0.0/0".parse().unwrap();
+        let halves = want(&["::/1", "8000::/1", "192.0.2.0/24"]);
+        assert!(halves.opens_to_all(v6));
+        assert!(!halves.opens_to_all(v4));
+        assert!(!want(&["::/1"]).opens_to_all(v6));
+        assert!(!Want::Closed.opens_to_all(v6));
+    }
     use crate::intake::control::{self, Context};
 
     fn at(text: &str) -> DateTime<FixedOffset> {

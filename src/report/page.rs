@@ -27,7 +27,7 @@ h1{font-size:1.25rem;margin:0 0 .75rem}h1 .tool{color:var(--muted);font-weight:4
 .outcome .lines,.outcome .also{white-space:pre-line}\
 .outcome.ok{color:var(--ok);background:var(--ok-bg)}\
 .outcome.failed,.outcome.not_as_asked{color:var(--bad);background:var(--bad-bg);border-width:3px}\
-.outcome.reset,.outcome.unknown{color:var(--warn);background:var(--warn-bg);border-width:3px}\
+.outcome.reset,.outcome.unknown,.outcome.nothing_asked{color:var(--warn);background:var(--warn-bg);border-width:3px}\
 .services{list-style:none;margin:0;padding:0}\
 .service{padding:.6rem 0;border-bottom:1px solid var(--line)}\
 .name{font-weight:600;margin-right:.25rem}.ports{color:var(--muted)}\
@@ -193,7 +193,7 @@ fn outcome_box(page: &mut String, report: &Report, outcome: &Outcome) {
             }
             page.push_str("</ul>");
         }
-        Outcome::Failed(_) | Outcome::Ok => {}
+        Outcome::Failed(_) | Outcome::NothingAsked | Outcome::Ok => {}
     }
     page.push_str("</div>\n");
 }

@@ -115,7 +115,7 @@ pub fn decide(told: &Told, seen: &Seen, repeat_after: TimeDelta) -> (Telling, To
         }
         (Some(before), Some(text)) => {
             let runs = before.runs + 1;
-            let changed = before.text != text;
+            let changed = steady(&before.text) != steady(text);
             // A clock set back would otherwise keep a failure quiet for as long.
             let due = seen.at - before.printed_at >= repeat_after || seen.at < before.printed_at;
             if due && !changed {
@@ -155,6 +155,33 @@ pub fn shown(at: DateTime<FixedOffset>) -> String {
     at.format("%Y-%m-%d %H:%M:%S %:z").to_string()
 }
 
+/// A failure's words without what changes from run to run while the
+/// failure does not: a moment in seconds (a certificate's "verification
+/// time 1796663966"), an age ("signed 5 hours 10 minutes ago"). Line
+/// numbers and the like stay: a different bad line is a different failure.
+fn steady(text: &str) -> String {
+    const UNITS: [&str; 4] = ["day", "hour", "minute", "second"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..at]);
+        let digits = rest[at..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(rest.len() - at, |n| n);
+        let after = &rest[at + digits..];
+        let aged = UNITS
+            .iter()
+            .any(|unit| after.starts_with(&format!(" {unit}")));
+        match digits >= 6 || aged {
+            true => out.push('#'),
+            false => out.push_str(&rest[at..at + digits]),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +216,39 @@ mod tests {
                 telling
             })
             .collect()
+    }
+
+    /// A failure whose words carry the moment or an age is the same failure
+    /// run after run: printed once, not every five minutes; another bad line
+    /// is another failure.
+    #[test]
+    fn a_failure_that_only_ages_is_the_same_failure() {
+        let told = series(&[
+            (
+                "a",
+                Some(
+                    "invalid peer certificate: certificate expired: verification time 1796663966 (UNIX)",
+                ),
+            ),
+            (
+                "a",
+                Some(
+                    "invalid peer certificate: certificate expired: verification time 1796664266 (UNIX)",
+                ),
+            ),
+            (
+                "a",
+                Some("the file was signed 5 hours 10 minutes ago, longer than max_age"),
+            ),
+            (
+                "a",
+                Some("the file was signed 5 hours 15 minutes ago, longer than max_age"),
+            ),
+            ("a", Some("line 3: unknown service")),
+            ("a", Some("line 4: unknown service")),
+        ]);
+        let printed: Vec<bool> = told.iter().map(|t| t.failure).collect();
+        assert_eq!(printed, [true, false, true, false, true, true]);
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub enum Outcome<'a> {
     Failed(&'a str),
     /// As asked where known; these states cannot be told.
     Unknown(Vec<Difference<'a>>),
+    /// No control file has been accepted and nothing is asked: nothing is
+    /// enforced, which is not "OK".
+    NothingAsked,
     /// Every service is as asked.
     Ok,
 }
@@ -185,6 +188,7 @@ impl Outcome<'_> {
             Outcome::NotAsAsked(_) => "not_as_asked",
             Outcome::Failed(_) => "failed",
             Outcome::Unknown(_) => "unknown",
+            Outcome::NothingAsked => "nothing_asked",
             Outcome::Ok => "ok",
         }
     }
@@ -196,6 +200,7 @@ impl Outcome<'_> {
             Outcome::NotAsAsked(_) => "NOT AS ASKED",
             Outcome::Failed(_) => "FAILED",
             Outcome::Unknown(_) => "UNKNOWN",
+            Outcome::NothingAsked => "NOTHING ASKED",
             Outcome::Ok => "OK",
         }
     }
@@ -240,6 +245,11 @@ impl Report {
         if !unknown.is_empty() {
             return Outcome::Unknown(unknown);
         }
+        let asks_nothing =
+            (self.services.iter()).all(|row| row.families.iter().all(|v| v.asked.is_none()));
+        if self.control_file.is_none() && asks_nothing {
+            return Outcome::NothingAsked;
+        }
         Outcome::Ok
     }
 
@@ -262,6 +272,9 @@ impl Report {
                     .collect();
                 format!("Not known: {}", each.join("; "))
             }
+            Outcome::NothingAsked => "Nothing asked yet: no control file has been accepted, so \
+                                      portlocker enforces nothing"
+                .to_owned(),
             Outcome::Ok => "OK: the firewall matches the control file".to_owned(),
         }
     }
@@ -479,6 +492,30 @@ pub(crate) mod tests {
         for (state, asked, surprise) in cases {
             assert_eq!(Surprise::of(state, asked), surprise, "{state:?} {asked:?}");
         }
+    }
+
+    /// With no control file accepted and nothing asked, nothing is enforced:
+    /// not "OK", on the page, in `status` or the JSON.
+    #[test]
+    fn nothing_asked_is_not_ok() {
+        let mut fresh = report(None);
+        fresh.control_file = None;
+        for row in &mut fresh.services {
+            for view in &mut row.families {
+                view.asked = None;
+                view.state = PortState::Open;
+            }
+        }
+        assert_eq!(fresh.outcome().as_str(), "nothing_asked");
+        assert!(
+            fresh.headline().starts_with("Nothing asked yet"),
+            "{}",
+            fresh.headline()
+        );
+        // Once a file was accepted, a file that asks nothing is as asked.
+        let mut accepted = fresh.clone();
+        accepted.control_file = report(None).control_file;
+        assert_eq!(accepted.outcome().as_str(), "ok");
     }
 
     /// A lockout is never OK: whatever differs from what was asked, more

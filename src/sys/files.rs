@@ -324,7 +324,7 @@ fn check_program_within(path: &Path, what: &str, depth: usize) -> Result<()> {
         Ok(looked) => looked,
     };
     judge_file(&at, &looked.meta, rules).map_err(|refusal| refused(what, &path, &refusal))?;
-    let Some(interpreter) = interpreter(&dir, &name, &looked) else {
+    let Some((interpreter, arguments)) = interpreter(&dir, &name, &looked) else {
         return Ok(());
     };
     let shown = path.display();
@@ -339,7 +339,29 @@ fn check_program_within(path: &Path, what: &str, depth: usize) -> Result<()> {
         bail!("{what} {shown}: its #! interpreters nest more than {MAX_INTERPRETERS} deep");
     }
     check_program_within(&interpreter, "interpreter", depth + 1)
-        .with_context(|| format!("{what} {shown} is a script for {}", interpreter.display()))
+        .with_context(|| format!("{what} {shown} is a script for {}", interpreter.display()))?;
+    // `#!/usr/bin/env -S /some/where/sh`: env runs what its words name.
+    if interpreter.file_name() == Some(OsStr::new("env")) {
+        for word in arguments {
+            let named = word
+                .strip_prefix("--split-string=")
+                .or_else(|| word.strip_prefix("-S"))
+                .unwrap_or(&word);
+            if !named.contains('/') {
+                continue;
+            }
+            let program = Path::new(named);
+            if !program.is_absolute() {
+                bail!(
+                    "{what} {shown} is a script whose #! line has env run {named}, not an \
+                     absolute path: write the interpreter's full path"
+                );
+            }
+            check_program_within(program, "program env runs", depth + 1)
+                .with_context(|| format!("{what} {shown} is a script env runs with {named}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A program that does not exist: fine, unless another account could put
@@ -358,18 +380,20 @@ fn absent(what: &str, path: &Path, missing: &Refusal, rules: Rules) -> Result<()
     )
 }
 
-/// The interpreter a `#!` line at the start of the file names, if any.
-/// A file root cannot read is no script it can run.
-fn interpreter(dir: &Dir, name: &OsStr, looked: &Looked) -> Option<PathBuf> {
+/// The interpreter a `#!` line at the start of the file names, if any,
+/// with the words after it. A file root cannot read is no script it can run.
+fn interpreter(dir: &Dir, name: &OsStr, looked: &Looked) -> Option<(PathBuf, Vec<String>)> {
     let mut file = reopen(dir, name, looked, OFlags::RDONLY).ok()?;
     let mut head = [0u8; 256];
     let read = file.read(&mut head).ok()?;
     let line = head[..read].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
-    let word = line
+    let mut words = line
         .split(|&b| b == b' ' || b == b'\t')
-        .find(|word| !word.is_empty())?;
-    Some(PathBuf::from(OsStr::from_bytes(word)))
+        .filter(|word| !word.is_empty());
+    let interpreter = PathBuf::from(OsStr::from_bytes(words.next()?));
+    let rest = words.map(|word| String::from_utf8_lossy(word).into_owned());
+    Some((interpreter, rest.collect()))
 }
 
 /// Under strict rules, refuses a file another account owns or can write,

@@ -64,7 +64,7 @@ pub type Reload<'a> = dyn Fn() -> Result<Config> + 'a;
 pub fn watch(config: Config, reload: &Reload) -> Result<Exit> {
     refuse_stdin(&config)?;
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
-    let presence = match presence::claim(&config.state_dir)? {
+    let presence = match presence::claim(&config.state_dir, config.fingerprint)? {
         Ok(presence) => presence,
         Err(other) => {
             log::error!(
@@ -479,6 +479,8 @@ impl Watcher {
             return;
         }
         log::info!("the config was read again (SIGHUP)");
+        self.presence
+            .reconfigured(config.fingerprint, chrono::Utc::now());
         self.fetcher = Fetcher::new(&config.fetch);
         self.schedule = SourceSchedule::new(config.watch.every);
         *self

@@ -26,6 +26,8 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct Presence {
     file: File,
+    /// The fingerprint of the config this watcher runs with.
+    config: u64,
 }
 
 /// Another process's watch, as its file tells.
@@ -34,6 +36,8 @@ pub struct Watcher {
     pub pid: u32,
     /// When it last looked.
     pub beat: Option<DateTime<Utc>>,
+    /// The fingerprint of the config it runs with (`Config::fingerprint`).
+    pub config: Option<u64>,
 }
 
 fn path(state_dir: &Path) -> PathBuf {
@@ -50,13 +54,13 @@ fn open(state_dir: &Path) -> Result<File> {
 /// Becomes the watcher of `state_dir`; the watcher already there when
 /// another process is. (A cron run peeking holds the lock for an instant:
 /// it is tried a few times.)
-pub fn claim(state_dir: &Path) -> Result<std::result::Result<Presence, Watcher>> {
+pub fn claim(state_dir: &Path, config: u64) -> Result<std::result::Result<Presence, Watcher>> {
     let file = open(state_dir)?;
     for _ in 0..20 {
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.set_len(0);
-                let mut presence = Presence { file };
+                let mut presence = Presence { file, config };
                 presence.beat(Utc::now());
                 return Ok(Ok(presence));
             }
@@ -74,8 +78,19 @@ impl Presence {
     pub fn beat(&mut self, now: DateTime<Utc>) {
         // Always the same length, written in place: a reader never finds
         // the file empty or half old.
-        let text = format!("{:>10} {:>20}\n", std::process::id(), now.timestamp());
+        let text = format!(
+            "{:>10} {:>20} {:016x}\n",
+            std::process::id(),
+            now.timestamp(),
+            self.config
+        );
         let _ = self.file.write_all_at(text.as_bytes(), 0);
+    }
+
+    /// Says that this watcher now runs with the config of `fingerprint`.
+    pub fn reconfigured(&mut self, fingerprint: u64, now: DateTime<Utc>) {
+        self.config = fingerprint;
+        self.beat(now);
     }
 }
 
@@ -100,7 +115,8 @@ fn read(mut file: &File) -> Watcher {
         .next()
         .and_then(|w| w.parse().ok())
         .and_then(|seconds| DateTime::from_timestamp(seconds, 0));
-    Watcher { pid, beat }
+    let config = words.next().and_then(|w| u64::from_str_radix(w, 16).ok());
+    Watcher { pid, beat, config }
 }
 
 impl Watcher {
@@ -115,6 +131,15 @@ impl Watcher {
 
     /// Asks it to fetch and run now (SIGUSR1), if it is a portlocker.
     pub fn ask_to_run(&self) -> bool {
+        self.signal(libc::SIGUSR1)
+    }
+
+    /// Asks it to read its config again, then run (SIGHUP), if it is a portlocker.
+    pub fn ask_to_reload(&self) -> bool {
+        self.signal(libc::SIGHUP)
+    }
+
+    fn signal(&self, signal: i32) -> bool {
         let comm = fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
         if self.pid <= 1 || comm.trim() != "portlocker" {
             return false;
@@ -123,7 +148,7 @@ impl Watcher {
             return false;
         };
         // SAFETY: kill(2) of one process by pid; no memory is involved.
-        unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
+        unsafe { libc::kill(pid, signal) == 0 }
     }
 }
 
@@ -144,11 +169,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(watcher(dir.path()), None);
         let now = Utc::now();
-        let mut presence = claim(dir.path()).unwrap().unwrap();
+        let mut presence = claim(dir.path(), 0xfeed).unwrap().unwrap();
         let seen = watcher(dir.path()).expect("a watcher");
         assert_eq!(seen.pid, std::process::id());
         assert!(seen.alive(now));
-        let second = claim(dir.path()).unwrap().unwrap_err();
+        // The config it runs with, as a cron run compares it with its own.
+        assert_eq!(seen.config, Some(0xfeed));
+        presence.reconfigured(u64::MAX, now);
+        assert_eq!(watcher(dir.path()).unwrap().config, Some(u64::MAX));
+        let second = claim(dir.path(), 0).unwrap().unwrap_err();
         assert_eq!(second.pid, std::process::id());
         // Stuck: it has not looked for longer than STUCK_AFTER.
         presence.beat(now - chrono::TimeDelta::seconds(121));
@@ -158,18 +187,20 @@ mod tests {
         assert!(!watcher(dir.path()).unwrap().alive(now));
         drop(presence);
         assert_eq!(watcher(dir.path()), None);
-        assert!(claim(dir.path()).unwrap().is_ok());
+        assert!(claim(dir.path(), 0).unwrap().is_ok());
     }
 
     #[test]
     fn a_watcher_is_only_signalled_when_it_is_a_portlocker() {
         // This test process is not named portlocker.
-        let me = Watcher {
-            pid: std::process::id(),
+        let of = |pid| Watcher {
+            pid,
             beat: None,
+            config: None,
         };
-        assert!(!me.ask_to_run());
-        assert!(!Watcher { pid: 1, beat: None }.ask_to_run());
-        assert!(!Watcher { pid: 0, beat: None }.ask_to_run());
+        assert!(!of(std::process::id()).ask_to_run());
+        assert!(!of(std::process::id()).ask_to_reload());
+        assert!(!of(1).ask_to_run());
+        assert!(!of(0).ask_to_run());
     }
 }

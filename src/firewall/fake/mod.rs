@@ -106,7 +106,11 @@ impl Tool {
     /// Whether `args` may change the firewall.
     fn writes(self, args: &[&str]) -> bool {
         match self {
-            Tool::Iptables(_) => changes(args.get(2)),
+            // After `-w N`, and `-t TABLE` when given.
+            Tool::Iptables(_) => match args.get(2) {
+                Some(&"-t") => changes(args.get(4)),
+                op => changes(op),
+            },
             _ => self.commits(args),
         }
     }
