@@ -199,6 +199,9 @@ impl fmt::Display for Unnamed {
     }
 }
 
+/// The files portlocker keeps in `state_dir`.
+const STATE_FILES: [&str; 4] = ["state.toml", "state.toml.damaged", "lock", "watch"];
+
 /// FNV-1a over `bytes`: the same in every build, unlike std's hasher.
 fn fingerprint(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
@@ -231,6 +234,7 @@ impl Config {
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             let config =
                 Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+            config.check_outputs(path)?;
             if let Some(ca_file) = &config.fetch.ca_file {
                 files::check_trusted(ca_file, "fetch.ca_file")?;
             }
@@ -245,6 +249,43 @@ impl Config {
             Ok(config)
         };
         load().map_err(ConfigError)
+    }
+
+    /// Refuses a log, page or metrics file that is the config itself, the
+    /// local control file, or the state directory's own: a run would write
+    /// over what it reads, and the next run would refuse to start.
+    fn check_outputs(&self, config_path: &Path) -> Result<()> {
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        let outputs = [
+            ("log_file", Some(&self.log_file)),
+            ("status_file", self.status_file.as_ref()),
+            ("metrics_file", self.metrics_file.as_ref()),
+        ];
+        for (key, output) in outputs {
+            let Some(output) = output else { continue };
+            let clash = if same(output, config_path) {
+                Some("the config itself")
+            } else if matches!(&self.source, Source::File(source) if same(output, source)) {
+                Some("the control file (source)")
+            } else if *output == self.state_dir
+                || output.parent() == Some(&self.state_dir)
+                    && (output.file_name())
+                        .is_some_and(|name| STATE_FILES.iter().any(|f| name == *f))
+            {
+                Some("one of the state directory's own files")
+            } else {
+                None
+            };
+            if let Some(clash) = clash {
+                bail!(
+                    "{key} {} is {clash}: a run would write over it; give it a path of its own",
+                    output.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Validates config text.

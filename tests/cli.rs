@@ -1190,6 +1190,41 @@ fn status_json_reports_the_firewall_now_and_the_last_run() {
     assert_eq!(document["errors"], serde_json::json!([]));
 }
 
+/// A page, log or metrics file that is the config, the control file or the
+/// state is refused before anything is written: a run would destroy it.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    let good = env.local_config("", "");
+    let config = env.path("config.toml");
+    let status = env.path("status.html");
+    for (output, clash) in [
+        (config.clone(), "is the config itself"),
+        (env.path("control.txt"), "is the control file"),
+        (
+            env.path("state").join("state.toml"),
+            "is one of the state directory's own files",
+        ),
+    ] {
+        let text = good.replace(
+            &format!("status_file = {status:?}"),
+            &format!("status_file = {output:?}"),
+        );
+        assert_ne!(text, good);
+        env.write_config(&text);
+        let written = std::fs::read_to_string(&config).unwrap();
+        for command in [&[][..], &["check"]] {
+            env.run(command).expect(2).says(clash);
+        }
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            written,
+            "the config was written over"
+        );
+    }
+}
+
 #[test]
 fn an_open_service_whose_port_another_closes_is_told() {
     let env = TestEnv::with_fake_iptables();

@@ -241,6 +241,39 @@ fn sighup_takes_a_good_config_and_refuses_a_bad_one() {
     assert_eq!(watcher.exit_code(), Some(0));
 }
 
+/// A config edited while watch runs is not left unread: the next cron run
+/// (which leaves the work to watch) has it read the config again first.
+#[test]
+fn a_cron_run_after_a_config_edit_has_watch_read_it() {
+    if !netns::enter("a_cron_run_after_a_config_edit_has_watch_read_it") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let ssh = ssh_listeners();
+    env.write_config(&watch_config(&env, "every = \"1h\"", ""));
+    env.control("close ssh\n");
+    let mut watcher = Watcher::start(&env, &[]);
+    wait_for("ssh closed", || closed(&ssh));
+    // The owner points the config at another file, which opens ssh.
+    std::fs::write(env.path("other.txt"), "open ssh\n").unwrap();
+    let other = env.config_text(env.path("other.txt").to_str().unwrap(), "", "");
+    env.write_config(&format!("{other}\n[watch]\nevery = \"1h\"\n"));
+    env.run(&[]).expect(0);
+    let asked = "was asked to read the changed config, then run";
+    assert!(env.log().contains(asked), "{}", env.log());
+    wait_for("ssh open from the edited config", || open(&ssh));
+    // Unchanged since: the next cron run only asks it to run.
+    env.run(&[]).expect(0);
+    assert!(
+        env.log()
+            .trim_end()
+            .ends_with("this run left the work to it")
+    );
+    assert_eq!(env.log().matches(asked).count(), 1, "{}", env.log());
+    watcher.signal(libc::SIGTERM);
+    assert_eq!(watcher.exit_code(), Some(0));
+}
+
 on_both_backends! {
     /// A program that keeps deleting portlocker's rules: watch puts them
     /// back a few times, then backs off, names the program and tells the

@@ -671,6 +671,32 @@ mod tests {
         assert!(plan_of(&config, &control(&config, "close web\n"), &done).is_empty());
     }
 
+    /// Closing either closes a shared port: `open alt from NET` lets NET
+    /// past no DROP of a port `close ssh` closes, not even its own.
+    #[test]
+    fn a_source_is_never_let_past_a_port_a_closed_service_shares() {
+        let text =
+            "source = \"-\"\n[firewall]\nipv6 = false\n[services]\nssh = 22\nalt = [22, 2222]\n";
+        let config = Config::parse(text).unwrap();
+        let wants = control(&config, "close ssh\nopen alt from 192.0.2.0/24\n");
+        let steps = plan_of(&config, &wants, &bare(&config));
+        let shown = shown(&steps).join("\n");
+        assert!(shown.contains("2222/tcp to 192.0.2.0/24"), "{shown}");
+        assert!(!shown.contains(" 22/tcp to"), "{shown}");
+        let done = after(&config, &bare(&config), &steps);
+        let ssh = ServiceName::new("ssh").unwrap();
+        assert_eq!(
+            service_state(
+                &config,
+                done.family(Family::Ipv4).unwrap(),
+                Family::Ipv4,
+                &ssh,
+                test_now()
+            ),
+            PortState::Closed
+        );
+    }
+
     #[test]
     fn nothing_to_do_when_the_firewall_already_matches() {
         let config = config("");
