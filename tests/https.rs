@@ -401,6 +401,35 @@ fn a_server_that_never_answers_ends_the_run_within_the_timeout() {
     assert_eq!(env.calls(), Vec::<String>::new());
 }
 
+/// A server that sends its answer one byte a second never holds a fetch
+/// past fetch.timeout_secs: not while the head drips, nor the body.
+#[test]
+fn a_server_that_drips_its_answer_ends_the_run_within_the_timeout() {
+    for head in [false, true] {
+        let body = "close ssh\n".repeat(6).into_bytes();
+        let server = TlsServer::start(Reply::Drip { body, head });
+        let env = env_for(&server, "timeout_secs = 2");
+        let started = Instant::now();
+        let run = env.run(&[]);
+        let took = started.elapsed();
+        eprintln!("STDERR (head dripping: {head}) {} {took:?}", run.stderr);
+        run.expect(1);
+        run.says("nothing was changed");
+        assert!(
+            run.stderr.contains("fetch.timeout_secs"),
+            "head dripping: {head}: {}",
+            run.stderr
+        );
+        // The whole answer would take a minute; the bound is the timeout plus start-up.
+        assert!(
+            took < Duration::from_secs(10),
+            "head dripping: {head}: the run took {took:?} against a 2 s timeout"
+        );
+        assert_eq!(env.calls(), Vec::<String>::new());
+        assert_secret_kept(&env, &run);
+    }
+}
+
 /// `check --fetch` fetches the configured secret URL, so the owner never
 /// types it on a command line, and shows only its host, whatever happens.
 #[test]
