@@ -34,9 +34,6 @@ use crate::watch::{self, presence};
 
 /// Runs the command line and tells how it ended. Errors are reported here.
 pub fn main(cli: Cli) -> Exit {
-    // reqwest is built without a default crypto provider: ring, not aws-lc,
-    // keeps every run fast. Fails only if one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match dispatch(&cli) {
         Ok(exit) => exit,
         Err(error) if broken_pipe(&error) => {

@@ -401,6 +401,35 @@ fn a_server_that_never_answers_ends_the_run_within_the_timeout() {
     assert_eq!(env.calls(), Vec::<String>::new());
 }
 
+/// A server that sends its answer one byte a second never holds a fetch
+/// past fetch.timeout_secs: not while the head drips, nor the body.
+#[test]
+fn a_server_that_drips_its_answer_ends_the_run_within_the_timeout() {
+    for head in [false, true] {
+        let body = "close ssh\n".repeat(6).into_bytes();
+        let server = TlsServer::start(Reply::Drip { body, head });
+        let env = env_for(&server, "timeout_secs = 2");
+        let started = Instant::now();
+        let run = env.run(&[]);
+        let took = started.elapsed();
+        eprintln!("STDERR (head dripping: {head}) {} {took:?}", run.stderr);
+        run.expect(1);
+        run.says("nothing was changed");
+        assert!(
+            run.stderr.contains("fetch.timeout_secs"),
+            "head dripping: {head}: {}",
+            run.stderr
+        );
+        // The whole answer would take a minute; the bound is the timeout plus start-up.
+        assert!(
+            took < Duration::from_secs(10),
+            "head dripping: {head}: the run took {took:?} against a 2 s timeout"
+        );
+        assert_eq!(env.calls(), Vec::<String>::new());
+        assert_secret_kept(&env, &run);
+    }
+}
+
 /// `check --fetch` fetches the configured secret URL, so the owner never
 /// types it on a command line, and shows only its host, whatever happens.
 #[test]
@@ -899,4 +928,110 @@ fn an_empty_trust_store_fails_check_unless_ca_file_is_set() {
     // With the system's store as it is here, no word of it.
     let check = env.run(&["check"]);
     assert!(!check.stderr.contains("trust store"), "{}", check.stderr);
+}
+
+/// An HTTP proxy on loopback that tunnels CONNECT requests, keeping each
+/// CONNECT's head (lowercased) so a test sees what went through it.
+struct ConnectProxy {
+    port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut head = String::new();
+                    while reader.read_line(&mut head).unwrap_or(0) > 2 {}
+                    seen.lock().unwrap().push(head.to_lowercase());
+                    let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        return;
+                    };
+                    let mut answer = client.try_clone().unwrap();
+                    answer
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let (mut up, mut down) = (server.try_clone().unwrap(), server);
+                    // What the client sent after its head, then the rest, both ways.
+                    up.write_all(reader.buffer()).unwrap();
+                    std::thread::spawn(move || std::io::copy(&mut reader, &mut up));
+                    let _ = std::io::copy(&mut down, &mut answer);
+                });
+            }
+        });
+        ConnectProxy { port, heads }
+    }
+
+    fn connects(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// HTTPS_PROXY (else ALL_PROXY) from the environment carries the fetch
+/// through a CONNECT tunnel, with the proxy's own credentials; NO_PROXY's
+/// networks go direct.
+#[test]
+fn the_environments_proxy_carries_the_fetch_unless_no_proxy_names_the_host() {
+    let server = TlsServer::start(text("close ssh\n"));
+    let proxy = ConnectProxy::start();
+    let env = env_for(&server, "");
+    let target = format!("connect 127.0.0.1:{} ", server.port);
+    let run_with = |vars: &[(&str, String)]| {
+        let mut command = env.command();
+        for name in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+        ] {
+            command.env_remove(name);
+        }
+        command.env_remove("no_proxy").env_remove("REQUEST_METHOD");
+        let output = command
+            .envs(vars.iter().map(|(name, value)| (name, value)))
+            .arg("check")
+            .arg("--fetch")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    let address = format!("http://user:pa%20ss@127.0.0.1:{}", proxy.port);
+    run_with(&[("HTTPS_PROXY", address.clone())]).expect(0);
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 1, "{connects:?}");
+    assert!(connects[0].starts_with(&target), "{connects:?}");
+    // user:pa ss in base64.
+    assert!(
+        connects[0].contains("proxy-authorization: basic dxnlcjpwysbzcw=="),
+        "{connects:?}"
+    );
+    run_with(&[("ALL_PROXY", address.clone())]).expect(0);
+    assert_eq!(proxy.connects().len(), 2, "{:?}", proxy.connects());
+    for no_proxy in ["127.0.0.0/8", "localhost, 127.0.0.1"] {
+        run_with(&[
+            ("HTTPS_PROXY", address.clone()),
+            ("NO_PROXY", no_proxy.to_owned()),
+        ])
+        .expect(0);
+        assert_eq!(
+            proxy.connects().len(),
+            2,
+            "{no_proxy}: {:?}",
+            proxy.connects()
+        );
+    }
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 4);
 }

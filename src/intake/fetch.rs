@@ -1,31 +1,44 @@
 //! Getting the control file's bytes from its source, bounded in size and time,
-//! and posting a notice. The only module that touches the network. Knows
-//! bytes, not the grammar; asks for the file as it is (`identity`) and
-//! decodes gzip or deflate when a server sends it anyway, bounded by its
-//! decoded size; never lets a secret URL into an error message.
+//! and posting a notice. The only module that touches the network (through
+//! ureq, whose one deadline bounds a whole exchange). Knows bytes, not the
+//! grammar; asks for the file as it is (`identity`) and decodes gzip or
+//! deflate when a server sends it anyway, bounded by its decoded size;
+//! never lets a secret URL into an error message.
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{
-    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, RETRY_AFTER,
+use ureq::http::HeaderMap;
+use ureq::http::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
 };
-use reqwest::redirect;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::{Agent, RequestBuilder};
 use url::Url;
 
+pub use ureq::http::StatusCode;
+
 use crate::config::FetchConfig;
+use crate::intake::proxy;
 use crate::intake::source::{Source, host_of};
 use crate::sys::files;
 
 /// Redirects followed before giving up.
-const MAX_REDIRECTS: usize = 10;
+const MAX_REDIRECTS: u32 = 10;
+
+/// What ureq reads into and writes from, each way (its default is 128 KiB,
+/// a peak RSS of its own in every run): a TLS record is at most 16 KiB,
+/// and the input grows when a response head needs more.
+const BUFFER: usize = 16 * 1024;
+
+/// How long a connection stays open for the next request: `watch`'s next
+/// conditional GET reuses it within this (as reqwest's pool kept it).
+const KEEP_ALIVE: Duration = Duration::from_secs(90);
 
 /// How many bytes a compressed body may take on the wire beyond
 /// `fetch.max_bytes`: incompressible text grows a little in gzip.
@@ -118,7 +131,7 @@ pub fn fetch(
 /// a TLS handshake).
 pub struct Fetcher {
     config: FetchConfig,
-    client: OnceLock<Client>,
+    client: OnceLock<Agent>,
     /// How the last fetch went: whether it failed, and what the source
     /// asked of the next request (`Retry-After`).
     last: Mutex<(bool, Option<Duration>)>,
@@ -178,7 +191,7 @@ impl Fetcher {
             ),
             Source::File(path) => (read_local(Some(path), config, what).map(plain), None),
             Source::Https(url) => match self.client() {
-                Ok(client) => fetch_https(client, url, config, validators.cloned(), what),
+                Ok(client) => fetch_https(&client, url, config, validators, what),
                 Err(error) => (Err(error), None),
             },
         };
@@ -197,11 +210,11 @@ impl Fetcher {
         self.last.lock().unwrap_or_else(PoisonError::into_inner).1
     }
 
-    fn client(&self) -> Result<Client> {
+    fn client(&self) -> Result<Agent> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
-        let client = client(&self.config, true)?;
+        let client = client(&self.config, Exchange::Fetch)?;
         Ok(self.client.get_or_init(|| client).clone())
     }
 }
@@ -276,12 +289,14 @@ pub fn dropbox_direct(url: &Url) -> Option<Url> {
     Some(direct)
 }
 
-/// The fetch, and the `Retry-After` of a refusal.
+/// The fetch, and the `Retry-After` of a refusal. The client's deadline
+/// (fetch.timeout_secs) bounds it all: connecting, the head, every byte of
+/// the body, however slowly a server sends them.
 fn fetch_https(
-    client: Client,
+    client: &Agent,
     url: &Url,
     config: &FetchConfig,
-    validators: Option<Validators>,
+    validators: Option<&Validators>,
     what: &str,
 ) -> (Result<Fetched>, Option<Duration>) {
     let url = match dropbox_direct(url) {
@@ -292,23 +307,8 @@ fn fetch_https(
         None => url.clone(),
     };
     let shown = format!("https://{}", host_of(&url));
-    let timeout = config.timeout;
-    let max_bytes = config.max_bytes;
-    let deadline = Instant::now() + timeout;
-
-    // reqwest's blocking timeout restarts on every read of the body, so a
-    // server that drips bytes could hold a run open for ever; this thread
-    // is abandoned at the deadline instead.
-    let (sender, receiver) = mpsc::channel();
-    let request_url = url.clone();
-    std::thread::spawn(move || {
-        let result = get(&client, request_url, validators, max_bytes, deadline);
-        let _ = sender.send(result);
-    });
-    let result = match receiver.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => Err(timed_out(timeout)),
-    };
+    let deadline = Instant::now() + config.timeout;
+    let result = get(client, &url, validators, config, deadline);
     let retry_after = result
         .as_ref()
         .err()
@@ -355,22 +355,26 @@ fn retry_after(value: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Optio
 /// topic is a secret like the source).
 pub fn post(url: &Url, text: &str, config: &FetchConfig) -> Result<()> {
     let shown = format!("https://{}", host_of(url));
-    let request = client(config, false)?
-        .post(url.clone())
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(text.to_owned());
-    let timeout = config.timeout;
-    // As for a fetch: the thread is abandoned at the deadline.
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(send_post(request));
-    });
-    let result = match receiver.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => Err(timed_out(timeout)),
-    };
-    result
-        .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
+    let sent = (|| -> Result<()> {
+        let request = client(config, Exchange::Post)?
+            .post(url.as_str())
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        let response = through_proxy(request, url)
+            .send(text)
+            .map_err(|error| failure(error, config.timeout))?;
+        let status = response.status();
+        if !status.is_success() {
+            // A redirect would turn the POST into a GET without the notice.
+            let why = if status.is_redirection() {
+                ": notify.url must be the final address, redirects are not followed"
+            } else {
+                ""
+            };
+            bail!("the server answered {status}{why}");
+        }
+        Ok(())
+    })();
+    sent.map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
         .with_context(|| format!("posting the notice to {shown}"))
 }
 
@@ -384,88 +388,148 @@ pub fn subscribe(
     idle: Duration,
 ) -> Result<Box<dyn Read + Send>> {
     let shown = format!("https://{}", host_of(url));
-    // Connecting is bounded as for a fetch; each read of the stream by `idle`.
-    let mut request = client(config, false)?.get(url.clone()).timeout(idle);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let opened = (|| -> Result<Response> {
-        let response = request
-            .send()
-            .map_err(|error| anyhow::Error::new(error.without_url()))?;
+    let opened = (|| -> Result<ureq::Body> {
+        let mut request = client(config, Exchange::Stream { idle })?.get(url.as_str());
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = through_proxy(request, url)
+            .call()
+            .map_err(|error| failure(error, config.timeout))?;
         let status = response.status();
         if status != StatusCode::OK {
             bail!("the server answered {status}");
         }
-        Ok(response)
+        Ok(response.into_body())
     })();
-    let response = opened
+    let body = opened
         .map_err(|error| anyhow!("{}", redact(&format!("{error:#}"), url)))
         .with_context(|| format!("subscribing to the poke at {shown}"))?;
-    Ok(Box::new(response))
+    Ok(Box::new(body.into_reader()))
 }
 
-fn send_post(request: RequestBuilder) -> Result<()> {
-    let response = request
-        .send()
-        .map_err(|error| anyhow::Error::new(error.without_url()))?;
-    let status = response.status();
-    if !status.is_success() {
-        // A redirect would turn the POST into a GET without the notice.
-        let why = if status.is_redirection() {
-            ": notify.url must be the final address, redirects are not followed"
-        } else {
-            ""
-        };
-        bail!("the server answered {status}{why}");
-    }
-    Ok(())
+/// What a client is made for.
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    /// A GET of a file: redirects followed (to https only), the whole
+    /// exchange within fetch.timeout_secs.
+    Fetch,
+    /// A POST: no redirect followed, the whole exchange within fetch.timeout_secs.
+    Post,
+    /// A stream: no redirect followed, opened within fetch.timeout_secs
+    /// (each step of it), then each read waits at most `idle`.
+    Stream { idle: Duration },
 }
 
-/// The HTTPS client, following redirects (to https only) when `follow`.
-fn client(config: &FetchConfig, follow: bool) -> Result<Client> {
-    let follow_https = redirect::Policy::custom(|attempt| {
-        if attempt.url().scheme() != "https" {
-            attempt.error("refused a redirect from https to plain http")
-        } else if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else {
-            attempt.follow()
-        }
-    });
-    let policy = match follow {
-        true => follow_https,
-        false => redirect::Policy::none(),
+/// The HTTPS client for `exchange`: https only, every status an answer to
+/// read (not an error), no decoding of its own, the system's roots and
+/// fetch.ca_file's, ring for the cryptography.
+fn client(config: &FetchConfig, exchange: Exchange) -> Result<Agent> {
+    let timeout = Some(config.timeout);
+    let builder = Agent::config_builder()
+        .tls_config(tls(config)?)
+        .https_only(true)
+        .http_status_as_error(false)
+        .user_agent(concat!("portlocker/", env!("CARGO_PKG_VERSION")))
+        // Not ureq's reading of the environment: `through_proxy` chooses per request.
+        .proxy(None)
+        .max_idle_age(KEEP_ALIVE)
+        .input_buffer_size(BUFFER)
+        .output_buffer_size(BUFFER);
+    let builder = match exchange {
+        Exchange::Fetch => builder
+            .max_redirects(MAX_REDIRECTS)
+            .max_redirects_will_error(true)
+            .timeout_global(timeout),
+        Exchange::Post => builder.max_redirects(0).timeout_global(timeout),
+        Exchange::Stream { idle } => builder
+            .max_redirects(0)
+            .timeout_resolve(timeout)
+            .timeout_connect(timeout)
+            .timeout_send_request(timeout)
+            .timeout_recv_response(timeout)
+            .timeout_per_read(Some(idle)),
     };
-    let mut builder = Client::builder()
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .redirect(policy)
-        .user_agent(concat!("portlocker/", env!("CARGO_PKG_VERSION")));
+    Ok(builder.build().new_agent())
+}
+
+/// The certificates a server's is checked against: the system's (as
+/// `system_roots` counts them) and fetch.ca_file's.
+fn tls(config: &FetchConfig) -> Result<TlsConfig> {
+    let mut roots: Vec<Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der).to_owned())
+        .collect();
     if let Some(path) = &config.ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read fetch.ca_file {}", path.display()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+        let unusable = || {
             format!(
                 "fetch.ca_file {} holds no usable PEM certificate",
                 path.display()
             )
-        })?;
-        builder = builder.tls_certs_merge(certificates);
+        };
+        let mut found = 0;
+        for item in ureq::tls::parse_pem(&pem) {
+            if let PemItem::Certificate(certificate) = item.with_context(unusable)? {
+                roots.push(certificate);
+                found += 1;
+            }
+        }
+        if found == 0 {
+            bail!(unusable());
+        }
     }
-    builder.build().context("cannot set up the HTTPS client")
+    let ring = rustls::crypto::ring::default_provider();
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(Arc::new(ring))
+        .build())
+}
+
+/// `request` through the proxy the environment names for its host, if any.
+fn through_proxy<B>(request: RequestBuilder<B>, url: &Url) -> RequestBuilder<B> {
+    let Some(address) = url.host_str().and_then(proxy::for_host) else {
+        return request;
+    };
+    match ureq::Proxy::new(&address) {
+        Ok(chosen) => request.config().proxy(Some(chosen)).build(),
+        Err(_) => {
+            log::warn!("the proxy the environment names cannot be used: fetching directly");
+            request
+        }
+    }
+}
+
+/// What went wrong in an exchange, in words that hold no URL (ureq's own
+/// for a refused redirect hold the address it led to).
+fn failure(error: ureq::Error, timeout: Duration) -> anyhow::Error {
+    match error {
+        ureq::Error::Timeout(_) => timed_out(timeout),
+        ureq::Error::RequireHttpsOnly(_) => anyhow!("refused a redirect from https to plain http"),
+        ureq::Error::TooManyRedirects => anyhow!("more than {MAX_REDIRECTS} redirects"),
+        ureq::Error::BadUri(_) | ureq::Error::RedirectFailed => {
+            anyhow!("the server redirected to an address that cannot be followed")
+        }
+        ureq::Error::HostNotFound => anyhow!("the host name could not be resolved"),
+        ureq::Error::Io(error) => anyhow!("{error}"),
+        other => anyhow!("{other}"),
+    }
 }
 
 fn get(
-    client: &Client,
-    url: Url,
-    validators: Option<Validators>,
-    max_bytes: u64,
+    client: &Agent,
+    url: &Url,
+    validators: Option<&Validators>,
+    config: &FetchConfig,
     deadline: Instant,
 ) -> Result<Fetched> {
+    let max_bytes = config.max_bytes;
     // The file as it is: a body portlocker must decode is a body to trust less.
-    let mut request = client.get(url.clone()).header(ACCEPT_ENCODING, "identity");
-    if let Some(validators) = &validators {
+    let mut request = client.get(url.as_str()).header(ACCEPT_ENCODING, "identity");
+    if let Some(validators) = validators {
         if let Some(etag) = &validators.etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
@@ -473,21 +537,24 @@ fn get(
             request = request.header(IF_MODIFIED_SINCE, date);
         }
     }
-    let response = request
-        .send()
-        .map_err(|error| anyhow::Error::new(error.without_url()))?;
+    let response = through_proxy(request, url)
+        .call()
+        .map_err(|error| failure(error, config.timeout))?;
     let status = response.status();
     if status == StatusCode::NOT_MODIFIED && validators.is_some() {
         return Ok(Fetched::NotModified);
     }
+    let headers = response.headers();
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(String::from)
+    };
     if status != StatusCode::OK {
-        let asked = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok());
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                retry_after(asked, chrono::Utc::now())
+                retry_after(header(RETRY_AFTER).as_deref(), chrono::Utc::now())
             }
             _ => None,
         };
@@ -498,14 +565,7 @@ fn get(
         }
         .into());
     }
-    refuse_html(&response, &url)?;
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(String::from)
-    };
+    refuse_html(headers, url)?;
     let validators = Validators {
         etag: header(ETAG),
         last_modified: header(LAST_MODIFIED),
@@ -513,12 +573,14 @@ fn get(
     let encoding = Encoding::of(header(CONTENT_ENCODING).as_deref())?;
     let wire_limit = encoding.wire_limit(max_bytes);
     if let Some(length) = response
+        .body()
         .content_length()
         .filter(|&length| length > wire_limit)
     {
         bail!("the control file is {length} bytes, more than fetch.max_bytes ({max_bytes})");
     }
-    let body = encoding.read(response, max_bytes, deadline)?;
+    let body = response.into_body().into_reader();
+    let body = encoding.read(body, max_bytes, deadline)?;
     Ok(Fetched::Body(body, validators))
 }
 
@@ -663,9 +725,8 @@ fn refusal(status: StatusCode, conditional: bool) -> String {
     format!("the server answered {status}{why}")
 }
 
-fn refuse_html(response: &Response, url: &Url) -> Result<()> {
-    let content_type = response
-        .headers()
+fn refuse_html(headers: &HeaderMap, url: &Url) -> Result<()> {
+    let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
@@ -693,6 +754,9 @@ fn read_limited(reader: impl Read, max_bytes: u64, deadline: Option<Instant>) ->
             if error.kind() == io::ErrorKind::InvalidData {
                 return anyhow!("{error}");
             }
+            if out_of_time(&error) {
+                return anyhow!("the body did not arrive within fetch.timeout_secs");
+            }
             // The error may carry the URL inside; keep only its kind.
             anyhow!(
                 "the connection failed while reading the body ({})",
@@ -710,6 +774,15 @@ fn read_limited(reader: impl Read, max_bytes: u64, deadline: Option<Instant>) ->
             bail!("the body did not arrive within fetch.timeout_secs");
         }
     }
+}
+
+/// Whether a read of the body failed at the client's deadline.
+fn out_of_time(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::TimedOut
+        || error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
 }
 
 fn timed_out(timeout: Duration) -> anyhow::Error {

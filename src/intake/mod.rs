@@ -5,6 +5,7 @@
 pub mod control;
 pub mod fetch;
 pub mod intent;
+mod proxy;
 pub mod signature;
 pub mod source;
 pub mod state;
@@ -367,7 +368,7 @@ fn fetch_detached(config: &Config, fetcher: &Fetcher, key: &SignatureConfig) -> 
     let bytes = fetcher
         .fetch_signature(&place, MAX_SIGNATURE_BYTES)
         .map_err(|error| {
-            let missing = fetch::answered(&error, reqwest::StatusCode::NOT_FOUND)
+            let missing = fetch::answered(&error, fetch::StatusCode::NOT_FOUND)
                 || error.chain().any(|cause| {
                     cause
                         .downcast_ref::<std::io::Error>()

@@ -44,6 +44,9 @@ pub enum Reply {
     },
     /// Accept the connection, then say nothing at all.
     Hang,
+    /// 200 with this body and its Content-Length, sent one byte a second:
+    /// the head too when `head`, else the head at once and the body so.
+    Drip { body: Vec<u8>, head: bool },
 }
 
 pub struct TlsServer {
@@ -271,6 +274,23 @@ fn answer(
             response,
             "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?,
+        Reply::Drip { body, head } => {
+            write!(
+                response,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            let at_once = if *head { 0 } else { response.len() };
+            response.extend_from_slice(body);
+            tls.write_all(&response[..at_once])?;
+            tls.flush()?;
+            for byte in &response[at_once..] {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                tls.write_all(std::slice::from_ref(byte))?;
+                tls.flush()?;
+            }
+            return Ok(());
+        }
         Reply::Hang | Reply::RedirectUnless { .. } => unreachable!("handled above"),
     }
     tls.write_all(&response)?;
