@@ -1,6 +1,6 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -66,7 +66,14 @@ fn broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn dispatch(cli: &Cli) -> Result<Exit> {
-    let config = load_config(cli)?;
+    let enforcing = cli.command.is_none() && !cli.dry_run;
+    let config = match load_config(cli) {
+        Ok(config) => config,
+        // A run (cron's, the boot unit's) with a config it cannot use
+        // enforces the last one it could: closed stays closed.
+        Err(error) if enforcing => return run_kept_config(cli, error),
+        Err(error) => return Err(error),
+    };
     let verbosity = if cli.global.quiet {
         Verbosity::Quiet
     } else if cli.global.verbose {
@@ -81,6 +88,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         }
         None => {
             logging::init(verbosity, Some(&config.log_file));
+            keep_config(cli, &config);
             run(&config, cli.offline)
         }
         Some(Subcommand::Reset) => {
@@ -107,6 +115,60 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             show_status(&config, json)
         }
     }
+}
+
+/// Where a run keeps a copy of the last config it could use, in `state_dir`.
+const KEPT_CONFIG: &str = "config.last-good.toml";
+
+/// Keeps a copy of the config a run uses in `state_dir` (root's, 700): the
+/// one a later run enforces if the config then cannot be used.
+fn keep_config(cli: &Cli, config: &Config) {
+    let kept = || -> Result<()> {
+        let mut text = Vec::new();
+        crate::sys::files::open_trusted(&cli.global.config, "config")?.read_to_end(&mut text)?;
+        let dir = crate::sys::files::Directory::open(&config.state_dir, "state_dir", Some(0o700))?;
+        if dir.read(KEPT_CONFIG).ok().as_deref() != Some(text.as_slice()) {
+            dir.replace(KEPT_CONFIG, &text, 0o600)?;
+        }
+        Ok(())
+    };
+    if let Err(error) = kept() {
+        log::info!("the config was not kept in state_dir: {error:#}");
+    }
+}
+
+/// A run whose config cannot be used (`error`): it enforces the copy the
+/// last run that could use it kept, and fails (1), saying why. Without a
+/// kept copy, the error stands (exit 2).
+fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
+    let Some(state_dir) = config::state_dir_of(&cli.global.config) else {
+        return Err(error);
+    };
+    let kept = state_dir.join(KEPT_CONFIG);
+    if !kept.exists() {
+        return Err(error);
+    }
+    let Ok(mut config) = Config::load(&kept) else {
+        return Err(error);
+    };
+    if config.state_dir != state_dir {
+        return Err(error);
+    }
+    if let Some(seconds) = cli.jitter {
+        config.fetch.jitter = Duration::from_secs(seconds);
+    }
+    let verbosity = if cli.global.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    };
+    logging::init(verbosity, Some(&config.log_file));
+    log::error!(
+        "{error:#}; the last config a run could use ({}) is enforced instead until this is fixed",
+        kept.display()
+    );
+    run(&config, cli.offline)?;
+    Ok(Exit::Failed)
 }
 
 /// The config, with `--source` and `--jitter` applied over it.
@@ -168,6 +230,20 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     if let Some(watcher) = &watcher
         && watcher.alive(chrono::Utc::now())
     {
+        // Another config on the same state directory: its closes would
+        // never be made, and a silent exit 0 would say they were.
+        if let (Some(theirs), Some(ours)) = (&watcher.config_path, &config.path)
+            && theirs != ours
+        {
+            log::error!(
+                "portlocker watch (pid {}) runs with the config {}, not this run's {}, on the same \
+                 state_dir: this run did nothing; give each config its own state_dir, or run one",
+                watcher.pid,
+                theirs.display(),
+                ours.display()
+            );
+            return Ok(Exit::Failed);
+        }
         // A config edited since watch read it is read again, then run.
         let asked = match watcher.config == Some(config.fingerprint) {
             true => watcher.ask_to_run().then_some(" and was asked to run now"),

@@ -469,6 +469,11 @@ fn closes_missing(
         let gone = crate::report::wiped::gone(config, held)
             .map_or(String::new(), |what| format!(" ({what})"));
         for mismatch in truth::mismatches(config, &wants, path, now.to_utc()) {
+            // Closed more than the kept file asks: every run fails on it.
+            if let Some(lockout) = lockout(config, family, &mismatch) {
+                findings.push(Finding::problem(lockout));
+                continue;
+            }
             // Nothing of others lets it through: a chain's policy does.
             if let Mismatch::TooOpen {
                 service,
@@ -493,6 +498,47 @@ fn closes_missing(
         }
     }
     findings
+}
+
+/// A port the kept control file opens that the firewall keeps closed, as
+/// every run will say it (and fail on it), with what to do.
+fn lockout(config: &Config, family: Family, mismatch: &Mismatch) -> Option<String> {
+    use crate::firewall::reasons::{advice, named};
+    let said = match mismatch {
+        Mismatch::ClosedByOthers { service, ports, by } => {
+            let each: Vec<String> = (by.iter())
+                .map(|by| format!("{} closes it: {}", named(by), advice(config, by, *ports)))
+                .collect();
+            format!(
+                "{service} {ports} is closed, but the control file opens it: {}",
+                each.join("; ")
+            )
+        }
+        Mismatch::SourceShut {
+            service,
+            ports,
+            source,
+            by,
+        } => {
+            let each: Vec<String> = (by.iter())
+                .map(|by| format!("{} closes it: {}", named(by), advice(config, by, *ports)))
+                .collect();
+            format!(
+                "{service} {ports} is closed to {source}, which the control file opens it to: {}",
+                each.join("; ")
+            )
+        }
+        Mismatch::ClosedBySharer {
+            service,
+            ports,
+            other,
+        } => format!(
+            "{service} {ports} stays closed: it shares the port with {other}, which the control \
+             file closes"
+        ),
+        Mismatch::TooOpen { .. } => return None,
+    };
+    Some(format!("{family}: {said}"))
 }
 
 /// What rules of others do to the managed ports, in the firewall as runs

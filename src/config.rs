@@ -21,6 +21,8 @@ pub struct Config {
     /// A fingerprint of the config's text (FNV-1a): a cron run tells by it
     /// that a running watch read another config.
     pub fingerprint: u64,
+    /// Where it was loaded from (resolved), when it was.
+    pub path: Option<PathBuf>,
     /// Where the control file comes from.
     pub source: Source,
     /// Append-only run log.
@@ -199,8 +201,47 @@ impl fmt::Display for Unnamed {
     }
 }
 
+/// The state directory the config at `path` names, read as leniently as
+/// can be (for a config that cannot be used otherwise): its `state_dir`
+/// when the text says one, else the default. None when the file cannot be
+/// read at all.
+pub fn state_dir_of(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let named = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|table| table.get("state_dir")?.as_str().map(PathBuf::from));
+    Some(
+        named
+            .filter(|dir| dir.is_absolute())
+            .unwrap_or_else(|| "/var/lib/portlocker".into()),
+    )
+}
+
+/// `path` with `.` and `..` taken out as written (no links followed).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The files portlocker keeps in `state_dir`.
-const STATE_FILES: [&str; 4] = ["state.toml", "state.toml.damaged", "lock", "watch"];
+const STATE_FILES: [&str; 5] = [
+    "state.toml",
+    "state.toml.damaged",
+    "lock",
+    "watch",
+    "config.last-good.toml",
+];
 
 /// FNV-1a over `bytes`: the same in every build, unlike std's hasher.
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -232,8 +273,9 @@ impl Config {
             files::open_trusted(path, "config")?
                 .read_to_string(&mut text)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
-            let config =
+            let mut config =
                 Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+            config.path = Some(path.canonicalize().unwrap_or_else(|_| path.to_owned()));
             config.check_outputs(path)?;
             if let Some(ca_file) = &config.fetch.ca_file {
                 files::check_trusted(ca_file, "fetch.ca_file")?;
@@ -251,39 +293,56 @@ impl Config {
         load().map_err(ConfigError)
     }
 
-    /// Refuses a log, page or metrics file that is the config itself, the
-    /// local control file, or the state directory's own: a run would write
-    /// over what it reads, and the next run would refuse to start.
+    /// Refuses a log, page or metrics file that is something a run reads or
+    /// runs (the config, the local control file, a program, the CA file),
+    /// another of them, or one of the state directory's own: a run would
+    /// write over it, and the next run would refuse to start.
     fn check_outputs(&self, config_path: &Path) -> Result<()> {
         let same = |a: &Path, b: &Path| {
-            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+            lexical(a) == lexical(b)
+                || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
         };
+        let mut inputs: Vec<(&str, &Path)> = vec![("the config itself", config_path)];
+        if let Source::File(source) = &self.source {
+            inputs.push(("the control file (source)", source));
+        }
+        let program = "a program portlocker runs";
+        for family in [Family::Ipv4, Family::Ipv6] {
+            inputs.push((program, self.binary(family)));
+            inputs.push((program, self.restore_binary(family)));
+        }
+        inputs.push((program, &self.firewall.nft));
+        if let Some(command) = &self.notify.command {
+            inputs.push((program, &command.program));
+        }
+        if let Some(ca_file) = &self.fetch.ca_file {
+            inputs.push(("fetch.ca_file", ca_file));
+        }
         let outputs = [
             ("log_file", Some(&self.log_file)),
             ("status_file", self.status_file.as_ref()),
             ("metrics_file", self.metrics_file.as_ref()),
         ];
-        for (key, output) in outputs {
+        let state_dir = lexical(&self.state_dir);
+        for (n, &(key, output)) in outputs.iter().enumerate() {
             let Some(output) = output else { continue };
-            let clash = if same(output, config_path) {
-                Some("the config itself")
-            } else if matches!(&self.source, Source::File(source) if same(output, source)) {
-                Some("the control file (source)")
-            } else if *output == self.state_dir
-                || output.parent() == Some(&self.state_dir)
-                    && (output.file_name())
-                        .is_some_and(|name| STATE_FILES.iter().any(|f| name == *f))
-            {
-                Some("one of the state directory's own files")
-            } else {
-                None
+            let normal = lexical(output);
+            let earlier = (outputs[..n].iter())
+                .find(|(_, earlier)| earlier.is_some_and(|earlier| same(earlier, output)));
+            let own = normal == state_dir
+                || normal.parent() == Some(state_dir.as_path())
+                    && (normal.file_name())
+                        .is_some_and(|name| STATE_FILES.iter().any(|f| name == *f));
+            let clash = match (inputs.iter().find(|(_, path)| same(output, path)), earlier) {
+                (Some((input, _)), _) => input.to_string(),
+                (None, Some((earlier, _))) => format!("also {earlier}"),
+                (None, None) if own => "one of the state directory's own files".to_owned(),
+                (None, None) => continue,
             };
-            if let Some(clash) = clash {
-                bail!(
-                    "{key} {} is {clash}: a run would write over it; give it a path of its own",
-                    output.display()
-                );
-            }
+            bail!(
+                "{key} {} is {clash}: a run would write over it; give it a path of its own",
+                output.display()
+            );
         }
         Ok(())
     }
@@ -961,6 +1020,7 @@ impl RawConfig {
             .transpose()?;
         Ok(Config {
             fingerprint: 0,
+            path: None,
             source,
             log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,
             status_file: self

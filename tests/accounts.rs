@@ -252,6 +252,16 @@ fn a_program_another_account_could_change_is_never_run() {
         Vec::new(),
         "an untrusted command ran through env"
     );
+    // Nor through env's own escapes: `\_` is a space to it.
+    let escaped = format!("#!/usr/bin/env -S /usr/bin/env\\_{}", shell.display());
+    fs::write(&script, body.replacen("#!/bin/sh", &escaped, 1)).unwrap();
+    change();
+    env.run(&[]).expect(0).says("has env unescape or expand");
+    assert_eq!(
+        env.notices(),
+        Vec::new(),
+        "an untrusted command ran through env's escapes"
+    );
     fs::write(
         &script,
         body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),

@@ -868,6 +868,54 @@ fn a_held_lock_makes_a_run_exit_75_and_change_nothing() {
     env.run(&[]).expect(0);
 }
 
+/// A config that cannot be used (a typo, a mode another account could
+/// write through) does not open what was closed: after a reboot, the run
+/// enforces the last config a run could use, kept in state_dir, and fails
+/// (1) saying why. Fixed, the config is the one used again.
+#[test]
+fn a_config_that_cannot_be_used_enforces_the_last_that_could() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let good = env.fake_table("iptables");
+    let text = env.local_config("", "");
+    let broken = [
+        text.replace("[firewall]\n", "[firewall]\ndefualt = \"close\"\n"),
+        text.clone(),
+    ];
+    for (n, config) in broken.into_iter().enumerate() {
+        env.write_config(&config);
+        if n == 1 {
+            // Writable by the group: refused (as root), as another account could change it.
+            if !common::require_root("a_config_that_cannot_be_used_enforces_the_last_that_could") {
+                return;
+            }
+            let path = env.path("config.toml");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        }
+        // A reboot: the firewall is empty again.
+        for binary in ["iptables", "ip6tables"] {
+            std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+        }
+        let run = env.run(&["--offline"]);
+        run.expect(1)
+            .says("the last config a run could use")
+            .says("is enforced instead");
+        assert_eq!(
+            env.fake_table("iptables"),
+            good,
+            "the closed port was not restored"
+        );
+        // check and the other commands still refuse it.
+        env.run(&["check"]).expect(2);
+    }
+    env.write_config(&text);
+    let path = env.path("config.toml");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.run(&[]).expect(0);
+}
+
 #[test]
 fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     let env = TestEnv::with_fake_iptables();

@@ -680,7 +680,7 @@ fn next_to_ufw(test: &str, backend: Backend) {
     );
     run.says(
         "web 80/tcp is closed, but the control file opens it: dropped by the policy drop of chain \
-         INPUT (iptables filter)",
+         INPUT (iptables filter); let 80/tcp in through ufw",
     );
     assert!(!run.stderr.contains(" -D "), "{}", run.stderr);
     assert!(

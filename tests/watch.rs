@@ -270,6 +270,17 @@ fn a_cron_run_after_a_config_edit_has_watch_read_it() {
             .ends_with("this run left the work to it")
     );
     assert_eq!(env.log().matches(asked).count(), 1, "{}", env.log());
+    // A run with another config on the same state directory is not left to
+    // a watcher that will never read it: it fails, saying so.
+    let other_config = env.path("other.toml");
+    std::fs::copy(env.path("config.toml"), &other_config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
+        .arg("-c")
+        .arg(&other_config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    common::Run::from(output).expect(1).says("not this run's");
     watcher.signal(libc::SIGTERM);
     assert_eq!(watcher.exit_code(), Some(0));
 }

@@ -1033,9 +1033,12 @@ impl<'a> Walk<'a> {
                         .chains
                         .get(&base.chain)
                         .map_or(&[][..], |c| &c.rules[..]);
-                    rules
-                        .iter()
-                        .find_map(|rule| rule.manager(table, &base.chain))
+                    // portlocker's own jump, first in INPUT, makes no policy its own.
+                    let others = |rule: &Rule| {
+                        let manager = rule.manager(table, &base.chain);
+                        manager.filter(|m| *m != crate::firewall::ruleset::Manager::Portlocker)
+                    };
+                    rules.iter().find_map(others)
                 },
             ),
         }

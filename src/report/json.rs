@@ -12,7 +12,7 @@ use crate::config::Family;
 use crate::firewall::model::PortState;
 use crate::intake::intent::{EndsBy, Opening};
 use crate::intake::state::LastRun;
-use crate::report::status::{Freshness, Outcome, Report, ServiceRow, rfc3339_text};
+use crate::report::status::{Freshness, Outcome, Report, ServiceRow, Surprise, rfc3339_text};
 use crate::sys::clock::show_duration;
 
 /// The document.
@@ -107,7 +107,7 @@ pub fn document<'a>(
         host: &report.host,
         outcome: outcome.as_str(),
         headline: report.headline(),
-        enforcing: report.reset_at.is_none(),
+        enforcing: report.enforcing(),
         reset_at: report.reset_at.map(rfc3339_text),
         services: report.services.iter().map(service).collect(),
         differences,
@@ -149,7 +149,7 @@ fn service(row: &ServiceRow) -> ServiceDocument<'_> {
                 let as_asked = view
                     .asked
                     .filter(|_| view.state != PortState::Unknown)
-                    .map(|asked| asked == view.state);
+                    .map(|_| view.surprise() == Surprise::Calm);
                 let document = FamilyDocument {
                     state: view.state.as_str(),
                     asked: view.asked.map(PortState::as_str),

@@ -48,10 +48,7 @@ pub fn render(report: &Report, last_run: &LastRun) -> String {
     gauge(
         "enforcing",
         "1 if portlocker's rules are in force, 0 after `portlocker reset` until the next run.",
-        &[(
-            String::new(),
-            f64::from(u8::from(report.reset_at.is_none())),
-        )],
+        &[(String::new(), f64::from(u8::from(report.enforcing())))],
     );
     let closed = per_family(report, |view| match view.state {
         PortState::Closed => Some(1.0),

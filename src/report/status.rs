@@ -97,6 +97,8 @@ impl Surprise {
             (PortState::Unknown, _) => Surprise::Unknown,
             (_, None) => Surprise::Unasked,
             (state, Some(asked)) if state == asked => Surprise::Calm,
+            // Open, with a flood dropped (ufw's `limit`): what an open asks.
+            (PortState::RateLimited, Some(PortState::Open)) => Surprise::Calm,
             _ => Surprise::Drift,
         }
     }
@@ -251,6 +253,12 @@ impl Report {
             return Outcome::NothingAsked;
         }
         Outcome::Ok
+    }
+
+    /// Whether portlocker's rules are in force: not after `reset`, nor
+    /// before any control file has asked anything.
+    pub fn enforcing(&self) -> bool {
+        !matches!(self.outcome(), Outcome::Reset(_) | Outcome::NothingAsked)
     }
 
     /// The outcome as the headline of the page and of `status`.
@@ -488,6 +496,8 @@ pub(crate) mod tests {
             (Unknown, Some(Closed), Surprise::Unknown),
             (Unknown, None, Surprise::Unknown),
             (Open, None, Surprise::Unasked),
+            (RateLimited, Some(Open), Surprise::Calm),
+            (RateLimited, Some(Closed), Surprise::Drift),
         ];
         for (state, asked, surprise) in cases {
             assert_eq!(Surprise::of(state, asked), surprise, "{state:?} {asked:?}");
@@ -507,6 +517,7 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(fresh.outcome().as_str(), "nothing_asked");
+        assert!(!fresh.enforcing());
         assert!(
             fresh.headline().starts_with("Nothing asked yet"),
             "{}",

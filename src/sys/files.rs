@@ -347,6 +347,14 @@ fn check_program_within(path: &Path, what: &str, depth: usize) -> Result<()> {
                 .strip_prefix("--split-string=")
                 .or_else(|| word.strip_prefix("-S"))
                 .unwrap_or(&word);
+            // env's own escapes and variables (`\_`, `${TZ}`) would make of
+            // the words another program than the one checked.
+            if named.contains(['\\', '$']) {
+                bail!(
+                    "{what} {shown} is a script whose #! line has env unescape or expand {named}: \
+                     write the interpreter's full path, without env"
+                );
+            }
             if !named.contains('/') {
                 continue;
             }

@@ -64,7 +64,11 @@ pub type Reload<'a> = dyn Fn() -> Result<Config> + 'a;
 pub fn watch(config: Config, reload: &Reload) -> Result<Exit> {
     refuse_stdin(&config)?;
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
-    let presence = match presence::claim(&config.state_dir, config.fingerprint)? {
+    let presence = match presence::claim(
+        &config.state_dir,
+        config.fingerprint,
+        config.path.as_deref(),
+    )? {
         Ok(presence) => presence,
         Err(other) => {
             log::error!(

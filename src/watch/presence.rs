@@ -28,6 +28,8 @@ pub struct Presence {
     file: File,
     /// The fingerprint of the config this watcher runs with.
     config: u64,
+    /// Where that config is.
+    path: String,
 }
 
 /// Another process's watch, as its file tells.
@@ -38,6 +40,8 @@ pub struct Watcher {
     pub beat: Option<DateTime<Utc>>,
     /// The fingerprint of the config it runs with (`Config::fingerprint`).
     pub config: Option<u64>,
+    /// Where that config is.
+    pub config_path: Option<PathBuf>,
 }
 
 fn path(state_dir: &Path) -> PathBuf {
@@ -54,13 +58,22 @@ fn open(state_dir: &Path) -> Result<File> {
 /// Becomes the watcher of `state_dir`; the watcher already there when
 /// another process is. (A cron run peeking holds the lock for an instant:
 /// it is tried a few times.)
-pub fn claim(state_dir: &Path, config: u64) -> Result<std::result::Result<Presence, Watcher>> {
+pub fn claim(
+    state_dir: &Path,
+    config: u64,
+    path: Option<&Path>,
+) -> Result<std::result::Result<Presence, Watcher>> {
+    // One line: a path with a line break is not told.
+    let path = path
+        .map(|path| path.to_string_lossy().into_owned())
+        .filter(|path| !path.contains('\n'))
+        .unwrap_or_default();
     let file = open(state_dir)?;
     for _ in 0..20 {
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.set_len(0);
-                let mut presence = Presence { file, config };
+                let mut presence = Presence { file, config, path };
                 presence.beat(Utc::now());
                 return Ok(Ok(presence));
             }
@@ -79,10 +92,11 @@ impl Presence {
         // Always the same length, written in place: a reader never finds
         // the file empty or half old.
         let text = format!(
-            "{:>10} {:>20} {:016x}\n",
+            "{:>10} {:>20} {:016x} {}\n",
             std::process::id(),
             now.timestamp(),
-            self.config
+            self.config,
+            self.path
         );
         let _ = self.file.write_all_at(text.as_bytes(), 0);
     }
@@ -116,7 +130,14 @@ fn read(mut file: &File) -> Watcher {
         .and_then(|w| w.parse().ok())
         .and_then(|seconds| DateTime::from_timestamp(seconds, 0));
     let config = words.next().and_then(|w| u64::from_str_radix(w, 16).ok());
-    Watcher { pid, beat, config }
+    let rest: Vec<&str> = words.collect();
+    let config_path = (!rest.is_empty()).then(|| PathBuf::from(rest.join(" ")));
+    Watcher {
+        pid,
+        beat,
+        config,
+        config_path,
+    }
 }
 
 impl Watcher {
@@ -169,15 +190,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(watcher(dir.path()), None);
         let now = Utc::now();
-        let mut presence = claim(dir.path(), 0xfeed).unwrap().unwrap();
+        let path = Path::new("/etc/portlocker/config.toml");
+        let mut presence = claim(dir.path(), 0xfeed, Some(path)).unwrap().unwrap();
         let seen = watcher(dir.path()).expect("a watcher");
         assert_eq!(seen.pid, std::process::id());
         assert!(seen.alive(now));
         // The config it runs with, as a cron run compares it with its own.
         assert_eq!(seen.config, Some(0xfeed));
+        assert_eq!(seen.config_path.as_deref(), Some(path));
         presence.reconfigured(u64::MAX, now);
         assert_eq!(watcher(dir.path()).unwrap().config, Some(u64::MAX));
-        let second = claim(dir.path(), 0).unwrap().unwrap_err();
+        let second = claim(dir.path(), 0, None).unwrap().unwrap_err();
         assert_eq!(second.pid, std::process::id());
         // Stuck: it has not looked for longer than STUCK_AFTER.
         presence.beat(now - chrono::TimeDelta::seconds(121));
@@ -187,7 +210,7 @@ mod tests {
         assert!(!watcher(dir.path()).unwrap().alive(now));
         drop(presence);
         assert_eq!(watcher(dir.path()), None);
-        assert!(claim(dir.path(), 0).unwrap().is_ok());
+        assert!(claim(dir.path(), 0, None).unwrap().is_ok());
     }
 
     #[test]
@@ -197,6 +220,7 @@ mod tests {
             pid,
             beat: None,
             config: None,
+            config_path: None,
         };
         assert!(!of(std::process::id()).ask_to_run());
         assert!(!of(std::process::id()).ask_to_reload());
