@@ -1,6 +1,6 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -88,7 +88,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         }
         None => {
             logging::init(verbosity, Some(&config.log_file));
-            keep_config(cli, &config);
+            keep_config(&config);
             run(&config, cli.offline)
         }
         Some(Subcommand::Reset) => {
@@ -122,13 +122,12 @@ const KEPT_CONFIG: &str = "config.last-good.toml";
 
 /// Keeps a copy of the config a run uses in `state_dir` (root's, 700): the
 /// one a later run enforces if the config then cannot be used.
-fn keep_config(cli: &Cli, config: &Config) {
+fn keep_config(config: &Config) {
     let kept = || -> Result<()> {
-        let mut text = Vec::new();
-        crate::sys::files::open_trusted(&cli.global.config, "config")?.read_to_end(&mut text)?;
+        let text = config.text.as_bytes();
         let dir = crate::sys::files::Directory::open(&config.state_dir, "state_dir", Some(0o700))?;
-        if dir.read(KEPT_CONFIG).ok().as_deref() != Some(text.as_slice()) {
-            dir.replace(KEPT_CONFIG, &text, 0o600)?;
+        if dir.read(KEPT_CONFIG).ok().as_deref() != Some(text) {
+            dir.replace(KEPT_CONFIG, text, 0o600)?;
         }
         Ok(())
     };
@@ -245,7 +244,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
             return Ok(Exit::Failed);
         }
         // A config edited since watch read it is read again, then run.
-        let asked = match watcher.config == Some(config.fingerprint) {
+        let asked = match watcher.config == Some(config.fingerprint()) {
             true => watcher.ask_to_run().then_some(" and was asked to run now"),
             false => watcher
                 .ask_to_reload()
@@ -515,7 +514,13 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let resolved = resolve(config, &wanted, &state.opens, now);
     // After a reset nothing is enforced: nothing is asked until the next run.
     let resolved = state.reset_at.is_none().then_some(&resolved);
-    let mut report = report(config, &host, resolved, errors.first().cloned(), now);
+    // What cannot be read now, or else a last run that failed: never "OK"
+    // over a failure the page of that run shows.
+    let last_failed = (state.last_run.as_ref())
+        .filter(|run| !run.ok)
+        .map(|_| "the last run failed (see its failure)".to_owned());
+    let failure = errors.first().cloned().or(last_failed);
+    let mut report = report(config, &host, resolved, failure, now);
     report.reset_at = state.reset_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);

@@ -18,9 +18,9 @@ use crate::sys::files;
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// A fingerprint of the config's text (FNV-1a): a cron run tells by it
-    /// that a running watch read another config.
-    pub fingerprint: u64,
+    /// The text it was read from: kept by a run for a later run whose
+    /// config cannot be used, and fingerprinted (`fingerprint`).
+    pub text: String,
     /// Where it was loaded from (resolved), when it was.
     pub path: Option<PathBuf>,
     /// Where the control file comes from.
@@ -243,11 +243,15 @@ const STATE_FILES: [&str; 5] = [
     "config.last-good.toml",
 ];
 
-/// FNV-1a over `bytes`: the same in every build, unlike std's hasher.
-fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+impl Config {
+    /// A fingerprint of its text (FNV-1a, the same in every build, unlike
+    /// std's hasher): a cron run tells by it that a running watch read
+    /// another config.
+    pub fn fingerprint(&self) -> u64 {
+        (self.text.bytes()).fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
 }
 
 /// A configuration mistake: the run stops before doing anything (exit 2).
@@ -351,7 +355,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text).map_err(|error| toml_error(text, error))?;
         let mut config = raw.validate()?;
-        config.fingerprint = fingerprint(text.as_bytes());
+        config.text = text.to_owned();
         Ok(config)
     }
 
@@ -1019,7 +1023,7 @@ impl RawConfig {
             .map(|path| absolute("fetch.ca_file", Some(path), ""))
             .transpose()?;
         Ok(Config {
-            fingerprint: 0,
+            text: String::new(),
             path: None,
             source,
             log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,

@@ -1091,7 +1091,7 @@ fn asked_of(config: &Config, want: &Want) -> BTreeMap<Family, PortState> {
     let state = |family| match want {
         Want::Closed => PortState::Closed,
         Want::Open(_) => PortState::Open,
-        Want::OpenTo(_) if want.opens_to_all(everyone(family)) => PortState::Open,
+        Want::OpenTo(_) if want.opens_to_all(family) => PortState::Open,
         Want::OpenTo(sources) if sources.keys().any(|net| in_family(net, family)) => {
             PortState::OpenToSources
         }
@@ -1100,14 +1100,6 @@ fn asked_of(config: &Config, want: &Want) -> BTreeMap<Family, PortState> {
     (config.families().into_iter())
         .map(|family| (family, state(family)))
         .collect()
-}
-
-/// Every address of `family`.
-fn everyone(family: Family) -> ipnet::IpNet {
-    match family {
-        Family::Ipv4 => "0.0.0.0/0".parse().expect("an address range"),
-        Family::Ipv6 => "::/0".parse().expect("an address range"),
-    }
 }
 
 fn in_family(net: &ipnet::IpNet, family: Family) -> bool {

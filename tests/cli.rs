@@ -818,6 +818,19 @@ fn status_shows_the_last_run_then_each_service_per_family_in_the_configs_order()
         run.stdout
     );
     assert_eq!(env.changing_calls(), Vec::<String>::new());
+    // After a run refused a bad file, status is not "OK": the run's page is not either.
+    env.control("close ssh\nopne web\n");
+    env.run(&[]).expect(1);
+    let run = env.run(&["status"]);
+    let lines: Vec<&str> = run.expect(0).stdout.lines().collect();
+    assert!(lines[0].contains(": failed: "), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("\nFailed: the last run failed (see its failure)\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("OK:"), "{}", run.stdout);
     env.control("close ssh\nopen web for 2h\nopen mosh from 198.51.100.0/24\n");
     env.run(&[]).expect(0);
     let run = env.run(&["status"]);

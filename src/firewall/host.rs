@@ -541,25 +541,26 @@ impl<R: Runner> Reader<'_, R> {
     /// `nft ARGS`, read as a listing; Err saying why not.
     /// `nft_listing`, but Ok(None) when what it lists no longer exists.
     fn nft_listing_unless_gone(&mut self, args: &[&str]) -> Result<Option<Listing>, String> {
+        self.listing(args, true)
+    }
+
+    fn nft_listing(&mut self, args: &[&str]) -> Result<Listing, String> {
+        self.listing(args, false)
+            .map(|listing| listing.unwrap_or_default())
+    }
+
+    /// What `nft ARGS` lists; with `gone_is_none`, None where nft says it
+    /// does not exist (an error otherwise, told in `errors`).
+    fn listing(&mut self, args: &[&str], gone_is_none: bool) -> Result<Option<Listing>, String> {
         match self.nft(args) {
             Err(CommandError {
                 failure: Failure::Exited { code: 1, stderr },
                 ..
-            }) if stderr.starts_with("Error: No such file or directory") => Ok(None),
+            }) if gone_is_none && stderr.starts_with("Error: No such file or directory") => {
+                Ok(None)
+            }
             Ok(done) => nftr::listing(&done.stdout)
                 .map(Some)
-                .map_err(|why| format!("`nft {}` printed {why}", args.join(" "))),
-            Err(error) => {
-                let why = error.to_string();
-                self.errors.push(error);
-                Err(why)
-            }
-        }
-    }
-
-    fn nft_listing(&mut self, args: &[&str]) -> Result<Listing, String> {
-        match self.nft(args) {
-            Ok(done) => nftr::listing(&done.stdout)
                 .map_err(|why| format!("`nft {}` printed {why}", args.join(" "))),
             Err(error) => {
                 let why = error.to_string();

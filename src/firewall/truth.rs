@@ -181,11 +181,7 @@ fn mismatch(
     answer: Answer,
     family: Family,
 ) -> Option<Mismatch> {
-    let all = match family {
-        Family::Ipv4 => "0.0.0.0/0",
-        Family::Ipv6 => "::/0",
-    };
-    let everyone = want.opens_to_all(all.parse().expect("an address range"));
+    let everyone = want.opens_to_all(family);
     let allowed: &[PortState] = match want {
         Want::Closed => &[PortState::Closed],
         // Sources that are everyone: open is as asked.

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Timelike, Utc};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::config::ServiceName;
+use crate::config::{Family, ServiceName};
 use crate::intake::control::{Action, ControlFile, Directive, Expiry};
 
 /// When an open ends, in UTC as the kernel keeps time; None: it does not.
@@ -24,12 +24,15 @@ pub enum Want {
 }
 
 impl Want {
-    /// Whether the sources of an `OpenTo` cover every address of the
-    /// family of `all` (`0.0.0.0/0` or `::/0`): `from ::/1` and `from
-    /// 8000::/1` open to everyone, as `open` does.
-    pub fn opens_to_all(&self, all: IpNet) -> bool {
+    /// Whether the sources of an `OpenTo` cover every address of `family`:
+    /// `from ::/1` and `from 8000::/1` open to everyone, as `open` does.
+    pub fn opens_to_all(&self, family: Family) -> bool {
         let Want::OpenTo(sources) = self else {
             return false;
+        };
+        let all: IpNet = match family {
+            Family::Ipv4 => Ipv4Net::default().into(),
+            Family::Ipv6 => Ipv6Net::default().into(),
         };
         let ours: Vec<IpNet> = (sources.keys())
             .filter(|net| net.addr().is_ipv4() == all.addr().is_ipv4())
@@ -406,13 +409,11 @@ mod tests {
                     .collect(),
             )
         };
-        let v6: IpNet = "::/0".parse().unwrap();
-        let v4: IpNet = "0.0.0.0/0".parse().unwrap();
         let halves = want(&["::/1", "8000::/1", "192.0.2.0/24"]);
-        assert!(halves.opens_to_all(v6));
-        assert!(!halves.opens_to_all(v4));
-        assert!(!want(&["::/1"]).opens_to_all(v6));
-        assert!(!Want::Closed.opens_to_all(v6));
+        assert!(halves.opens_to_all(Family::Ipv6));
+        assert!(!halves.opens_to_all(Family::Ipv4));
+        assert!(!want(&["::/1"]).opens_to_all(Family::Ipv6));
+        assert!(!Want::Closed.opens_to_all(Family::Ipv6));
     }
     use crate::intake::control::{self, Context};
 

@@ -66,7 +66,7 @@ pub fn watch(config: Config, reload: &Reload) -> Result<Exit> {
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let presence = match presence::claim(
         &config.state_dir,
-        config.fingerprint,
+        config.fingerprint(),
         config.path.as_deref(),
     )? {
         Ok(presence) => presence,
@@ -484,7 +484,7 @@ impl Watcher {
         }
         log::info!("the config was read again (SIGHUP)");
         self.presence
-            .reconfigured(config.fingerprint, chrono::Utc::now());
+            .reconfigured(config.fingerprint(), chrono::Utc::now());
         self.fetcher = Fetcher::new(&config.fetch);
         self.schedule = SourceSchedule::new(config.watch.every);
         *self
