@@ -1,6 +1,7 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -123,8 +124,12 @@ const KEPT_CONFIG: &str = "config.last-good.toml";
 /// Keeps a copy of the config a run uses in `state_dir` (root's, 700): the
 /// one a later run enforces if the config then cannot be used.
 fn keep_config(config: &Config) {
+    let Some(path) = &config.path else {
+        return;
+    };
     let kept = || -> Result<()> {
-        let text = config.text.as_bytes();
+        let text = format!("{}{}", kept_header(path), config.text);
+        let text = text.as_bytes();
         let dir = crate::sys::files::Directory::open(&config.state_dir, "state_dir", Some(0o700))?;
         if dir.read(KEPT_CONFIG).ok().as_deref() != Some(text) {
             dir.replace(KEPT_CONFIG, text, 0o600)?;
@@ -136,6 +141,14 @@ fn keep_config(config: &Config) {
     }
 }
 
+/// The first line of the copy kept of the config at `path`: whose it is.
+fn kept_header(path: &Path) -> String {
+    format!(
+        "# portlocker's copy of {}, the last config a run could use\n",
+        path.display()
+    )
+}
+
 /// A run whose config cannot be used (`error`): it enforces the copy the
 /// last run that could use it kept, and fails (1), saying why. Without a
 /// kept copy, the error stands (exit 2).
@@ -144,12 +157,16 @@ fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
         return Err(error);
     };
     let kept = state_dir.join(KEPT_CONFIG);
-    if !kept.exists() {
-        return Err(error);
-    }
     let Ok(mut config) = Config::load(&kept) else {
         return Err(error);
     };
+    // Only this config's own copy: never another config's that the state
+    // directory (named by the config refused) happens to hold.
+    let path = cli.global.config.canonicalize();
+    let path = path.as_deref().unwrap_or(&cli.global.config);
+    if !config.text.starts_with(&kept_header(path)) {
+        return Err(error);
+    }
     if config.state_dir != state_dir {
         return Err(error);
     }
@@ -163,10 +180,12 @@ fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
     };
     logging::init(verbosity, Some(&config.log_file));
     log::error!(
-        "{error:#}; the last config a run could use ({}) is enforced instead until this is fixed",
+        "{error:#}; the last config a run could use ({}) is enforced instead, with the last good \
+         control file and no fetch, until this is fixed",
         kept.display()
     );
-    run(&config, cli.offline)?;
+    // Offline: never the source of a config the owner has replaced.
+    run(&config, true)?;
     Ok(Exit::Failed)
 }
 

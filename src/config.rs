@@ -207,15 +207,17 @@ impl fmt::Display for Unnamed {
 /// read at all.
 pub fn state_dir_of(path: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(path).ok()?;
-    let named = text
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|table| table.get("state_dir")?.as_str().map(PathBuf::from));
-    Some(
-        named
-            .filter(|dir| dir.is_absolute())
-            .unwrap_or_else(|| "/var/lib/portlocker".into()),
-    )
+    // Not TOML at all: the default is tried (the copy there says whose it is).
+    let named = match text.parse::<toml::Table>() {
+        Ok(table) => table
+            .get("state_dir")
+            .map(|dir| dir.as_str().map(PathBuf::from)),
+        Err(_) => None,
+    };
+    match named {
+        None => Some("/var/lib/portlocker".into()),
+        Some(dir) => dir.filter(|dir| dir.is_absolute()),
+    }
 }
 
 /// `path` with `.` and `..` taken out as written (no links followed).

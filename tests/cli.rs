@@ -920,9 +920,30 @@ fn a_config_that_cannot_be_used_enforces_the_last_that_could() {
             good,
             "the closed port was not restored"
         );
+        // Not even a cron run fetches with it: the source may be one the owner retired.
+        env.control("open ssh\n");
+        env.run(&[]).expect(1).says("no fetch");
+        assert_eq!(
+            env.fake_table("iptables"),
+            good,
+            "the broken config's source was obeyed"
+        );
+        env.control("close ssh\n");
         // check and the other commands still refuse it.
         env.run(&["check"]).expect(2);
     }
+    // Only this config's own copy stands in: not for a broken config elsewhere
+    // that names the same state_dir (nor for one that is not TOML at all there).
+    let elsewhere = env.path("elsewhere.toml");
+    let typo = text.replace("[firewall]\n", "[firewall]\ndefualt = \"close\"\n");
+    std::fs::write(&elsewhere, &typo).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
+        .arg("-c")
+        .arg(&elsewhere)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    common::Run::from(run).expect(2).says("defualt");
     env.write_config(&text);
     let path = env.path("config.toml");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
