@@ -109,14 +109,9 @@ impl SystemRunner {
         }
     }
 
-    /// Runs `command` as `run` does, with `env` added to its fixed environment.
-    pub fn run_with_env(
-        &mut self,
-        command: &Command,
-        env: &[(&str, &str)],
-    ) -> io::Result<Completion> {
-        self.trust(&command.program)?;
-        let mut child = std::process::Command::new(&command.program)
+    /// Starts `command` with its fixed environment and `env`.
+    fn spawn(&self, command: &Command, env: &[(&str, &str)]) -> io::Result<Child> {
+        std::process::Command::new(&command.program)
             .args(&command.args)
             // Its own process group, so a kill takes whatever it started too.
             .process_group(0)
@@ -134,7 +129,29 @@ impl SystemRunner {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()?;
+            .spawn()
+    }
+
+    /// Runs `command` as `run` does, with `env` added to its fixed environment.
+    pub fn run_with_env(
+        &mut self,
+        command: &Command,
+        env: &[(&str, &str)],
+    ) -> io::Result<Completion> {
+        self.trust(&command.program)?;
+        // A program just written is "busy" while a child forked elsewhere in
+        // this process (another thread) holds it open for the instant before
+        // its own exec: that passes, so it is tried again.
+        let mut tries = 0;
+        let mut child = loop {
+            match self.spawn(command, env) {
+                Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                spawned => break spawned?,
+            }
+        };
         remember_child(child.id());
         let deadline = Instant::now() + self.limit;
         let stdout = drain(child.stdout.take());
