@@ -220,29 +220,27 @@ fn a_program_another_account_could_change_is_never_run() {
 
     // The script is root's; the interpreter its #! line names is not.
     let shell = env.path("sh");
-    fs::copy("/bin/sh", &shell).unwrap();
+    common::install_program(Path::new("/bin/sh"), &shell);
     give_to_nobody(&shell);
     let body = fs::read_to_string(&script).unwrap();
-    fs::write(
+    common::write_program(
         &script,
-        body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),
-    )
-    .unwrap();
+        &body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),
+    );
     change();
     env.run(&[])
         .expect(0)
         .says(&format!("is a script for {}", shell.display()));
     assert_eq!(env.notices(), Vec::new(), "an untrusted command ran");
     // Nor through env: `#!/usr/bin/env -S THEIR-SHELL` runs their shell.
-    fs::write(
+    common::write_program(
         &script,
-        body.replacen(
+        &body.replacen(
             "#!/bin/sh",
             &format!("#!/usr/bin/env -S {}", shell.display()),
             1,
         ),
-    )
-    .unwrap();
+    );
     change();
     env.run(&[])
         .expect(0)
@@ -254,7 +252,7 @@ fn a_program_another_account_could_change_is_never_run() {
     );
     // Nor through env's own escapes: `\_` is a space to it.
     let escaped = format!("#!/usr/bin/env -S /usr/bin/env\\_{}", shell.display());
-    fs::write(&script, body.replacen("#!/bin/sh", &escaped, 1)).unwrap();
+    common::write_program(&script, &body.replacen("#!/bin/sh", &escaped, 1));
     change();
     env.run(&[]).expect(0).says("has env unescape or expand");
     assert_eq!(
@@ -262,11 +260,10 @@ fn a_program_another_account_could_change_is_never_run() {
         Vec::new(),
         "an untrusted command ran through env's escapes"
     );
-    fs::write(
+    common::write_program(
         &script,
-        body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),
-    )
-    .unwrap();
+        &body.replacen("#!/bin/sh", &format!("#!{}", shell.display()), 1),
+    );
 
     // Trusted again: it runs, #! line and all.
     chown(&shell, Some(0), Some(0)).unwrap();

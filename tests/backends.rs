@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use common::TestEnv;
@@ -263,16 +262,12 @@ fn the_legacy_closes_stay_while_the_nft_backend_fails() {
     for real in NFT {
         let name = std::path::Path::new(real).file_name().unwrap();
         let wrapper = bin.join(name);
-        std::fs::write(&wrapper, format!("#!/bin/sh\nexec {real} \"$@\"\n")).unwrap();
+        common::write_program(&wrapper, &format!("#!/bin/sh\nexec {real} \"$@\"\n"));
         let restore = bin.join(format!("{}-restore", name.to_str().unwrap()));
-        std::fs::write(
+        common::write_program(
             &restore,
             "#!/bin/sh\necho 'iptables-restore: line 2 failed' >&2\nexit 1\n",
-        )
-        .unwrap();
-        for program in [wrapper, restore] {
-            std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        );
     }
     let wrappers = [bin.join("iptables-nft"), bin.join("ip6tables-nft")];
     switch(

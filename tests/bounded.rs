@@ -121,7 +121,7 @@ const HUNG_IPTABLES: &str =
 #[test]
 fn a_hung_iptables_is_killed_after_command_timeout_secs_and_the_run_ends() {
     let env = TestEnv::with_fake_iptables();
-    std::fs::write(&env.iptables, HUNG_IPTABLES).unwrap();
+    common::write_program(&env.iptables, HUNG_IPTABLES);
     env.write_config(&env.local_config("", "ipv6 = false\ncommand_timeout_secs = 1"));
     env.control("close ssh\n");
     let run = run(&env);

@@ -314,15 +314,14 @@ fn pages(env: &TestEnv) -> Vec<(&'static str, PathBuf, &'static str)> {
     ));
     // An ip6tables that cannot read its table: IPv6 is unknown.
     let ip6tables = env.path("bin/ip6tables");
-    let fake = std::fs::read(&ip6tables).unwrap();
-    std::fs::write(
+    let fake = std::fs::read_to_string(&ip6tables).unwrap();
+    common::write_program(
         &ip6tables,
         "#!/bin/sh\necho \"ip6tables: can't initialize ip6tables table\" >&2\nexit 3\n",
-    )
-    .unwrap();
+    );
     env.run(&[]).expect(1);
     let failed = copy("failed.html");
-    std::fs::write(&ip6tables, fake).unwrap();
+    common::write_program(&ip6tables, &fake);
     env.control(&good_file);
 
     // Someone else's DROP after portlocker's jump closes wireguard over IPv4.

@@ -1633,7 +1633,7 @@ fn a_notice_that_cannot_be_told_is_a_warning_and_the_run_stands() {
     assert_eq!(env.notices().len(), 1);
 
     // One that hangs is killed, and the run goes on.
-    std::fs::write(env.path("tell-owner"), "#!/bin/sh\nexec sleep 600\n").unwrap();
+    common::write_program(&env.path("tell-owner"), "#!/bin/sh\nexec sleep 600\n");
     env.control("close web\n");
     let run = env.run(&[]);
     run.expect(0)

@@ -196,12 +196,10 @@ fn a_hung_ip6tables_or_an_unusable_ip6tables_restore_never_holds_back_ipv4() {
     if !netns::enter("a_hung_ip6tables_or_an_unusable_ip6tables_restore_never_holds_back_ipv4") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     serve_services();
     let mut env = TestEnv::with_real_iptables();
     let hung = env.path("hung-ip6tables");
-    std::fs::write(&hung, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&hung, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_program(&hung, "#!/bin/sh\nexec sleep 60\n");
     env.ip6tables = hung;
     env.write_config(&env.local_config("", "command_timeout_secs = 1"));
     env.control("close ssh\n");
@@ -215,8 +213,7 @@ fn a_hung_ip6tables_or_an_unusable_ip6tables_restore_never_holds_back_ipv4() {
     // closes made rule by rule.
     let env = TestEnv::with_real_iptables();
     let hung = env.path("hung-ip6tables-restore");
-    std::fs::write(&hung, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&hung, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_program(&hung, "#!/bin/sh\nexec sleep 60\n");
     let firewall = format!("ip6tables_restore = {hung:?}\ncommand_timeout_secs = 1");
     env.write_config(&env.local_config("", &firewall));
     env.control("close ssh\n");

@@ -472,8 +472,7 @@ fn an_nft_another_account_can_change_is_refused() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
     let nft = env.path("bin/nft");
-    fs::write(&nft, "#!/bin/sh\nexit 0\n").unwrap();
-    fs::set_permissions(&nft, fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_program(&nft, "#!/bin/sh\nexit 0\n");
     chown(&nft, Some(65534), None).unwrap();
     env.run(&[])
         .expect(2)

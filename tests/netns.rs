@@ -523,16 +523,15 @@ fn a_refused_nft_script_changes_nothing() {
     if !backend::enter(test, Backend::Nftables) {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let mut env = TestEnv::with_real_nftables();
     // A wrapper that, while `refuse` exists, adds to each script a last
     // line the kernel refuses, after all of portlocker's. (Through a file:
     // `nft -j -f -` reads its input twice, which a pipe cannot give.)
     let flag = env.path("refuse");
     let wrapper = env.path("nft");
-    std::fs::write(
+    common::write_program(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              case \" $* \" in *' -f '*) writes=1 ;; esac\n\
              if [ -n \"$writes\" ] && [ -e '{flag}' ]; then\n\
@@ -545,9 +544,7 @@ fn a_refused_nft_script_changes_nothing() {
             script = env.path("script.nft").display(),
             nft = backend::NFT,
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     env.backend = format!("backend = \"nftables\"\nnft = {wrapper:?}\n");
     env.write_default_config();
     let [v4, v6] = ssh_listeners();
@@ -645,24 +642,21 @@ fn a_change_nft_claims_but_does_not_make_is_caught_by_reading_back() {
     if !backend::enter(test, Backend::Nftables) {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let [v4, _] = ssh_listeners();
     for echo in ["", "{\"nftables\": []}"] {
         let mut env = TestEnv::with_real_nftables();
         // A wrapper that takes each script, applies none of it, prints
         // `echo` and says it succeeded; it lists as nft does.
         let wrapper = env.path("nft");
-        std::fs::write(
+        common::write_program(
             &wrapper,
-            format!(
+            &format!(
                 "#!/bin/sh\n\
                  case \" $* \" in *' -f '*) cat >/dev/null; printf '%s' '{echo}'; exit 0 ;; esac\n\
                  exec {nft} \"$@\"\n",
                 nft = backend::NFT,
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         env.backend = format!("backend = \"nftables\"\nnft = {wrapper:?}\n");
         let config = env.local_config("", "").replace(
             "[fetch]",

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 
 use common::TestEnv;
 use common::backend::{self, Backend, IP6T, IPT};
@@ -24,9 +23,9 @@ fn iptables_ours() -> bool {
 /// every script.
 fn switch(env: &mut TestEnv, backend: Backend) {
     let wrapper = env.path("nft-wrapper");
-    std::fs::write(
+    common::write_program(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              echo \"$*\" >> '{calls}'\n\
              case \" $* \" in *' -f '*) [ -e '{fail}' ] && {{ echo 'Error: refused' >&2; exit 1; }};; esac\n\
@@ -35,9 +34,7 @@ fn switch(env: &mut TestEnv, backend: Backend) {
             fail = env.path("nft.fail").display(),
             nft = backend::NFT,
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let named = match backend {
         Backend::Iptables => "",
         Backend::Nftables => "backend = \"nftables\"\n",

@@ -18,13 +18,10 @@ const IP6T: &str = "/sbin/ip6tables";
 fn slow_restore(env: &TestEnv, real: &str) -> String {
     let name = Path::new(real).file_name().unwrap().to_string_lossy();
     let path = env.path(&format!("slow-{name}"));
-    std::fs::write(
+    common::write_program(
         &path,
-        format!("#!/bin/sh\nsleep 0.03\nexec {real} \"$@\"\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        &format!("#!/bin/sh\nsleep 0.03\nexec {real} \"$@\"\n"),
+    );
     path.display().to_string()
 }
 
@@ -113,16 +110,13 @@ fn a_run_killed_during_its_transaction_leaves_each_family_as_before_or_as_after(
 fn recording(env: &TestEnv, name: &str, real: &str) -> String {
     let path = env.path(name);
     let log = env.path("calls.log");
-    std::fs::write(
+    common::write_program(
         &path,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"{name} $*\" >>{}\nexec {real} \"$@\"\n",
             log.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     path.display().to_string()
 }
 

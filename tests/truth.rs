@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -122,8 +121,7 @@ fn wrapped_env() -> TestEnv {
              exec {real} \"$@\"\n",
             flag = flag.display(),
         );
-        fs::write(bin.join(name), script).unwrap();
-        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+        common::write_program(&bin.join(name), &script);
     }
     let env = TestEnv {
         iptables: bin.join("iptables"),

@@ -139,19 +139,7 @@ impl SystemRunner {
         env: &[(&str, &str)],
     ) -> io::Result<Completion> {
         self.trust(&command.program)?;
-        // A program just written is "busy" while a child forked elsewhere in
-        // this process (another thread) holds it open for the instant before
-        // its own exec: that passes, so it is tried again.
-        let mut tries = 0;
-        let mut child = loop {
-            match self.spawn(command, env) {
-                Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                spawned => break spawned?,
-            }
-        };
+        let mut child = self.spawn(command, env)?;
         remember_child(child.id());
         let deadline = Instant::now() + self.limit;
         let stdout = drain(child.stdout.take());

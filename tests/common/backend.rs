@@ -172,9 +172,7 @@ impl Backend {
                  exec {real} \"$@\" <\"$input\"\n",
                 dir = dir.path().display(),
             );
-            std::fs::write(&path, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            super::write_program(&path, &script);
             path
         };
         let env = match self {

@@ -16,11 +16,40 @@ pub mod stream;
 pub mod watcher;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
+
+/// Writes `text` as a program (mode 755) at `path`, through a child process.
+///
+/// A file this multithreaded test process had open for writing cannot be
+/// run ("Text file busy") while a child another thread forked in that
+/// instant still holds the descriptor, which on a loaded machine can last
+/// long enough to fail a run; a program written by `install` was never open
+/// here.
+pub fn write_program(path: &Path, text: &str) {
+    let staged = tempfile::NamedTempFile::new().unwrap();
+    fs::write(staged.path(), text).unwrap();
+    install_program(staged.path(), path);
+}
+
+/// Copies the program at `from` to `path` (mode 755), as `write_program`
+/// writes one.
+pub fn install_program(from: &Path, path: &Path) {
+    let status = Command::new("/usr/bin/install")
+        .args(["-m", "755"])
+        .arg(from)
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "install {} {}",
+        from.display(),
+        path.display()
+    );
+}
 
 /// The services every test config declares.
 pub const SERVICES: &str = "ssh = 22\nweb = [80, \"443/tcp\"]\nmosh = \"60000-61000/udp\"\n";
@@ -47,8 +76,7 @@ impl TestEnv {
             "iptables-restore",
             "ip6tables-restore",
         ] {
-            fs::copy(&fake, bin.join(name)).unwrap();
-            fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+            install_program(&fake, &bin.join(name));
         }
         let env = TestEnv {
             iptables: bin.join("iptables"),
@@ -241,15 +269,13 @@ impl TestEnv {
         let script = self.path("tell-owner");
         let dir = self.path("notices");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
+        write_program(
             &script,
-            format!(
+            &format!(
                 "#!/bin/sh\nset -eu\nn=$(ls \"$1\" | grep -c txt || true)\n\
                  tr '\\0' '\\n' </proc/$$/environ >\"$1/$n.env\"\ncat >\"$1/$n.txt\"\nexit {code}\n"
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         format!(
             "[notify]\ncommand = [{:?}, {:?}]\n",
             script.display().to_string(),
