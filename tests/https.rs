@@ -73,6 +73,23 @@ fn a_body_without_content_length_is_read_to_the_end() {
     assert!(env.fake_table("iptables").contains("portlocker:web"));
 }
 
+/// A body with no length ends only where the server says so: a connection
+/// that stops without TLS's close_notify was cut (a FIN forged on the path
+/// turned `open ssh from 203.0.113.7` into `open ssh`).
+#[test]
+fn a_body_without_content_length_cut_without_close_notify_is_refused() {
+    let whole = b"open ssh from 203.0.113.7\n";
+    let server = TlsServer::start(Reply::Unsized(whole.to_vec()));
+    let env = env_for(&server, "");
+    env.run(&[]).expect(0);
+    assert!(env.fake_table("iptables").contains("203.0.113.7"));
+    server.set_reply(Reply::Cut(whole[..9].to_vec()));
+    env.run(&[])
+        .expect(1)
+        .says("the connection was cut before the server ended its answer");
+    assert!(env.fake_table("iptables").contains("203.0.113.7"));
+}
+
 #[test]
 fn an_untrusted_certificate_is_refused() {
     let server = TlsServer::start(text("close ssh\n"));

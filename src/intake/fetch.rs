@@ -18,14 +18,16 @@ use ureq::http::header::{
     IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
 };
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 use ureq::{Agent, RequestBuilder};
 use url::Url;
 
 pub use ureq::http::StatusCode;
 
 use crate::config::FetchConfig;
-use crate::intake::proxy;
 use crate::intake::source::{Source, host_of};
+use crate::intake::{proxy, uncut};
 use crate::sys::files;
 
 /// Redirects followed before giving up.
@@ -450,7 +452,14 @@ fn client(config: &FetchConfig, exchange: Exchange) -> Result<Agent> {
             .timeout_recv_response(timeout)
             .timeout_per_read(Some(idle)),
     };
-    Ok(builder.build().new_agent())
+    // ureq's own connectors (proxy, TCP, TLS), each connection then wrapped
+    // so that only the server's close_notify ends a body with no length.
+    let connector = DefaultConnector::default().chain(uncut::EndOnlyWhenSaid);
+    Ok(Agent::with_parts(
+        builder.build(),
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
 /// The certificates a server's is checked against: the system's (as

@@ -9,6 +9,7 @@ mod proxy;
 pub mod signature;
 pub mod source;
 pub mod state;
+mod uncut;
 
 use std::collections::BTreeSet;
 

@@ -22,6 +22,9 @@ pub enum Reply {
     },
     /// 200 with this body and no Content-Length: the body ends when the connection closes.
     Unsized(Vec<u8>),
+    /// As `Unsized`, but the connection then closes without TLS's
+    /// close_notify, as when a FIN or reset is forged on the path.
+    Cut(Vec<u8>),
     /// 200 with this body and an ETag, or 304 to a request that sends that ETag back.
     Etagged { body: Vec<u8>, etag: &'static str },
     /// This status line and an empty body.
@@ -243,7 +246,7 @@ fn answer(
             )?;
             response.extend_from_slice(body);
         }
-        Reply::Unsized(body) => {
+        Reply::Unsized(body) | Reply::Cut(body) => {
             write!(
                 response,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
@@ -294,6 +297,8 @@ fn answer(
         Reply::Hang | Reply::RedirectUnless { .. } => unreachable!("handled above"),
     }
     tls.write_all(&response)?;
-    tls.conn.send_close_notify();
+    if !matches!(reply, Reply::Cut(_)) {
+        tls.conn.send_close_notify();
+    }
     tls.flush()
 }
