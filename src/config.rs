@@ -237,12 +237,13 @@ fn lexical(path: &Path) -> PathBuf {
 }
 
 /// The files portlocker keeps in `state_dir`.
-const STATE_FILES: [&str; 5] = [
+const STATE_FILES: [&str; 6] = [
     "state.toml",
     "state.toml.damaged",
     "lock",
     "watch",
     "config.last-good.toml",
+    "reserve",
 ];
 
 impl Config {

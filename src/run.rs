@@ -21,7 +21,7 @@ use crate::firewall::{self, Applied, Tidied};
 use crate::intake;
 use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
-use crate::intake::state::{LastRun, Loaded, State, WipeEpisode};
+use crate::intake::state::{LastRun, Loaded, Saved, State, WipeEpisode};
 use crate::report::logging;
 use crate::report::metrics;
 use crate::report::notify;
@@ -570,8 +570,25 @@ pub(crate) fn publish(config: &Config, report: &Report, last_run: Option<&LastRu
 /// Writes the state; a failure is reported in `problems`, and the run goes
 /// on. True when it was saved.
 fn save(config: &Config, state: &State, problems: &mut Vec<String>) -> bool {
+    let dir = config.state_dir.display();
     match state.save(&config.state_dir) {
-        Ok(()) => true,
+        Ok(Saved::Plainly) => true,
+        Ok(Saved::NothingKept(why)) => {
+            log::warn!(
+                "no space could be kept in {dir} for the next save of the state ({why}): if the \
+                 disk fills up, a close may not outlive a reboot; free space there"
+            );
+            true
+        }
+        Ok(Saved::FromReserve) => {
+            let problem = format!(
+                "the disk holding {dir} is full: the state was saved only in the space kept \
+                 for it, and the next change may find none; free space there"
+            );
+            log::error!("{problem}");
+            problems.push(problem);
+            true
+        }
         Err(error) => {
             let problem = format!("the state was not saved: {error:#}");
             log::error!("{problem}");

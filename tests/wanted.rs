@@ -379,6 +379,17 @@ impl SmallDisk {
         let _ = filler.sync_all();
     }
 
+    /// Fills the disk up, then frees `bytes` of it.
+    fn leave_free(&self, bytes: u64) {
+        self.fill();
+        let filler = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join("filler"))
+            .unwrap();
+        let full = filler.metadata().unwrap().len();
+        filler.set_len(full - bytes).unwrap();
+    }
+
     fn free(&self) {
         std::fs::remove_file(self.0.join("filler")).unwrap();
     }
@@ -401,9 +412,9 @@ fn metrics_env() -> TestEnv {
 }
 
 #[test]
-fn a_state_that_cannot_be_saved_fails_the_run_and_the_page_and_metrics_say_so() {
+fn a_full_disk_keeps_a_close_once_and_then_fails_the_run_and_the_page_and_metrics_say_so() {
     if !netns::enter_with_mounts(
-        "a_state_that_cannot_be_saved_fails_the_run_and_the_page_and_metrics_say_so",
+        "a_full_disk_keeps_a_close_once_and_then_fails_the_run_and_the_page_and_metrics_say_so",
     ) {
         return;
     }
@@ -415,7 +426,31 @@ fn a_state_that_cannot_be_saved_fails_the_run_and_the_page_and_metrics_say_so() 
     env.run(&[]).expect(0);
     disk.fill();
 
+    // The close is saved all the same, in the space kept for the state, and
+    // the run fails to say the disk is full: a reboot must not reopen web.
     env.control("close ssh\nclose web\n");
+    let full = format!(
+        "the disk holding {} is full: the state was saved only in the space kept for it",
+        env.path("state").display()
+    );
+    env.run(&[]).expect(1).says(&full);
+    assert_closed(WEB, "with the disk full");
+    disk.fill();
+    boot(&env).expect(1).says(&full);
+    assert_closed(SSH, "after a reboot with the disk full");
+    assert_closed(WEB, "after a reboot with the disk full");
+
+    // Room for the state but not for the space kept for it: a warning.
+    let reserve = env.path("state/reserve");
+    if reserve.exists() {
+        std::fs::remove_file(&reserve).unwrap();
+    }
+    disk.leave_free(8192);
+    env.run(&[]).expect(0).says("no space could be kept in");
+    assert!(!reserve.exists(), "a reserve made in part");
+
+    // Full, with no space kept, a state that cannot be saved fails the run.
+    disk.fill();
     let run = env.run(&[]);
     run.expect(1);
     run.says("the state was not saved");

@@ -298,18 +298,58 @@ impl State {
         }
     }
 
-    /// Replaces the state file as a whole.
-    pub fn save(&self, state_dir: &Path) -> Result<()> {
+    /// Replaces the state file as a whole. On a full disk the space kept
+    /// for it is given up to it, and the next save that finds room keeps
+    /// that space again.
+    pub fn save(&self, state_dir: &Path) -> Result<Saved> {
         let mut text = toml::to_string(self).context("cannot encode the state")?;
         if !text.ends_with('\n') {
             text.push('\n');
         }
         let check = checksum(&text);
         text.push_str(&format!("{CHECK_PREFIX}{check}\n"));
-        reach(state_dir, true)
-            .and_then(|dir| dir.replace(STATE_FILE, text.as_bytes(), 0o600))
-            .with_context(|| format!("cannot write {}", State::path(state_dir).display()))
+        let cannot = || format!("cannot write {}", State::path(state_dir).display());
+        let dir = reach(state_dir, true).with_context(cannot)?;
+        let write = || dir.replace(STATE_FILE, text.as_bytes(), 0o600);
+        match write() {
+            Ok(()) => {}
+            Err(error)
+                if error.raw_os_error() == Some(libc::ENOSPC)
+                    && dir.remove(RESERVE_FILE).with_context(cannot)? =>
+            {
+                write().with_context(cannot)?;
+                return Ok(Saved::FromReserve);
+            }
+            Err(error) => return Err(error).with_context(cannot),
+        }
+        match dir.reserve(RESERVE_FILE, reserve_for(text.len())) {
+            Ok(()) => Ok(Saved::Plainly),
+            Err(error) => Ok(Saved::NothingKept(error.to_string())),
+        }
     }
+}
+
+/// Space kept beside the state for the state alone: a full disk (a runaway
+/// log, another account's files) must not keep a close from the state, or a
+/// reboot would restore the state from before it.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// The space kept for a state of `bytes`: room to write it twice over, at
+/// least 16 KiB.
+fn reserve_for(bytes: usize) -> u64 {
+    let twice = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(2);
+    twice.max(16 * 1024).next_multiple_of(4096)
+}
+
+/// How a save went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// Saved, with the space for the next save kept.
+    Plainly,
+    /// Saved only in the space kept for it: the disk is full.
+    FromReserve,
+    /// Saved, but the space for the next save could not be kept (why).
+    NothingKept(String),
 }
 
 /// What reading the state found.

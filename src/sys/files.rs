@@ -486,6 +486,26 @@ impl Directory {
         replace(&self.dir, OsStr::new(name), contents, mode)
     }
 
+    /// Keeps `name` here a regular file of at least `bytes` bytes (mode
+    /// 600), written out so that they are its own on the disk; made anew
+    /// as `replace` makes a file, so never left part-made.
+    pub fn reserve(&self, name: &str, bytes: u64) -> io::Result<()> {
+        let kept = self.dir.look(OsStr::new(name));
+        if kept.is_ok_and(|kept| kept.meta.is_file() && kept.meta.len() >= bytes) {
+            return Ok(());
+        }
+        let zeros = vec![0; usize::try_from(bytes).unwrap_or(usize::MAX)];
+        self.replace(name, &zeros, 0o600)
+    }
+
+    /// Removes the file `name` here; false when there was none.
+    pub fn remove(&self, name: &str) -> io::Result<bool> {
+        match rustix::fs::unlinkat(&self.dir.fd, name, AtFlags::empty()) {
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            removed => removed.map(|()| true).map_err(io::Error::from),
+        }
+    }
+
     /// Renames `from` to `to`, both here.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         rustix::fs::renameat(&self.dir.fd, from, &self.dir.fd, to)?;
