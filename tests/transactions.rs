@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestEnv;
 use common::netns::{self, rules};
@@ -25,20 +25,21 @@ fn slow_restore(env: &TestEnv, real: &str) -> String {
     path.display().to_string()
 }
 
-/// Whether a slow restore tool of this test is still running — or about
-/// to: a child forked by the killed run, not yet turned into the tool, still
-/// shows the run's own command line (its config), and becomes the tool.
-fn restore_running(env: &TestEnv) -> bool {
-    let markers =
-        [env.path("slow-"), env.path("config.toml")].map(|path| path.display().to_string());
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| {
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                markers.iter().any(|marker| cmdline.contains(marker))
-            })
-            .unwrap_or(false)
-    })
+/// Waits, at most `within`, until every process a killed run left behind
+/// (a restore tool it started) has ended, and says whether they all did.
+/// They are this process's children (it is their subreaper), so none is
+/// missed, as one read from /proc in the midst of its exec could be.
+fn orphans_end(within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        // SAFETY: waitpid with a null status pointer only reaps a child.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            -1 => return true,
+            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            0 => return false,
+            _ => {}
+        }
+    }
 }
 
 #[test]
@@ -47,6 +48,12 @@ fn a_run_killed_during_its_transaction_leaves_each_family_as_before_or_as_after(
     {
         return;
     }
+    // What the killed runs leave behind becomes this process's to reap.
+    // SAFETY: prctl with these arguments only sets a flag of this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
     let env = TestEnv::with_real_iptables();
     let restore = slow_restore(&env, "/sbin/iptables-restore");
     let restore6 = slow_restore(&env, "/sbin/ip6tables-restore");
@@ -79,14 +86,8 @@ fn a_run_killed_during_its_transaction_leaves_each_family_as_before_or_as_after(
         child.wait().unwrap();
         // A restore tool started before the kill finishes on its own (a
         // generous bound: the machine may be loaded).
-        for _ in 0..3000 {
-            if !restore_running(&env) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            !restore_running(&env),
+            orphans_end(Duration::from_secs(30)),
             "round {round}: a restore tool hangs"
         );
         let (v4, v6) = (rules(IPT), rules(IP6T));
