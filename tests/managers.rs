@@ -754,6 +754,12 @@ fn next_to_fail2ban(test: &str, banaction: &str) {
     );
     assert!(peer.reaches("192.0.2.2", peer::SERVER_V4, 22));
     assert!(!peer.connects("192.0.2.7", peer::SERVER_V4, 22));
+
+    // A source is let in below the bans: a banned address in it stays out.
+    env.control("open ssh from 192.0.2.0/24\n");
+    env.run(&[]).expect(0);
+    assert!(peer.reaches("192.0.2.2", peer::SERVER_V4, 22));
+    assert!(!peer.connects("192.0.2.7", peer::SERVER_V4, 22));
     drop(fail2ban);
 }
 

@@ -589,10 +589,11 @@ impl FamilyHoldings {
             Change::Append(rule) => {
                 let listed = Listed::new(rule.listed_spec());
                 if let Some(chain) = self.ours_mut(config) {
-                    // A source rule goes first, before the DROPs (`-I CHAIN 1`).
+                    // A source rule goes first in portlocker's chain, before
+                    // the DROPs (`-I CHAIN 1`); in INPUT it is appended.
                     match rule.source {
-                        Some(_) => chain.rules.insert(0, listed),
-                        None => chain.rules.push(listed),
+                        Some(_) if !rule.chain.is_input() => chain.rules.insert(0, listed),
+                        _ => chain.rules.push(listed),
                     }
                 }
             }

@@ -9,8 +9,8 @@ use crate::config::{ChainName, Config, Family, PortSpec, ServiceName};
 use chrono::DateTime;
 
 use crate::firewall::model::{
-    Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, Unnameable, rules_of,
-    tag_of,
+    ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, Unnameable,
+    rules_of, tag_of,
 };
 use crate::intake::intent::{self, Deadline, Want};
 
@@ -357,14 +357,19 @@ fn plan_family(
         };
         let wanted = rules_for(want, &drops, family, unwritable, &shut);
         enforces_any |= !wanted.is_empty();
+        let reseat = chain.is_input()
+            && wanted.iter().any(|rule| rule.source.is_some())
+            && !seated(held.ours(config), &tag, &wanted);
         let mut wanted_specs = HashSet::new();
         for rule in &wanted {
             let spec = rule.listed_spec();
             let held = copies.get(spec.as_slice()).copied().unwrap_or(0);
-            if held == 0 {
+            if held == 0 || reseat {
                 rule_changes.push(Change::Append(rule.clone()));
             }
-            for _ in 1..held {
+            // Deleted by its words, a rule goes from where it is first: the
+            // copy a reseat left above goes, the one it appended stays.
+            for _ in 1..held + usize::from(reseat && held > 0) {
                 rule_changes.push(Change::Delete(rule.clone()));
             }
             wanted_specs.insert(spec);
@@ -383,6 +388,40 @@ fn plan_family(
     }
     changes.extend(rule_changes);
     changes
+}
+
+/// With `chain = "INPUT"`, whether `service`'s (`tag`) source rules in INPUT
+/// (`input`) sit right above its DROPs, with no rule of others between:
+/// a ban above them then applies to a source too (fail2ban's jump, first
+/// in INPUT, is above). Each is appended there, so a new source, or one
+/// listed higher (as a version that put sources first in INPUT did), has
+/// the service's rules made again at the end of INPUT, sources first,
+/// before the old ones go: its port is never without its DROP.
+fn seated(input: Option<&ChainRules>, tag: &str, wanted: &[Rule]) -> bool {
+    let rules = input.map_or(&[][..], |input| &input.rules[..]);
+    let is_ours = |rule: &Listed| tag_of(&rule.spec) == Some(tag);
+    let is_source = |rule: &Listed| rule.spec.iter().any(|word| word == "-s");
+    let Some(first_drop) = rules.iter().position(|r| is_ours(r) && !is_source(r)) else {
+        return false;
+    };
+    let sources_above = rules[..first_drop]
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| is_ours(r));
+    let all_held = wanted.iter().all(|rule| {
+        let spec = rule.listed_spec();
+        rules.iter().any(|listed| listed.spec == spec)
+    });
+    let first_source = sources_above.map(|(index, _)| index).next();
+    let untouched = first_source.is_some_and(|first| {
+        rules[first..first_drop]
+            .iter()
+            .all(|rule| rule.tag().is_some())
+    });
+    let below = rules[first_drop..]
+        .iter()
+        .any(|r| is_ours(r) && is_source(r));
+    all_held && untouched && !below
 }
 
 /// The removals of `tagged` rules of services the config no longer has.
@@ -864,6 +903,60 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// With chain = "INPUT", a source sits right above its DROP, below a
+    /// ban of others: appended with the DROP made again after it, and one
+    /// listed first in INPUT (above the ban) moved down the same way.
+    #[test]
+    fn in_input_a_source_sits_below_the_bans_right_above_its_drop() {
+        let config = config("[firewall]\nipv6 = false\nchain = \"INPUT\"");
+        let ban = listed("-s 203.0.113.9/32 -p tcp -m tcp --dport 22 -j REJECT");
+        let ssh_drop = rule(&config, Family::Ipv4, "ssh", "22/tcp");
+        let letting = |net: &str| Listed::new(ssh_drop.letting(net.parse().unwrap()).listed_spec());
+        let input =
+            |holdings: &Holdings| holdings.family(Family::Ipv4).unwrap().input.rules.clone();
+        let mut before = bare(&config);
+        held(&mut before, Family::Ipv4).input.rules =
+            vec![ban.clone(), Listed::new(ssh_drop.listed_spec())];
+        let wants = control(&config, "open ssh from 203.0.113.0/24\n");
+        let now = after(&config, &before, &plan_of(&config, &wants, &before));
+        let seated = vec![
+            ban.clone(),
+            letting("203.0.113.0/24"),
+            Listed::new(ssh_drop.listed_spec()),
+        ];
+        assert_eq!(input(&now), seated);
+        assert_eq!(shown(&plan_of(&config, &wants, &now)), Vec::<String>::new());
+
+        // As a version that put sources first left it: moved below the ban.
+        held(&mut before, Family::Ipv4).input.rules = vec![
+            letting("203.0.113.0/24"),
+            ban.clone(),
+            Listed::new(ssh_drop.listed_spec()),
+        ];
+        let now = after(&config, &before, &plan_of(&config, &wants, &before));
+        assert_eq!(input(&now), seated);
+
+        // A second source joins the first above the DROP.
+        let wants = control(
+            &config,
+            "open ssh from 203.0.113.0/24\nopen ssh from 198.51.100.7\n",
+        );
+        let later = after(&config, &now, &plan_of(&config, &wants, &now));
+        assert_eq!(
+            input(&later),
+            [
+                ban,
+                letting("198.51.100.7/32"),
+                letting("203.0.113.0/24"),
+                Listed::new(ssh_drop.listed_spec()),
+            ]
+        );
+        assert_eq!(
+            shown(&plan_of(&config, &wants, &later)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

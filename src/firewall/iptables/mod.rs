@@ -62,8 +62,10 @@ pub fn args(change: &Change) -> Vec<String> {
         }
         Change::DeleteJump { spec, .. } => listed_args("-D", "INPUT", spec),
         Change::DeleteChain { chain, .. } => vec!["-X".into(), chain.to_string()],
-        // A source rule must come before the DROP of its port: first in the chain.
-        Change::Append(rule) if rule.source.is_some() => {
+        // A source rule must come before the DROP of its port: first in
+        // portlocker's chain. In INPUT it is appended (bans above it apply
+        // to it), and the plan appends the DROP again after it.
+        Change::Append(rule) if rule.source.is_some() && !rule.chain.is_input() => {
             let mut args = vec!["-I".to_owned(), rule.chain.to_string(), "1".to_owned()];
             args.extend(rule.spec());
             args
@@ -1098,7 +1100,7 @@ mod tests {
         };
         assert_eq!(
             args(&Change::Append(in_input)).join(" "),
-            "-I INPUT 1 -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
+            "-A INPUT -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment portlocker:ssh -j ACCEPT"
         );
         assert_eq!(
             args(&Change::Append(plain)).join(" "),
