@@ -207,12 +207,17 @@ impl fmt::Display for Unnamed {
 /// read at all.
 pub fn state_dir_of(path: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(path).ok()?;
-    // Not TOML at all: the default is tried (the copy there says whose it is).
+    let state_dir =
+        |table: toml::Table| (table.get("state_dir")).map(|dir| dir.as_str().map(PathBuf::from));
+    // Not TOML: the `state_dir` line before the first section, read alone
+    // (a quote left open on another line); else the default is tried (the
+    // copy there says whose it is).
     let named = match text.parse::<toml::Table>() {
-        Ok(table) => table
-            .get("state_dir")
-            .map(|dir| dir.as_str().map(PathBuf::from)),
-        Err(_) => None,
+        Ok(table) => state_dir(table),
+        Err(_) => (text.lines())
+            .take_while(|line| !line.trim_start().starts_with('['))
+            .filter(|line| line.trim_start().starts_with("state_dir"))
+            .find_map(|line| line.parse::<toml::Table>().ok().and_then(state_dir)),
     };
     match named {
         None => Some("/var/lib/portlocker".into()),
