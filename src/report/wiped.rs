@@ -128,11 +128,34 @@ pub fn found(
         [one] => (one.clone(), "was"),
         many => (and_list(many), "were"),
     };
+    // A service the config no longer has (renamed, say) is not put back.
+    let (kept, dropped): (Vec<String>, Vec<String>) =
+        (left.services.iter().cloned()).partition(|name| {
+            config
+                .services
+                .keys()
+                .any(|service| service.as_str() == name)
+        });
+    let back = match (&kept[..], &dropped[..]) {
+        (_, []) => "this run puts them back".to_owned(),
+        ([], _) => String::new(),
+        (kept, _) => format!("this run puts back {}", and_list(kept)),
+    };
+    let lost = match &dropped[..] {
+        [] => String::new(),
+        [one] => format!("{one} is no longer in the config: nothing closes its ports now"),
+        many => format!(
+            "{} are no longer in the config: nothing closes their ports now",
+            and_list(many)
+        ),
+    };
+    let then: Vec<String> = [back, lost].into_iter().filter(|s| !s.is_empty()).collect();
     Some(format!(
         "portlocker's rules were missing ({}); {names} {were} reachable since at most {}, when \
-         they were last seen in place; this run puts them back",
+         they were last seen in place; {}",
         missing.join("; "),
-        shown(since)
+        shown(since),
+        then.join("; ")
     ))
 }
 
@@ -287,6 +310,19 @@ mod tests {
             found(&c, Some(&left), &gone[1..], None, boot),
             None,
             "IPv6 was not left"
+        );
+        // A service renamed in the config since is not put back, and says so.
+        let renamed = InPlace {
+            services: vec!["ssh".into(), "sshd".into()],
+            ..left.clone()
+        };
+        assert!(
+            found(&c, Some(&renamed), &gone, None, boot)
+                .unwrap()
+                .ends_with(
+                    "; this run puts back ssh; sshd is no longer in the config: nothing closes \
+                     its ports now"
+                )
         );
         let moved = InPlace {
             place: "iptables OLDCHAIN".into(),
