@@ -115,6 +115,11 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
         let reason = format!("is owned by uid {}, not root: remove it", meta.uid());
         return Err(Refusal::new(&at, io::ErrorKind::PermissionDenied, reason).into_io(&path));
     }
+    // Never readable by everyone: a file of root's moved in at this name by
+    // whoever owns the directory (the status page, mode 644) would be.
+    if meta.mode() & 0o007 != 0 {
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode() & 0o770 & mode))?;
+    }
     Ok(file)
 }
 

@@ -161,6 +161,12 @@ fn the_log_is_never_opened_through_a_link_a_fifo_or_a_second_name() {
     assert!(plain.is_file());
     assert_eq!(mode_of(&plain) & 0o027, 0);
 
+    // A file everyone may read (root's page, moved here by whoever owns the
+    // directory) is made root's and its group's alone.
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+    open_append(&plain, 0o640).unwrap();
+    assert_eq!(mode_of(&plain) & 0o777, 0o640);
+
     // A hard link to a file of root's, where protected_hardlinks is off.
     let second = dir.join("second.log");
     fs::hard_link(&victim, &second).unwrap();
