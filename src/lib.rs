@@ -10,7 +10,7 @@
 //! are the command line's two ends.
 
 pub mod app;
-pub mod check;
+mod check;
 pub mod cli;
 pub mod config;
 pub mod exit;
@@ -19,6 +19,6 @@ pub mod intake;
 #[cfg(test)]
 mod properties;
 pub mod report;
-pub mod run;
+mod run;
 pub mod sys;
 pub mod watch;

@@ -111,6 +111,7 @@ pub struct Occasion<'a> {
 
 /// A one-shot run that holds the lock, at `run_at`, with `runner` at the
 /// firewall seam (the property tests drive it with an in-memory iptables).
+#[cfg(test)]
 pub fn run_locked<'a, R: Runner + 'a>(
     config: &'a Config,
     offline: bool,

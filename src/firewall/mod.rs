@@ -8,14 +8,14 @@ pub mod eval;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod host;
-pub mod iptables;
-pub mod leftovers;
+pub(crate) mod iptables;
+pub(crate) mod leftovers;
 pub mod model;
-pub mod nft;
-pub mod plan;
-pub mod reasons;
+pub(crate) mod nft;
+pub(crate) mod plan;
+pub(crate) mod reasons;
 pub mod ruleset;
-pub mod truth;
+pub(crate) mod truth;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -3,11 +3,11 @@
 //! conditionally, its signature checked, validated whole — merged into it.
 
 pub mod control;
-pub mod fetch;
-pub mod intent;
+pub(crate) mod fetch;
+pub(crate) mod intent;
 mod proxy;
 pub mod signature;
-pub mod source;
+pub(crate) mod source;
 pub mod state;
 mod uncut;
 

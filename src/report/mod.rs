@@ -5,12 +5,12 @@
 //! of portlocker's rules found wiped (`wiped`). The report renders values;
 //! what the firewall does is judged in `firewall`.
 
-pub mod json;
+pub(crate) mod json;
 pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod page;
-pub mod quiet;
-pub mod status;
-pub mod text;
-pub mod wiped;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod page;
+pub(crate) mod quiet;
+pub(crate) mod status;
+pub(crate) mod text;
+pub(crate) mod wiped;

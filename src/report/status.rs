@@ -69,11 +69,6 @@ impl FamilyView {
     pub fn surprise(&self) -> Surprise {
         Surprise::of(self.state, self.asked)
     }
-
-    /// Whether this is known to differ from what was asked.
-    pub fn differs(&self) -> bool {
-        self.surprise() == Surprise::Drift
-    }
 }
 
 /// How a state compares with what is asked. The page colours the state

@@ -2,7 +2,7 @@
 //! (`runner`, the only user of `std::process`), the files root reads and
 //! writes (`files`), this host's addresses (`net`), and the time (`clock`).
 
-pub mod clock;
-pub mod files;
+pub(crate) mod clock;
+pub(crate) mod files;
 pub mod net;
 pub mod runner;

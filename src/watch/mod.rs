@@ -11,8 +11,8 @@
 mod inbox;
 pub mod netlink;
 mod poke;
-pub mod presence;
-pub mod schedule;
+pub(crate) mod presence;
+pub(crate) mod schedule;
 mod verify;
 
 use std::sync::Arc;

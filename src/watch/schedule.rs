@@ -94,6 +94,7 @@ impl Repairs {
             .filter(|&next| next > now)
     }
 
+    #[cfg(test)]
     pub fn fight(&self) -> Option<&Fight> {
         self.fight.as_ref()
     }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod flavours;
-pub mod read;
+pub(crate) mod read;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
 use crate::firewall::eval::Cited;
@@ -23,9 +23,7 @@ use crate::firewall::run_command;
 pub use crate::firewall::{
     Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named,
 };
-pub use crate::sys::runner::{
-    Command, CommandError, Completion, Failure, Refusal, Runner, SystemRunner, Termination,
-};
+pub use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
 /// Seconds every iptables call waits for the xtables lock before giving up,
 /// so a run never hangs behind another firewall tool.
@@ -1021,6 +1019,7 @@ pub fn remedy(cited: &Cited) -> Option<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::runner::Termination;
 
     /// The moment verdicts are read at in tests.
     fn test_now() -> chrono::DateTime<chrono::Utc> {

@@ -36,7 +36,7 @@ use crate::firewall::{
 use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
 mod json;
-pub mod read;
+pub(crate) mod read;
 use json::{Expr, Object, Operand, text};
 
 /// portlocker's table, as nft names it.
