@@ -923,134 +923,22 @@ struct RawFirewall {
 impl RawConfig {
     fn validate(self) -> Result<Config> {
         let source = Source::parse(&self.source).context("source")?;
-        let timeout_secs = self.fetch.timeout_secs.unwrap_or(20);
-        ensure!(
-            (1..=600).contains(&timeout_secs),
-            "fetch.timeout_secs = {timeout_secs}: must be 1 to 600"
-        );
-        let max_bytes = self.fetch.max_bytes.unwrap_or(65536);
-        ensure!(
-            (1..=16 << 20).contains(&max_bytes),
-            "fetch.max_bytes = {max_bytes}: must be 1 to 16777216"
-        );
-        let command_timeout_secs = self.firewall.command_timeout_secs.unwrap_or(30);
-        ensure!(
-            (1..=600).contains(&command_timeout_secs),
-            "firewall.command_timeout_secs = {command_timeout_secs}: must be 1 to 600"
-        );
-        let iptables = absolute(
-            "firewall.iptables",
-            self.firewall.iptables,
-            "/sbin/iptables",
-        )?;
-        let ip6tables = absolute(
-            "firewall.ip6tables",
-            self.firewall.ip6tables,
-            "/sbin/ip6tables",
-        )?;
-        let restore_beside = |key: &str, given: Option<PathBuf>, binary: &Path| match given {
-            Some(path) => absolute(key, Some(path), ""),
-            None => Ok(restore_beside(binary)),
-        };
-        ensure!(
-            iptables != ip6tables,
-            "firewall.iptables and firewall.ip6tables are both {:?}: one family would go unmanaged \
-             while status read the other twice (ip6tables is usually /sbin/ip6tables)",
-            iptables.display().to_string()
-        );
-        let backend = match self.firewall.backend.as_deref() {
-            None | Some("iptables") => BackendKind::Iptables,
-            Some("nftables") => BackendKind::Nftables,
-            Some(other) => bail!(
-                "firewall.backend = {other:?}: must be \"iptables\" (portlocker's own chain in \
-                 iptables and ip6tables) or \"nftables\" (portlocker's own nftables table)"
-            ),
-        };
-        let chain = ChainName::new(self.firewall.chain.as_deref().unwrap_or("PORTLOCKER"))
-            .context("firewall.chain")?;
-        ensure!(
-            !(backend == BackendKind::Nftables && chain.is_input()),
-            "firewall.chain = \"INPUT\" is for the iptables backend: with backend = \"nftables\" \
-             portlocker keeps its rules in a table of its own (inet portlocker); remove the chain line"
-        );
-        let firewall = FirewallConfig {
-            backend,
-            nft: absolute("firewall.nft", self.firewall.nft, "/usr/sbin/nft")?,
-            iptables_restore: restore_beside(
-                "firewall.iptables_restore",
-                self.firewall.iptables_restore,
-                &iptables,
-            )?,
-            ip6tables_restore: restore_beside(
-                "firewall.ip6tables_restore",
-                self.firewall.ip6tables_restore,
-                &ip6tables,
-            )?,
-            iptables,
-            ip6tables,
-            ipv6: self.firewall.ipv6.unwrap_or(true),
-            chain,
-            keep_established: self.firewall.keep_established.unwrap_or(true),
-            max_open: self
-                .firewall
-                .max_open
-                .map(|text| duration("firewall.max_open", &text))
-                .transpose()?,
-            command_timeout: Duration::from_secs(command_timeout_secs),
-            default: match self.firewall.default.as_deref() {
-                None | Some("keep") => Unnamed::Keep,
-                Some("close") => Unnamed::Close,
-                Some(other) => bail!(
-                    "firewall.default = {other:?}: must be \"keep\" (a service the control file does not name keeps its state) \
-                     or \"close\" (it is closed)"
-                ),
-            },
-        };
-        let jitter_secs = self.fetch.jitter_secs.unwrap_or(0);
-        ensure!(
-            jitter_secs <= 3600,
-            "fetch.jitter_secs = {jitter_secs}: must be 0 to 3600"
-        );
+        let fetch = self.fetch.validate()?;
+        let firewall = self.firewall.validate()?;
         let signature = self.signature.map(RawSignature::validate).transpose()?;
-        let host_name = match self.host_name {
-            Some(name) => {
-                ensure!(
-                    !name.is_empty()
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
-                    "host_name = {name:?}: must be a host name (letters, digits, - _ .)"
-                );
-                name
-            }
-            None => system_host_name(),
+        let output = |key: &str, path: Option<PathBuf>| {
+            path.map(|path| absolute(key, Some(path), "")).transpose()
         };
-        let ca_file = self
-            .fetch
-            .ca_file
-            .map(|path| absolute("fetch.ca_file", Some(path), ""))
-            .transpose()?;
         Ok(Config {
             text: String::new(),
             path: None,
             source,
             log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,
-            status_file: self
-                .status_file
-                .map(|path| absolute("status_file", Some(path), ""))
-                .transpose()?,
-            metrics_file: self
-                .metrics_file
-                .map(|path| absolute("metrics_file", Some(path), ""))
-                .transpose()?,
+            status_file: output("status_file", self.status_file)?,
+            metrics_file: output("metrics_file", self.metrics_file)?,
             state_dir: absolute("state_dir", self.state_dir, "/var/lib/portlocker")?,
-            host_name,
-            fetch: FetchConfig {
-                timeout: Duration::from_secs(timeout_secs),
-                max_bytes,
-                ca_file,
-                jitter: Duration::from_secs(jitter_secs),
-            },
+            host_name: host_name(self.host_name)?,
+            fetch,
             firewall,
             signature,
             notify: self.notify.validate()?,
@@ -1063,6 +951,117 @@ impl RawConfig {
             watch: self.watch.validate()?,
             service_order: service_order(&self.services)?,
             services: services(self.services)?,
+        })
+    }
+}
+
+/// `host_name` as given (a host name's characters only), else the system's.
+fn host_name(given: Option<String>) -> Result<String> {
+    let Some(name) = given else {
+        return Ok(system_host_name());
+    };
+    ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "host_name = {name:?}: must be a host name (letters, digits, - _ .)"
+    );
+    Ok(name)
+}
+
+impl RawFetch {
+    fn validate(self) -> Result<FetchConfig> {
+        let timeout_secs = self.timeout_secs.unwrap_or(20);
+        ensure!(
+            (1..=600).contains(&timeout_secs),
+            "fetch.timeout_secs = {timeout_secs}: must be 1 to 600"
+        );
+        let max_bytes = self.max_bytes.unwrap_or(65536);
+        ensure!(
+            (1..=16 << 20).contains(&max_bytes),
+            "fetch.max_bytes = {max_bytes}: must be 1 to 16777216"
+        );
+        let jitter_secs = self.jitter_secs.unwrap_or(0);
+        ensure!(
+            jitter_secs <= 3600,
+            "fetch.jitter_secs = {jitter_secs}: must be 0 to 3600"
+        );
+        Ok(FetchConfig {
+            timeout: Duration::from_secs(timeout_secs),
+            max_bytes,
+            ca_file: (self.ca_file)
+                .map(|path| absolute("fetch.ca_file", Some(path), ""))
+                .transpose()?,
+            jitter: Duration::from_secs(jitter_secs),
+        })
+    }
+}
+
+impl RawFirewall {
+    fn validate(self) -> Result<FirewallConfig> {
+        let command_timeout_secs = self.command_timeout_secs.unwrap_or(30);
+        ensure!(
+            (1..=600).contains(&command_timeout_secs),
+            "firewall.command_timeout_secs = {command_timeout_secs}: must be 1 to 600"
+        );
+        let iptables = absolute("firewall.iptables", self.iptables, "/sbin/iptables")?;
+        let ip6tables = absolute("firewall.ip6tables", self.ip6tables, "/sbin/ip6tables")?;
+        let restore_beside = |key: &str, given: Option<PathBuf>, binary: &Path| match given {
+            Some(path) => absolute(key, Some(path), ""),
+            None => Ok(restore_beside(binary)),
+        };
+        ensure!(
+            iptables != ip6tables,
+            "firewall.iptables and firewall.ip6tables are both {:?}: one family would go unmanaged \
+             while status read the other twice (ip6tables is usually /sbin/ip6tables)",
+            iptables.display().to_string()
+        );
+        let backend = match self.backend.as_deref() {
+            None | Some("iptables") => BackendKind::Iptables,
+            Some("nftables") => BackendKind::Nftables,
+            Some(other) => bail!(
+                "firewall.backend = {other:?}: must be \"iptables\" (portlocker's own chain in \
+                 iptables and ip6tables) or \"nftables\" (portlocker's own nftables table)"
+            ),
+        };
+        let chain = ChainName::new(self.chain.as_deref().unwrap_or("PORTLOCKER"))
+            .context("firewall.chain")?;
+        ensure!(
+            !(backend == BackendKind::Nftables && chain.is_input()),
+            "firewall.chain = \"INPUT\" is for the iptables backend: with backend = \"nftables\" \
+             portlocker keeps its rules in a table of its own (inet portlocker); remove the chain line"
+        );
+        Ok(FirewallConfig {
+            backend,
+            nft: absolute("firewall.nft", self.nft, "/usr/sbin/nft")?,
+            iptables_restore: restore_beside(
+                "firewall.iptables_restore",
+                self.iptables_restore,
+                &iptables,
+            )?,
+            ip6tables_restore: restore_beside(
+                "firewall.ip6tables_restore",
+                self.ip6tables_restore,
+                &ip6tables,
+            )?,
+            iptables,
+            ip6tables,
+            ipv6: self.ipv6.unwrap_or(true),
+            chain,
+            keep_established: self.keep_established.unwrap_or(true),
+            max_open: (self.max_open)
+                .map(|text| duration("firewall.max_open", &text))
+                .transpose()?,
+            command_timeout: Duration::from_secs(command_timeout_secs),
+            default: match self.default.as_deref() {
+                None | Some("keep") => Unnamed::Keep,
+                Some("close") => Unnamed::Close,
+                Some(other) => bail!(
+                    "firewall.default = {other:?}: must be \"keep\" (a service the control file does not name keeps its state) \
+                     or \"close\" (it is closed)"
+                ),
+            },
         })
     }
 }
