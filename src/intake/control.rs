@@ -266,54 +266,11 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
         service.into()
     };
 
-    let mut source = None;
-    let mut expiry = None;
-    let mut hosts = None;
-    while let Some(word) = words.next() {
-        let keyword = word.to_lowercase();
-        if hosts.is_some() {
-            return Err(format!(
-                "unexpected {} after `on` (it ends the line)",
-                quoted(word)
-            ));
-        }
-        let mut value = |what: &str| {
-            words
-                .next()
-                .ok_or_else(|| format!("`{keyword}` needs {what}"))
-        };
-        match keyword.as_str() {
-            "from" if source.is_some() => return Err("`from` is given twice".into()),
-            "from" => {
-                source = Some(parse_source(value("an address or network")?, &service)?);
-            }
-            "until" | "for" if expiry.is_some() => {
-                return Err("give one of `until` and `for`, once".into());
-            }
-            "until" => {
-                let first = value("a time like 2026-11-25 18:00")?;
-                let deadline = if clock::is_bare_date(first) {
-                    let time = value("a time after the date, like 18:00")?;
-                    clock::parse_deadline(&[first, time], &Local)?
-                } else {
-                    clock::parse_deadline(&[first], &Local)?
-                };
-                expiry = Some(Expiry::Until(to_the_second(deadline)));
-            }
-            "for" => {
-                // A phone may capitalise the unit too.
-                let duration = value("a duration like 2h")?.to_lowercase();
-                expiry = Some(Expiry::For(clock::parse_duration(&duration)?));
-            }
-            "on" => hosts = Some(parse_hosts(value("host name patterns, like web-*")?)?),
-            _ => {
-                return Err(format!(
-                    "unexpected {} after the service (a line is ACTION SERVICE, then optionally from, until or for, and on)",
-                    quoted(word)
-                ));
-            }
-        }
-    }
+    let Qualifiers {
+        source,
+        expiry,
+        hosts,
+    } = qualifiers(words, &service)?;
     if action == Action::Close && (source.is_some() || expiry.is_some()) {
         return Err("`from`, `until` and `for` go with open only".into());
     }
@@ -332,17 +289,7 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
     if let Some(IpNet::V6(net)) = source
         && !context.ipv6
     {
-        // ip6tables is never run: the open could never happen, while the
-        // service stays closed to everyone else, locking the owner out.
-        let mapped = (net.prefix_len() == 128)
-            .then(|| net.addr().to_ipv4_mapped())
-            .flatten()
-            .map(|v4| format!(" (an IPv4 client is seen as {v4}: write `from {v4}`)"))
-            .unwrap_or_default();
-        return Err(format!(
-            "`from {net}` is an IPv6 network, but this host manages IPv4 only (firewall.ipv6 = false){mapped}; \
-             give an IPv4 address, or set firewall.ipv6 = true"
-        ));
+        return Err(unmanaged_v6(net));
     }
     let Some(service) = context.services.get(service.as_ref()) else {
         let known: Vec<&str> = context.services.iter().map(ServiceName::as_str).collect();
@@ -359,6 +306,83 @@ fn parse_line(line: usize, raw: &str, context: Context) -> Result<Parsed, String
         source,
         expiry,
     }))
+}
+
+/// What a line says after its service: `from`, `until` or `for`, and `on`.
+#[derive(Default)]
+struct Qualifiers<'a> {
+    source: Option<IpNet>,
+    expiry: Option<Expiry>,
+    hosts: Option<Vec<&'a str>>,
+}
+
+/// Reads the words after `service`, each qualifier at most once.
+fn qualifiers<'a>(
+    mut words: impl Iterator<Item = &'a str>,
+    service: &str,
+) -> Result<Qualifiers<'a>, String> {
+    let mut said = Qualifiers::default();
+    while let Some(word) = words.next() {
+        let keyword = word.to_lowercase();
+        if said.hosts.is_some() {
+            return Err(format!(
+                "unexpected {} after `on` (it ends the line)",
+                quoted(word)
+            ));
+        }
+        let mut value = |what: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("`{keyword}` needs {what}"))
+        };
+        match keyword.as_str() {
+            "from" if said.source.is_some() => return Err("`from` is given twice".into()),
+            "from" => {
+                said.source = Some(parse_source(value("an address or network")?, service)?);
+            }
+            "until" | "for" if said.expiry.is_some() => {
+                return Err("give one of `until` and `for`, once".into());
+            }
+            "until" => {
+                let first = value("a time like 2026-11-25 18:00")?;
+                let deadline = if clock::is_bare_date(first) {
+                    let time = value("a time after the date, like 18:00")?;
+                    clock::parse_deadline(&[first, time], &Local)?
+                } else {
+                    clock::parse_deadline(&[first], &Local)?
+                };
+                said.expiry = Some(Expiry::Until(to_the_second(deadline)));
+            }
+            "for" => {
+                // A phone may capitalise the unit too.
+                let duration = value("a duration like 2h")?.to_lowercase();
+                said.expiry = Some(Expiry::For(clock::parse_duration(&duration)?));
+            }
+            "on" => said.hosts = Some(parse_hosts(value("host name patterns, like web-*")?)?),
+            _ => {
+                return Err(format!(
+                    "unexpected {} after the service (a line is ACTION SERVICE, then optionally from, until or for, and on)",
+                    quoted(word)
+                ));
+            }
+        }
+    }
+    Ok(said)
+}
+
+/// Why `from NET`, an IPv6 network, cannot be honoured with IPv6 unmanaged.
+fn unmanaged_v6(net: ipnet::Ipv6Net) -> String {
+    // ip6tables is never run: the open could never happen, while the
+    // service stays closed to everyone else, locking the owner out.
+    let mapped = (net.prefix_len() == 128)
+        .then(|| net.addr().to_ipv4_mapped())
+        .flatten()
+        .map(|v4| format!(" (an IPv4 client is seen as {v4}: write `from {v4}`)"))
+        .unwrap_or_default();
+    format!(
+        "`from {net}` is an IPv6 network, but this host manages IPv4 only (firewall.ipv6 = false){mapped}; \
+             give an IPv4 address, or set firewall.ipv6 = true"
+    )
 }
 
 /// A deadline to the whole second, never later than written: the kernel
