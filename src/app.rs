@@ -30,6 +30,7 @@ use crate::run::{
     NEEDS_ROOT, Occasion, publish, report, resolve, run_as, sources_seen, summarise_errors,
     wait_jitter,
 };
+use crate::sys::clock;
 use crate::sys::runner::{CommandError, SystemRunner};
 use crate::watch::{self, presence};
 
@@ -246,7 +247,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let watcher = presence::watcher(&config.state_dir);
     if let Some(watcher) = &watcher
-        && watcher.alive(chrono::Utc::now())
+        && watcher.alive(clock::now_utc())
     {
         // Another config on the same state directory: its closes would
         // never be made, and a silent exit 0 would say they were.
@@ -295,7 +296,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
     });
     let occasion = Occasion {
         offline,
-        at: Local::now().fixed_offset(),
+        at: clock::now_local(),
         fetcher: &fetcher,
         seen_in_place: None,
         log_unchanged: true,
@@ -346,7 +347,7 @@ fn reset(config: &Config) -> Result<Exit> {
         failures.push("what portlocker left elsewhere could not be removed".into());
     }
     let failure = (!failures.is_empty()).then(|| failures.join("; "));
-    let now = Local::now().fixed_offset();
+    let now = clock::now_local();
     if !lost {
         // Until the next run, `status` and the page say nothing is enforced;
         // and portlocker's rules are gone on purpose: the next run must not
@@ -419,7 +420,7 @@ fn publish_after_reset(
 /// Prints what a run would do, changing nothing.
 fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let (state, lost) = peek_state(config)?;
-    let now = Local::now().fixed_offset();
+    let now = clock::now_local();
     let wanted = intake::look(config, &state, offline, now)?;
     let mut starts = state.opens.clone();
     if lost {
@@ -527,7 +528,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     errors.extend(
         unusable.map(|(family, why)| format!("{family}: cannot change the firewall: {why}")),
     );
-    let now = Local::now().fixed_offset();
+    let now = clock::now_local();
     // What the kept state asks now, as a run would enforce it, for the deadlines and sources.
     let wanted = intake::asked(config, &state, now);
     let resolved = resolve(config, &wanted, &state.opens, now);

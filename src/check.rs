@@ -25,6 +25,7 @@ use crate::intake::fetch;
 use crate::intake::intent::Want;
 use crate::intake::source::Source;
 use crate::intake::state::{self, Loaded, State};
+use crate::sys::clock;
 use crate::sys::files::{self, is_root};
 use crate::sys::runner::SystemRunner;
 
@@ -327,7 +328,7 @@ fn read_state(config: &Config, findings: &mut Vec<Finding>) -> State {
         return State::default();
     }
     let loaded = State::peek(&config.state_dir);
-    findings.extend(kept_state(config, &loaded, &path, Utc::now()));
+    findings.extend(kept_state(config, &loaded, &path, clock::now_utc()));
     match loaded {
         Loaded::Kept(state) => state,
         Loaded::Legacy(mut state) => {
@@ -454,7 +455,7 @@ fn closes_missing(
     host: &Host,
     holdings: &Holdings,
 ) -> Vec<Finding> {
-    let now = chrono::Local::now().fixed_offset();
+    let now = clock::now_local();
     // What a run would log of the kept state is told by check's own lines.
     crate::report::logging::hold();
     let wanted = intake::asked(config, state, now);
@@ -546,7 +547,7 @@ fn lockout(config: &Config, family: Family, mismatch: &Mismatch) -> Option<Strin
 /// a port through before portlocker's DROP; after one that opens every
 /// service, a rule (or a chain's policy) that still closes it. Each once.
 fn firewall_findings(config: &Config, holdings: &Holdings, host: &Host) -> Vec<Finding> {
-    let now = chrono::Utc::now();
+    let now = clock::now_utc();
     let mut culprits: Vec<Culprit> = Vec::new();
     for want in [Want::Closed, Want::Open(None)] {
         let wants = config
@@ -920,7 +921,7 @@ mod tests {
     fn kept_lines_that_no_longer_fit_are_named() {
         let c = config("", SERVICES);
         let path = Path::new("/var/lib/portlocker/state.toml");
-        let now = Utc::now();
+        let now = clock::now_utc();
         let fits = state_with(&[("ssh", "close ssh"), ("web", "open web")]);
         assert_eq!(kept_state(&c, &Loaded::Kept(fits), path, now), []);
         let kept = state_with(&[("ssh", "close ssh"), ("vpn", "close vpn")]);
@@ -954,7 +955,7 @@ mod tests {
         let path = Path::new("/var/lib/portlocker/state.toml");
         let damaged = Loaded::Damaged(format!("{} is damaged (truncated)", path.display()));
         assert_eq!(
-            texts(&kept_state(&c, &damaged, path, Utc::now())),
+            texts(&kept_state(&c, &damaged, path, clock::now_utc())),
             [(
                 Severity::Problem,
                 "/var/lib/portlocker/state.toml is damaged (truncated): the next run moves it \
@@ -971,7 +972,7 @@ mod tests {
         let text = format!("source = \"-\"\n[firewall]\nipv6 = false\n{key}[services]\nssh = 22\n");
         let c = Config::parse(&text).unwrap();
         let path = Path::new("/state.toml");
-        let now = Utc::now();
+        let now = clock::now_utc();
         assert_eq!(
             kept_state(&c, &Loaded::Kept(State::default()), path, now),
             []

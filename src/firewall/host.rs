@@ -964,7 +964,7 @@ mod tests {
             ports: PortSpec::parse("22").unwrap(),
             from: None,
         };
-        let answer = evaluate(path, &question, chrono::Utc::now());
+        let answer = evaluate(path, &question, crate::sys::clock::now_utc());
         assert_eq!(answer.state, PortState::Closed, "{}", answer.reason);
     }
 }

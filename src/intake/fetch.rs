@@ -28,6 +28,7 @@ pub use ureq::http::StatusCode;
 use crate::config::FetchConfig;
 use crate::intake::source::{Source, host_of};
 use crate::intake::{proxy, uncut};
+use crate::sys::clock;
 use crate::sys::files;
 
 /// Redirects followed before giving up.
@@ -563,7 +564,7 @@ fn get(
     if status != StatusCode::OK {
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                retry_after(header(RETRY_AFTER).as_deref(), chrono::Utc::now())
+                retry_after(header(RETRY_AFTER).as_deref(), clock::now_utc())
             }
             _ => None,
         };

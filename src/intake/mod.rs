@@ -17,6 +17,7 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, ServiceName, SignatureConfig, Unnamed};
+use crate::sys::clock;
 use control::ControlFile;
 use fetch::{Fetched, Fetcher, Validators};
 use intent::Wanted;
@@ -347,7 +348,7 @@ fn check_signature<'a>(
         &signature.public_key,
         last_signed,
         signature.max_age,
-        Utc::now(),
+        clock::now_utc(),
     )
     .map_err(|reason| anyhow!("control file from {origin}: {reason}"))?;
     Ok(Checked {

@@ -1,8 +1,31 @@
 //! Deadlines and durations as an owner types them on a phone: `2026-11-25
 //! 18:00` (the server's local time), RFC 3339, and `90m` / `2h` / `7d`.
-//! Pure: the time zone is a parameter.
+//! Pure: the time zone is a parameter; only `now_utc` and `now_local` read
+//! the clock, and every part of portlocker reads it through them.
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, FixedOffset, Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
+
+/// Now, in UTC. A clock set before 1970 (a dead clock battery) reads as
+/// 1970 itself: chrono's own `now` panics there, and a boot run that
+/// panics enforces nothing.
+pub fn now_utc() -> DateTime<Utc> {
+    utc_at(SystemTime::now())
+}
+
+/// Now, in the zone portlocker runs in, as `now_utc` reads it.
+pub fn now_local() -> DateTime<FixedOffset> {
+    now_utc().with_timezone(&Local).fixed_offset()
+}
+
+/// `time` in UTC, a time before 1970 as 1970.
+fn utc_at(time: SystemTime) -> DateTime<Utc> {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => DateTime::UNIX_EPOCH + since,
+        Err(_) => DateTime::UNIX_EPOCH,
+    }
+}
 
 /// The longest duration accepted anywhere: ten years.
 const MAX_DAYS: i64 = 3650;
@@ -144,5 +167,17 @@ mod tests {
         ] {
             assert!(parse_deadline(bad, &cet).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_clock_before_1970_reads_as_1970() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(utc_at(UNIX_EPOCH - day), DateTime::UNIX_EPOCH);
+        assert_eq!(utc_at(UNIX_EPOCH + day).timestamp(), 86_400);
+        let now = SystemTime::now();
+        assert_eq!(
+            utc_at(now).timestamp_micros(),
+            DateTime::<Utc>::from(now).timestamp_micros()
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use chrono::{DateTime, FixedOffset, Local};
+use chrono::{DateTime, FixedOffset};
 
 use crate::config::{BackendKind, Config, ConfigError};
 use crate::exit::Exit;
@@ -31,6 +31,7 @@ use crate::intake::state::{self, RunLock};
 use crate::report::logging;
 use crate::report::notify::{self, Event, Notice};
 use crate::run::{self, Occasion};
+use crate::sys::clock;
 use crate::sys::runner::{SystemRunner, started_lately};
 use inbox::{FirewallNews, Inbox};
 use netlink::{Listener, News, Place};
@@ -185,7 +186,7 @@ impl Watcher {
             if self.inbox.stopping() {
                 return;
             }
-            self.presence.beat(chrono::Utc::now());
+            self.presence.beat(clock::now_utc());
             let now = Instant::now();
             let next = self.next_moment().saturating_duration_since(now);
             inbox::wait(woken, next);
@@ -334,7 +335,7 @@ impl Watcher {
             .after(failed, self.fetcher.retry_after(), random());
         self.fetch_at = Instant::now() + pause;
         if exit == Exit::Ok {
-            self.whole_at = Some(Local::now().fixed_offset());
+            self.whole_at = Some(clock::now_local());
         }
         self.last_full_look = Instant::now();
     }
@@ -342,7 +343,7 @@ impl Watcher {
     /// Looks at the firewall; puts portlocker's rules right if they are not
     /// what the owner asked, unless fighting another program.
     fn look_and_repair(&mut self, why: &str) {
-        let at = Local::now().fixed_offset();
+        let at = clock::now_local();
         self.last_full_look = Instant::now();
         match verify::look(&self.config, at) {
             Look::Whole => {
@@ -372,7 +373,7 @@ impl Watcher {
             return;
         };
         if exit == Exit::Ok {
-            self.whole_at = Some(Local::now().fixed_offset());
+            self.whole_at = Some(clock::now_local());
         }
         // A repair that failed counts too: one failing for good is tried
         // ever less often, as in a fight (the run tells its failure).
@@ -415,7 +416,7 @@ impl Watcher {
             .is_none_or(|at| now.duration_since(at) >= SUMMARY_EVERY);
         let occasion = Occasion {
             offline,
-            at: Local::now().fixed_offset(),
+            at: clock::now_local(),
             fetcher: &self.fetcher,
             seen_in_place: self.whole_at,
             log_unchanged,
@@ -456,7 +457,7 @@ impl Watcher {
             host: host.to_owned(),
             text: format!(
                 "{host}: portlocker's rules keep being removed\n{text}\nat {}\n",
-                crate::report::quiet::shown(Local::now().fixed_offset())
+                crate::report::quiet::shown(clock::now_local())
             ),
         };
         notify::send(&self.config, &notice, false);
@@ -484,7 +485,7 @@ impl Watcher {
         }
         log::info!("the config was read again (SIGHUP)");
         self.presence
-            .reconfigured(config.fingerprint(), chrono::Utc::now());
+            .reconfigured(config.fingerprint(), clock::now_utc());
         self.fetcher = Fetcher::new(&config.fetch);
         self.schedule = SourceSchedule::new(config.watch.every);
         *self

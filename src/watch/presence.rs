@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use crate::sys::clock;
 use crate::sys::files;
 
 const FILE: &str = "watch";
@@ -74,7 +75,7 @@ pub fn claim(
             Ok(()) => {
                 let _ = file.set_len(0);
                 let mut presence = Presence { file, config, path };
-                presence.beat(Utc::now());
+                presence.beat(clock::now_utc());
                 return Ok(Ok(presence));
             }
             Err(fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(25)),
@@ -189,7 +190,7 @@ mod tests {
     fn one_watcher_per_state_directory_known_by_its_beat() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(watcher(dir.path()), None);
-        let now = Utc::now();
+        let now = clock::now_utc();
         let path = Path::new("/etc/portlocker/config.toml");
         let mut presence = claim(dir.path(), 0xfeed, Some(path)).unwrap().unwrap();
         let seen = watcher(dir.path()).expect("a watcher");
