@@ -1706,6 +1706,24 @@ mod tests {
         );
     }
 
+    /// An nft redirect ends its chain, as iptables' REDIRECT does, and is
+    /// named as what lets the port in (the reason said "no rule drops it").
+    #[test]
+    fn an_nft_redirect_past_a_drop_is_named() {
+        let nft = r#"{"nftables": [
+            {"chain": {"family": "ip", "table": "n", "name": "pre", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "n", "chain": "pre", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 1723}}, {"redirect": {"port": 2222}}]}},
+            {"rule": {"family": "ip", "table": "n", "chain": "pre", "handle": 3, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 1723}}, {"redirect": {"port": 22}}]}}]}"#;
+        let drop = "-A INPUT -p tcp -m tcp --dport 1723 -j DROP\n-A INPUT -p tcp -m tcp --dport 22 -j DROP";
+        let answer = ask(&host(drop, "", Some(nft)), "1723");
+        assert_eq!(answer.state, PortState::Open, "{answer:?}");
+        assert!(
+            answer.reason.contains("redirect to :2222"),
+            "{}",
+            answer.reason
+        );
+    }
+
     #[test]
     fn notrack_in_raw_carries_a_new_connection_past_a_drop_for_new_alone() {
         let drop_new = "-A INPUT -p udp -m udp --dport 1194 -m conntrack --ctstate NEW -j DROP";

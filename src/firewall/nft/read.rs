@@ -366,6 +366,15 @@ fn rules_of(object: &RuleObject) -> Vec<Rule> {
                 break;
             }
         }
+        // A translation ends its chain as an accept does (nft's dnat and
+        // redirect are terminal), as iptables' -j DNAT does.
+        if ["dnat", "redirect"]
+            .iter()
+            .any(|kind| statement.get(kind).is_some())
+        {
+            verdict = Verdict::Accept;
+            break;
+        }
     }
     vec![Rule {
         steps,
