@@ -1085,6 +1085,7 @@ pub(crate) fn report(
                             asked,
                             reason: seen.reason,
                             advice: seen.advice,
+                            shut_out: seen.shut_out,
                         }
                     })
                     .collect(),
@@ -1174,6 +1175,7 @@ mod tests {
                     asked: None,
                     reason: String::new(),
                     advice: None,
+                    shut_out: false,
                 })
                 .collect(),
             opens: Vec::new(),

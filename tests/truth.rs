@@ -279,9 +279,23 @@ fn an_open_from_a_source_lets_a_ban_further_down_input_apply() {
         "{table}"
     );
 
+    // One of two sources banned: not as asked either (it was called OK).
+    env.control("open ssh from 127.0.0.2\nopen ssh from 127.0.0.4\n");
+    env.run(&[])
+        .expect(1)
+        .says("ssh 22/tcp is closed to sources the control file opens it to")
+        .says("closes it to 127.0.0.2/32");
+    assert!(reaches("127.0.0.4", "127.0.0.1", 22));
+    let metrics = std::fs::read_to_string(env.path("portlocker.prom")).unwrap();
+    assert!(
+        metrics.contains("portlocker_service_as_asked{service=\"ssh\",family=\"ipv4\"} 0"),
+        "{metrics}"
+    );
+
     let lift = ["-w", "5", "-D", "INPUT", "-s", "127.0.0.2", "-j", "DROP"];
     netns::iptables(IPT, &lift);
     assert!(reaches("127.0.0.2", "127.0.0.1", 22));
+    env.run(&[]).expect(0);
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub struct Seen {
     pub reason: String,
     /// When the state is not what is asked: what to change, and where.
     pub advice: Option<String>,
+    /// A source the control file opens it to is kept out by others: not as
+    /// asked, though its state is the one asked (open to sources).
+    pub shut_out: bool,
 }
 
 /// What `host` does to `service` in `family` at `now`, against what the
@@ -42,11 +45,19 @@ pub fn seen(
     let differs = |&(_, asked): &(&Want, PortState)| {
         found.state != asked && found.state != PortState::Unknown
     };
+    // Open to sources as asked may still keep out one of them.
+    let to_sources = |&(want, _): &(&Want, PortState)| matches!(want, Want::OpenTo(_));
     let path = host.family(family);
     let mut advice: Vec<String> = Vec::new();
-    if let (Some((want, _)), Some(path)) = (asking.filter(differs), path) {
+    let mut shut = Vec::new();
+    let asked = asking.filter(|asking| differs(asking) || to_sources(asking));
+    if let (Some((want, _)), Some(path)) = (asked, path) {
         let wants = BTreeMap::from([(service.clone(), want.clone())]);
         for mismatch in truth::mismatches(config, &wants, path, now) {
+            if let Mismatch::SourceShut { source, by, .. } = &mismatch {
+                let by: Vec<String> = by.iter().map(Cited::shown).collect();
+                shut.push(format!("closed to {source} by {}", by.join(" and ")));
+            }
             for fix in advise(config, &mismatch) {
                 if !advice.contains(&fix) {
                     advice.push(fix);
@@ -54,10 +65,15 @@ pub fn seen(
             }
         }
     }
+    let reason = match shut.is_empty() {
+        true => found.reason,
+        false => format!("{}; {}", found.reason, shut.join("; ")),
+    };
     Seen {
         state: found.state,
-        reason: found.reason,
+        reason,
         advice: (!advice.is_empty()).then(|| advice.join("; ")),
+        shut_out: !shut.is_empty(),
     }
 }
 

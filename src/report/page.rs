@@ -470,6 +470,7 @@ mod tests {
                  tcp --dport 22 -j DROP`"
                     .into(),
             ),
+            shut_out: false,
         };
         let page = render(&report);
         assert!(page.contains("<title>web-1: NOT AS ASKED · portlocker</title>"));

@@ -63,11 +63,16 @@ pub struct FamilyView {
     pub reason: String,
     /// When not as asked: what would make it so.
     pub advice: Option<String>,
+    /// A source it is asked open to is kept out by others.
+    pub shut_out: bool,
 }
 
 impl FamilyView {
     pub fn surprise(&self) -> Surprise {
-        Surprise::of(self.state, self.asked)
+        match Surprise::of(self.state, self.asked) {
+            Surprise::Calm if self.shut_out => Surprise::Drift,
+            surprise => surprise,
+        }
     }
 }
 
@@ -119,13 +124,18 @@ pub struct Difference<'a> {
 impl Difference<'_> {
     /// Whether it lets fewer in than asked: the owner may be locked out.
     pub fn lockout(&self) -> bool {
-        self.view
-            .asked
-            .is_some_and(|asked| more_closed(self.view.state, asked))
+        self.view.shut_out
+            || (self.view.asked).is_some_and(|asked| more_closed(self.view.state, asked))
     }
 
     /// `ssh closed over IPv4 (asked: open)`.
     pub fn short(&self) -> String {
+        if self.view.shut_out {
+            return format!(
+                "{} closed to some of its sources over {}",
+                self.row.name, self.view.family
+            );
+        }
         format!(
             "{} {} over {} (asked: {})",
             self.row.name,
@@ -143,14 +153,20 @@ impl Difference<'_> {
             Some(PortState::OpenToSources) => "opens it to some sources only",
             _ => "opens it",
         };
-        let mut text = format!(
-            "{}: {} {} is {}, but the control file {asked}: {}",
-            view.family,
-            self.row.name,
-            self.row.ports.join(","),
-            view.state.as_str(),
-            view.reason
-        );
+        let ports = self.row.ports.join(",");
+        let mut text = match view.shut_out {
+            true => format!(
+                "{}: {} {ports} is closed to sources the control file opens it to: {}",
+                view.family, self.row.name, view.reason
+            ),
+            false => format!(
+                "{}: {} {ports} is {}, but the control file {asked}: {}",
+                view.family,
+                self.row.name,
+                view.state.as_str(),
+                view.reason
+            ),
+        };
         if let Some(advice) = &view.advice {
             text.push_str("; ");
             text.push_str(advice);
@@ -398,6 +414,7 @@ pub(crate) mod tests {
             asked,
             reason: reason.into(),
             advice: None,
+            shut_out: false,
         }
     }
 
@@ -554,6 +571,22 @@ pub(crate) mod tests {
             "IPv4: ssh 22/tcp is closed, but the control file opens it: `-A INPUT -p tcp -m tcp \
              --dport 22 -j DROP` drops it; it is not portlocker's: remove it with `iptables -D …`"
         );
+        // Open to sources as asked, but one of them kept out by others.
+        let mut shut = calm_report();
+        shut.services[0].families[0] = FamilyView {
+            shut_out: true,
+            ..view(
+                Family::Ipv4,
+                PortState::OpenToSources,
+                Some(PortState::OpenToSources),
+                "let in by portlocker; closed to 10.6.0.0/24 by `-A INPUT -s 10.6.0.0/24 -j DROP`",
+            )
+        };
+        assert_eq!(
+            shut.headline(),
+            "Not as asked: ssh closed to some of its sources over IPv4"
+        );
+        assert!(shut.differences()[0].lockout());
         // More open than asked, with a failure besides: the difference leads.
         let report = report(Some("a firewall command failed"));
         assert_eq!(
