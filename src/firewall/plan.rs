@@ -331,19 +331,35 @@ fn plan_family(
         *copies.entry(&rule.spec).or_default() += 1;
     }
     let shut = shut_ports(config, wants);
-    let mut rule_changes = Vec::new();
-    let mut enforces_any = false;
-    for service in config.services.keys() {
-        let drops: Vec<Rule> = rules_of(config, family)
+    let drops_of = |service: &ServiceName| -> Vec<Rule> {
+        rules_of(config, family)
             .filter(|r| r.service == *service)
-            .collect();
+            .collect()
+    };
+    let wanted_by: BTreeMap<&ServiceName, Vec<Rule>> = (wants.iter())
+        .filter(|(service, _)| config.services.contains_key(*service))
+        .map(|(service, want)| {
+            let rules = rules_for(want, &drops_of(service), family, unwritable, &shut);
+            (service, rules)
+        })
+        .collect();
+    let enforces_any = wanted_by.values().any(|rules| !rules.is_empty());
+    let reseat = chain.is_input()
+        && wanted_by
+            .values()
+            .flatten()
+            .any(|rule| rule.source.is_some())
+        && !seated(held.ours(config), wanted_by.values().flatten());
+    let mut rule_changes = Vec::new();
+    for service in config.services.keys() {
+        let drops = drops_of(service);
         let tag = format!("portlocker:{service}");
         let mine: Vec<&Vec<String>> = tagged
             .iter()
             .map(|rule| &rule.spec)
             .filter(|spec| tag_of(spec) == Some(&tag))
             .collect();
-        let Some(want) = wants.get(service) else {
+        let Some(wanted) = wanted_by.get(service) else {
             // Not named: keep its state, minus duplicates and what the config no longer produces.
             let mut kept = HashSet::new();
             for spec in mine {
@@ -355,13 +371,8 @@ fn plan_family(
             }
             continue;
         };
-        let wanted = rules_for(want, &drops, family, unwritable, &shut);
-        enforces_any |= !wanted.is_empty();
-        let reseat = chain.is_input()
-            && wanted.iter().any(|rule| rule.source.is_some())
-            && !seated(held.ours(config), &tag, &wanted);
         let mut wanted_specs = HashSet::new();
-        for rule in &wanted {
+        for rule in wanted {
             let spec = rule.listed_spec();
             let held = copies.get(spec.as_slice()).copied().unwrap_or(0);
             if held == 0 || reseat {
@@ -381,6 +392,15 @@ fn plan_family(
             rule_changes.push(removal(spec, &drops, family, chain));
         }
     }
+    if reseat {
+        // Every source first, then every DROP, then what goes: no port is
+        // ever without its DROP, and none of its sources below another's.
+        rule_changes.sort_by_key(|change| match change {
+            Change::Append(rule) if rule.source.is_some() => 0,
+            Change::Append(_) => 1,
+            _ => 2,
+        });
+    }
     rule_changes.extend(unconfigured(config, family, &tagged));
     let mut changes = Vec::new();
     if held.chain_exists(config) || enforces_any {
@@ -390,34 +410,27 @@ fn plan_family(
     changes
 }
 
-/// With `chain = "INPUT"`, whether `service`'s (`tag`) source rules in INPUT
-/// (`input`) sit right above its DROPs, with no rule of others between:
-/// a ban above them then applies to a source too (fail2ban's jump, first
-/// in INPUT, is above). Each is appended there, so a new source, or one
-/// listed higher (as a version that put sources first in INPUT did), has
-/// the service's rules made again at the end of INPUT, sources first,
-/// before the old ones go: its port is never without its DROP.
-fn seated(input: Option<&ChainRules>, tag: &str, wanted: &[Rule]) -> bool {
+/// With `chain = "INPUT"`, whether portlocker's rules there are seated:
+/// every one `wanted` held, every source rule above every DROP (services may
+/// share a port), and no rule of others between the first source and the
+/// first DROP, so a ban above them (fail2ban's jump, first in INPUT)
+/// applies to a source too. Each is appended to INPUT, so when they are
+/// not, all are made again at the end of INPUT, sources first, before the
+/// old ones go (as a version that put sources first in INPUT left them).
+fn seated<'r>(input: Option<&ChainRules>, mut wanted: impl Iterator<Item = &'r Rule>) -> bool {
     let rules = input.map_or(&[][..], |input| &input.rules[..]);
-    let is_ours = |rule: &Listed| tag_of(&rule.spec) == Some(tag);
+    let is_ours = |rule: &Listed| rule.tag().is_some();
     let is_source = |rule: &Listed| rule.spec.iter().any(|word| word == "-s");
     let Some(first_drop) = rules.iter().position(|r| is_ours(r) && !is_source(r)) else {
         return false;
     };
-    let sources_above = rules[..first_drop]
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| is_ours(r));
-    let all_held = wanted.iter().all(|rule| {
+    let all_held = wanted.all(|rule| {
         let spec = rule.listed_spec();
         rules.iter().any(|listed| listed.spec == spec)
     });
-    let first_source = sources_above.map(|(index, _)| index).next();
-    let untouched = first_source.is_some_and(|first| {
-        rules[first..first_drop]
-            .iter()
-            .all(|rule| rule.tag().is_some())
-    });
+    let first_source = rules.iter().position(|r| is_ours(r) && is_source(r));
+    let untouched = first_source
+        .is_some_and(|first| first < first_drop && rules[first..first_drop].iter().all(is_ours));
     let below = rules[first_drop..]
         .iter()
         .any(|r| is_ours(r) && is_source(r));
@@ -956,6 +969,46 @@ mod tests {
         assert_eq!(
             shown(&plan_of(&config, &wants, &later)),
             Vec::<String>::new()
+        );
+    }
+
+    /// With chain = "INPUT", two services that share a port, each open to
+    /// its own sources: every source above every DROP, or one service's
+    /// DROP would keep out the other's sources.
+    #[test]
+    fn in_input_every_source_sits_above_every_drop() {
+        let config = Config::parse(
+            "source = \"-\"\n[firewall]\nipv6 = false\nchain = \"INPUT\"\n\
+             [services]\nssh = 22\nalt = [22, 2222]\n",
+        )
+        .unwrap();
+        let wants = control(
+            &config,
+            "open ssh from 10.6.0.0/24\nopen alt from 10.7.0.0/24\n",
+        );
+        let bare = bare(&config);
+        let now = after(&config, &bare, &plan_of(&config, &wants, &bare));
+        let input = &now.family(Family::Ipv4).unwrap().input.rules;
+        let is_source = |rule: &Listed| rule.spec.iter().any(|word| word == "-s");
+        let first_drop = input.iter().position(|rule| !is_source(rule)).unwrap();
+        assert_eq!(first_drop, 3, "{input:?}");
+        assert!(
+            input[first_drop..].iter().all(|rule| !is_source(rule)),
+            "{input:?}"
+        );
+        assert_eq!(shown(&plan_of(&config, &wants, &now)), Vec::<String>::new());
+        // A third source joins them above every DROP.
+        let wants = control(
+            &config,
+            "open ssh from 10.6.0.0/24\nopen alt from 10.7.0.0/24\nopen alt from 10.8.0.0/24\n",
+        );
+        let later = after(&config, &now, &plan_of(&config, &wants, &now));
+        let input = &later.family(Family::Ipv4).unwrap().input.rules;
+        let first_drop = input.iter().position(|rule| !is_source(rule)).unwrap();
+        assert_eq!(first_drop, 5, "{input:?}");
+        assert!(
+            input[first_drop..].iter().all(|rule| !is_source(rule)),
+            "{input:?}"
         );
     }
 
