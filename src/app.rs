@@ -354,7 +354,7 @@ fn reset(config: &Config) -> Result<Exit> {
         // tell it as a wipe.
         state.reset_at = Some(now);
         state.in_place = None;
-        if let Err(error) = state.save(&config.state_dir) {
+        if let Err(error) = state.save(&config.state_dir, config.fetch.max_bytes, false) {
             log::warn!(
                 "the state was not saved, so status cannot tell of the reset, and the next run \
                  may take it for a wipe: {error:#}"

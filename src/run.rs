@@ -21,7 +21,7 @@ use crate::firewall::{self, Applied, Tidied};
 use crate::intake;
 use crate::intake::fetch::Fetcher;
 use crate::intake::intent::{self, Resolved, Starts, Want, Wanted};
-use crate::intake::state::{LastRun, Loaded, Saved, State, WipeEpisode};
+use crate::intake::state::{self, LastRun, Loaded, Saved, State, WipeEpisode};
 use crate::report::logging;
 use crate::report::metrics;
 use crate::report::notify;
@@ -199,7 +199,8 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
     // begin it again, and it would never end.
     let mut counting = state.clone();
     counting.opens.extend(resolved.new_starts.clone());
-    if counting != before && !save(config, &counting, &mut problems) {
+    // Never with the room kept for a close: a count is no close.
+    if counting != before && !save(config, &counting, false, &mut problems) {
         let withheld = intent::uncounted(&intake.wanted, &state.opens, run_at, max_open);
         if !withheld.is_empty() {
             resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
@@ -373,7 +374,8 @@ fn tell(
 fn keep(config: &Config, asked: &mut Asked, told: &mut Told, run_at: DateTime<FixedOffset>) {
     let state = &mut asked.state;
     let mut not_saved = Vec::new();
-    save(config, state, &mut not_saved);
+    let for_a_close = state::may_close(&asked.before, state);
+    save(config, state, for_a_close, &mut not_saved);
     let Some(reason) = not_saved.first() else {
         return;
     };
@@ -570,9 +572,9 @@ pub(crate) fn publish(config: &Config, report: &Report, last_run: Option<&LastRu
 
 /// Writes the state; a failure is reported in `problems`, and the run goes
 /// on. True when it was saved.
-fn save(config: &Config, state: &State, problems: &mut Vec<String>) -> bool {
+fn save(config: &Config, state: &State, for_a_close: bool, problems: &mut Vec<String>) -> bool {
     let dir = config.state_dir.display();
-    match state.save(&config.state_dir) {
+    match state.save(&config.state_dir, config.fetch.max_bytes, for_a_close) {
         Ok(Saved::Plainly) => true,
         Ok(Saved::NothingKept(why)) => {
             log::warn!(

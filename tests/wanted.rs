@@ -401,12 +401,14 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The real iptables, a metrics file, and control files of at most 4 KiB
+/// (the state and the room kept for it fit a small disk).
 fn metrics_env() -> TestEnv {
     let env = TestEnv::with_real_iptables();
     env.write_config(&format!(
         "metrics_file = {:?}\n{}",
         env.path("portlocker.prom"),
-        env.local_config("", "")
+        env.local_config("max_bytes = 4096", "")
     ));
     env
 }
@@ -424,11 +426,23 @@ fn a_full_disk_keeps_a_close_once_and_then_fails_the_run_and_the_page_and_metric
     let disk = SmallDisk::mount(&env.path("state"));
     env.control("close ssh\n");
     env.run(&[]).expect(0);
+    let reserve = env.path("state/reserve");
+    assert!(reserve.exists());
     disk.fill();
 
-    // The close is saved all the same, in the space kept for the state, and
-    // the run fails to say the disk is full: a reboot must not reopen web.
-    env.control("close ssh\nclose web\n");
+    // A run that changes nothing leaves the room kept for a close alone.
+    env.run(&[]).expect(1).says("the state was not saved");
+    assert!(reserve.exists(), "a run that changed nothing took the room");
+
+    // The close is saved in that room, with a file as long as max_bytes
+    // allows, and the run fails to say the disk is full: a reboot must not
+    // reopen web.
+    let long = format!(
+        "close ssh\nclose web\n{}",
+        "# a comment of the owner's\n".repeat(140)
+    );
+    assert!(long.len() > 3500 && long.len() < 4096);
+    env.control(&long);
     let full = format!(
         "the disk holding {} is full: the state was saved only in the space kept for it",
         env.path("state").display()
@@ -436,16 +450,15 @@ fn a_full_disk_keeps_a_close_once_and_then_fails_the_run_and_the_page_and_metric
     env.run(&[]).expect(1).says(&full);
     assert_closed(WEB, "with the disk full");
     disk.fill();
-    boot(&env).expect(1).says(&full);
+    boot(&env).expect(1).says("the state was not saved");
     assert_closed(SSH, "after a reboot with the disk full");
     assert_closed(WEB, "after a reboot with the disk full");
 
     // Room for the state but not for the space kept for it: a warning.
-    let reserve = env.path("state/reserve");
     if reserve.exists() {
         std::fs::remove_file(&reserve).unwrap();
     }
-    disk.leave_free(8192);
+    disk.leave_free(16384);
     env.run(&[]).expect(0).says("no space could be kept in");
     assert!(!reserve.exists(), "a reserve made in part");
 

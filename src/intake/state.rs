@@ -298,10 +298,12 @@ impl State {
         }
     }
 
-    /// Replaces the state file as a whole. On a full disk the space kept
-    /// for it is given up to it, and the next save that finds room keeps
-    /// that space again.
-    pub fn save(&self, state_dir: &Path) -> Result<Saved> {
+    /// Replaces the state file as a whole, then keeps room beside it for a
+    /// next state whose control file is up to `max_file` bytes. On a full
+    /// disk that room is given up to it only `for_a_close` (a save that may
+    /// keep a close): given up to a run that changed nothing, it would be
+    /// gone when the owner closes something.
+    pub fn save(&self, state_dir: &Path, max_file: u64, for_a_close: bool) -> Result<Saved> {
         let mut text = toml::to_string(self).context("cannot encode the state")?;
         if !text.ends_with('\n') {
             text.push('\n');
@@ -315,6 +317,7 @@ impl State {
             Ok(()) => {}
             Err(error)
                 if error.raw_os_error() == Some(libc::ENOSPC)
+                    && for_a_close
                     && dir.remove(RESERVE_FILE).with_context(cannot)? =>
             {
                 write().with_context(cannot)?;
@@ -322,7 +325,7 @@ impl State {
             }
             Err(error) => return Err(error).with_context(cannot),
         }
-        match dir.reserve(RESERVE_FILE, reserve_for(text.len())) {
+        match dir.reserve(RESERVE_FILE, reserve_for(text.len(), max_file)) {
             Ok(()) => Ok(Saved::Plainly),
             Err(error) => Ok(Saved::NothingKept(error.to_string())),
         }
@@ -334,11 +337,26 @@ impl State {
 /// reboot would restore the state from before it.
 pub const RESERVE_FILE: &str = "reserve";
 
-/// The space kept for a state of `bytes`: room to write it twice over, at
-/// least 16 KiB.
-fn reserve_for(bytes: usize) -> u64 {
-    let twice = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(2);
-    twice.max(16 * 1024).next_multiple_of(4096)
+/// The space kept for the next state after one of `bytes`: room for it with
+/// a control file of `max_file` bytes more, and 8 KiB besides.
+fn reserve_for(bytes: usize, max_file: u64) -> u64 {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    (bytes.saturating_add(max_file).saturating_add(8192)).next_multiple_of(4096)
+}
+
+/// Whether `after` may close what `before` leaves open: a `close` line
+/// added, or an open line taken away (an open that ends, a source).
+pub fn may_close(before: &State, after: &State) -> bool {
+    let closing = |line: &String| line.starts_with("close ");
+    let no_lines = Vec::new();
+    let services = before.wanted.keys().chain(after.wanted.keys());
+    services.into_iter().any(|service| {
+        let old = before.wanted.get(service).unwrap_or(&no_lines);
+        let new = after.wanted.get(service).unwrap_or(&no_lines);
+        let added = new.iter().filter(|line| !old.contains(line));
+        let taken = old.iter().filter(|line| !new.contains(line));
+        added.clone().any(closing) || taken.clone().any(|line| !closing(line))
+    })
 }
 
 /// How a save went.
@@ -438,7 +456,7 @@ mod tests {
                 }),
             },
         };
-        state.save(&state_dir).unwrap();
+        state.save(&state_dir, 65536, true).unwrap();
         assert_eq!(State::load(&state_dir), Loaded::Kept(state));
         assert_eq!(mode_of(&state_dir).unwrap(), 0o700);
         assert_eq!(mode_of(&State::path(&state_dir)).unwrap(), 0o600);
@@ -452,7 +470,7 @@ mod tests {
             wanted: [("ssh".to_owned(), vec!["close ssh".to_owned()])].into(),
             ..State::default()
         };
-        state.save(dir.path()).unwrap();
+        state.save(dir.path(), 65536, true).unwrap();
         let whole = fs::read_to_string(State::path(dir.path())).unwrap();
         // Cut at every line boundary and in the middle of lines, and empty.
         let mut cuts: Vec<usize> = whole.match_indices('\n').map(|(i, _)| i + 1).collect();
@@ -486,7 +504,7 @@ mod tests {
             last_good: Some(last_good()),
             ..State::default()
         }
-        .save(dir.path())
+        .save(dir.path(), 65536, true)
         .unwrap();
         let mut bytes = fs::read(State::path(dir.path())).unwrap();
         bytes[3] = 0xff;
@@ -530,7 +548,7 @@ mod tests {
             last_good: Some(last_good()),
             ..State::default()
         }
-        .save(&planted)
+        .save(&planted, 65536, true)
         .unwrap();
         let state_dir = dir.path().join("state");
         fs::create_dir(&state_dir).unwrap();
@@ -561,7 +579,7 @@ mod tests {
         let state_dir = dir.path().join("state");
         check_trust(&state_dir).expect("a missing state_dir is created by root");
         lock(&state_dir).unwrap();
-        State::default().save(&state_dir).unwrap();
+        State::default().save(&state_dir, 65536, true).unwrap();
         check_trust(&state_dir).unwrap();
         assert_eq!(mode_of(&state_dir.join(LOCK_FILE)).unwrap(), 0o600);
         fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o777)).unwrap();
@@ -592,5 +610,47 @@ mod tests {
         );
         drop(held);
         assert!(lock(dir.path()).unwrap().is_some());
+    }
+
+    #[test]
+    fn only_a_change_that_may_close_may_take_the_room_kept_for_it() {
+        let state = |lines: &[(&str, &[&str])]| State {
+            wanted: (lines.iter())
+                .map(|(service, lines)| {
+                    let lines = lines.iter().map(|line| line.to_string()).collect();
+                    (service.to_string(), lines)
+                })
+                .collect(),
+            ..State::default()
+        };
+        let before = state(&[
+            ("ssh", &["open ssh from 192.0.2.0/24"]),
+            ("web", &["close web"]),
+        ]);
+        assert!(!may_close(&before, &before), "nothing changed");
+        let more = state(&[
+            (
+                "ssh",
+                &[
+                    "open ssh from 192.0.2.0/24",
+                    "open ssh from 198.51.100.7/32",
+                ],
+            ),
+            ("web", &["close web"]),
+        ]);
+        assert!(!may_close(&before, &more), "a source added");
+        let opened = state(&[
+            ("ssh", &["open ssh from 192.0.2.0/24"]),
+            ("web", &["open web"]),
+        ]);
+        assert!(!may_close(&before, &opened), "web opened");
+        assert!(may_close(&more, &before), "a source taken away");
+        assert!(may_close(&opened, &before), "web closed");
+        let vpn = state(&[
+            ("ssh", &["open ssh from 192.0.2.0/24"]),
+            ("web", &["close web"]),
+            ("vpn", &["close vpn"]),
+        ]);
+        assert!(may_close(&before, &vpn), "a service closed first");
     }
 }

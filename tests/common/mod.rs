@@ -247,7 +247,7 @@ impl TestEnv {
             panic!("no whole state to edit");
         };
         edit(&mut state);
-        state.save(&self.path("state")).unwrap();
+        state.save(&self.path("state"), 65536, true).unwrap();
     }
 
     /// Makes the kept state say that portlocker's rules were left in an
