@@ -129,7 +129,9 @@ fn keep_config(config: &Config) {
         return;
     };
     let kept = || -> Result<()> {
-        let text = format!("{}{}", kept_header(path), config.text);
+        // A byte-order mark opens a text, never its middle (after the header).
+        let text = config.text.strip_prefix('\u{feff}').unwrap_or(&config.text);
+        let text = format!("{}{text}", kept_header(path));
         let text = text.as_bytes();
         let dir = crate::sys::files::Directory::open(&config.state_dir, "state_dir", Some(0o700))?;
         if dir.read(KEPT_CONFIG).ok().as_deref() != Some(text) {

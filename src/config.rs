@@ -206,7 +206,9 @@ impl fmt::Display for Unnamed {
 /// when the text says one, else the default. None when the file cannot be
 /// read at all.
 pub fn state_dir_of(path: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // Not UTF-8 (a comment saved as Latin-1): its state_dir line may be.
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let state_dir =
         |table: toml::Table| (table.get("state_dir")).map(|dir| dir.as_str().map(PathBuf::from));
     // Not TOML: the `state_dir` line before the first section, read alone

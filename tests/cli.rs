@@ -890,18 +890,27 @@ fn a_config_that_cannot_be_used_enforces_the_last_that_could() {
     use std::os::unix::fs::PermissionsExt;
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
+    let text = env.local_config("", "");
+    // Saved with a byte-order mark: the copy kept of it is a config all the same.
+    env.write_config(&format!("\u{feff}{text}"));
     env.run(&[]).expect(0);
     let good = env.fake_table("iptables");
-    let text = env.local_config("", "");
     let broken = [
         text.replace("[firewall]\n", "[firewall]\ndefualt = \"close\"\n"),
         // Not TOML: a quote left open on the first line.
         text.replacen("\"\n", "\n", 1),
+        // Not UTF-8: a comment saved as Latin-1 (R\xe9sum\xe9 below).
+        format!("# R\u{1}sum\u{1}\n{text}"),
         text.clone(),
     ];
     for (n, config) in broken.into_iter().enumerate() {
-        env.write_config(&config);
-        if n == 2 {
+        // Latin-1's é for the mark above, written as the bytes they are.
+        let bytes: Vec<u8> = config
+            .bytes()
+            .map(|b| if b == 1 { 0xe9 } else { b })
+            .collect();
+        std::fs::write(env.path("config.toml"), bytes).unwrap();
+        if n == 3 {
             // Writable by the group: refused (as root), as another account could change it.
             if !common::require_root("a_config_that_cannot_be_used_enforces_the_last_that_could") {
                 return;
