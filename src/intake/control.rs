@@ -411,14 +411,22 @@ fn never_seen(directive: &Directive) -> Option<String> {
         return None;
     };
     let v4 = net.addr().to_ipv4_mapped()?;
-    let shown = match net.prefix_len() {
-        128 => v4.to_string(),
-        bits @ 96.. => format!("{v4}/{}", bits - 96),
+    let (shown, write) = match net.prefix_len() {
+        128 => (v4.to_string(), format!("`from {v4}`")),
+        // Every IPv4 address: `from 0.0.0.0/0` is refused for that.
+        96 => (
+            "0.0.0.0/0".to_owned(),
+            "the line without `from` to open it to everyone".to_owned(),
+        ),
+        bits @ 97.. => {
+            let shown = format!("{v4}/{}", bits - 96);
+            (shown.clone(), format!("`from {shown}`"))
+        }
         _ => return None,
     };
     Some(format!(
         "line {}: `from {net}` is an IPv4 address written the IPv6 way, which no packet comes \
-         from, so it lets no one in (an IPv4 client is seen as {shown}): write `from {shown}`",
+         from, so it lets no one in (an IPv4 client is seen as {shown}): write {write}",
         directive.line
     ))
 }
@@ -1155,6 +1163,13 @@ mod tests {
                  which no packet comes from, so it lets no one in (an IPv4 client is seen as \
                  198.51.100.0/24): write `from 198.51.100.0/24`",
             ]
+        );
+        // Every IPv4 address: the advice is never a line that is refused.
+        let every = parse(b"open ssh from ::ffff:0.0.0.0/96\n", services()).unwrap();
+        assert!(
+            every.warnings[0].ends_with("write the line without `from` to open it to everyone"),
+            "{:?}",
+            every.warnings
         );
         let fine = "open ssh from ::1.2.3.4\nopen ssh from 2001:db8::/32\nopen ssh from ::/1\n";
         assert!(
