@@ -373,10 +373,12 @@ fn tell(
 /// told whole (the next run would not know what this one told).
 fn keep(config: &Config, asked: &mut Asked, told: &mut Told, run_at: DateTime<FixedOffset>) {
     let state = &mut asked.state;
-    let mut not_saved = Vec::new();
+    // A save this run already failed to make (its count) is told once.
+    let mut problems = asked.problems.clone();
+    let known = problems.len();
     let for_a_close = state::may_close(&asked.before, state);
-    save(config, state, for_a_close, &mut not_saved);
-    let Some(reason) = not_saved.first() else {
+    save(config, state, for_a_close, &mut problems);
+    let Some(reason) = problems.get(known) else {
         return;
     };
     let more = match &told.failure {
@@ -570,8 +572,8 @@ pub(crate) fn publish(config: &Config, report: &Report, last_run: Option<&LastRu
     }
 }
 
-/// Writes the state; a failure is reported in `problems`, and the run goes
-/// on. True when it was saved.
+/// Writes the state; a failure is reported in `problems` (unless it is there
+/// already), and the run goes on. True when it was saved.
 fn save(config: &Config, state: &State, for_a_close: bool, problems: &mut Vec<String>) -> bool {
     let dir = config.state_dir.display();
     match state.save(&config.state_dir, config.fetch.max_bytes, for_a_close) {
@@ -588,16 +590,21 @@ fn save(config: &Config, state: &State, for_a_close: bool, problems: &mut Vec<St
                 "the disk holding {dir} is full: the state was saved only in the space kept \
                  for it, and the next change may find none; free space there"
             );
-            log::error!("{problem}");
-            problems.push(problem);
+            tell_once(problem, problems);
             true
         }
         Err(error) => {
-            let problem = format!("the state was not saved: {error:#}");
-            log::error!("{problem}");
-            problems.push(problem);
+            tell_once(format!("the state was not saved: {error:#}"), problems);
             false
         }
+    }
+}
+
+/// Logs `problem` and adds it to `problems`, unless it is there already.
+fn tell_once(problem: String, problems: &mut Vec<String>) {
+    if !problems.contains(&problem) {
+        log::error!("{problem}");
+        problems.push(problem);
     }
 }
 

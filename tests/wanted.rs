@@ -794,6 +794,13 @@ fn an_open_whose_count_cannot_be_saved_is_not_made() {
         let run = env.run(&[]);
         run.expect(1);
         run.says("the state was not saved");
+        // Once as it happens, once in the run's failure: never twice over.
+        assert_eq!(
+            run.stderr.matches("the state was not saved").count(),
+            2,
+            "{}",
+            run.stderr
+        );
         run.says("`open ssh for 1h` was not opened: its count could not be saved");
         // Opened now, it would begin its hour again on every run: never end.
         assert_closed(
