@@ -221,6 +221,24 @@ fn peek_state(config: &Config) -> Result<(State, bool)> {
     })
 }
 
+/// A run later than any the state tells of (it began, by the lock, and did
+/// not save the state): a full disk, say. Its own failure is in the log
+/// and on its page; the state tells of an earlier one.
+fn unsaved_run(state: &State, state_dir: &Path) -> Option<String> {
+    let began = state::last_began(state_dir)?;
+    let told = [state.last_run.as_ref().map(|run| run.at), state.reset_at];
+    // Stored to the second, a run's time may read up to a second early.
+    let slack = chrono::TimeDelta::seconds(2);
+    if told.into_iter().flatten().any(|at| began <= at + slack) {
+        return None;
+    }
+    Some(format!(
+        "the run at {} could not save the state (its failure is in the log and on the page), \
+         so what follows may not be what it did",
+        shown(began)
+    ))
+}
+
 /// Takes the run lock, or says why this run must stop without changing
 /// anything. Run as root, first refuses a state directory another account
 /// could change (a `ConfigError`: exit 2).
@@ -541,7 +559,9 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     let last_failed = (state.last_run.as_ref())
         .filter(|run| !run.ok)
         .map(|_| "the last run failed (see its failure)".to_owned());
-    let failure = errors.first().cloned().or(last_failed);
+    let failure = (errors.first().cloned())
+        .or(unsaved_run(&state, &config.state_dir))
+        .or(last_failed);
     let mut report = report(config, &host, resolved, failure, now);
     report.reset_at = state.reset_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);

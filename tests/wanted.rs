@@ -482,6 +482,10 @@ fn a_full_disk_keeps_a_close_once_and_then_fails_the_run_and_the_page_and_metric
     );
     // The lock still works: a second run fails the same way, not with 75.
     env.run(&[]).expect(1).says("the state was not saved");
+    // status reads the state an earlier run saved, and says it is behind.
+    let status = env.run(&["status"]).stdout;
+    assert!(status.contains("could not save the state"), "{status}");
+    assert!(!status.contains("OK"), "{status}");
 
     disk.free();
     env.run(&[]).expect(0);

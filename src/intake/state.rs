@@ -41,12 +41,27 @@ pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
         .open_or_create(LOCK_FILE, 0o600)
         .with_context(|| format!("cannot open the run lock {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Ok(()) => {
+            // When this run began, for `last_began`: a time, not data, so a
+            // full disk keeps it too.
+            let _ = file.set_modified(std::time::SystemTime::now());
+            Ok(Some(RunLock { _file: file }))
+        }
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(error)) => {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// When the last run that took the lock began (its time on the lock file);
+/// None before any, or while a run holds it. Later than the last run the
+/// state tells of, it tells of a run that could not save the state.
+pub fn last_began(state_dir: &Path) -> Option<DateTime<FixedOffset>> {
+    let file = reach(state_dir, false).ok()?.open_read(LOCK_FILE).ok()?;
+    file.try_lock_shared().ok()?;
+    let began = file.metadata().ok()?.modified().ok()?;
+    Some(DateTime::<chrono::Utc>::from(began).fixed_offset())
 }
 
 /// Run as root, refuses a `state_dir` that someone other than root could

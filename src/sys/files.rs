@@ -456,15 +456,18 @@ impl Directory {
 
     /// The whole of the regular file `name` here; a link is refused.
     pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open_read(name)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The regular file `name` here, open for reading; a link is refused.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
         let name = OsStr::new(name);
         let at = self.dir.join(name);
         let looked = self.dir.look(name)?;
         let looked = regular(&self.dir, name, looked, Odd::Remove).map_err(|r| r.into_io(&at))?;
-        let mut file =
-            reopen(&self.dir, name, &looked, OFlags::RDONLY).map_err(|r| r.into_io(&at))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(bytes)
+        reopen(&self.dir, name, &looked, OFlags::RDONLY).map_err(|r| r.into_io(&at))
     }
 
     /// Opens the regular file `name` here for reading and writing, creating
