@@ -1,7 +1,7 @@
 //! What each command does, step by step: the table of contents of portlocker.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -156,23 +156,25 @@ fn kept_header(path: &Path) -> String {
 /// last run that could use it kept, and fails (1), saying why. Without a
 /// kept copy, the error stands (exit 2).
 fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
-    let Some(state_dir) = config::state_dir_of(&cli.global.config) else {
-        return Err(error);
-    };
-    let kept = state_dir.join(KEPT_CONFIG);
-    let Ok(mut config) = Config::load(&kept) else {
-        return Err(error);
-    };
-    // Only this config's own copy: never another config's that the state
-    // directory (named by the config refused) happens to hold.
+    // Only this config's own copy: never another config's that a state
+    // directory happens to hold. The one the refused config names is tried
+    // first, then the default one, as another account that can rewrite
+    // the config could name a state directory without a copy.
     let path = cli.global.config.canonicalize();
     let path = path.as_deref().unwrap_or(&cli.global.config);
-    if !config.text.starts_with(&kept_header(path)) {
+    let named = config::state_dir_of(&cli.global.config);
+    let own_copy = |state_dir: PathBuf| {
+        let kept = state_dir.join(KEPT_CONFIG);
+        let config = Config::load(&kept).ok()?;
+        let own = config.text.starts_with(&kept_header(path)) && config.state_dir == state_dir;
+        own.then_some((kept, config))
+    };
+    let candidates = named
+        .into_iter()
+        .chain([PathBuf::from(config::DEFAULT_STATE_DIR)]);
+    let Some((kept, mut config)) = candidates.into_iter().find_map(own_copy) else {
         return Err(error);
-    }
-    if config.state_dir != state_dir {
-        return Err(error);
-    }
+    };
     if let Some(seconds) = cli.jitter {
         config.fetch.jitter = Duration::from_secs(seconds);
     }

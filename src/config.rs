@@ -201,6 +201,9 @@ impl fmt::Display for Unnamed {
     }
 }
 
+/// Where portlocker keeps its state when the config names no `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/portlocker";
+
 /// The state directory the config at `path` names, read as leniently as
 /// can be (for a config that cannot be used otherwise): its `state_dir`
 /// when the text says one, else the default. None when the file cannot be
@@ -222,7 +225,7 @@ pub fn state_dir_of(path: &Path) -> Option<PathBuf> {
             .find_map(|line| line.parse::<toml::Table>().ok().and_then(state_dir)),
     };
     match named {
-        None => Some("/var/lib/portlocker".into()),
+        None => Some(DEFAULT_STATE_DIR.into()),
         Some(dir) => dir.filter(|dir| dir.is_absolute()),
     }
 }
@@ -938,7 +941,7 @@ impl RawConfig {
             log_file: absolute("log_file", self.log_file, "/var/log/portlocker.log")?,
             status_file: output("status_file", self.status_file)?,
             metrics_file: output("metrics_file", self.metrics_file)?,
-            state_dir: absolute("state_dir", self.state_dir, "/var/lib/portlocker")?,
+            state_dir: absolute("state_dir", self.state_dir, DEFAULT_STATE_DIR)?,
             host_name: host_name(self.host_name)?,
             fetch,
             firewall,

@@ -476,3 +476,59 @@ impl Drop for Swapper {
         }
     }
 }
+
+/// A config another account could write, rewritten by it to name a state
+/// directory with no kept copy: the run still finds the config's own copy
+/// in the default state directory, and enforces it (at boot too). The
+/// default state directory is on a tmpfs of this test's mount namespace.
+#[test]
+fn a_config_rewritten_to_name_another_state_dir_still_finds_its_own_copy() {
+    if !common::netns::enter_with_mounts(
+        "a_config_rewritten_to_name_another_state_dir_still_finds_its_own_copy",
+    ) {
+        return;
+    }
+    let status = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "mode=755,size=1m",
+            "portlocker-test",
+            "/var/lib",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs on /var/lib");
+    let env = TestEnv::with_fake_iptables();
+    let text = env.local_config("", "");
+    let state_line = format!("state_dir = {:?}\n", env.path("state"));
+    assert!(text.contains(&state_line));
+    env.write_config(&text.replace(&state_line, ""));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let good = env.fake_table("iptables");
+    assert!(Path::new("/var/lib/portlocker/config.last-good.toml").exists());
+
+    // Mode 666, and another account names a state directory of its own.
+    let config = env.path("config.toml");
+    chmod(&config, 0o666);
+    fs::write(
+        &config,
+        text.replace(&state_line, "state_dir = \"/nonexistent\"\n"),
+    )
+    .unwrap();
+    // A reboot: the firewall is empty again.
+    for binary in ["iptables", "ip6tables"] {
+        fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+    }
+    env.run(&["--offline"])
+        .expect(1)
+        .says("is writable by group or others")
+        .says("/var/lib/portlocker/config.last-good.toml) is enforced instead");
+    assert_eq!(
+        env.fake_table("iptables"),
+        good,
+        "the close was not restored"
+    );
+}
