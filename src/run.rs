@@ -159,8 +159,16 @@ struct Asked {
     problems: Vec<String>,
     intake: intake::Intake,
     resolved: Resolved,
-    /// Which sources are new since the kept wanted state.
-    seen: SourcesSeen,
+    /// What earlier runs of this config knew: sources, and services.
+    known: Known,
+}
+
+/// What the runs of this config (this state) have known, beyond this run's
+/// file: every source that may have a rule, and every service named (None
+/// when the state was lost: then any tagged rule may be this config's).
+pub(crate) struct Known {
+    sources: SourcesSeen,
+    services: Option<BTreeSet<String>>,
 }
 
 /// Loads the state, takes in the control file, and resolves what is asked
@@ -206,14 +214,27 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
             resolved = withhold(config, &intake.wanted, &withheld, &state.opens, run_at);
         }
     }
-    let seen = sources_seen(&kept, &intake.wanted);
+    let known = Known {
+        sources: sources_seen(&kept, &intake.wanted),
+        services: (!lost).then(|| {
+            let left = before
+                .in_place
+                .iter()
+                .flat_map(|left| left.services.clone());
+            (before.wanted.keys().cloned())
+                .chain(before.tagged.iter().cloned())
+                .chain(left)
+                .chain(config.services.keys().map(ToString::to_string))
+                .collect()
+        }),
+    };
     Asked {
         state,
         before,
         problems,
         intake,
         resolved,
-        seen,
+        known,
     }
 }
 
@@ -233,7 +254,7 @@ fn enforce_asked<'a, R: Runner + 'a>(
         config,
         runner,
         &asked.resolved.wants(),
-        &asked.seen,
+        &asked.known,
         config.status_file.is_some(),
         run_at.to_utc(),
         &leftovers::Elsewhere::of(config, &asked.state).sparing(spared),
@@ -247,6 +268,15 @@ fn settle(config: &Config, asked: &mut Asked, outcome: &Reconciled, run_at: Date
     let state = &mut asked.state;
     if outcome.elsewhere_clean {
         leftovers::remember(config, state);
+    }
+    // What is this config's in its place, for the next run to tell from
+    // another config's: what a family could not read keeps what was known.
+    if outcome.holdings.families.values().all(Option::is_some) {
+        let mut tagged = tagged_services(config, &outcome.holdings);
+        if let Some(known) = &asked.known.services {
+            tagged.retain(|name| known.contains(name));
+        }
+        state.tagged = tagged;
     }
     if outcome.unwritable && state.last_good != asked.before.last_good {
         // Its lines stay in force as closes; the file is not taken as good.
@@ -758,7 +788,7 @@ fn reconcile<'a, R: Runner + 'a>(
     config: &'a Config,
     runner: R,
     wants: &BTreeMap<ServiceName, Want>,
-    seen: &SourcesSeen,
+    known: &Known,
     docker: bool,
     now: DateTime<Utc>,
     elsewhere: &leftovers::Elsewhere,
@@ -767,7 +797,7 @@ fn reconcile<'a, R: Runner + 'a>(
     let mut runner = Recall::new(runner);
     let mut backend = firewall::backend_for(config, &mut runner);
     let moved = elsewhere.moved_chain();
-    let enforced = match enforce(config, backend.as_mut(), wants, seen, (docker, moved)) {
+    let enforced = match enforce(config, backend.as_mut(), wants, known, (docker, moved)) {
         Ok(enforced) => enforced,
         Err(reason) => {
             let failure = Some(format!("{reason}; nothing was changed"));
@@ -877,6 +907,27 @@ struct Enforced {
 }
 
 /// Reads portlocker's part, plans, commits (again without what the
+/// The services whose tagged rules portlocker's place holds, though this
+/// config does not have them and its state never named them: another
+/// config's, on the same chain. Never this run's to remove.
+fn strangers(config: &Config, holdings: &Holdings, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut tagged = tagged_services(config, holdings);
+    tagged.retain(|name| !known.contains(name));
+    tagged
+}
+
+/// The services whose tagged rules portlocker's place holds.
+fn tagged_services(config: &Config, holdings: &Holdings) -> BTreeSet<String> {
+    (holdings.families.values().flatten())
+        .flat_map(|held| held.tagged(config))
+        .filter_map(|rule| rule.tag()?.strip_prefix("portlocker:"))
+        // Only a service's tag: not a jump's, nor what the nftables
+        // backend names an untagged rule in its table (`? rule 4`).
+        .filter(|name| ServiceName::new(name).is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// firewall refuses), and reads it back; Err when nothing can be done (the
 /// backend cannot run, or needs root). A family that cannot be driven is
 /// told; the others' work goes on.
@@ -884,7 +935,7 @@ fn enforce(
     config: &Config,
     backend: &mut dyn firewall::FirewallBackend,
     wants: &BTreeMap<ServiceName, Want>,
-    seen: &SourcesSeen,
+    known: &Known,
     (docker, moved_chain): (bool, bool),
 ) -> Result<Enforced, String> {
     backend.preflight()?;
@@ -896,10 +947,24 @@ fn enforce(
         return Err(NEEDS_ROOT.to_owned());
     }
     let gone = wiped::gone_in(config, &holdings);
+
+    let strangers = (known.services.as_ref())
+        .map(|services| strangers(config, &holdings, services))
+        .unwrap_or_default();
+    if !strangers.is_empty() {
+        log::warn!(
+            "{} holds rules of portlocker's for {}, which this config does not have and its \
+             state_dir never named: another config's, on the same chain? They are left as they \
+             are; give each config its own firewall.chain and state_dir",
+            wiped::place(config),
+            strangers.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let (mut applied, unwritable) = firewall::commit(backend, &mut holdings, |refused, held| {
-        let mut steps = plan::plan_within(config, wants, held, seen, refused);
+        let held = held.without(config, &strangers);
+        let mut steps = plan::plan_within(config, wants, &held, &known.sources, refused);
         if moved_chain {
-            steps.extend(plan::old_jumps(config, held));
+            steps.extend(plan::old_jumps(config, &held));
         }
         steps
     });

@@ -1857,3 +1857,60 @@ fn check_lists_the_services_in_the_configs_order() {
         check.stdout
     );
 }
+
+/// A second config (a test of the owner's, say) with its own state_dir but
+/// the same chain: each leaves the other's rules alone, and says so once,
+/// where a run took every rule of a service its config lacked for its own.
+#[test]
+fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let quoted = |name: &str| format!("{:?}", env.path(name));
+    let second = env
+        .local_config("", "")
+        .replace(&quoted("state"), &quoted("state2"))
+        .replace(&quoted("control.txt"), &quoted("control2.txt"))
+        .replace(&quoted("portlocker.log"), &quoted("second.log"))
+        .replace(&quoted("status.html"), &quoted("second.html"))
+        .replace(common::SERVICES, "backup = 873\n");
+    std::fs::write(env.path("config2.toml"), second).unwrap();
+    std::fs::write(env.path("control2.txt"), "close backup\n").unwrap();
+    let run_second = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
+            .arg("-c")
+            .arg(env.path("config2.toml"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    run_second()
+        .expect(0)
+        .says("holds rules of portlocker's for ssh, which this config does not have");
+    let table = env.fake_table("iptables");
+    assert!(
+        table.contains("portlocker:ssh"),
+        "the first config's close went:\n{table}"
+    );
+    assert!(table.contains("portlocker:backup"), "{table}");
+    // Told once; and the first config leaves the second's rules alone too.
+    assert_eq!(run_second().expect(0).stderr, "");
+    env.run(&[])
+        .expect(0)
+        .says("holds rules of portlocker's for backup");
+    let table = env.fake_table("iptables");
+    assert!(
+        table.contains("portlocker:ssh") && table.contains("portlocker:backup"),
+        "{table}"
+    );
+
+    // A service taken out of the first config loses its rules all the same.
+    let text = env.local_config("", "");
+    env.write_config(&text.replace(common::SERVICES, "web = 80\n"));
+    env.control("close web\n");
+    env.run(&[]).expect(0);
+    let table = env.fake_table("iptables");
+    assert!(!table.contains("portlocker:ssh"), "{table}");
+    assert!(table.contains("portlocker:backup"), "{table}");
+}

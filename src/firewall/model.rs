@@ -2,7 +2,7 @@
 //! data shared by the planner, the verdicts and the iptables layer. Pure:
 //! never runs a command.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -623,6 +623,26 @@ impl Holdings {
     pub fn unknown(config: &Config) -> Holdings {
         let families = config.families().into_iter().map(|f| (f, None)).collect();
         Holdings { families }
+    }
+
+    /// These holdings without the tagged rules of `services`: rules a plan
+    /// must leave as they are.
+    pub fn without(&self, config: &Config, services: &BTreeSet<String>) -> Holdings {
+        let mut holdings = self.clone();
+        if services.is_empty() {
+            return holdings;
+        }
+        let theirs = |rule: &Listed| {
+            (rule.tag())
+                .and_then(|tag| tag.strip_prefix("portlocker:"))
+                .is_some_and(|name| services.contains(name))
+        };
+        for held in holdings.families.values_mut().flatten() {
+            if let Some(chain) = held.ours_mut(config) {
+                chain.rules.retain(|rule| !theirs(rule));
+            }
+        }
+        holdings
     }
 
     /// Records a change that was carried out.

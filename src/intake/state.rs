@@ -4,7 +4,7 @@
 //! run killed at any moment leaves the state as it was before or as it is
 //! after; a file that is damaged anyway is told apart from an empty state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -119,6 +119,12 @@ pub struct State {
     /// reachable, and since when at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_place: Option<InPlace>,
+    /// The services whose rules the last run saw in portlocker's place and
+    /// knew for its own (a service taken out of the config included, until
+    /// its rules are gone): a rule of any other service there is another
+    /// config's, on the same chain.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tagged: BTreeSet<String>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -450,6 +456,7 @@ mod tests {
                 families: vec!["IPv4".into(), "IPv6".into()],
                 services: vec!["ssh".into()],
             }),
+            tagged: ["ssh".to_owned()].into(),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,
