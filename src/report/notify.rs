@@ -82,6 +82,14 @@ pub fn notice(run: &Run) -> Option<Notice> {
         run.host
     };
     let (event, mut text) = match (run.series, run.failure) {
+        // Ports were open: the wipe leads, and the failure is told with it.
+        (Some(Series::Began), Some(failure)) if run.wiped.is_some() => (
+            Event::Wiped,
+            format!(
+                "{host}: portlocker's rules were wiped\n{}\nand the run failed: {failure}\n",
+                run.wiped.unwrap_or_default()
+            ),
+        ),
         (Some(Series::Began), Some(failure)) => (
             Event::Failed,
             format!("{host}: portlocker failed\n{failure}\n"),
@@ -291,6 +299,22 @@ mod tests {
             notice.text,
             "web-1: portlocker's rules were wiped\nportlocker's rules were missing (IPv4: chain \
              PORTLOCKER is gone)\nchanged:\nssh closed\nat 2026-11-25 14:05:00 +01:00\n"
+        );
+    }
+
+    /// A run that finds a wipe and fails putting the rules back: the wipe
+    /// is told (it was a failure notice alone, the wipe left out).
+    #[test]
+    fn a_wipe_a_failed_run_found_is_told_with_its_failure() {
+        let mut failed = run(Some(&Series::Began), &[], Some("a firewall command failed"));
+        failed.wiped = Some("portlocker's rules were missing (IPv4: chain PORTLOCKER is gone)");
+        let notice = notice(&failed).unwrap();
+        assert_eq!(notice.event, Event::Wiped);
+        assert_eq!(
+            notice.text,
+            "web-1: portlocker's rules were wiped\nportlocker's rules were missing (IPv4: chain \
+             PORTLOCKER is gone)\nand the run failed: a firewall command failed\nat 2026-11-25 \
+             14:05:00 +01:00\n"
         );
     }
 
