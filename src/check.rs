@@ -149,6 +149,14 @@ fn asks(control: &ControlFile) -> String {
 
 /// The packaged config's example source, which every run would fetch in vain.
 fn placeholder(config: &Config) -> Option<Finding> {
+    if config.source == Source::Stdin {
+        return Some(Finding::problem(
+            "source = \"-\" reads the control file from standard input, which cron and the \
+             boot unit do not give: each of their runs would read nothing and change nothing; \
+             set source to your link (`--source -` is for trying a file by hand)"
+                .to_owned(),
+        ));
+    }
     let Source::Https(url) = &config.source else {
         return None;
     };
@@ -1148,7 +1156,13 @@ mod tests {
         );
         let mine = example.replace("/s/XXXX/", "/s/a1b2c3/");
         assert_eq!(placeholder(&Config::parse(&mine).unwrap()), None);
-        assert_eq!(placeholder(&config("", SERVICES)), None);
+        // Standard input: what cron gives is nothing.
+        let found = placeholder(&config("", SERVICES)).unwrap();
+        assert!(
+            found
+                .text
+                .starts_with("source = \"-\" reads the control file from standard input")
+        );
     }
 
     /// A minimal Debian without ca-certificates: every fetch fails, and
