@@ -12,7 +12,7 @@ use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
 use crate::firewall::host::{self, Recall};
 use crate::firewall::leftovers;
-use crate::firewall::model::{self, Change, Holdings, PortState};
+use crate::firewall::model::{self, Change, Holdings, Listed, PortState};
 use crate::firewall::plan::{self, SourcesSeen, Unwritable};
 use crate::firewall::reasons;
 use crate::firewall::ruleset::{Host, Manager};
@@ -165,10 +165,12 @@ struct Asked {
 
 /// What the runs of this config (this state) have known, beyond this run's
 /// file: every source that may have a rule, and every service named (None
-/// when the state was lost: then any tagged rule may be this config's).
+/// when the state was lost: then any tagged rule may be this config's),
+/// with the ports it had where the state kept them.
 pub(crate) struct Known {
     sources: SourcesSeen,
     services: Option<BTreeSet<String>>,
+    ports: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Loads the state, takes in the control file, and resolves what is asked
@@ -179,6 +181,9 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
     let run_at = occasion.at;
     let mut problems = Vec::new();
     let (mut state, lost) = load_state(config, &mut problems);
+    for carried in intake::carry_renames(config, &mut state) {
+        log::warn!("{carried}");
+    }
     let before = state.clone();
     let (kept, _) = intake::kept_wanted(config, &state);
     let intake = intake::take(
@@ -227,6 +232,7 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
                 .chain(config.services.keys().map(ToString::to_string))
                 .collect()
         }),
+        ports: known_ports(config, &before),
     };
     Asked {
         state,
@@ -403,6 +409,7 @@ fn tell(
 /// told whole (the next run would not know what this one told).
 fn keep(config: &Config, asked: &mut Asked, told: &mut Told, run_at: DateTime<FixedOffset>) {
     let state = &mut asked.state;
+    intake::remember_ports(config, state);
     // A save this run already failed to make (its count) is told once.
     let mut problems = asked.problems.clone();
     let known = problems.len();
@@ -907,13 +914,70 @@ struct Enforced {
 }
 
 /// Reads portlocker's part, plans, commits (again without what the
-/// The services whose tagged rules portlocker's place holds, though this
-/// config does not have them and its state never named them: another
-/// config's, on the same chain. Never this run's to remove.
-fn strangers(config: &Config, holdings: &Holdings, known: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut tagged = tagged_services(config, holdings);
-    tagged.retain(|name| !known.contains(name));
-    tagged
+/// The ports each service has had: in the config, and in the state (a
+/// port changed since). None where a state of a version that kept no ports
+/// cannot tell.
+fn known_ports(config: &Config, before: &State) -> BTreeMap<String, BTreeSet<String>> {
+    let mut ports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if before.last_run.is_some() && before.ports.is_empty() && !before.wanted.is_empty() {
+        return ports;
+    }
+    for (service, specs) in &before.ports {
+        let specs = specs.split(',').map(str::to_owned);
+        ports.entry(service.clone()).or_default().extend(specs);
+    }
+    for (service, specs) in &config.services {
+        let specs = specs.iter().map(ToString::to_string);
+        ports.entry(service.to_string()).or_default().extend(specs);
+    }
+    ports
+}
+
+/// Whether `rule`, tagged in portlocker's place, closes for another config
+/// on the same chain: a service this config's runs never knew, or a port
+/// one of them never had (a service of the same name there). Such a close
+/// is never this run's to remove; what lets a source in is, as it could
+/// undo a close of this config's.
+fn stranger_close(rule: &Listed, known: &Known) -> bool {
+    let Some(services) = &known.services else {
+        return false;
+    };
+    let Some(name) = rule.tag().and_then(|tag| tag.strip_prefix("portlocker:")) else {
+        return false;
+    };
+    let closes = matches!(rule.target(), Some("DROP" | "REJECT"));
+    if !closes || ServiceName::new(name).is_err() {
+        return false;
+    }
+    if !services.contains(name) {
+        return true;
+    }
+    let word_after = |flag: &str| {
+        (rule.spec.windows(2))
+            .find(|pair| pair[0] == flag)
+            .map(|pair| pair[1].clone())
+    };
+    let port = word_after("--dport").zip(word_after("-p"));
+    match (port, known.ports.get(name)) {
+        (Some((port, protocol)), Some(had)) => {
+            !had.contains(&format!("{}/{protocol}", port.replace(':', "-")))
+        }
+        _ => false,
+    }
+}
+
+/// The services of `holdings`' rules for which `stranger` holds.
+fn strangers(
+    holdings: &Holdings,
+    config: &Config,
+    stranger: impl Fn(&Listed) -> bool,
+) -> BTreeSet<String> {
+    (holdings.families.values().flatten())
+        .flat_map(|held| held.tagged(config))
+        .filter(|rule| stranger(rule))
+        .filter_map(|rule| rule.tag()?.strip_prefix("portlocker:"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The services whose tagged rules portlocker's place holds.
@@ -948,20 +1012,19 @@ fn enforce(
     }
     let gone = wiped::gone_in(config, &holdings);
 
-    let strangers = (known.services.as_ref())
-        .map(|services| strangers(config, &holdings, services))
-        .unwrap_or_default();
+    let stranger = |rule: &Listed| stranger_close(rule, known);
+    let strangers = strangers(&holdings, config, stranger);
     if !strangers.is_empty() {
         log::warn!(
-            "{} holds rules of portlocker's for {}, which this config does not have and its \
-             state_dir never named: another config's, on the same chain? They are left as they \
-             are; give each config its own firewall.chain and state_dir",
+            "{} holds closes of portlocker's for {}, which this config does not have (or not on \
+             those ports) and its state_dir never named: another config's, on the same chain? \
+             They are left as they are; give each config its own firewall.chain and state_dir",
             wiped::place(config),
             strangers.iter().cloned().collect::<Vec<_>>().join(", ")
         );
     }
     let (mut applied, unwritable) = firewall::commit(backend, &mut holdings, |refused, held| {
-        let held = held.without(config, &strangers);
+        let held = held.without(config, stranger);
         let mut steps = plan::plan_within(config, wants, &held, &known.sources, refused);
         if moved_chain {
             steps.extend(plan::old_jumps(config, &held));

@@ -1873,9 +1873,9 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
         .replace(&quoted("control.txt"), &quoted("control2.txt"))
         .replace(&quoted("portlocker.log"), &quoted("second.log"))
         .replace(&quoted("status.html"), &quoted("second.html"))
-        .replace(common::SERVICES, "backup = 873\n");
+        .replace(common::SERVICES, "backup = 873\nssh = 2222\n");
     std::fs::write(env.path("config2.toml"), second).unwrap();
-    std::fs::write(env.path("control2.txt"), "close backup\n").unwrap();
+    std::fs::write(env.path("control2.txt"), "close backup\nclose ssh\n").unwrap();
     let run_second = || {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
             .arg("-c")
@@ -1885,23 +1885,42 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
             .unwrap();
         common::Run::from(output)
     };
+    // Its own ssh is on 2222: the first config's ssh close on 22 is not its own.
     run_second()
         .expect(0)
-        .says("holds rules of portlocker's for ssh, which this config does not have");
+        .says("holds closes of portlocker's for ssh, which this config does not have");
     let table = env.fake_table("iptables");
     assert!(
-        table.contains("portlocker:ssh"),
+        table.contains("--dport 22 "),
         "the first config's close went:\n{table}"
     );
+    assert!(table.contains("--dport 2222 "), "{table}");
     assert!(table.contains("portlocker:backup"), "{table}");
-    // Told once; and the first config leaves the second's rules alone too.
+    // Told once; and the first config leaves the second's closes alone too.
     assert_eq!(run_second().expect(0).stderr, "");
     env.run(&[])
         .expect(0)
-        .says("holds rules of portlocker's for backup");
+        .says("holds closes of portlocker's for backup, ssh, which");
     let table = env.fake_table("iptables");
     assert!(
-        table.contains("portlocker:ssh") && table.contains("portlocker:backup"),
+        table.contains("--dport 22 ") && table.contains("--dport 2222 "),
+        "{table}"
+    );
+    assert!(table.contains("portlocker:backup"), "{table}");
+
+    // What another config lets in is never left: it could undo a close.
+    std::fs::write(
+        env.path("control2.txt"),
+        "close backup\nopen ssh from 10.1.0.0/16\n",
+    )
+    .unwrap();
+    run_second().expect(0);
+    assert!(env.fake_table("iptables").contains("10.1.0.0/16"));
+    env.run(&[]).expect(0);
+    let table = env.fake_table("iptables");
+    assert!(!table.contains("10.1.0.0/16"), "{table}");
+    assert!(
+        table.contains("--dport 22 ") && table.contains("--dport 2222 "),
         "{table}"
     );
 
@@ -1911,6 +1930,38 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
     env.control("close web\n");
     env.run(&[]).expect(0);
     let table = env.fake_table("iptables");
-    assert!(!table.contains("portlocker:ssh"), "{table}");
+    assert!(!table.contains("--dport 22 "), "{table}");
+    assert!(table.contains("--dport 2222 "), "{table}");
     assert!(table.contains("portlocker:backup"), "{table}");
+}
+
+/// A service renamed in the config (the same ports) keeps what was asked
+/// of it: its close held through the edit and a reboot, where its port was
+/// left open until a file named the new name.
+#[test]
+fn a_service_renamed_in_the_config_keeps_its_close() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let text = env.local_config("", "");
+    env.write_config(&text.replace("ssh = 22\n", "sshd = 22\n"));
+    // The control file still says `close ssh`: refused, the kept state rules.
+    env.run(&[])
+        .expect(1)
+        .says("sshd has the ports ssh had (22/tcp): it keeps what was asked of ssh (close sshd)");
+    let table = env.fake_table("iptables");
+    assert!(
+        table.contains("--dport 22 ") && table.contains("portlocker:sshd"),
+        "{table}"
+    );
+    // A reboot: the firewall is empty again.
+    for binary in ["iptables", "ip6tables"] {
+        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
+    }
+    env.run(&["--offline"]).expect(0);
+    let table = env.fake_table("iptables");
+    assert!(
+        table.contains("portlocker:sshd"),
+        "the close went with the rename:\n{table}"
+    );
 }

@@ -2,7 +2,7 @@
 //! data shared by the planner, the verdicts and the iptables layer. Pure:
 //! never runs a command.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -625,18 +625,10 @@ impl Holdings {
         Holdings { families }
     }
 
-    /// These holdings without the tagged rules of `services`: rules a plan
-    /// must leave as they are.
-    pub fn without(&self, config: &Config, services: &BTreeSet<String>) -> Holdings {
+    /// These holdings without the rules `theirs` says a plan must leave as
+    /// they are.
+    pub fn without(&self, config: &Config, theirs: impl Fn(&Listed) -> bool) -> Holdings {
         let mut holdings = self.clone();
-        if services.is_empty() {
-            return holdings;
-        }
-        let theirs = |rule: &Listed| {
-            (rule.tag())
-                .and_then(|tag| tag.strip_prefix("portlocker:"))
-                .is_some_and(|name| services.contains(name))
-        };
         for held in holdings.families.values_mut().flatten() {
             if let Some(chain) = held.ours_mut(config) {
                 chain.rules.retain(|rule| !theirs(rule));

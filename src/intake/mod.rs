@@ -114,6 +114,70 @@ pub(crate) fn kept_not_in_force(
     check_kept(config, state.last_good.as_ref(), now).err()
 }
 
+/// The ports of `service` as the config has them: `80/tcp,443/tcp`.
+fn ports_of(config: &Config, service: &str) -> Option<String> {
+    let (_, ports) = config
+        .services
+        .iter()
+        .find(|(s, _)| s.as_str() == service)?;
+    Some(
+        ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+/// Records the ports of every service in the wanted state, for
+/// `carry_renames` after a config edit.
+pub fn remember_ports(config: &Config, state: &mut State) {
+    state.ports = (state.wanted.keys())
+        .filter_map(|service| Some((service.clone(), ports_of(config, service)?)))
+        .collect();
+}
+
+/// A service the config no longer has, whose ports one it has now and no
+/// line has named had: renamed, it keeps what was asked of it (`close
+/// ssh` becomes `close sshd`), or its close would end with a config edit.
+/// What was carried over, in words.
+pub fn carry_renames(config: &Config, state: &mut State) -> Vec<String> {
+    let mut said = Vec::new();
+    let gone: Vec<String> = (state.wanted.keys())
+        .filter(|service| ports_of(config, service).is_none())
+        .cloned()
+        .collect();
+    for old in gone {
+        let Some(ports) = state.ports.get(&old).cloned() else {
+            continue;
+        };
+        let heirs: Vec<String> = (config.services.keys())
+            .map(ToString::to_string)
+            .filter(|new| {
+                !state.wanted.contains_key(new) && ports_of(config, new).as_ref() == Some(&ports)
+            })
+            .collect();
+        let [new] = &heirs[..] else { continue };
+        let lines: Vec<String> = (state.wanted.remove(&old).unwrap_or_default().iter())
+            .map(|line| {
+                let mut words: Vec<&str> = line.split(' ').collect();
+                if words.get(1) == Some(&old.as_str()) {
+                    words[1] = new;
+                }
+                words.join(" ")
+            })
+            .collect();
+        said.push(format!(
+            "{new} has the ports {old} had ({ports}): it keeps what was asked of {old} ({})",
+            lines.join("; ")
+        ));
+        state.ports.remove(&old);
+        state.ports.insert(new.clone(), ports);
+        state.wanted.insert(new.clone(), lines);
+    }
+    said
+}
+
 /// The wanted state as the state file keeps it.
 pub fn keep_wanted(state: &mut State, wanted: &Wanted) {
     state.wanted = wanted

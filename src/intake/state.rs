@@ -125,6 +125,11 @@ pub struct State {
     /// config's, on the same chain.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tagged: BTreeSet<String>,
+    /// The ports of each service in `wanted`, as the config of the run that
+    /// saved it had them (`22/tcp`): a service renamed in the config keeps
+    /// what was asked of it under its new name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, String>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -457,6 +462,7 @@ mod tests {
                 services: vec!["ssh".into()],
             }),
             tagged: ["ssh".to_owned()].into(),
+            ports: [("ssh".to_owned(), "22/tcp".to_owned())].into(),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,
