@@ -229,9 +229,13 @@ fn peek_state(config: &Config) -> Result<(State, bool)> {
 fn unsaved_run(state: &State, state_dir: &Path) -> Option<String> {
     let began = state::last_began(state_dir)?;
     let told = [state.last_run.as_ref().map(|run| run.at), state.reset_at];
-    // Stored to the second, a run's time may read up to a second early.
-    let slack = chrono::TimeDelta::seconds(2);
-    if told.into_iter().flatten().any(|at| began <= at + slack) {
+    // A run's time kept to the second may read up to a second early; kept
+    // to the nanosecond, a run in the same second is told apart.
+    let slack = |at: DateTime<FixedOffset>| match at.timestamp_subsec_nanos() {
+        0 => chrono::TimeDelta::seconds(2),
+        _ => chrono::TimeDelta::milliseconds(1),
+    };
+    if told.into_iter().flatten().any(|at| began <= at + slack(at)) {
         return None;
     }
     Some(format!(
@@ -589,4 +593,34 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::state::LastRun;
+
+    /// A run that began after the last one the state tells of, even within
+    /// the same second, and saved nothing: status says so.
+    #[test]
+    fn a_run_that_saved_nothing_is_told_even_in_the_same_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = state::lock(dir.path()).unwrap().unwrap();
+        drop(lock);
+        let began = state::last_began(dir.path()).unwrap();
+        let at = |offset_ms: i64| State {
+            last_run: Some(LastRun {
+                at: began + chrono::TimeDelta::milliseconds(offset_ms),
+                ok: true,
+                failure: None,
+                duration_ms: 1,
+            }),
+            ..State::default()
+        };
+        // Saved by that run: its time is a moment after the lock's.
+        assert_eq!(unsaved_run(&at(3), dir.path()), None);
+        // The state tells of an earlier run, 300 ms before.
+        let told = unsaved_run(&at(-300), dir.path()).unwrap();
+        assert!(told.contains("could not save the state"), "{told}");
+    }
 }
