@@ -519,9 +519,7 @@ fn a_config_rewritten_to_name_another_state_dir_still_finds_its_own_copy() {
     )
     .unwrap();
     // A reboot: the firewall is empty again.
-    for binary in ["iptables", "ip6tables"] {
-        fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-    }
+    env.reboot_fake();
     env.run(&["--offline"])
         .expect(1)
         .says("is writable by group or others")

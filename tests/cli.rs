@@ -919,9 +919,7 @@ fn a_config_that_cannot_be_used_enforces_the_last_that_could() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
         }
         // A reboot: the firewall is empty again.
-        for binary in ["iptables", "ip6tables"] {
-            std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-        }
+        env.reboot_fake();
         let run = env.run(&["--offline"]);
         run.expect(1)
             .says("the last config a run could use")
@@ -968,9 +966,7 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     env.run(&[]).expect(0);
     let good = env.fake_table("iptables");
     // A reboot: the firewall is empty again, and the source is gone.
-    for binary in ["iptables", "ip6tables"] {
-        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-    }
+    env.reboot_fake();
     std::fs::remove_file(env.path("control.txt")).unwrap();
     let run = env.run(&[]);
     run.expect(1);
@@ -1004,9 +1000,7 @@ fn offline_enforces_the_last_good_copy_without_fetching() {
 
     env.control("close web\n");
     env.run(&[]).expect(0);
-    for binary in ["iptables", "ip6tables"] {
-        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-    }
+    env.reboot_fake();
     env.control("open web\n"); // not fetched by --offline
     let run = env.run(&["--offline"]);
     run.expect(0);
@@ -1955,9 +1949,7 @@ fn a_service_renamed_in_the_config_keeps_its_close() {
         "{table}"
     );
     // A reboot: the firewall is empty again.
-    for binary in ["iptables", "ip6tables"] {
-        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-    }
+    env.reboot_fake();
     env.run(&["--offline"]).expect(0);
     let table = env.fake_table("iptables");
     assert!(

@@ -903,9 +903,7 @@ fn a_notice_the_server_refuses_is_a_warning_that_hides_the_topic() {
     // An --offline run (at boot: no network yet) posts nothing; the command still runs.
     source.set_reply(text("close mosh\n"));
     env.run(&[]).expect(0);
-    for binary in ["iptables", "ip6tables"] {
-        std::fs::remove_file(env.path(&format!("state-{binary}"))).unwrap();
-    }
+    env.reboot_fake();
     let before = env.notices().len();
     env.run(&["--offline"]).expect(0);
     assert_eq!(env.notices().len(), before + 1);

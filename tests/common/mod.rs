@@ -148,6 +148,13 @@ impl TestEnv {
         fs::write(self.path("config.toml"), text).unwrap();
     }
 
+    /// A reboot for the fake iptables: both tables empty again.
+    pub fn reboot_fake(&self) {
+        for binary in ["iptables", "ip6tables"] {
+            fs::remove_file(self.path(&format!("state-{binary}"))).unwrap();
+        }
+    }
+
     pub fn control(&self, text: &str) {
         fs::write(self.path("control.txt"), text).unwrap();
     }
