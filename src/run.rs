@@ -165,12 +165,10 @@ struct Asked {
 
 /// What the runs of this config (this state) have known, beyond this run's
 /// file: every source that may have a rule, and every service named (None
-/// when the state was lost: then any tagged rule may be this config's),
-/// with the ports it had where the state kept them.
+/// when the state was lost: then any tagged rule may be this config's).
 pub(crate) struct Known {
     sources: SourcesSeen,
     services: Option<BTreeSet<String>>,
-    ports: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Loads the state, takes in the control file, and resolves what is asked
@@ -232,7 +230,6 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
                 .chain(config.services.keys().map(ToString::to_string))
                 .collect()
         }),
-        ports: known_ports(config, &before),
     };
     Asked {
         state,
@@ -914,30 +911,11 @@ struct Enforced {
 }
 
 /// Reads portlocker's part, plans, commits (again without what the
-/// The ports each service has had: in the config, and in the state (a
-/// port changed since). None where a state of a version that kept no ports
-/// cannot tell.
-fn known_ports(config: &Config, before: &State) -> BTreeMap<String, BTreeSet<String>> {
-    let mut ports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    if before.last_run.is_some() && before.ports.is_empty() && !before.wanted.is_empty() {
-        return ports;
-    }
-    for (service, specs) in &before.ports {
-        let specs = specs.split(',').map(str::to_owned);
-        ports.entry(service.clone()).or_default().extend(specs);
-    }
-    for (service, specs) in &config.services {
-        let specs = specs.iter().map(ToString::to_string);
-        ports.entry(service.to_string()).or_default().extend(specs);
-    }
-    ports
-}
-
 /// Whether `rule`, tagged in portlocker's place, closes for another config
-/// on the same chain: a service this config's runs never knew, or a port
-/// one of them never had (a service of the same name there). Such a close
-/// is never this run's to remove; what lets a source in is, as it could
-/// undo a close of this config's.
+/// on the same chain: one for a service this config's runs never knew.
+/// Such a close is never this run's to remove; what lets a source in is,
+/// as it could undo a close of this config's. (A tagged rule of a service
+/// this config knows is its own: drift, to repair.)
 fn stranger_close(rule: &Listed, known: &Known) -> bool {
     let Some(services) = &known.services else {
         return false;
@@ -946,24 +924,7 @@ fn stranger_close(rule: &Listed, known: &Known) -> bool {
         return false;
     };
     let closes = matches!(rule.target(), Some("DROP" | "REJECT"));
-    if !closes || ServiceName::new(name).is_err() {
-        return false;
-    }
-    if !services.contains(name) {
-        return true;
-    }
-    let word_after = |flag: &str| {
-        (rule.spec.windows(2))
-            .find(|pair| pair[0] == flag)
-            .map(|pair| pair[1].clone())
-    };
-    let port = word_after("--dport").zip(word_after("-p"));
-    match (port, known.ports.get(name)) {
-        (Some((port, protocol)), Some(had)) => {
-            !had.contains(&format!("{}/{protocol}", port.replace(':', "-")))
-        }
-        _ => false,
-    }
+    closes && ServiceName::new(name).is_ok() && !services.contains(name)
 }
 
 /// The services of `holdings`' rules for which `stranger` holds.
@@ -1016,9 +977,9 @@ fn enforce(
     let strangers = strangers(&holdings, config, stranger);
     if !strangers.is_empty() {
         log::warn!(
-            "{} holds closes of portlocker's for {}, which this config does not have (or not on \
-             those ports) and its state_dir never named: another config's, on the same chain? \
-             They are left as they are; give each config its own firewall.chain and state_dir",
+            "{} holds closes of portlocker's for {}, which this config does not have and its \
+             state_dir never named: another config's, on the same chain? They are left as they \
+             are; give each config its own firewall.chain and state_dir",
             wiped::place(config),
             strangers.iter().cloned().collect::<Vec<_>>().join(", ")
         );

@@ -1867,9 +1867,9 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
         .replace(&quoted("control.txt"), &quoted("control2.txt"))
         .replace(&quoted("portlocker.log"), &quoted("second.log"))
         .replace(&quoted("status.html"), &quoted("second.html"))
-        .replace(common::SERVICES, "backup = 873\nssh = 2222\n");
+        .replace(common::SERVICES, "backup = 873\nadmin = 2222\n");
     std::fs::write(env.path("config2.toml"), second).unwrap();
-    std::fs::write(env.path("control2.txt"), "close backup\nclose ssh\n").unwrap();
+    std::fs::write(env.path("control2.txt"), "close backup\nclose admin\n").unwrap();
     let run_second = || {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
             .arg("-c")
@@ -1879,7 +1879,6 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
             .unwrap();
         common::Run::from(output)
     };
-    // Its own ssh is on 2222: the first config's ssh close on 22 is not its own.
     run_second()
         .expect(0)
         .says("holds closes of portlocker's for ssh, which this config does not have");
@@ -1894,7 +1893,7 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
     assert_eq!(run_second().expect(0).stderr, "");
     env.run(&[])
         .expect(0)
-        .says("holds closes of portlocker's for backup, ssh, which");
+        .says("holds closes of portlocker's for admin, backup, which");
     let table = env.fake_table("iptables");
     assert!(
         table.contains("--dport 22 ") && table.contains("--dport 2222 "),
@@ -1905,7 +1904,7 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
     // What another config lets in is never left: it could undo a close.
     std::fs::write(
         env.path("control2.txt"),
-        "close backup\nopen ssh from 10.1.0.0/16\n",
+        "close backup\nopen admin from 10.1.0.0/16\n",
     )
     .unwrap();
     run_second().expect(0);
