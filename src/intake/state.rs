@@ -45,6 +45,14 @@ pub fn lock(state_dir: &Path) -> Result<Option<RunLock>> {
             // When this run began, for `last_began`: a time, not data, so a
             // full disk keeps it too.
             let _ = file.set_modified(std::time::SystemTime::now());
+            // What runs killed while writing left (the state names the
+            // secret source): an hour old, no process is writing it.
+            if let Ok(dir) = reach(state_dir, false) {
+                let hour = std::time::Duration::from_secs(3600);
+                for name in dir.sweep_temporaries(hour).unwrap_or_default() {
+                    log::info!("removed {name}, left in state_dir by a run that was killed");
+                }
+            }
             Ok(Some(RunLock { _file: file }))
         }
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -680,5 +688,31 @@ mod tests {
             ("vpn", &["close vpn"]),
         ]);
         assert!(may_close(&before, &vpn), "a service closed first");
+    }
+
+    /// A run killed while writing leaves `.state.toml.XXXXXXXXXXXX.tmp`
+    /// (it names the secret source): the next run to take the lock removes
+    /// one an hour old, never a young one another process may be writing,
+    /// nor a file of any other name.
+    #[test]
+    fn a_run_sweeps_what_killed_runs_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        State::default().save(&state_dir, 65536, true).unwrap();
+        let old = state_dir.join(".state.toml.0123456789ab.tmp");
+        let young = state_dir.join(".state.toml.ba9876543210.tmp");
+        let other = state_dir.join(".state.toml.notrandom.tmp");
+        for path in [&old, &young, &other] {
+            fs::write(path, "source = \"https://example.org/secret\"\n").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for path in [&old, &other] {
+            let file = fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(two_hours_ago).unwrap();
+        }
+        drop(lock(&state_dir).unwrap().unwrap());
+        assert!(!old.exists(), "an hour-old leftover stayed");
+        assert!(young.exists(), "a young temporary file went");
+        assert!(other.exists(), "a file of another name went");
     }
 }

@@ -520,6 +520,41 @@ impl Directory {
         sync(&self.dir)
     }
 
+    /// Removes the temporary files `replace` leaves here when it is killed
+    /// (`.NAME.XXXXXXXXXXXX.tmp`) that are older than `age`: a younger one
+    /// may be another process's, being written. What was removed.
+    pub fn sweep_temporaries(&self, age: std::time::Duration) -> io::Result<Vec<String>> {
+        let listing = rustix::fs::openat(
+            &self.dir.fd,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(rustix::fs::Dir::new)?;
+        let mut removed = Vec::new();
+        for entry in listing {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+                continue;
+            };
+            let random = stem.rsplit_once('.').map(|(_, random)| random);
+            if !random.is_some_and(|r| r.len() == 12 && r.bytes().all(|b| b.is_ascii_hexdigit())) {
+                continue;
+            }
+            let looked = self.dir.look(OsStr::new(name))?;
+            let modified = looked.meta.modified()?;
+            let old = modified.elapsed().is_ok_and(|elapsed| elapsed > age);
+            if looked.meta.is_file() && old {
+                rustix::fs::unlinkat(&self.dir.fd, name, AtFlags::empty())?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
+    }
+
     /// As root, refuses a file in it someone other than root could change,
     /// or a link (`what`: "state_dir"): whoever could plant one could choose
     /// what root reads from it.
