@@ -513,30 +513,26 @@ fn closes_missing(
 /// every run will say it (and fail on it), with what to do.
 fn lockout(config: &Config, family: Family, mismatch: &Mismatch) -> Option<String> {
     use crate::firewall::reasons::{advice, named};
+    let each = |by: &[crate::firewall::eval::Cited], ports| {
+        let each: Vec<String> = (by.iter())
+            .map(|by| format!("{} closes it: {}", named(by), advice(config, by, ports)))
+            .collect();
+        each.join("; ")
+    };
     let said = match mismatch {
-        Mismatch::ClosedByOthers { service, ports, by } => {
-            let each: Vec<String> = (by.iter())
-                .map(|by| format!("{} closes it: {}", named(by), advice(config, by, *ports)))
-                .collect();
-            format!(
-                "{service} {ports} is closed, but the control file opens it: {}",
-                each.join("; ")
-            )
-        }
+        Mismatch::ClosedByOthers { service, ports, by } => format!(
+            "{service} {ports} is closed, but the control file opens it: {}",
+            each(by, *ports)
+        ),
         Mismatch::SourceShut {
             service,
             ports,
             source,
             by,
-        } => {
-            let each: Vec<String> = (by.iter())
-                .map(|by| format!("{} closes it: {}", named(by), advice(config, by, *ports)))
-                .collect();
-            format!(
-                "{service} {ports} is closed to {source}, which the control file opens it to: {}",
-                each.join("; ")
-            )
-        }
+        } => format!(
+            "{service} {ports} is closed to {source}, which the control file opens it to: {}",
+            each(by, *ports)
+        ),
         Mismatch::ClosedBySharer {
             service,
             ports,
