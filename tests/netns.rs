@@ -450,6 +450,66 @@ fn check_names_a_rule_that_lets_a_port_through_before_portlockers_drop() {
     env.run(&["check"]).expect(0);
 }
 
+/// A rule nft put into iptables-nft's INPUT above portlocker's jump, one
+/// iptables cannot print (`th dport 22 accept`), makes iptables refuse to
+/// list INPUT whole. It must not keep a closed port open: the run reads
+/// INPUT one rule at a time, puts its jump back on top, and says closed
+/// only once a connection finds it closed (hostile tester 2, F23).
+#[test]
+fn a_rule_only_nft_can_print_above_the_jump_does_not_keep_a_close_open() {
+    let test = "a_rule_only_nft_can_print_above_the_jump_does_not_keep_a_close_open";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4) && !reachable(v6));
+    for table in ["ip", "ip6"] {
+        let rule = [
+            "insert", "rule", table, "filter", "INPUT", "th", "dport", "22", "accept",
+        ];
+        backend::nft(&rule);
+    }
+    assert!(reachable(v4) && reachable(v6), "the nft rule opens nothing");
+    let unlistable = std::process::Command::new(IPT)
+        .args(["-w", "5", "-S", "INPUT"])
+        .output();
+    assert!(
+        !unlistable.unwrap().status.success(),
+        "iptables lists INPUT whole"
+    );
+
+    env.run(&[]).expect(0);
+    assert!(
+        !reachable(v4) && !reachable(v6),
+        "ssh reachable past the repair"
+    );
+    let listing = || {
+        let mut nft = std::process::Command::new(backend::NFT);
+        let output = nft.args(["-a", "list", "ruleset"]).output().unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let repaired = listing();
+    env.run(&[]).expect(0);
+    assert_eq!(
+        listing(),
+        repaired,
+        "a second run changed the firewall again"
+    );
+    let status = env.run(&["status"]);
+    status.expect(0);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("ssh") && line.matches("closed").count() == 2),
+        "{}",
+        status.stdout
+    );
+}
+
 /// The nftables backend never runs iptables: what iptables and ip6tables
 /// list stays exactly as it was through runs, opens, closes and a reset.
 #[test]

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{BackendKind, Config, Family, PortSpec};
 use crate::firewall::eval::may_match;
-use crate::firewall::iptables::{self, read as ipt};
+use crate::firewall::iptables::{self, nft_only, read as ipt};
 use crate::firewall::model::Holdings;
 use crate::firewall::nft::read::{self as nftr, Listing, Tabled};
 use crate::firewall::ruleset::{
     Addresses, Base, Chain, ChainKind, Hook, Host, InputPath, Match, Policy, Step, Table, Test,
-    Tool, Verdict,
+    Tool, Verdict, family_word,
 };
 use crate::firewall::run_command;
 use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
@@ -284,6 +284,7 @@ impl<R: Runner> Reader<'_, R> {
         tool: Tool,
         budget: usize,
     ) -> Option<BTreeSet<String>> {
+        let family = path.family;
         let mut taken = BTreeSet::new();
         let mut tables = Vec::new();
         for &(name, tabled) in present {
@@ -303,7 +304,7 @@ impl<R: Runner> Reader<'_, R> {
                 if tabled.is_some_and(|t| !t.chains.contains_key(chain)) {
                     continue;
                 }
-                let listed = self.list_iptables(binary, name, chain, &is_chain);
+                let listed = self.list_iptables(binary, family, name, chain, &is_chain);
                 let policy = match listed {
                     Some((read, policy)) => {
                         table.chains.insert(chain.to_owned(), read);
@@ -326,7 +327,7 @@ impl<R: Runner> Reader<'_, R> {
                 &mut table,
                 &|reader, chain| {
                     reader
-                        .list_iptables(binary, name, chain, &is_chain)
+                        .list_iptables(binary, family, name, chain, &is_chain)
                         .map(|(read, _)| read)
                 },
                 budget,
@@ -348,6 +349,7 @@ impl<R: Runner> Reader<'_, R> {
     fn list_iptables(
         &mut self,
         binary: &Path,
+        family: Family,
         table: &str,
         chain: &str,
         is_chain: &dyn Fn(&str) -> bool,
@@ -362,9 +364,13 @@ impl<R: Runner> Reader<'_, R> {
             args,
             stdin: None,
         };
-        match self.run(command) {
-            Ok(done) => Some(ipt::listed(&done.stdout, chain, is_chain)),
-            Err(error) if error.chain_is_missing() => None,
+        let error = match self.run(command.clone()) {
+            Ok(done) => return Some(ipt::listed(&done.stdout, chain, is_chain)),
+            Err(error) if error.chain_is_missing() => return None,
+            Err(error) => error,
+        };
+        match nft_only::read(&mut self.runner, self.hung, &command, error) {
+            Ok(read) => Some(piecemeal(read, family, table, chain, is_chain)),
             Err(error) => {
                 let why = format!("chain {chain} could not be read: {error}");
                 self.errors.push(error);
@@ -672,11 +678,25 @@ fn plain(program: &Path, args: &[&str]) -> Command {
     }
 }
 
-fn family_word(family: Family) -> &'static str {
-    match family {
-        Family::Ipv4 => "ip",
-        Family::Ipv6 => "ip6",
-    }
+/// A chain iptables read one rule at a time, each rule only nft can print
+/// unknown.
+fn piecemeal(
+    read: nft_only::Piecemeal,
+    family: Family,
+    table: &str,
+    chain: &str,
+    is_chain: &dyn Fn(&str) -> bool,
+) -> (Chain, Option<Policy>) {
+    let rules = read
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| match rule {
+            Some(spec) => ipt::rule(chain, spec, is_chain),
+            None => nft_only::unknown(&nft_only::described(index + 1, family, table, chain)),
+        });
+    let policy = read.policy.as_deref().and_then(ipt::policy_named);
+    (Chain::of(rules.collect()), policy)
 }
 
 /// Whether an nft table of family `word` sees packets of `family`.

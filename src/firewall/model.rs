@@ -361,6 +361,10 @@ pub fn tag_of(spec: &[String]) -> Option<&str> {
         .map(|pair| pair[1].as_str())
 }
 
+/// The target `Listed::nft_only` gives a rule iptables cannot print: no
+/// chain can be named so (iptables refuses names starting with `!`).
+const NFT_ONLY: &str = "!nft-only";
+
 /// One rule of a chain as `iptables -S CHAIN` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -380,6 +384,23 @@ impl Listed {
             }
         }
         Listed { spec }
+    }
+
+    /// A rule iptables-nft cannot print (only nft can), as `described`:
+    /// it decides nothing portlocker can tell, and stops `iptables -D` by
+    /// spec from reaching any rule below it.
+    pub fn nft_only(described: String) -> Listed {
+        let words = ["-m", "comment", "--comment", &described, "-j", NFT_ONLY];
+        Listed::new(words.map(String::from).to_vec())
+    }
+
+    /// What `nft_only` said of it, if it stands for a rule only nft can print.
+    pub fn nft_only_said(&self) -> Option<&str> {
+        if self.target() != Some(NFT_ONLY) {
+            return None;
+        }
+        let comment = self.spec.windows(2).find(|pair| pair[0] == "--comment");
+        comment.map(|pair| pair[1].as_str())
     }
 
     /// The chain this rule jumps to, if it jumps.

@@ -278,7 +278,17 @@ fn chain_and_jump(config: &Config, family: Family, held: Option<&FamilyHoldings>
             chain: chain.clone(),
         });
     }
-    let jumps = held.map(|h| h.jumps(config)).unwrap_or_default();
+    let mut jumps = held.map(|h| h.jumps(config)).unwrap_or_default();
+    // iptables-nft deletes by spec only what it meets before a rule it
+    // cannot print: a jump below one stays, and its second pass through
+    // the chain decides nothing the first did not.
+    let stuck = held.and_then(|h| {
+        h.input
+            .rules
+            .iter()
+            .position(|r| r.nft_only_said().is_some())
+    });
+    jumps.retain(|jump| stuck.is_none_or(|stuck| jump.index < stuck));
     let first_is_jump = jumps.first().is_some_and(|jump| jump.index == 0);
     let top_is_unique = first_is_jump && jumps[1..].iter().all(|jump| jump.spec != jumps[0].spec);
     let delete = |spec: &[String]| Change::DeleteJump {
@@ -876,6 +886,42 @@ mod tests {
 
     /// Replays steps, checking after each that INPUT still jumps to the
     /// chain whenever it did before: the jump is never absent.
+    #[test]
+    fn a_jump_below_a_rule_only_nft_can_print_stays_and_a_new_one_goes_on_top() {
+        let config = config("[firewall]\nipv6 = false");
+        let chain = &config.firewall.chain;
+        let mut held_now = holdings(&config, &["ssh 22/tcp IPv4"]);
+        let input = &mut held(&mut held_now, Family::Ipv4).input.rules;
+        input.insert(0, Listed::nft_only("rule 1 of INPUT".into()));
+        let steps = plan_of(&config, &control(&config, ""), &held_now);
+        // iptables could not delete the old jump: nothing but the insert.
+        let changes: Vec<Change> = steps.iter().map(|s| s.change.clone()).collect();
+        let insert = |tag| Change::InsertJump {
+            family: Family::Ipv4,
+            chain: chain.clone(),
+            tag,
+        };
+        assert_eq!(changes, [insert(JumpTag::A)]);
+        let done = after(&config, &held_now, &steps);
+        assert!(plan_of(&config, &control(&config, ""), &done).is_empty());
+
+        // Something above the new jump: it moves, and of the jumps only
+        // the one above the rule nft alone prints is deleted (by its spec,
+        // the first match, which is that one).
+        let mut moved = done.clone();
+        let input = &mut held(&mut moved, Family::Ipv4).input.rules;
+        input.insert(0, listed("-j ACCEPT"));
+        input.push(Listed::new(JumpTag::B.spec(chain)));
+        let steps = plan_of(&config, &control(&config, ""), &moved);
+        let changes: Vec<Change> = steps.iter().map(|s| s.change.clone()).collect();
+        let delete = Change::DeleteJump {
+            family: Family::Ipv4,
+            chain: chain.clone(),
+            spec: JumpTag::A.spec(chain),
+        };
+        assert_eq!(changes, [insert(JumpTag::B), delete]);
+    }
+
     #[test]
     fn the_jump_is_never_absent_while_it_moves() {
         let config = config("[firewall]\nipv6 = false");

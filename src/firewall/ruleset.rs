@@ -669,6 +669,14 @@ pub enum Effect {
     Unknown(String),
 }
 
+/// The word nftables names a family's own tables by (`ip filter`, `ip6 filter`).
+pub fn family_word(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
+    }
+}
+
 /// What a rule does when every test holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -416,6 +416,15 @@ impl CommandError {
         }
     }
 
+    /// Whether iptables-nft stopped at a rule it cannot print, one only nft
+    /// made (`Parsing nftables rule failed`).
+    pub(crate) fn only_nft_can_print(&self) -> bool {
+        match &self.failure {
+            Failure::Exited { stderr, .. } => stderr.contains("Parsing nftables rule failed"),
+            _ => false,
+        }
+    }
+
     /// Whether the command was not run because its program hung before:
     /// the hang is what to tell, once.
     pub fn after_hang(&self) -> bool {

@@ -468,10 +468,7 @@ impl FakeFirewall {
             if table.chains.is_empty() {
                 continue;
             }
-            let word = match family {
-                Family::Ipv4 => "ip",
-                Family::Ipv6 => "ip6",
-            };
+            let word = crate::firewall::ruleset::family_word(*family);
             handle += 1;
             objects.push(format!(
                 "{{\"table\": {{\"family\": \"{word}\", \"name\": \"filter\", \"handle\": {handle}}}}}"

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod flavours;
+pub(crate) mod nft_only;
 pub(crate) mod read;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
@@ -18,7 +19,9 @@ use crate::firewall::model::{
     self, ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, appended_by, rule_of,
 };
 use crate::firewall::plan::{self, Step};
-use crate::firewall::ruleset::{Base, Chain, ChainKind, Hook, InputPath, Policy, Table, Tool};
+use crate::firewall::ruleset::{
+    Base, Chain, ChainKind, Hook, InputPath, Policy, Table, Tool, family_word,
+};
 use crate::firewall::run_command;
 pub use crate::firewall::{
     Applied, FirewallBackend, Reset, Tidied, program_problem, refusal_named,
@@ -359,9 +362,16 @@ impl<'a, R: Runner> Firewall<'a, R> {
     /// Lists one chain; None when it does not exist.
     fn list(&mut self, family: Family, chain: &str) -> Result<Option<ChainRules>, CommandError> {
         let command = Command::iptables(self.config, family, vec!["-S".into(), chain.into()]);
-        match self.run(command) {
+        match self.run(command.clone()) {
             Ok(done) => Ok(Some(ChainRules::from_listing(&done.stdout, chain))),
             Err(error) if error.chain_is_missing() => Ok(None),
+            // A rule above the jump only nft can print must not keep the
+            // jump from going back on top. Not in portlocker's own place:
+            // its rules below such a rule could not be deleted.
+            Err(error) if chain == "INPUT" && !self.config.firewall.chain.is_input() => {
+                let read = nft_only::read(&mut self.runner, &mut self.hung, &command, error)?;
+                Ok(Some(held_of(read, family)))
+            }
             Err(error) => Err(error),
         }
     }
@@ -924,6 +934,23 @@ pub fn save_beside(binary: &Path) -> Option<PathBuf> {
     (save.is_file() && same).then_some(save)
 }
 
+/// INPUT as read one rule at a time, each rule only nft can print
+/// standing as `Listed::nft_only`.
+fn held_of(read: nft_only::Piecemeal, family: Family) -> ChainRules {
+    let rules = read
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, rule)| match rule {
+            Some(spec) => Listed::new(spec),
+            None => Listed::nft_only(nft_only::described(index + 1, family, "filter", "INPUT")),
+        });
+    ChainRules {
+        policy: read.policy,
+        rules: rules.collect(),
+    }
+}
+
 /// Puts what `held` says portlocker's part holds (INPUT and portlocker's
 /// chain, as listed) into `path` in place of what was read there.
 pub fn place(config: &Config, path: &mut InputPath, held: &FamilyHoldings) {
@@ -935,10 +962,7 @@ pub fn place(config: &Config, path: &mut InputPath, held: &FamilyHoldings) {
     let index = index.unwrap_or_else(|| {
         path.tables.push(Table {
             name: "filter".into(),
-            family: match path.family {
-                Family::Ipv4 => "ip".into(),
-                Family::Ipv6 => "ip6".into(),
-            },
+            family: family_word(path.family).into(),
             tool: Tool::Iptables {
                 binary: config.binary(path.family).to_owned(),
                 legacy,
@@ -955,7 +979,10 @@ pub fn place(config: &Config, path: &mut InputPath, held: &FamilyHoldings) {
         Chain::of(
             listed
                 .iter()
-                .map(|rule| read::rule(chain, &rule.spec, &is_chain))
+                .map(|rule| match rule.nft_only_said() {
+                    Some(said) => nft_only::unknown(said),
+                    None => read::rule(chain, &rule.spec, &is_chain),
+                })
                 .collect(),
         )
     };

@@ -85,7 +85,7 @@ pub fn listed(text: &str, chain: &str, is_chain: &dyn Fn(&str) -> bool) -> (Chai
     (read, policy)
 }
 
-fn policy_named(word: &str) -> Option<Policy> {
+pub fn policy_named(word: &str) -> Option<Policy> {
     match word {
         "ACCEPT" => Some(Policy::Accept),
         "DROP" => Some(Policy::Drop),
