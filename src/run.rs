@@ -920,11 +920,11 @@ fn stranger_close(rule: &Listed, known: &Known) -> bool {
     let Some(services) = &known.services else {
         return false;
     };
-    let Some(name) = rule.tag().and_then(|tag| tag.strip_prefix("portlocker:")) else {
+    let Some(name) = rule.service() else {
         return false;
     };
     let closes = matches!(rule.target(), Some("DROP" | "REJECT"));
-    closes && ServiceName::new(name).is_ok() && !services.contains(name)
+    closes && !services.contains(name)
 }
 
 /// The services of `holdings`' rules for which `stranger` holds.
@@ -936,7 +936,7 @@ fn strangers(
     (holdings.families.values().flatten())
         .flat_map(|held| held.tagged(config))
         .filter(|rule| stranger(rule))
-        .filter_map(|rule| rule.tag()?.strip_prefix("portlocker:"))
+        .filter_map(Listed::service)
         .map(str::to_owned)
         .collect()
 }
@@ -945,10 +945,7 @@ fn strangers(
 fn tagged_services(config: &Config, holdings: &Holdings) -> BTreeSet<String> {
     (holdings.families.values().flatten())
         .flat_map(|held| held.tagged(config))
-        .filter_map(|rule| rule.tag()?.strip_prefix("portlocker:"))
-        // Only a service's tag: not a jump's, nor what the nftables
-        // backend names an untagged rule in its table (`? rule 4`).
-        .filter(|name| ServiceName::new(name).is_ok())
+        .filter_map(Listed::service)
         .map(str::to_owned)
         .collect()
 }

@@ -361,6 +361,9 @@ pub fn tag_of(spec: &[String]) -> Option<&str> {
         .map(|pair| pair[1].as_str())
 }
 
+/// How the tags of portlocker's jumps begin (`JumpTag::comment`).
+const JUMP_TAG_PREFIX: &str = "portlocker:jump.";
+
 /// The target `Listed::nft_only` gives a rule iptables cannot print: no
 /// chain can be named so (iptables refuses names starting with `!`).
 const NFT_ONLY: &str = "!nft-only";
@@ -413,6 +416,20 @@ impl Listed {
 
     pub fn tag(&self) -> Option<&str> {
         tag_of(&self.spec)
+    }
+
+    /// The service a tagged rule is of: its tag's name when that is a
+    /// service's, not a jump's (`jump.a`) nor what the nftables backend
+    /// names an untagged rule in its table (`? rule 4`).
+    pub fn service(&self) -> Option<&str> {
+        let name = self.tag()?.strip_prefix(TAG_PREFIX)?;
+        ServiceName::new(name).is_ok().then_some(name)
+    }
+
+    /// Whether it is a jump of portlocker's to its chain.
+    pub fn is_our_jump(&self) -> bool {
+        self.tag()
+            .is_some_and(|tag| tag.starts_with(JUMP_TAG_PREFIX))
     }
 
     /// Whether the rule matches some destination ports only (`--dport`,

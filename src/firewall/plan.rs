@@ -453,15 +453,13 @@ fn seated<'r>(input: Option<&ChainRules>, mut wanted: impl Iterator<Item = &'r R
 /// knew lost). It goes with that chain, once a run knows what it held
 /// (`leftovers.rs`).
 fn unconfigured(config: &Config, family: Family, tagged: &[&Listed]) -> Vec<Change> {
-    let tags: HashSet<String> = (config.services.keys())
-        .map(|service| format!("portlocker:{service}"))
-        .collect();
+    let configured = |rule: &Listed| {
+        rule.service()
+            .is_some_and(|s| config.services.contains_key(s))
+    };
     tagged
         .iter()
-        .filter(|rule| {
-            rule.tag()
-                .is_some_and(|tag| !tags.contains(tag) && !tag.starts_with("portlocker:jump."))
-        })
+        .filter(|rule| rule.tag().is_some() && !rule.is_our_jump() && !configured(rule))
         .map(|rule| Change::DeleteListed {
             family,
             chain: config.firewall.chain.clone(),
@@ -537,10 +535,7 @@ pub fn old_jumps(config: &Config, holdings: &Holdings) -> Vec<Step> {
     for (&family, held) in &holdings.families {
         let Some(held) = held else { continue };
         for rule in held.tagged(config) {
-            if rule
-                .tag()
-                .is_some_and(|tag| tag.starts_with("portlocker:jump."))
-            {
+            if rule.is_our_jump() {
                 steps.push(Step {
                     change: Change::DeleteListed {
                         family,
