@@ -1860,26 +1860,11 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
     let env = TestEnv::with_fake_iptables();
     env.control("close ssh\n");
     env.run(&[]).expect(0);
-    let quoted = |name: &str| format!("{:?}", env.path(name));
-    let second = env
-        .local_config("", "")
-        .replace(&quoted("state"), &quoted("state2"))
-        .replace(&quoted("control.txt"), &quoted("control2.txt"))
-        .replace(&quoted("portlocker.log"), &quoted("second.log"))
-        .replace(&quoted("status.html"), &quoted("second.html"))
-        .replace(common::SERVICES, "backup = 873\nadmin = 2222\n");
-    std::fs::write(env.path("config2.toml"), second).unwrap();
-    std::fs::write(env.path("control2.txt"), "close backup\nclose admin\n").unwrap();
-    let run_second = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_portlocker"))
-            .arg("-c")
-            .arg(env.path("config2.toml"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        common::Run::from(output)
-    };
-    run_second()
+    env.write_second_config(
+        "backup = 873\nadmin = 2222\n",
+        "close backup\nclose admin\n",
+    );
+    env.run_second()
         .expect(0)
         .says("holds closes of portlocker's for ssh, which this config does not have");
     let table = env.fake_table("iptables");
@@ -1890,7 +1875,7 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
     assert!(table.contains("--dport 2222 "), "{table}");
     assert!(table.contains("portlocker:backup"), "{table}");
     // Told once; and the first config leaves the second's closes alone too.
-    assert_eq!(run_second().expect(0).stderr, "");
+    assert_eq!(env.run_second().expect(0).stderr, "");
     env.run(&[])
         .expect(0)
         .says("holds closes of portlocker's for admin, backup, which");
@@ -1907,7 +1892,7 @@ fn a_second_config_on_the_same_chain_leaves_the_first_ones_rules() {
         "close backup\nopen admin from 10.1.0.0/16\n",
     )
     .unwrap();
-    run_second().expect(0);
+    env.run_second().expect(0);
     assert!(env.fake_table("iptables").contains("10.1.0.0/16"));
     env.run(&[]).expect(0);
     let table = env.fake_table("iptables");

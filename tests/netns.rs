@@ -236,6 +236,46 @@ on_both_backends! {
     }
 }
 
+/// Listens on `address` and accepts, so a connection that gets through completes.
+fn listener(address: &str) -> SocketAddr {
+    let listener = TcpListener::bind(address).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    address
+}
+
+on_both_backends! {
+    /// Real connections for what the fake showed: a second config in the
+    /// same place (a test config of the owner's) never reopens the first
+    /// one's close, nor the first the second's; and a service renamed in the
+    /// config stays closed through the edit and a wipe (a reboot).
+    fn a_second_config_and_a_rename_never_reopen_a_close(backend: Backend) {
+        let env = backend.env();
+        let [v4, v6] = ssh_listeners();
+        let admin = listener("127.0.0.1:2222");
+        env.control("close ssh\n");
+        env.run(&[]).expect(0);
+        env.write_second_config("admin = 2222\n", "close admin\n");
+        env.run_second().expect(0);
+        assert!(!reachable(v4) && !reachable(v6), "the second config reopened ssh");
+        assert!(!reachable(admin));
+        env.run(&[]).expect(0);
+        assert!(!reachable(admin), "the first config reopened admin");
+        assert!(!reachable(v4) && !reachable(v6));
+
+        // ssh renamed sshd; the control file still says `close ssh`.
+        let text = std::fs::read_to_string(env.path("config.toml")).unwrap();
+        env.write_config(&text.replace("ssh = 22\n", "sshd = 22\n"));
+        env.run(&[]).expect(1);
+        assert!(!reachable(v4) && !reachable(v6), "the rename opened ssh");
+        backend.wipe();
+        env.run(&["--offline"]).expect(0);
+        assert!(!reachable(v4) && !reachable(v6), "the rename opened ssh after a reboot");
+        env.run_second().expect(0);
+        assert!(!reachable(admin) && !reachable(v4));
+    }
+}
+
 on_both_backends! {
     fn reset_twice_leaves_the_firewall_as_it_was_before_portlocker(backend: Backend) {
         let env = backend.env();

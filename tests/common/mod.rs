@@ -183,6 +183,33 @@ impl TestEnv {
         Run::from(output)
     }
 
+    /// Writes `config2.toml`: a second config in this one's firewall place
+    /// (a test config of the owner's, say) with `services`, and a state_dir,
+    /// control file (`control2.txt`, holding `control`), log and page of its own.
+    pub fn write_second_config(&self, services: &str, control: &str) {
+        let quoted = |name: &str| format!("{:?}", self.path(name));
+        let second = fs::read_to_string(self.path("config.toml"))
+            .unwrap()
+            .replace(&quoted("state"), &quoted("state2"))
+            .replace(&quoted("control.txt"), &quoted("control2.txt"))
+            .replace(&quoted("portlocker.log"), &quoted("second.log"))
+            .replace(&quoted("status.html"), &quoted("second.html"))
+            .replace(SERVICES, services);
+        fs::write(self.path("config2.toml"), second).unwrap();
+        fs::write(self.path("control2.txt"), control).unwrap();
+    }
+
+    /// A run of the second config (`write_second_config`), stdin closed.
+    pub fn run_second(&self) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_portlocker"))
+            .arg("-c")
+            .arg(self.path("config2.toml"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
     /// Every iptables call the fake saw, as `NAME ARGS…`.
     pub fn calls(&self) -> Vec<String> {
         read_lines(&self.path("calls.log"))
