@@ -651,6 +651,24 @@ fn a_run_after_reset_tells_no_wipe() {
     assert!(!env.log().contains("rules were missing"), "{}", env.log());
 }
 
+/// A watch of an HTTPS source on loopback that says `close ssh`, asked
+/// every second, each fetch given `timeout_secs`.
+fn watching_https(env: &TestEnv, timeout_secs: u64) -> (common::https::TlsServer, Watcher) {
+    use common::https::{Reply, TlsServer};
+    let server = TlsServer::start(Reply::Body {
+        body: b"close ssh\n".to_vec(),
+        content_type: "text/plain",
+    });
+    server.write_ca(&env.path("ca.pem"));
+    let fetch = format!(
+        "ca_file = {:?}\ntimeout_secs = {timeout_secs}",
+        env.path("ca.pem")
+    );
+    let config = env.config_text(&server.url("/portlocker.txt"), &fetch, "");
+    env.write_config(&format!("{config}\n[watch]\nevery = \"1s\"\n"));
+    (server, Watcher::start(env, &[]))
+}
+
 /// A source that never answers: each fetch ends at fetch.timeout_secs, the
 /// rules stay closed and wipes are still put back, and the fetches it
 /// abandoned do not pile up threads.
@@ -662,20 +680,11 @@ fn a_hanging_source_neither_stops_repairs_nor_piles_up_threads() {
     ) {
         return;
     }
-    use common::https::{Reply, TlsServer};
     let env = Backend::Nftables.env();
     let ssh = ssh_listeners();
-    let server = TlsServer::start(Reply::Body {
-        body: b"close ssh\n".to_vec(),
-        content_type: "text/plain",
-    });
-    server.write_ca(&env.path("ca.pem"));
-    let fetch = format!("ca_file = {:?}\ntimeout_secs = 1", env.path("ca.pem"));
-    let config = env.config_text(&server.url("/portlocker.txt"), &fetch, "");
-    env.write_config(&format!("{config}\n[watch]\nevery = \"1s\"\n"));
-    let watcher = Watcher::start(&env, &[]);
+    let (server, watcher) = watching_https(&env, 1);
     wait_for("ssh closed", || closed(&ssh));
-    server.set_reply(Reply::Hang);
+    server.set_reply(common::https::Reply::Hang);
     let threads = || {
         let status = std::fs::read_to_string(format!("/proc/{}/status", watcher.pid)).unwrap();
         status
@@ -693,6 +702,39 @@ fn a_hanging_source_neither_stops_repairs_nor_piles_up_threads() {
     wait_for("the wipe put back", || !backend::nft_table().is_empty());
     assert!(closed(&ssh));
     assert!(threads() <= 8, "{} threads", threads());
+}
+
+/// A source that keeps a fetch waiting (here for up to ten minutes) does
+/// not hold up a repair: watch fetches in a thread of its own, and a wipe
+/// made while the fetch waits is put back at once, not once it ends.
+#[test]
+fn a_wipe_while_a_fetch_waits_is_put_back_at_once() {
+    if !backend::enter(
+        "a_wipe_while_a_fetch_waits_is_put_back_at_once",
+        Backend::Nftables,
+    ) {
+        return;
+    }
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = Backend::Nftables.env();
+    let ssh = ssh_listeners();
+    let (server, _watcher) = watching_https(&env, 600);
+    wait_for("ssh closed", || closed(&ssh));
+    server.set_reply(common::https::Reply::Hang);
+    let before = server.requests.load(SeqCst);
+    wait_for("a fetch the source keeps waiting", || {
+        server.requests.load(SeqCst) > before
+    });
+    run(NFT, &["flush", "ruleset"]);
+    wait_for("the wipe put back while the fetch waits", || {
+        !backend::nft_table().is_empty()
+    });
+    assert!(closed(&ssh));
+    assert_eq!(
+        server.requests.load(SeqCst),
+        before + 1,
+        "one fetch at a time"
+    );
 }
 
 /// logrotate moves the log away and creates a new one: watch, which keeps

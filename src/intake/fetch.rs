@@ -138,7 +138,22 @@ pub struct Fetcher {
     /// How the last fetch went: whether it failed, and what the source
     /// asked of the next request (`Retry-After`).
     last: Mutex<(bool, Option<Duration>)>,
+    /// A fetch made ahead of its run (`fetch_ahead`), for it to take.
+    ahead: Mutex<Option<Ahead>>,
 }
+
+/// A fetch of the control file made ahead of its run: what it asked, when
+/// it ended, and the answer.
+struct Ahead {
+    source: String,
+    validators: Option<Validators>,
+    ended: Instant,
+    answer: Result<Fetched>,
+}
+
+/// How long a fetch made ahead answers its run: one that waited longer
+/// (for the run lock) is made again.
+const AHEAD_SERVES: Duration = Duration::from_secs(60);
 
 /// The longest `Retry-After` honoured: a source asking for more (by mistake
 /// or otherwise) would keep every open the owner types away for as long.
@@ -150,17 +165,51 @@ impl Fetcher {
             config: config.clone(),
             client: OnceLock::new(),
             last: Mutex::new((false, None)),
+            ahead: Mutex::new(None),
         }
     }
 
-    /// As `fetch`, over this fetcher's client.
+    /// As `fetch`, over this fetcher's client; the answer of a fetch made
+    /// ahead (`fetch_ahead`) of the same with the same validators, if there
+    /// is one, fresh.
     pub fn fetch(&self, source: &Source, validators: Option<&Validators>) -> Result<Fetched> {
+        let ahead = self.lock_ahead().take();
+        if let Some(ahead) = ahead.filter(|ahead| {
+            ahead.source == source.to_string()
+                && ahead.validators.as_ref() == validators
+                && ahead.ended.elapsed() < AHEAD_SERVES
+        }) {
+            return ahead.answer;
+        }
         self.fetch_what(
             source,
             validators,
             self.config.max_bytes,
             "the control file",
         )
+    }
+
+    /// Fetches the control file now, for the next `fetch` to take: `watch`
+    /// fetches in a thread of its own, so that a slow source never holds up
+    /// a repair.
+    pub fn fetch_ahead(&self, source: &Source, validators: Option<&Validators>) {
+        let max_bytes = self.config.max_bytes;
+        let answer = self.fetch_what(source, validators, max_bytes, "the control file");
+        *self.lock_ahead() = Some(Ahead {
+            source: source.to_string(),
+            validators: validators.cloned(),
+            ended: Instant::now(),
+            answer,
+        });
+    }
+
+    /// Whether a fetch made ahead waits to be taken.
+    pub fn has_ahead(&self) -> bool {
+        self.lock_ahead().is_some()
+    }
+
+    fn lock_ahead(&self) -> std::sync::MutexGuard<'_, Option<Ahead>> {
+        self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads a detached signature from `source`, as `fetch` reads a file,

@@ -212,24 +212,36 @@ fn check_kept(config: &Config, good: Option<&LastGood>, now: DateTime<Utc>) -> R
     .map(|_| ())
 }
 
+/// The validators a run's fetch would send now (see `fetch_fresh`), for a
+/// fetch made ahead of the run.
+pub fn validators_now(
+    config: &Config,
+    state: &State,
+    now: DateTime<FixedOffset>,
+) -> Option<Validators> {
+    let good = state.last_good.as_ref()?;
+    check_kept(config, Some(good), now.to_utc()).ok()?;
+    good.validators_for(&config.source.key())
+}
+
 /// What the kept state asks now, as a run would enforce it before any
 /// fetch: for `status`, which changes nothing.
 pub fn asked(config: &Config, state: &State, now: DateTime<FixedOffset>) -> Wanted {
-    in_force(config, state, now).0
+    in_force(config, state, now)
 }
 
-/// The kept wanted state that may be enforced now, and whether the kept
-/// copy of the file stands (so a conditional fetch may rely on it). When it
-/// does not — a key configured and the copy not signed by it — whatever it
-/// opened is closed.
-fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> (Wanted, bool) {
+/// The kept wanted state that may be enforced now. When the kept copy of
+/// the file does not stand — a key configured and the copy not signed by
+/// it — whatever it opened is closed (and a fetch does not rely on it:
+/// `validators_now`).
+fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> Wanted {
     let (mut wanted, dropped) = kept_wanted(config, state);
     for line in &dropped {
         log::info!("`{line}` no longer fits the config and is no longer in force");
     }
     put_back(config, state.last_good.as_ref(), &mut wanted);
     match check_kept(config, state.last_good.as_ref(), now.to_utc()) {
-        Ok(()) => (wanted, true),
+        Ok(()) => wanted,
         Err(reason) => {
             let closed = intent::close_opens(&mut wanted);
             if !closed.is_empty() {
@@ -239,7 +251,7 @@ fn in_force(config: &Config, state: &State, now: DateTime<FixedOffset>) -> (Want
                     names.join(", ")
                 );
             }
-            (wanted, false)
+            wanted
         }
     }
 }
@@ -278,7 +290,7 @@ pub fn look(
     offline: bool,
     now: DateTime<FixedOffset>,
 ) -> Result<Wanted> {
-    let (mut wanted, _) = in_force(config, state, now);
+    let mut wanted = in_force(config, state, now);
     if !offline {
         intent::merge(&mut wanted, &fetch_control(config, state)?);
     }
@@ -314,7 +326,7 @@ pub fn take(
     offline: bool,
     now: DateTime<FixedOffset>,
 ) -> Intake {
-    let (mut wanted, kept_in_force) = in_force(config, state, now);
+    let mut wanted = in_force(config, state, now);
     let problem = if offline {
         match &state.last_good {
             Some(good) => {
@@ -331,7 +343,7 @@ pub fn take(
             None => None,
         }
     } else {
-        match fetch_fresh(config, fetcher, state, kept_in_force, now) {
+        match fetch_fresh(config, fetcher, state, now) {
             Ok(Some(fresh)) => {
                 intent::merge(&mut wanted, &fresh);
                 None
@@ -478,15 +490,11 @@ fn fetch_fresh(
     config: &Config,
     fetcher: &Fetcher,
     state: &mut State,
-    kept_in_force: bool,
     now: DateTime<FixedOffset>,
 ) -> Result<Option<ControlFile>> {
     let key = config.source.key();
-    let last = state.last_good.as_ref();
-    let validators: Option<Validators> = last
-        .filter(|_| kept_in_force)
-        .and_then(|good| good.validators_for(&key));
-    let last_signed = last.and_then(|good| good.signed_at);
+    let validators = validators_now(config, state, now);
+    let last_signed = state.last_good.as_ref().and_then(|good| good.signed_at);
     match fetcher.fetch(&config.source, validators.as_ref())? {
         Fetched::NotModified => {
             let good = state

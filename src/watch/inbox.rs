@@ -33,6 +33,7 @@ pub struct Inbox {
     reload: AtomicBool,
     run_now: AtomicBool,
     poked: AtomicBool,
+    fetched: AtomicBool,
     firewall: Mutex<FirewallNews>,
     wake: SyncSender<()>,
 }
@@ -47,6 +48,7 @@ impl Inbox {
             reload: AtomicBool::new(false),
             run_now: AtomicBool::new(false),
             poked: AtomicBool::new(false),
+            fetched: AtomicBool::new(false),
             firewall: Mutex::new(FirewallNews::default()),
             wake,
         };
@@ -75,6 +77,16 @@ impl Inbox {
     pub fn poke(&self) {
         self.poked.store(true, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// A fetch made ahead of its run has ended.
+    pub fn fetched(&self) {
+        self.fetched.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub fn take_fetched(&self) -> bool {
+        self.fetched.swap(false, Ordering::SeqCst)
     }
 
     /// Adds to the firewall's news.

@@ -117,7 +117,11 @@ enum Sight {
 
 struct Watcher {
     config: Config,
-    fetcher: Fetcher,
+    /// Shared with the thread of a fetch made ahead of its run.
+    fetcher: Arc<Fetcher>,
+    /// A fetch is under way in a thread of its own: the loop goes on
+    /// looking and repairing while a slow source keeps it.
+    fetching: bool,
     inbox: Arc<Inbox>,
     presence: presence::Presence,
     sight: Sight,
@@ -155,7 +159,8 @@ impl Watcher {
     fn new(config: Config, inbox: Arc<Inbox>, presence: presence::Presence) -> Watcher {
         let now = Instant::now();
         Watcher {
-            fetcher: Fetcher::new(&config.fetch),
+            fetcher: Arc::new(Fetcher::new(&config.fetch)),
+            fetching: false,
             schedule: SourceSchedule::new(config.watch.every),
             place: Arc::new(std::sync::Mutex::new(place_of(&config))),
             config,
@@ -203,7 +208,10 @@ impl Watcher {
 
     /// The earliest moment something is due.
     fn next_moment(&self) -> Instant {
-        let mut next = self.fetch_at.min(self.look_at);
+        let mut next = match self.fetching {
+            true => self.look_at,
+            false => self.fetch_at.min(self.look_at),
+        };
         if let Some((first, last)) = self.settling {
             next = next.min((last + SETTLE).min(first + SETTLE_AT_MOST));
         }
@@ -268,9 +276,17 @@ impl Watcher {
                 "nobody has removed portlocker's rules for a while: they are put back at once again"
             );
         }
-        if now >= self.fetch_at {
-            self.fetch_and_run();
+        if self.inbox.take_fetched() {
+            self.fetching = false;
+            // Made by a fetcher of an older config: fetch again.
+            match self.fetcher.has_ahead() {
+                true => self.fetch_and_run(),
+                false => self.fetch_at = now,
+            }
             return;
+        }
+        if now >= self.fetch_at && !self.fetching {
+            self.fetch_ahead();
         }
         let settled = self
             .settling
@@ -318,6 +334,34 @@ impl Watcher {
                 changed
             }
             Err(_) => false,
+        }
+    }
+
+    /// Fetches the control file in a thread of its own; its run follows
+    /// when it ends (`act`). Where no thread can be started, the run
+    /// fetches, as a cron run does.
+    fn fetch_ahead(&mut self) {
+        let validators = match state::State::peek(&self.config.state_dir) {
+            state::Loaded::Kept(kept) => {
+                crate::intake::validators_now(&self.config, &kept, clock::now_local())
+            }
+            _ => None,
+        };
+        let (fetcher, inbox) = (Arc::clone(&self.fetcher), Arc::clone(&self.inbox));
+        let source = self.config.source.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                // Told even if the fetch panics: the loop would never fetch again.
+                let _told = Told(inbox);
+                fetcher.fetch_ahead(&source, validators.as_ref());
+            });
+        match spawned {
+            Ok(_) => self.fetching = true,
+            Err(error) => {
+                log::debug!("no thread for the fetch ({error}): the run fetches");
+                self.fetch_and_run();
+            }
         }
     }
 
@@ -486,7 +530,7 @@ impl Watcher {
         log::info!("the config was read again (SIGHUP)");
         self.presence
             .reconfigured(config.fingerprint(), clock::now_utc());
-        self.fetcher = Fetcher::new(&config.fetch);
+        self.fetcher = Arc::new(Fetcher::new(&config.fetch));
         self.schedule = SourceSchedule::new(config.watch.every);
         *self
             .place
@@ -579,6 +623,15 @@ impl Watcher {
             Sight::News => "the firewall by netfilter's news".to_owned(),
             Sight::Looks(_) => format!("the firewall every {} s", LOOK_EVERY.as_secs()),
         }
+    }
+}
+
+/// Tells the loop, when dropped, that a fetch made ahead has ended.
+struct Told(Arc<Inbox>);
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        self.0.fetched();
     }
 }
 
