@@ -227,7 +227,43 @@ pub fn resolve<'a, Tz: TimeZone>(
     max_open: Option<TimeDelta>,
     zone: &Tz,
 ) -> Resolved {
+    let new_starts = unstarted(wanted, starts, now);
+    let start_of = |d: &Directive| {
+        let line = d.render();
+        starts
+            .get(&line)
+            .or_else(|| new_starts.get(&line))
+            .copied()
+            .unwrap_or(now)
+    };
     let mut resolved = Resolved::default();
+    for (service, lines) in wanted {
+        let mut tally = Tally::default();
+        for directive in lines {
+            if directive.action == Action::Close {
+                tally.closed = true;
+                continue;
+            }
+            let ending = ending(directive, start_of(directive), max_open).map(|ending| Ending {
+                at: ending.at.with_timezone(zone).fixed_offset(),
+                ..ending
+            });
+            tally.open(service, directive, ending, now);
+        }
+        resolved.ended.append(&mut tally.ended);
+        resolved.intents.insert(service.clone(), tally.intent());
+    }
+    if close_unnamed {
+        close_by_default(&mut resolved.intents, services);
+    }
+    resolved.new_starts = new_starts;
+    resolved
+}
+
+/// The open lines of `wanted` with no start in `starts`: applied for the
+/// first time, their count starts `now`.
+fn unstarted(wanted: &Wanted, starts: &Starts, now: DateTime<FixedOffset>) -> Starts {
+    let mut new_starts = Starts::new();
     for directive in wanted
         .values()
         .flatten()
@@ -235,99 +271,108 @@ pub fn resolve<'a, Tz: TimeZone>(
     {
         let line = directive.render();
         if !starts.contains_key(&line) {
-            resolved.new_starts.insert(line, now);
+            new_starts.insert(line, now);
         }
     }
-    let start_of = |d: &Directive| {
-        let line = d.render();
-        starts
-            .get(&line)
-            .or_else(|| resolved.new_starts.get(&line))
-            .copied()
-            .unwrap_or(now)
-    };
-    let mut intents = BTreeMap::new();
-    let mut ended_lines = Vec::new();
-    for (service, lines) in wanted {
-        let mut open_to: BTreeMap<IpNet, Deadline> = BTreeMap::new();
-        let mut notes = Vec::new();
-        let mut open_to_all: Option<Deadline> = None;
-        let mut opens = Vec::new();
-        let mut closed = false;
-        for directive in lines {
-            if directive.action == Action::Close {
-                closed = true;
-                continue;
-            }
-            let ending = ending(directive, start_of(directive), max_open).map(|ending| Ending {
-                at: ending.at.with_timezone(zone).fixed_offset(),
-                ..ending
+    new_starts
+}
+
+/// One service's lines taken in one by one: what they open, to whom and
+/// until when, and what to tell of it.
+#[derive(Default)]
+struct Tally {
+    open_to: BTreeMap<IpNet, Deadline>,
+    open_to_all: Option<Deadline>,
+    opens: Vec<Opening>,
+    notes: Vec<String>,
+    /// A `close` line: it wins over every open.
+    closed: bool,
+    /// The log's lines for the opens that have ended.
+    ended: Vec<String>,
+}
+
+impl Tally {
+    /// Takes in an open line of `service` that ends as `ending` says.
+    fn open(
+        &mut self,
+        service: &ServiceName,
+        directive: &Directive,
+        ending: Option<Ending>,
+        now: DateTime<FixedOffset>,
+    ) {
+        let deadline = ending.map(|ending| ending.at);
+        let until = deadline.map(|t| format!("until {}", shown(t)));
+        if deadline.is_some_and(|t| now >= t) {
+            let ended = format!("the open ended {}", shown(deadline.unwrap_or(now)));
+            self.ended.push(format!("{service}: {ended}"));
+            self.notes.push(match directive.source {
+                Some(source) => format!("from {source}: {ended}"),
+                None => ended,
             });
-            let deadline = ending.map(|ending| ending.at);
-            let until = deadline.map(|t| format!("until {}", shown(t)));
-            if deadline.is_some_and(|t| now >= t) {
-                let ended = format!("the open ended {}", shown(deadline.unwrap_or(now)));
-                ended_lines.push(format!("{service}: {ended}"));
-                notes.push(match directive.source {
-                    Some(source) => format!("from {source}: {ended}"),
-                    None => ended,
+            return;
+        }
+        let deadline = deadline.map(|t| t.to_utc());
+        self.opens.push(Opening {
+            source: directive.source,
+            ends: ending,
+        });
+        match directive.source {
+            Some(source) => {
+                let kept = self
+                    .open_to
+                    .get(&source)
+                    .copied()
+                    .map_or(deadline, |d| later(d, deadline));
+                self.open_to.insert(source, kept);
+                self.notes.push(match until {
+                    Some(until) => format!("from {source} {until}"),
+                    None => format!("from {source}"),
                 });
-                continue;
             }
-            let deadline = deadline.map(|t| t.to_utc());
-            opens.push(Opening {
-                source: directive.source,
-                ends: ending,
-            });
-            match directive.source {
-                Some(source) => {
-                    let kept = open_to
-                        .get(&source)
-                        .copied()
-                        .map_or(deadline, |d| later(d, deadline));
-                    open_to.insert(source, kept);
-                    notes.push(match until {
-                        Some(until) => format!("from {source} {until}"),
-                        None => format!("from {source}"),
-                    });
-                }
-                None => {
-                    open_to_all = Some(open_to_all.map_or(deadline, |d| later(d, deadline)));
-                    notes.extend(until);
-                }
+            None => {
+                self.open_to_all = Some(self.open_to_all.map_or(deadline, |d| later(d, deadline)));
+                self.notes.extend(until);
             }
         }
-        if closed {
+    }
+
+    /// What the lines taken in add up to.
+    fn intent(self) -> Intent {
+        let mut opens = self.opens;
+        if self.closed {
             opens.clear();
         }
-        let want = if closed {
+        let want = if self.closed {
             Want::Closed
-        } else if let Some(deadline) = open_to_all {
+        } else if let Some(deadline) = self.open_to_all {
             Want::Open(deadline)
-        } else if open_to.is_empty() {
+        } else if self.open_to.is_empty() {
             Want::Closed
         } else {
-            Want::OpenTo(open_to)
+            Want::OpenTo(self.open_to)
         };
-        if open_to_all.is_some() {
+        if self.open_to_all.is_some() {
             // A plain open replaces `from` lines: only its own ends count.
             opens.retain(|opening| opening.source.is_none());
         }
-        let note = notes.join("; ");
-        intents.insert(service.clone(), Intent { want, note, opens });
+        let note = self.notes.join("; ");
+        Intent { want, note, opens }
     }
-    if close_unnamed {
-        for service in services {
-            intents.entry(service.clone()).or_insert_with(|| Intent {
-                want: Want::Closed,
-                note: "closed by default: no control file has opened it".into(),
-                opens: Vec::new(),
-            });
-        }
+}
+
+/// Closes every service of `services` that `intents` lacks: no control
+/// file has named it.
+fn close_by_default<'a>(
+    intents: &mut BTreeMap<ServiceName, Intent>,
+    services: impl IntoIterator<Item = &'a ServiceName>,
+) {
+    for service in services {
+        intents.entry(service.clone()).or_insert_with(|| Intent {
+            want: Want::Closed,
+            note: "closed by default: no control file has opened it".into(),
+            opens: Vec::new(),
+        });
     }
-    resolved.intents = intents;
-    resolved.ended = ended_lines;
-    resolved
 }
 
 /// When an open line ends: its own deadline, capped by `max_open` (the
