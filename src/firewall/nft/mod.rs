@@ -1086,86 +1086,101 @@ impl Matches {
         };
         let (operator, right) = (matched.op.text()?, &matched.right);
         match &matched.left {
-            Operand::Meta(key) => match (&**key, operator) {
-                ("nfproto", "==") => set(
-                    &mut self.nfproto,
-                    match right.text()? {
-                        "ipv4" => Family::Ipv4,
-                        "ipv6" => Family::Ipv6,
-                        _ => return None,
-                    },
-                ),
-                ("l4proto", "==") => self.protocol(protocol(right.text()?)?),
-                ("time", "<" | ">=") => {
-                    let moment = NaiveDateTime::parse_from_str(right.text()?, "%Y-%m-%d %H:%M:%S")
-                        .ok()?
-                        .and_utc();
-                    let moment = KernelTime::new(moment).ok()?;
-                    set(&mut self.time, (operator.to_owned(), moment))
-                }
-                _ => None,
-            },
+            Operand::Meta(key) => self.take_meta(key, operator, right),
             Operand::Payload {
                 protocol: protocol_name,
                 field,
             } if operator == "==" => match (&**protocol_name, &**field) {
-                ("ip" | "ip6", "saddr") => {
-                    let net = address(right)?;
-                    let expected = match &**protocol_name {
-                        "ip" => Family::Ipv4,
-                        _ => Family::Ipv6,
-                    };
-                    (family_of(&net) == expected).then_some(())?;
-                    set(&mut self.source, net)
-                }
-                ("tcp" | "udp", "dport") => {
-                    self.protocol(protocol(protocol_name)?)?;
-                    let port = |operand: &Operand| match operand {
-                        Operand::Number(port) => u16::try_from(*port).ok(),
-                        _ => None,
-                    };
-                    let ports = match right {
-                        Operand::Range(bounds) => match &bounds[..] {
-                            [first, last] => (port(first)?, port(last)?),
-                            _ => return None,
-                        },
-                        single => (port(single)?, port(single)?),
-                    };
-                    set(&mut self.ports, ports)
-                }
+                ("ip" | "ip6", "saddr") => self.take_source(protocol_name, right),
+                ("tcp" | "udp", "dport") => self.take_ports(protocol_name, right),
                 _ => None,
             },
-            // tcp flags & (fin|syn|rst|ack) == syn
-            Operand::And(and) => {
-                let [
-                    Operand::Payload {
-                        protocol: flags_of,
-                        field,
-                    },
-                    Operand::List(mask),
-                ] = &and[..]
-                else {
-                    return None;
-                };
-                let mask: Option<Vec<&str>> = mask.iter().map(Operand::text).collect();
-                let syn = (&**flags_of, &**field) == ("tcp", "flags")
-                    && mask? == ["fin", "syn", "rst", "ack"]
-                    && operator == "=="
-                    && right.text()? == "syn";
-                (syn && !self.syn).then(|| self.syn = true)
-            }
-            // ct state new,untracked: `new` alone lets untracked packets
-            // past, so it is not a rule portlocker makes.
-            Operand::Ct(key) if &**key == "state" => {
-                let states: Option<Vec<&str>> = match right {
-                    Operand::List(states) => states.iter().map(Operand::text).collect(),
-                    _ => None,
-                };
-                let new = operator == "in" && states? == ["new", "untracked"];
-                (new && !self.new).then(|| self.new = true)
+            Operand::And(and) => self.take_syn(and, operator, right),
+            Operand::Ct(key) if &**key == "state" => self.take_new(operator, right),
+            _ => None,
+        }
+    }
+
+    /// `meta nfproto`, `meta l4proto`, or the `meta time` of a deadline.
+    fn take_meta(&mut self, key: &str, operator: &str, right: &Operand) -> Option<()> {
+        match (key, operator) {
+            ("nfproto", "==") => set(
+                &mut self.nfproto,
+                match right.text()? {
+                    "ipv4" => Family::Ipv4,
+                    "ipv6" => Family::Ipv6,
+                    _ => return None,
+                },
+            ),
+            ("l4proto", "==") => self.protocol(protocol(right.text()?)?),
+            ("time", "<" | ">=") => {
+                let moment = NaiveDateTime::parse_from_str(right.text()?, "%Y-%m-%d %H:%M:%S")
+                    .ok()?
+                    .and_utc();
+                let moment = KernelTime::new(moment).ok()?;
+                set(&mut self.time, (operator.to_owned(), moment))
             }
             _ => None,
         }
+    }
+
+    /// `ip saddr` or `ip6 saddr`, of an address of that family.
+    fn take_source(&mut self, protocol_name: &str, right: &Operand) -> Option<()> {
+        let net = address(right)?;
+        let expected = match protocol_name {
+            "ip" => Family::Ipv4,
+            _ => Family::Ipv6,
+        };
+        (family_of(&net) == expected).then_some(())?;
+        set(&mut self.source, net)
+    }
+
+    /// `tcp dport` or `udp dport`: one port or a range.
+    fn take_ports(&mut self, protocol_name: &str, right: &Operand) -> Option<()> {
+        self.protocol(protocol(protocol_name)?)?;
+        let port = |operand: &Operand| match operand {
+            Operand::Number(port) => u16::try_from(*port).ok(),
+            _ => None,
+        };
+        let ports = match right {
+            Operand::Range(bounds) => match &bounds[..] {
+                [first, last] => (port(first)?, port(last)?),
+                _ => return None,
+            },
+            single => (port(single)?, port(single)?),
+        };
+        set(&mut self.ports, ports)
+    }
+
+    /// tcp flags & (fin|syn|rst|ack) == syn
+    fn take_syn(&mut self, and: &[Operand], operator: &str, right: &Operand) -> Option<()> {
+        let [
+            Operand::Payload {
+                protocol: flags_of,
+                field,
+            },
+            Operand::List(mask),
+        ] = and
+        else {
+            return None;
+        };
+        let mask: Option<Vec<&str>> = mask.iter().map(Operand::text).collect();
+        let syn = (&**flags_of, &**field) == ("tcp", "flags")
+            && mask? == ["fin", "syn", "rst", "ack"]
+            && operator == "=="
+            && right.text()? == "syn";
+        (syn && !self.syn).then(|| self.syn = true)
+    }
+
+    /// ct state new,untracked: `new` alone lets untracked packets past, so
+    /// it is not a rule portlocker makes.
+    fn take_new(&mut self, operator: &str, right: &Operand) -> Option<()> {
+        let states: Option<Vec<&str>> = match right {
+            Operand::List(states) => states.iter().map(Operand::text).collect(),
+            _ => None,
+        };
+        let new = operator == "in" && states? == ["new", "untracked"];
+        (new && !self.new).then(|| self.new = true)
     }
 
     fn protocol(&mut self, protocol: Protocol) -> Option<()> {
