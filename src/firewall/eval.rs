@@ -835,14 +835,6 @@ impl<'a> Walk<'a> {
             Protocol::Tcp => 6,
             Protocol::Udp => 17,
         };
-        let within = |have: &Ranges, wanted: &Ranges| {
-            let inside = have.intersect(wanted);
-            match (inside.is_empty(), inside == *have) {
-                (true, _) => Some(false),
-                (false, true) => Some(true),
-                (false, false) => None,
-            }
-        };
         match test {
             Test::Protocol(0) | Test::Always | Test::ReversePath => Some(true),
             Test::Protocol(p) => Some(*p == number),
@@ -855,39 +847,16 @@ impl<'a> Walk<'a> {
                     ..
                 },
             ) => within(&state.sources, ranges),
-            Test::Source(Addresses::Set { name, ranges: None }) => {
-                let is = |sets: &[String]| sets.iter().any(|set| set == name);
-                (is(&state.sets_in) || is(&state.sets_out)).then(|| is(&state.sets_in))
-            }
+            Test::Source(Addresses::Set { name, ranges: None }) => judge_opaque_set(state, name),
             Test::Destination(
                 Addresses::Ranges(ranges)
                 | Addresses::Set {
                     ranges: Some(ranges),
                     ..
                 },
-            ) => {
-                let dest = state.dest.as_ref()?;
-                let inside = dest.iter().filter(|a| ranges.contains(**a)).count();
-                (inside == 0 || inside == dest.len()).then_some(inside > 0)
-            }
-            Test::InInterface(names) => match &state.iface {
-                Some(current) => {
-                    let inside = current
-                        .iter()
-                        .filter(|name| iface_matches(names, name))
-                        .count();
-                    (inside == 0 || inside == current.len()).then_some(inside > 0)
-                }
-                None => names.iter().all(|name| name == "lo").then_some(false),
-            },
-            Test::State(states) => {
-                let now = if state.untracked {
-                    States::UNTRACKED
-                } else {
-                    States::NEW
-                };
-                Some(states.has(now) || state.translated && states.has(States::DNAT))
-            }
+            ) => judge_destination(state, ranges),
+            Test::InInterface(names) => judge_iface(state, names),
+            Test::State(states) => Some(judge_conntrack(state, *states)),
             Test::Translated => Some(state.translated),
             // A new connection's first packet carries SYN alone.
             Test::TcpFlags { mask, compare } => {
@@ -902,14 +871,7 @@ impl<'a> Walk<'a> {
                 connection,
                 mask,
                 value,
-            } => {
-                let mark = if *connection {
-                    state.ct_mark
-                } else {
-                    state.mark
-                };
-                mark.map(|mark| mark & mask == *value)
-            }
+            } => judge_mark(state, *connection, *mask, *value),
             Test::Family(family) => Some(*family == self.question.family),
             _ => None,
         }
@@ -1096,6 +1058,70 @@ fn distinct(states: Vec<State>) -> Vec<State> {
         .into_iter()
         .filter(|state| seen.insert(state.clone()))
         .collect()
+}
+
+/// Whether all of `have` is within `wanted` (Some(true)), none of it
+/// (Some(false)), or part (None).
+fn within(have: &Ranges, wanted: &Ranges) -> Option<bool> {
+    let inside = have.intersect(wanted);
+    match (inside.is_empty(), inside == *have) {
+        (true, _) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => None,
+    }
+}
+
+/// Whether the packet's source is in set `name`, whose members are not
+/// known: only an earlier split on the same set tells.
+fn judge_opaque_set(state: &State, name: &str) -> Option<bool> {
+    let is = |sets: &[String]| sets.iter().any(|set| set == name);
+    (is(&state.sets_in) || is(&state.sets_out)).then(|| is(&state.sets_in))
+}
+
+/// Whether every address the packet may be sent to is in `ranges`, none
+/// is, or some are; None too while those addresses are not known.
+fn judge_destination(state: &State, ranges: &Ranges) -> Option<bool> {
+    let dest = state.dest.as_ref()?;
+    let inside = dest.iter().filter(|a| ranges.contains(**a)).count();
+    (inside == 0 || inside == dest.len()).then_some(inside > 0)
+}
+
+/// Whether every interface the packet may come in on is one of `names`,
+/// none is, or some are. Never loopback: a packet from the network
+/// arrives elsewhere.
+fn judge_iface(state: &State, names: &[String]) -> Option<bool> {
+    match &state.iface {
+        Some(current) => {
+            let inside = current
+                .iter()
+                .filter(|name| iface_matches(names, name))
+                .count();
+            (inside == 0 || inside == current.len()).then_some(inside > 0)
+        }
+        None => names.iter().all(|name| name == "lo").then_some(false),
+    }
+}
+
+/// Whether the packet's conntrack state is one of `states`: new or
+/// untracked, and DNAT once translated.
+fn judge_conntrack(state: &State, states: States) -> bool {
+    let now = if state.untracked {
+        States::UNTRACKED
+    } else {
+        States::NEW
+    };
+    states.has(now) || state.translated && states.has(States::DNAT)
+}
+
+/// Whether the packet's mark (or its connection's) masked is `value`;
+/// None while the mark is not known.
+fn judge_mark(state: &State, connection: bool, mask: u32, value: u32) -> Option<bool> {
+    let mark = if connection {
+        state.ct_mark
+    } else {
+        state.mark
+    };
+    mark.map(|mark| mark & mask == value)
 }
 
 fn yes_if(holds: bool, state: State) -> Split {
