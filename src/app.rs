@@ -346,6 +346,24 @@ fn reset(config: &Config) -> Result<Exit> {
     let Some(_lock) = lock(config)? else {
         return Ok(Exit::Busy);
     };
+    let (reset, broken, unusable) = reset_backend(config)?;
+    // And what portlocker left where the config no longer puts its rules.
+    let (mut state, lost) = peek_state(config)?;
+    let places = leftovers::Elsewhere::everywhere(config, &state);
+    let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
+    let failure = reset_failure(unusable, &reset, &elsewhere);
+    let now = clock::now_local();
+    if !lost {
+        save_reset(config, &mut state, now);
+    }
+    publish_after_reset(config, &state, now, broken.clone().or(failure.clone()));
+    tell_reset(&reset, &elsewhere, broken, failure)
+}
+
+/// Removes portlocker's rules through the configured backend: what it
+/// did, why it could not run at all (if it could not), and one line per
+/// family it could not drive.
+fn reset_backend(config: &Config) -> Result<(firewall::Reset, Option<String>, Vec<String>)> {
     let mut backend = firewall::backend_for(config, SystemRunner::new(config));
     // A configured backend that cannot run still leaves the rest to clear;
     // a family that cannot, the other families.
@@ -362,32 +380,48 @@ fn reset(config: &Config) -> Result<Exit> {
     if reset.errors.iter().any(CommandError::needs_root) {
         return Err(anyhow!("{NEEDS_ROOT}; nothing was changed"));
     }
-    drop(backend);
-    // And what portlocker left where the config no longer puts its rules.
-    let (mut state, lost) = peek_state(config)?;
-    let places = leftovers::Elsewhere::everywhere(config, &state);
-    let elsewhere = leftovers::sweep(&places, SystemRunner::new(config));
+    Ok((reset, broken, unusable))
+}
+
+/// What kept `reset` from removing all of portlocker's rules, in one
+/// line; None when nothing did.
+fn reset_failure(
+    unusable: Vec<String>,
+    reset: &firewall::Reset,
+    elsewhere: &leftovers::Swept,
+) -> Option<String> {
     let mut failures = unusable;
     failures.extend(summarise_errors(&reset.errors));
     if !elsewhere.clean() {
         failures.push("what portlocker left elsewhere could not be removed".into());
     }
-    let failure = (!failures.is_empty()).then(|| failures.join("; "));
-    let now = clock::now_local();
-    if !lost {
-        // Until the next run, `status` and the page say nothing is enforced;
-        // and portlocker's rules are gone on purpose: the next run must not
-        // tell it as a wipe.
-        state.reset_at = Some(now);
-        state.in_place = None;
-        if let Err(error) = state.save(&config.state_dir, config.fetch.max_bytes, false) {
-            log::warn!(
-                "the state was not saved, so status cannot tell of the reset, and the next run \
-                 may take it for a wipe: {error:#}"
-            );
-        }
+    (!failures.is_empty()).then(|| failures.join("; "))
+}
+
+/// Keeps in the state that portlocker's rules were removed at `now`.
+fn save_reset(config: &Config, state: &mut State, now: DateTime<FixedOffset>) {
+    // Until the next run, `status` and the page say nothing is enforced;
+    // and portlocker's rules are gone on purpose: the next run must not
+    // tell it as a wipe.
+    state.reset_at = Some(now);
+    state.in_place = None;
+    if let Err(error) = state.save(&config.state_dir, config.fetch.max_bytes, false) {
+        log::warn!(
+            "the state was not saved, so status cannot tell of the reset, and the next run \
+             may take it for a wipe: {error:#}"
+        );
     }
-    publish_after_reset(config, &state, now, broken.clone().or(failure.clone()));
+}
+
+/// Tells what `reset` removed (stdout) and what it could not (the log),
+/// and how it ended: an error when the backend could not run (`broken`),
+/// failed when anything was left.
+fn tell_reset(
+    reset: &firewall::Reset,
+    elsewhere: &leftovers::Swept,
+    broken: Option<String>,
+    failure: Option<String>,
+) -> Result<Exit> {
     let mut out = std::io::stdout().lock();
     for line in reset.said.iter().chain(&elsewhere.removed) {
         writeln!(out, "{line}")?;
