@@ -476,6 +476,40 @@ fn docker_style() {
     check_live(test, &peer);
 }
 
+/// nftables statements that work on some packets only, or translate to
+/// a destination a map decides (hostile tester 8): in an `inet` table,
+/// `dnat ip to` translates IPv4 alone and `reject with icmp …` rejects IPv4
+/// alone (`with icmpv6 …`, IPv6 alone); a redirect through a map may send a
+/// port anywhere; a range of one port is that port. 2200, 2300 and 2400
+/// are dropped where they reach input as they are.
+const NFT_TRANSLATIONS: &str = "flush ruleset\n\
+table inet t {\n\
+\tchain pre {\n\
+\t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+\t\ttcp dport 2200 redirect to tcp dport map { 2200 : 22 }\n\
+\t\ttcp dport 2300 dnat ip to 192.0.2.1:22\n\
+\t\ttcp dport 2400 dnat ip to 192.0.2.1:22-22\n\
+\t}\n\
+\tchain input {\n\
+\t\ttype filter hook input priority filter; policy accept;\n\
+\t\ttcp dport { 2200, 2300, 2400 } drop\n\
+\t\ttcp dport 23 reject with icmp type admin-prohibited\n\
+\t\ttcp dport 24 reject with icmpv6 type admin-prohibited\n\
+\t}\n\
+}\n";
+
+#[test]
+fn nft_translations() {
+    let test = "nft_translations";
+    if !netns::enter(test) {
+        return;
+    }
+    let peer = Peer::new();
+    peer::listen(&[22, 23, 24]);
+    load("/usr/sbin/nft", &["-f", "-"], NFT_TRANSLATIONS);
+    check_live(test, &peer);
+}
+
 /// A Kubernetes node as kube-proxy (iptables mode, 1.28) writes it: a
 /// NodePort service 30080 to a pod's 8080, ClusterIP services, and its
 /// filter chains on INPUT.

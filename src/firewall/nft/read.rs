@@ -357,6 +357,7 @@ fn rules_of(object: &RuleObject) -> Vec<Rule> {
         if let Some(vmap) = statement.get("vmap") {
             return vmap_rules(steps, vmap, object, &text);
         }
+        steps.extend(implied(statement, family));
         match statement_of(statement, family) {
             Statement::Steps(more) => steps.extend(more),
             Statement::Verdict(found) => {
@@ -434,6 +435,29 @@ fn family_of(word: &str) -> Option<Family> {
     }
 }
 
+/// The tests nft adds before a statement that works on some packets only:
+/// `reject with icmp …` (IPv4) and `with icmpv6 …` (IPv6), `dnat ip to …`
+/// and `dnat ip6 to …` in an `inet` table, `reject with tcp reset` (TCP).
+/// A packet it cannot work on goes on to the next rule.
+fn implied(statement: &Value, family: Option<Family>) -> Vec<Step> {
+    let Some((kind, body)) = statement.as_object().and_then(|o| o.iter().next()) else {
+        return Vec::new();
+    };
+    let word = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("");
+    let only = match (kind.as_str(), word("type")) {
+        ("reject", "tcp reset") => return vec![Step::Test(Match::is(Test::Protocol(6)))],
+        ("reject", "icmp") => Some(Family::Ipv4),
+        ("reject", "icmpv6") => Some(Family::Ipv6),
+        ("dnat" | "snat", _) => family_of(word("family")),
+        _ => None,
+    };
+    match (only, family) {
+        // In an `ip` or `ip6` table every packet is of its family already.
+        (Some(only), None) => vec![Step::Test(Match::is(Test::Family(only)))],
+        _ => Vec::new(),
+    }
+}
+
 /// What one statement is.
 enum Statement {
     Steps(Vec<Step>),
@@ -501,7 +525,7 @@ fn steps_of(kind: &str, body: &Value, statement: &Value, family: Option<Family>)
         },
         "notrack" => vec![Step::Do(Effect::Notrack)],
         "mangle" => vec![mangle(body, statement)],
-        "dnat" | "redirect" => vec![Step::Do(translation(kind, body))],
+        "dnat" | "redirect" => vec![Step::Do(translation(kind, body, statement))],
         "xt" => vec![unknown_test(statement)],
         _ => vec![unknown_effect(statement)],
     }
@@ -563,19 +587,21 @@ fn mangle(body: &Value, statement: &Value) -> Step {
     Step::Do(effect)
 }
 
-/// `dnat to 172.17.0.2:80`, `redirect to :2222`.
-fn translation(kind: &str, body: &Value) -> Effect {
-    let address = match kind {
-        "redirect" => None,
-        _ => body
-            .get("addr")
-            .and_then(Value::as_str)
-            .and_then(|a| a.parse::<IpAddr>().ok()),
+/// `dnat to 172.17.0.2:80`, `redirect to :2222`. A destination taken from
+/// a map, or a range of ports, may be anything: unknown.
+fn translation(kind: &str, body: &Value, statement: &Value) -> Effect {
+    let address = match (kind, body.get("addr")) {
+        ("redirect", _) | (_, None) => None,
+        (_, Some(addr)) => match addr.as_str().and_then(|a| a.parse::<IpAddr>().ok()) {
+            Some(address) => Some(address),
+            None => return Effect::Unknown(render(statement)),
+        },
     };
-    let port = body
-        .get("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok());
+    let port = match body.get("port").map(one_port) {
+        None => None,
+        Some(Some(port)) => Some(port),
+        Some(None) => return Effect::Unknown(render(statement)),
+    };
     let to = match (kind, address, port) {
         ("redirect", _, Some(port)) => format!("this host, port {port}"),
         ("redirect", _, None) => "this host".to_owned(),
@@ -585,6 +611,18 @@ fn translation(kind: &str, body: &Value) -> Effect {
         _ => render(body),
     };
     Effect::Dnat { address, port, to }
+}
+
+/// A translation's port: a number, or a range of one.
+fn one_port(port: &Value) -> Option<u16> {
+    let number = |value: &Value| value.as_u64().and_then(|p| u16::try_from(p).ok());
+    if let Some(port) = number(port) {
+        return Some(port);
+    }
+    match port.get("range").and_then(Value::as_array)?.as_slice() {
+        [low, high] if number(low).is_some() && number(low) == number(high) => number(low),
+        _ => None,
+    }
 }
 
 /// The steps `left op right` stands for.
@@ -1106,7 +1144,11 @@ fn render_statement(key: &str, body: &Value) -> String {
     let field = |name: &str| body.get(name).map(render).unwrap_or_default();
     match key {
         "accept" | "drop" | "return" | "continue" | "notrack" => key.to_owned(),
-        "reject" => "reject".into(),
+        "reject" => match (body.get("type").and_then(Value::as_str), body.get("expr")) {
+            (Some("tcp reset"), _) => "reject with tcp reset".into(),
+            (Some(kind), Some(code)) => format!("reject with {kind} {}", render(code)),
+            _ => "reject".into(),
+        },
         "jump" | "goto" => format!("{key} {}", field("target")),
         "counter" => "counter".into(),
         "log" => match body.get("prefix") {
@@ -1125,7 +1167,11 @@ fn render_statement(key: &str, body: &Value) -> String {
         ),
         "mangle" => format!("{} set {}", field("key"), field("value")),
         "dnat" | "snat" => format!(
-            "{key} to {}{}",
+            "{key} {}to {}{}",
+            body.get("family")
+                .and_then(Value::as_str)
+                .map(|family| format!("{family} "))
+                .unwrap_or_default(),
             field("addr"),
             body.get("port")
                 .map(|p| format!(":{}", render(p)))
@@ -1220,7 +1266,7 @@ mod tests {
         assert_eq!(rules[0].handle, Some(4));
         assert_eq!(
             rules[0].text,
-            "meta l4proto tcp tcp dport { 22 } ip saddr @addr-set-sshd reject"
+            "meta l4proto tcp tcp dport { 22 } ip saddr @addr-set-sshd reject with icmpx port-unreachable"
         );
         let source = rules[0].steps.iter().find_map(|step| match step {
             Step::Test(Match {
