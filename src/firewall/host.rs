@@ -209,6 +209,9 @@ impl<R: Runner> Reader<'_, R> {
         {
             return Err(error.to_string());
         }
+        if chains.is_some() {
+            self.unless_awake(&mut path, &taken);
+        }
         self.legacy(family, &mut path);
         if let Some(chains) = chains {
             for ((word, name), tabled) in &chains.tables {
@@ -527,6 +530,29 @@ impl<R: Runner> Reader<'_, R> {
             read.flagged = self.flagged(word, name);
         }
         add_native(path, word, name, read);
+    }
+
+    /// Marks unread the iptables tables in `taken` that have flags: iptables
+    /// lists their rules, but a dormant table's chains see no packet.
+    fn unless_awake(&mut self, path: &mut InputPath, taken: &BTreeSet<String>) {
+        let word = family_word(path.family);
+        for name in taken {
+            if !self.flagged(word, name) {
+                continue;
+            }
+            let why = format!(
+                "table {word} {name} has flags (dormant, perhaps: then its chains see nothing, \
+                 whatever iptables lists); `nft add table {word} {name}` clears them"
+            );
+            let ours = |table: &&mut Table| {
+                &table.name == name && matches!(table.tool, Tool::Iptables { legacy: false, .. })
+            };
+            for table in path.tables.iter_mut().filter(ours) {
+                for chain in table.chains.values_mut() {
+                    *chain = Chain::unread(why.clone());
+                }
+            }
+        }
     }
 
     /// Whether a table has flags, from `nft -j list tables` (read once).
