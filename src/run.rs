@@ -827,8 +827,12 @@ fn reconcile<'a, R: Runner + 'a>(
     // rest as read now: a wipe in between is the next run's to tell, as a
     // wipe — in watch, at once.
     let mut host = host::with_ours_if_gone(config, &read, &holdings);
+    // The plan and the verdicts may read the same chain and fail alike: told once.
+    let mut told = std::collections::BTreeSet::new();
     for error in errors.iter().filter(|error| !error.after_hang()) {
-        log::error!("{error}");
+        if told.insert(error.to_string()) {
+            log::error!("{error}");
+        }
     }
     for said in &unwritable.said {
         log::error!("{said}");

@@ -550,6 +550,73 @@ fn a_rule_only_nft_can_print_above_the_jump_does_not_keep_a_close_open() {
     );
 }
 
+/// The same rule inside portlocker's own chain cannot be put right with
+/// iptables (it can delete nothing below it): the run fails, names the
+/// rule and how to see it, and tells each failed command once.
+#[test]
+fn a_rule_only_nft_can_print_in_portlockers_chain_is_named_once() {
+    let test = "a_rule_only_nft_can_print_in_portlockers_chain_is_named_once";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    env.write_config(&env.local_config("", "ipv6 = false"));
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    let rule = [
+        "insert",
+        "rule",
+        "ip",
+        "filter",
+        "PORTLOCKER",
+        "th",
+        "dport",
+        "22",
+        "accept",
+    ];
+    backend::nft(&rule);
+    let run = env.run(&[]);
+    run.expect(1).says(
+        "ssh 22/tcp should be closed but is unknown: `rule 1 of PORTLOCKER (only \
+         `nft -a list chain ip filter PORTLOCKER` prints it)`",
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let told: std::collections::BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(told.len(), lines.len(), "told twice:\n{}", run.stderr);
+}
+
+/// iptables-nft's table made dormant by nft sees no packet, whatever
+/// iptables lists in it: a close there is unknown and the run fails, with
+/// the command that wakes it (hostile tester 8, finding 1: it said closed).
+#[test]
+fn a_dormant_iptables_table_is_never_called_closed() {
+    let test = "a_dormant_iptables_table_is_never_called_closed";
+    if !backend::enter(test, Backend::Nftables) {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4) && !reachable(v6));
+    backend::nft(&["add", "table", "ip", "filter", "{ flags dormant; }"]);
+    assert!(reachable(v4), "a dormant table drops nothing");
+    env.run(&[])
+        .expect(1)
+        .says("IPv4: ssh 22/tcp should be closed but is unknown: table ip filter has flags")
+        .says("`nft add table ip filter` clears them");
+    let status = env.run(&["status"]);
+    let ssh = status.stdout.lines().find(|line| line.starts_with("ssh"));
+    assert!(
+        ssh.is_some_and(|line| line.contains("unknown")),
+        "{}",
+        status.stdout
+    );
+    backend::nft(&["add", "table", "ip", "filter"]);
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4));
+}
+
 /// The nftables backend never runs iptables: what iptables and ip6tables
 /// list stays exactly as it was through runs, opens, closes and a reset.
 #[test]

@@ -33,9 +33,7 @@ pub struct Piecemeal {
 /// it: rule `number` (from 1) of `chain` in `table` of `family`.
 pub fn described(number: usize, family: Family, table: &str, chain: &str) -> String {
     let word = family_word(family);
-    format!(
-        "rule {number} of {chain}, which only nft can print (`nft -a list chain {word} {table} {chain}` shows it)"
-    )
+    format!("rule {number} of {chain} (only `nft -a list chain {word} {table} {chain}` prints it)")
 }
 
 /// Reads `listing` (`iptables … -S CHAIN`, which failed with
@@ -91,7 +89,7 @@ fn policy<R: Runner>(runner: &mut R, listing: &Command, chain: &str) -> Option<S
 pub fn unknown(described: &str) -> Rule {
     Rule {
         steps: Vec::new(),
-        verdict: Verdict::Unknown(described.to_owned()),
+        verdict: Verdict::Unknown("what iptables cannot print".to_owned()),
         text: described.to_owned(),
         handle: None,
         comment: None,
