@@ -490,6 +490,20 @@ fn check_names_a_rule_that_lets_a_port_through_before_portlockers_drop() {
     env.run(&["check"]).expect(0);
 }
 
+/// In a namespace of `test`'s own with nft there (None: skipped), ssh
+/// closed by the iptables backend, with listeners on it.
+fn ssh_closed_by_iptables_beside_nft(test: &str) -> Option<(TestEnv, [SocketAddr; 2])> {
+    if !backend::enter(test, Backend::Nftables) {
+        return None;
+    }
+    let env = TestEnv::with_real_iptables();
+    let [v4, v6] = ssh_listeners();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    assert!(!reachable(v4) && !reachable(v6));
+    Some((env, [v4, v6]))
+}
+
 /// A rule nft put into iptables-nft's INPUT above portlocker's jump, one
 /// iptables cannot print (`th dport 22 accept`), makes iptables refuse to
 /// list INPUT whole. It must not keep a closed port open: the run reads
@@ -498,14 +512,9 @@ fn check_names_a_rule_that_lets_a_port_through_before_portlockers_drop() {
 #[test]
 fn a_rule_only_nft_can_print_above_the_jump_does_not_keep_a_close_open() {
     let test = "a_rule_only_nft_can_print_above_the_jump_does_not_keep_a_close_open";
-    if !backend::enter(test, Backend::Nftables) {
+    let Some((env, [v4, v6])) = ssh_closed_by_iptables_beside_nft(test) else {
         return;
-    }
-    let env = TestEnv::with_real_iptables();
-    let [v4, v6] = ssh_listeners();
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    assert!(!reachable(v4) && !reachable(v6));
+    };
     for table in ["ip", "ip6"] {
         let rule = [
             "insert", "rule", table, "filter", "INPUT", "th", "dport", "22", "accept",
@@ -591,14 +600,9 @@ fn a_rule_only_nft_can_print_in_portlockers_chain_is_named_once() {
 #[test]
 fn a_dormant_iptables_table_is_never_called_closed() {
     let test = "a_dormant_iptables_table_is_never_called_closed";
-    if !backend::enter(test, Backend::Nftables) {
+    let Some((env, [v4, _])) = ssh_closed_by_iptables_beside_nft(test) else {
         return;
-    }
-    let env = TestEnv::with_real_iptables();
-    let [v4, v6] = ssh_listeners();
-    env.control("close ssh\n");
-    env.run(&[]).expect(0);
-    assert!(!reachable(v4) && !reachable(v6));
+    };
     backend::nft(&["add", "table", "ip", "filter", "{ flags dormant; }"]);
     assert!(reachable(v4), "a dormant table drops nothing");
     env.run(&[])
