@@ -827,16 +827,7 @@ fn reconcile<'a, R: Runner + 'a>(
     // rest as read now: a wipe in between is the next run's to tell, as a
     // wipe — in watch, at once.
     let mut host = host::with_ours_if_gone(config, &read, &holdings);
-    // The plan and the verdicts may read the same chain and fail alike: told once.
-    let mut told = std::collections::BTreeSet::new();
-    for error in errors.iter().filter(|error| !error.after_hang()) {
-        if told.insert(error.to_string()) {
-            log::error!("{error}");
-        }
-    }
-    for said in &unwritable.said {
-        log::error!("{said}");
-    }
+    tell_errors(&errors, &unwritable.said);
     let mut notices = moved_jumps(config, &applied.made);
     notices.extend(firewalld_warning(config, &host));
     // A port more closed than asked is told from the report's rows, with
@@ -862,14 +853,8 @@ fn reconcile<'a, R: Runner + 'a>(
         host = host::read(config, &mut runner, &mut Vec::new()).0;
         too_open = self::too_open(config, wants, &host, now);
     }
-    // What failed but for ports more open than asked (the page shows those itself).
-    let mut commands = unusable;
-    commands.extend(summarise_errors(&errors));
-    commands.extend(unwritable.said.iter().cloned());
-    let command_failure = (!commands.is_empty()).then(|| commands.join("; "));
-    let mut reasons = commands;
-    reasons.extend(too_open);
-    let failure = (!reasons.is_empty()).then(|| reasons.join("; "));
+    let (failure, command_failure) =
+        firewall_failures(unusable, &errors, &unwritable.said, too_open);
     Reconciled {
         holdings,
         host,
@@ -882,6 +867,38 @@ fn reconcile<'a, R: Runner + 'a>(
         gone,
         unwritable: !unwritable.said.is_empty(),
     }
+}
+
+/// Logs each failed command once (the plan and the verdicts may read the
+/// same chain and fail alike), then what could not be written.
+fn tell_errors(errors: &[CommandError], unwritten: &[String]) {
+    let mut told = BTreeSet::new();
+    for error in errors.iter().filter(|error| !error.after_hang()) {
+        if told.insert(error.to_string()) {
+            log::error!("{error}");
+        }
+    }
+    for said in unwritten {
+        log::error!("{said}");
+    }
+}
+
+/// Why the firewall work failed, and why but for ports more open than
+/// asked (the page shows those itself).
+fn firewall_failures(
+    unusable: Vec<String>,
+    errors: &[CommandError],
+    unwritten: &[String],
+    too_open: Vec<String>,
+) -> (Option<String>, Option<String>) {
+    let mut commands = unusable;
+    commands.extend(summarise_errors(errors));
+    commands.extend(unwritten.iter().cloned());
+    let command_failure = (!commands.is_empty()).then(|| commands.join("; "));
+    let mut reasons = commands;
+    reasons.extend(too_open);
+    let failure = (!reasons.is_empty()).then(|| reasons.join("; "));
+    (failure, command_failure)
 }
 
 /// Removes what portlocker left in the backend the config does not name

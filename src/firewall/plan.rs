@@ -325,6 +325,60 @@ fn chain_and_jump(config: &Config, family: Family, held: Option<&FamilyHoldings>
     changes
 }
 
+/// The rules of `family` the config makes for `service`.
+fn drops_of(config: &Config, family: Family, service: &ServiceName) -> Vec<Rule> {
+    rules_of(config, family)
+        .filter(|r| r.service == *service)
+        .collect()
+}
+
+/// The rules each configured service of `wants` needs in `family`.
+fn wanted_rules<'w>(
+    config: &Config,
+    wants: &'w BTreeMap<ServiceName, Want>,
+    family: Family,
+    unwritable: &Unwritable,
+) -> BTreeMap<&'w ServiceName, Vec<Rule>> {
+    let shut = shut_ports(config, wants);
+    (wants.iter())
+        .filter(|(service, _)| config.services.contains_key(*service))
+        .map(|(service, want)| {
+            let drops = drops_of(config, family, service);
+            (service, rules_for(want, &drops, family, unwritable, &shut))
+        })
+        .collect()
+}
+
+/// For a service no line names: its rules `mine` stay as they are, minus
+/// duplicates and what the config no longer produces.
+fn kept_once(
+    mine: &[&Vec<String>],
+    drops: &[Rule],
+    family: Family,
+    chain: &ChainName,
+) -> Vec<Change> {
+    let mut kept = HashSet::new();
+    let mut changes = Vec::new();
+    for &spec in mine {
+        if kept.contains(spec) || as_rule(spec, drops).is_none() {
+            changes.push(removal(spec, drops, family, chain));
+        } else {
+            kept.insert(spec);
+        }
+    }
+    changes
+}
+
+/// Every source first, then every DROP, then what goes: no port is ever
+/// without its DROP, and none of its sources below another's.
+fn seat_sources_first(changes: &mut [Change]) {
+    changes.sort_by_key(|change| match change {
+        Change::Append(rule) if rule.source.is_some() => 0,
+        Change::Append(_) => 1,
+        _ => 2,
+    });
+}
+
 fn plan_family(
     config: &Config,
     wants: &BTreeMap<ServiceName, Want>,
@@ -340,19 +394,7 @@ fn plan_family(
     for rule in &tagged {
         *copies.entry(&rule.spec).or_default() += 1;
     }
-    let shut = shut_ports(config, wants);
-    let drops_of = |service: &ServiceName| -> Vec<Rule> {
-        rules_of(config, family)
-            .filter(|r| r.service == *service)
-            .collect()
-    };
-    let wanted_by: BTreeMap<&ServiceName, Vec<Rule>> = (wants.iter())
-        .filter(|(service, _)| config.services.contains_key(*service))
-        .map(|(service, want)| {
-            let rules = rules_for(want, &drops_of(service), family, unwritable, &shut);
-            (service, rules)
-        })
-        .collect();
+    let wanted_by = wanted_rules(config, wants, family, unwritable);
     let enforces_any = wanted_by.values().any(|rules| !rules.is_empty());
     let reseat = chain.is_input()
         && wanted_by
@@ -362,7 +404,7 @@ fn plan_family(
         && !seated(held.ours(config), wanted_by.values().flatten());
     let mut rule_changes = Vec::new();
     for service in config.services.keys() {
-        let drops = drops_of(service);
+        let drops = drops_of(config, family, service);
         let tag = format!("portlocker:{service}");
         let mine: Vec<&Vec<String>> = tagged
             .iter()
@@ -370,15 +412,7 @@ fn plan_family(
             .filter(|spec| tag_of(spec) == Some(&tag))
             .collect();
         let Some(wanted) = wanted_by.get(service) else {
-            // Not named: keep its state, minus duplicates and what the config no longer produces.
-            let mut kept = HashSet::new();
-            for spec in mine {
-                if kept.contains(spec) || as_rule(spec, &drops).is_none() {
-                    rule_changes.push(removal(spec, &drops, family, chain));
-                } else {
-                    kept.insert(spec);
-                }
-            }
+            rule_changes.extend(kept_once(&mine, &drops, family, chain));
             continue;
         };
         let mut wanted_specs = HashSet::new();
@@ -403,13 +437,7 @@ fn plan_family(
         }
     }
     if reseat {
-        // Every source first, then every DROP, then what goes: no port is
-        // ever without its DROP, and none of its sources below another's.
-        rule_changes.sort_by_key(|change| match change {
-            Change::Append(rule) if rule.source.is_some() => 0,
-            Change::Append(_) => 1,
-            _ => 2,
-        });
+        seat_sources_first(&mut rule_changes);
     }
     rule_changes.extend(unconfigured(config, family, &tagged));
     let mut changes = Vec::new();
