@@ -531,6 +531,10 @@ impl<'a> Walk<'a> {
                         Reached::No => next.push(state),
                         Reached::Unknown(why) => ended.push((state, End::Unknown(why))),
                         Reached::Yes => {
+                            let at = RuleAt {
+                                index: first_in_run_for(&chain.rules, run, &state.sources),
+                                ..at.clone()
+                            };
                             self.verdict(rule, &at, state, context, depth, &mut next, &mut ended)
                         }
                     }
@@ -1023,6 +1027,17 @@ fn lone_source(rule: &Rule) -> Option<&Ranges> {
         }
     }
     found
+}
+
+/// The rule of `run` that `sources`, having met the run's widened test,
+/// meet first: the one to cite (the ban of the address asked about, not
+/// the run's first ban).
+fn first_in_run_for(rules: &[Rule], run: &Run, sources: &Ranges) -> usize {
+    (run.first..run.first + run.len)
+        .find(|&index| {
+            lone_source(&rules[index]).is_some_and(|own| !own.intersect(sources).is_empty())
+        })
+        .unwrap_or(run.first)
 }
 
 /// Whether two rules differ in nothing but their source test, and end the
@@ -1671,11 +1686,15 @@ mod tests {
         // Then portlocker's drop, in INPUT after the jump: closed, every run.
         let closed = format!("{filter}\n{}", SSH_DROP.replace("PORTLOCKER", "INPUT"));
         assert_eq!(ask(&host(&closed, "", None), "22").state, PortState::Closed);
-        // A banned source asking is dropped.
-        assert_eq!(
-            ask_from(&host(filter, "", None), "22", Some("192.0.2.7/32")).state,
-            PortState::Closed
-        );
+        // A banned source asking is dropped, by its own ban (hostile
+        // tester 8, finding 3: the run's first ban was named).
+        for banned in ["192.0.2.7/32", "198.51.100.9/32"] {
+            let answer = ask_from(&host(filter, "", None), "22", Some(banned));
+            assert_eq!(answer.state, PortState::Closed);
+            let by: Vec<String> = answer.dropped_by.iter().map(Cited::shown).collect();
+            assert_eq!(by.len(), 1, "{by:?}");
+            assert!(by[0].contains(&format!("-s {banned} ")), "{by:?}");
+        }
     }
 
     #[test]
