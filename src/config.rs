@@ -1022,6 +1022,28 @@ impl RawFirewall {
              while status read the other twice (ip6tables is usually /sbin/ip6tables)",
             iptables.display().to_string()
         );
+        let iptables_restore = restore_beside(
+            "firewall.iptables_restore",
+            self.iptables_restore,
+            &iptables,
+        )?;
+        let ip6tables_restore = restore_beside(
+            "firewall.ip6tables_restore",
+            self.ip6tables_restore,
+            &ip6tables,
+        )?;
+        for (key, path, family) in [
+            ("firewall.iptables", &iptables, Family::Ipv4),
+            ("firewall.ip6tables", &ip6tables, Family::Ipv6),
+            ("firewall.iptables_restore", &iptables_restore, Family::Ipv4),
+            (
+                "firewall.ip6tables_restore",
+                &ip6tables_restore,
+                Family::Ipv6,
+            ),
+        ] {
+            not_of_the_other_family(key, path, family)?;
+        }
         let backend = match self.backend.as_deref() {
             None | Some("iptables") => BackendKind::Iptables,
             Some("nftables") => BackendKind::Nftables,
@@ -1040,16 +1062,8 @@ impl RawFirewall {
         Ok(FirewallConfig {
             backend,
             nft: absolute("firewall.nft", self.nft, "/usr/sbin/nft")?,
-            iptables_restore: restore_beside(
-                "firewall.iptables_restore",
-                self.iptables_restore,
-                &iptables,
-            )?,
-            ip6tables_restore: restore_beside(
-                "firewall.ip6tables_restore",
-                self.ip6tables_restore,
-                &ip6tables,
-            )?,
+            iptables_restore,
+            ip6tables_restore,
             iptables,
             ip6tables,
             ipv6: self.ipv6.unwrap_or(true),
@@ -1207,6 +1221,30 @@ fn system_host_name() -> String {
 pub fn restore_beside(binary: &Path) -> PathBuf {
     let name = binary.file_name().unwrap_or_default().to_string_lossy();
     binary.with_file_name(format!("{name}-restore"))
+}
+
+/// The xtables tools act by the file name they are run under: a path for
+/// `family` named for the other family would manage that one in its place
+/// (hostile tester 8: ip6tables = iptables-legacy wrote the IPv6 rules into
+/// IPv4). A name that says neither (a wrapper, a fake) is left alone.
+fn not_of_the_other_family(key: &str, path: &Path, family: Family) -> Result<()> {
+    let (own, other, other_family) = match family {
+        Family::Ipv4 => ("iptables", "ip6tables", Family::Ipv6),
+        Family::Ipv6 => ("ip6tables", "iptables", Family::Ipv4),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(rest) = name.strip_prefix(other) {
+        bail!(
+            "{key} = {:?} is the {other_family} tool ({other} tools act by their file name): \
+             {family} would go unmanaged while its rules went into {other_family}; \
+             set it to {:?}",
+            path.display().to_string(),
+            path.with_file_name(format!("{own}{rest}"))
+                .display()
+                .to_string()
+        );
+    }
+    Ok(())
 }
 
 /// Cron runs with a bare environment: every path must be absolute.
@@ -1461,6 +1499,50 @@ mod tests {
             for needle in needles {
                 assert!(message.contains(needle), "{message:?} lacks {needle:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_tool_named_for_the_other_family_is_refused_naming_the_right_one() {
+        let cases = [
+            (
+                "ip6tables = \"/usr/sbin/iptables-legacy\"",
+                "firewall.ip6tables = \"/usr/sbin/iptables-legacy\" is the IPv4 tool",
+                "set it to \"/usr/sbin/ip6tables-legacy\"",
+            ),
+            (
+                "ip6tables = \"/sbin/iptables\"\niptables = \"/sbin/iptables-nft\"",
+                "firewall.ip6tables = \"/sbin/iptables\" is the IPv4 tool",
+                "set it to \"/sbin/ip6tables\"",
+            ),
+            (
+                "iptables = \"/usr/sbin/ip6tables-nft\"",
+                "firewall.iptables = \"/usr/sbin/ip6tables-nft\" is the IPv6 tool",
+                "set it to \"/usr/sbin/iptables-nft\"",
+            ),
+            (
+                "ip6tables_restore = \"/sbin/iptables-restore\"",
+                "firewall.ip6tables_restore = \"/sbin/iptables-restore\" is the IPv4 tool",
+                "set it to \"/sbin/ip6tables-restore\"",
+            ),
+            (
+                "iptables_restore = \"/sbin/ip6tables-legacy-restore\"",
+                "firewall.iptables_restore = \"/sbin/ip6tables-legacy-restore\" is the IPv6",
+                "set it to \"/sbin/iptables-legacy-restore\"",
+            ),
+        ];
+        for (firewall, refused, instead) in cases {
+            let message = error_of(&with_firewall(firewall));
+            assert!(message.contains(refused), "{message}");
+            assert!(message.contains(instead), "{message}");
+        }
+        // A name that says neither family is the owner's to choose.
+        for firewall in [
+            "iptables = \"/opt/fw/v4\"\nip6tables = \"/opt/fw/v6\"",
+            "ip6tables = \"/usr/sbin/ip6tables-legacy\"\niptables = \"/usr/sbin/iptables-legacy\"",
+            "ip6tables = \"/tmp/t/hung-ip6tables\"",
+        ] {
+            Config::parse(&with_firewall(firewall)).unwrap();
         }
     }
 

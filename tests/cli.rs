@@ -408,6 +408,14 @@ fn config_errors_exit_2_and_name_the_key() {
             env.config_text(source, "", "") + "dup = [22, \"22/tcp\"]\n",
             "services.dup: 22 and \"22/tcp\" both give 22/tcp",
         ),
+        // xtables tools act by their file name: this one is IPv4's.
+        (
+            env.config_text(source, "", "").replace(
+                &format!("ip6tables = {:?}", env.ip6tables),
+                "ip6tables = \"/usr/sbin/iptables-legacy\"",
+            ),
+            "firewall.ip6tables = \"/usr/sbin/iptables-legacy\" is the IPv4 tool",
+        ),
     ];
     for (config, needle) in cases {
         env.write_config(&config);
