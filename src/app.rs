@@ -27,8 +27,8 @@ use crate::report::quiet::shown;
 use crate::report::status::Freshness;
 use crate::report::text::LastRunKnown;
 use crate::run::{
-    NEEDS_ROOT, Occasion, publish, report, resolve, run_as, sources_seen, summarise_errors,
-    wait_jitter,
+    NEEDS_ROOT, Occasion, ipv6_notice, publish, report, resolve, run_as, sources_seen,
+    summarise_errors, wait_jitter,
 };
 use crate::sys::clock;
 use crate::sys::runner::{CommandError, SystemRunner};
@@ -606,6 +606,7 @@ fn show_status(config: &Config, json: bool) -> Result<Exit> {
     report.reset_at = state.reset_at;
     report.control_file = state.last_good.as_ref().map(Freshness::of);
     report.backend = firewall::backend(config);
+    report.notices.extend(ipv6_notice(config));
     let mut out = std::io::stdout().lock();
     if json {
         let document = report::json::document(&report, state.last_run.as_ref(), &errors);

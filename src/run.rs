@@ -696,17 +696,7 @@ fn boot_id() -> Option<String> {
 
 /// What the owner should know about this machine besides the services.
 fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Vec<String> {
-    let has_ipv6 = Path::new("/proc/net/if_inet6").exists();
-    if config.firewall.ipv6 && !has_ipv6 {
-        notices.push("IPv6 is not available in this kernel: set firewall.ipv6 = false".into());
-    }
-    if !config.firewall.ipv6 && has_ipv6 {
-        notices.push(
-            "IPv6 is not managed (firewall.ipv6 = false), but this host has IPv6: every port \
-             portlocker closes stays open over IPv6 unless another firewall closes it"
-                .into(),
-        );
-    }
+    notices.extend(ipv6_notice(config));
     if holdings
         .families
         .values()
@@ -720,6 +710,23 @@ fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Ve
         );
     }
     notices
+}
+
+/// Whether firewall.ipv6 fits this kernel: what the page of every run and
+/// `status` (text and JSON) tell alike.
+pub(crate) fn ipv6_notice(config: &Config) -> Option<String> {
+    let has_ipv6 = Path::new("/proc/net/if_inet6").exists();
+    match (config.firewall.ipv6, has_ipv6) {
+        (true, false) => {
+            Some("IPv6 is not available in this kernel: set firewall.ipv6 = false".into())
+        }
+        (false, true) => Some(
+            "IPv6 is not managed (firewall.ipv6 = false), but this host has IPv6: every port \
+             portlocker closes stays open over IPv6 unless another firewall closes it"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 /// Sleeps a random time up to `jitter`, so many servers on the same cron

@@ -355,10 +355,19 @@ fn ipv6_false_leaves_ip6tables_alone() {
     env.write_config(&env.local_config("", "ipv6 = false"));
     env.control("close ssh\n");
     env.run(&[]).expect(0);
-    // The page says what that leaves open on a host with IPv6.
+    // The page says what that leaves open on a host with IPv6, and so do
+    // status and its JSON (hostile tester 8, finding 9: they said nothing).
     if std::path::Path::new("/proc/net/if_inet6").exists() {
+        let notice = "IPv6 is not managed (firewall.ipv6 = false), but this host has IPv6: \
+                      every port portlocker closes stays open over IPv6 unless another firewall \
+                      closes it";
         let page = env.status_page().unwrap();
-        assert!(page.contains("IPv6 is not managed"), "{page}");
+        assert!(page.contains(notice), "{page}");
+        let text = env.run(&["status"]).expect(0).stdout.clone();
+        assert!(text.contains(&format!("Notice: {notice}\n")), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&env.run(&["status", "--json"]).expect(0).stdout).unwrap();
+        assert_eq!(json["notices"], serde_json::json!([notice]), "{json}");
     }
     assert!(
         env.calls()

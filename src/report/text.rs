@@ -1,6 +1,7 @@
 //! `portlocker status` as text: the last run, the outcome in one line (and
 //! each difference with its rule and fix), then a column per family, each
-//! as wide as its widest entry, and each open's deadline and sources. Pure.
+//! as wide as its widest entry, each open's deadline and sources, then the notices
+//! (what the page tells of this machine). Pure.
 
 use std::fmt::Write as _;
 
@@ -55,6 +56,9 @@ pub fn table(report: &Report, last_run: LastRunKnown) -> String {
         _ => {}
     }
     text.push_str(&columns(report));
+    for notice in &report.notices {
+        let _ = writeln!(text, "Notice: {notice}");
+    }
     text
 }
 
@@ -138,7 +142,8 @@ mod tests {
              OK: the firewall matches the control file\n\
              SERVICE  PORTS           IPv4    IPv6             UNTIL / FROM\n\
              ssh      22/tcp          closed  open-to-sources  from 2001:db8::/48 until 2026-11-25 18:00 +01:00\n\
-             web      80/tcp,443/tcp  open    open\n"
+             web      80/tcp,443/tcp  open    open\n\
+             Notice: Docker <is> here\n"
         );
         let failed = LastRun {
             ok: false,
@@ -148,6 +153,7 @@ mod tests {
         let mut plain = calm_report();
         plain.services.truncate(1);
         plain.services[0].note.clear();
+        plain.notices.clear();
         plain.failure = failed.failure.clone();
         assert_eq!(
             table(&plain, LastRunKnown::Ran(&failed)),
