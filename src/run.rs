@@ -836,7 +836,10 @@ fn reconcile<'a, R: Runner + 'a>(
     let mut host = host::with_ours_if_gone(config, &read, &holdings);
     tell_errors(&errors, &unwritable.said);
     let mut notices = moved_jumps(config, &applied.made);
-    notices.extend(firewalld_warning(config, &host));
+    if let Some(warning) = firewalld_warning(config, &host) {
+        log::warn!("{warning}");
+        notices.push(warning);
+    }
     // A port more closed than asked is told from the report's rows, with
     // what closes it: the run fails on it (see `failures`).
     let mut too_open = too_open(config, wants, &host, now);
@@ -1067,16 +1070,15 @@ fn moved_jumps(config: &Config, made: &[Change]) -> Vec<String> {
 
 /// With firewalld here and the iptables backend, every start and reload of
 /// firewalld empties the tables portlocker's rules are in: said (and
-/// logged) each run, told once by the quiet rules.
+/// logged) each run, told once by the quiet rules, and by `check` as a
+/// problem: each caller tells it, so `check` says it once.
 pub(crate) fn firewalld_warning(config: &Config, host: &Host) -> Option<String> {
     let here = host.managers().contains(&Manager::Firewalld);
     (here && config.firewall.backend == crate::config::BackendKind::Iptables).then(|| {
-        let warning = "firewalld is running here: every start and reload of firewalld empties \
-                       iptables' tables, portlocker's rules with them, until the next run; set \
-                       backend = \"nftables\" in [firewall], whose table firewalld leaves alone"
-            .to_owned();
-        log::warn!("{warning}");
-        warning
+        "firewalld is running here: every start and reload of firewalld empties \
+         iptables' tables, portlocker's rules with them, until the next run; set \
+         backend = \"nftables\" in [firewall], whose table firewalld leaves alone"
+            .to_owned()
     })
 }
 
