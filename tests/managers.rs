@@ -68,17 +68,10 @@ fn expected(name: &str) -> Vec<Expected> {
                 Some((state, says)) => (state, Some(says.to_owned())),
                 None => (answer, None),
             };
-            let state = [
-                PortState::Open,
-                PortState::Closed,
-                PortState::OpenToSources,
-                PortState::Partial,
-                PortState::RateLimited,
-                PortState::Unknown,
-            ]
-            .into_iter()
-            .find(|candidate| candidate.as_str() == state.trim())
-            .unwrap_or_else(|| panic!("no state {state} in {line}"));
+            let state = PortState::ALL
+                .into_iter()
+                .find(|candidate| candidate.as_str() == state.trim())
+                .unwrap_or_else(|| panic!("no state {state} in {line}"));
             Expected {
                 family,
                 ports: PortSpec::parse(words[1]).unwrap(),

@@ -703,6 +703,16 @@ pub enum PortState {
 }
 
 impl PortState {
+    /// Every state, in the order above.
+    pub const ALL: [PortState; 6] = [
+        PortState::Open,
+        PortState::Closed,
+        PortState::OpenToSources,
+        PortState::Partial,
+        PortState::RateLimited,
+        PortState::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PortState::Open => "open",

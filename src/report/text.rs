@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::config::Family;
+use crate::firewall::model::PortState;
 use crate::intake::state::LastRun;
 use crate::report::status::{Outcome, Report, Surprise, moment};
 
@@ -84,11 +85,9 @@ fn columns(report: &Report) -> String {
     for row in &report.services {
         let mut cells = vec![row.name.clone(), row.ports.join(",")];
         cells.extend(row.families.iter().map(|view| {
-            let state = view.state.as_str().replace(' ', "-");
+            let state = word(view.state);
             match (view.surprise(), view.asked) {
-                (Surprise::Drift, Some(asked)) => {
-                    format!("{state} (asked: {})", asked.as_str().replace(' ', "-"))
-                }
+                (Surprise::Drift, Some(asked)) => format!("{state} (asked: {})", word(asked)),
                 _ => state,
             }
         }));
@@ -118,10 +117,15 @@ fn columns(report: &Report) -> String {
     text
 }
 
+/// A state as one word (`open-to-sources`), as docs/STATUS.md lists them:
+/// a cell of the table never holds a space of its own.
+fn word(state: PortState) -> String {
+    state.as_str().replace(' ', "-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::model::PortState;
     use crate::report::status::tests::{at, calm_report, report};
 
     fn last_run() -> LastRun {
@@ -130,6 +134,23 @@ mod tests {
             ok: true,
             failure: None,
             duration_ms: 9,
+        }
+    }
+
+    /// The owner reads what a state word means in docs/STATUS.md: each one
+    /// the table can print is listed there (hostile tester 8, finding 10:
+    /// `open-(rate-limited)` was not).
+    #[test]
+    fn every_state_word_is_documented() {
+        let documented = include_str!("../../docs/STATUS.md");
+        let states = documented
+            .split_once("\nStates: ")
+            .and_then(|(_, rest)| rest.split_once("\n\n"))
+            .map(|(states, _)| states)
+            .expect("docs/STATUS.md lists the states after `States: `");
+        for state in PortState::ALL {
+            let word = format!("`{}`", word(state));
+            assert!(states.contains(&word), "{word} is not in {states:?}");
         }
     }
 
