@@ -384,6 +384,7 @@ fn config_errors_exit_2_and_name_the_key() {
     env.control("close ssh\n");
     let source = env.path("control.txt");
     let source = source.to_str().unwrap();
+    let ipv4_named = env.path("bin/iptables-legacy");
     let cases = [
         (
             env.config_text(source, "timeout = 5", ""),
@@ -417,13 +418,14 @@ fn config_errors_exit_2_and_name_the_key() {
             env.config_text(source, "", "") + "dup = [22, \"22/tcp\"]\n",
             "services.dup: 22 and \"22/tcp\" both give 22/tcp",
         ),
-        // xtables tools act by their file name: this one is IPv4's.
+        // xtables tools act by their file name: this one is IPv4's. Never
+        // the real one: were it taken, the runs below would change the host.
         (
             env.config_text(source, "", "").replace(
                 &format!("ip6tables = {:?}", env.ip6tables),
-                "ip6tables = \"/usr/sbin/iptables-legacy\"",
+                &format!("ip6tables = {ipv4_named:?}"),
             ),
-            "firewall.ip6tables = \"/usr/sbin/iptables-legacy\" is the IPv4 tool",
+            &format!("firewall.ip6tables = {ipv4_named:?} is the IPv4 tool"),
         ),
     ];
     for (config, needle) in cases {
