@@ -100,13 +100,16 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Some(Subcommand::Watch { ref every }) => {
             logging::init(verbosity, Some(&config.log_file));
             let every = every.as_deref().map(watch_every).transpose()?;
-            let with_every = |mut config: Config| {
+            // Each config watch takes is kept, as a run's is: the one a
+            // run enforces if the config is then broken (at boot, say).
+            let taken = |mut config: Config| {
                 if let Some(every) = every {
                     config.watch.every = every;
                 }
+                keep_config(&config);
                 config
             };
-            watch::watch(with_every(config), &|| Ok(with_every(load_config(cli)?)))
+            watch::watch(taken(config), &|| Ok(taken(load_config(cli)?)))
         }
         Some(Subcommand::Check { fetch }) => {
             logging::init(verbosity, None);

@@ -669,6 +669,37 @@ fn watching_https(env: &TestEnv, timeout_secs: u64) -> (common::https::TlsServer
     (server, Watcher::start(env, &[]))
 }
 
+/// A config watch reads again (SIGHUP) is the one kept for a run whose
+/// config is broken: at boot after a bad edit, a service the reload added
+/// stays closed (hostile tester 9, F2: the copy was the config before).
+#[test]
+fn a_config_watch_reads_again_is_kept_for_a_broken_one() {
+    if !netns::enter("a_config_watch_reads_again_is_kept_for_a_broken_one") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let first = watch_config(&env, "every = \"1s\"", "");
+    env.write_config(&first.replace(common::SERVICES, "ssh = 22\n"));
+    env.control("close ssh\n");
+    let mut watcher = Watcher::start(&env, &[]);
+    let has_backup = || netns::rules(IPT).contains("--dport 873 ");
+    wait_for("ssh closed", || netns::rules(IPT).contains("--dport 22 "));
+    env.write_config(&first.replace(common::SERVICES, "ssh = 22\nbackup = 873\n"));
+    watcher.signal(libc::SIGHUP);
+    env.control("close ssh\nclose backup\n");
+    wait_for("backup closed by the config read again", has_backup);
+    watcher.signal(libc::SIGTERM);
+    assert_eq!(watcher.exit_code(), Some(0));
+    // A bad edit, then a reboot: the boot run enforces the kept config.
+    env.write_config(&format!("{first}\n[services\n"));
+    for binary in [IPT, IP6T] {
+        run(binary, &["-F"]);
+        run(binary, &["-X"]);
+    }
+    env.run(&["--offline"]).expect(1);
+    assert!(has_backup(), "backup left open:\n{}", netns::rules(IPT));
+}
+
 /// A source that never answers: each fetch ends at fetch.timeout_secs, the
 /// rules stay closed and wipes are still put back, and the fetches it
 /// abandoned do not pile up threads.
