@@ -91,7 +91,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         None => {
             logging::init(verbosity, Some(&config.log_file));
             keep_config(&config);
-            run(&config, cli.offline)
+            run(&config, cli.offline, None)
         }
         Some(Subcommand::Reset) => {
             logging::init(verbosity, Some(&config.log_file));
@@ -187,13 +187,13 @@ fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
         Verbosity::Normal
     };
     logging::init(verbosity, Some(&config.log_file));
-    log::error!(
+    let failing = format!(
         "{error:#}; the last config a run could use ({}) is enforced instead, with the last good \
          control file and no fetch, until this is fixed",
         kept.display()
     );
     // Offline: never the source of a config the owner has replaced.
-    run(&config, true)?;
+    run(&config, true, Some(failing))?;
     Ok(Exit::Failed)
 }
 
@@ -272,7 +272,8 @@ fn watch_every(text: &str) -> Result<Duration> {
 
 /// One cron run: fetch, validate, reconcile, log, status page, metrics.
 /// While `portlocker watch` runs and looks, it is asked to run now instead.
-fn run(config: &Config, offline: bool) -> Result<Exit> {
+/// A run; `failing` says why it fails whatever it does (see `Occasion`).
+fn run(config: &Config, offline: bool, failing: Option<String>) -> Result<Exit> {
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let watcher = presence::watcher(&config.state_dir);
     if let Some(watcher) = &watcher
@@ -330,6 +331,7 @@ fn run(config: &Config, offline: bool) -> Result<Exit> {
         seen_in_place: None,
         log_unchanged: true,
         notes: stuck.into_iter().collect(),
+        failing,
         network: !offline,
     };
     Ok(run_as(config, SystemRunner::new(config), &occasion))

@@ -105,6 +105,10 @@ pub struct Occasion<'a> {
     pub log_unchanged: bool,
     /// Warnings the caller found, told by the run's quiet rules.
     pub notes: Vec<String>,
+    /// Why the run fails whatever it does (the config given could not be
+    /// used, and the last one kept is enforced): on its page, its metrics
+    /// and its state as on its exit.
+    pub failing: Option<String>,
     /// Whether the network may be used for a notice (not at boot, before it is up).
     pub network: bool,
 }
@@ -126,6 +130,7 @@ pub fn run_locked<'a, R: Runner + 'a>(
         seen_in_place: None,
         log_unchanged: true,
         notes: Vec::new(),
+        failing: None,
         network: !offline,
     };
     run_as(config, runner, &occasion)
@@ -191,6 +196,7 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
         occasion.offline,
         run_at,
     );
+    problems.extend(occasion.failing.clone());
     problems.extend(intake.problem.clone());
     let max_open = config.firewall.max_open;
     if lost {

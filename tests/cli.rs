@@ -948,9 +948,17 @@ fn a_config_that_cannot_be_used_enforces_the_last_that_could() {
             good,
             "the closed port was not restored"
         );
+        // Its page says it failed, as its exit does (hostile tester 9, F3: "OK").
+        let page = env.status_page().unwrap();
+        assert!(
+            page.contains("Failed:") && page.contains("is enforced instead"),
+            "{page}"
+        );
         // Not even a cron run fetches with it: the source may be one the owner retired.
         env.control("open ssh\n");
-        env.run(&[]).expect(1).says("no fetch");
+        // The same failure again: told by the page, not printed again (quiet rules).
+        assert_eq!(env.run(&[]).expect(1).stderr, "");
+        assert!(env.status_page().unwrap().contains("no fetch"));
         assert_eq!(
             env.fake_table("iptables"),
             good,

@@ -465,6 +465,7 @@ impl Watcher {
             seen_in_place: self.whole_at,
             log_unchanged,
             notes: Vec::new(),
+            failing: None,
             // A repair from the kept file fetches nothing, but the network is up.
             network: true,
         };
