@@ -91,7 +91,12 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         None => {
             logging::init(verbosity, Some(&config.log_file));
             keep_config(&config);
-            run(&config, cli.offline, None)
+            let invoked = Invoked {
+                offline: cli.offline,
+                source_given: cli.global.source.is_some(),
+                failing: None,
+            };
+            run(&config, invoked)
         }
         Some(Subcommand::Reset) => {
             logging::init(verbosity, Some(&config.log_file));
@@ -193,7 +198,12 @@ fn run_kept_config(cli: &Cli, error: anyhow::Error) -> Result<Exit> {
         kept.display()
     );
     // Offline: never the source of a config the owner has replaced.
-    run(&config, true, Some(failing))?;
+    let invoked = Invoked {
+        offline: true,
+        source_given: false,
+        failing: Some(failing),
+    };
+    run(&config, invoked)?;
     Ok(Exit::Failed)
 }
 
@@ -272,13 +282,38 @@ fn watch_every(text: &str) -> Result<Duration> {
 
 /// One cron run: fetch, validate, reconcile, log, status page, metrics.
 /// While `portlocker watch` runs and looks, it is asked to run now instead.
-/// A run; `failing` says why it fails whatever it does (see `Occasion`).
-fn run(config: &Config, offline: bool, failing: Option<String>) -> Result<Exit> {
+/// How a one-shot run was asked for.
+struct Invoked {
+    /// `--offline`: the last good control file, no fetch.
+    offline: bool,
+    /// `--source`: a control file other than the config's.
+    source_given: bool,
+    /// Why it fails whatever it does (see `Occasion::failing`).
+    failing: Option<String>,
+}
+
+fn run(config: &Config, invoked: Invoked) -> Result<Exit> {
+    let Invoked {
+        offline,
+        source_given,
+        failing,
+    } = invoked;
     state::check_trust(&config.state_dir).map_err(ConfigError)?;
     let watcher = presence::watcher(&config.state_dir);
     if let Some(watcher) = &watcher
         && watcher.alive(clock::now_utc())
     {
+        // Watch fetches the config's source: what this run was given
+        // would be undone by its next fetch, so none of it is applied.
+        if source_given {
+            log::error!(
+                "portlocker watch (pid {}) is running and fetches the config's source: a run \
+                 with --source would be undone by its next fetch, so nothing was done; stop \
+                 watch first (`systemctl stop portlocker-watch`), or change the source",
+                watcher.pid
+            );
+            return Ok(Exit::Busy);
+        }
         // Another config on the same state directory: its closes would
         // never be made, and a silent exit 0 would say they were.
         if let (Some(theirs), Some(ours)) = (&watcher.config_path, &config.path)

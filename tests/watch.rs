@@ -459,6 +459,13 @@ fn a_cron_run_leaves_the_work_to_a_live_watch() {
         .says("portlocker watch (pid ")
         .says("stop it first");
     assert!(open(&ssh));
+    // A run given its own control file is refused loudly, never left to
+    // watch, which fetches the config's (hostile tester 9, F8: exit 0).
+    let closing = env.path("closing.txt");
+    std::fs::write(&closing, "close ssh\n").unwrap();
+    env.run(&["--source", closing.to_str().unwrap()])
+        .expect(75)
+        .says("a run with --source would be undone by its next fetch, so nothing was done");
     // A second watch on the same state is refused.
     let mut second = Watcher::start(&env, &[]);
     assert_eq!(second.exit_code(), Some(75));
