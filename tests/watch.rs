@@ -707,6 +707,39 @@ fn a_config_watch_reads_again_is_kept_for_a_broken_one() {
     assert!(has_backup(), "backup left open:\n{}", netns::rules(IPT));
 }
 
+/// A hung ip6tables does not hold back IPv4's repairs run after run: watch
+/// remembers a program that hung and does not wait on it again for a
+/// while, so a wipe of IPv4 is put back at once (hostile tester 9, F6: each
+/// look and repair waited out the hung calls, 84 s with the defaults).
+#[test]
+fn a_hung_ip6tables_does_not_hold_back_ipv4_repairs() {
+    if !netns::enter("a_hung_ip6tables_does_not_hold_back_ipv4_repairs") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let ssh = ssh_listeners();
+    for name in ["ip6hang", "ip6hang-restore"] {
+        common::write_program(&env.path(name), "#!/bin/sh\nexec sleep 3600\n");
+    }
+    let (ip6tables, restore) = (env.path("ip6hang"), env.path("ip6hang-restore"));
+    let firewall = format!(
+        "ip6tables = {ip6tables:?}\nip6tables_restore = {restore:?}\ncommand_timeout_secs = 20"
+    );
+    let config = env.local_config("", "").replace(
+        &format!("ip6tables = {:?}\n", env.ip6tables),
+        &format!("{firewall}\n"),
+    );
+    env.write_config(&format!("{config}\n[watch]\nevery = \"1h\"\n"));
+    env.control("close ssh\n");
+    let _watcher = Watcher::start(&env, &[]);
+    wait_for("IPv4 ssh closed", || !reachable(ssh[0]));
+    run(IPT, &["-w", "5", "-F"]);
+    wait_for("the IPv4 wipe put back", || {
+        netns::rules(IPT).contains("-A PORTLOCKER")
+    });
+    assert!(!reachable(ssh[0]));
+}
+
 /// A source that never answers: each fetch ends at fetch.timeout_secs, the
 /// rules stay closed and wipes are still put back, and the fetches it
 /// abandoned do not pile up threads.

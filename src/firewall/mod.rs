@@ -229,15 +229,43 @@ pub fn remedy(config: &Config, cited: &eval::Cited) -> Remedy {
     }
 }
 
+/// Programs that hung in this process lately, and when: a resident
+/// process (watch) does not wait on one again for `HUNG_FOR`, so that one
+/// family's hung tool does not hold back the other family's repairs run
+/// after run (each wait is `command_timeout_secs`).
+static HUNG_LATELY: std::sync::Mutex<Vec<(PathBuf, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// How long a program that hung is not run again by this process.
+const HUNG_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether `program` hung in this process within `HUNG_FOR`. (Unit tests
+/// share one process: their fakes' hangs are their own.)
+fn hung_lately(program: &Path) -> bool {
+    let mut lately = HUNG_LATELY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    lately.retain(|(_, at)| at.elapsed() < HUNG_FOR);
+    !cfg!(test) && lately.iter().any(|(hung, _)| hung == program)
+}
+
+fn remember_hang(program: &Path) {
+    let mut lately = HUNG_LATELY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    lately.push((program.to_owned(), std::time::Instant::now()));
+}
+
 /// Runs `command` through `runner`; Ok only when it exits 0. A program in
-/// `hung` is not run again (each further call would only wait out its own
-/// time limit); one that times out is added to it.
+/// `hung`, or that hung in this process lately, is not run again (each
+/// further call would only wait out its own time limit); one that times
+/// out is added to both.
 pub(crate) fn run_command<R: Runner>(
     runner: &mut R,
     hung: &mut Vec<PathBuf>,
     command: Command,
 ) -> Result<Completion, CommandError> {
-    if hung.contains(&command.program) {
+    if hung.contains(&command.program) || hung_lately(&command.program) {
         return Err(CommandError {
             command,
             failure: Failure::AfterHang,
@@ -262,6 +290,7 @@ pub(crate) fn run_command<R: Runner>(
             ..
         }) => {
             hung.push(command.program.clone());
+            remember_hang(&command.program);
             Failure::TimedOut { after }
         }
     };
