@@ -198,6 +198,11 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
     );
     problems.extend(occasion.failing.clone());
     problems.extend(intake.problem.clone());
+    match occasion.offline {
+        false => state.intake_failure = intake.problem.clone(),
+        true => problems.extend(state.intake_failure.clone()),
+    }
+    state.configured = config.services.keys().map(ToString::to_string).collect();
     let max_open = config.firewall.max_open;
     if lost {
         // When each count began went with the state: an open that counts
@@ -232,6 +237,7 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
                 .flat_map(|left| left.services.clone());
             (before.wanted.keys().cloned())
                 .chain(before.tagged.iter().cloned())
+                .chain(before.configured.iter().cloned())
                 .chain(left)
                 .chain(config.services.keys().map(ToString::to_string))
                 .collect()

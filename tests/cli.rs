@@ -1015,6 +1015,21 @@ fn a_source_that_fails_falls_back_to_the_last_good_copy_and_exits_1() {
     env.control("open ssh\nopen vnp\n");
     env.run(&[]).expect(1);
     assert_eq!(env.fake_table("iptables"), good);
+
+    // A run that does not fetch (the boot unit, a hook, watch's repairs)
+    // does not clear what the last fetch found: it fails on it, quietly
+    // (the same failure), and nothing reads "works again" until a fetch
+    // does (hostile tester 9, F1: a recovered notice after each repair).
+    env.reboot_fake();
+    let offline = env.run(&["--offline"]);
+    offline.expect(1);
+    assert_eq!(offline.stderr, "", "told again");
+    assert_eq!(env.fake_table("iptables"), good);
+    let page = env.status_page().unwrap();
+    assert!(page.contains("Failed: ") && page.contains("vnp"), "{page}");
+    env.control("close ssh\n");
+    env.run(&[]).expect(0).says("runs work again");
+    env.run(&["--offline"]).expect(0);
 }
 
 #[test]
@@ -1959,9 +1974,10 @@ fn a_service_renamed_in_the_config_keeps_its_close() {
         table.contains("--dport 22 ") && table.contains("portlocker:sshd"),
         "{table}"
     );
-    // A reboot: the firewall is empty again.
+    // A reboot: the firewall is empty again. The boot run enforces the kept
+    // state, and fails as the last fetch did: the file still names ssh.
     env.reboot_fake();
-    env.run(&["--offline"]).expect(0);
+    env.run(&["--offline"]).expect(1);
     let table = env.fake_table("iptables");
     assert!(
         table.contains("portlocker:sshd"),

@@ -641,7 +641,8 @@ fn an_inline_signed_file_is_obeyed_and_every_bad_one_refused_with_the_firewall_k
         assert_ssh(false, &format!("after a refused file ({needle})"));
     }
     assert_no_detached_fetch(&server);
-    boot(&env).expect(0);
+    // The boot run fails as the last fetch did (a refused file), and keeps the closes.
+    boot(&env).expect(1);
     assert_ssh(false, "after the refusals, a reboot and --offline");
 
     // A newer signed file is obeyed, and its kept copy stands in at boot

@@ -138,6 +138,18 @@ pub struct State {
     /// what was asked of it under its new name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, String>,
+    /// The services of the config the last run ran with, kept before its
+    /// firewall work: a rule tagged for one is this config's own (drift,
+    /// or a service since taken out), even when that run was killed before
+    /// it could record what it left (`tagged`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub configured: BTreeSet<String>,
+    /// Why the last run that fetched could not use what it fetched (a dead
+    /// source, a bad file): a run that does not fetch (`--offline`, watch's
+    /// repairs) still fails on it, so it never reads as cleared until a
+    /// fetch clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake_failure: Option<String>,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -471,6 +483,8 @@ mod tests {
             }),
             tagged: ["ssh".to_owned()].into(),
             ports: [("ssh".to_owned(), "22/tcp".to_owned())].into(),
+            configured: ["ssh".to_owned()].into(),
+            intake_failure: Some("the server answered 404 Not Found".into()),
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,
