@@ -315,9 +315,22 @@ impl Config {
     /// another of them, or one of the state directory's own: a run would
     /// write over it, and the next run would refuse to start.
     fn check_outputs(&self, config_path: &Path) -> Result<()> {
-        let same = |a: &Path, b: &Path| {
+        // Where a write lands: its directory resolved, its last component
+        // as written. Root never follows a link there (another account may
+        // have planted it, in a web root), so nor does this check: a link
+        // planted to another file must not stop every run.
+        let landing = |path: &Path| match (path.parent().map(Path::canonicalize), path.file_name())
+        {
+            (Some(Ok(dir)), Some(name)) => Some(dir.join(name)),
+            _ => None,
+        };
+        let same = |output: &Path, other: &Path| {
+            lexical(output) == lexical(other)
+                || matches!((landing(output), other.canonicalize()), (Some(x), Ok(y)) if x == y)
+        };
+        let same_outputs = |a: &Path, b: &Path| {
             lexical(a) == lexical(b)
-                || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+                || matches!((landing(a), landing(b)), (Some(x), Some(y)) if x == y)
         };
         let mut inputs: Vec<(&str, &Path)> = vec![("the config itself", config_path)];
         if let Source::File(source) = &self.source {
@@ -345,7 +358,7 @@ impl Config {
             let Some(output) = output else { continue };
             let normal = lexical(output);
             let earlier = (outputs[..n].iter())
-                .find(|(_, earlier)| earlier.is_some_and(|earlier| same(earlier, output)));
+                .find(|(_, earlier)| earlier.is_some_and(|earlier| same_outputs(earlier, output)));
             let own = normal == state_dir
                 || normal.parent() == Some(state_dir.as_path())
                     && (normal.file_name())

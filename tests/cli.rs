@@ -1354,6 +1354,35 @@ fn an_output_that_is_an_input_is_refused() {
     }
 }
 
+/// A link another account planted at the page's path (in a web root it
+/// can write) to the log, the control file or the config is not followed
+/// by the check either: it stopped every run with exit 2, leaving a close
+/// unmade (hostile tester 10). The run makes the close and writes no page there.
+#[test]
+fn a_link_planted_at_the_page_never_stops_a_run() {
+    let env = TestEnv::with_fake_iptables();
+    env.control("close ssh\n");
+    env.run(&[]).expect(0);
+    for target in ["portlocker.log", "control.txt", "config.toml"] {
+        env.reboot_fake();
+        let page = env.path("status.html");
+        let _ = std::fs::remove_file(&page);
+        std::os::unix::fs::symlink(env.path(target), &page).unwrap();
+        let before = std::fs::read_to_string(env.path(target)).unwrap_or_default();
+        let run = env.run(&[]);
+        assert_ne!(run.code, Some(2), "{target}: {run:?}");
+        assert!(
+            env.fake_table("iptables").contains("--dport 22 "),
+            "{target}: the close was not made"
+        );
+        let after = std::fs::read_to_string(env.path(target)).unwrap_or_default();
+        assert!(
+            !after.contains("<html") && after.starts_with(&before),
+            "{target} was written over"
+        );
+    }
+}
+
 #[test]
 fn an_open_service_whose_port_another_closes_is_told() {
     let env = TestEnv::with_fake_iptables();
