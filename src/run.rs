@@ -717,7 +717,9 @@ fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Ve
     {
         notices.push(
             "Docker is here (a DOCKER-USER chain exists): ports published by containers bypass INPUT, \
-             so portlocker cannot close them; filter them in DOCKER-USER"
+             where portlocker closes ports. It judges them where they are forwarded, but does not \
+             close them; filter them in DOCKER-USER by the published port: `iptables -I DOCKER-USER \
+             -p tcp -m conntrack --ctorigdstport PORT --ctdir ORIGINAL -j DROP`"
                 .into(),
         );
     }

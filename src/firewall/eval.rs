@@ -176,6 +176,24 @@ pub fn may_match(path: &InputPath, rule: &Rule, ports: &[PortSpec]) -> bool {
     })
 }
 
+/// Whether some new connection from the network to one of `ports` may be
+/// translated to another host on `path` (judged leniently, as `may_match`
+/// judges): then where it is forwarded must be read too.
+pub fn may_publish(path: &InputPath, ports: &[PortSpec]) -> bool {
+    ports.iter().any(|&spec| {
+        let question = Question {
+            family: path.family,
+            ports: spec,
+            from: None,
+        };
+        let mut walk = Walk::new(path, &question, DateTime::<Utc>::MIN_UTC);
+        walk.lenient = true;
+        walk.run()
+            .iter()
+            .any(|leaf| matches!(leaf.outcome, Outcome::Published { .. }))
+    })
+}
+
 /// Where one way through the rules ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -183,10 +201,12 @@ enum Outcome {
     Pass,
     Drop(Cited),
     /// Its destination was translated away from this host: it goes
-    /// through forwarding, not input.
+    /// through forwarding, not input. `forwarded`: the forward hook was
+    /// read and let it through (otherwise it was not read).
     Published {
         by: Cited,
         to: String,
+        forwarded: bool,
     },
     Unknown(String),
 }
@@ -235,6 +255,11 @@ struct State {
     narrowed: bool,
     untracked: bool,
     translated: bool,
+    /// Its destination ports before the first translation (None: not
+    /// translated, they are `ports`).
+    original_ports: Option<Ranges>,
+    /// Translated to another host: the interface it leaves by, when known.
+    out: Option<String>,
     mark: Option<u32>,
     ct_mark: Option<u32>,
     unknowns: Vec<Rc<str>>,
@@ -354,6 +379,8 @@ impl<'a> Walk<'a> {
             narrowed: false,
             untracked: false,
             translated: false,
+            original_ports: None,
+            out: None,
             mark: Some(0),
             ct_mark: Some(0),
             unknowns: Vec::new(),
@@ -363,12 +390,45 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Every way through every base chain, as leaves.
+    /// Every way through every base chain, as leaves: up to routing, then
+    /// input for what stays on this host and forward for what was
+    /// translated away.
     fn run(&mut self) -> Vec<Leaf> {
-        let mut live = vec![self.initial()];
         let mut leaves = Vec::new();
+        let arrived = self.through(|hook| hook < Hook::Input, vec![self.initial()], &mut leaves);
+        let (away, here): (Vec<State>, Vec<State>) = arrived
+            .into_iter()
+            .partition(|state| state.published.is_some());
+        let here = self.through(|hook| hook == Hook::Input, here, &mut leaves);
+        leaves.extend(
+            here.into_iter()
+                .map(|state| self.leaf(state, Outcome::Pass)),
+        );
+        let forwarded = self.path.forward_read;
+        let away = match forwarded {
+            true => self.through(|hook| hook == Hook::Forward, away, &mut leaves),
+            false => away,
+        };
+        for state in away {
+            let (at, to) = state.published.clone().expect("partitioned on it");
+            let by = self.cite(&at);
+            let outcome = Outcome::Published { by, to, forwarded };
+            leaves.push(self.leaf(state, outcome));
+        }
+        leaves
+    }
+
+    /// Every way through the base chains on the hooks `on` picks, in
+    /// order, from the states `live`: those that go on past them; those
+    /// that end there become leaves.
+    fn through(
+        &mut self,
+        on: impl Fn(Hook) -> bool,
+        mut live: Vec<State>,
+        leaves: &mut Vec<Leaf>,
+    ) -> Vec<State> {
         let bases = &self.path.bases;
-        for (index, base) in bases.iter().enumerate() {
+        for (index, base) in bases.iter().enumerate().filter(|(_, base)| on(base.hook)) {
             let mut next = Vec::new();
             for state in std::mem::take(&mut live) {
                 for (state, outcome) in self.walk_base(index, base, state) {
@@ -379,28 +439,8 @@ impl<'a> Walk<'a> {
                 }
             }
             live = next;
-            // Past the last prerouting chain, routing decides: a packet
-            // translated away goes to forwarding.
-            let routed = bases
-                .get(index + 1)
-                .is_none_or(|next| next.hook == Hook::Input);
-            if base.hook != Hook::Input && routed {
-                let (away, here): (Vec<State>, Vec<State>) = live
-                    .into_iter()
-                    .partition(|state| state.published.is_some());
-                for state in away {
-                    let (at, to) = state.published.clone().expect("partitioned on it");
-                    let by = self.cite(&at);
-                    leaves.push(self.leaf(state, Outcome::Published { by, to }));
-                }
-                live = here;
-            }
         }
-        leaves.extend(
-            live.into_iter()
-                .map(|state| self.leaf(state, Outcome::Pass)),
-        );
-        leaves
+        live
     }
 
     /// One base chain; None where the packet goes on to the next.
@@ -798,11 +838,18 @@ impl<'a> Walk<'a> {
             }
         };
         state.translated = true;
+        if state.original_ports.is_none() {
+            state.original_ports = Some(state.ports.clone());
+        }
         if let Some(port) = port {
             state.ports = Ranges::span(u128::from(port), u128::from(port));
         }
-        if let (false, None, Some(at)) = (local, &state.published, at) {
+        if let (false, None, Some(at), Some(address)) = (local, &state.published, at, address) {
             state.published = Some((at.clone(), to.to_owned()));
+            // Sent on to `address`: later tests see it, and routing sends
+            // it out by the interface whose network holds it.
+            state.dest = Some(vec![number(address)]);
+            state.out = self.path.leaving_by(address).map(str::to_owned);
         }
         (state, None)
     }
@@ -829,7 +876,11 @@ impl<'a> Walk<'a> {
         // earlier rules may go either way.
         let earlier = matches!(
             test,
-            Test::Time(_) | Test::State(_) | Test::Translated | Test::Mark { .. }
+            Test::Time(_)
+                | Test::State(_)
+                | Test::Translated
+                | Test::OriginalDestPort(_)
+                | Test::Mark { .. }
         );
         if self.lenient && earlier {
             return None;
@@ -862,11 +913,25 @@ impl<'a> Walk<'a> {
             Test::InInterface(names) => judge_iface(state, names),
             Test::State(states) => Some(judge_conntrack(state, *states)),
             Test::Translated => Some(state.translated),
+            Test::OriginalDestPort(ports) => {
+                within(state.original_ports.as_ref().unwrap_or(&state.ports), ports)
+            }
+            Test::Reply => Some(false),
+            // Only a packet translated away has an interface it leaves by
+            // before input; over input, portlocker does not judge one.
+            Test::OutInterface(names) => state
+                .out
+                .as_ref()
+                .filter(|_| state.published.is_some())
+                .map(|out| iface_matches(names, out)),
             // A new connection's first packet carries SYN alone.
             Test::TcpFlags { mask, compare } => {
                 Some(protocol == Protocol::Tcp && 0x02 & mask == *compare)
             }
-            Test::AddressType { destination, kinds } => address_type(*destination, kinds),
+            Test::AddressType { destination, kinds } => {
+                let away = *destination && state.published.is_some();
+                address_type(*destination && !away, kinds)
+            }
             Test::PacketType(kinds) => address_type(true, kinds),
             // A new connection's first packet: whole, with no extension header.
             Test::Fragment | Test::ExtensionHeader => Some(false),
@@ -1498,15 +1563,19 @@ fn split_reason(answer: &mut Answer, open: &[&Leaf], shut: &[&Leaf]) {
 /// What translates a port away to another host, among the ways in that
 /// let it through: `published by Docker: RULE sends it to ADDRESS, …`.
 fn published_by(open: &[&Leaf]) -> Option<String> {
-    let (by, to) = open.iter().find_map(|leaf| match &leaf.outcome {
-        Outcome::Published { by, to } => Some((by, to)),
+    let (by, to, forwarded) = open.iter().find_map(|leaf| match &leaf.outcome {
+        Outcome::Published { by, to, forwarded } => Some((by, to, *forwarded)),
         _ => None,
     })?;
     let who = by
         .manager
         .map_or("another firewall tool".to_owned(), |m| m.to_string());
+    let how = match forwarded {
+        true => "and forwarding lets it through",
+        false => "so it is reached through forwarding, not input",
+    };
     Some(format!(
-        "published by {who}: {} sends it to {to}, so it is reached through forwarding, not input",
+        "published by {who}: {} sends it to {to}, {how}",
         by.shown()
     ))
 }
@@ -1789,6 +1858,91 @@ mod tests {
         );
     }
 
+    /// Docker publishing a container's port 80 as 8080, in its own layout:
+    /// FORWARD drops by default and lets in only what goes out by docker0
+    /// to the container; `user` goes in DOCKER-USER. With `networks`, this
+    /// host knows docker0 is on 172.17.0.0/16.
+    fn docker(user: &[&str], networks: bool) -> InputPath {
+        let nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+                   -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+                   -A DOCKER -i docker0 -j RETURN\n\
+                   -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n";
+        let mut filter = ":FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n\
+                          -A FORWARD -j DOCKER-USER\n\
+                          -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+                          -A FORWARD -o docker0 -j DOCKER\n\
+                          -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\n"
+            .to_owned();
+        for rule in user {
+            filter.push_str(&format!("-A DOCKER-USER {rule}\n"));
+        }
+        filter.push_str("-A DOCKER-USER -j RETURN");
+        let save = format!("*filter\n:INPUT ACCEPT [0:0]\n{filter}\nCOMMIT\n{nat}");
+        let recorded = Recorded {
+            iptables_save: Some(save),
+            local: vec!["192.0.2.1".parse().unwrap()],
+            // From eth0 only: what comes in on docker0 is not translated.
+            interfaces: Some(vec!["eth0".to_owned()]),
+            networks: networks.then(|| {
+                vec![
+                    ("docker0".to_owned(), "172.17.0.0/16".parse().unwrap()),
+                    ("eth0".to_owned(), "192.0.2.0/24".parse().unwrap()),
+                ]
+            }),
+            ..Recorded::default()
+        };
+        let host = from_recorded(&recorded, &[Family::Ipv4]).unwrap();
+        host.family(Family::Ipv4).unwrap().clone()
+    }
+
+    /// Where forwarding drops a port Docker publishes, it is closed, and
+    /// the drop says why; where it lets it through, it is open (hostile
+    /// tester 8, finding 7: both were "open").
+    #[test]
+    fn a_published_port_is_judged_where_it_is_forwarded() {
+        let open = ask(&docker(&[], true), "8080");
+        assert_eq!(open.state, PortState::Open, "{open:?}");
+        assert!(
+            open.reason
+                .contains("sends it to 172.17.0.2:80, and forwarding lets it through"),
+            "{}",
+            open.reason
+        );
+        // Docker's own advice: filter by the port the connection was sent to.
+        let by_original = "-p tcp -m conntrack --ctorigdstport 8080 --ctdir ORIGINAL -j DROP";
+        let closed = ask(&docker(&[by_original], true), "8080");
+        assert_eq!(closed.state, PortState::Closed, "{closed:?}");
+        assert!(closed.reason.contains(by_original), "{}", closed.reason);
+        // Or by the container's port, which forwarding sees.
+        let by_translated = "-p tcp -m tcp --dport 80 -j DROP";
+        let closed = ask(&docker(&[by_translated], true), "8080");
+        assert_eq!(closed.state, PortState::Closed, "{closed:?}");
+        // Neither matches a new connection otherwise.
+        for misses in [
+            "-p tcp -m conntrack --ctorigdstport 8080 --ctdir REPLY -j DROP",
+            "-p tcp -m conntrack --ctorigdstport 9090 -j DROP",
+            "-p tcp -m tcp --dport 8080 -j DROP",
+            "-m addrtype --dst-type LOCAL -j DROP",
+        ] {
+            let answer = ask(&docker(&[misses], true), "8080");
+            assert_eq!(answer.state, PortState::Open, "{misses}: {answer:?}");
+        }
+        // Only from some sources.
+        let some = "! -s 198.51.100.0/24 -p tcp -m conntrack --ctorigdstport 8080 -j DROP";
+        let answer = ask(&docker(&[some], true), "8080");
+        assert_eq!(answer.state, PortState::OpenToSources, "{answer:?}");
+        // Which interface it leaves by is not known: FORWARD's `-o docker0`
+        // may go either way, and the answer is never closed.
+        let answer = ask(&docker(&[], false), "8080");
+        assert_eq!(answer.state, PortState::Unknown, "{answer:?}");
+        assert!(answer.reason.contains("-o docker0"), "{}", answer.reason);
+        // Not published, 22 meets INPUT (which lets it in).
+        assert_eq!(
+            ask(&docker(&[by_original], true), "22").state,
+            PortState::Open
+        );
+    }
+
     #[test]
     fn a_port_translated_away_is_published_never_closed() {
         let nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
@@ -1806,6 +1960,16 @@ mod tests {
             "{}",
             answer.reason
         );
+        // No FORWARD chain here: forwarding filters nothing.
+        assert!(
+            answer.reason.ends_with("forwarding lets it through"),
+            "{}",
+            answer.reason
+        );
+        let mut unread = host(SSH_DROP.replace("PORTLOCKER", "INPUT").as_str(), nat, None);
+        unread.forward_read = false;
+        let answer = ask(&unread, "22");
+        assert_eq!(answer.state, PortState::Open, "{answer:?}");
         assert!(answer.reason.contains("not input"), "{}", answer.reason);
         // To this host (a redirect), input sees the new port.
         let redirect = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -m tcp --dport 2222 -j REDIRECT --to-ports 22\nCOMMIT\n";

@@ -10,10 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 
 use crate::config::{BackendKind, Config, Family, PortSpec};
-use crate::firewall::eval::may_match;
+use crate::firewall::eval::{may_match, may_publish};
 use crate::firewall::iptables::{self, nft_only, read as ipt};
 use crate::firewall::model::Holdings;
 use crate::firewall::nft::read::{self as nftr, Listing, Tabled};
@@ -28,9 +30,9 @@ use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 /// many chains, chain by chain beyond.
 const TABLE_CHAINS: usize = 40;
 
-/// iptables' tables, their built-in chains on the way in, and the
-/// priorities iptables registers them at.
-const IPTABLES_HOOKS: [(&str, &str, Hook, i32, ChainKind); 6] = [
+/// iptables' tables, their built-in chains on the way in (and on forward),
+/// and the priorities iptables registers them at.
+const IPTABLES_HOOKS: [(&str, &str, Hook, i32, ChainKind); 9] = [
     (
         "raw",
         "PREROUTING",
@@ -49,6 +51,9 @@ const IPTABLES_HOOKS: [(&str, &str, Hook, i32, ChainKind); 6] = [
     ("nat", "PREROUTING", Hook::Prerouting, -100, ChainKind::Nat),
     ("filter", "INPUT", Hook::Input, 0, ChainKind::Filter),
     ("security", "INPUT", Hook::Input, 50, ChainKind::Filter),
+    ("mangle", "FORWARD", Hook::Forward, -150, ChainKind::Route),
+    ("filter", "FORWARD", Hook::Forward, 0, ChainKind::Filter),
+    ("security", "FORWARD", Hook::Forward, 50, ChainKind::Filter),
 ];
 
 /// How many chains of an iptables table are read one by one before the
@@ -76,6 +81,7 @@ pub fn read<R: Runner>(
         ports,
         errors: Vec::new(),
         tables: None,
+        forward: false,
     };
     let chains = reader.hooked_chains();
     let mut host = Host::default();
@@ -100,6 +106,8 @@ pub struct Recorded {
     pub local: Vec<IpAddr>,
     /// The host's interfaces, loopback left out; None: not known.
     pub interfaces: Option<Vec<String>>,
+    /// The networks they are on; None: not known.
+    pub networks: Option<Vec<(String, IpNet)>>,
 }
 
 /// The host a recording shows, read as a run would read it whole.
@@ -120,6 +128,14 @@ pub fn from_recorded(recorded: &Recorded, families: &[Family]) -> Result<Host, S
                 .collect(),
         );
         path.interfaces = recorded.interfaces.clone();
+        path.networks = recorded.networks.as_ref().map(|networks| {
+            let of_family = |(_, net): &&(String, IpNet)| match net {
+                IpNet::V4(_) => family == Family::Ipv4,
+                IpNet::V6(_) => family == Family::Ipv6,
+            };
+            networks.iter().filter(of_family).cloned().collect()
+        });
+        path.forward_read = true;
         let save = match family {
             Family::Ipv4 => &recorded.iptables_save,
             Family::Ipv6 => &recorded.ip6tables_save,
@@ -157,6 +173,8 @@ struct Reader<'a, R: Runner> {
     errors: Vec<CommandError>,
     /// `nft -j list tables`, once needed.
     tables: Option<Listing>,
+    /// Reading the forward hook's chains too, and every chain they reach.
+    forward: bool,
 }
 
 impl<R: Runner> Reader<'_, R> {
@@ -196,11 +214,32 @@ impl<R: Runner> Reader<'_, R> {
         }
     }
 
-    /// One family's input path.
+    /// One family's input path; with the forward hook's chains when a
+    /// managed port may be translated to another host (Docker publishing
+    /// it): that is where such a connection is filtered.
     fn family(&mut self, family: Family, chains: Option<&Listing>) -> Result<InputPath, String> {
+        let before = self.errors.len();
+        let path = self.family_read(family, chains)?;
+        if !may_publish(&path, &self.ports) {
+            return Ok(path);
+        }
+        self.errors.truncate(before);
+        self.forward = true;
+        let path = self.family_read(family, chains);
+        self.forward = false;
+        path
+    }
+
+    /// One family's input path, as `forward` says.
+    fn family_read(
+        &mut self,
+        family: Family,
+        chains: Option<&Listing>,
+    ) -> Result<InputPath, String> {
         let mut path = InputPath::new(family);
         path.local = crate::sys::net::local_addresses(family);
         path.interfaces = crate::sys::net::interfaces();
+        path.networks = crate::sys::net::networks(family);
         let before = self.errors.len();
         let taken = self.iptables(family, chains, &mut path);
         if let Some(error) = self.errors[before..]
@@ -224,6 +263,10 @@ impl<R: Runner> Reader<'_, R> {
         if chains.is_none() && taken.is_empty() && path.tables.is_empty() {
             return Err("neither nft nor iptables could list the firewall".to_owned());
         }
+        if !self.forward {
+            path.bases.retain(|base| base.hook != Hook::Forward);
+        }
+        path.forward_read = self.forward;
         path.order();
         Ok(path)
     }
@@ -293,7 +336,7 @@ impl<R: Runner> Reader<'_, R> {
         for &(name, tabled) in present {
             let hooks: Vec<_> = IPTABLES_HOOKS
                 .iter()
-                .filter(|hook| hook.0 == name)
+                .filter(|hook| hook.0 == name && self.hooks(hook.2))
                 .collect();
             let is_chain = |chain: &str| tabled.is_none_or(|t| t.chains.contains_key(chain));
             let mut table = Table {
@@ -404,7 +447,10 @@ impl<R: Runner> Reader<'_, R> {
                         continue;
                     };
                     if !taken.contains(target) {
-                        wanted.push((target.clone(), may_match(path, rule, &self.ports)));
+                        // Past a translation the port may be another:
+                        // forwarding's chains are read whole.
+                        let needed = self.forward || may_match(path, rule, &self.ports);
+                        wanted.push((target.clone(), needed));
                     }
                 }
             }
@@ -486,7 +532,7 @@ impl<R: Runner> Reader<'_, R> {
             .chains
             .values()
             .flatten()
-            .any(|hooked| hooked.hook.is_some())
+            .any(|hooked| hooked.hook.is_some_and(|hook| self.hooks(hook)))
         {
             return;
         }
@@ -614,7 +660,11 @@ impl<R: Runner> Reader<'_, R> {
             chains: BTreeMap::new(),
         };
         for (chain, hooked) in &tabled.chains {
-            if hooked.as_ref().is_some_and(|h| h.hook.is_some()) {
+            if hooked
+                .as_ref()
+                .and_then(|h| h.hook)
+                .is_some_and(|hook| self.hooks(hook))
+            {
                 let read = self.nft_chain(word, name, chain);
                 table.chains.insert(chain.clone(), read);
             }
@@ -646,6 +696,11 @@ impl<R: Runner> Reader<'_, R> {
         };
         nftr::fill_sets(&mut read);
         read
+    }
+
+    /// Whether chains on `hook` are read.
+    fn hooks(&self, hook: Hook) -> bool {
+        self.forward || hook != Hook::Forward
     }
 
     fn nft_chain(&mut self, word: &str, table: &str, chain: &str) -> Chain {
@@ -1019,5 +1074,12 @@ mod tests {
         };
         let answer = evaluate(path, &question, crate::sys::clock::now_utc());
         assert_eq!(answer.state, PortState::Closed, "{}", answer.reason);
+        // Nothing is translated away: forwarding is not read.
+        assert!(!path.forward_read);
+        assert!(
+            fake.calls.iter().all(|call| !call.contains("FORWARD")),
+            "{:?}",
+            fake.calls
+        );
     }
 }

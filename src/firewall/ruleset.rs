@@ -56,8 +56,9 @@ impl Host {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputPath {
     pub family: Family,
-    /// The base chains on the ingress, prerouting and input hooks, in the
-    /// order the kernel runs them (hook, then priority).
+    /// The base chains on the ingress, prerouting and input hooks (and on
+    /// forward, when `forward_read`), in the order the kernel runs them
+    /// (hook, then priority).
     pub bases: Vec<Base>,
     pub tables: Vec<Table>,
     /// This host's own addresses in the family, loopback left out: where a
@@ -67,6 +68,13 @@ pub struct InputPath {
     /// This host's interfaces, loopback left out: where a packet from the
     /// network comes in. None when they could not be read.
     pub interfaces: Option<Vec<String>>,
+    /// The networks this host's interfaces are on: a packet translated to
+    /// an address in one leaves by that interface. None when not read.
+    pub networks: Option<Vec<(String, IpNet)>>,
+    /// Whether the forward hook's base chains were read (they are where a
+    /// port translated to another host is filtered): read only when a
+    /// managed port may be translated away.
+    pub forward_read: bool,
 }
 
 impl InputPath {
@@ -77,6 +85,8 @@ impl InputPath {
             tables: Vec::new(),
             local: None,
             interfaces: None,
+            networks: None,
+            forward_read: false,
         }
     }
 
@@ -84,6 +94,17 @@ impl InputPath {
     /// Equal priorities have no guaranteed order (the walk does not rely on one).
     pub fn order(&mut self) {
         self.bases.sort_by_key(|base| (base.hook, base.priority));
+    }
+
+    /// The interface a packet forwarded to `address` leaves by, when one of
+    /// this host's networks holds it.
+    pub fn leaving_by(&self, address: IpAddr) -> Option<&str> {
+        let networks = self.networks.as_ref()?;
+        networks
+            .iter()
+            .filter(|(_, net)| net.contains(&address))
+            .max_by_key(|(_, net)| net.prefix_len())
+            .map(|(name, _)| name.as_str())
     }
 
     /// The table at `index`, with the chain `name` of it, if both exist.
@@ -106,12 +127,15 @@ pub struct Base {
     pub device: Option<String>,
 }
 
-/// The hooks a packet for this host passes, in the order it passes them.
+/// The hooks a packet for this host passes, in the order it passes them;
+/// after prerouting, one translated to another host takes forward instead
+/// of input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hook {
     Ingress,
     Prerouting,
     Input,
+    Forward,
 }
 
 /// Before this priority on prerouting, connection tracking has not yet
@@ -344,6 +368,12 @@ pub enum Test {
     State(States),
     /// Its destination was translated (`ct status dnat`).
     Translated,
+    /// The destination port its connection was first sent to, before any
+    /// translation (`--ctorigdstport`, `ct original proto-dst`).
+    OriginalDestPort(Ranges),
+    /// The packet goes the reply way of its connection (`--ctdir REPLY`):
+    /// never the first packet of a new one.
+    Reply,
     /// `(flags & mask) == compare`, TCP flags.
     TcpFlags {
         mask: u8,

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 use crate::config::Family;
 
 /// The addresses of `family` on every interface but loopback; None when the
@@ -65,6 +67,52 @@ pub fn interfaces() -> Option<Vec<String>> {
     Some(found)
 }
 
+/// The networks this host's interfaces are on, loopback left out, each
+/// with its interface: a packet forwarded to an address in one of them
+/// leaves by that interface. None when they could not be read.
+pub fn networks(family: Family) -> Option<Vec<(String, IpNet)>> {
+    let mut first: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills in a list it allocates; freed below.
+    if unsafe { libc::getifaddrs(&mut first) } != 0 {
+        return None;
+    }
+    let mut found: Vec<(String, IpNet)> = Vec::new();
+    let mut at = first;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs made, not yet freed.
+        let entry = unsafe { &*at };
+        at = entry.ifa_next;
+        // SAFETY: non-null ifa_addr and ifa_netmask point to sockaddrs of
+        // the family they name; ifa_name is a NUL-terminated string.
+        let (address, mask, name) = unsafe {
+            (
+                address_of(entry.ifa_addr),
+                address_of(entry.ifa_netmask),
+                std::ffi::CStr::from_ptr(entry.ifa_name),
+            )
+        };
+        let (Some(address), Some(mask)) = (address, mask) else {
+            continue;
+        };
+        let ours = matches!(
+            (family, address),
+            (Family::Ipv4, IpAddr::V4(_)) | (Family::Ipv6, IpAddr::V6(_))
+        );
+        let Ok(net) = IpNet::with_netmask(address, mask) else {
+            continue;
+        };
+        let name = name.to_string_lossy().into_owned();
+        let entry = (name, net.trunc());
+        if ours && !address.is_loopback() && !found.contains(&entry) {
+            found.push(entry);
+        }
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(first) };
+    found.sort();
+    Some(found)
+}
+
 /// The address a sockaddr holds, for IPv4 and IPv6.
 ///
 /// # Safety
@@ -106,6 +154,10 @@ mod tests {
                 found.iter().all(|address| !address.is_loopback()),
                 "{found:?}"
             );
+            let networks = networks(family).expect("getifaddrs works");
+            assert!(networks.iter().all(|(name, net)| name != "lo"
+                && !net.addr().is_loopback()
+                && net.trunc() == *net));
         }
     }
 }

@@ -276,6 +276,10 @@ fn test_of(option: &Option_) -> Option<Test> {
         }
         ("conntrack", "--ctstatus") if value == "DNAT" => Some(Test::Translated),
         ("conntrack", "--ctdir") if value == "ORIGINAL" => None,
+        ("conntrack", "--ctdir") if value == "REPLY" => Some(Test::Reply),
+        ("conntrack", "--ctorigdstport") => {
+            ports(value).map(Test::OriginalDestPort).or_else(unknown)
+        }
         _ => module_option(option, value).unwrap_or_else(unknown),
     }
 }

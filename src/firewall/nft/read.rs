@@ -291,6 +291,7 @@ fn hooked(chain: &ChainObject) -> Option<Hooked> {
             "ingress" => Some(Hook::Ingress),
             "prerouting" => Some(Hook::Prerouting),
             "input" => Some(Hook::Input),
+            "forward" => Some(Hook::Forward),
             _ => None,
         },
         priority,
@@ -661,6 +662,10 @@ fn test_of(
     }
     if let Some(ct) = left.get("ct") {
         let key = ct.get("key").and_then(Value::as_str)?;
+        let original = ct.get("dir").and_then(Value::as_str) == Some("original");
+        if key == "proto-dst" && original && comparison {
+            return port_ranges(right).map(Test::OriginalDestPort);
+        }
         return ct_test(comparison, key, right);
     }
     if let Some(fib) = left.get("fib") {
@@ -820,6 +825,7 @@ fn ct_test(comparison: bool, key: &str, right: &Value) -> Option<Test> {
             value: u32::try_from(right.as_u64()?).ok()?,
         },
         "direction" if right.as_str() == Some("original") => Test::Always,
+        "direction" if right.as_str() == Some("reply") => Test::Reply,
         _ => return None,
     })
 }
@@ -1105,7 +1111,10 @@ fn render_object(key: &str, body: &Value) -> String {
             Some(key) => format!("meta {key}"),
             None => "meta".into(),
         },
-        "ct" => format!("ct {}", field("key")),
+        "ct" => match body.get("dir").and_then(Value::as_str) {
+            Some(dir) => format!("ct {dir} {}", field("key")),
+            None => format!("ct {}", field("key")),
+        },
         "fib" => format!(
             "fib {} {}",
             field("flags").replace(", ", " . "),
