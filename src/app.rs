@@ -11,6 +11,7 @@ use crate::check::{self, Severity};
 use crate::cli::{Cli, Command as Subcommand};
 use crate::config::{self, Config, ConfigError};
 pub use crate::exit::Exit;
+use crate::firewall::forward::Mirror;
 use crate::firewall::leftovers;
 use crate::firewall::model::Holdings;
 use crate::firewall::plan;
@@ -562,6 +563,17 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     let seen = sources_seen(&kept, &wanted);
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
     let mut lines = backend.dry_run(&steps, &holdings);
+    // The forward path mirrors portlocker's place as the steps would leave it.
+    let mut after = holdings.clone();
+    for step in &steps {
+        after.record(config, &step.change);
+    }
+    let forwarded = backend.forward(&Mirror::of(config, &after), true);
+    lines.extend(forwarded.said);
+    lines.extend(
+        (forwarded.errors.iter())
+            .map(|error| format!("# could not read the forward path: {error}")),
+    );
     drop(backend);
     let elsewhere = leftovers::Elsewhere::of(config, &state);
     lines.extend(leftovers::dry_run(&elsewhere, SystemRunner::new(config)));

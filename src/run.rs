@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, Local, Utc};
 
 use crate::config::{Config, Family, ServiceName, Unnamed};
 use crate::exit::Exit;
+use crate::firewall::forward::Mirror;
 use crate::firewall::host::{self, Recall};
 use crate::firewall::leftovers;
 use crate::firewall::model::{self, Change, Holdings, Listed, PortState};
@@ -716,10 +717,10 @@ fn notices(config: &Config, holdings: &Holdings, mut notices: Vec<String>) -> Ve
         .any(|held| held.docker_user)
     {
         notices.push(
-            "Docker is here (a DOCKER-USER chain exists): ports published by containers bypass INPUT, \
-             where portlocker closes ports. It judges them where they are forwarded, but does not \
-             close them; filter them in DOCKER-USER by the published port: `iptables -I DOCKER-USER \
-             -p tcp -m conntrack --ctorigdstport PORT --ctdir ORIGINAL -j DROP`"
+            "Docker is here (a DOCKER-USER chain exists): ports its containers publish bypass \
+             INPUT, so portlocker's rules are mirrored where they are forwarded (first in \
+             DOCKER-USER; with nftables, table inet portlocker-fwd), matched by the port a \
+             connection was sent to"
                 .into(),
         );
     }
@@ -841,6 +842,11 @@ fn reconcile<'a, R: Runner + 'a>(
         unusable,
         gone,
     } = enforced;
+    // Ports Docker publishes go through forwarding, where the rules on
+    // input never see them: portlocker's, as its place now holds them, go
+    // there too.
+    let forwarded = backend.forward(&Mirror::of(config, &holdings), false);
+    errors.extend(forwarded.errors);
     // A way in that cannot be read cannot be told closed: the run fails on it.
     let (read, read_errors) = backend.read_host();
     errors.extend(read_errors);
@@ -882,7 +888,7 @@ fn reconcile<'a, R: Runner + 'a>(
     Reconciled {
         holdings,
         host,
-        changes: applied.made.len() + tidied_changes,
+        changes: applied.made.len() + forwarded.changes + tidied_changes,
         touched: applied.made.iter().filter_map(service_of).collect(),
         notices,
         failure,

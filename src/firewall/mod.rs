@@ -7,6 +7,7 @@
 pub mod eval;
 #[cfg(test)]
 pub(crate) mod fake;
+pub(crate) mod forward;
 pub mod host;
 pub(crate) mod iptables;
 pub(crate) mod leftovers;
@@ -94,6 +95,11 @@ pub trait FirewallBackend {
     /// and what makes it, exactly as a run would; empty when a run would
     /// change nothing.
     fn dry_run(&mut self, steps: &[Step], holdings: &Holdings) -> Vec<String>;
+
+    /// Makes the forward path of ports Docker publishes hold `mirror`,
+    /// portlocker's rules matched by the port a connection was sent to
+    /// (`forward.rs`); with `dry`, says what it would do instead.
+    fn forward(&mut self, mirror: &forward::Mirror, dry: bool) -> forward::Forwarded;
 
     /// Removes everything portlocker put into the firewall.
     fn reset(&mut self) -> Reset;

@@ -108,7 +108,7 @@ impl Rule {
     }
 
     /// The time match for the deadline, as given and as listed.
-    fn time_match(&self) -> Vec<String> {
+    pub fn time_match(&self) -> Vec<String> {
         let Some(deadline) = self.deadline else {
             return Vec::new();
         };

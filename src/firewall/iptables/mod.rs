@@ -10,11 +10,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod flavours;
+pub(crate) mod forward;
 pub(crate) mod nft_only;
 pub(crate) mod read;
 
 use crate::config::{ChainName, Config, Family, ServiceName};
 use crate::firewall::eval::Cited;
+use crate::firewall::forward::{Forwarded, Mirror};
 use crate::firewall::model::{
     self, ChainRules, Change, FamilyHoldings, Holdings, Listed, Rule, appended_by, rule_of,
 };
@@ -773,6 +775,10 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         lines
     }
 
+    fn forward(&mut self, mirror: &Mirror, dry: bool) -> Forwarded {
+        Firewall::forward(self, mirror, dry)
+    }
+
     fn reset(&mut self) -> Reset {
         let (mut holdings, mut errors) = Firewall::observe(self, false);
         if errors.iter().any(CommandError::needs_root) {
@@ -784,8 +790,11 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         let (steps, kept) = plan::reset(self.config, &holdings);
         let applied = Firewall::apply(self, &steps, &mut holdings);
         errors.extend(applied.errors);
+        let forwarded = Firewall::forward(self, &Mirror::nothing(self.config), false);
+        errors.extend(forwarded.errors);
         let swept = flavours::sweep(self.config, &mut self.runner);
         let mut said: Vec<String> = applied.made.iter().map(ToString::to_string).collect();
+        said.extend(forwarded.said);
         said.extend(swept.tell_reset());
         errors.extend(swept.failed);
         for (family, rules) in &kept {
@@ -797,7 +806,7 @@ impl<R: Runner> FirewallBackend for Firewall<'_, R> {
         }
         Reset {
             said,
-            changes: applied.made.len() + swept.removed.len(),
+            changes: applied.made.len() + forwarded.changes + swept.removed.len(),
             errors,
         }
     }

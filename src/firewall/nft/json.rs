@@ -102,6 +102,7 @@ pub struct Chain<'a> {
     pub hook: Option<Str<'a>>,
     #[serde(borrow)]
     pub policy: Option<Str<'a>>,
+    pub prio: Option<i64>,
 }
 
 /// A rule: where it is, and its statements in order.
@@ -152,6 +153,9 @@ pub enum Operand<'a> {
     Meta(Str<'a>),
     /// `{"ct": {"key": K}}`
     Ct(Str<'a>),
+    /// `{"ct": {"key": K, "dir": "original"}}`: of the connection's first
+    /// direction, as it was before any translation.
+    CtOriginal(Str<'a>),
     /// `{"payload": {"protocol": P, "field": F}}`
     Payload {
         protocol: Str<'a>,
@@ -405,9 +409,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for Operand<'a> {
                     return Ok(Operand::Other);
                 };
                 let operand = match &*key {
-                    "meta" | "ct" => match fields(&mut map, ["key"])? {
-                        [Operand::Text(name)] if &*key == "meta" => Operand::Meta(name),
-                        [Operand::Text(name)] => Operand::Ct(name),
+                    "meta" => match fields(&mut map, ["key"])? {
+                        [Operand::Text(name)] => Operand::Meta(name),
+                        _ => Operand::Other,
+                    },
+                    "ct" => match fields(&mut map, ["key", "dir"])? {
+                        [Operand::Text(name), Operand::Other] => Operand::Ct(name),
+                        [Operand::Text(name), Operand::Text(dir)] if &*dir == "original" => {
+                            Operand::CtOriginal(name)
+                        }
                         _ => Operand::Other,
                     },
                     "payload" => match fields(&mut map, ["protocol", "field"])? {

@@ -24,6 +24,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, Protocol, ServiceName};
 use crate::firewall::eval::Cited;
+use crate::firewall::forward::{Forwarded, Mirror};
 use crate::firewall::model::{
     ChainRules, Change, FamilyHoldings, Holdings, JumpTag, KernelTime, Listed, Rule, appended_by,
     rule_of,
@@ -35,6 +36,7 @@ use crate::firewall::{
 };
 use crate::sys::runner::{Command, CommandError, Completion, Failure, Runner};
 
+pub(crate) mod forward;
 mod json;
 pub(crate) mod read;
 use json::{Expr, Object, Operand, text};
@@ -191,6 +193,69 @@ impl<'a, R: Runner> Nft<'a, R> {
     }
 }
 
+impl<R: Runner> Nft<'_, R> {
+    /// Deletes portlocker's table, whether or not it can be read.
+    fn reset_table(&mut self) -> Reset {
+        let listing = match self.list() {
+            Ok(listing) => listing,
+            // Deleting the table needs no listing: what it held is unknown,
+            // not what decides whether it goes.
+            Err(error) if error.needs_root() => {
+                return Reset {
+                    errors: vec![error],
+                    ..Reset::default()
+                };
+            }
+            Err(error) => {
+                log::warn!("{error}; deleting table {TABLE} unread");
+                let said = vec![format!("delete table {TABLE} (not readable)")];
+                return match self.commit(&WRITE, &Script::deleting(), &said, 1) {
+                    Ok(_) => Reset {
+                        changes: 1,
+                        said,
+                        errors: Vec::new(),
+                    },
+                    Err(error) => Reset {
+                        errors: vec![error],
+                        ..Reset::default()
+                    },
+                };
+            }
+        };
+        if !listing.table {
+            return Reset::default();
+        }
+        let mut said: Vec<String> = self
+            .config
+            .families()
+            .into_iter()
+            .flat_map(|family| {
+                let held = listing.family(self.config, family);
+                let tags: Vec<String> = held
+                    .tagged(self.config)
+                    .filter_map(|rule| rule.tag().map(str::to_owned))
+                    .collect();
+                tags.into_iter()
+                    .map(move |tag| format!("{family}: remove rule {tag}"))
+            })
+            .collect();
+        said.push(format!("delete table {TABLE}"));
+        let script = Script::deleting();
+        // Not echoed: nft echoes no delete.
+        match self.commit(&WRITE, &script, &said, said.len()) {
+            Ok(_) => Reset {
+                changes: said.len(),
+                said,
+                errors: Vec::new(),
+            },
+            Err(error) => Reset {
+                errors: vec![error],
+                ..Reset::default()
+            },
+        }
+    }
+}
+
 impl<R: Runner> FirewallBackend for Nft<'_, R> {
     fn broken(&self) -> Vec<(PathBuf, String)> {
         let nft = &self.config.firewall.nft;
@@ -326,64 +391,21 @@ impl<R: Runner> FirewallBackend for Nft<'_, R> {
         lines
     }
 
+    fn forward(&mut self, mirror: &Mirror, dry: bool) -> Forwarded {
+        Nft::forward(self, mirror, dry)
+    }
+
+    /// Deletes portlocker's table, then the mirror's.
     fn reset(&mut self) -> Reset {
-        let listing = match self.list() {
-            Ok(listing) => listing,
-            // Deleting the table needs no listing: what it held is unknown,
-            // not what decides whether it goes.
-            Err(error) if error.needs_root() => {
-                return Reset {
-                    errors: vec![error],
-                    ..Reset::default()
-                };
-            }
-            Err(error) => {
-                log::warn!("{error}; deleting table {TABLE} unread");
-                let said = vec![format!("delete table {TABLE} (not readable)")];
-                return match self.commit(&WRITE, &Script::deleting(), &said, 1) {
-                    Ok(_) => Reset {
-                        changes: 1,
-                        said,
-                        errors: Vec::new(),
-                    },
-                    Err(error) => Reset {
-                        errors: vec![error],
-                        ..Reset::default()
-                    },
-                };
-            }
-        };
-        if !listing.table {
-            return Reset::default();
+        let mut reset = self.reset_table();
+        if reset.errors.iter().any(CommandError::needs_root) {
+            return reset;
         }
-        let mut said: Vec<String> = self
-            .config
-            .families()
-            .into_iter()
-            .flat_map(|family| {
-                let held = listing.family(self.config, family);
-                let tags: Vec<String> = held
-                    .tagged(self.config)
-                    .filter_map(|rule| rule.tag().map(str::to_owned))
-                    .collect();
-                tags.into_iter()
-                    .map(move |tag| format!("{family}: remove rule {tag}"))
-            })
-            .collect();
-        said.push(format!("delete table {TABLE}"));
-        let script = Script::deleting();
-        // Not echoed: nft echoes no delete.
-        match self.commit(&WRITE, &script, &said, said.len()) {
-            Ok(_) => Reset {
-                changes: said.len(),
-                said,
-                errors: Vec::new(),
-            },
-            Err(error) => Reset {
-                errors: vec![error],
-                ..Reset::default()
-            },
-        }
+        let forwarded = Nft::forward(self, &Mirror::nothing(self.config), false);
+        reset.said.extend(forwarded.said);
+        reset.changes += forwarded.changes;
+        reset.errors.extend(forwarded.errors);
+        reset
     }
 
     fn tidy(&mut self) -> Tidied {
@@ -686,6 +708,11 @@ fn blind_script<'c>(changes: &[&'c Change]) -> (Script, Vec<&'c Change>) {
 /// (`keep_established`), deadline (UTC: the runner sets TZ=UTC0), verdict
 /// and tag.
 pub fn nft_rule(rule: &Rule) -> String {
+    nft_rule_on(rule, |protocol, ports| format!("{protocol} dport {ports}"))
+}
+
+/// `nft_rule`, its ports matched by `on(protocol, ports)`.
+fn nft_rule_on(rule: &Rule, on: impl FnOnce(&str, &str) -> String) -> String {
     let mut words = vec!["meta nfproto".to_owned()];
     words.push(
         match rule.family {
@@ -706,7 +733,7 @@ pub fn nft_rule(rule: &Rule) -> String {
         true => rule.ports.first.to_string(),
         false => format!("{}-{}", rule.ports.first, rule.ports.last),
     };
-    words.push(format!("{protocol} dport {ports}"));
+    words.push(on(protocol, &ports));
     if rule.keep_established && rule.source.is_none() {
         words.push(
             match rule.ports.protocol {
@@ -1014,6 +1041,12 @@ struct Matches {
     /// `<` or `>=`, and the moment.
     time: Option<(String, KernelTime)>,
     verdict: Option<String>,
+    /// What the mirror's rules match instead of a port (`nft/forward.rs`):
+    /// `ct status dnat`, `ct direction original`, and the ports of
+    /// `ct original proto-dst`.
+    dnat: bool,
+    original_direction: bool,
+    original_ports: Option<(u16, u16)>,
 }
 
 /// A listed nft rule as the words the model reads it as: those of the
@@ -1026,12 +1059,7 @@ fn words_of(listed: &json::Rule, config: &Config) -> (Option<Family>, Vec<String
         .expr
         .iter()
         .all(|expression| found.take(expression).is_some());
-    let family = match (found.nfproto, found.source) {
-        (Some(named), Some(source)) if family_of(&source) != named => None,
-        (Some(named), _) => Some(named),
-        (None, Some(source)) => Some(family_of(&source)),
-        (None, None) => None,
-    };
+    let family = found.family();
     if known
         && let Some(family) = family
         && let Some(rule) = found.rule(config, family, listed.comment.as_deref())
@@ -1070,6 +1098,17 @@ fn family_of(net: &IpNet) -> Family {
 }
 
 impl Matches {
+    /// The family the rule names (by `meta nfproto`, or its source's
+    /// address); None when it names none, or two.
+    fn family(&self) -> Option<Family> {
+        match (self.nfproto, self.source) {
+            (Some(named), Some(source)) if family_of(&source) != named => None,
+            (Some(named), _) => Some(named),
+            (None, Some(source)) => Some(family_of(&source)),
+            (None, None) => None,
+        }
+    }
+
     /// Takes in one expression; None when it is not one of portlocker's kinds.
     fn take(&mut self, expression: &Expr) -> Option<()> {
         if self.verdict.is_some() {
@@ -1097,6 +1136,19 @@ impl Matches {
             },
             Operand::And(and) => self.take_syn(and, operator, right),
             Operand::Ct(key) if &**key == "state" => self.take_new(operator, right),
+            // nft lists `ct status dnat` as a bit test (`in`).
+            Operand::Ct(key) if matches!(operator, "==" | "in") => {
+                let flag = match (&**key, right.text()?) {
+                    ("status", "dnat") => &mut self.dnat,
+                    ("direction", "original") => &mut self.original_direction,
+                    _ => return None,
+                };
+                (!*flag).then(|| *flag = true)
+            }
+            Operand::CtOriginal(key) if &**key == "proto-dst" && operator == "==" => {
+                let ports = port_span(right)?;
+                set(&mut self.original_ports, ports)
+            }
             _ => None,
         }
     }
@@ -1138,17 +1190,7 @@ impl Matches {
     /// `tcp dport` or `udp dport`: one port or a range.
     fn take_ports(&mut self, protocol_name: &str, right: &Operand) -> Option<()> {
         self.protocol(protocol(protocol_name)?)?;
-        let port = |operand: &Operand| match operand {
-            Operand::Number(port) => u16::try_from(*port).ok(),
-            _ => None,
-        };
-        let ports = match right {
-            Operand::Range(bounds) => match &bounds[..] {
-                [first, last] => (port(first)?, port(last)?),
-                _ => return None,
-            },
-            single => (port(single)?, port(single)?),
-        };
+        let ports = port_span(right)?;
         set(&mut self.ports, ports)
     }
 
@@ -1169,6 +1211,8 @@ impl Matches {
             && mask? == ["fin", "syn", "rst", "ack"]
             && operator == "=="
             && right.text()? == "syn";
+        // It implies TCP: nft lists no `meta l4proto tcp` beside it.
+        self.protocol(Protocol::Tcp)?;
         (syn && !self.syn).then(|| self.syn = true)
     }
 
@@ -1195,9 +1239,32 @@ impl Matches {
 
     /// The rule portlocker makes that these matches are, if they are one.
     fn rule(&self, config: &Config, family: Family, comment: Option<&str>) -> Option<Rule> {
+        let mirrored = self.dnat || self.original_direction || self.original_ports.is_some();
+        match mirrored {
+            true => None,
+            false => self.rule_on(config, family, comment, self.ports?),
+        }
+    }
+
+    /// The rule of portlocker's that these matches mirror onto the forward
+    /// path (`forward::nft_rule`), if they are one.
+    fn mirrored(&self, config: &Config, family: Family, comment: Option<&str>) -> Option<Rule> {
+        match self.dnat && self.original_direction && self.ports.is_none() {
+            true => self.rule_on(config, family, comment, self.original_ports?),
+            false => None,
+        }
+    }
+
+    /// The rule these matches are, for a rule on ports `first..=last`.
+    fn rule_on(
+        &self,
+        config: &Config,
+        family: Family,
+        comment: Option<&str>,
+        (first, last): (u16, u16),
+    ) -> Option<Rule> {
         let service = ServiceName::new(comment?.strip_prefix("portlocker:")?).ok()?;
         let protocol = self.protocol?;
-        let (first, last) = self.ports?;
         let ports = PortSpec::parse(&format!("{first}-{last}/{}", protocol.as_str())).ok()?;
         let keep_established = match (protocol, self.syn, self.new) {
             (_, false, false) => false,
@@ -1242,6 +1309,21 @@ fn protocol(name: &str) -> Option<Protocol> {
         "tcp" => Some(Protocol::Tcp),
         "udp" => Some(Protocol::Udp),
         _ => None,
+    }
+}
+
+/// One port or a range, as nft lists it: `22`, `{"range": [8000, 8010]}`.
+fn port_span(value: &Operand) -> Option<(u16, u16)> {
+    let port = |operand: &Operand| match operand {
+        Operand::Number(port) => u16::try_from(*port).ok(),
+        _ => None,
+    };
+    match value {
+        Operand::Range(bounds) => match &bounds[..] {
+            [first, last] => Some((port(first)?, port(last)?)),
+            _ => None,
+        },
+        single => Some((port(single)?, port(single)?)),
     }
 }
 
@@ -1791,6 +1873,12 @@ mod tests {
                         ),
                     },
                     ["-j", "list", "chains"] => done(0, &self.all_chains(), ""),
+                    // No Docker here: the mirror's table is never made.
+                    ["-j", "list", "table", "inet", "portlocker-fwd"] => done(
+                        1,
+                        "",
+                        "Error: No such file or directory\nlist table inet portlocker-fwd\n",
+                    ),
                     ["-f", "-"] | ["-e", "-j", "-f", "-"] if self.refusal.is_some() => {
                         done(1, "", self.refusal.as_deref().unwrap())
                     }

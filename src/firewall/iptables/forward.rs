@@ -1,0 +1,248 @@
+//! The mirror (`firewall/forward.rs`) in iptables: a chain of portlocker's
+//! (`PORTLOCKER-FWD`) jumped to first from Docker's DOCKER-USER, which
+//! Docker calls first from FORWARD and never rewrites. Its rules are
+//! portlocker's, each matching the port the connection was sent to
+//! (`-m conntrack --ctstate DNAT --ctorigdstport P --ctdir ORIGINAL`)
+//! instead of the port it meets: a source let in returns to DOCKER-USER, a
+//! drop drops. Written whole, with its jump, in one `iptables-restore
+//! --noflush` transaction (declaring the chain empties it), only when what
+//! is listed differs; removed the same way when Docker or the rules go.
+
+use crate::config::{Family, Protocol};
+use crate::firewall::forward::{Forwarded, Mirror, place_name};
+use crate::firewall::model::{ChainRules, Rule};
+
+use super::{Command, CommandError, Firewall, Runner, XTABLES_WAIT_SECS, restore_line};
+
+/// Docker's chain for its users' rules.
+const DOCKER_USER: &str = "DOCKER-USER";
+
+/// `rule` as it filters forwarded connections, in the words `iptables -S`
+/// lists it with (which are also the words it is written with).
+pub fn spec(rule: &Rule) -> Vec<String> {
+    let protocol = rule.ports.protocol.as_str();
+    let mut spec = Vec::new();
+    if let Some(source) = rule.source {
+        spec.extend(["-s".to_owned(), source.to_string()]);
+    }
+    spec.extend(["-p".to_owned(), protocol.to_owned()]);
+    let new_only = rule.keep_established && rule.source.is_none();
+    if new_only && rule.ports.protocol == Protocol::Tcp {
+        spec.extend(["-m", "tcp", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"].map(String::from));
+    }
+    spec.extend(["-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport"].map(String::from));
+    spec.push(rule.ports.dport());
+    spec.extend(["--ctdir", "ORIGINAL"].map(String::from));
+    if new_only && rule.ports.protocol == Protocol::Udp {
+        spec.extend(["-m", "conntrack", "--ctstate", "NEW"].map(String::from));
+    }
+    spec.extend(rule.time_match());
+    spec.extend(["-m", "comment", "--comment"].map(String::from));
+    spec.push(rule.tag());
+    let target = match rule.source {
+        Some(_) => "RETURN",
+        None => "DROP",
+    };
+    spec.extend(["-j".to_owned(), target.to_owned()]);
+    spec
+}
+
+/// The restore input that makes the mirror hold `wanted` in chain `name`,
+/// given what DOCKER-USER and the chain hold; None when they hold it
+/// already. With Docker gone or nothing to mirror, the chain goes.
+fn transaction(
+    name: &str,
+    wanted: &[Vec<String>],
+    docker_user: Option<&ChainRules>,
+    ours: Option<&ChainRules>,
+) -> Option<String> {
+    let jump = ["-j".to_owned(), name.to_owned()];
+    let jumps: Vec<usize> = docker_user.map_or(Vec::new(), |chain| {
+        let at = chain.rules.iter().enumerate();
+        at.filter(|(_, rule)| rule.spec == jump)
+            .map(|(index, _)| index)
+            .collect()
+    });
+    let held: Option<Vec<&Vec<String>>> =
+        ours.map(|chain| chain.rules.iter().map(|rule| &rule.spec).collect());
+    let keep = docker_user.is_some() && !wanted.is_empty();
+    let in_place = match keep {
+        true => held.is_some_and(|held| held.iter().copied().eq(wanted)) && jumps == [0],
+        false => held.is_none() && jumps.is_empty(),
+    };
+    if in_place {
+        return None;
+    }
+    let mut lines = vec!["*filter".to_owned(), format!(":{name} - [0:0]")];
+    let unjump = restore_line(&[&["-D".to_owned(), DOCKER_USER.to_owned()][..], &jump].concat());
+    lines.extend(jumps.iter().map(|_| unjump.clone()));
+    match keep {
+        true => {
+            for spec in wanted {
+                let words = [&["-A".to_owned(), name.to_owned()][..], spec].concat();
+                lines.push(restore_line(&words));
+            }
+            lines.push(format!("-I {DOCKER_USER} 1 -j {name}"));
+        }
+        false => lines.push(format!("-X {name}")),
+    }
+    lines.push("COMMIT".to_owned());
+    Some(lines.join("\n") + "\n")
+}
+
+impl<R: Runner> Firewall<'_, R> {
+    /// Makes each family's forward path hold the mirror (`dry`: says what
+    /// it would do instead).
+    pub fn forward(&mut self, mirror: &Mirror, dry: bool) -> Forwarded {
+        let mut forwarded = Forwarded::default();
+        for (&family, rules) in &mirror.families {
+            if self.unusable.contains_key(&family) {
+                continue;
+            }
+            if let Err(error) = self.forward_family(family, rules, dry, &mut forwarded) {
+                forwarded.errors.push(error);
+            }
+        }
+        forwarded
+    }
+
+    fn forward_family(
+        &mut self,
+        family: Family,
+        rules: &[Rule],
+        dry: bool,
+        forwarded: &mut Forwarded,
+    ) -> Result<(), CommandError> {
+        let name = place_name(self.config);
+        let docker_user = self.list(family, DOCKER_USER)?;
+        let ours = match docker_user.is_some() {
+            true => self.list(family, &name)?,
+            // A chain of portlocker's outlives DOCKER-USER only if Docker
+            // went with its chain: looked for only where it was written.
+            false => None,
+        };
+        let wanted: Vec<Vec<String>> = rules.iter().map(spec).collect();
+        let Some(text) = transaction(&name, &wanted, docker_user.as_ref(), ours.as_ref()) else {
+            return Ok(());
+        };
+        let command = Command {
+            program: self.config.restore_binary(family).to_owned(),
+            args: ["--noflush", "-w", &XTABLES_WAIT_SECS.to_string()]
+                .map(String::from)
+                .to_vec(),
+            stdin: Some(text),
+        };
+        let what = match wanted.is_empty() {
+            false => format!(
+                "{family}: ports Docker publishes: {name} holds portlocker's {} rules, first in \
+                 {DOCKER_USER}",
+                wanted.len()
+            ),
+            true => format!("{family}: ports Docker publishes: {name} removed"),
+        };
+        forwarded.commit(what, command, dry, |command| self.run(command))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChainName, PortSpec, ServiceName};
+    use crate::firewall::model::{KernelTime, Listed};
+
+    fn rule(ports: &str, keep_established: bool) -> Rule {
+        Rule {
+            family: Family::Ipv4,
+            chain: ChainName::new("PORTLOCKER").unwrap(),
+            service: ServiceName::new("web").unwrap(),
+            ports: PortSpec::parse(ports).unwrap(),
+            keep_established,
+            source: None,
+            deadline: None,
+        }
+    }
+
+    fn chain(lines: &[&str]) -> ChainRules {
+        ChainRules {
+            policy: None,
+            rules: lines
+                .iter()
+                .map(|line| Listed::new(line.split(' ').map(String::from).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rules_match_the_port_a_connection_was_sent_to() {
+        let words = |rule: &Rule| spec(rule).join(" ");
+        assert_eq!(
+            words(&rule("8080", true)),
+            "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate DNAT \
+             --ctorigdstport 8080 --ctdir ORIGINAL -m comment --comment portlocker:web -j DROP"
+        );
+        assert_eq!(
+            words(&rule("8000-8010/udp", true)),
+            "-p udp -m conntrack --ctstate DNAT --ctorigdstport 8000:8010 --ctdir ORIGINAL \
+             -m conntrack --ctstate NEW -m comment --comment portlocker:web -j DROP"
+        );
+        let deadline = KernelTime::from_listed("2026-12-08T12:00:00");
+        let letting = rule("8080", true)
+            .letting("198.51.100.0/24".parse().unwrap())
+            .until(deadline);
+        assert_eq!(
+            words(&letting),
+            "-s 198.51.100.0/24 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 \
+             --ctdir ORIGINAL -m time --datestop 2026-12-08T12:00:00 -m comment --comment \
+             portlocker:web -j RETURN"
+        );
+    }
+
+    #[test]
+    fn the_chain_is_written_whole_with_its_jump_first_only_when_it_differs() {
+        let wanted = vec![spec(&rule("8080", false))];
+        let wanted_line = format!("-A PORTLOCKER-FWD {}", wanted[0].join(" "));
+        let docker = chain(&["-j RETURN"]);
+        let made = transaction("PORTLOCKER-FWD", &wanted, Some(&docker), None).unwrap();
+        assert_eq!(
+            made,
+            format!(
+                "*filter\n:PORTLOCKER-FWD - [0:0]\n{wanted_line}\n\
+                 -I DOCKER-USER 1 -j PORTLOCKER-FWD\nCOMMIT\n"
+            )
+        );
+        // In place: nothing to do.
+        let jumped = chain(&["-j PORTLOCKER-FWD", "-j RETURN"]);
+        let ours = ChainRules {
+            policy: None,
+            rules: vec![Listed::new(wanted[0].clone())],
+        };
+        assert_eq!(
+            transaction("PORTLOCKER-FWD", &wanted, Some(&jumped), Some(&ours)),
+            None
+        );
+        // A jump not first (an owner's RETURN above it would let a port
+        // past): every jump goes, one goes back on top.
+        let late = chain(&["-s 10.0.0.0/8 -j RETURN", "-j PORTLOCKER-FWD"]);
+        let made = transaction("PORTLOCKER-FWD", &wanted, Some(&late), Some(&ours)).unwrap();
+        assert!(
+            made.contains(
+                "-D DOCKER-USER -j PORTLOCKER-FWD\n{wanted_line}\n-I DOCKER-USER 1 -j PORTLOCKER-FWD"
+                    .replace("{wanted_line}", &wanted_line)
+                    .as_str()
+            ),
+            "{made}"
+        );
+        // Nothing to mirror: the chain and its jump go.
+        let gone = transaction("PORTLOCKER-FWD", &[], Some(&jumped), Some(&ours)).unwrap();
+        assert_eq!(
+            gone,
+            "*filter\n:PORTLOCKER-FWD - [0:0]\n-D DOCKER-USER -j PORTLOCKER-FWD\n\
+             -X PORTLOCKER-FWD\nCOMMIT\n"
+        );
+        assert_eq!(
+            transaction("PORTLOCKER-FWD", &[], Some(&docker), None),
+            None
+        );
+        assert_eq!(transaction("PORTLOCKER-FWD", &wanted, None, None), None);
+    }
+}
