@@ -1054,3 +1054,43 @@ fn run_tool(argv: &[&str]) {
     let status = Command::new(argv[0]).args(&argv[1..]).status().unwrap();
     assert!(status.success(), "{argv:?}");
 }
+
+/// `watch` puts the mirror back when it goes: when Docker makes its chain
+/// anew (restarting, it empties DOCKER-USER) or the table is deleted.
+#[test]
+fn watch_puts_back_the_mirror_docker_or_an_admin_took_away() {
+    let test = "watch_puts_back_the_mirror_docker_or_an_admin_took_away";
+    let Some((peer, _container)) = docker_host(test) else {
+        return;
+    };
+    let takings: [(Backend, Step); 2] = [
+        (Backend::Iptables, &|| {
+            load(
+                "/usr/sbin/iptables-restore",
+                &["-w", "5", "--noflush"],
+                "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n",
+            )
+        }),
+        (Backend::Nftables, &|| {
+            run_tool(&["/usr/sbin/nft", "delete", "table", "inet", "portlocker-fwd"])
+        }),
+    ];
+    for (backend, take_away) in takings {
+        let env = portlocker(backend, "ipv6 = false", "web = 8080\n");
+        let config = fs::read_to_string(env.path("config.toml")).unwrap();
+        env.write_config(&format!("{config}\n[watch]\nevery = \"1h\"\n"));
+        env.control("close web\n");
+        let mut watcher = common::watcher::Watcher::start(&env, &[]);
+        let shut = || !peer.connects("192.0.2.2", peer::SERVER_V4, 8080);
+        common::watcher::wait_for("web closed", shut);
+        take_away();
+        assert!(
+            peer.reaches("192.0.2.2", peer::SERVER_V4, 8080),
+            "{backend:?}"
+        );
+        common::watcher::wait_for("the mirror put back", shut);
+        watcher.signal(libc::SIGTERM);
+        assert_eq!(watcher.exit_code(), Some(0));
+        env.run(&["reset"]).expect(0);
+    }
+}

@@ -25,7 +25,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::config::{BackendKind, Config, ConfigError};
 use crate::exit::Exit;
-use crate::firewall;
+use crate::firewall::{self, forward};
 use crate::intake::fetch::Fetcher;
 use crate::intake::state::{self, RunLock};
 use crate::report::logging;
@@ -640,7 +640,10 @@ impl Drop for Told {
 fn place_of(config: &Config) -> Place {
     match config.firewall.backend {
         BackendKind::Nftables => Place {
-            tables: vec![(netlink::NFPROTO_INET, "portlocker".into())],
+            tables: vec![
+                (netlink::NFPROTO_INET, "portlocker".into()),
+                (netlink::NFPROTO_INET, "portlocker-fwd".into()),
+            ],
             chains: Vec::new(),
         },
         BackendKind::Iptables => {
@@ -648,9 +651,15 @@ fn place_of(config: &Config) -> Place {
             if config.firewall.ipv6 {
                 tables.push((netlink::NFPROTO_IPV6, "filter".to_owned()));
             }
+            // And where ports Docker publishes are filtered (`forward.rs`).
             Place {
                 tables,
-                chains: vec!["INPUT".into(), config.firewall.chain.to_string()],
+                chains: vec![
+                    "INPUT".into(),
+                    config.firewall.chain.to_string(),
+                    "DOCKER-USER".into(),
+                    forward::place_name(config),
+                ],
             }
         }
     }

@@ -7,6 +7,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use crate::config::{Config, Family};
+use crate::firewall::forward::Mirror;
 use crate::firewall::{self, plan};
 use crate::intake::state::{Loaded, State};
 use crate::intake::{self};
@@ -60,7 +61,13 @@ fn look_quietly(config: &Config, now: DateTime<FixedOffset>) -> Look {
     if let Some(error) = errors.first() {
         return Look::Unread(error.to_string());
     }
-    match plan::plan(config, &resolved.wants(), &holdings, &seen).len() {
+    let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
+    // Where Docker forwards: the mirror of portlocker's place as it is.
+    let mirrored = backend.forward(&Mirror::of(config, &holdings), true);
+    if let Some(error) = mirrored.errors.first() {
+        return Look::Unread(error.to_string());
+    }
+    match steps.len() + usize::from(!mirrored.said.is_empty()) {
         0 => Look::Whole,
         changes => Look::Differs {
             changes,
