@@ -65,9 +65,16 @@ fn transaction(
     });
     let held: Option<Vec<&Vec<String>>> =
         ours.map(|chain| chain.rules.iter().map(|rule| &rule.spec).collect());
+    // First, or after other configs' mirrors only (they drop or return
+    // alike): never after a rule that could let a port past it.
+    let first = docker_user.is_some_and(|chain| {
+        let above = |index: usize| &chain.rules[..index];
+        let mirror = |spec: &[String]| matches!(spec, [j, to] if j == "-j" && to.ends_with("-FWD"));
+        jumps.len() == 1 && above(jumps[0]).iter().all(|rule| mirror(&rule.spec))
+    });
     let keep = docker_user.is_some() && !wanted.is_empty();
     let in_place = match keep {
-        true => held.is_some_and(|held| held.iter().copied().eq(wanted)) && jumps == [0],
+        true => held.is_some_and(|held| held.iter().copied().eq(wanted)) && first,
         false => held.is_none() && jumps.is_empty(),
     };
     if in_place {
@@ -231,6 +238,12 @@ mod tests {
                     .as_str()
             ),
             "{made}"
+        );
+        // After another config's mirror: in place (the two never swap).
+        let second = chain(&["-j OTHER-FWD", "-j PORTLOCKER-FWD", "-j RETURN"]);
+        assert_eq!(
+            transaction("PORTLOCKER-FWD", &wanted, Some(&second), Some(&ours)),
+            None
         );
         // Nothing to mirror: the chain and its jump go.
         let gone = transaction("PORTLOCKER-FWD", &[], Some(&jumped), Some(&ours)).unwrap();
