@@ -568,7 +568,8 @@ fn dry_run(config: &Config, offline: bool) -> Result<Exit> {
     for step in &steps {
         after.record(config, &step.change);
     }
-    let forwarded = backend.forward(&Mirror::of(config, &after), true);
+    let mirror = Mirror::of(config, &after).knowing_docker(state.docker_seen);
+    let forwarded = backend.forward(&mirror, true);
     lines.extend(forwarded.said);
     lines.extend(
         (forwarded.errors.iter())

@@ -16,7 +16,7 @@ use crate::firewall::eval::Cited;
 use crate::firewall::host;
 use crate::firewall::model::Holdings;
 use crate::firewall::plan::{self, SourcesSeen};
-use crate::firewall::ruleset::{Host, Tool};
+use crate::firewall::ruleset::{Host, InputPath, Manager, Tool};
 use crate::firewall::truth::{self, Mismatch};
 use crate::firewall::{self, Remedy};
 use crate::intake;
@@ -572,7 +572,9 @@ fn firewall_findings(config: &Config, holdings: &Holdings, host: &Host) -> Vec<F
                         ports,
                         passed_by: Some(by),
                         ..
-                    } if by.tag().is_none() => (vec![by], true, service, ports),
+                    } if by.tag().is_none() && !mirrored(path, &by) => {
+                        (vec![by], true, service, ports)
+                    }
                     Mismatch::ClosedByOthers { service, ports, by } => (by, false, service, ports),
                     // Shared ports are noted apart (shared_ports).
                     _ => continue,
@@ -593,6 +595,17 @@ fn firewall_findings(config: &Config, holdings: &Holdings, host: &Host) -> Vec<F
         .iter()
         .map(|culprit| culprit.finding(config))
         .collect()
+}
+
+/// Whether `by` is Docker publishing a port on a host where its DOCKER-USER
+/// chain is: a run closes that port there too (`firewall/forward.rs`), so
+/// Docker's rule does not keep a close from closing it.
+fn mirrored(path: &InputPath, by: &Cited) -> bool {
+    let docker_user = path
+        .tables
+        .iter()
+        .any(|table| table.chains.contains_key("DOCKER-USER"));
+    by.manager == Some(Manager::Docker) && by.table == "nat" && docker_user
 }
 
 /// Adds `port` to what `by` is found doing, once.

@@ -705,6 +705,34 @@ const OWNED_PREFIXES: &[(&str, &str)] = &[
     ("GDENY", "csf"),
 ];
 
+/// How the mirror's chain name ends (`PORTLOCKER-FWD`).
+const MIRROR_SUFFIX: &str = "-FWD";
+
+/// The mirror's chain for chain `name`: `NAME-FWD`, or where that would
+/// pass iptables' 28 characters, the name's first 19, `-`, four hex digits
+/// of a hash of the whole name, and `-FWD` — so two long names that begin
+/// alike keep mirrors of their own.
+fn mirror_name(name: &str) -> String {
+    if name.len() + MIRROR_SUFFIX.len() <= 28 {
+        return format!("{name}{MIRROR_SUFFIX}");
+    }
+    // FNV-1a, folded to 16 bits: stable from one release to the next.
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    let short = (hash >> 16) ^ (hash & 0xffff);
+    format!("{}-{short:04X}{MIRROR_SUFFIX}", &name[..19])
+}
+
+/// The manager whose chains start like `name`, with that start.
+fn owned_by(name: &str) -> Option<(&'static str, &'static str)> {
+    let lower = name.to_ascii_lowercase();
+    OWNED_PREFIXES
+        .iter()
+        .find(|(prefix, _)| lower.starts_with(&prefix.to_ascii_lowercase()))
+        .copied()
+}
+
 impl ChainName {
     /// Checks the form, and refuses a name that can never be right, saying
     /// what it would do.
@@ -742,12 +770,8 @@ impl ChainName {
                 "chain {name:?} is the built-in chain {chain}, not the one connections to this host pass; {USE}"
             );
         }
-        let lower = name.to_ascii_lowercase();
-        if let Some((prefix, owner)) = OWNED_PREFIXES
-            .iter()
-            .find(|(prefix, _)| lower.starts_with(&prefix.to_ascii_lowercase()))
-        {
-            let why = if *owner == "Docker" {
+        if let Some((prefix, owner)) = owned_by(name) {
+            let why = if owner == "Docker" {
                 "DOCKER-USER ends in `-j RETURN`, so a close added after it is never reached, and Docker rewrites its chains when it restarts"
             } else {
                 "it creates, flushes and rewrites its chains, so portlocker's rules there would be lost or overruled"
@@ -756,7 +780,31 @@ impl ChainName {
                 "chain {name:?} belongs to {owner} (its chains start with {prefix}): {why}; {USE}"
             );
         }
+        if name.to_ascii_uppercase().ends_with(MIRROR_SUFFIX) {
+            bail!(
+                "chain {name:?} ends in {MIRROR_SUFFIX}, which names the chain portlocker keeps \
+                 where Docker forwards the ports it publishes (a chain's name and \
+                 {MIRROR_SUFFIX}): that chain could be this one; {USE}"
+            );
+        }
+        let mirror = mirror_name(name);
+        if let Some((prefix, owner)) = owned_by(&mirror) {
+            bail!(
+                "chain {name:?}: the chain portlocker keeps beside it where Docker forwards would \
+                 be {mirror:?}, and that belongs to {owner} (its chains start with {prefix}), \
+                 which flushes and rewrites them; {USE}"
+            );
+        }
         Ok(ChainName(name.to_owned()))
+    }
+
+    /// The chain portlocker keeps beside this one where Docker forwards the
+    /// ports it publishes (`firewall/forward.rs`).
+    pub fn mirror(&self) -> String {
+        mirror_name(match self.is_input() {
+            true => "PORTLOCKER",
+            false => &self.0,
+        })
     }
 
     /// True when rules go straight into INPUT, with no chain of our own.
@@ -1565,6 +1613,28 @@ mod tests {
     }
 
     #[test]
+    fn each_chain_keeps_a_mirror_of_its_own_within_iptables_length() {
+        let mirror = |name: &str| ChainName::new(name).unwrap().mirror();
+        assert_eq!(mirror("PORTLOCKER"), "PORTLOCKER-FWD");
+        assert_eq!(mirror("INPUT"), "PORTLOCKER-FWD");
+        assert_eq!(
+            mirror("P-2345678901234567890123"),
+            "P-2345678901234567890123-FWD"
+        );
+        // Two long names that begin alike: two mirrors, neither of them one of the names.
+        let (a, b) = (
+            mirror("P-23456789012345678901234567"),
+            mirror("P-23456789012345678901234568"),
+        );
+        assert!(a.len() <= 28 && b.len() <= 28, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("P-23456789012345678-") && a.ends_with("-FWD"),
+            "{a}"
+        );
+    }
+
+    #[test]
     fn chains_that_can_never_be_right_are_refused_saying_why() {
         let cases = [
             ("ACCEPT", "`-j ACCEPT` first in INPUT would open every port"),
@@ -1615,6 +1685,12 @@ mod tests {
             ("neutron-filter-top", "belongs to OpenStack Neutron"),
             ("LOCALINPUT", "belongs to csf"),
             ("ALLOWIN", "belongs to csf"),
+            // The chain beside it where Docker forwards (hostile tester 11).
+            ("ABCDEFGHIJKLMNOPQRSTUVWX-FWD", "ends in -FWD"),
+            ("mine-fwd", "that chain could be this one"),
+            ("cali", "would be \"cali-FWD\", and that belongs to Calico"),
+            ("KUBE", "belongs to Kubernetes"),
+            ("f2b", "would be \"f2b-FWD\", and that belongs to fail2ban"),
         ];
         for (chain, needle) in cases {
             let message = error_of(&with_firewall(&format!("chain = \"{chain}\"")));

@@ -175,6 +175,8 @@ struct Asked {
 pub(crate) struct Known {
     sources: SourcesSeen,
     services: Option<BTreeSet<String>>,
+    /// An earlier run found Docker here.
+    docker_seen: bool,
 }
 
 /// Loads the state, takes in the control file, and resolves what is asked
@@ -230,6 +232,7 @@ fn take_in(config: &Config, occasion: &Occasion) -> Asked {
         }
     }
     let known = Known {
+        docker_seen: before.docker_seen,
         sources: sources_seen(&kept, &intake.wanted),
         services: (!lost).then(|| {
             let left = before
@@ -285,6 +288,7 @@ fn settle(config: &Config, asked: &mut Asked, outcome: &Reconciled, run_at: Date
     if outcome.elsewhere_clean {
         leftovers::remember(config, state);
     }
+    state.docker_seen |= outcome.docker;
     // What is this config's in its place, for the next run to tell from
     // another config's: what a family could not read keeps what was known.
     if outcome.holdings.families.values().all(Option::is_some) {
@@ -312,13 +316,15 @@ fn settle(config: &Config, asked: &mut Asked, outcome: &Reconciled, run_at: Date
             }
         }
     }
-    // All of the work done, or the service let in somewhere all the same,
-    // so that an open made ends in time even while other work keeps failing.
+    // All of the work done, or the service let in somewhere all the same —
+    // by the host as read, or by portlocker's own place as its commit left
+    // it (the host may not have been read) — so that an open made ends in
+    // time even while other work keeps failing.
+    let ours = host::of_holdings(config, &outcome.holdings);
     for (line, start) in &asked.resolved.new_starts {
         let wanted = &asked.intake.wanted;
-        if outcome.failure.is_none()
-            || lets_in(config, &outcome.host, wanted, line, run_at.to_utc())
-        {
+        let lets_in = |host: &Host| lets_in(config, host, wanted, line, run_at.to_utc());
+        if outcome.failure.is_none() || lets_in(&outcome.host) || lets_in(&ours) {
             state.opens.insert(line.clone(), *start);
         }
     }
@@ -787,6 +793,8 @@ struct Reconciled {
     gone: Vec<(Family, String)>,
     /// The firewall refused a rule the wanted state asks for.
     unwritable: bool,
+    /// Docker's chain is here (or was made for it).
+    docker: bool,
 }
 
 impl Reconciled {
@@ -803,6 +811,7 @@ impl Reconciled {
             elsewhere_clean: false,
             gone: Vec::new(),
             unwritable: false,
+            docker: false,
         }
     }
 }
@@ -845,8 +854,17 @@ fn reconcile<'a, R: Runner + 'a>(
     // Ports Docker publishes go through forwarding, where the rules on
     // input never see them: portlocker's, as its place now holds them, go
     // there too.
-    let forwarded = backend.forward(&Mirror::of(config, &holdings), false);
+    let mirror = Mirror::of(config, &holdings).knowing_docker(known.docker_seen);
+    let forwarded = backend.forward(&mirror, false);
     errors.extend(forwarded.errors);
+    if forwarded.changes > 0 && applied.made.is_empty() && known.docker_seen {
+        log::warn!(
+            "the rules where Docker forwards the ports it publishes did not hold what portlocker's \
+             chain holds (another program removed or changed them, or Docker made its chains \
+             anew) and were put back: until then, ports Docker publishes that portlocker closes \
+             may have been reachable"
+        );
+    }
     // A way in that cannot be read cannot be told closed: the run fails on it.
     let (read, read_errors) = backend.read_host();
     errors.extend(read_errors);
@@ -896,6 +914,7 @@ fn reconcile<'a, R: Runner + 'a>(
         elsewhere_clean,
         gone,
         unwritable: !unwritable.said.is_empty(),
+        docker: forwarded.docker,
     }
 }
 

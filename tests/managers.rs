@@ -950,6 +950,14 @@ fn a_port_docker_publishes_is_closed_where_docker_forwards_it() {
         env.control("open web\n");
         env.run(&[]).expect(0);
         assert_eq!(said(&env, "web", "IPv4")[0], "open", "{backend:?}");
+        // A close would close it there too: `check` does not blame Docker
+        // (it did, exit 1: hostile tester 11).
+        let check = env.run(&["check"]);
+        assert!(
+            !check.stderr.contains("would not close"),
+            "{backend:?}: {}",
+            check.stderr
+        );
         assert!(
             peer.reaches("192.0.2.7", peer::SERVER_V4, 8080),
             "{backend:?}"
@@ -1093,4 +1101,83 @@ fn watch_puts_back_the_mirror_docker_or_an_admin_took_away() {
         assert_eq!(watcher.exit_code(), Some(0));
         env.run(&["reset"]).expect(0);
     }
+}
+
+/// At boot, the boot unit's run comes before Docker starts: where a run
+/// found Docker before, the mirror is made then (with iptables, DOCKER-USER
+/// too, which Docker keeps when it starts), so a port Docker publishes is
+/// closed from its first packet. It was open until the next run, and said
+/// closed (hostile tester 11).
+#[test]
+fn after_a_reboot_what_docker_publishes_is_closed_from_the_start() {
+    let test = "after_a_reboot_what_docker_publishes_is_closed_from_the_start";
+    let Some((peer, _container)) = docker_host(test) else {
+        return;
+    };
+    // Docker starting on a host where DOCKER-USER exists: it keeps it.
+    let starting = DOCKER.replace(":DOCKER-USER - [0:0]\n", "");
+    for backend in [Backend::Iptables, Backend::Nftables] {
+        let env = portlocker(backend, "ipv6 = false", "web = 8080\n");
+        env.control("close web\n");
+        env.run(&[]).expect(0);
+        // The reboot: nothing in the firewall, Docker not yet started.
+        run_tool(&["/usr/sbin/nft", "flush", "ruleset"]);
+        env.as_if_rebooted();
+        env.run(&["--offline"]).expect(0);
+        match backend {
+            Backend::Iptables => load(
+                "/usr/sbin/iptables-restore",
+                &["-w", "5", "--noflush"],
+                &starting,
+            ),
+            Backend::Nftables => load(
+                "/usr/sbin/iptables-restore",
+                &["-w", "5", "--noflush"],
+                DOCKER,
+            ),
+        }
+        assert!(
+            !peer.connects("192.0.2.2", peer::SERVER_V4, 8080),
+            "{backend:?}"
+        );
+        env.run(&["reset"]).expect(0);
+    }
+}
+
+/// A chain of the owner's that has the mirror's name is left alone, rules
+/// and all, and the run fails naming it: it was emptied and taken over, an
+/// owner's ban in it lifted, and the run said OK (hostile tester 11).
+#[test]
+fn a_chain_of_the_owners_with_the_mirrors_name_is_left_alone() {
+    let test = "a_chain_of_the_owners_with_the_mirrors_name_is_left_alone";
+    let Some((peer, _container)) = docker_host(test) else {
+        return;
+    };
+    let iptables = |args: &[&str]| {
+        let mut all = vec!["/usr/sbin/iptables", "-w", "5"];
+        all.extend(args);
+        run_tool(&all);
+    };
+    iptables(&["-N", "MY-FWD"]);
+    iptables(&["-A", "MY-FWD", "-s", "192.0.2.7", "-j", "DROP"]);
+    iptables(&["-I", "DOCKER-USER", "1", "-j", "MY-FWD"]);
+    let env = portlocker(
+        Backend::Iptables,
+        "ipv6 = false\nchain = \"MY\"",
+        "web = 8080\n",
+    );
+    env.control("open web\n");
+    env.run(&[])
+        .expect(1)
+        .says("`-A MY-FWD -s 192.0.2.7/32 -j DROP`, which is not portlocker's");
+    let listed = Command::new("/usr/sbin/iptables")
+        .args(["-S", "MY-FWD"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("-s 192.0.2.7/32 -j DROP"));
+    assert!(!peer.connects("192.0.2.7", peer::SERVER_V4, 8080));
+    env.run(&["reset"])
+        .expect(1)
+        .says("which is not portlocker's");
+    assert!(!peer.connects("192.0.2.7", peer::SERVER_V4, 8080));
 }

@@ -23,6 +23,10 @@ use crate::sys::runner::{Command, CommandError, Completion};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mirror {
     pub families: BTreeMap<Family, Vec<Rule>>,
+    /// Docker was seen here before: its place is made if it is missing (at
+    /// boot, before Docker starts, which keeps a DOCKER-USER it finds), and
+    /// the mirror is looked for even where Docker's chain is gone.
+    pub docker_known: bool,
 }
 
 impl Mirror {
@@ -37,17 +41,31 @@ impl Mirror {
                 .collect();
             families.insert(family, rules);
         }
-        Mirror { families }
+        Mirror {
+            families,
+            docker_known: false,
+        }
     }
 
-    /// Nothing anywhere: what `reset` leaves.
+    /// The same, for a host where an earlier run found Docker, if `seen`.
+    pub fn knowing_docker(self, seen: bool) -> Mirror {
+        Mirror {
+            docker_known: seen,
+            ..self
+        }
+    }
+
+    /// Nothing anywhere, looked for wherever it may be: what `reset` leaves.
     pub fn nothing(config: &Config) -> Mirror {
         let families = config
             .families()
             .into_iter()
             .map(|family| (family, Vec::new()))
             .collect();
-        Mirror { families }
+        Mirror {
+            families,
+            docker_known: true,
+        }
     }
 }
 
@@ -60,6 +78,8 @@ pub struct Forwarded {
     /// transaction as its tool reads it).
     pub said: Vec<String>,
     pub errors: Vec<CommandError>,
+    /// Docker's chain was found (or made, Docker being known).
+    pub docker: bool,
 }
 
 impl Forwarded {
@@ -78,7 +98,8 @@ impl Forwarded {
             let text = command.stdin.as_deref().unwrap_or_default();
             let said = format!("# {what}; all of it in one transaction, as `{shown}` reads it:");
             self.said.push(said);
-            self.said.extend(text.lines().map(str::to_owned));
+            self.said
+                .extend(text.lines().map(|line| format!("#   {line}")));
             return Ok(());
         }
         run(command)?;
@@ -89,15 +110,9 @@ impl Forwarded {
     }
 }
 
-/// The name of the chain (or table) that holds the mirror: the config's
-/// chain's name and `-FWD` (`PORTLOCKER-FWD` with `chain = "INPUT"`), within
-/// the 28 characters iptables allows.
+/// The name of the chain that holds the mirror with iptables: the config's
+/// chain's name and `-FWD` (`PORTLOCKER-FWD` with `chain = "INPUT"`),
+/// within the 28 characters iptables allows (see `ChainName::mirror`).
 pub fn place_name(config: &Config) -> String {
-    let chain = &config.firewall.chain;
-    let base = match chain.is_input() {
-        true => "PORTLOCKER",
-        false => chain.as_str(),
-    };
-    let kept: String = base.chars().take(28 - 4).collect();
-    format!("{kept}-FWD")
+    config.firewall.chain.mirror()
 }

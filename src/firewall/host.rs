@@ -1004,9 +1004,8 @@ fn reads(command: &Command) -> bool {
             || matches!(args[..], ["-j", "list", ..]))
 }
 
-/// The host as portlocker's part alone shows it, nothing else hooked: for
-/// tests that hold only that part.
-#[cfg(test)]
+/// The host as portlocker's part alone shows it, nothing else hooked: what
+/// its own place lets in (and tests that hold only that part).
 pub(crate) fn of_holdings(config: &Config, holdings: &Holdings) -> Host {
     let mut empty = Host::default();
     for family in config.families() {

@@ -150,6 +150,11 @@ pub struct State {
     /// fetch clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intake_failure: Option<String>,
+    /// A run found Docker here (its DOCKER-USER chain): later runs make
+    /// the mirror where it forwards even before Docker starts (at boot), so
+    /// what it publishes is closed from the start (`firewall/forward.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker_seen: bool,
     /// How the last run ended.
     pub last_run: Option<LastRun>,
     /// What runs have told the owner already, so that it is not told again.
@@ -485,6 +490,7 @@ mod tests {
             ports: [("ssh".to_owned(), "22/tcp".to_owned())].into(),
             configured: ["ssh".to_owned()].into(),
             intake_failure: Some("the server answered 404 Not Found".into()),
+            docker_seen: true,
             last_run: Some(LastRun {
                 at: last_good().fetched_at,
                 ok: false,

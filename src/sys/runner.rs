@@ -328,6 +328,8 @@ pub enum Failure {
     Refused(Box<Refusal>),
     /// It succeeded, but printed what portlocker cannot read: why.
     Unreadable(String),
+    /// It showed what portlocker will not change: whose it is, and why.
+    NotOurs(String),
     /// Not started: an earlier call of the same program hung this run.
     AfterHang,
 }
@@ -365,6 +367,7 @@ impl fmt::Display for CommandError {
             Failure::Unreadable(why) => {
                 write!(f, "`{command}` printed what portlocker cannot read: {why}")
             }
+            Failure::NotOurs(why) => write!(f, "`{command}` shows {why}"),
             Failure::Killed { signal, stderr } => {
                 write!(f, "`{command}` was killed by signal {signal}")?;
                 write_stderr(f, stderr)

@@ -63,7 +63,8 @@ fn look_quietly(config: &Config, now: DateTime<FixedOffset>) -> Look {
     }
     let steps = plan::plan(config, &resolved.wants(), &holdings, &seen);
     // Where Docker forwards: the mirror of portlocker's place as it is.
-    let mirrored = backend.forward(&Mirror::of(config, &holdings), true);
+    let mirror = Mirror::of(config, &holdings).knowing_docker(state.docker_seen);
+    let mirrored = backend.forward(&mirror, true);
     if let Some(error) = mirrored.errors.first() {
         return Look::Unread(error.to_string());
     }

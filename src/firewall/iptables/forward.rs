@@ -12,7 +12,7 @@ use crate::config::{Family, Protocol};
 use crate::firewall::forward::{Forwarded, Mirror, place_name};
 use crate::firewall::model::{ChainRules, Rule};
 
-use super::{Command, CommandError, Firewall, Runner, XTABLES_WAIT_SECS, restore_line};
+use super::{Command, CommandError, Failure, Firewall, Runner, XTABLES_WAIT_SECS, restore_line};
 
 /// Docker's chain for its users' rules.
 const DOCKER_USER: &str = "DOCKER-USER";
@@ -49,11 +49,12 @@ pub fn spec(rule: &Rule) -> Vec<String> {
 
 /// The restore input that makes the mirror hold `wanted` in chain `name`,
 /// given what DOCKER-USER and the chain hold; None when they hold it
-/// already. With Docker gone or nothing to mirror, the chain goes.
+/// already. With Docker gone (and not to be made ready for: `make`) or
+/// nothing to mirror, the chain goes.
 fn transaction(
     name: &str,
     wanted: &[Vec<String>],
-    docker_user: Option<&ChainRules>,
+    (docker_user, make): (Option<&ChainRules>, bool),
     ours: Option<&ChainRules>,
 ) -> Option<String> {
     let jump = ["-j".to_owned(), name.to_owned()];
@@ -72,7 +73,7 @@ fn transaction(
         let mirror = |spec: &[String]| matches!(spec, [j, to] if j == "-j" && to.ends_with("-FWD"));
         jumps.len() == 1 && above(jumps[0]).iter().all(|rule| mirror(&rule.spec))
     });
-    let keep = docker_user.is_some() && !wanted.is_empty();
+    let keep = (docker_user.is_some() || make) && !wanted.is_empty();
     let in_place = match keep {
         true => held.is_some_and(|held| held.iter().copied().eq(wanted)) && first,
         false => held.is_none() && jumps.is_empty(),
@@ -80,7 +81,12 @@ fn transaction(
     if in_place {
         return None;
     }
-    let mut lines = vec!["*filter".to_owned(), format!(":{name} - [0:0]")];
+    let mut lines = vec!["*filter".to_owned()];
+    // Docker keeps a DOCKER-USER it finds when it starts.
+    if docker_user.is_none() && keep {
+        lines.push(format!(":{DOCKER_USER} - [0:0]"));
+    }
+    lines.push(format!(":{name} - [0:0]"));
     let unjump = restore_line(&[&["-D".to_owned(), DOCKER_USER.to_owned()][..], &jump].concat());
     lines.extend(jumps.iter().map(|_| unjump.clone()));
     match keep {
@@ -106,7 +112,8 @@ impl<R: Runner> Firewall<'_, R> {
             if self.unusable.contains_key(&family) {
                 continue;
             }
-            if let Err(error) = self.forward_family(family, rules, dry, &mut forwarded) {
+            let known = mirror.docker_known;
+            if let Err(error) = self.forward_family(family, rules, known, dry, &mut forwarded) {
                 forwarded.errors.push(error);
             }
         }
@@ -117,19 +124,38 @@ impl<R: Runner> Firewall<'_, R> {
         &mut self,
         family: Family,
         rules: &[Rule],
+        docker_known: bool,
         dry: bool,
         forwarded: &mut Forwarded,
     ) -> Result<(), CommandError> {
         let name = place_name(self.config);
         let docker_user = self.list(family, DOCKER_USER)?;
-        let ours = match docker_user.is_some() {
+        let ours = match docker_user.is_some() || docker_known {
             true => self.list(family, &name)?,
-            // A chain of portlocker's outlives DOCKER-USER only if Docker
-            // went with its chain: looked for only where it was written.
+            // Where Docker never was, neither was the mirror.
             false => None,
         };
+        forwarded.docker |= docker_user.is_some();
+        // A chain of that name holding rules of others is someone else's:
+        // never emptied, never used (the run fails on it, naming it).
+        if let Some(foreign) = ours
+            .as_ref()
+            .and_then(|chain| chain.rules.iter().find(|rule| rule.tag().is_none()))
+        {
+            let shown = foreign.shown(&name);
+            return Err(CommandError {
+                command: Command::iptables(self.config, family, vec!["-S".into(), name.clone()]),
+                failure: Failure::NotOurs(format!(
+                    "`{shown}`, which is not portlocker's: chain {name} is where portlocker \
+                     keeps its rules for the ports Docker publishes, so it leaves that chain \
+                     alone and those ports are not closed there; rename it, or set another \
+                     firewall.chain"
+                )),
+            });
+        }
         let wanted: Vec<Vec<String>> = rules.iter().map(spec).collect();
-        let Some(text) = transaction(&name, &wanted, docker_user.as_ref(), ours.as_ref()) else {
+        let docker = (docker_user.as_ref(), docker_known);
+        let Some(text) = transaction(&name, &wanted, docker, ours.as_ref()) else {
             return Ok(());
         };
         let command = Command {
@@ -209,7 +235,7 @@ mod tests {
         let wanted = vec![spec(&rule("8080", false))];
         let wanted_line = format!("-A PORTLOCKER-FWD {}", wanted[0].join(" "));
         let docker = chain(&["-j RETURN"]);
-        let made = transaction("PORTLOCKER-FWD", &wanted, Some(&docker), None).unwrap();
+        let made = transaction("PORTLOCKER-FWD", &wanted, (Some(&docker), false), None).unwrap();
         assert_eq!(
             made,
             format!(
@@ -224,13 +250,19 @@ mod tests {
             rules: vec![Listed::new(wanted[0].clone())],
         };
         assert_eq!(
-            transaction("PORTLOCKER-FWD", &wanted, Some(&jumped), Some(&ours)),
+            transaction(
+                "PORTLOCKER-FWD",
+                &wanted,
+                (Some(&jumped), false),
+                Some(&ours)
+            ),
             None
         );
         // A jump not first (an owner's RETURN above it would let a port
         // past): every jump goes, one goes back on top.
         let late = chain(&["-s 10.0.0.0/8 -j RETURN", "-j PORTLOCKER-FWD"]);
-        let made = transaction("PORTLOCKER-FWD", &wanted, Some(&late), Some(&ours)).unwrap();
+        let made =
+            transaction("PORTLOCKER-FWD", &wanted, (Some(&late), false), Some(&ours)).unwrap();
         assert!(
             made.contains(
                 "-D DOCKER-USER -j PORTLOCKER-FWD\n{wanted_line}\n-I DOCKER-USER 1 -j PORTLOCKER-FWD"
@@ -242,20 +274,38 @@ mod tests {
         // After another config's mirror: in place (the two never swap).
         let second = chain(&["-j OTHER-FWD", "-j PORTLOCKER-FWD", "-j RETURN"]);
         assert_eq!(
-            transaction("PORTLOCKER-FWD", &wanted, Some(&second), Some(&ours)),
+            transaction(
+                "PORTLOCKER-FWD",
+                &wanted,
+                (Some(&second), false),
+                Some(&ours)
+            ),
             None
         );
         // Nothing to mirror: the chain and its jump go.
-        let gone = transaction("PORTLOCKER-FWD", &[], Some(&jumped), Some(&ours)).unwrap();
+        let gone = transaction("PORTLOCKER-FWD", &[], (Some(&jumped), false), Some(&ours)).unwrap();
         assert_eq!(
             gone,
             "*filter\n:PORTLOCKER-FWD - [0:0]\n-D DOCKER-USER -j PORTLOCKER-FWD\n\
              -X PORTLOCKER-FWD\nCOMMIT\n"
         );
         assert_eq!(
-            transaction("PORTLOCKER-FWD", &[], Some(&docker), None),
+            transaction("PORTLOCKER-FWD", &[], (Some(&docker), false), None),
             None
         );
-        assert_eq!(transaction("PORTLOCKER-FWD", &wanted, None, None), None);
+        assert_eq!(
+            transaction("PORTLOCKER-FWD", &wanted, (None, false), None),
+            None
+        );
+        // Docker was here before and is not yet (at boot): its chain is
+        // made, with the mirror first in it, for Docker to find.
+        let ready = transaction("PORTLOCKER-FWD", &wanted, (None, true), None).unwrap();
+        assert_eq!(
+            ready,
+            format!(
+                "*filter\n:DOCKER-USER - [0:0]\n:PORTLOCKER-FWD - [0:0]\n{wanted_line}\n\
+                 -I DOCKER-USER 1 -j PORTLOCKER-FWD\nCOMMIT\n"
+            )
+        );
     }
 }

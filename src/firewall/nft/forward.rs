@@ -131,10 +131,12 @@ impl<R: Runner> Nft<'_, R> {
             return Ok(());
         }
         let (docker, made) = self.look_for_docker()?;
+        forwarded.docker = !docker.is_empty();
+        // Where Docker was seen before, kept before it starts (at boot).
         let wanted: Vec<Rule> = mirror
             .families
             .iter()
-            .filter(|(family, _)| docker.contains(family))
+            .filter(|(family, _)| mirror.docker_known || docker.contains(family))
             .flat_map(|(_, rules)| rules.iter().cloned())
             .collect();
         if wanted.is_empty() && !made {
