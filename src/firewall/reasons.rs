@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, Family, PortSpec, ServiceName};
 use crate::firewall::eval::Cited;
 use crate::firewall::model::PortState;
-use crate::firewall::ruleset::Host;
+use crate::firewall::ruleset::{Host, Manager};
 use crate::firewall::truth::{self, Mismatch};
 use crate::firewall::{self, Remedy};
 use crate::intake::intent::Want;
@@ -99,6 +99,14 @@ fn advise(config: &Config, mismatch: &Mismatch) -> Vec<String> {
             ..
         } if by.rule.is_some() => vec![match (by.tag(), firewall::remedy(config, by)) {
             (Some(_), _) => format!("{} is portlocker's own", by.shown()),
+            // What Docker publishes, portlocker closes where Docker forwards.
+            (None, Remedy::OwnedBy(Manager::Docker)) if by.table == "nat" => format!(
+                "{} is Docker's, publishing it: a run closes {ports} where Docker forwards \
+                 (first in DOCKER-USER) once Docker's chains are there; where Docker keeps no \
+                 DOCKER-USER (its nftables firewall, or iptables-legacy), stop publishing it \
+                 through Docker",
+                by.shown()
+            ),
             (None, Remedy::OwnedBy(manager)) => format!(
                 "{} is {manager}'s: close {ports} through {manager}, or accept it only where \
                  you mean to",
@@ -249,6 +257,33 @@ mod tests {
             "{advice}"
         );
         assert!(more_closed(seen.state, PortState::Open));
+    }
+
+    /// A port Docker publishes, asked closed while portlocker's rules are
+    /// not yet where Docker forwards: the advice is not to go through
+    /// Docker, which a run makes needless (hostile tester 11).
+    #[test]
+    fn a_port_docker_publishes_is_advised_as_a_run_closes_it() {
+        let c = config("ssh = 22\n");
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+                    -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+                    -A DOCKER ! -i docker0 -p tcp -m tcp --dport 22 -j DNAT --to-destination 172.17.0.2:22\n\
+                    COMMIT\n";
+        let recorded = crate::firewall::host::Recorded {
+            iptables_save: Some(save.to_owned()),
+            local: vec!["192.0.2.1".parse().unwrap()],
+            interfaces: Some(vec!["eth0".to_owned()]),
+            ..Default::default()
+        };
+        let host = crate::firewall::host::from_recorded(&recorded, &[Family::Ipv4]).unwrap();
+        let closed = Some((&Want::Closed, PortState::Closed));
+        let seen = seen(&c, &host, Family::Ipv4, &ssh(), closed, now());
+        assert_eq!(seen.state, PortState::Open, "{}", seen.reason);
+        let advice = seen.advice.unwrap();
+        assert!(
+            advice.contains("a run closes 22/tcp where Docker forwards"),
+            "{advice}"
+        );
     }
 
     /// For a default deny, never the advice to delete it: that would open
