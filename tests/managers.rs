@@ -1181,3 +1181,35 @@ fn a_chain_of_the_owners_with_the_mirrors_name_is_left_alone() {
         .says("which is not portlocker's");
     assert!(!peer.connects("192.0.2.7", peer::SERVER_V4, 8080));
 }
+
+/// The mirror goes with the rules it mirrors: after `ipv6 = false`, the
+/// IPv6 one; after a rename of `chain`, the old chain's (they stayed,
+/// closing what nobody was told of: hostile tester 11).
+#[test]
+fn the_mirror_of_a_family_let_go_or_a_chain_renamed_goes_with_it() {
+    let test = "the_mirror_of_a_family_let_go_or_a_chain_renamed_goes_with_it";
+    let Some((peer, _container)) = docker_host(test) else {
+        return;
+    };
+    run_tool(&["/usr/sbin/ip6tables", "-w", "5", "-N", "DOCKER-USER"]);
+    let listed = |program: &str| {
+        let out = Command::new(program).arg("-S").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let env = portlocker(Backend::Iptables, "ipv6 = true", "web = 8080\n");
+    env.control("close web\n");
+    env.run(&[]).expect(0);
+    assert!(listed("/usr/sbin/ip6tables").contains("-A DOCKER-USER -j PORTLOCKER-FWD"));
+    let config = fs::read_to_string(env.path("config.toml")).unwrap();
+    env.write_config(&config.replace("ipv6 = true", "ipv6 = false"));
+    env.run(&[]).expect(0);
+    let v6 = listed("/usr/sbin/ip6tables");
+    assert!(!v6.contains("PORTLOCKER-FWD"), "{v6}");
+    env.write_config(&config.replace("ipv6 = true", "ipv6 = false\nchain = \"PLX\""));
+    env.run(&[]).expect(0);
+    let v4 = listed("/usr/sbin/iptables");
+    assert!(!v4.contains("PORTLOCKER-FWD"), "{v4}");
+    assert!(v4.contains("-A DOCKER-USER -j PLX-FWD"), "{v4}");
+    assert!(!peer.connects("192.0.2.2", peer::SERVER_V4, 8080));
+    env.run(&["reset"]).expect(0);
+}

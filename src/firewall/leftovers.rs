@@ -10,7 +10,9 @@
 //!   config names another (`chain`), and the IPv6 rules, when the config
 //!   no longer manages IPv6 (`ipv6 = false`).
 //!
-//! They are removed as `reset` removes them, never touching where the
+//! Each goes with its mirror where Docker forwards (`forward.rs`), unless
+//! that is the config's own. They are removed as `reset` removes them,
+//! never touching where the
 //! config puts its rules now, and only once the configured backend is known
 //! to hold what the owner asked: removing a close anywhere before that
 //! could open what the owner closed.
@@ -19,6 +21,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::config::{BackendKind, ChainName, Config, Family};
+use crate::firewall::forward::Mirror;
 use crate::firewall::model::{Change, Holdings, tag_of};
 use crate::firewall::plan::{self, Step};
 use crate::firewall::{self, FirewallBackend};
@@ -76,6 +79,9 @@ struct Place {
     known_there: bool,
     /// A chain of the configured backend that the config no longer names.
     old_chain: bool,
+    /// Its mirror where Docker forwards (`forward.rs`) is not the
+    /// config's own: it goes with the place's rules.
+    mirror: bool,
 }
 
 impl Elsewhere {
@@ -106,6 +112,7 @@ impl Elsewhere {
                         families: moved.families(),
                         named: format!("chain {old}, which the config no longer names"),
                         spare_jumps: old.is_input() && !chain.is_input(),
+                        mirror: old.mirror() != chain.mirror(),
                         config: moved,
                         whole: false,
                         known_there: true,
@@ -124,6 +131,7 @@ impl Elsewhere {
                         whole: false,
                         known_there: true,
                         old_chain: false,
+                        mirror: true,
                     });
                 }
                 None => {}
@@ -191,6 +199,8 @@ impl Place {
             whole: true,
             known_there: false,
             old_chain: false,
+            // Its own reset removes it.
+            mirror: false,
         }
     }
 }
@@ -378,6 +388,7 @@ pub fn sweep<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Swept {
                 kept,
             }) => {
                 let named = &place.named;
+                let mirror_goes = place.mirror && kept.is_empty();
                 swept
                     .kept
                     .extend(kept.into_iter().map(|service| (service, named.clone())));
@@ -391,6 +402,18 @@ pub fn sweep<R: Runner>(elsewhere: &Elsewhere, mut runner: R) -> Swept {
                 swept
                     .problems
                     .extend(applied.errors.iter().map(CommandError::to_string));
+                if mirror_goes {
+                    let nothing = Mirror {
+                        families: place.families.iter().map(|&f| (f, Vec::new())).collect(),
+                        docker_known: true,
+                    };
+                    let forwarded = backend.forward(&nothing, false);
+                    let in_place = |line: &String| format!("{line}, in {named}");
+                    swept.removed.extend(forwarded.said.iter().map(in_place));
+                    swept
+                        .problems
+                        .extend(forwarded.errors.iter().map(CommandError::to_string));
+                }
             }
         }
     }
