@@ -12,10 +12,9 @@
 //!
 //! Each goes with its mirror where Docker forwards (`forward.rs`), unless
 //! that is the config's own. They are removed as `reset` removes them,
-//! never touching where the
-//! config puts its rules now, and only once the configured backend is known
-//! to hold what the owner asked: removing a close anywhere before that
-//! could open what the owner closed.
+//! never touching where the config puts its rules now, and only once the
+//! configured backend is known to hold what the owner asked: removing a
+//! close anywhere before that could open what the owner closed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
