@@ -483,7 +483,8 @@ fn closes_missing(
                 findings.push(Finding::problem(lockout));
                 continue;
             }
-            // Nothing of others lets it through: a chain's policy does.
+            // Nothing of others lets it through: a chain's policy does, or
+            // Docker publishes it where portlocker's mirror should be.
             if let Mismatch::TooOpen {
                 service,
                 ports,
@@ -491,15 +492,21 @@ fn closes_missing(
                 passed_by,
                 ..
             } = mismatch
-                && passed_by.is_none_or(|by| by.rule.is_none())
             {
+                let published = passed_by.as_ref().is_some_and(|by| mirrored(path, by));
+                let by_policy = passed_by.as_ref().is_none_or(|by| by.rule.is_none());
+                let missing = match (published, by_policy) {
+                    (true, _) => " where Docker forwards (Docker publishes it)".to_owned(),
+                    (false, true) => gone.clone(),
+                    (false, false) => continue,
+                };
                 let asked = match wants[&service] {
                     Want::Closed => "closes it",
                     _ => "opens it to some sources only",
                 };
                 findings.push(Finding::problem(format!(
                     "{family}: {service} {ports} is {} though the control file {asked}: \
-                     portlocker's rules are missing{gone}; the next run puts them back \
+                     portlocker's rules are missing{missing}; the next run puts them back \
                      (`portlocker` now, or `portlocker --offline`)",
                     state.as_str()
                 )));

@@ -857,7 +857,7 @@ fn reconcile<'a, R: Runner + 'a>(
     let mirror = Mirror::of(config, &holdings).knowing_docker(known.docker_seen);
     let forwarded = backend.forward(&mirror, false);
     errors.extend(forwarded.errors);
-    if forwarded.changes > 0 && applied.made.is_empty() && known.docker_seen {
+    if forwarded.restored && applied.made.is_empty() {
         log::warn!(
             "the rules where Docker forwards the ports it publishes did not hold what portlocker's \
              chain holds (another program removed or changed them, or Docker made its chains \

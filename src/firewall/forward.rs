@@ -78,8 +78,11 @@ pub struct Forwarded {
     /// transaction as its tool reads it).
     pub said: Vec<String>,
     pub errors: Vec<CommandError>,
-    /// Docker's chain was found (or made, Docker being known).
+    /// Docker's chain was found.
     pub docker: bool,
+    /// Where Docker's chain was, the mirror had to be written again: it
+    /// was not whole (removed or changed, or Docker new here).
+    pub restored: bool,
 }
 
 impl Forwarded {
@@ -108,6 +111,19 @@ impl Forwarded {
         self.changes += 1;
         Ok(())
     }
+}
+
+/// The closes of `rules`, each once: a source let in is left out, and an
+/// open that ends is closed now.
+pub fn closes_only(rules: &[Rule]) -> Vec<Rule> {
+    let mut closes: Vec<Rule> = Vec::new();
+    for rule in rules.iter().filter(|rule| rule.source.is_none()) {
+        let close = rule.until(None);
+        if !closes.contains(&close) {
+            closes.push(close);
+        }
+    }
+    closes
 }
 
 /// The name of the chain that holds the mirror with iptables: the config's

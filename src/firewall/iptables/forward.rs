@@ -9,10 +9,13 @@
 //! is listed differs; removed the same way when Docker or the rules go.
 
 use crate::config::{Family, Protocol};
-use crate::firewall::forward::{Forwarded, Mirror, place_name};
+use crate::firewall::forward::{Forwarded, Mirror, closes_only, place_name};
 use crate::firewall::model::{ChainRules, Rule};
 
-use super::{Command, CommandError, Failure, Firewall, Runner, XTABLES_WAIT_SECS, restore_line};
+use super::{
+    Command, CommandError, Failure, Firewall, Runner, XTABLES_WAIT_SECS, refusal_named,
+    refused_line, restore_line,
+};
 
 /// Docker's chain for its users' rules.
 const DOCKER_USER: &str = "DOCKER-USER";
@@ -163,7 +166,7 @@ impl<R: Runner> Firewall<'_, R> {
             args: ["--noflush", "-w", &XTABLES_WAIT_SECS.to_string()]
                 .map(String::from)
                 .to_vec(),
-            stdin: Some(text),
+            stdin: Some(text.clone()),
         };
         let what = match wanted.is_empty() {
             false => format!(
@@ -173,7 +176,81 @@ impl<R: Runner> Firewall<'_, R> {
             ),
             true => format!("{family}: ports Docker publishes: {name} removed"),
         };
-        forwarded.commit(what, command, dry, |command| self.run(command))
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let about = |line: usize| {
+            let text = lines.get(line.wrapping_sub(1)).map_or("", String::as_str);
+            format!("`{text}`")
+        };
+        let committed = forwarded.commit(what, command, dry, |command| {
+            let done = self.run(command);
+            done.map_err(|error| refusal_named(error, refused_line, about))
+        });
+        match committed {
+            Ok(()) => {
+                forwarded.restored |= !dry && docker_user.is_some() && !wanted.is_empty();
+                Ok(())
+            }
+            // Refused, or the restore tool hung: what the mirror closes goes
+            // in rule by rule, each open a close, as the chain's do.
+            Err(error) if !wanted.is_empty() => {
+                let made = docker_user.is_some();
+                self.closes_by_rule(family, &name, rules, made, forwarded);
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The mirror's closes in `name`, each with its own iptables call (a
+    /// source let in, or an open that ends, is closed now): after its
+    /// transaction failed. Each failure is told; the others go on.
+    fn closes_by_rule(
+        &mut self,
+        family: Family,
+        name: &str,
+        rules: &[Rule],
+        docker_user: bool,
+        forwarded: &mut Forwarded,
+    ) {
+        let closes = closes_only(rules);
+        let mut run = |args: Vec<&str>| {
+            let args = args.into_iter().map(String::from).collect();
+            self.run(Command::iptables(self.config, family, args))
+        };
+        if !docker_user {
+            let _ = run(vec!["-N", DOCKER_USER]);
+        }
+        // Made, or there already: whichever, emptied next.
+        let _ = run(vec!["-N", name]);
+        let mut steps: Vec<Vec<String>> = vec![vec!["-F".into(), name.into()]];
+        for close in &closes {
+            steps.push([vec!["-A".to_owned(), name.to_owned()], spec(close)].concat());
+        }
+        for step in steps {
+            let args = step.iter().map(String::as_str).collect();
+            if let Err(error) = run(args) {
+                forwarded.errors.push(error);
+            }
+        }
+        // Every jump goes, one goes back on top.
+        for _ in 0..super::MAX_DUPLICATES {
+            if run(vec!["-D", DOCKER_USER, "-j", name]).is_err() {
+                break;
+            }
+        }
+        match run(vec!["-I", DOCKER_USER, "1", "-j", name]) {
+            Ok(_) => {
+                forwarded.changes += 1;
+                let said = format!(
+                    "{family}: ports Docker publishes: {name} holds portlocker's {} closes, \
+                     made rule by rule (every open there closed)",
+                    closes.len()
+                );
+                log::warn!("{said}");
+                forwarded.said.push(said);
+            }
+            Err(error) => forwarded.errors.push(error),
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! differs; deleted when there is nothing to mirror.
 
 use crate::config::Family;
-use crate::firewall::forward::{Forwarded, Mirror};
+use crate::firewall::forward::{Forwarded, Mirror, closes_only};
 use crate::firewall::model::Rule;
 
 use super::json::{self, Object, text};
@@ -154,7 +154,29 @@ impl<R: Runner> Nft<'_, R> {
             true => format!("ports Docker publishes: table {TABLE} deleted"),
         };
         let command = self.command(&WRITE, Some(text));
-        forwarded.commit(what, command, dry, |command| self.run(command))
+        let committed = forwarded.commit(what, command, dry, |command| self.run(command));
+        let Err(error) = committed else {
+            forwarded.restored |= !dry && !docker.is_empty() && !wanted.is_empty();
+            return Ok(());
+        };
+        // Refused: what the mirror closes goes in alone, each open a close.
+        let closes = closes_only(&wanted);
+        if !closes.is_empty() && closes != wanted {
+            let what = format!(
+                "ports Docker publishes: table {TABLE} holds portlocker's {} closes (every \
+                 open there closed, after a refusal)",
+                closes.len()
+            );
+            let text = script(&closes, None).expect("closes to write");
+            let command = self.command(&WRITE, Some(text));
+            if forwarded
+                .commit(what.clone(), command, dry, |c| self.run(c))
+                .is_ok()
+            {
+                log::warn!("{what}");
+            }
+        }
+        Err(error)
     }
 
     /// The families whose filter table has Docker's DOCKER-USER chain, and
