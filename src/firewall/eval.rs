@@ -12,6 +12,7 @@
 //! never holds for it. What local accounts reach over loopback is not what
 //! closed and open describe.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -130,9 +131,35 @@ const MAX_DEPTH: usize = 64;
 
 /// The answer to `question` about `path`, at `now` (time matches).
 pub fn evaluate(path: &InputPath, question: &Question, now: DateTime<Utc>) -> Answer {
-    let mut walk = Walk::new(path, question, now);
-    let leaves = walk.run();
-    classify(path, question, leaves)
+    Judge::new(path).answer(question, now)
+}
+
+/// Answers many questions about one path, working out once what they all
+/// need (which rules of a chain differ only in their source): asking per
+/// source of thousands let in cost each question the whole chain again.
+pub struct Judge<'a> {
+    path: &'a InputPath,
+    runs: Runs,
+}
+
+/// Per chain (table index, name), its runs of rules that differ only in
+/// their source.
+type Runs = RefCell<HashMap<(usize, String), Rc<[Run]>>>;
+
+impl<'a> Judge<'a> {
+    pub fn new(path: &'a InputPath) -> Judge<'a> {
+        Judge {
+            path,
+            runs: RefCell::default(),
+        }
+    }
+
+    /// The answer to `question`, at `now` (time matches).
+    pub fn answer(&self, question: &Question, now: DateTime<Utc>) -> Answer {
+        let mut walk = Walk::new(self.path, question, now, &self.runs);
+        let leaves = walk.run();
+        classify(self.path, question, leaves)
+    }
 }
 
 /// Whether `rule` could match some new connection from the network to one
@@ -160,7 +187,8 @@ pub fn may_match(path: &InputPath, rule: &Rule, ports: &[PortSpec]) -> bool {
             },
             from: None,
         };
-        let mut walk = Walk::new(path, &question, DateTime::<Utc>::MIN_UTC);
+        let runs = Runs::default();
+        let mut walk = Walk::new(path, &question, DateTime::<Utc>::MIN_UTC, &runs);
         walk.lenient = true;
         let mut state = walk.initial();
         state.ports = Ranges::from_spans(spans);
@@ -186,7 +214,8 @@ pub fn may_publish(path: &InputPath, ports: &[PortSpec]) -> bool {
             ports: spec,
             from: None,
         };
-        let mut walk = Walk::new(path, &question, DateTime::<Utc>::MIN_UTC);
+        let runs = Runs::default();
+        let mut walk = Walk::new(path, &question, DateTime::<Utc>::MIN_UTC, &runs);
         walk.lenient = true;
         walk.run()
             .iter()
@@ -323,7 +352,7 @@ struct Walk<'a> {
     /// Results of chains already walked from the same state.
     memo: HashMap<(usize, String, State), Vec<(State, End)>>,
     /// Runs of rules that differ only in their source, per chain.
-    runs: HashMap<(usize, String), Vec<Run>>,
+    runs: &'a Runs,
     /// Judging whether a rule may match at all: nothing is forked by time.
     lenient: bool,
 }
@@ -338,14 +367,19 @@ struct Run {
 }
 
 impl<'a> Walk<'a> {
-    fn new(path: &'a InputPath, question: &'a Question, now: DateTime<Utc>) -> Walk<'a> {
+    fn new(
+        path: &'a InputPath,
+        question: &'a Question,
+        now: DateTime<Utc>,
+        runs: &'a Runs,
+    ) -> Walk<'a> {
         Walk {
             path,
             question,
             now,
             budget: PATH_BUDGET,
             memo: HashMap::new(),
-            runs: HashMap::new(),
+            runs,
             lenient: false,
         }
     }
@@ -554,7 +588,7 @@ impl<'a> Walk<'a> {
         let runs = self.runs_of(context.table, name);
         let mut live = vec![state];
         let mut ended = Vec::new();
-        for run in &runs {
+        for run in runs.iter() {
             if live.is_empty() {
                 break;
             }
@@ -647,10 +681,10 @@ impl<'a> Walk<'a> {
     }
 
     /// The runs of rules of a chain that differ only in their source.
-    fn runs_of(&mut self, table: usize, name: &str) -> Vec<Run> {
+    fn runs_of(&mut self, table: usize, name: &str) -> Rc<[Run]> {
         let key = (table, name.to_owned());
-        if let Some(runs) = self.runs.get(&key) {
-            return runs.clone();
+        if let Some(runs) = self.runs.borrow().get(&key) {
+            return Rc::clone(runs);
         }
         let rules = &self.path.tables[table].chains[name].rules;
         let mut runs: Vec<Run> = Vec::new();
@@ -670,7 +704,8 @@ impl<'a> Walk<'a> {
                 }),
             }
         }
-        self.runs.insert(key, runs.clone());
+        let runs: Rc<[Run]> = runs.into();
+        self.runs.borrow_mut().insert(key, Rc::clone(&runs));
         runs
     }
 

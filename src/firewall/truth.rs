@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::config::{Config, Family, PortSpec, ServiceName};
-use crate::firewall::eval::{Answer, Cited, Question, evaluate};
+use crate::firewall::eval::{Answer, Cited, Judge, Question, evaluate};
 use crate::firewall::model::PortState;
 use crate::firewall::ruleset::{Host, InputPath};
 use crate::intake::intent::Want;
@@ -150,14 +150,25 @@ pub fn mismatches(
     now: DateTime<Utc>,
 ) -> Vec<Mismatch> {
     let family = path.family;
+    let judge = Judge::new(path);
+    let ask = |ports, from| {
+        judge.answer(
+            &Question {
+                family,
+                ports,
+                from,
+            },
+            now,
+        )
+    };
     let mut found = Vec::new();
     for (service, want) in wants {
         for &ports in &config.services[service] {
-            let answer = port_answer(path, family, ports, None, now);
+            let answer = ask(ports, None);
             found.extend(mismatch(service, ports, want, answer, family));
             if let Want::OpenTo(sources) = want {
                 for &source in sources.keys().filter(|net| in_family(net, family)) {
-                    let answer = port_answer(path, family, ports, Some(source), now);
+                    let answer = ask(ports, Some(source));
                     if answer.state == PortState::Closed && ours_not_deciding(&answer) {
                         found.push(Mismatch::SourceShut {
                             service: service.clone(),
