@@ -315,6 +315,16 @@ fn run(config: &Config, invoked: Invoked) -> Result<Exit> {
             );
             return Ok(Exit::Busy);
         }
+        // The config cannot be used: watch goes on with the one it read
+        // (a kept copy is no other config), and this run says why.
+        if let Some(why) = &failing {
+            log::error!(
+                "{why}; portlocker watch (pid {}) is running and keeps the config it last read: \
+                 fix the config, then reload watch (`systemctl reload portlocker-watch`)",
+                watcher.pid
+            );
+            return Ok(Exit::Failed);
+        }
         // Another config on the same state directory: its closes would
         // never be made, and a silent exit 0 would say they were.
         if let (Some(theirs), Some(ours)) = (&watcher.config_path, &config.path)

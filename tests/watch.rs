@@ -844,3 +844,33 @@ fn watch_refuses_stdin_as_its_source() {
         .expect(2)
         .says("not stdin");
 }
+
+/// With watch running and the config broken, a cron run says what is wrong
+/// with the config and that watch keeps the one it read — not that watch
+/// runs "another config" (hostile tester 12, F9).
+#[test]
+fn a_cron_run_with_a_broken_config_beside_watch_says_what_is_broken() {
+    if !netns::enter("a_cron_run_with_a_broken_config_beside_watch_says_what_is_broken") {
+        return;
+    }
+    let env = TestEnv::with_real_iptables();
+    let ssh = ssh_listeners();
+    let config = watch_config(&env, "every = \"1h\"", "");
+    env.write_config(&config);
+    env.control("close ssh\n");
+    let _watcher = Watcher::start(&env, &[]);
+    wait_for("ssh closed", || closed(&ssh));
+    // A run takes the config in use as the last one it could use.
+    env.write_config(&format!("bogus_key = 1\n{config}"));
+    let run = env.run(&[]);
+    run.expect(1)
+        .says("bogus_key")
+        .says("keeps the config it last read");
+    assert!(!run.stderr.contains("another config"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("runs with the config"),
+        "{}",
+        run.stderr
+    );
+    assert!(closed(&ssh));
+}
