@@ -874,6 +874,7 @@ fn reconcile<'a, R: Runner + 'a>(
     let mut host = host::with_ours_if_gone(config, &read, &holdings);
     tell_errors(&errors, &unwritable.said);
     let mut notices = moved_jumps(config, &applied.made);
+    notices.extend(strangers_removed(&applied.made));
     if let Some(warning) = firewalld_warning(config, &host) {
         log::warn!("{warning}");
         notices.push(warning);
@@ -1099,6 +1100,32 @@ fn moved_jumps(config: &Config, made: &[Change]) -> Vec<String> {
             let notice = format!(
                 "{family}: the jump to {} was not first in INPUT; it was moved back to the top",
                 config.firewall.chain
+            );
+            log::warn!("{notice}");
+            notices.push(notice);
+        }
+    }
+    notices
+}
+
+/// A notice per rule portlocker did not make that a run removed from its
+/// own place (nftables' table) and that let something through: what it let
+/// in was reachable until then.
+fn strangers_removed(made: &[Change]) -> Vec<String> {
+    let mut notices = Vec::new();
+    for change in made {
+        let Change::DeleteListed { family, spec, .. } = change else {
+            continue;
+        };
+        let listed = Listed::new(spec.clone());
+        let stranger = listed
+            .tag()
+            .is_some_and(|tag| tag.starts_with("portlocker:?"));
+        let lets_through = !matches!(listed.target(), Some("DROP" | "REJECT"));
+        if stranger && lets_through {
+            let notice = format!(
+                "{family}: a rule portlocker did not make was in its own place ({change}); it \
+                 was removed, and what it let through was reachable until this run"
             );
             log::warn!("{notice}");
             notices.push(notice);
