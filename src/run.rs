@@ -1216,7 +1216,16 @@ fn too_open(
 pub(crate) const NEEDS_ROOT: &str = "changing the firewall needs root: run portlocker as root (from root's crontab), or try --dry-run";
 
 pub(crate) fn summarise_errors(errors: &[CommandError]) -> Option<String> {
-    match errors {
+    // The plan and the verdicts may read the same chain and fail alike:
+    // one failure, however often it was met.
+    let mut distinct: Vec<String> = Vec::new();
+    for error in errors {
+        let said = error.to_string();
+        if !distinct.contains(&said) {
+            distinct.push(said);
+        }
+    }
+    match &distinct[..] {
         [] => None,
         [only] => Some(format!("a firewall command failed: {only}")),
         [first, rest @ ..] => Some(format!(
@@ -1349,6 +1358,30 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
             .unwrap()
             .to_utc()
+    }
+
+    /// A failure met twice (the plan's read and the verdicts' read of the
+    /// same chain) is one failure, not "2 firewall commands failed".
+    #[test]
+    fn a_failure_met_twice_is_summed_up_once() {
+        use crate::sys::runner::{Command, Failure};
+        let failed = |chain: &str| CommandError {
+            command: Command {
+                program: "/usr/sbin/iptables".into(),
+                args: vec!["-S".into(), chain.into()],
+                stdin: None,
+            },
+            failure: Failure::Exited {
+                code: 4,
+                stderr: "resource busy".into(),
+            },
+        };
+        let twice = [failed("INPUT"), failed("INPUT")];
+        let said = summarise_errors(&twice).unwrap();
+        assert!(said.starts_with("a firewall command failed: "), "{said}");
+        let two = [failed("INPUT"), failed("PORTLOCKER")];
+        let said = summarise_errors(&two).unwrap();
+        assert!(said.starts_with("2 firewall commands failed"), "{said}");
     }
 
     #[test]
